@@ -1,0 +1,87 @@
+//! ListOffsets: earliest (-2), latest (-1: the high watermark), max timestamp (-3, v7) and
+//! offset-by-timestamp (first batch whose max timestamp reaches the target).
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use super::check_leader_epoch;
+use crate::state::Broker;
+
+pub const LATEST: i64 = -1;
+pub const EARLIEST: i64 = -2;
+pub const MAX_TIMESTAMP: i64 = -3;
+
+pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    let mut r = ListOffsetsResponse::default();
+    for topic in req.topics {
+        let found = broker.topic(topic.name.as_str());
+        let mut t = ListOffsetsTopicResponse::default();
+        t.name = topic.name.clone();
+        for lp in topic.partitions {
+            let mut p = ListOffsetsPartitionResponse::default();
+            p.partition_index = lp.partition_index;
+            p.timestamp = -1;
+            p.offset = -1;
+            p.leader_epoch = -1;
+            let partition = found.as_ref().and_then(|t| {
+                usize::try_from(lp.partition_index)
+                    .ok()
+                    .and_then(|i| t.partitions.get(i))
+            });
+            let Some(partition) = partition else {
+                p.error_code = ResponseError::UnknownTopicOrPartition.code();
+                t.partitions.push(p);
+                continue;
+            };
+            if let Err(e) = check_leader_epoch(partition, lp.current_leader_epoch) {
+                p.error_code = e.code();
+                t.partitions.push(p);
+                continue;
+            }
+            let hw = partition.high_watermark();
+            let log = partition.log();
+            let result = match lp.timestamp {
+                LATEST => Ok(Some((hw, -1, log.latest_epoch().unwrap_or(-1)))),
+                EARLIEST => {
+                    let start = log.log_start_offset();
+                    Ok(Some((
+                        start,
+                        -1,
+                        log.epochs().epoch_for_offset(start).unwrap_or(-1),
+                    )))
+                }
+                MAX_TIMESTAMP if version >= 7 => log.offset_of_max_timestamp(),
+                ts if ts >= 0 => log.offset_for_timestamp(ts),
+                other => {
+                    p.error_code = ResponseError::InvalidRequest.code();
+                    tracing::debug!(timestamp = other, "unsupported ListOffsets timestamp");
+                    Ok(None)
+                }
+            };
+            drop(log);
+            match result {
+                // Offsets at or past the high watermark are not visible to clients yet.
+                Ok(Some((offset, ts, epoch)))
+                    if offset <= hw && (lp.timestamp < 0 || offset < hw) =>
+                {
+                    p.offset = offset;
+                    p.timestamp = ts;
+                    p.leader_epoch = epoch;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "ListOffsets read failed");
+                    p.error_code = ResponseError::KafkaStorageError.code();
+                }
+            }
+            t.partitions.push(p);
+        }
+        r.topics.push(t);
+    }
+    r
+}

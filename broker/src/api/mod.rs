@@ -1,0 +1,123 @@
+//! Kafka API handlers, one file per API key. Each takes the broker state and a decoded request
+//! and returns a [`Reply`]; the connection encodes and writes it in request order.
+
+pub mod api_versions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_configs;
+pub mod fetch;
+pub mod init_producer_id;
+pub mod list_offsets;
+pub mod metadata;
+pub mod offset_for_leader_epoch;
+pub mod produce;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::partition::Partition;
+use crate::state::Broker;
+
+/// Versions this broker implements fully, and so advertises. (See ../shared facts: Produce
+/// from v3, Fetch to v12 for diverging epochs without topic ids, Metadata to v12.)
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+];
+
+pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, min, max)| (*min, *max))
+}
+
+pub fn is_supported(key: ApiKey, version: i16) -> bool {
+    supported_range(key).is_some_and(|(min, max)| (min..=max).contains(&version))
+}
+
+pub type ResponseFuture = Pin<Box<dyn Future<Output = ResponseKind> + Send>>;
+
+/// What a handler produced.
+pub enum Reply {
+    /// A response ready now.
+    Now(Box<ResponseKind>),
+    /// A response that completes later (long-poll fetch, produce waiting for fsync). The
+    /// handler already did everything that must happen in request order (appends).
+    Later(ResponseFuture),
+    /// No response at all (produce with acks=0).
+    Nothing,
+}
+
+impl Reply {
+    pub fn now(body: ResponseKind) -> Self {
+        Self::Now(Box::new(body))
+    }
+}
+
+/// Runs the handler for a decoded request.
+pub fn dispatch(broker: &Arc<Broker>, request: RequestKind, version: i16) -> Reply {
+    match request {
+        RequestKind::ApiVersions(_) => {
+            Reply::now(ResponseKind::ApiVersions(api_versions::handle(0)))
+        }
+        RequestKind::Metadata(r) => {
+            Reply::now(ResponseKind::Metadata(metadata::handle(broker, r, version)))
+        }
+        RequestKind::Produce(r) => produce::handle(broker, r, version),
+        RequestKind::Fetch(r) => fetch::handle(broker, r, version),
+        RequestKind::ListOffsets(r) => Reply::now(ResponseKind::ListOffsets(list_offsets::handle(
+            broker, r, version,
+        ))),
+        RequestKind::InitProducerId(r) => Reply::now(ResponseKind::InitProducerId(
+            init_producer_id::handle(broker, r),
+        )),
+        RequestKind::CreateTopics(r) => Reply::now(ResponseKind::CreateTopics(
+            create_topics::handle(broker, r, version),
+        )),
+        RequestKind::DeleteTopics(r) => Reply::now(ResponseKind::DeleteTopics(
+            delete_topics::handle(broker, r, version),
+        )),
+        RequestKind::OffsetForLeaderEpoch(r) => Reply::now(ResponseKind::OffsetForLeaderEpoch(
+            offset_for_leader_epoch::handle(broker, r),
+        )),
+        RequestKind::DescribeConfigs(r) => Reply::now(ResponseKind::DescribeConfigs(
+            describe_configs::handle(broker, r, version),
+        )),
+        // The connection only dispatches supported API keys.
+        _ => Reply::Nothing,
+    }
+}
+
+pub fn str_bytes(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// Kafka's leader-epoch fencing for requests that carry the client's view of the epoch
+/// (KIP-320): older -> FENCED_LEADER_EPOCH, newer -> UNKNOWN_LEADER_EPOCH, -1 -> no check.
+pub fn check_leader_epoch(
+    partition: &Partition,
+    current_leader_epoch: i32,
+) -> Result<(), ResponseError> {
+    let ours = partition.leader_epoch();
+    if current_leader_epoch == -1 || current_leader_epoch == ours {
+        Ok(())
+    } else if current_leader_epoch < ours {
+        Err(ResponseError::FencedLeaderEpoch)
+    } else {
+        Err(ResponseError::UnknownLeaderEpoch)
+    }
+}

@@ -1,0 +1,334 @@
+//! Produce: validate each partition's record batch (one v2 batch, base offset 0, CRC-32C,
+//! size, codec), append it verbatim with offsets assigned, de-duplicate idempotent retries,
+//! and answer once the write is committed (acks=1/all) or not at all (acks=0).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use tracing::{debug, warn};
+
+use super::{Reply, str_bytes};
+use crate::partition::Partition;
+use crate::protocol::batch::{self, BatchError, BatchHeader, Compression};
+use crate::state::Broker;
+use crate::storage::log::AppendError;
+use crate::storage::producer_state::ProducerError;
+use crate::topic_config::FsyncPolicy;
+
+/// A partition's outcome, before any wait for durability.
+struct Outcome {
+    index: i32,
+    error: Option<(ResponseError, String)>,
+    base_offset: i64,
+    log_append_time: i64,
+    log_start_offset: i64,
+    /// Set when the ack must wait for an fsync up to this offset (exclusive).
+    wait_for: Option<(Arc<Partition>, i64)>,
+}
+
+impl Outcome {
+    fn failed(index: i32, error: ResponseError, message: impl Into<String>) -> Self {
+        Self {
+            index,
+            error: Some((error, message.into())),
+            base_offset: -1,
+            log_append_time: -1,
+            log_start_offset: -1,
+            wait_for: None,
+        }
+    }
+}
+
+/// Checks a client batch; returns the Kafka error and a message for the client.
+pub fn validate_client_batch(
+    records: &[u8],
+    max_message_bytes: usize,
+    version: i16,
+) -> Result<BatchHeader, (ResponseError, String)> {
+    let header = BatchHeader::parse(records).map_err(|e| match e {
+        BatchError::BadMagic(m) => (
+            ResponseError::UnsupportedForMessageFormat,
+            format!("record batch magic {m} is not supported; use v2"),
+        ),
+        e => (ResponseError::CorruptMessage, e.to_string()),
+    })?;
+    if header.total_len() < records.len() {
+        return Err((
+            ResponseError::InvalidRecord,
+            "a produce request must hold exactly one record batch per partition".into(),
+        ));
+    }
+    if records.len() > max_message_bytes {
+        return Err((
+            ResponseError::MessageTooLarge,
+            format!(
+                "record batch of {} bytes exceeds max.message.bytes {max_message_bytes}",
+                records.len()
+            ),
+        ));
+    }
+    let header =
+        batch::validate(records).map_err(|e| (ResponseError::CorruptMessage, e.to_string()))?;
+    if header.base_offset != 0 {
+        return Err((
+            ResponseError::InvalidRecord,
+            format!("batch base offset must be 0, got {}", header.base_offset),
+        ));
+    }
+    if header.records_count == 0 {
+        return Err((
+            ResponseError::InvalidRecord,
+            "record batch has no records".into(),
+        ));
+    }
+    match header.compression() {
+        None => {
+            return Err((
+                ResponseError::CorruptMessage,
+                format!(
+                    "unknown compression codec in attributes {:#x}",
+                    header.attributes
+                ),
+            ));
+        }
+        Some(Compression::Zstd) if version < 7 => {
+            return Err((
+                ResponseError::UnsupportedCompressionType,
+                "zstd needs Produce v7 or later".into(),
+            ));
+        }
+        _ => {}
+    }
+    if header.is_control() {
+        return Err((
+            ResponseError::InvalidRecord,
+            "clients may not write control batches".into(),
+        ));
+    }
+    if header.is_transactional() {
+        return Err((
+            ResponseError::InvalidRequest,
+            "transactions are not supported by this broker".into(),
+        ));
+    }
+    if header.has_producer_id() && (header.producer_epoch < 0 || header.base_sequence < 0) {
+        return Err((
+            ResponseError::InvalidRecord,
+            "idempotent batch without producer epoch or sequence".into(),
+        ));
+    }
+    Ok(header)
+}
+
+fn append_partition(
+    broker: &Broker,
+    partition: &Arc<Partition>,
+    records: &Bytes,
+    acks: i16,
+    version: i16,
+) -> Outcome {
+    let index = partition.index;
+    let now_ms = crate::clock::now_ms();
+    let mut log = partition.log();
+    let config = log.config().clone();
+    let header = match validate_client_batch(records, config.max_message_bytes, version) {
+        Ok(h) => h,
+        Err((code, message)) => {
+            debug!(topic = %partition.topic, partition = index, %message, "rejected produce");
+            return Outcome::failed(index, code, message);
+        }
+    };
+    // A single broker is an ISR of one.
+    if acks == -1 && config.min_insync_replicas > 1 {
+        return Outcome::failed(
+            index,
+            ResponseError::NotEnoughReplicas,
+            format!(
+                "min.insync.replicas={} but the in-sync replica set has 1 member",
+                config.min_insync_replicas
+            ),
+        );
+    }
+    match log.append_as_leader(records, &header, partition.leader_epoch(), now_ms) {
+        Ok(info) => {
+            let leo = log.log_end_offset();
+            let log_start_offset = log.log_start_offset();
+            drop(log);
+            if !info.duplicate {
+                broker.metrics.bytes_in.inc_by(records.len() as u64);
+            }
+            partition.appended(leo, config.fsync);
+            let wait_for = (config.fsync == FsyncPolicy::BeforeAck && acks != 0)
+                .then(|| (Arc::clone(partition), info.last_offset + 1));
+            Outcome {
+                index,
+                error: None,
+                base_offset: info.base_offset,
+                log_append_time: info.log_append_time,
+                log_start_offset,
+                wait_for,
+            }
+        }
+        Err(AppendError::Producer(e)) => {
+            let code = match e {
+                ProducerError::InvalidEpoch { .. } => ResponseError::InvalidProducerEpoch,
+                ProducerError::OutOfOrder { .. } => ResponseError::OutOfOrderSequenceNumber,
+            };
+            Outcome::failed(index, code, e.to_string())
+        }
+        Err(AppendError::Storage(e)) => {
+            warn!(topic = %partition.topic, partition = index, error = %e, "append failed");
+            Outcome::failed(
+                index,
+                ResponseError::KafkaStorageError,
+                format!("storage error: {e}"),
+            )
+        }
+    }
+}
+
+pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply {
+    let acks = req.acks;
+    let mut results: Vec<(kafka_protocol::messages::TopicName, Vec<Outcome>)> = Vec::new();
+    for topic in req.topic_data {
+        let name = topic.name.as_str().to_string();
+        let found = broker.topic(&name);
+        let outcomes = topic
+            .partition_data
+            .into_iter()
+            .map(|pd| {
+                if !matches!(acks, -1..=1) {
+                    return Outcome::failed(
+                        pd.index,
+                        ResponseError::InvalidRequiredAcks,
+                        format!("acks must be -1, 0 or 1, got {acks}"),
+                    );
+                }
+                if req.transactional_id.as_ref().is_some_and(|t| !t.is_empty()) {
+                    return Outcome::failed(
+                        pd.index,
+                        ResponseError::InvalidRequest,
+                        "transactions are not supported by this broker",
+                    );
+                }
+                let partition = found.as_ref().and_then(|t| {
+                    usize::try_from(pd.index)
+                        .ok()
+                        .and_then(|i| t.partitions.get(i))
+                });
+                let Some(partition) = partition else {
+                    return Outcome::failed(
+                        pd.index,
+                        ResponseError::UnknownTopicOrPartition,
+                        format!("unknown partition {name}-{}", pd.index),
+                    );
+                };
+                let Some(records) = pd.records.as_ref() else {
+                    return Outcome::failed(pd.index, ResponseError::CorruptMessage, "no records");
+                };
+                append_partition(broker, partition, records, acks, version)
+            })
+            .collect();
+        results.push((topic.name, outcomes));
+    }
+    if acks == 0 {
+        return Reply::Nothing;
+    }
+    let needs_wait = results
+        .iter()
+        .flat_map(|(_, o)| o)
+        .any(|o| o.wait_for.is_some());
+    if !needs_wait {
+        return Reply::now(ResponseKind::Produce(respond(results)));
+    }
+    let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
+    Reply::Later(Box::pin(async move {
+        for outcome in results.iter_mut().flat_map(|(_, o)| o.iter_mut()) {
+            if let Some((partition, offset)) = outcome.wait_for.take() {
+                let flushed = tokio::time::timeout(timeout, partition.wait_flushed(offset)).await;
+                if !matches!(flushed, Ok(true)) {
+                    outcome.error = Some((
+                        ResponseError::RequestTimedOut,
+                        "timed out waiting for fsync".into(),
+                    ));
+                }
+            }
+        }
+        ResponseKind::Produce(respond(results))
+    }))
+}
+
+fn respond(results: Vec<(kafka_protocol::messages::TopicName, Vec<Outcome>)>) -> ProduceResponse {
+    let mut r = ProduceResponse::default();
+    for (name, outcomes) in results {
+        let mut t = TopicProduceResponse::default();
+        t.name = name;
+        t.partition_responses = outcomes
+            .into_iter()
+            .map(|o| {
+                let mut p = PartitionProduceResponse::default();
+                p.index = o.index;
+                p.base_offset = o.base_offset;
+                p.log_append_time_ms = o.log_append_time;
+                p.log_start_offset = o.log_start_offset;
+                if let Some((code, message)) = o.error {
+                    p.error_code = code.code();
+                    p.error_message = Some(str_bytes(message));
+                }
+                p
+            })
+            .collect();
+        r.responses.push(t);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::batch::test_support::batch;
+
+    #[test]
+    fn client_batch_rules() {
+        let good = batch(2, 5, (1, 0, 0), 10);
+        assert!(validate_client_batch(&good, 1 << 20, 9).is_ok());
+        let mut two = good.clone();
+        two.extend(&good);
+        assert_eq!(
+            validate_client_batch(&two, 1 << 20, 9).unwrap_err().0,
+            ResponseError::InvalidRecord
+        );
+        assert_eq!(
+            validate_client_batch(&good, 10, 9).unwrap_err().0,
+            ResponseError::MessageTooLarge
+        );
+        let mut crc = good.clone();
+        *crc.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            validate_client_batch(&crc, 1 << 20, 9).unwrap_err().0,
+            ResponseError::CorruptMessage
+        );
+        let mut offset = good.clone();
+        offset[..16].copy_from_slice(&batch::patched_prefix(&good, 5, -1));
+        assert_eq!(
+            validate_client_batch(&offset, 1 << 20, 9).unwrap_err().0,
+            ResponseError::InvalidRecord
+        );
+        let mut magic = good.clone();
+        magic[16] = 1;
+        assert_eq!(
+            validate_client_batch(&magic, 1 << 20, 9).unwrap_err().0,
+            ResponseError::UnsupportedForMessageFormat
+        );
+        assert_eq!(
+            validate_client_batch(&good[..30], 1 << 20, 9)
+                .unwrap_err()
+                .0,
+            ResponseError::CorruptMessage
+        );
+    }
+}

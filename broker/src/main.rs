@@ -1,0 +1,197 @@
+//! `broker`: a standalone Kafka-compatible broker (the embedded default). Leader of every
+//! partition, no controller, topics auto-created on first use.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use broker::state::{Broker, BrokerConfig};
+use broker::topic_config::TopicConfig;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tracing::{error, info};
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Standalone Kafka-compatible broker with durable segment storage"
+)]
+struct Cli {
+    /// Directory holding the logs and checkpoints.
+    #[arg(long, default_value = "./data")]
+    data_dir: PathBuf,
+    /// Address for Kafka clients.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    listen: SocketAddr,
+    /// Address for /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: SocketAddr,
+    /// host:port given to clients in Metadata (default: the listen address).
+    #[arg(long)]
+    advertised: Option<String>,
+    /// This broker's id (stamped into the data directory).
+    #[arg(long, default_value_t = 0)]
+    node_id: i32,
+    /// Create unknown topics when clients first use them.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    auto_create_topics: bool,
+    /// Partitions of auto-created topics (and CreateTopics with -1).
+    #[arg(long, default_value_t = 1)]
+    num_partitions: i32,
+    /// Default topic config, Kafka names, e.g. --topic-config retention.ms=3600000 (repeatable).
+    #[arg(long = "topic-config", value_name = "KEY=VALUE")]
+    topic_config: Vec<String>,
+    /// Largest request accepted, in bytes (Kafka's socket.request.max.bytes).
+    #[arg(long, default_value_t = 104_857_600)]
+    max_request_bytes: usize,
+    /// How often retention runs.
+    #[arg(long, default_value_t = 30_000)]
+    retention_check_interval_ms: u64,
+    /// How often recovery points and high watermarks are checkpointed.
+    #[arg(long, default_value_t = 5_000)]
+    checkpoint_interval_ms: u64,
+    /// Log format: text or json (use json in containers).
+    #[arg(long, default_value = "text", env = "STRAND_LOG_FORMAT")]
+    log_format: String,
+}
+
+fn init_tracing(format: &str) -> anyhow::Result<()> {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        "json" => builder.json().init(),
+        "text" => builder.init(),
+        other => bail!("--log-format must be text or json, not {other:?}"),
+    }
+    Ok(())
+}
+
+fn config_from(cli: &Cli) -> anyhow::Result<BrokerConfig> {
+    let mut overrides = BTreeMap::new();
+    for kv in &cli.topic_config {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--topic-config expects KEY=VALUE, got {kv:?}"))?;
+        overrides.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    let topic_defaults = TopicConfig::default().with_overrides(&overrides)?;
+    let (advertised_host, advertised_port) = match &cli.advertised {
+        Some(a) => {
+            let (h, p) = a
+                .rsplit_once(':')
+                .with_context(|| format!("--advertised expects HOST:PORT, got {a:?}"))?;
+            (
+                h.to_string(),
+                p.parse()
+                    .with_context(|| format!("bad port in --advertised {a:?}"))?,
+            )
+        }
+        None => {
+            if cli.listen.ip().is_unspecified() {
+                bail!(
+                    "--listen {} is a wildcard address; give --advertised HOST:PORT for clients",
+                    cli.listen
+                );
+            }
+            (cli.listen.ip().to_string(), i32::from(cli.listen.port()))
+        }
+    };
+    if cli.num_partitions < 1 {
+        bail!("--num-partitions must be at least 1");
+    }
+    Ok(BrokerConfig {
+        node_id: cli.node_id,
+        data_dir: cli.data_dir.clone(),
+        advertised_host,
+        advertised_port,
+        auto_create_topics: cli.auto_create_topics,
+        default_partitions: cli.num_partitions,
+        topic_defaults,
+        max_request_bytes: cli.max_request_bytes,
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received, shutting down"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT received, shutting down"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(&cli.log_format)?;
+    let config = config_from(&cli)?;
+    let broker = Broker::open(config)
+        .with_context(|| format!("cannot open data directory {}", cli.data_dir.display()))?;
+    let listener = TcpListener::bind(cli.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cli.listen))?;
+    let http = TcpListener::bind(cli.http)
+        .await
+        .with_context(|| format!("cannot listen on {}", cli.http))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+    let admin = tokio::spawn({
+        let router = broker::admin::router(broker.clone());
+        let mut stop = stop_rx.clone();
+        async move {
+            let _ = axum::serve(http, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+        }
+    });
+    let housekeeping = tokio::spawn({
+        let broker = broker.clone();
+        let mut stop = stop_rx.clone();
+        let retention_every = Duration::from_millis(cli.retention_check_interval_ms.max(100));
+        let checkpoint_every = Duration::from_millis(cli.checkpoint_interval_ms.max(100));
+        async move {
+            let mut retention = tokio::time::interval(retention_every);
+            let mut checkpoint = tokio::time::interval(checkpoint_every);
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    _ = retention.tick() => {
+                        let b = broker.clone();
+                        let _ = tokio::task::spawn_blocking(move || b.apply_retention(broker::clock::now_ms())).await;
+                    }
+                    _ = checkpoint.tick() => {
+                        let b = broker.clone();
+                        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || b.checkpoint()).await {
+                            error!(error = %e, "writing checkpoints failed");
+                        }
+                    }
+                }
+            }
+        }
+    });
+
+    broker.set_ready();
+    info!(kafka = %cli.listen, http = %cli.http, data_dir = %cli.data_dir.display(), "broker ready");
+    broker::server::run(listener, broker.clone(), shutdown_signal()).await;
+
+    let _ = stop_tx.send(true);
+    let _ = housekeeping.await;
+    let _ = admin.await;
+    let closing = broker.clone();
+    tokio::task::spawn_blocking(move || closing.close()).await??;
+    info!("stopped");
+    Ok(())
+}

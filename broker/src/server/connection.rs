@@ -1,0 +1,200 @@
+//! One client connection: the only code that touches the socket. Frames are length-prefixed;
+//! a frame is read whole before it is parsed. Requests are handled in arrival order (so appends
+//! keep their order) and their responses are written in the same order, while later requests
+//! can be read and handled as earlier responses wait (pipelining).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, warn};
+
+use crate::api::{self, Reply};
+use crate::state::Broker;
+
+/// Responses that may be outstanding on one connection before reading pauses.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// A response waiting its turn.
+struct Pending {
+    correlation_id: i32,
+    api_key: ApiKey,
+    version: i16,
+    started: Instant,
+    reply: Reply,
+}
+
+/// Why a connection is closed by the broker.
+#[derive(Debug, thiserror::Error)]
+enum Close {
+    #[error("request frame of {0} bytes is outside 0..={1}")]
+    FrameSize(i64, usize),
+    #[error("request of {0} bytes is shorter than a request header")]
+    ShortHeader(usize),
+    #[error("unknown API key {0}")]
+    UnknownApi(i16),
+    #[error("unsupported version {1} of {0:?}")]
+    UnsupportedVersion(ApiKey, i16),
+    #[error("malformed {0:?} v{1} request: {2}")]
+    Malformed(ApiKey, i16, String),
+}
+
+pub async fn serve(
+    socket: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    mut stop: watch::Receiver<bool>,
+) {
+    debug!(%peer, "connection opened");
+    let (mut reader, writer) = socket.into_split();
+    let (tx, rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT);
+    let writer_task = tokio::spawn(write_responses(writer, rx, Arc::clone(&broker), peer));
+    let max = broker.config.max_request_bytes;
+    loop {
+        let mut len_buf = [0u8; 4];
+        let read = tokio::select! {
+            r = reader.read_exact(&mut len_buf) => r,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        if read.is_err() {
+            break; // peer closed or reset
+        }
+        let len = i32::from_be_bytes(len_buf);
+        if len < 0 || len as usize > max {
+            warn!(%peer, "closing connection: {}", Close::FrameSize(i64::from(len), max));
+            break;
+        }
+        let mut frame = BytesMut::zeroed(len as usize);
+        if reader.read_exact(&mut frame).await.is_err() {
+            break;
+        }
+        let started = Instant::now();
+        match parse_and_handle(&broker, frame.freeze()) {
+            Ok(Some((correlation_id, api_key, version, reply))) => {
+                if tx
+                    .send(Pending {
+                        correlation_id,
+                        api_key,
+                        version,
+                        started,
+                        reply,
+                    })
+                    .await
+                    .is_err()
+                {
+                    break; // writer failed
+                }
+            }
+            Ok(None) => {}
+            Err(close) => {
+                warn!(%peer, "closing connection: {close}");
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let _ = writer_task.await;
+    debug!(%peer, "connection closed");
+}
+
+type Handled = Option<(i32, ApiKey, i16, Reply)>;
+
+fn parse_and_handle(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Handled, Close> {
+    if frame.len() < 8 {
+        return Err(Close::ShortHeader(frame.len()));
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let api_key = ApiKey::try_from(raw_key).map_err(|_| Close::UnknownApi(raw_key))?;
+    if !api::is_supported(api_key, version) {
+        if api_key == ApiKey::ApiVersions {
+            // KIP-511: answer in v0 so the client learns our range and retries.
+            let body = api::api_versions::handle(ResponseError::UnsupportedVersion.code());
+            return Ok(Some((
+                correlation_id,
+                api_key,
+                0,
+                Reply::now(ResponseKind::ApiVersions(body)),
+            )));
+        }
+        return Err(Close::UnsupportedVersion(api_key, version));
+    }
+    let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
+        .map_err(|e| Close::Malformed(api_key, version, format!("header: {e}")))?;
+    let request = RequestKind::decode(api_key, &mut frame, version)
+        .map_err(|e| Close::Malformed(api_key, version, e.to_string()))?;
+    let reply = api::dispatch(broker, request, version);
+    Ok(Some((header.correlation_id, api_key, version, reply)))
+}
+
+async fn write_responses(
+    writer: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Pending>,
+    broker: Arc<Broker>,
+    peer: SocketAddr,
+) {
+    let mut writer = BufWriter::with_capacity(64 * 1024, writer);
+    let mut buf = BytesMut::new();
+    while let Some(p) = rx.recv().await {
+        let body = match p.reply {
+            Reply::Now(body) => *body,
+            Reply::Later(fut) => fut.await,
+            Reply::Nothing => {
+                broker
+                    .metrics
+                    .observe(api_name(p.api_key), p.started.elapsed().as_secs_f64());
+                continue;
+            }
+        };
+        buf.clear();
+        buf.put_i32(0); // length, patched below
+        let mut header = ResponseHeader::default();
+        header.correlation_id = p.correlation_id;
+        let encoded = header
+            .encode(&mut buf, p.api_key.response_header_version(p.version))
+            .and_then(|()| body.encode(&mut buf, p.version));
+        if let Err(e) = encoded {
+            warn!(%peer, api = ?p.api_key, version = p.version, error = %e, "cannot encode response; closing connection");
+            break;
+        }
+        let len = (buf.len() - 4) as i32;
+        buf[..4].copy_from_slice(&len.to_be_bytes());
+        if writer.write_all(&buf).await.is_err() {
+            break;
+        }
+        // Flush when nothing else is ready to go out, so pipelined responses share a write.
+        if rx.is_empty() && writer.flush().await.is_err() {
+            break;
+        }
+        broker
+            .metrics
+            .observe(api_name(p.api_key), p.started.elapsed().as_secs_f64());
+    }
+    let _ = writer.flush().await;
+    let _ = writer.shutdown().await;
+}
+
+pub fn api_name(key: ApiKey) -> &'static str {
+    match key {
+        ApiKey::Produce => "produce",
+        ApiKey::Fetch => "fetch",
+        ApiKey::ListOffsets => "list_offsets",
+        ApiKey::Metadata => "metadata",
+        ApiKey::ApiVersions => "api_versions",
+        ApiKey::CreateTopics => "create_topics",
+        ApiKey::DeleteTopics => "delete_topics",
+        ApiKey::InitProducerId => "init_producer_id",
+        ApiKey::OffsetForLeaderEpoch => "offset_for_leader_epoch",
+        ApiKey::DescribeConfigs => "describe_configs",
+        _ => "other",
+    }
+}

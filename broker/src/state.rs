@@ -1,0 +1,382 @@
+//! The broker's shared state: configuration, the data directory, hosted topics and their
+//! partitions, producer ids, metrics. Topic creation and deletion are serialised here; in
+//! standalone mode the broker is the controller of its own topics.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::metrics::{Metrics, PartitionLabels};
+use crate::partition::Partition;
+use crate::producer_ids::ProducerIdAllocator;
+use crate::storage::StorageError;
+use crate::storage::checkpoint::OffsetMap;
+use crate::storage::log::Log;
+use crate::storage::log_dir::{LogDir, TopicRecord};
+use crate::topic_config::{ConfigError, TopicConfig};
+
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    pub data_dir: PathBuf,
+    /// Host and port put in Metadata responses.
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    pub auto_create_topics: bool,
+    pub default_partitions: i32,
+    pub topic_defaults: TopicConfig,
+    /// Largest request frame accepted (Kafka's socket.request.max.bytes).
+    pub max_request_bytes: usize,
+}
+
+pub struct Topic {
+    pub record: TopicRecord,
+    pub config: TopicConfig,
+    pub partitions: Vec<Arc<Partition>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TopicError {
+    #[error("topic '{0}' already exists")]
+    AlreadyExists(String),
+    #[error("invalid topic name '{0}': {1}")]
+    InvalidName(String, &'static str),
+    #[error("invalid number of partitions {0}: must be between 1 and 100000")]
+    InvalidPartitions(i32),
+    #[error("replication factor {0} is not possible on a single broker")]
+    InvalidReplicationFactor(i16),
+    #[error(transparent)]
+    InvalidConfig(#[from] ConfigError),
+    #[error("unknown topic '{0}'")]
+    Unknown(String),
+    #[error("storage error: {0}")]
+    Storage(#[from] StorageError),
+}
+
+impl From<io::Error> for TopicError {
+    fn from(e: io::Error) -> Self {
+        Self::Storage(StorageError::Io(e))
+    }
+}
+
+/// Kafka's topic name rules.
+pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
+    let err = |why| Err(TopicError::InvalidName(name.to_string(), why));
+    if name.is_empty() {
+        return err("empty");
+    }
+    if name == "." || name == ".." {
+        return err("'.' and '..' are not allowed");
+    }
+    if name.len() > 249 {
+        return err("longer than 249 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return err("only ASCII letters, digits, '.', '_' and '-' are allowed");
+    }
+    Ok(())
+}
+
+pub struct Broker {
+    pub config: BrokerConfig,
+    log_dir: LogDir,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Serialises topic creation and deletion (and the topics.json rewrite).
+    topic_changes: Mutex<()>,
+    producer_ids: ProducerIdAllocator,
+    pub metrics: Metrics,
+    pub data_version: Arc<watch::Sender<u64>>,
+    ready: AtomicBool,
+}
+
+impl Broker {
+    /// Opens the data directory and every log in it (recovering after an unclean stop).
+    /// Must run inside a tokio runtime.
+    pub fn open(config: BrokerConfig) -> Result<Arc<Self>, StorageError> {
+        let started = Instant::now();
+        let log_dir = LogDir::open(&config.data_dir, config.node_id)?;
+        log_dir.remove_leftover_deletions()?;
+        let producer_ids = ProducerIdAllocator::open(config.data_dir.join("producer-id-block"))?;
+        let broker = Self {
+            log_dir,
+            topics: RwLock::new(BTreeMap::new()),
+            topic_changes: Mutex::new(()),
+            producer_ids,
+            metrics: Metrics::default(),
+            data_version: Arc::new(watch::Sender::new(0)),
+            ready: AtomicBool::new(false),
+            config,
+        };
+        let records = broker.log_dir.load_topics()?;
+        let mut topics = BTreeMap::new();
+        for record in records {
+            let topic = broker.open_topic(record).map_err(|e| match e {
+                TopicError::Storage(s) => s,
+                other => StorageError::Refused(format!("topics.json: {other}")),
+            })?;
+            topics.insert(topic.record.name.clone(), topic);
+        }
+        *broker.topics.write().unwrap_or_else(|p| p.into_inner()) = topics;
+        broker
+            .metrics
+            .recovery_seconds
+            .set(started.elapsed().as_secs_f64());
+        broker.checkpoint()?;
+        info!(ms = started.elapsed().as_millis() as u64, "logs loaded");
+        Ok(Arc::new(broker))
+    }
+
+    fn open_topic(&self, record: TopicRecord) -> Result<Arc<Topic>, TopicError> {
+        let config = self.config.topic_defaults.with_overrides(&record.configs)?;
+        let mut partitions = Vec::new();
+        for p in 0..record.partitions {
+            let dir = self.log_dir.partition_dir(&record.name, p);
+            let (log, report) =
+                Log::open(&dir, config.clone(), self.log_dir.hints(&record.name, p))?;
+            self.metrics
+                .recovery_segments
+                .inc_by(report.segments_scanned as u64);
+            self.metrics
+                .recovery_truncated_bytes
+                .inc_by(report.truncated_bytes);
+            partitions.push(Partition::new(
+                record.name.clone(),
+                p,
+                record.id,
+                log,
+                self.log_dir.high_watermark(&record.name, p),
+                Arc::clone(&self.data_version),
+            ));
+        }
+        Ok(Arc::new(Topic {
+            record,
+            config,
+            partitions,
+        }))
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        self.log_dir.cluster_id()
+    }
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+    pub fn topic_by_id(&self, id: uuid::Uuid) -> Option<Arc<Topic>> {
+        self.topics().into_iter().find(|t| t.record.id == id)
+    }
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
+        let t = self.topic(topic)?;
+        usize::try_from(partition)
+            .ok()
+            .and_then(|i| t.partitions.get(i).cloned())
+    }
+
+    /// Creates a topic (or, with `validate_only`, checks that it could be created).
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, TopicError> {
+        validate_topic_name(name)?;
+        let partitions = if partitions == -1 {
+            self.config.default_partitions
+        } else {
+            partitions
+        };
+        if !(1..=100_000).contains(&partitions) {
+            return Err(TopicError::InvalidPartitions(partitions));
+        }
+        if replication_factor != -1 && replication_factor != 1 {
+            return Err(TopicError::InvalidReplicationFactor(replication_factor));
+        }
+        let config = self.config.topic_defaults.with_overrides(&configs)?;
+        let _guard = self.topic_changes.lock().unwrap_or_else(|p| p.into_inner());
+        if self.topic(name).is_some() {
+            return Err(TopicError::AlreadyExists(name.to_string()));
+        }
+        let record = TopicRecord {
+            name: name.to_string(),
+            id: uuid::Uuid::new_v4(),
+            partitions,
+            configs,
+        };
+        if validate_only {
+            let partitions = Vec::new();
+            return Ok(Arc::new(Topic {
+                record,
+                config,
+                partitions,
+            }));
+        }
+        // Directories first, then the topics file: a crash in between leaves unused
+        // directories, never a topic without its logs.
+        let topic = self.open_topic(record)?;
+        let mut records: Vec<TopicRecord> =
+            self.topics().iter().map(|t| t.record.clone()).collect();
+        records.push(topic.record.clone());
+        self.log_dir.save_topics(&records)?;
+        self.topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), Arc::clone(&topic));
+        info!(topic = name, partitions, "created topic");
+        Ok(topic)
+    }
+
+    /// Auto-creates a topic on first use when allowed.
+    pub fn get_or_auto_create(&self, name: &str) -> Option<Arc<Topic>> {
+        if let Some(t) = self.topic(name) {
+            return Some(t);
+        }
+        if !self.config.auto_create_topics {
+            return None;
+        }
+        match self.create_topic(name, -1, -1, BTreeMap::new(), false) {
+            Ok(t) => Some(t),
+            Err(TopicError::AlreadyExists(_)) => self.topic(name),
+            Err(e) => {
+                warn!(topic = name, error = %e, "auto-creation failed");
+                None
+            }
+        }
+    }
+
+    pub fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
+        let _guard = self.topic_changes.lock().unwrap_or_else(|p| p.into_inner());
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+        let records: Vec<TopicRecord> = self
+            .topics()
+            .iter()
+            .filter(|t| t.record.name != name)
+            .map(|t| t.record.clone())
+            .collect();
+        self.log_dir.save_topics(&records)?;
+        self.topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        for p in &topic.partitions {
+            p.shutdown();
+        }
+        self.log_dir
+            .delete_partition_dirs(name, topic.record.partitions)?;
+        info!(topic = name, "deleted topic");
+        Ok(())
+    }
+
+    pub fn next_producer_id(&self) -> io::Result<i64> {
+        self.producer_ids.next()
+    }
+
+    /// Writes recovery points, log start offsets and high watermarks of every partition.
+    pub fn checkpoint(&self) -> io::Result<()> {
+        let (mut rp, mut start, mut hw) = (OffsetMap::new(), OffsetMap::new(), OffsetMap::new());
+        for t in self.topics() {
+            for p in &t.partitions {
+                let key = (t.record.name.clone(), p.index);
+                let log = p.log();
+                rp.insert(key.clone(), log.recovery_point());
+                start.insert(key.clone(), log.log_start_offset());
+                hw.insert(key, p.high_watermark());
+            }
+        }
+        self.log_dir.write_checkpoints(&rp, &start, &hw)
+    }
+
+    /// Deletes segments past retention in every partition.
+    pub fn apply_retention(&self, now_ms: i64) {
+        for t in self.topics() {
+            for p in &t.partitions {
+                if let Err(e) = p.log().apply_retention(now_ms) {
+                    warn!(topic = %t.record.name, partition = p.index, error = %e, "retention failed");
+                }
+            }
+        }
+    }
+
+    /// Refreshes per-partition gauges (called before rendering metrics).
+    pub fn update_gauges(&self) {
+        for t in self.topics() {
+            for p in &t.partitions {
+                let labels = PartitionLabels {
+                    topic: t.record.name.clone(),
+                    partition: p.index.to_string(),
+                };
+                self.metrics
+                    .log_end_offset
+                    .get_or_create(&labels)
+                    .set(p.log().log_end_offset());
+                self.metrics
+                    .high_watermark
+                    .get_or_create(&labels)
+                    .set(p.high_watermark());
+            }
+        }
+    }
+
+    /// Clean stop: flush and close every log, checkpoint, then write the clean-shutdown marker
+    /// (only if everything before it succeeded, so a failed flush forces recovery next time).
+    pub fn close(&self) -> io::Result<()> {
+        let mut result = Ok(());
+        for t in self.topics() {
+            for p in &t.partitions {
+                p.shutdown();
+                if let Err(e) = p.log().close() {
+                    warn!(topic = %t.record.name, partition = p.index, error = %e, "closing log failed");
+                    result = Err(e);
+                }
+            }
+        }
+        result?;
+        self.checkpoint()?;
+        self.log_dir.mark_clean_shutdown()?;
+        info!("all logs closed cleanly");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(validate_topic_name("orders.v1_x-y").is_ok());
+        for bad in ["", ".", "..", "a b", "ümlaut", &"x".repeat(250)] {
+            assert!(validate_topic_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,569 @@
+//! A partition's log: an ordered map of segments (the last one active), the log start offset,
+//! the recovery point, the leader-epoch cache and the idempotent-producer table.
+//!
+//! Not thread-safe by itself: the partition owns it behind a mutex and never holds the lock
+//! across an await. fsync for group commit happens outside the lock on a cloned file handle.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use crate::protocol::batch::{self, BatchHeader};
+use crate::topic_config::{FsyncPolicy, TimestampType, TopicConfig};
+
+use super::StorageError;
+use super::checkpoint::write_atomic;
+use super::epoch_cache::EpochCache;
+use super::producer_state::{self, ProducerError, ProducerStateTable, SequenceCheck};
+use super::segment::Segment;
+
+/// What the log directory knows about this partition from its checkpoints.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenHints {
+    /// The previous run wrote the clean-shutdown marker.
+    pub clean_shutdown: bool,
+    pub recovery_point: Option<i64>,
+    pub log_start_offset: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub segments_scanned: usize,
+    pub batches_validated: u64,
+    pub truncated_bytes: u64,
+    /// Offset and reason of the first invalid batch, when recovery cut the log.
+    pub truncated_at: Option<(i64, String)>,
+    pub segments_deleted: usize,
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// -1 unless the topic uses LogAppendTime.
+    pub log_append_time: i64,
+    /// A retried batch already in the log: nothing was written.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error(transparent)]
+    Producer(#[from] ProducerError),
+    #[error("storage error: {0}")]
+    Storage(#[from] io::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("offset {offset} is out of range [{start}, {end}]")]
+    OutOfRange { offset: i64, start: i64, end: i64 },
+    #[error("storage error: {0}")]
+    Storage(#[from] io::Error),
+}
+
+pub struct Log {
+    dir: PathBuf,
+    config: TopicConfig,
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    recovery_point: i64,
+    epochs: EpochCache,
+    producers: ProducerStateTable,
+}
+
+fn segment_bases(dir: &Path) -> io::Result<Vec<i64>> {
+    let mut bases = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name.ends_with(".tmp") || name.ends_with(".deleted") {
+            let _ = fs::remove_file(&path);
+            continue;
+        }
+        if let Some(stem) = name.strip_suffix(".log")
+            && let Ok(base) = stem.parse::<i64>()
+        {
+            bases.push(base);
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir`, recovering it if the last stop was unclean.
+    pub fn open(
+        dir: &Path,
+        config: TopicConfig,
+        hints: OpenHints,
+    ) -> Result<(Self, RecoveryReport), StorageError> {
+        let started = Instant::now();
+        fs::create_dir_all(dir)?;
+        let mut report = RecoveryReport::default();
+        let bases = segment_bases(dir)?;
+        let recovery_point = if hints.clean_shutdown {
+            i64::MAX
+        } else {
+            hints.recovery_point.unwrap_or(0)
+        };
+        // Recovery starts at the segment containing the recovery point.
+        let first_to_recover = bases
+            .iter()
+            .rev()
+            .find(|b| **b <= recovery_point)
+            .copied()
+            .unwrap_or(0);
+        let mut epochs = EpochCache::load(dir.join("leader-epoch-checkpoint"))?;
+        let mut segments = BTreeMap::new();
+        let mut cut = false;
+        for (i, base) in bases.iter().copied().enumerate() {
+            let path = dir.join(super::segment::file_name(base, ".log"));
+            if cut {
+                // Everything after a truncation point goes.
+                let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                report.truncated_bytes += len;
+                report.segments_deleted += 1;
+                for suffix in [".log", ".index", ".timeindex"] {
+                    let _ = fs::remove_file(dir.join(super::segment::file_name(base, suffix)));
+                }
+                continue;
+            }
+            let recover = !hints.clean_shutdown && base >= first_to_recover;
+            let mut batches = 0u64;
+            let mut epoch_changed = false;
+            let (mut seg, invalid) =
+                Segment::open(dir, base, config.index_interval_bytes, recover, &mut |h| {
+                    batches += 1;
+                    if recover && h.partition_leader_epoch >= 0 {
+                        epoch_changed |= epochs.assign(h.partition_leader_epoch, h.base_offset);
+                    }
+                })?;
+            if recover {
+                report.segments_scanned += 1;
+                report.batches_validated += batches;
+            }
+            let expected_end = bases.get(i + 1).copied();
+            if let Some(bad) = invalid {
+                let file_len = fs::metadata(&path)?.len();
+                report.truncated_bytes += file_len - bad.position;
+                warn!(
+                    segment = %path.display(), position = bad.position, offset = seg.next_offset(),
+                    cut_bytes = file_len - bad.position, reason = %bad.reason,
+                    "recovery truncated the log at the first invalid batch"
+                );
+                report.truncated_at = Some((seg.next_offset(), bad.reason));
+                seg.cut_at(bad.position)?;
+                cut = true;
+            } else if let Some(next) = expected_end
+                && seg.next_offset() > next
+            {
+                warn!(segment = %path.display(), "segment overlaps the next one; truncating the log here");
+                report.truncated_at = Some((seg.next_offset(), "overlapping segments".into()));
+                cut = true;
+            }
+            segments.insert(base, seg);
+        }
+        let log_start_offset = hints
+            .log_start_offset
+            .unwrap_or(0)
+            .max(segments.keys().next().copied().unwrap_or(0));
+        if segments.is_empty() {
+            segments.insert(
+                log_start_offset,
+                Segment::create(dir, log_start_offset, config.index_interval_bytes)?,
+            );
+        }
+        let mut log = Self {
+            dir: dir.to_path_buf(),
+            config,
+            segments,
+            log_start_offset,
+            recovery_point: 0,
+            epochs,
+            producers: ProducerStateTable::default(),
+        };
+        let leo = log.log_end_offset();
+        log.log_start_offset = log.log_start_offset.min(leo);
+        log.recovery_point = if hints.clean_shutdown {
+            leo
+        } else {
+            recovery_point.min(leo)
+        };
+        log.epochs.truncate_from_end(leo);
+        log.epochs.truncate_from_start(log.log_start_offset);
+        log.epochs.save()?;
+        log.rebuild_producer_state()?;
+        report.duration = started.elapsed();
+        if report.segments_scanned > 0 {
+            info!(
+                dir = %dir.display(), segments = report.segments_scanned, batches = report.batches_validated,
+                truncated_bytes = report.truncated_bytes, log_end_offset = leo,
+                ms = report.duration.as_millis() as u64, "recovered log"
+            );
+        }
+        Ok((log, report))
+    }
+
+    /// Loads the newest usable producer snapshot at or below the log end and replays batch
+    /// headers after it. Snapshots past the log end (from before a truncation) are deleted.
+    fn rebuild_producer_state(&mut self) -> io::Result<()> {
+        let leo = self.log_end_offset();
+        let mut snapshots = self.snapshot_offsets()?;
+        snapshots.sort_unstable();
+        let mut table = ProducerStateTable::default();
+        let mut from = self.log_start_offset;
+        for &off in snapshots.iter().rev() {
+            let path = self.dir.join(producer_state::snapshot_name(off));
+            if off > leo {
+                fs::remove_file(&path)?;
+                continue;
+            }
+            if let Some(t) = fs::read(&path)
+                .ok()
+                .and_then(|b| ProducerStateTable::decode(&b))
+            {
+                table = t;
+                from = off;
+                break;
+            }
+            warn!(snapshot = %path.display(), "ignoring unreadable producer state snapshot");
+        }
+        for seg in self.segments.values() {
+            if seg.next_offset() <= from {
+                continue;
+            }
+            seg.for_each_header_from(from, &mut |h| table.record(h))?;
+        }
+        self.producers = table;
+        Ok(())
+    }
+
+    fn snapshot_offsets(&self) -> io::Result<Vec<i64>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            if let Some(off) = producer_state::snapshot_offset(&entry?.path()) {
+                out.push(off);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes a producer snapshot as of the log end and keeps only the two newest.
+    fn take_producer_snapshot(&self) -> io::Result<()> {
+        let leo = self.log_end_offset();
+        write_atomic(
+            &self.dir.join(producer_state::snapshot_name(leo)),
+            &self.producers.encode(),
+        )?;
+        let mut offs = self.snapshot_offsets()?;
+        offs.sort_unstable();
+        for off in offs.iter().rev().skip(2) {
+            let _ = fs::remove_file(self.dir.join(producer_state::snapshot_name(*off)));
+        }
+        Ok(())
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset()
+    }
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
+    }
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(Segment::size).sum()
+    }
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+    pub fn config(&self) -> &TopicConfig {
+        &self.config
+    }
+    pub fn set_config(&mut self, config: TopicConfig) {
+        self.config = config;
+    }
+    pub fn epochs(&self) -> &EpochCache {
+        &self.epochs
+    }
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest_epoch()
+    }
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// De-duplication check for a client batch (see `ProducerStateTable::check`).
+    pub fn check_producer(&self, header: &BatchHeader) -> Result<SequenceCheck, ProducerError> {
+        self.producers.check(header)
+    }
+
+    /// Appends a validated client batch as leader: assigns offsets from the log end, stamps the
+    /// leader epoch, and records producer state. A retried duplicate is answered with its
+    /// original offsets and not written again.
+    pub fn append_as_leader(
+        &mut self,
+        batch: &[u8],
+        header: &BatchHeader,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
+        if let SequenceCheck::Duplicate(m) = self.producers.check(header)? {
+            return Ok(AppendInfo {
+                base_offset: m.first_offset,
+                last_offset: m.last_offset,
+                log_append_time: -1,
+                duplicate: true,
+            });
+        }
+        let log_append = self.config.timestamp_type == TimestampType::LogAppendTime;
+        let rewritten;
+        let batch = if log_append {
+            rewritten = with_log_append_time(batch, now_ms);
+            &rewritten[..]
+        } else {
+            batch
+        };
+        let mut h =
+            BatchHeader::parse(batch).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        self.maybe_roll(batch.len(), h.last_offset_delta, now_ms)?;
+        let base = self.log_end_offset();
+        h.base_offset = base;
+        h.partition_leader_epoch = leader_epoch;
+        let prefix = batch::patched_prefix(batch, base, leader_epoch);
+        self.active_mut().append(&prefix, batch, &h)?;
+        if self.epochs.assign(leader_epoch, base) {
+            self.epochs.save()?;
+        }
+        self.producers.record(&h);
+        Ok(AppendInfo {
+            base_offset: base,
+            last_offset: h.last_offset(),
+            log_append_time: if log_append { now_ms } else { -1 },
+            duplicate: false,
+        })
+    }
+
+    fn maybe_roll(
+        &mut self,
+        incoming: usize,
+        last_offset_delta: i32,
+        now_ms: i64,
+    ) -> io::Result<()> {
+        let active = self.active();
+        if active.is_empty() {
+            return Ok(());
+        }
+        let too_big = active.size() + incoming as u64 > self.config.segment_bytes;
+        let too_old = active
+            .first_batch_timestamp()
+            .is_some_and(|t| now_ms.saturating_sub(t) > self.config.segment_ms);
+        // Index entries hold offsets relative to the base as u32.
+        let offset_overflow = active.next_offset() + i64::from(last_offset_delta)
+            - active.base_offset()
+            > i64::from(i32::MAX);
+        if too_big || too_old || offset_overflow {
+            self.roll()?;
+        }
+        Ok(())
+    }
+
+    /// Closes the active segment (fsynced, so the recovery point moves to the new segment) and
+    /// starts a new one at the log end.
+    pub fn roll(&mut self) -> io::Result<()> {
+        let leo = self.log_end_offset();
+        if self.active().is_empty() {
+            return Ok(());
+        }
+        self.active_mut().flush(true)?;
+        self.recovery_point = self.recovery_point.max(leo);
+        let seg = Segment::create(&self.dir, leo, self.config.index_interval_bytes)?;
+        self.segments.insert(leo, seg);
+        super::checkpoint::sync_dir(&self.dir)?;
+        self.take_producer_snapshot()?;
+        Ok(())
+    }
+
+    /// Reads whole batches from `offset` (at most `max_bytes`, but at least one whole batch),
+    /// stopping before `max_offset` (exclusive): the high watermark for consumers.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+    ) -> Result<Vec<u8>, ReadError> {
+        let leo = self.log_end_offset();
+        if offset < self.log_start_offset || offset > leo {
+            return Err(ReadError::OutOfRange {
+                offset,
+                start: self.log_start_offset,
+                end: leo,
+            });
+        }
+        if offset >= max_offset {
+            return Ok(Vec::new());
+        }
+        let floor = self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .map_or(self.log_start_offset, |(b, _)| *b);
+        for seg in self.segments.range(floor..).map(|(_, s)| s) {
+            if let Some((pos, _)) = seg.find(offset)? {
+                return Ok(seg.read(pos, max_bytes, max_offset)?);
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    /// First offset whose batch has a timestamp >= `timestamp` (batch granularity), with that
+    /// timestamp and its leader epoch.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> io::Result<Option<(i64, i64, i32)>> {
+        for seg in self.segments.values() {
+            if let Some(found) = seg.find_by_timestamp(timestamp)? {
+                return Ok(Some((found.0.max(self.log_start_offset), found.1, found.2)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The batch holding the largest timestamp (ListOffsets -3, KIP-734).
+    pub fn offset_of_max_timestamp(&self) -> io::Result<Option<(i64, i64, i32)>> {
+        let Some(seg) = self
+            .segments
+            .values()
+            .filter(|s| !s.is_empty())
+            .max_by_key(|s| s.max_timestamp())
+        else {
+            return Ok(None);
+        };
+        seg.find_by_timestamp(seg.max_timestamp())
+    }
+
+    /// Deletes whole, inactive segments past retention (time, then size); returns how many.
+    pub fn apply_retention(&mut self, now_ms: i64) -> io::Result<usize> {
+        let mut deleted = 0;
+        loop {
+            if self.segments.len() < 2 {
+                break;
+            }
+            let (&base, oldest) = self.segments.iter().next().expect("checked above");
+            let expired = self.config.retention_ms >= 0
+                && oldest.max_timestamp() >= 0
+                && now_ms - oldest.max_timestamp() > self.config.retention_ms;
+            let oversize = self.config.retention_bytes >= 0
+                && self.size_bytes().saturating_sub(oldest.size())
+                    >= self.config.retention_bytes as u64;
+            if !(expired || oversize) {
+                break;
+            }
+            let seg = self.segments.remove(&base).expect("present");
+            let next_start = self
+                .segments
+                .keys()
+                .next()
+                .copied()
+                .expect("active remains");
+            self.log_start_offset = self.log_start_offset.max(next_start);
+            info!(segment = %seg.log_path().display(), expired, oversize, "retention deleted segment");
+            seg.delete()?;
+            deleted += 1;
+        }
+        if deleted > 0 {
+            self.epochs.truncate_from_start(self.log_start_offset);
+            self.epochs.save()?;
+        }
+        Ok(deleted)
+    }
+
+    /// Removes every batch at or after `offset` (follower divergence, tests).
+    pub fn truncate_to(&mut self, offset: i64) -> io::Result<()> {
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        let offset = offset.max(self.log_start_offset);
+        let doomed: Vec<i64> = self.segments.range(offset + 1..).map(|(b, _)| *b).collect();
+        for base in doomed {
+            if self.segments.len() > 1 || base > offset {
+                if let Some(seg) = self.segments.remove(&base) {
+                    seg.delete()?;
+                }
+            }
+        }
+        if self.segments.is_empty() {
+            self.segments.insert(
+                offset,
+                Segment::create(&self.dir, offset, self.config.index_interval_bytes)?,
+            );
+        } else {
+            self.active_mut().truncate_to(offset)?;
+        }
+        self.recovery_point = self.recovery_point.min(self.log_end_offset());
+        self.epochs.truncate_from_end(self.log_end_offset());
+        self.epochs.save()?;
+        self.rebuild_producer_state()
+    }
+
+    /// Handle and log end offset for an fsync done outside the lock (group commit).
+    pub fn flush_target(&self) -> (std::sync::Arc<fs::File>, i64) {
+        (self.active().file_handle(), self.log_end_offset())
+    }
+
+    /// Records that everything below `offset` is on disk.
+    pub fn mark_flushed(&mut self, offset: i64) {
+        self.recovery_point = self.recovery_point.max(offset.min(self.log_end_offset()));
+    }
+
+    /// fsyncs all data and indexes; the recovery point becomes the log end.
+    pub fn flush(&mut self) -> io::Result<()> {
+        for seg in self.segments.values_mut() {
+            seg.flush(true)?;
+        }
+        self.recovery_point = self.log_end_offset();
+        Ok(())
+    }
+
+    /// Clean close: everything flushed, producer snapshot at the log end, epochs saved.
+    pub fn close(&mut self) -> io::Result<()> {
+        self.flush()?;
+        self.take_producer_snapshot()?;
+        self.epochs.save()
+    }
+
+    pub fn fsync_policy(&self) -> FsyncPolicy {
+        self.config.fsync
+    }
+}
+
+/// A copy of `batch` with LogAppendTime set (attribute bit 3, max timestamp) and a new CRC.
+fn with_log_append_time(batch: &[u8], now_ms: i64) -> Vec<u8> {
+    let mut b = batch.to_vec();
+    let attributes = i16::from_be_bytes([b[21], b[22]]) | 0x08;
+    b[21..23].copy_from_slice(&attributes.to_be_bytes());
+    b[35..43].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}

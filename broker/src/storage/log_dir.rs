@@ -1,0 +1,228 @@
+//! The data directory: `meta.properties` (cluster id and node id stamp), `topics.json` (topic
+//! names, ids, partition counts and configs for a broker without a controller), Kafka's offset
+//! checkpoints (`recovery-point-offset-checkpoint`, `log-start-offset-checkpoint`,
+//! `replication-offset-checkpoint` for high watermarks) and the clean-shutdown marker.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use super::StorageError;
+use super::checkpoint::{self, OffsetMap, sync_dir, write_atomic};
+use super::log::OpenHints;
+
+pub const CLEAN_SHUTDOWN_MARKER: &str = ".kafka_cleanshutdown";
+const RECOVERY_POINTS: &str = "recovery-point-offset-checkpoint";
+const LOG_START_OFFSETS: &str = "log-start-offset-checkpoint";
+const HIGH_WATERMARKS: &str = "replication-offset-checkpoint";
+const TOPICS: &str = "topics.json";
+
+/// A topic as stored in `topics.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    pub name: String,
+    pub id: uuid::Uuid,
+    pub partitions: i32,
+    #[serde(default)]
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct TopicsFile {
+    topics: Vec<TopicRecord>,
+}
+
+pub struct LogDir {
+    path: PathBuf,
+    cluster_id: String,
+    node_id: i32,
+    clean_shutdown: bool,
+    recovery_points: OffsetMap,
+    log_start_offsets: OffsetMap,
+    high_watermarks: OffsetMap,
+}
+
+impl LogDir {
+    /// Opens the data directory, creating it and its `meta.properties` stamp on first use. A
+    /// directory stamped with another node id is refused: it holds another broker's data.
+    pub fn open(path: &Path, node_id: i32) -> Result<Self, StorageError> {
+        fs::create_dir_all(path)?;
+        let meta_path = path.join("meta.properties");
+        let cluster_id = match fs::read_to_string(&meta_path) {
+            Ok(text) => {
+                let props: BTreeMap<&str, &str> = text
+                    .lines()
+                    .filter(|l| !l.starts_with('#'))
+                    .filter_map(|l| l.split_once('='))
+                    .map(|(k, v)| (k.trim(), v.trim()))
+                    .collect();
+                let stamped: Option<i32> = props.get("node.id").and_then(|v| v.parse().ok());
+                if stamped != Some(node_id) {
+                    return Err(StorageError::Refused(format!(
+                        "data directory {} belongs to node.id {:?}, but this broker is node.id {node_id}; \
+                         refusing to start on another broker's data",
+                        path.display(),
+                        props.get("node.id")
+                    )));
+                }
+                props
+                    .get("cluster.id")
+                    .map(|s| s.to_string())
+                    .ok_or_else(|| StorageError::Corrupt {
+                        path: meta_path.clone(),
+                        reason: "no cluster.id".into(),
+                    })?
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let cluster_id = uuid::Uuid::new_v4().simple().to_string();
+                let text = format!("version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
+                write_atomic(&meta_path, text.as_bytes())?;
+                cluster_id
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let marker = path.join(CLEAN_SHUTDOWN_MARKER);
+        let clean_shutdown = marker.exists();
+        if clean_shutdown {
+            // From here on the logs may change: a crash must not look clean.
+            fs::remove_file(&marker)?;
+            sync_dir(path)?;
+        }
+        let dir = Self {
+            path: path.to_path_buf(),
+            cluster_id,
+            node_id,
+            clean_shutdown,
+            recovery_points: checkpoint::read_offsets(&path.join(RECOVERY_POINTS))?,
+            log_start_offsets: checkpoint::read_offsets(&path.join(LOG_START_OFFSETS))?,
+            high_watermarks: checkpoint::read_offsets(&path.join(HIGH_WATERMARKS))?,
+        };
+        info!(dir = %path.display(), cluster_id = %dir.cluster_id, clean_shutdown, "opened data directory");
+        Ok(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+    pub fn node_id(&self) -> i32 {
+        self.node_id
+    }
+    pub fn was_clean_shutdown(&self) -> bool {
+        self.clean_shutdown
+    }
+
+    pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        self.path.join(format!("{topic}-{partition}"))
+    }
+
+    pub fn hints(&self, topic: &str, partition: i32) -> OpenHints {
+        let key = (topic.to_string(), partition);
+        OpenHints {
+            clean_shutdown: self.clean_shutdown,
+            recovery_point: self.recovery_points.get(&key).copied(),
+            log_start_offset: self.log_start_offsets.get(&key).copied(),
+        }
+    }
+
+    pub fn high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.high_watermarks
+            .get(&(topic.to_string(), partition))
+            .copied()
+    }
+
+    pub fn load_topics(&self) -> Result<Vec<TopicRecord>, StorageError> {
+        let path = self.path.join(TOPICS);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<TopicsFile>(&bytes)
+                .map(|f| f.topics)
+                .map_err(|e| StorageError::Corrupt {
+                    path,
+                    reason: e.to_string(),
+                }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub fn save_topics(&self, topics: &[TopicRecord]) -> io::Result<()> {
+        let file = TopicsFile {
+            topics: topics.to_vec(),
+        };
+        let bytes = serde_json::to_vec_pretty(&file).map_err(io::Error::other)?;
+        write_atomic(&self.path.join(TOPICS), &bytes)
+    }
+
+    /// Writes the three offset checkpoints.
+    pub fn write_checkpoints(
+        &self,
+        recovery: &OffsetMap,
+        start: &OffsetMap,
+        hw: &OffsetMap,
+    ) -> io::Result<()> {
+        checkpoint::write_offsets(&self.path.join(RECOVERY_POINTS), recovery)?;
+        checkpoint::write_offsets(&self.path.join(LOG_START_OFFSETS), start)?;
+        checkpoint::write_offsets(&self.path.join(HIGH_WATERMARKS), hw)
+    }
+
+    /// Written last on a clean stop, after every log is flushed and checkpointed.
+    pub fn mark_clean_shutdown(&self) -> io::Result<()> {
+        write_atomic(&self.path.join(CLEAN_SHUTDOWN_MARKER), b"")
+    }
+
+    /// Removes a deleted topic's partition directories (renamed first so a crash midway never
+    /// leaves a directory that looks live).
+    pub fn delete_partition_dirs(&self, topic: &str, partitions: i32) -> io::Result<()> {
+        for p in 0..partitions {
+            let dir = self.partition_dir(topic, p);
+            if !dir.exists() {
+                continue;
+            }
+            let doomed = self.path.join(format!(
+                "{topic}-{p}.{}-delete",
+                uuid::Uuid::new_v4().simple()
+            ));
+            fs::rename(&dir, &doomed)?;
+            fs::remove_dir_all(&doomed)?;
+        }
+        sync_dir(&self.path)
+    }
+
+    /// Finishes deletions interrupted by a crash.
+    pub fn remove_leftover_deletions(&self) -> io::Result<()> {
+        for entry in fs::read_dir(&self.path)? {
+            let path = entry?.path();
+            if path.is_dir() && path.to_string_lossy().ends_with("-delete") {
+                fs::remove_dir_all(&path)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_and_refuses_another_nodes_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = LogDir::open(dir.path(), 1).unwrap();
+        assert!(!a.was_clean_shutdown());
+        a.mark_clean_shutdown().unwrap();
+        let b = LogDir::open(dir.path(), 1).unwrap();
+        assert!(b.was_clean_shutdown());
+        assert_eq!(a.cluster_id(), b.cluster_id());
+        assert!(!dir.path().join(CLEAN_SHUTDOWN_MARKER).exists());
+        match LogDir::open(dir.path(), 2) {
+            Err(StorageError::Refused(msg)) => assert!(msg.contains("node.id"), "{msg}"),
+            other => panic!("expected refusal, got {:?}", other.map(|_| ())),
+        }
+    }
+}

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Java client interop check: build this Maven project (cached) and run, against
+# a running broker:
+#   1. InteropCheck: produce/consume/ListOffsets with every compression codec
+#   2. quickstart round trip: QuickstartProducer -> QuickstartConsumer
+#
+# Usage:
+#   run.sh BOOTSTRAP           e.g. run.sh 127.0.0.1:9092
+#   run.sh --against-kafka     start a throwaway real Apache Kafka (e2e/kafka/kafka.sh),
+#                              run the checks against it, stop it (validates the checks)
+#   run.sh --build-only        just build (used by bench/run.sh)
+#
+# Env: STRAND_CACHE (default ~/.cache/strand), KAFKA_VERSION (client version
+#      override), TOPIC_PREFIX (default interop), INTEROP_RECORDS, INTEROP_TIMEOUT_S,
+#      JAVA (java binary, default: java on PATH; needs 17+)
+# Exit status: 0 only if every check passed.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CACHE="${STRAND_CACHE:-$HOME/.cache/strand}"
+JAVA="${JAVA:-java}"
+
+die() { echo "interop/java/run.sh: error: $*" >&2; exit 1; }
+log() { echo "interop/java/run.sh: $*" >&2; }
+
+build() {
+    command -v mvn >/dev/null || die "mvn not found (needed to build the Java interop client)"
+    local stamp="$HERE/target/.build-stamp"
+    # Skip Maven entirely when nothing changed since the last good build.
+    if [[ -f "$stamp" && -d "$HERE/target/lib" && -z "$(find "$HERE/src" "$HERE/pom.xml" -newer "$stamp" | head -n1)" \
+          && "$(cat "$stamp")" == "${KAFKA_VERSION:-default}" ]]; then
+        return 0
+    fi
+    local args=(-B -q -Dmaven.repo.local="$CACHE/m2" -f "$HERE/pom.xml" package -DskipTests)
+    [[ -n "${KAFKA_VERSION:-}" ]] && args+=(-Dkafka.version="$KAFKA_VERSION")
+    mkdir -p "$HERE/target"
+    local out="$HERE/target/mvn.log"
+    # Offline first (no network round trips once $CACHE/m2 is warm); fall
+    # back to an online build when something is missing from the cache.
+    if ! mvn -o "${args[@]}" >"$out" 2>&1; then
+        log "offline build failed (cold cache?); building online"
+        if ! mvn "${args[@]}" >"$out" 2>&1; then
+            cat "$out" >&2
+            die "Maven build failed (log above, also in $out)"
+        fi
+    fi
+    echo "${KAFKA_VERSION:-default}" >"$stamp"
+}
+
+classpath() { echo "$HERE/target/classes:$HERE/target/lib/*"; }
+
+run_java() { "$JAVA" -cp "$(classpath)" -Dorg.slf4j.simpleLogger.defaultLogLevel=warn "$@"; }
+
+run_checks() {
+    local bootstrap="$1" failed=0
+    log "InteropCheck against $bootstrap"
+    if ! run_java strand.interop.InteropCheck "$bootstrap" "${TOPIC_PREFIX:-interop}"; then
+        echo "FAIL InteropCheck" >&2
+        failed=1
+    fi
+
+    # Quickstart round trip on a fresh (auto-created) topic.
+    local topic="quickstart-$(date +%s)-$$" n=10 out
+    log "quickstart round trip on topic $topic"
+    if ! run_java strand.interop.QuickstartProducer "$bootstrap" "$topic" "$n"; then
+        echo "FAIL QuickstartProducer" >&2
+        failed=1
+    elif ! out="$(run_java strand.interop.QuickstartConsumer "$bootstrap" "$topic" "$n" 30)"; then
+        echo "$out"
+        echo "FAIL QuickstartConsumer" >&2
+        failed=1
+    else
+        echo "$out"
+        local i
+        for ((i = 0; i < n; i++)); do
+            if ! grep -q "key=key-$i value=This is event $i\$" <<<"$out"; then
+                echo "FAIL quickstart: consumer did not print event $i" >&2
+                failed=1
+            fi
+        done
+        [[ $failed -eq 0 ]] && echo "PASS quickstart round trip ($n records)"
+    fi
+    return $failed
+}
+
+main() {
+    [[ $# -ge 1 ]] || die "usage: run.sh BOOTSTRAP | --against-kafka | --build-only"
+    case "$1" in
+        --build-only)
+            build
+            ;;
+        --against-kafka)
+            build
+            local kdir port="${KAFKA_PORT:-19092}" bootstrap rc=0
+            kdir="$(mktemp -d -t strand-interop-kafka.XXXXXX)"
+            bootstrap="$("$HERE/../../kafka/kafka.sh" start "$kdir" "$port")"
+            # shellcheck disable=SC2064
+            trap "'$HERE/../../kafka/kafka.sh' stop '$kdir'; rm -rf '$kdir'" EXIT
+            run_checks "$bootstrap" || rc=$?
+            [[ $rc -eq 0 ]] && echo "interop/java: all checks passed against Apache Kafka" \
+                || echo "interop/java: checks FAILED against Apache Kafka" >&2
+            return $rc
+            ;;
+        -*)
+            die "unknown option $1"
+            ;;
+        *)
+            build
+            local rc=0
+            run_checks "$1" || rc=$?
+            [[ $rc -eq 0 ]] && echo "interop/java: all checks passed against $1" \
+                || echo "interop/java: checks FAILED against $1" >&2
+            return $rc
+            ;;
+    esac
+}
+
+main "$@"

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Run the kafka-python interop tests against a running broker.
+#
+#   e2e/interop/python/run.sh [BOOTSTRAP] [extra pytest args...]
+#
+# BOOTSTRAP (host:port) defaults to $BOOTSTRAP, then 127.0.0.1:9092. Sets up the
+# venv (setup.sh, cached under ${STRAND_CACHE:-$HOME/.cache/strand}) and exits
+# with pytest's status: 0 all passed, 1 some failed, 2+ usage/connection/internal
+# errors (2 also when nothing accepts connections at BOOTSTRAP).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+if [ $# -ge 1 ] && [ "${1#-}" = "$1" ]; then
+    BOOTSTRAP="$1"
+    shift
+fi
+BOOTSTRAP="${BOOTSTRAP:-127.0.0.1:9092}"
+export BOOTSTRAP
+export PYTHONDONTWRITEBYTECODE=1  # no __pycache__ in the source tree
+
+case "$BOOTSTRAP" in
+    *:*) ;;
+    *) echo "run.sh: error: BOOTSTRAP must be host:port, got '$BOOTSTRAP'" >&2; exit 2 ;;
+esac
+
+VENV="$("$HERE/setup.sh" | tail -n 1)"
+[ -x "$VENV/bin/python" ] || { echo "run.sh: error: setup.sh did not produce a venv (got '$VENV')" >&2; exit 2; }
+
+# Fail fast with a clear message when nothing listens (kafka-python would
+# otherwise spend ~30s per test retrying the bootstrap connection).
+"$VENV/bin/python" -c '
+import socket, sys, time
+addr = sys.argv[1]
+host, _, port = addr.rpartition(":")
+deadline = time.monotonic() + 10
+while True:
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
+        break
+    except OSError as e:
+        if time.monotonic() > deadline:
+            sys.exit("run.sh: error: no broker accepting connections at %s (%s)" % (addr, e))
+        time.sleep(0.5)
+' "$BOOTSTRAP" || exit 2
+
+echo "run.sh: kafka-python interop against $BOOTSTRAP" >&2
+cd "$HERE"
+# -p no:cacheprovider: leave no .pytest_cache in the source tree.
+# kafka-python 3.0 triggers stdlib importlib.resources DeprecationWarnings (noise).
+exec "$VENV/bin/python" -m pytest -v -p no:cacheprovider -rfE \
+    -W "ignore::DeprecationWarning" "$@" test_interop.py

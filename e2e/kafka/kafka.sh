@@ -1,0 +1,248 @@
+#!/usr/bin/env bash
+# Run a real Apache Kafka 4.x (single-node KRaft, loopback only) as the
+# reference broker for interop tests and benchmarks.
+#
+# Kafka is assembled from Maven Central jars (no tarball download is possible
+# here), cached under $CACHE/kafka-<version>/libs and reused.
+#
+# Usage:
+#   kafka.sh fetch              resolve jars into the cache (no-op when present)
+#   kafka.sh classpath          print the classpath (fetches first if needed)
+#   kafka.sh start DIR PORT     start broker+controller; prints bootstrap address
+#   kafka.sh stop DIR           SIGTERM, wait for exit (SIGKILL after a timeout)
+#   kafka.sh status DIR         exit 0 when the broker in DIR is running
+#
+# Environment:
+#   STRAND_CACHE    cache root (default ~/.cache/strand)
+#   KAFKA_VERSION   Kafka version from Maven Central (default below)
+#   KAFKA_HEAP_OPTS JVM heap flags (default -Xmx1g -Xms1g, like kafka-server-start.sh)
+#   JAVA            java binary (default: $JAVA_HOME/bin/java, else java on PATH)
+#   KAFKA_START_TIMEOUT seconds to wait for readiness (default 120)
+set -euo pipefail
+
+CACHE="${STRAND_CACHE:-$HOME/.cache/strand}"
+KAFKA_VERSION="${KAFKA_VERSION:-4.3.1}"
+KAFKA_HOME="$CACHE/kafka-$KAFKA_VERSION"
+LIBS="$KAFKA_HOME/libs"
+# Marker written only after a complete copy, so an interrupted fetch is redone.
+FETCH_MARKER="$KAFKA_HOME/.fetch-complete"
+
+die() { echo "kafka.sh: error: $*" >&2; exit 1; }
+log() { echo "kafka.sh: $*" >&2; }
+
+java_bin() {
+    if [[ -n "${JAVA:-}" ]]; then echo "$JAVA"
+    elif [[ -n "${JAVA_HOME:-}" && -x "$JAVA_HOME/bin/java" ]]; then echo "$JAVA_HOME/bin/java"
+    else command -v java || die "no java found (Kafka 4.x needs Java 17+); set JAVA or JAVA_HOME"
+    fi
+}
+
+cmd_fetch() {
+    if [[ -f "$FETCH_MARKER" ]]; then
+        return 0
+    fi
+    command -v mvn >/dev/null || die "mvn not found (needed to fetch Kafka jars from Maven Central)"
+    log "fetching Apache Kafka $KAFKA_VERSION jars from Maven Central into $LIBS"
+    mkdir -p "$KAFKA_HOME"
+    local work="$KAFKA_HOME/fetch"
+    rm -rf "$work" "$LIBS.tmp"
+    mkdir -p "$work"
+    # A throwaway pom whose runtime closure is the broker (kafka_2.13), the
+    # CLI tools (kafka-tools: ProducerPerformance, StorageTool deps...) and
+    # the clients. log4j-core + slf4j binding give the broker a logger (the
+    # Kafka tarball ships the same).
+    cat >"$work/pom.xml" <<EOF
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>strand.e2e</groupId>
+  <artifactId>kafka-dist</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-clients</artifactId><version>$KAFKA_VERSION</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId><version>2.24.3</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>2.24.3</version></dependency>
+  </dependencies>
+</project>
+EOF
+    mvn -B -q -Dmaven.repo.local="$CACHE/m2" -f "$work/pom.xml" \
+        org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
+        -DincludeScope=runtime -DoutputDirectory="$LIBS.tmp" \
+        || die "mvn could not resolve Kafka $KAFKA_VERSION (network to Maven Central? version exists?)"
+    [[ -f "$LIBS.tmp/kafka_2.13-$KAFKA_VERSION.jar" ]] || die "kafka_2.13-$KAFKA_VERSION.jar missing after fetch"
+    rm -rf "$LIBS"
+    mv "$LIBS.tmp" "$LIBS"
+    touch "$FETCH_MARKER"
+    log "fetched $(ls "$LIBS" | wc -l) jars"
+}
+
+classpath() { echo "$LIBS/*"; }
+
+# Run a Kafka main class in the foreground (used for the storage tool).
+run_class() {
+    local main="$1"; shift
+    "$(java_bin)" -Xmx256m -cp "$(classpath)" \
+        -Dlog4j2.configurationFile="$LOG4J_CONF" "$main" "$@"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+pid_alive() { [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null; }
+
+read_pid() { [[ -f "$1/kafka.pid" ]] && cat "$1/kafka.pid" || true; }
+
+cmd_start() {
+    [[ $# -eq 2 ]] || die "usage: kafka.sh start DIR PORT"
+    local dir="$1" port="$2"
+    [[ "$port" =~ ^[0-9]+$ ]] || die "PORT must be a number, got '$port'"
+    local cport=$((port + 1))
+    cmd_fetch
+    mkdir -p "$dir"
+    dir="$(cd "$dir" && pwd)"
+    local pid; pid="$(read_pid "$dir")"
+    if pid_alive "$pid"; then
+        die "a Kafka broker is already running from $dir (pid $pid); run 'kafka.sh stop $dir' first"
+    fi
+    for p in "$port" "$cport"; do
+        port_open "$p" && die "port $p on 127.0.0.1 is already in use"
+    done
+
+    LOG4J_CONF="$dir/log4j2.properties"
+    # INFO to stdout (redirected to DIR/kafka.log); noisy internals at WARN.
+    cat >"$LOG4J_CONF" <<'EOF'
+status = warn
+appender.out.type = Console
+appender.out.name = STDOUT
+appender.out.layout.type = PatternLayout
+appender.out.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.out.ref = STDOUT
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.apache.name = org.apache.kafka
+logger.apache.level = WARN
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+logger.state.name = state.change.logger
+logger.state.level = WARN
+logger.cleaner.name = kafka.log.LogCleaner
+logger.cleaner.level = WARN
+EOF
+
+    # Combined broker+controller, everything on loopback; replication factors
+    # of internal topics forced to 1 since there is a single node.
+    cat >"$dir/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$dir/data
+num.partitions=1
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+num.network.threads=3
+num.io.threads=8
+log.retention.hours=168
+EOF
+
+    # Format storage once; a restart on the same DIR keeps its data.
+    if [[ ! -f "$dir/data/meta.properties" ]]; then
+        local cluster_id
+        cluster_id="$(run_class kafka.tools.StorageTool random-uuid 2>"$dir/format.log" | tail -n1)" \
+            || die "StorageTool random-uuid failed; see $dir/format.log"
+        run_class kafka.tools.StorageTool format -t "$cluster_id" \
+            -c "$dir/server.properties" >>"$dir/format.log" 2>&1 \
+            || { cat "$dir/format.log" >&2; die "storage format failed (log: $dir/format.log)"; }
+    fi
+
+    # Same JVM flags as the Kafka tarball's kafka-server-start.sh / kafka-run-class.sh.
+    local heap="${KAFKA_HEAP_OPTS:--Xmx1g -Xms1g}"
+    # shellcheck disable=SC2086
+    nohup "$(java_bin)" $heap -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+        -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
+        -Djava.awt.headless=true -Dlog4j2.configurationFile="$LOG4J_CONF" \
+        -cp "$(classpath)" kafka.Kafka "$dir/server.properties" \
+        </dev/null >"$dir/kafka.log" 2>&1 &
+    pid=$!
+    echo "$pid" >"$dir/kafka.pid"
+
+    # Ready = process alive, client port accepting, and the server logged
+    # that startup finished (the port alone can open slightly early).
+    local timeout="${KAFKA_START_TIMEOUT:-120}" waited=0
+    while :; do
+        if ! pid_alive "$pid"; then
+            tail -n 40 "$dir/kafka.log" >&2 || true
+            rm -f "$dir/kafka.pid"
+            die "Kafka exited during startup (log: $dir/kafka.log)"
+        fi
+        if port_open "$port" && grep -q "Kafka Server started" "$dir/kafka.log" 2>/dev/null; then
+            break
+        fi
+        if (( waited >= timeout * 5 )); then
+            tail -n 40 "$dir/kafka.log" >&2 || true
+            cmd_stop "$dir" || true
+            die "Kafka not ready after ${timeout}s (log: $dir/kafka.log)"
+        fi
+        sleep 0.2; waited=$((waited + 1))
+    done
+    log "Kafka $KAFKA_VERSION ready (pid $pid, data $dir/data, log $dir/kafka.log)"
+    echo "127.0.0.1:$port"
+}
+
+cmd_stop() {
+    [[ $# -eq 1 ]] || die "usage: kafka.sh stop DIR"
+    local dir="$1" pid
+    pid="$(read_pid "$dir")"
+    if ! pid_alive "$pid"; then
+        rm -f "$dir/kafka.pid"
+        log "no running Kafka in $dir"
+        return 0
+    fi
+    # SIGTERM lets Kafka run its controlled shutdown and flush logs.
+    kill -TERM "$pid"
+    local i
+    for ((i = 0; i < 600; i++)); do
+        pid_alive "$pid" || break
+        sleep 0.1
+    done
+    if pid_alive "$pid"; then
+        log "Kafka (pid $pid) still alive after 60s; sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+        sleep 0.5
+    fi
+    rm -f "$dir/kafka.pid"
+    log "stopped Kafka (pid $pid)"
+}
+
+cmd_status() {
+    [[ $# -eq 1 ]] || die "usage: kafka.sh status DIR"
+    local pid; pid="$(read_pid "$1")"
+    if pid_alive "$pid"; then echo "running (pid $pid)"; else echo "not running"; return 1; fi
+}
+
+main() {
+    local cmd="${1:-}"
+    [[ $# -gt 0 ]] && shift
+    case "$cmd" in
+        fetch) cmd_fetch; echo "$LIBS" ;;
+        classpath) cmd_fetch; classpath ;;
+        start) cmd_start "$@" ;;
+        stop) cmd_stop "$@" ;;
+        status) cmd_status "$@" ;;
+        *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+    esac
+}
+
+main "$@"
