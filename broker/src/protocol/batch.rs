@@ -245,9 +245,9 @@ impl Iterator for Batches<'_> {
     }
 }
 
-#[cfg(test)]
+#[doc(hidden)]
 pub mod test_support {
-    //! Builds valid uncompressed batches for tests.
+    //! Builds valid uncompressed batches for tests (unit, property and process tests).
 
     /// One batch of `count` records with the given producer fields and a correct CRC.
     pub fn batch(

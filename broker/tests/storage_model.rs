@@ -1,0 +1,309 @@
+//! Property test of the storage engine against a model: random appends, rolls, retention,
+//! truncation, clean and unclean reopen, and reads at random offsets. The model is the list of
+//! batches that must be in the log; every read must return exactly those bytes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use broker::protocol::batch::{self, BatchHeader, test_support::batch as make_batch};
+use broker::storage::log::{Log, OpenHints};
+use broker::topic_config::TopicConfig;
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Append { records: i32, value_len: usize },
+    Roll,
+    Retain { keep_bytes: u64 },
+    Truncate { back: u8 },
+    ReopenClean,
+    ReopenUnclean,
+    Read { at: u16, max_bytes: u16 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (1..20i32, 0..300usize).prop_map(|(records, value_len)| Op::Append { records, value_len }),
+        1 => Just(Op::Roll),
+        1 => (0..20_000u64).prop_map(|keep_bytes| Op::Retain { keep_bytes }),
+        1 => any::<u8>().prop_map(|back| Op::Truncate { back }),
+        1 => Just(Op::ReopenClean),
+        1 => Just(Op::ReopenUnclean),
+        4 => (any::<u16>(), any::<u16>()).prop_map(|(at, max_bytes)| Op::Read { at, max_bytes }),
+    ]
+}
+
+fn config() -> TopicConfig {
+    TopicConfig {
+        segment_bytes: 4096,
+        index_interval_bytes: 512,
+        ..TopicConfig::default()
+    }
+}
+
+/// The model: base offset -> stored bytes (with the offset already patched).
+struct Model {
+    batches: BTreeMap<i64, Vec<u8>>,
+    leo: i64,
+}
+
+fn check_read(log: &Log, model: &Model, at: i64, max_bytes: usize) {
+    let start = log.log_start_offset();
+    let got = match log.read(at, max_bytes, i64::MAX) {
+        Ok(b) => b,
+        Err(e) => {
+            assert!(at < start || at > model.leo, "read at {at} failed: {e}");
+            return;
+        }
+    };
+    if at >= model.leo {
+        assert!(got.is_empty());
+        return;
+    }
+    // The first batch returned must contain `at`; all batches must match the model exactly.
+    let mut first = true;
+    let mut n = 0;
+    for (h, range) in batch::Batches::new(&got) {
+        let expected = model
+            .batches
+            .get(&h.base_offset)
+            .unwrap_or_else(|| panic!("unknown batch {}", h.base_offset));
+        assert_eq!(
+            &got[range.clone()],
+            &expected[..],
+            "batch at {}",
+            h.base_offset
+        );
+        if first {
+            assert!(
+                h.base_offset <= at && at <= h.last_offset(),
+                "first batch {h:?} does not hold {at}"
+            );
+            first = false;
+        }
+        n += range.len();
+    }
+    assert_eq!(n, got.len(), "read returned a partial batch");
+    assert!(
+        !got.is_empty(),
+        "read at {at} < leo {} returned nothing",
+        model.leo
+    );
+    assert!(got.len() <= max_bytes.max(model.batches.range(..=at).next_back().unwrap().1.len()));
+}
+
+fn reopen(dir: &Path, log: Log, clean: bool) -> Log {
+    let (recovery_point, start) = (log.recovery_point(), log.log_start_offset());
+    let mut log = log;
+    if clean {
+        log.close().unwrap();
+    }
+    drop(log);
+    let hints = OpenHints {
+        clean_shutdown: clean,
+        recovery_point: Some(recovery_point),
+        log_start_offset: Some(start),
+    };
+    let (log, report) = Log::open(dir, config(), hints).unwrap();
+    assert_eq!(
+        report.truncated_bytes, 0,
+        "nothing may be cut from an intact log: {report:?}"
+    );
+    log
+}
+
+fn run(ops: Vec<Op>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    let (mut log, _) = Log::open(&path, config(), OpenHints::default()).unwrap();
+    let mut model = Model {
+        batches: BTreeMap::new(),
+        leo: 0,
+    };
+    let mut ts = 1_000;
+    for op in ops {
+        match op {
+            Op::Append { records, value_len } => {
+                ts += 1;
+                let b = make_batch(records, ts, (-1, -1, -1), value_len);
+                let h = BatchHeader::parse(&b).unwrap();
+                let info = log.append_as_leader(&b, &h, 3, ts).unwrap();
+                assert_eq!(info.base_offset, model.leo);
+                let mut stored = b.clone();
+                stored[..16].copy_from_slice(&batch::patched_prefix(&b, info.base_offset, 3));
+                model.batches.insert(info.base_offset, stored);
+                model.leo = info.last_offset + 1;
+            }
+            Op::Roll => log.roll().unwrap(),
+            Op::Retain { keep_bytes } => {
+                let mut c = config();
+                c.retention_bytes = keep_bytes as i64;
+                log.set_config(c);
+                log.apply_retention(ts).unwrap();
+                log.set_config(config());
+                let start = log.log_start_offset();
+                model.batches.retain(|b, _| *b >= start);
+            }
+            Op::Truncate { back } => {
+                let bases: Vec<i64> = model.batches.keys().copied().collect();
+                if bases.is_empty() {
+                    continue;
+                }
+                let to = bases[bases.len().saturating_sub(1 + back as usize % 4)];
+                log.truncate_to(to).unwrap();
+                model.batches.retain(|b, _| *b < to);
+                model.leo = to;
+            }
+            Op::ReopenClean => log = reopen(&path, log, true),
+            Op::ReopenUnclean => log = reopen(&path, log, false),
+            Op::Read { at, max_bytes } => {
+                let span = (model.leo - log.log_start_offset() + 2).max(1);
+                let at = log.log_start_offset() + i64::from(at) % span;
+                check_read(&log, &model, at, usize::from(max_bytes) + 1);
+            }
+        }
+        assert_eq!(log.log_end_offset(), model.leo);
+        assert!(
+            log.log_start_offset() <= model.batches.keys().next().copied().unwrap_or(model.leo)
+        );
+    }
+    // Finally the whole log, read batch by batch, equals the model.
+    let mut at = log.log_start_offset();
+    while at < model.leo {
+        check_read(&log, &model, at, 1);
+        let (h, _) = batch::Batches::new(&log.read(at, 1, i64::MAX).unwrap())
+            .next()
+            .unwrap();
+        at = h.next_offset();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #[test]
+    fn log_matches_model(ops in proptest::collection::vec(op(), 1..120)) {
+        run(ops);
+    }
+}
+
+/// Recovery cuts a torn tail, a garbage tail and a corrupted middle batch, and keeps the
+/// valid prefix byte for byte.
+#[test]
+fn recovery_cuts_bad_tails_and_keeps_the_prefix() {
+    for damage in ["torn", "garbage", "flip"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t-0");
+        let (mut log, _) = Log::open(&path, config(), OpenHints::default()).unwrap();
+        let mut sizes = Vec::new();
+        for i in 0..10 {
+            let b = make_batch(3, 10 + i, (-1, -1, -1), 100);
+            sizes.push(b.len() as u64);
+            let h = BatchHeader::parse(&b).unwrap();
+            log.append_as_leader(&b, &h, 0, 10).unwrap();
+        }
+        drop(log); // unclean: no close
+        let seg = path.join(format!("{:020}.log", 0));
+        let len = std::fs::metadata(&seg).unwrap().len();
+        let kept_batches = match damage {
+            "torn" => {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&seg)
+                    .unwrap()
+                    .set_len(len - 7)
+                    .unwrap();
+                9
+            }
+            "garbage" => {
+                use std::io::Write;
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&seg)
+                    .unwrap()
+                    .write_all(&[0xAB; 300])
+                    .unwrap();
+                10
+            }
+            _ => {
+                // Flip a byte inside batch 4's records.
+                let pos: u64 = sizes[..4].iter().sum::<u64>() + 70;
+                let mut bytes = std::fs::read(&seg).unwrap();
+                bytes[pos as usize] ^= 0x40;
+                std::fs::write(&seg, bytes).unwrap();
+                4
+            }
+        };
+        let (log, report) = Log::open(
+            &path,
+            config(),
+            OpenHints {
+                recovery_point: Some(0),
+                ..OpenHints::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            log.log_end_offset(),
+            kept_batches * 3,
+            "{damage}: {report:?}"
+        );
+        assert!(report.truncated_bytes > 0, "{damage}");
+        assert!(report.truncated_at.is_some(), "{damage}");
+        let all = log.read(0, 1 << 20, i64::MAX).unwrap();
+        assert_eq!(
+            batch::Batches::new(&all).count() as i64,
+            kept_batches,
+            "{damage}"
+        );
+        assert_eq!(
+            std::fs::metadata(&seg).unwrap().len(),
+            sizes[..kept_batches as usize].iter().sum::<u64>()
+        );
+    }
+}
+
+/// Idempotent producer state survives clean and unclean restarts: a retried batch is still
+/// recognised as a duplicate with its original offsets.
+#[test]
+fn producer_state_survives_restart() {
+    use broker::storage::producer_state::SequenceCheck;
+    for clean in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t-0");
+        let (mut log, _) = Log::open(&path, config(), OpenHints::default()).unwrap();
+        for seq in 0..20 {
+            let b = make_batch(2, 5, (42, 0, seq * 2), 300);
+            let h = BatchHeader::parse(&b).unwrap();
+            log.append_as_leader(&b, &h, 0, 5).unwrap();
+        }
+        let rp = log.recovery_point();
+        if clean {
+            log.close().unwrap();
+        }
+        drop(log);
+        let (log, _) = Log::open(
+            &path,
+            config(),
+            OpenHints {
+                clean_shutdown: clean,
+                recovery_point: Some(rp),
+                log_start_offset: None,
+            },
+        )
+        .unwrap();
+        let retry = make_batch(2, 5, (42, 0, 38), 300);
+        match log
+            .check_producer(&BatchHeader::parse(&retry).unwrap())
+            .unwrap()
+        {
+            SequenceCheck::Duplicate(m) => assert_eq!((m.first_offset, m.last_offset), (38, 39)),
+            other => panic!("clean={clean}: expected duplicate, got {other:?}"),
+        }
+        let next = make_batch(1, 5, (42, 0, 40), 1);
+        assert_eq!(
+            log.check_producer(&BatchHeader::parse(&next).unwrap())
+                .unwrap(),
+            SequenceCheck::Append
+        );
+    }
+}
