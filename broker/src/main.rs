@@ -57,12 +57,27 @@ struct Cli {
     log_format: String,
 }
 
+/// stderr that drops what it cannot write: a full disk under a redirected stderr must not
+/// bring the broker down (tracing-subscriber panics when its writer fails).
+struct LossyStderr;
+
+impl std::io::Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
 fn init_tracing(format: &str) -> anyhow::Result<()> {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(|| LossyStderr);
     match format {
         "json" => builder.json().init(),
         "text" => builder.init(),

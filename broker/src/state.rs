@@ -130,7 +130,10 @@ impl Broker {
             .metrics
             .recovery_seconds
             .set(started.elapsed().as_secs_f64());
-        broker.checkpoint()?;
+        if let Err(e) = broker.checkpoint() {
+            // Not fatal (e.g. a full disk): the previous checkpoints still hold.
+            warn!(error = %e, "writing checkpoints at startup failed");
+        }
         info!(ms = started.elapsed().as_millis() as u64, "logs loaded");
         Ok(Arc::new(broker))
     }

@@ -197,9 +197,13 @@ impl Log {
         } else {
             recovery_point.min(leo)
         };
+        let epochs_before = log.epochs.entries().to_vec();
         log.epochs.truncate_from_end(leo);
         log.epochs.truncate_from_start(log.log_start_offset);
-        log.epochs.save()?;
+        // Write only on change, so a full disk does not stop a broker from opening its logs.
+        if log.epochs.entries() != epochs_before.as_slice() || !log.epochs.path().exists() {
+            log.epochs.save()?;
+        }
         log.rebuild_producer_state()?;
         report.duration = started.elapsed();
         if report.segments_scanned > 0 {

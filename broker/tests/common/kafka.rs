@@ -117,6 +117,6 @@ pub fn assert_acked_present(acked: &Records, read: &Records) {
     }
     let mut values = std::collections::HashSet::new();
     for rec in read.values() {
-        assert!(values.insert(&rec.1), "value {} stored twice", rec.1);
+        assert!(values.insert(&rec.1), "value {:.60} stored twice", rec.1);
     }
 }
