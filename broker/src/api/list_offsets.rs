@@ -1,5 +1,5 @@
 //! ListOffsets: earliest (-2), latest (-1: the high watermark), max timestamp (-3, v7) and
-//! offset-by-timestamp (first batch whose max timestamp reaches the target).
+//! offset-by-timestamp (the first record whose timestamp reaches the target).
 
 use std::sync::Arc;
 

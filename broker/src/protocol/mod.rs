@@ -2,3 +2,4 @@
 //! response messages come from the `kafka-protocol` crate.
 
 pub mod batch;
+pub mod records;

@@ -442,8 +442,8 @@ impl Log {
         Ok(Vec::new())
     }
 
-    /// First offset whose batch has a timestamp >= `timestamp` (batch granularity), with that
-    /// timestamp and its leader epoch.
+    /// First record with a timestamp >= `timestamp`: its offset and timestamp, and the
+    /// leader epoch of its batch.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> io::Result<Option<(i64, i64, i32)>> {
         for seg in self.segments.values() {
             if let Some(found) = seg.find_by_timestamp(timestamp)? {

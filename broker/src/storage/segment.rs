@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::protocol::batch::{self, BatchHeader, HEADER_LEN};
+use crate::protocol::records;
 
 use super::index::{Index, OffsetEntry, TimeEntry};
 
@@ -341,7 +342,7 @@ impl Segment {
         Ok(buf)
     }
 
-    /// Base offset of the first batch whose max timestamp is >= `timestamp`, with that timestamp.
+    /// The first record whose timestamp is >= `timestamp`: offset, timestamp, leader epoch.
     pub fn find_by_timestamp(&self, timestamp: i64) -> io::Result<Option<(i64, i64, i32)>> {
         if self.max_timestamp < timestamp {
             return Ok(None);
@@ -360,11 +361,11 @@ impl Segment {
             .map_or(0, |e| u64::from(e.position));
         while let Some(h) = self.header_at(pos)? {
             if h.max_timestamp >= timestamp {
-                return Ok(Some((
-                    h.base_offset,
-                    h.max_timestamp,
-                    h.partition_leader_epoch,
-                )));
+                // Kafka answers with the first record at or after the time, inside the batch.
+                let mut whole = vec![0u8; h.total_len()];
+                self.file.read_exact_at(&mut whole, pos)?;
+                let (offset, ts) = records::first_record_at_or_after(whole.into(), timestamp);
+                return Ok(Some((offset, ts, h.partition_leader_epoch)));
             }
             pos += h.total_len() as u64;
         }
