@@ -307,3 +307,84 @@ fn producer_state_survives_restart() {
         );
     }
 }
+
+/// Retention by time deletes whole inactive segments whose newest record is older than
+/// retention.ms, never the active one, and moves the log start offset.
+#[test]
+fn time_retention_deletes_old_inactive_segments_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    let cfg = TopicConfig {
+        retention_ms: 1_000,
+        ..config()
+    };
+    let (mut log, _) = Log::open(&path, cfg, OpenHints::default()).unwrap();
+    for (i, ts) in [(0, 10_000), (1, 10_000), (2, 20_000)] {
+        let b = make_batch(2, ts, (-1, -1, -1), 10);
+        log.append_as_leader(&b, &BatchHeader::parse(&b).unwrap(), 0, ts)
+            .unwrap();
+        if i < 2 {
+            log.roll().unwrap();
+        }
+    }
+    assert_eq!(log.segment_count(), 3);
+    assert_eq!(
+        log.apply_retention(10_500).unwrap(),
+        0,
+        "nothing is old enough yet"
+    );
+    assert_eq!(
+        log.apply_retention(30_000).unwrap(),
+        2,
+        "both old segments go"
+    );
+    assert_eq!(
+        log.segment_count(),
+        1,
+        "the active segment stays even when old"
+    );
+    assert_eq!(log.log_start_offset(), 4);
+    assert!(matches!(
+        log.read(0, 100, i64::MAX),
+        Err(broker::storage::log::ReadError::OutOfRange { .. })
+    ));
+    assert_eq!(
+        batch::Batches::new(&log.read(4, 1000, i64::MAX).unwrap()).count(),
+        1
+    );
+}
+
+/// Size-based rolling keeps each segment under segment.bytes (a batch never spans segments).
+#[test]
+fn rolls_by_size_and_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    let cfg = TopicConfig {
+        segment_bytes: 2048,
+        segment_ms: 60_000,
+        ..config()
+    };
+    let (mut log, _) = Log::open(&path, cfg, OpenHints::default()).unwrap();
+    for _ in 0..20 {
+        let b = make_batch(1, 1_000, (-1, -1, -1), 400);
+        log.append_as_leader(&b, &BatchHeader::parse(&b).unwrap(), 0, 1_000)
+            .unwrap();
+    }
+    assert!(log.segment_count() >= 5, "{} segments", log.segment_count());
+    for entry in std::fs::read_dir(&path).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "log") {
+            assert!(
+                std::fs::metadata(&p).unwrap().len() <= 2048,
+                "{} too big",
+                p.display()
+            );
+        }
+    }
+    let before = log.segment_count();
+    // The active segment's first batch is older than segment.ms: the next append rolls.
+    let b = make_batch(1, 100_000, (-1, -1, -1), 10);
+    log.append_as_leader(&b, &BatchHeader::parse(&b).unwrap(), 0, 100_000)
+        .unwrap();
+    assert_eq!(log.segment_count(), before + 1);
+}
