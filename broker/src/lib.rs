@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod partition;
 pub mod producer_ids;
 pub mod protocol;
+pub mod replication;
 pub mod server;
 pub mod state;
 pub mod storage;

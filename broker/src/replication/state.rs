@@ -1,0 +1,505 @@
+//! Leader-side replication state of one partition, with no I/O and no clock: inputs are local
+//! appends, follower fetches, ticks and controller decisions (each with the time in ms); outputs
+//! are effects for the caller to carry out. Rules follow Kafka's `Partition` and `Replica`:
+//!
+//! - A follower's log end offset is the offset it fetches from (it has everything below).
+//! - A follower is caught up at a fetch if it reached the leader's log end, or the log end the
+//!   leader had at its previous fetch (so a steady stream of appends does not count as lag).
+//! - The high watermark is the minimum log end offset over the ISR (plus replicas a pending
+//!   expansion adds), never moves back, and stays put while that set is smaller than
+//!   min.insync.replicas.
+//! - ISR shrink: a follower not caught up for `replica_lag_time_max_ms`. Expand: a follower
+//!   whose end offset reached both the high watermark and the start of this leader epoch.
+//! - The leader only proposes ISR changes (AlterPartition, one at a time, with the partition
+//!   epoch); the controller commits them and bumps the partition epoch.
+
+use std::collections::BTreeMap;
+
+/// What the controller says about a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    pub replica_lag_time_max_ms: i64,
+    pub min_insync_replicas: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            replica_lag_time_max_ms: 30_000,
+            min_insync_replicas: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerState {
+    pub log_end_offset: i64,
+    pub last_caught_up_ms: i64,
+    pub last_fetch_ms: i64,
+    /// The leader's log end offset at this follower's previous fetch.
+    pub last_fetch_leader_leo: i64,
+}
+
+/// What the caller must do after an input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// The high watermark moved: wake waiting acks=all producers and consumers, checkpoint.
+    HighWatermark(i64),
+    /// Ask the controller to set the ISR (AlterPartition) at this partition epoch.
+    ProposeIsr { isr: Vec<i32>, partition_epoch: i32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchRejected {
+    #[error("broker {0} is not a replica of this partition")]
+    NotAReplica(i32),
+}
+
+#[derive(Debug, Clone)]
+pub struct LeaderState {
+    local_id: i32,
+    settings: Settings,
+    assignment: Assignment,
+    /// Log end offset when this broker became leader for this epoch (Kafka's
+    /// leaderEpochStartOffset): a follower must reach it before it can rejoin the ISR.
+    epoch_start_offset: i64,
+    local_leo: i64,
+    high_watermark: i64,
+    followers: BTreeMap<i32, FollowerState>,
+    /// The ISR asked of the controller and not yet answered.
+    pending_isr: Option<Vec<i32>>,
+}
+
+impl LeaderState {
+    /// Becomes leader. Followers get a full lag period of grace, as in Kafka.
+    pub fn new(
+        local_id: i32,
+        settings: Settings,
+        assignment: Assignment,
+        local_leo: i64,
+        high_watermark: i64,
+        now_ms: i64,
+    ) -> Self {
+        let followers = assignment
+            .replicas
+            .iter()
+            .filter(|r| **r != local_id)
+            .map(|r| {
+                (
+                    *r,
+                    FollowerState {
+                        log_end_offset: -1,
+                        last_caught_up_ms: now_ms,
+                        last_fetch_ms: -1,
+                        last_fetch_leader_leo: -1,
+                    },
+                )
+            })
+            .collect();
+        let mut s = Self {
+            local_id,
+            settings,
+            assignment,
+            epoch_start_offset: local_leo,
+            local_leo,
+            high_watermark: high_watermark.min(local_leo),
+            followers,
+            pending_isr: None,
+        };
+        s.recompute_high_watermark();
+        s
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+    pub fn isr(&self) -> &[i32] {
+        &self.assignment.isr
+    }
+    pub fn assignment(&self) -> &Assignment {
+        &self.assignment
+    }
+    pub fn follower(&self, id: i32) -> Option<&FollowerState> {
+        self.followers.get(&id)
+    }
+    pub fn pending_isr(&self) -> Option<&[i32]> {
+        self.pending_isr.as_deref()
+    }
+    pub fn settings(&self) -> Settings {
+        self.settings
+    }
+    pub fn set_settings(&mut self, settings: Settings) -> Vec<Effect> {
+        self.settings = settings;
+        self.recompute_high_watermark().into_iter().collect()
+    }
+
+    /// acks=all writes are refused (NOT_ENOUGH_REPLICAS) while the committed ISR is smaller
+    /// than min.insync.replicas.
+    pub fn enough_replicas(&self) -> bool {
+        self.assignment.isr.len() >= self.settings.min_insync_replicas
+    }
+
+    /// The set the high watermark is computed over: the ISR plus replicas a pending expansion
+    /// adds (a pending shrink keeps its members until committed).
+    fn maximal_isr(&self) -> Vec<i32> {
+        let mut set = self.assignment.isr.clone();
+        if let Some(p) = &self.pending_isr {
+            for r in p {
+                if !set.contains(r) {
+                    set.push(*r);
+                }
+            }
+        }
+        set
+    }
+
+    fn recompute_high_watermark(&mut self) -> Option<Effect> {
+        let isr = self.maximal_isr();
+        if isr.len() < self.settings.min_insync_replicas {
+            return None;
+        }
+        let mut hw = self.local_leo;
+        for r in isr.iter().filter(|r| **r != self.local_id) {
+            match self.followers.get(r) {
+                Some(f) if f.log_end_offset >= 0 => hw = hw.min(f.log_end_offset),
+                // An ISR member that has not fetched yet in this epoch holds the watermark.
+                _ => return None,
+            }
+        }
+        (hw > self.high_watermark).then(|| {
+            self.high_watermark = hw;
+            Effect::HighWatermark(hw)
+        })
+    }
+
+    /// The local log grew (an append as leader).
+    pub fn on_append(&mut self, local_leo: i64) -> Vec<Effect> {
+        self.local_leo = self.local_leo.max(local_leo);
+        self.recompute_high_watermark().into_iter().collect()
+    }
+
+    /// A follower fetched from `fetch_offset` (so it has everything below it).
+    pub fn on_fetch(
+        &mut self,
+        replica: i32,
+        fetch_offset: i64,
+        now_ms: i64,
+    ) -> Result<Vec<Effect>, FetchRejected> {
+        let leader_leo = self.local_leo;
+        let f = self
+            .followers
+            .get_mut(&replica)
+            .ok_or(FetchRejected::NotAReplica(replica))?;
+        if fetch_offset >= leader_leo {
+            f.last_caught_up_ms = f.last_caught_up_ms.max(now_ms);
+        } else if fetch_offset >= f.last_fetch_leader_leo && f.last_fetch_ms >= 0 {
+            f.last_caught_up_ms = f.last_caught_up_ms.max(f.last_fetch_ms);
+        }
+        f.log_end_offset = fetch_offset.min(leader_leo);
+        f.last_fetch_leader_leo = leader_leo;
+        f.last_fetch_ms = now_ms;
+        let mut effects: Vec<Effect> = self.recompute_high_watermark().into_iter().collect();
+        effects.extend(self.maybe_expand(replica));
+        Ok(effects)
+    }
+
+    fn maybe_expand(&mut self, replica: i32) -> Option<Effect> {
+        if self.pending_isr.is_some() || self.assignment.isr.contains(&replica) {
+            return None;
+        }
+        let f = self.followers.get(&replica)?;
+        if f.log_end_offset >= self.high_watermark && f.log_end_offset >= self.epoch_start_offset {
+            let mut isr = self.assignment.isr.clone();
+            isr.push(replica);
+            return Some(self.propose(isr));
+        }
+        None
+    }
+
+    fn propose(&mut self, isr: Vec<i32>) -> Effect {
+        self.pending_isr = Some(isr.clone());
+        Effect::ProposeIsr {
+            isr,
+            partition_epoch: self.assignment.partition_epoch,
+        }
+    }
+
+    /// Periodic check: propose dropping followers that have lagged too long.
+    pub fn on_tick(&mut self, now_ms: i64) -> Vec<Effect> {
+        if self.pending_isr.is_some() {
+            return Vec::new();
+        }
+        let lag_max = self.settings.replica_lag_time_max_ms;
+        let keep: Vec<i32> = self
+            .assignment
+            .isr
+            .iter()
+            .copied()
+            .filter(|r| {
+                *r == self.local_id
+                    || self
+                        .followers
+                        .get(r)
+                        .is_some_and(|f| now_ms - f.last_caught_up_ms <= lag_max)
+            })
+            .collect();
+        if keep.len() == self.assignment.isr.len() {
+            return Vec::new();
+        }
+        vec![self.propose(keep)]
+    }
+
+    /// The controller committed a new state for the partition (our proposal or its own change).
+    /// Returns None if this broker is no longer the leader of this epoch: the caller steps down.
+    pub fn on_assignment(&mut self, assignment: Assignment, now_ms: i64) -> Option<Vec<Effect>> {
+        if assignment.leader != self.local_id
+            || assignment.leader_epoch != self.assignment.leader_epoch
+        {
+            return None;
+        }
+        if assignment.partition_epoch < self.assignment.partition_epoch {
+            return Some(Vec::new()); // stale
+        }
+        for r in &assignment.replicas {
+            if *r != self.local_id {
+                self.followers.entry(*r).or_insert(FollowerState {
+                    log_end_offset: -1,
+                    last_caught_up_ms: now_ms,
+                    last_fetch_ms: -1,
+                    last_fetch_leader_leo: -1,
+                });
+            }
+        }
+        self.followers
+            .retain(|r, _| assignment.replicas.contains(r));
+        self.pending_isr = None;
+        self.assignment = assignment;
+        Some(self.recompute_high_watermark().into_iter().collect())
+    }
+
+    /// The controller refused our proposal (stale partition epoch, fenced broker...): forget it
+    /// so the next fetch or tick can propose again from the current state.
+    pub fn on_proposal_rejected(&mut self) {
+        self.pending_isr = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assignment(isr: &[i32]) -> Assignment {
+        Assignment {
+            leader: 1,
+            leader_epoch: 5,
+            partition_epoch: 10,
+            replicas: vec![1, 2, 3],
+            isr: isr.to_vec(),
+        }
+    }
+    fn settings(min_isr: usize) -> Settings {
+        Settings {
+            replica_lag_time_max_ms: 1000,
+            min_insync_replicas: min_isr,
+        }
+    }
+
+    #[test]
+    fn high_watermark_is_the_minimum_over_the_isr() {
+        let mut s = LeaderState::new(1, settings(2), assignment(&[1, 2, 3]), 0, 0, 0);
+        assert!(s.on_append(10).is_empty(), "followers have not fetched yet");
+        assert_eq!(s.on_fetch(2, 10, 1).unwrap(), vec![]);
+        assert_eq!(s.on_fetch(3, 4, 1).unwrap(), vec![Effect::HighWatermark(4)]);
+        assert_eq!(
+            s.on_fetch(3, 10, 2).unwrap(),
+            vec![Effect::HighWatermark(10)]
+        );
+        // Never backwards, even if a follower reports less (e.g. after truncation).
+        assert_eq!(s.on_fetch(3, 7, 3).unwrap(), vec![]);
+        assert_eq!(s.high_watermark(), 10);
+    }
+
+    #[test]
+    fn high_watermark_freezes_below_min_isr() {
+        let mut s = LeaderState::new(1, settings(2), assignment(&[1]), 0, 0, 0);
+        assert!(!s.enough_replicas());
+        assert!(
+            s.on_append(5).is_empty(),
+            "ISR of one with min.insync.replicas=2 must not commit"
+        );
+        let mut s = LeaderState::new(1, settings(1), assignment(&[1]), 0, 0, 0);
+        assert_eq!(s.on_append(5), vec![Effect::HighWatermark(5)]);
+    }
+
+    #[test]
+    fn lagging_follower_is_proposed_out_and_caught_up_one_back_in() {
+        let mut s = LeaderState::new(1, settings(1), assignment(&[1, 2, 3]), 0, 0, 0);
+        s.on_append(100);
+        s.on_fetch(2, 100, 500).unwrap();
+        s.on_fetch(3, 20, 500).unwrap();
+        assert!(s.on_tick(900).is_empty(), "within the lag time");
+        // Follower 3 last caught up at 0 (grace from becoming leader): out after 1000 ms.
+        assert_eq!(
+            s.on_tick(1001),
+            vec![Effect::ProposeIsr {
+                isr: vec![1, 2],
+                partition_epoch: 10
+            }]
+        );
+        assert!(s.on_tick(1002).is_empty(), "one proposal at a time");
+        // The pending shrink still counts 3 for the high watermark until committed.
+        assert_eq!(s.high_watermark(), 20);
+        let committed = Assignment {
+            partition_epoch: 11,
+            isr: vec![1, 2],
+            ..assignment(&[])
+        };
+        assert_eq!(
+            s.on_assignment(committed, 1003),
+            Some(vec![Effect::HighWatermark(100)])
+        );
+        // 3 catches up to the high watermark: proposed back in.
+        let effects = s.on_fetch(3, 100, 1100).unwrap();
+        assert_eq!(
+            effects,
+            vec![Effect::ProposeIsr {
+                isr: vec![1, 2, 3],
+                partition_epoch: 11
+            }]
+        );
+    }
+
+    #[test]
+    fn steady_appends_do_not_count_as_lag() {
+        let mut s = LeaderState::new(1, settings(1), assignment(&[1, 2]), 0, 0, 0);
+        let mut leo = 0;
+        for t in 1..50 {
+            // The follower always fetches what the leader had at its previous fetch.
+            s.on_fetch(2, leo, t * 100).unwrap();
+            leo += 10;
+            s.on_append(leo);
+        }
+        assert!(
+            s.on_tick(5000).is_empty(),
+            "a follower keeping pace stays in the ISR"
+        );
+    }
+
+    #[test]
+    fn rejoin_requires_reaching_the_epoch_start() {
+        // Became leader with LEO 50 and HW 40: follower 3 at 45 is past the HW but not the
+        // epoch start, so it may not rejoin yet.
+        let mut s = LeaderState::new(1, settings(1), assignment(&[1, 2]), 50, 40, 0);
+        assert!(
+            s.on_fetch(3, 45, 1)
+                .unwrap()
+                .iter()
+                .all(|e| !matches!(e, Effect::ProposeIsr { .. }))
+        );
+        assert!(s.on_fetch(3, 50, 2).unwrap().contains(&Effect::ProposeIsr {
+            isr: vec![1, 2, 3],
+            partition_epoch: 10
+        }));
+    }
+
+    #[test]
+    fn new_leadership_or_strangers_are_refused() {
+        let mut s = LeaderState::new(1, settings(1), assignment(&[1, 2, 3]), 0, 0, 0);
+        assert_eq!(s.on_fetch(9, 0, 1), Err(FetchRejected::NotAReplica(9)));
+        let moved = Assignment {
+            leader: 2,
+            leader_epoch: 6,
+            ..assignment(&[1, 2, 3])
+        };
+        assert_eq!(
+            s.on_assignment(moved, 2),
+            None,
+            "leadership moved: step down"
+        );
+        let stale = Assignment {
+            partition_epoch: 3,
+            ..assignment(&[1])
+        };
+        assert_eq!(s.on_assignment(stale, 2), Some(vec![]));
+        assert_eq!(s.isr(), &[1, 2, 3]);
+    }
+
+    /// Exhaustive check over all schedules of up to 7 steps: the high watermark never
+    /// decreases, and whatever is below it is held by at least min.insync.replicas replicas.
+    #[test]
+    fn high_watermark_safety_over_all_small_schedules() {
+        // Each step: 0 = append 1, 1 = follower 2 fetches its next offset, 2 = follower 3
+        // fetches, 3 = tick +600ms.
+        fn run(schedule: &[u8]) {
+            let mut s = LeaderState::new(1, settings(2), assignment(&[1, 2, 3]), 0, 0, 0);
+            let (mut leo, mut f2, mut f3, mut now, mut last_hw) = (0i64, 0i64, 0i64, 0i64, 0i64);
+            for step in schedule {
+                now += 1;
+                match step {
+                    0 => {
+                        leo += 1;
+                        s.on_append(leo);
+                    }
+                    1 => {
+                        s.on_fetch(2, f2, now).unwrap();
+                        f2 = leo;
+                    }
+                    2 => {
+                        s.on_fetch(3, f3, now).unwrap();
+                        f3 = leo;
+                    }
+                    _ => {
+                        now += 600;
+                        for e in s.on_tick(now) {
+                            if let Effect::ProposeIsr { isr, .. } = e {
+                                let mut a = s.assignment().clone();
+                                a.partition_epoch += 1;
+                                a.isr = isr;
+                                s.on_assignment(a, now);
+                            }
+                        }
+                    }
+                }
+                let hw = s.high_watermark();
+                assert!(hw >= last_hw, "{schedule:?}: high watermark went back");
+                last_hw = hw;
+                // Everything below the high watermark is on at least min.insync.replicas
+                // replicas (the leader plus followers known to have it).
+                if hw > 0 {
+                    let holders = 1 + [2, 3]
+                        .iter()
+                        .filter(|r| s.follower(**r).unwrap().log_end_offset >= hw)
+                        .count();
+                    assert!(
+                        holders >= 2,
+                        "{schedule:?}: hw {hw} held by {holders} replicas"
+                    );
+                }
+                if s.isr().len() < 2 {
+                    assert!(!s.enough_replicas());
+                }
+            }
+        }
+        fn all(prefix: &mut Vec<u8>, depth: usize) {
+            run(prefix);
+            if depth == 0 {
+                return;
+            }
+            for step in 0..4 {
+                prefix.push(step);
+                all(prefix, depth - 1);
+                prefix.pop();
+            }
+        }
+        all(&mut Vec::new(), 7);
+    }
+}
