@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod api;
 pub mod clock;
+pub mod metadata;
 pub mod metrics;
 pub mod partition;
 pub mod producer_ids;

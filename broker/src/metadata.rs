@@ -1,0 +1,114 @@
+//! The cluster metadata image the controller publishes and brokers act on: brokers, topics,
+//! and per partition its replicas, leader, leader epoch, partition epoch and ISR. These types
+//! are also the wire format of the controller's internal HTTP API (JSON), which is why they
+//! live here: the operator depends on the broker's model, never the other way round.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// "No leader" (all ISR members are down).
+pub const NO_LEADER: i32 = -1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BrokerStatus {
+    /// Registered and heartbeating.
+    Alive,
+    /// Missed its session or was replaced by a newer incarnation: out of every ISR.
+    Fenced,
+    /// In controlled shutdown: leadership moved away, no new leadership.
+    ShuttingDown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerMeta {
+    pub id: i32,
+    /// Bumped on every registration; requests carrying an older epoch are refused.
+    pub epoch: i64,
+    pub host: String,
+    pub port: u16,
+    #[serde(default)]
+    pub rack: Option<String>,
+    pub status: BrokerStatus,
+    /// Leadership is kept off this broker (drained) until a preferred-leader election.
+    #[serde(default)]
+    pub drained: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMeta {
+    pub partition: i32,
+    /// Assignment order; the first replica is the preferred leader.
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    /// Bumped on every change to this partition; AlterPartition must name the current one.
+    pub partition_epoch: i32,
+    /// Replicas being added by a reassignment (KIP-455).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding: Vec<i32>,
+    /// Replicas being removed by a reassignment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<i32>,
+}
+
+impl PartitionMeta {
+    pub fn has_leader(&self) -> bool {
+        self.leader != NO_LEADER
+    }
+    /// The replica set a reassignment moves to.
+    pub fn target_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing.contains(r))
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    pub name: String,
+    pub id: uuid::Uuid,
+    #[serde(default)]
+    pub configs: BTreeMap<String, String>,
+    pub partitions: Vec<PartitionMeta>,
+}
+
+/// Everything a broker needs to know about the cluster, at one version.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMetadata {
+    pub cluster_id: String,
+    /// Bumped on every change; brokers long-poll for a newer one.
+    pub version: u64,
+    pub brokers: BTreeMap<i32, BrokerMeta>,
+    pub topics: BTreeMap<String, TopicMeta>,
+}
+
+impl ClusterMetadata {
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionMeta> {
+        self.topics
+            .get(topic)?
+            .partitions
+            .get(usize::try_from(partition).ok()?)
+    }
+    pub fn partition_mut(&mut self, topic: &str, partition: i32) -> Option<&mut PartitionMeta> {
+        self.topics
+            .get_mut(topic)?
+            .partitions
+            .get_mut(usize::try_from(partition).ok()?)
+    }
+    /// Every (topic, partition) in name order.
+    pub fn partitions(&self) -> impl Iterator<Item = (&str, &PartitionMeta)> {
+        self.topics
+            .values()
+            .flat_map(|t| t.partitions.iter().map(move |p| (t.name.as_str(), p)))
+    }
+    pub fn is_alive(&self, broker: i32) -> bool {
+        self.brokers
+            .get(&broker)
+            .is_some_and(|b| b.status == BrokerStatus::Alive)
+    }
+}

@@ -1,0 +1,37 @@
+//! The controller's state: the published metadata plus what only the controller needs
+//! (heartbeat times, broker incarnations, the producer id counter).
+
+use std::collections::BTreeMap;
+
+use broker::metadata::ClusterMetadata;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControllerState {
+    pub metadata: ClusterMetadata,
+    /// Last heartbeat per broker, in controller clock ms. Not persisted meaning: after a
+    /// controller restart every broker gets a fresh session.
+    #[serde(default)]
+    pub last_heartbeat_ms: BTreeMap<i32, i64>,
+    /// Process incarnation per broker; a new one means the broker restarted.
+    #[serde(default)]
+    pub incarnations: BTreeMap<i32, String>,
+    /// Broker epochs only grow, across all brokers.
+    #[serde(default)]
+    pub next_broker_epoch: i64,
+    /// Start of the next producer id block.
+    #[serde(default)]
+    pub next_producer_id: i64,
+}
+
+impl ControllerState {
+    pub fn new(cluster_id: String) -> Self {
+        Self {
+            metadata: ClusterMetadata {
+                cluster_id,
+                ..ClusterMetadata::default()
+            },
+            ..Self::default()
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! Where controller state is kept. Writes are compare-and-swap on the metadata version, so two
+//! controllers (or a stale one) can never both win. Here: a local state file replaced
+//! atomically; the Kubernetes store (custom resources' status, resourceVersion) comes with the
+//! operator.
+
+use std::fs;
+use std::io;
+use std::path::PathBuf;
+
+use broker::storage::checkpoint::write_atomic;
+
+use super::state::ControllerState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "stored state is at version {stored}, expected {expected}: another controller wrote it"
+    )]
+    Conflict { stored: u64, expected: u64 },
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+    #[error("state file is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub trait Store {
+    /// The stored state, if any.
+    fn load(&self) -> Result<Option<ControllerState>, StoreError>;
+    /// Saves `state` if the stored version is still `expected_version`.
+    fn save(&self, state: &ControllerState, expected_version: u64) -> Result<(), StoreError>;
+}
+
+/// A JSON file written with write-fsync-rename.
+pub struct FileStore {
+    path: PathBuf,
+}
+
+impl FileStore {
+    pub fn new(path: PathBuf) -> Self {
+        Self { path }
+    }
+}
+
+impl Store for FileStore {
+    fn load(&self) -> Result<Option<ControllerState>, StoreError> {
+        match fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(e.to_string())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn save(&self, state: &ControllerState, expected_version: u64) -> Result<(), StoreError> {
+        let stored = self.load()?.map_or(0, |s| s.metadata.version);
+        if stored != expected_version {
+            return Err(StoreError::Conflict {
+                stored,
+                expected: expected_version,
+            });
+        }
+        let bytes =
+            serde_json::to_vec_pretty(state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        write_atomic(&self.path, &bytes)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compare_and_swap_on_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path().join("controller.json"));
+        assert!(store.load().unwrap().is_none());
+        let mut s = ControllerState::new("c1".into());
+        s.metadata.version = 1;
+        store.save(&s, 0).unwrap();
+        s.metadata.version = 2;
+        store.save(&s, 1).unwrap();
+        let stale = store.save(&s, 1);
+        assert!(
+            matches!(
+                stale,
+                Err(StoreError::Conflict {
+                    stored: 2,
+                    expected: 1
+                })
+            ),
+            "{stale:?}"
+        );
+        assert_eq!(store.load().unwrap().unwrap(), s);
+    }
+}
