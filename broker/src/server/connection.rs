@@ -13,7 +13,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeade
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
@@ -22,6 +22,9 @@ use crate::state::Broker;
 
 /// Responses that may be outstanding on one connection before reading pauses.
 const MAX_IN_FLIGHT: usize = 64;
+
+/// How long a connection may take to flush its responses once the broker is stopping.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A response waiting its turn.
 struct Pending {
@@ -59,38 +62,30 @@ pub async fn serve(
     let writer_task = tokio::spawn(write_responses(writer, rx, Arc::clone(&broker), peer));
     let max = broker.config.max_request_bytes;
     loop {
-        let mut len_buf = [0u8; 4];
-        let read = tokio::select! {
-            r = reader.read_exact(&mut len_buf) => r,
-            _ = stop.wait_for(|s| *s) => break,
+        // Every wait is raced against shutdown, so a silent or half-sent client cannot hold
+        // the broker up.
+        let frame = tokio::select! {
+            f = read_frame(&mut reader, max) => f,
+            _ = stopped(&mut stop) => break,
         };
-        if read.is_err() {
-            break; // peer closed or reset
-        }
-        let len = i32::from_be_bytes(len_buf);
-        if len < 0 || len as usize > max {
-            warn!(%peer, "closing connection: {}", Close::FrameSize(i64::from(len), max));
-            break;
-        }
-        let mut frame = BytesMut::zeroed(len as usize);
-        if reader.read_exact(&mut frame).await.is_err() {
-            break;
-        }
+        let frame = match frame {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break, // peer closed or reset
+            Err(close) => {
+                warn!(%peer, "closing connection: {close}");
+                break;
+            }
+        };
         let started = Instant::now();
-        match parse_and_handle(&broker, frame.freeze()) {
+        match parse_and_handle(&broker, frame) {
             Ok(Some((correlation_id, api_key, version, reply))) => {
-                if tx
-                    .send(Pending {
-                        correlation_id,
-                        api_key,
-                        version,
-                        started,
-                        reply,
-                    })
-                    .await
-                    .is_err()
-                {
-                    break; // writer failed
+                let pending = Pending { correlation_id, api_key, version, started, reply };
+                let queued = tokio::select! {
+                    r = tx.send(pending) => r.is_ok(),
+                    _ = stopped(&mut stop) => false,
+                };
+                if !queued {
+                    break;
                 }
             }
             Ok(None) => {}
@@ -101,8 +96,40 @@ pub async fn serve(
         }
     }
     drop(tx);
-    let _ = writer_task.await;
+    // Queued responses still go out, but at shutdown a client that does not read them gets
+    // a short grace period and is then cut off.
+    let mut writer_task = writer_task;
+    tokio::select! {
+        _ = &mut writer_task => {}
+        _ = stopped(&mut stop) => {
+            if tokio::time::timeout(SHUTDOWN_GRACE, &mut writer_task).await.is_err() {
+                writer_task.abort();
+            }
+        }
+    }
     debug!(%peer, "connection closed");
+}
+
+/// Completes once the broker is stopping.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Reads one length-prefixed frame. `Ok(None)` when the peer closed.
+async fn read_frame(reader: &mut OwnedReadHalf, max: usize) -> Result<Option<Bytes>, Close> {
+    let mut len_buf = [0u8; 4];
+    if reader.read_exact(&mut len_buf).await.is_err() {
+        return Ok(None);
+    }
+    let len = i32::from_be_bytes(len_buf);
+    if len < 0 || len as usize > max {
+        return Err(Close::FrameSize(i64::from(len), max));
+    }
+    let mut frame = BytesMut::zeroed(len as usize);
+    if reader.read_exact(&mut frame).await.is_err() {
+        return Ok(None);
+    }
+    Ok(Some(frame.freeze()))
 }
 
 type Handled = Option<(i32, ApiKey, i16, Reply)>;
