@@ -3,7 +3,9 @@
 //! and where the state is kept (`store`).
 
 pub mod decisions;
+pub mod http;
 pub mod placement;
+pub mod service;
 pub mod state;
 pub mod store;
 

@@ -1,0 +1,306 @@
+//! The controller's HTTP API (axum, JSON). Internal routes serve brokers (register,
+//! heartbeat, metadata long-poll, AlterPartition, controlled shutdown, topics, producer ids);
+//! admin routes serve users and the operator (drain, preferred-leader election, reassign,
+//! decommission, describe).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::decisions::{self, AlterPartition, ControllerError, Registration};
+use super::service::{Controller, ServiceError};
+use super::store::Store;
+
+/// Longest metadata long-poll.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+pub fn router<S: Store + Send + Sync + 'static>(controller: Arc<Controller<S>>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/v1/brokers/register", post(register::<S>))
+        .route("/v1/brokers/{id}/heartbeat", post(heartbeat::<S>))
+        .route(
+            "/v1/brokers/{id}/controlled-shutdown",
+            post(controlled_shutdown::<S>),
+        )
+        .route("/v1/metadata", get(metadata::<S>))
+        .route("/v1/alter-partition", post(alter_partition::<S>))
+        .route("/v1/topics", post(create_topic::<S>))
+        .route("/v1/topics/{name}", delete(delete_topic::<S>))
+        .route("/v1/producer-ids", post(producer_ids::<S>))
+        .route("/v1/admin/brokers/{id}/drain", post(drain::<S>))
+        .route(
+            "/v1/admin/brokers/{id}/decommission",
+            post(decommission::<S>),
+        )
+        .route("/v1/admin/preferred-leader-election", post(preferred::<S>))
+        .route("/v1/admin/reassign", post(reassign::<S>))
+        .route("/v1/admin/describe", get(describe::<S>))
+        .with_state(controller)
+}
+
+/// Error body: a stable `kind` for programs and a sentence for people.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ApiError {
+    pub kind: String,
+    pub error: String,
+}
+
+pub struct Failure(ServiceError);
+
+impl From<ServiceError> for Failure {
+    fn from(e: ServiceError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let (status, kind) = match &self.0 {
+            ServiceError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store"),
+            ServiceError::Refused(e) => match e {
+                ControllerError::UnknownBroker(_) => (StatusCode::NOT_FOUND, "unknown_broker"),
+                ControllerError::UnknownTopic(_) | ControllerError::UnknownPartition(..) => {
+                    (StatusCode::NOT_FOUND, "unknown_topic_or_partition")
+                }
+                ControllerError::StaleBrokerEpoch { .. } => {
+                    (StatusCode::CONFLICT, "stale_broker_epoch")
+                }
+                ControllerError::Fenced(_) => (StatusCode::CONFLICT, "fenced"),
+                ControllerError::TopicExists(_) => (StatusCode::CONFLICT, "topic_exists"),
+                ControllerError::NotLeader { .. } => (StatusCode::CONFLICT, "not_leader"),
+                ControllerError::StalePartitionEpoch { .. } => {
+                    (StatusCode::CONFLICT, "stale_partition_epoch")
+                }
+                ControllerError::InvalidIsr { .. } => (StatusCode::BAD_REQUEST, "invalid_isr"),
+                ControllerError::Placement(_) => {
+                    (StatusCode::BAD_REQUEST, "invalid_replication_factor")
+                }
+                ControllerError::InvalidReassignment { .. } => {
+                    (StatusCode::BAD_REQUEST, "invalid_reassignment")
+                }
+                ControllerError::ReassignmentInProgress(..) => {
+                    (StatusCode::CONFLICT, "reassignment_in_progress")
+                }
+                ControllerError::CannotMove { .. } => (StatusCode::CONFLICT, "cannot_move"),
+            },
+        };
+        (
+            status,
+            Json(ApiError {
+                kind: kind.into(),
+                error: self.0.to_string(),
+            }),
+        )
+            .into_response()
+    }
+}
+
+type Ctl<S> = State<Arc<Controller<S>>>;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Registered {
+    pub cluster_id: String,
+    pub epoch: i64,
+}
+
+async fn register<S: Store>(
+    State(c): Ctl<S>,
+    Json(reg): Json<Registration>,
+) -> Result<Json<Registered>, Failure> {
+    let epoch = c.update(|s, now| Ok(decisions::register(s, reg, now)))?;
+    Ok(Json(Registered {
+        cluster_id: c.snapshot().metadata.cluster_id,
+        epoch,
+    }))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EpochBody {
+    pub epoch: i64,
+}
+
+async fn heartbeat<S: Store>(
+    State(c): Ctl<S>,
+    Path(id): Path<i32>,
+    Json(b): Json<EpochBody>,
+) -> Result<StatusCode, Failure> {
+    c.update(|s, now| decisions::heartbeat(s, id, b.epoch, now))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StillLeading {
+    pub partitions: Vec<(String, i32)>,
+}
+
+async fn controlled_shutdown<S: Store>(
+    State(c): Ctl<S>,
+    Path(id): Path<i32>,
+    Json(b): Json<EpochBody>,
+) -> Result<Json<StillLeading>, Failure> {
+    let partitions = c.update(|s, _| decisions::controlled_shutdown(s, id, b.epoch))?;
+    Ok(Json(StillLeading { partitions }))
+}
+
+#[derive(Debug, Deserialize)]
+struct MetadataQuery {
+    #[serde(default)]
+    after: Option<u64>,
+    #[serde(default)]
+    wait_ms: Option<u64>,
+}
+
+async fn metadata<S: Store>(
+    State(c): Ctl<S>,
+    Query(q): Query<MetadataQuery>,
+) -> Json<broker::metadata::ClusterMetadata> {
+    let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(MAX_WAIT);
+    match q.after {
+        Some(after) => Json(c.metadata_after(after, wait).await),
+        None => Json(c.snapshot().metadata),
+    }
+}
+
+async fn alter_partition<S: Store>(
+    State(c): Ctl<S>,
+    Json(req): Json<AlterPartition>,
+) -> Result<Json<broker::metadata::PartitionMeta>, Failure> {
+    Ok(Json(c.update(|s, _| decisions::alter_partition(s, &req))?))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: usize,
+    pub replication_factor: usize,
+    #[serde(default)]
+    pub configs: BTreeMap<String, String>,
+}
+
+async fn create_topic<S: Store>(
+    State(c): Ctl<S>,
+    Json(t): Json<NewTopic>,
+) -> Result<Json<broker::metadata::TopicMeta>, Failure> {
+    let id = uuid::Uuid::new_v4();
+    Ok(Json(c.update(|s, _| {
+        decisions::create_topic(
+            s,
+            &t.name,
+            t.partitions,
+            t.replication_factor,
+            t.configs.clone(),
+            id,
+        )
+    })?))
+}
+
+async fn delete_topic<S: Store>(
+    State(c): Ctl<S>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, Failure> {
+    c.update(|s, _| decisions::delete_topic(s, &name))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct IdBlock {
+    pub start: i64,
+    pub end: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct IdRequest {
+    count: i64,
+}
+
+async fn producer_ids<S: Store>(
+    State(c): Ctl<S>,
+    Json(r): Json<IdRequest>,
+) -> Result<Json<IdBlock>, Failure> {
+    let (start, end) = c.update(|s, _| {
+        Ok(decisions::allocate_producer_ids(
+            s,
+            r.count.clamp(1, 1_000_000),
+        ))
+    })?;
+    Ok(Json(IdBlock { start, end }))
+}
+
+async fn drain<S: Store>(
+    State(c): Ctl<S>,
+    Path(id): Path<i32>,
+) -> Result<Json<StillLeading>, Failure> {
+    Ok(Json(StillLeading {
+        partitions: c.update(|s, _| decisions::drain(s, id))?,
+    }))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Moves {
+    pub started: Vec<(String, i32, Vec<i32>)>,
+}
+
+async fn decommission<S: Store>(
+    State(c): Ctl<S>,
+    Path(id): Path<i32>,
+) -> Result<Json<Moves>, Failure> {
+    Ok(Json(Moves {
+        started: c.update(|s, _| decisions::decommission(s, id))?,
+    }))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Elected {
+    pub moved: usize,
+}
+
+async fn preferred<S: Store>(State(c): Ctl<S>) -> Result<Json<Elected>, Failure> {
+    Ok(Json(Elected {
+        moved: c.update(|s, _| Ok(decisions::preferred_leader_election(s)))?,
+    }))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Reassign {
+    pub topic: String,
+    pub partition: i32,
+    pub replicas: Vec<i32>,
+}
+
+async fn reassign<S: Store>(
+    State(c): Ctl<S>,
+    Json(r): Json<Reassign>,
+) -> Result<Json<broker::metadata::PartitionMeta>, Failure> {
+    Ok(Json(c.update(|s, _| {
+        decisions::reassign(s, &r.topic, r.partition, r.replicas.clone())
+    })?))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Description {
+    pub metadata: broker::metadata::ClusterMetadata,
+    /// Milliseconds since each broker's last heartbeat.
+    pub heartbeat_age_ms: BTreeMap<i32, i64>,
+}
+
+async fn describe<S: Store>(State(c): Ctl<S>) -> Json<Description> {
+    let now = c.now_ms();
+    let s = c.snapshot();
+    let heartbeat_age_ms = s
+        .last_heartbeat_ms
+        .iter()
+        .map(|(id, t)| (*id, now - t))
+        .collect();
+    Json(Description {
+        metadata: s.metadata,
+        heartbeat_age_ms,
+    })
+}
