@@ -117,6 +117,11 @@ impl Broker {
             config,
         };
         let records = broker.log_dir.load_topics()?;
+        let live: Vec<uuid::Uuid> = records.iter().map(|r| r.id).collect();
+        for orphan in broker.log_dir.orphans(&live)? {
+            warn!(dir = %orphan.display(), "removing the directory of a deleted topic");
+            broker.log_dir.remove_partition_dir(&orphan)?;
+        }
         let mut topics = BTreeMap::new();
         for record in records {
             let topic = broker.open_topic(record).map_err(|e| match e {
@@ -143,8 +148,22 @@ impl Broker {
         let mut partitions = Vec::new();
         for p in 0..record.partitions {
             let dir = self.log_dir.partition_dir(&record.name, p);
-            let (log, report) =
+            // A directory stamped with another topic id is a deleted topic's leftover: never
+            // adopt its data. Unstamped directories are adopted and stamped.
+            match self.log_dir.stamp(&dir)? {
+                Some(id) if id != record.id => {
+                    warn!(dir = %dir.display(), stale_topic_id = %id, "removing a deleted topic's leftover directory");
+                    self.log_dir.remove_partition_dir(&dir)?;
+                    self.log_dir.write_stamp(&dir, record.id)?;
+                }
+                Some(_) => {}
+                None => self.log_dir.write_stamp(&dir, record.id)?,
+            }
+            let (mut log, report) =
                 Log::open(&dir, config.clone(), self.log_dir.hints(&record.name, p))?;
+            // Standalone, every start is a new leadership: a new epoch, as Kafka's controller
+            // gives a restarted leader, so clients can detect any truncation (KIP-320).
+            log.assign_leader_epoch(log.latest_epoch().map_or(0, |e| e + 1));
             self.metrics
                 .recovery_segments
                 .inc_by(report.segments_scanned as u64);
@@ -286,16 +305,27 @@ impl Broker {
             .filter(|t| t.record.name != name)
             .map(|t| t.record.clone())
             .collect();
+        // Stop the old logs first so nothing (retention, a late append) writes through them,
+        // then forget the topic, then remove its directories. A crash after the topics file
+        // is written leaves stamped directories that startup removes as orphans.
+        for p in &topic.partitions {
+            p.log().mark_deleted();
+            p.shutdown();
+        }
         self.log_dir.save_topics(&records)?;
         self.topics
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
-        for p in &topic.partitions {
-            p.shutdown();
+        for p in 0..topic.record.partitions {
+            let dir = self.log_dir.partition_dir(name, p);
+            if let Err(e) = self.log_dir.remove_partition_dir(&dir) {
+                warn!(dir = %dir.display(), error = %e, "cannot remove deleted partition directory; it is removed at the next start");
+            }
         }
-        self.log_dir
-            .delete_partition_dirs(name, topic.record.partitions)?;
+        if let Err(e) = self.checkpoint() {
+            warn!(error = %e, "writing checkpoints failed");
+        }
         info!(topic = name, "deleted topic");
         Ok(())
     }
@@ -323,7 +353,8 @@ impl Broker {
     pub fn apply_retention(&self, now_ms: i64) {
         for t in self.topics() {
             for p in &t.partitions {
-                if let Err(e) = p.log().apply_retention(now_ms) {
+                let hw = p.high_watermark();
+                if let Err(e) = p.log().apply_retention(now_ms, hw) {
                     warn!(topic = %t.record.name, partition = p.index, error = %e, "retention failed");
                 }
             }

@@ -62,7 +62,7 @@ async fn acknowledged_writes_survive_kill_9_under_load() {
                     Err(_) => tokio::time::sleep(Duration::from_millis(5)).await, // queue full
                 }
                 i += 1;
-                if i % 200 == 0 {
+                if i.is_multiple_of(200) {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                 }
             }

@@ -445,10 +445,14 @@ fn record_bytes(offset_delta: i64, value: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A valid batch of `values` (base offset 0, CreateTime now-ish, no producer id).
+/// A valid batch of `values` (base offset 0, CreateTime now: an old timestamp would let
+/// time-based retention delete the baseline on a restart).
 fn batch_with(values: &[Vec<u8>], producer: (i64, i16, i32), attributes: i16) -> Vec<u8> {
     let count = values.len() as i32;
-    let ts: i64 = 1_700_000_000_000;
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     let mut b = Vec::new();
     b.extend(0i64.to_be_bytes());
     b.extend(0i32.to_be_bytes()); // batch length, set by reseal
@@ -691,9 +695,29 @@ fn lines_naming(log: &str, peer: SocketAddr) -> Vec<String> {
         .collect()
 }
 
+/// The last `n` log lines, without backtrace frames (RUST_BACKTRACE may be set).
 fn last_lines(log: &str, n: usize) -> String {
-    let lines: Vec<&str> = log.lines().collect();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            let t = l.trim_start();
+            let frame = t
+                .split_once(": ")
+                .is_some_and(|(num, _)| !num.is_empty() && num.bytes().all(|b| b.is_ascii_digit()));
+            !(frame || t.starts_with("at ") || t.starts_with("note: Some details are omitted"))
+        })
+        .collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A log excerpt for a report, or nothing when the log is empty.
+fn log_excerpt(title: &str, log: &str, n: usize) -> String {
+    let lines = last_lines(log, n);
+    if lines.trim().is_empty() {
+        String::new()
+    } else {
+        format!("\n    --- {title} ---\n{lines}")
+    }
 }
 
 /// How many WARN lines about one connection a rejected input may cause.
@@ -727,6 +751,22 @@ impl Probe {
         let _ = s.flush();
         expect_closed(&mut s)?;
         self.check_warns(peer, warn)
+    }
+
+    /// Sends `bytes` on a new connection; the broker may answer with one well-formed frame
+    /// or close the connection, nothing else.
+    fn expect_close_or_answer(&self, bytes: &[u8]) -> Result<(), String> {
+        let mut s = connect(self.addr)?;
+        let peer = s.local_addr().unwrap();
+        let _ = s.write_all(bytes);
+        let _ = s.shutdown(Shutdown::Write);
+        match read_reply(&mut s) {
+            Reply::Frame(_) | Reply::Closed => {}
+            Reply::Silent => return Err(format!("no answer and no close within {IO_TIMEOUT:?}")),
+            Reply::Broken(why) => return Err(why),
+        }
+        expect_closed(&mut s)?;
+        self.check_warns(peer, Warn::AtMostOne)
     }
 
     fn check_warns(&self, peer: SocketAddr, warn: Warn) -> Result<(), String> {
@@ -865,10 +905,10 @@ impl Harness {
         }
         if !problems.is_empty() {
             self.failures.push(format!(
-                "[{}] {name}:\n    {}\n    --- broker log during the case (last 15 lines) ---\n{}",
+                "[{}] {name}:\n    {}{}",
                 self.name,
                 problems.join("\n    "),
-                last_lines(&log, 15)
+                log_excerpt("broker log during the case", &log, 15)
             ));
         }
     }
@@ -876,7 +916,6 @@ impl Harness {
     /// Running, and a new connection gets valid ApiVersions and Metadata answers.
     fn check_alive(&mut self) -> Result<(), String> {
         if !self.broker.is_running() {
-            // Give a dying process a moment to be reaped, for a clearer message.
             return Err("the broker process exited".into());
         }
         let mut s = connect(self.addr())?;
@@ -950,11 +989,12 @@ impl Harness {
         }
         assert!(
             self.failures.is_empty(),
-            "{} of {} malformed-input cases failed:\n\n{}",
+            "{} failures in {} malformed-input cases:\n\n{}",
             self.failures.len(),
             self.cases,
             self.failures.join("\n\n")
         );
+        eprintln!("[{}] {} cases passed", self.name, self.cases);
     }
 }
 
@@ -1268,11 +1308,12 @@ fn undecodable_bodies_close_only_that_connection() {
         h.case(&format!("{key:?} v{version} header without body"), |p| {
             p.expect_close(&framed(&payload[..header_len]), Warn::AtMostOne)
         });
-        // Body replaced by 0xff bytes (negative lengths, huge varints).
+        // Body replaced by 0xff bytes (-1 lengths, huge varints). That can still be a valid
+        // request (Metadata v1: null topics = all), so a well-formed answer is fine too.
         let mut garbage = payload[..header_len].to_vec();
         garbage.extend(vec![0xffu8; body_len.min(40)]);
         h.case(&format!("{key:?} v{version} body of 0xff bytes"), |p| {
-            p.expect_close(&framed(&garbage), Warn::AtMostOne)
+            p.expect_close_or_answer(&framed(&garbage))
         });
     }
 
@@ -2466,7 +2507,74 @@ struct FuzzStats {
     answered: usize,
     closed: usize,
     slow: usize,
-    restarts: usize,
+    deaths: usize,
+}
+
+/// One fuzz input and how it was made.
+#[derive(Clone)]
+struct FuzzFrame {
+    index: usize,
+    how: String,
+    bytes: Vec<u8>,
+}
+
+impl FuzzFrame {
+    fn describe(&self) -> String {
+        format!(
+            "frame #{} ({}): {}",
+            self.index,
+            self.how,
+            hex(&self.bytes, 256)
+        )
+    }
+}
+
+enum FuzzOutcome {
+    Answered,
+    Closed,
+    /// No answer within 2 s (a long-poll fetch can do that); liveness checks catch real hangs.
+    Slow,
+    /// Not a valid way to react to any input.
+    Wrong(String),
+}
+
+/// Sends one frame on a new connection, half-closes, and classifies what comes back. Err when
+/// the broker does not accept the connection.
+fn send_fuzz_frame(addr: SocketAddr, bytes: &[u8]) -> Result<FuzzOutcome, String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("connect failed: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(bytes);
+    let _ = s.shutdown(Shutdown::Write);
+    let first = read_reply(&mut s);
+    let answered = matches!(first, Reply::Frame(_));
+    let end = if answered { read_reply(&mut s) } else { first };
+    Ok(match end {
+        Reply::Closed if answered => FuzzOutcome::Answered,
+        Reply::Closed => FuzzOutcome::Closed,
+        Reply::Silent => FuzzOutcome::Slow,
+        Reply::Frame(_) => FuzzOutcome::Wrong("two responses to one request".into()),
+        Reply::Broken(why) => FuzzOutcome::Wrong(format!("broken response: {why}")),
+    })
+}
+
+fn log_len(h: &Harness) -> usize {
+    std::fs::metadata(&h.broker.log_path).map_or(0, |m| m.len() as usize)
+}
+
+/// Replays `frame` alone against the (freshly restarted) broker: does it kill it?
+fn kills_the_broker(h: &mut Harness, frame: &FuzzFrame) -> Option<String> {
+    let log_start = log_len(h);
+    let _ = send_fuzz_frame(h.addr(), &frame.bytes);
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < deadline {
+        if !h.broker.is_running() {
+            return Some(read_log_from(&h.broker.log_path, log_start));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
 }
 
 #[test]
@@ -2497,109 +2605,110 @@ fn seeded_fuzz_never_takes_the_broker_down() {
     let advertised = advertised_versions(h.addr()).unwrap();
     let seeds = fuzz_seeds();
 
+    const MAX_DEATHS: usize = 5;
     let budget = Duration::from_secs(25);
     let started = Instant::now();
     let mut stats = FuzzStats::default();
-    let mut previous: Option<(usize, String, Vec<u8>)> = None;
-    let report = |i: usize, how: &str, bytes: &[u8], what: &str, log: &str| {
-        format!(
-            "[fuzz seed {seed}] frame #{i} ({how}): {what}\n    frame bytes: {}\n    --- broker log (last 12 lines) ---\n{}",
-            hex(bytes, 256),
-            last_lines(log, 12)
-        )
-    };
-    for i in 0..frames {
+    // The last frames sent, newest last, with the log length before each.
+    let mut recent: std::collections::VecDeque<(FuzzFrame, usize)> = Default::default();
+    for index in 0..frames {
         if started.elapsed() > budget {
-            eprintln!("fuzz: time budget spent after {i} frames");
+            eprintln!("fuzz: time budget spent after {index} frames");
             break;
         }
         let (bytes, how) = fuzz_input(&mut rng, &seeds, &advertised);
-        let log_start = std::fs::metadata(&h.broker.log_path).map_or(0, |m| m.len() as usize);
-        let mut s = match TcpStream::connect_timeout(&h.addr(), Duration::from_secs(5)) {
-            Ok(s) => s,
-            Err(e) => {
-                // The previous frame took the broker down (or it stopped accepting).
-                let log = read_log_from(&h.broker.log_path, 0);
-                let (pi, phow, pbytes) = previous.clone().unwrap_or((0, "none".into(), vec![]));
-                h.failures.push(report(
-                    pi,
-                    &phow,
-                    &pbytes,
-                    &format!("next connect failed: {e}"),
-                    &log,
-                ));
-                stats.restarts += 1;
-                h.restart();
-                continue;
-            }
-        };
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-        let _ = s.write_all(&bytes);
-        let _ = s.shutdown(Shutdown::Write);
-        stats.frames += 1;
-        let mut outcome = read_reply(&mut s);
-        if matches!(outcome, Reply::Frame(_)) {
-            stats.answered += 1;
-            outcome = read_reply(&mut s); // then EOF, as we half-closed
-        }
-        match outcome {
-            Reply::Closed => stats.closed += 1,
-            Reply::Silent => stats.slow += 1, // e.g. a long-poll fetch; liveness covers hangs
-            Reply::Frame(_) => {
-                let log = read_log_from(&h.broker.log_path, log_start);
-                h.failures.push(report(
-                    i,
-                    &how,
-                    &bytes,
-                    "two responses to one request",
-                    &log,
-                ));
-            }
-            Reply::Broken(why) => {
-                let log = read_log_from(&h.broker.log_path, log_start);
-                h.failures.push(report(
-                    i,
-                    &how,
-                    &bytes,
-                    &format!("broken response: {why}"),
-                    &log,
-                ));
+        let frame = FuzzFrame { index, how, bytes };
+        let log_start = log_len(&h);
+        let mut death = None;
+        match send_fuzz_frame(h.addr(), &frame.bytes) {
+            Err(e) => death = Some(e),
+            Ok(outcome) => {
+                stats.frames += 1;
+                match outcome {
+                    FuzzOutcome::Answered => stats.answered += 1,
+                    FuzzOutcome::Closed => stats.closed += 1,
+                    FuzzOutcome::Slow => stats.slow += 1,
+                    FuzzOutcome::Wrong(why) => h.failures.push(format!(
+                        "[fuzz seed {seed}] {why}\n    {}{}",
+                        frame.describe(),
+                        log_excerpt(
+                            "broker log",
+                            &read_log_from(&h.broker.log_path, log_start),
+                            12
+                        )
+                    )),
+                }
             }
         }
-        drop(s);
-        let mut dead = !h.broker.is_running();
-        if !dead && (i % 100 == 99 || i + 1 == frames) {
+        if death.is_none() && !h.broker.is_running() {
+            death = Some("the broker process died".into());
+        }
+        if death.is_none() && (index % 100 == 99 || index + 1 == frames) {
             if let Err(e) = h.check_alive() {
-                let log = read_log_from(&h.broker.log_path, log_start);
-                h.failures.push(report(
-                    i,
-                    &how,
-                    &bytes,
-                    &format!("liveness check failed: {e}"),
-                    &log,
-                ));
-                dead = true;
+                death = Some(format!("liveness check failed: {e}"));
             }
-        } else if dead {
-            let log = read_log_from(&h.broker.log_path, log_start);
-            h.failures
-                .push(report(i, &how, &bytes, "the broker process died", &log));
         }
         let log = read_log_from(&h.broker.log_path, log_start);
         if log.contains("panicked") {
-            h.failures
-                .push(report(i, &how, &bytes, "a broker task panicked", &log));
+            h.failures.push(format!(
+                "[fuzz seed {seed}] a broker task panicked\n    {}{}",
+                frame.describe(),
+                log_excerpt("broker log", &log, 12)
+            ));
         }
-        if dead {
-            stats.restarts += 1;
-            h.restart();
-            if stats.restarts >= 5 {
-                eprintln!("fuzz: stopping after {} broker deaths", stats.restarts);
+        let sent = !matches!(&death, Some(e) if e.starts_with("connect failed"));
+        if sent {
+            recent.push_back((frame, log_start));
+            if recent.len() > 3 {
+                recent.pop_front();
+            }
+        }
+        let Some(why) = death else {
+            continue;
+        };
+
+        // Which frame was it? The process can die a while after its connection closed (it may
+        // be printing a backtrace), so replay the last frames one at a time on a fresh start:
+        // the one before the newest first, as that is the usual culprit.
+        stats.deaths += 1;
+        let since = recent.front().map_or(0, |(_, at)| *at);
+        let log = read_log_from(&h.broker.log_path, since);
+        h.restart();
+        let mut suspects: Vec<FuzzFrame> = recent.drain(..).map(|(f, _)| f).collect();
+        let newest = suspects.len().saturating_sub(1);
+        if suspects.len() >= 2 {
+            suspects.swap(newest - 1, newest);
+        }
+        suspects.reverse();
+        let mut culprit = None;
+        for f in &suspects {
+            if let Some(replay_log) = kills_the_broker(&mut h, f) {
+                culprit = Some((f.clone(), replay_log));
+                h.restart();
                 break;
             }
         }
-        previous = Some((i, how, bytes));
+        h.failures.push(match culprit {
+            Some((f, replay_log)) => format!(
+                "[fuzz seed {seed}] this frame kills the broker (reproduced alone on a fresh start):\n    {}{}",
+                f.describe(),
+                log_excerpt("broker log of the replay", &replay_log, 6)
+            ),
+            None => format!(
+                "[fuzz seed {seed}] the broker went down ({why}) after frame #{index}; replaying \
+                 the last frames alone did not reproduce it:\n    {}{}",
+                suspects
+                    .iter()
+                    .map(FuzzFrame::describe)
+                    .collect::<Vec<_>>()
+                    .join("\n    "),
+                log_excerpt("broker log", &log, 12)
+            ),
+        });
+        if stats.deaths >= MAX_DEATHS {
+            eprintln!("fuzz: stopping after {} broker deaths", stats.deaths);
+            break;
+        }
     }
     eprintln!("fuzz: {stats:?} in {:?}", started.elapsed());
     h.cases = stats.frames;

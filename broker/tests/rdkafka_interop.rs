@@ -8,6 +8,7 @@ use common::kafka::{assert_acked_present, consume_all, produce, producer};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::Consumer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_codec_round_trips_with_default_and_idempotent_producers() {
@@ -85,6 +86,20 @@ async fn admin_client_creates_and_deletes_topics() {
     let deleted = admin.delete_topics(&["admin-made"], &opts).await.unwrap();
     assert!(deleted[0].is_ok(), "{deleted:?}");
     assert!(!dir.path().join("data/admin-made-0").exists());
+    // Recreating the name starts empty: nothing of the deleted topic comes back.
+    let res = admin.create_topics([&topic], &opts).await.unwrap();
+    assert!(res[0].is_ok(), "{res:?}");
+    let c = common::kafka::consumer(&broker.bootstrap());
+    for p in 0..4 {
+        let (low, high) = c
+            .fetch_watermarks("admin-made", p, std::time::Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(
+            (low, high),
+            (0, 0),
+            "partition {p} of the recreated topic is not empty"
+        );
+    }
 }
 
 /// The before-ack fsync policy acknowledges only fsynced writes; concurrent producers share

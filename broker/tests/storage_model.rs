@@ -94,6 +94,7 @@ fn check_read(log: &Log, model: &Model, at: i64, max_bytes: usize) {
 
 fn reopen(dir: &Path, log: Log, clean: bool) -> Log {
     let (recovery_point, start) = (log.recovery_point(), log.log_start_offset());
+    let epoch = log.latest_epoch();
     let mut log = log;
     if clean {
         log.close().unwrap();
@@ -102,9 +103,14 @@ fn reopen(dir: &Path, log: Log, clean: bool) -> Log {
     let hints = OpenHints {
         clean_shutdown: clean,
         recovery_point: Some(recovery_point),
-        log_start_offset: Some(start),
     };
     let (log, report) = Log::open(dir, config(), hints).unwrap();
+    assert_eq!(
+        log.log_start_offset(),
+        start,
+        "log start offset changed across a reopen"
+    );
+    assert_eq!(log.latest_epoch(), epoch);
     assert_eq!(
         report.truncated_bytes, 0,
         "nothing may be cut from an intact log: {report:?}"
@@ -139,7 +145,7 @@ fn run(ops: Vec<Op>) {
                 let mut c = config();
                 c.retention_bytes = keep_bytes as i64;
                 log.set_config(c);
-                log.apply_retention(ts).unwrap();
+                log.apply_retention(ts, i64::MAX).unwrap();
                 log.set_config(config());
                 let start = log.log_start_offset();
                 model.batches.retain(|b, _| *b >= start);
@@ -287,7 +293,6 @@ fn producer_state_survives_restart() {
             OpenHints {
                 clean_shutdown: clean,
                 recovery_point: Some(rp),
-                log_start_offset: None,
             },
         )
         .unwrap();
@@ -329,12 +334,12 @@ fn time_retention_deletes_old_inactive_segments_only() {
     }
     assert_eq!(log.segment_count(), 3);
     assert_eq!(
-        log.apply_retention(10_500).unwrap(),
+        log.apply_retention(10_500, i64::MAX).unwrap(),
         0,
         "nothing is old enough yet"
     );
     assert_eq!(
-        log.apply_retention(30_000).unwrap(),
+        log.apply_retention(30_000, i64::MAX).unwrap(),
         2,
         "both old segments go"
     );

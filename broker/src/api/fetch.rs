@@ -16,6 +16,10 @@ use super::{Reply, check_leader_epoch};
 use crate::state::Broker;
 use crate::storage::log::ReadError;
 
+/// Most record bytes in one response (Kafka's fetch.max.bytes default); a first batch larger
+/// than this is still returned whole (KIP-74).
+const FETCH_MAX_BYTES: usize = 55 * 1024 * 1024;
+
 /// Longest wait honoured, whatever the client asks.
 const MAX_WAIT_CAP_MS: i32 = 30_000;
 
@@ -56,11 +60,8 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Reply {
 /// any partition has an error (which ends a long poll at once).
 fn read_all(broker: &Broker, req: &FetchRequest, _version: i16) -> (FetchResponse, usize, bool) {
     let mut r = FetchResponse::default();
-    let mut remaining = if req.max_bytes <= 0 {
-        usize::MAX
-    } else {
-        req.max_bytes as usize
-    };
+    // Kafka's fetch.max.bytes default caps what one response may carry, whatever is asked.
+    let mut remaining = (req.max_bytes.max(1) as usize).min(FETCH_MAX_BYTES);
     let mut total = 0usize;
     let mut has_error = false;
     let is_follower = req.replica_id.0 >= 0 || req.replica_state.replica_id.0 >= 0;
@@ -99,16 +100,16 @@ fn read_all(broker: &Broker, req: &FetchRequest, _version: i16) -> (FetchRespons
             // Fetch v12+: a fetcher whose last epoch ends earlier here must truncate first.
             if fp.last_fetched_epoch >= 0 {
                 let leo = log.log_end_offset();
-                match log.epochs().end_offset_for(fp.last_fetched_epoch, leo) {
-                    Some((epoch, end))
-                        if epoch == fp.last_fetched_epoch && end >= fp.fetch_offset => {}
-                    found => {
-                        let (epoch, end) = found.unwrap_or((-1, -1));
-                        p.diverging_epoch.epoch = epoch;
-                        p.diverging_epoch.end_offset = end;
-                        t.partitions.push(p);
-                        continue;
-                    }
+                // Kafka's rule: the fetcher's last epoch ends earlier here (or is unknown).
+                let (epoch, end) = log
+                    .epochs()
+                    .end_offset_for(fp.last_fetched_epoch, leo)
+                    .unwrap_or((-1, -1));
+                if epoch < fp.last_fetched_epoch || end < fp.fetch_offset {
+                    p.diverging_epoch.epoch = epoch;
+                    p.diverging_epoch.end_offset = end;
+                    t.partitions.push(p);
+                    continue;
                 }
             }
             let max_offset = if is_follower {

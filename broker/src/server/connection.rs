@@ -79,7 +79,13 @@ pub async fn serve(
         let started = Instant::now();
         match parse_and_handle(&broker, frame) {
             Ok(Some((correlation_id, api_key, version, reply))) => {
-                let pending = Pending { correlation_id, api_key, version, started, reply };
+                let pending = Pending {
+                    correlation_id,
+                    api_key,
+                    version,
+                    started,
+                    reply,
+                };
                 let queued = tokio::select! {
                     r = tx.send(pending) => r.is_ok(),
                     _ = stopped(&mut stop) => false,

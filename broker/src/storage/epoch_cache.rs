@@ -89,17 +89,23 @@ impl EpochCache {
         }
     }
 
-    /// Kafka's OffsetForLeaderEpoch answer: the largest epoch <= `epoch` and the offset where it
-    /// ends (the start of the next epoch, or `log_end_offset` for the latest one). None when no
-    /// epoch <= `epoch` is known.
+    /// Kafka's OffsetForLeaderEpoch answer (LeaderEpochFileCache.endOffsetFor): for the latest
+    /// epoch, the log end; otherwise the largest epoch <= `epoch` (or `epoch` itself if it is
+    /// older than every known one) and the start of the next epoch. None (UNDEFINED) for an
+    /// unknown epoch newer than the latest, or an empty cache.
     pub fn end_offset_for(&self, epoch: i32, log_end_offset: i64) -> Option<(i32, i64)> {
+        if epoch < 0 {
+            return None;
+        }
+        if self.latest_epoch() == Some(epoch) {
+            return Some((epoch, log_end_offset));
+        }
         let n = self.entries.partition_point(|e| e.epoch <= epoch);
-        let found = self.entries.get(n.checked_sub(1)?)?;
-        let end = self
-            .entries
-            .get(n)
-            .map_or(log_end_offset, |next| next.start_offset);
-        Some((found.epoch, end))
+        let higher = self.entries.get(n)?;
+        match n.checked_sub(1).map(|i| self.entries[i]) {
+            Some(floor) => Some((floor.epoch, higher.start_offset)),
+            None => Some((epoch, higher.start_offset)),
+        }
     }
 
     /// The epoch of the batch that contains `offset`, if known.
@@ -136,7 +142,13 @@ mod tests {
         assert_eq!(c.end_offset_for(0, 50), Some((0, 10)));
         assert_eq!(c.end_offset_for(1, 50), Some((0, 10)));
         assert_eq!(c.end_offset_for(3, 50), Some((2, 30)));
-        assert_eq!(c.end_offset_for(9, 50), Some((5, 50)));
+        assert_eq!(c.end_offset_for(5, 50), Some((5, 50)));
+        assert_eq!(
+            c.end_offset_for(9, 50),
+            None,
+            "newer than the latest: undefined"
+        );
+        assert_eq!(c.end_offset_for(-1, 50), None);
         assert_eq!(c.epoch_for_offset(29), Some(2));
         c.save().unwrap();
         let reloaded = EpochCache::load(c.path().to_path_buf()).unwrap();
@@ -150,6 +162,12 @@ mod tests {
                 epoch: 2,
                 start_offset: 15
             }]
+        );
+        c.assign(4, 20);
+        assert_eq!(
+            c.end_offset_for(1, 50),
+            Some((1, 15)),
+            "older than every epoch"
         );
     }
 }

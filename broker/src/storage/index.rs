@@ -71,6 +71,8 @@ pub struct Index<E: Entry> {
     entries: Vec<E>,
     /// Entries [..written] are in the file.
     written: usize,
+    /// The file must be rewritten from scratch on the next flush (new or rebuilt index).
+    rewrite: bool,
 }
 
 impl<E: Entry> Index<E> {
@@ -80,6 +82,7 @@ impl<E: Entry> Index<E> {
             path,
             entries: Vec::new(),
             written: 0,
+            rewrite: true,
         }
     }
 
@@ -104,6 +107,7 @@ impl<E: Entry> Index<E> {
             path,
             entries,
             written,
+            rewrite: false,
         }))
     }
 
@@ -122,8 +126,7 @@ impl<E: Entry> Index<E> {
         let n = self.entries.partition_point(keep);
         self.entries.truncate(n);
         if self.written > n {
-            // Rewrite the file from scratch on the next flush.
-            self.written = usize::MAX;
+            self.rewrite = true;
         }
     }
 
@@ -141,10 +144,10 @@ impl<E: Entry> Index<E> {
 
     /// Writes unwritten entries; `sync` also fsyncs the file.
     pub fn flush(&mut self, sync: bool) -> io::Result<()> {
-        if self.written == self.entries.len() && !sync {
+        if self.written == self.entries.len() && !sync && !self.rewrite {
             return Ok(());
         }
-        let rewrite = self.written > self.entries.len();
+        let rewrite = self.rewrite;
         let mut f = if rewrite {
             File::create(&self.path)?
         } else {
@@ -163,6 +166,7 @@ impl<E: Entry> Index<E> {
             f.sync_all()?;
         }
         self.written = self.entries.len();
+        self.rewrite = false;
         Ok(())
     }
 

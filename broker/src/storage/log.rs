@@ -27,7 +27,6 @@ pub struct OpenHints {
     /// The previous run wrote the clean-shutdown marker.
     pub clean_shutdown: bool,
     pub recovery_point: Option<i64>,
-    pub log_start_offset: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -75,6 +74,12 @@ pub struct Log {
     recovery_point: i64,
     epochs: EpochCache,
     producers: ProducerStateTable,
+    /// The topic was deleted: nothing may touch the files any more.
+    deleted: bool,
+}
+
+fn deleted_error() -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, "the partition was deleted")
 }
 
 fn segment_bases(dir: &Path) -> io::Result<Vec<i64>> {
@@ -171,10 +176,9 @@ impl Log {
             }
             segments.insert(base, seg);
         }
-        let log_start_offset = hints
-            .log_start_offset
-            .unwrap_or(0)
-            .max(segments.keys().next().copied().unwrap_or(0));
+        // Without DeleteRecords the log starts where its first segment does; a checkpointed
+        // value could be stale (e.g. from a deleted topic of the same name), so it is not used.
+        let log_start_offset = segments.keys().next().copied().unwrap_or(0);
         if segments.is_empty() {
             segments.insert(
                 log_start_offset,
@@ -189,6 +193,7 @@ impl Log {
             recovery_point: 0,
             epochs,
             producers: ProducerStateTable::default(),
+            deleted: false,
         };
         let leo = log.log_end_offset();
         log.log_start_offset = log.log_start_offset.min(leo);
@@ -205,6 +210,11 @@ impl Log {
             log.epochs.save()?;
         }
         log.rebuild_producer_state()?;
+        if !hints.clean_shutdown && log.config.fsync == FsyncPolicy::BeforeAck {
+            // The recovered tail came from the page cache; make it durable before anything
+            // (a retried duplicate, a consumer) treats it as acknowledged.
+            log.flush()?;
+        }
         report.duration = started.elapsed();
         if report.segments_scanned > 0 {
             info!(
@@ -350,6 +360,9 @@ impl Log {
         } else {
             batch
         };
+        if self.deleted {
+            return Err(AppendError::Storage(deleted_error()));
+        }
         let mut h =
             BatchHeader::parse(batch).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         self.maybe_roll(batch.len(), h.last_offset_delta, now_ms)?;
@@ -358,10 +371,14 @@ impl Log {
         h.partition_leader_epoch = leader_epoch;
         let prefix = batch::patched_prefix(batch, base, leader_epoch);
         self.active_mut().append(&prefix, batch, &h)?;
-        if self.epochs.assign(leader_epoch, base) {
-            self.epochs.save()?;
-        }
+        // The batch is in the log: producer state first, so a retry is a duplicate even if the
+        // checkpoint write below fails (recovery rebuilds the epoch cache anyway).
         self.producers.record(&h);
+        if self.epochs.assign(leader_epoch, base)
+            && let Err(e) = self.epochs.save()
+        {
+            warn!(dir = %self.dir.display(), error = %e, "cannot write leader-epoch checkpoint");
+        }
         Ok(AppendInfo {
             base_offset: base,
             last_offset: h.last_offset(),
@@ -397,6 +414,9 @@ impl Log {
     /// Closes the active segment (fsynced, so the recovery point moves to the new segment) and
     /// starts a new one at the log end.
     pub fn roll(&mut self) -> io::Result<()> {
+        if self.deleted {
+            return Err(deleted_error());
+        }
         let leo = self.log_end_offset();
         if self.active().is_empty() {
             return Ok(());
@@ -466,11 +486,32 @@ impl Log {
         seg.find_by_timestamp(seg.max_timestamp())
     }
 
-    /// Deletes whole, inactive segments past retention (time, then size); returns how many.
-    pub fn apply_retention(&mut self, now_ms: i64) -> io::Result<usize> {
+    /// Starts a new leader epoch at the log end (on becoming leader).
+    pub fn assign_leader_epoch(&mut self, epoch: i32) {
+        let leo = self.log_end_offset();
+        if self.epochs.assign(epoch, leo)
+            && let Err(e) = self.epochs.save()
+        {
+            warn!(dir = %self.dir.display(), error = %e, "cannot write leader-epoch checkpoint");
+        }
+    }
+
+    /// Marks the log deleted (its topic is gone): from now on it writes nothing, so a new
+    /// topic of the same name can never be touched through it.
+    pub fn mark_deleted(&mut self) {
+        self.deleted = true;
+    }
+
+    /// Deletes whole, inactive segments past retention (time, then size) that lie entirely
+    /// below the high watermark; returns how many.
+    pub fn apply_retention(&mut self, now_ms: i64, high_watermark: i64) -> io::Result<usize> {
         let mut deleted = 0;
         loop {
-            if self.segments.len() < 2 {
+            if self.segments.len() < 2 || self.deleted {
+                break;
+            }
+            let next_base = self.segments.keys().nth(1).copied().unwrap_or(i64::MAX);
+            if next_base > high_watermark {
                 break;
             }
             let (&base, oldest) = self.segments.iter().next().expect("checked above");
@@ -508,14 +549,17 @@ impl Log {
             return Ok(());
         }
         let offset = offset.max(self.log_start_offset);
-        let doomed: Vec<i64> = self.segments.range(offset + 1..).map(|(b, _)| *b).collect();
+        if self.deleted {
+            return Err(deleted_error());
+        }
+        // Newest first, so a crash midway leaves a contiguous log (recovery handles the rest).
+        let doomed: Vec<i64> = self.segments.range(offset + 1..).map(|(b, _)| *b).rev().collect();
         for base in doomed {
-            if self.segments.len() > 1 || base > offset {
-                if let Some(seg) = self.segments.remove(&base) {
-                    seg.delete()?;
-                }
+            if let Some(seg) = self.segments.remove(&base) {
+                seg.delete()?;
             }
         }
+        super::checkpoint::sync_dir(&self.dir)?;
         if self.segments.is_empty() {
             self.segments.insert(
                 offset,
@@ -523,6 +567,7 @@ impl Log {
             );
         } else {
             self.active_mut().truncate_to(offset)?;
+            self.active_mut().flush(true)?;
         }
         self.recovery_point = self.recovery_point.min(self.log_end_offset());
         self.epochs.truncate_from_end(self.log_end_offset());
@@ -542,6 +587,9 @@ impl Log {
 
     /// fsyncs all data and indexes; the recovery point becomes the log end.
     pub fn flush(&mut self) -> io::Result<()> {
+        if self.deleted {
+            return Ok(());
+        }
         for seg in self.segments.values_mut() {
             seg.flush(true)?;
         }
@@ -551,6 +599,9 @@ impl Log {
 
     /// Clean close: everything flushed, producer snapshot at the log end, epochs saved.
     pub fn close(&mut self) -> io::Result<()> {
+        if self.deleted {
+            return Ok(());
+        }
         self.flush()?;
         self.take_producer_snapshot()?;
         self.epochs.save()

@@ -20,6 +20,7 @@ const RECOVERY_POINTS: &str = "recovery-point-offset-checkpoint";
 const LOG_START_OFFSETS: &str = "log-start-offset-checkpoint";
 const HIGH_WATERMARKS: &str = "replication-offset-checkpoint";
 const TOPICS: &str = "topics.json";
+const PARTITION_METADATA: &str = "partition.metadata";
 
 /// A topic as stored in `topics.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,11 +39,12 @@ struct TopicsFile {
 
 pub struct LogDir {
     path: PathBuf,
+    /// Held for the life of the process: one broker per data directory.
+    _lock: fs::File,
     cluster_id: String,
     node_id: i32,
     clean_shutdown: bool,
     recovery_points: OffsetMap,
-    log_start_offsets: OffsetMap,
     high_watermarks: OffsetMap,
 }
 
@@ -51,6 +53,17 @@ impl LogDir {
     /// directory stamped with another node id is refused: it holds another broker's data.
     pub fn open(path: &Path, node_id: i32) -> Result<Self, StorageError> {
         fs::create_dir_all(path)?;
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path.join(".lock"))?;
+        if lock.try_lock().is_err() {
+            return Err(StorageError::Refused(format!(
+                "data directory {} is in use by another process",
+                path.display()
+            )));
+        }
         let meta_path = path.join("meta.properties");
         let cluster_id = match fs::read_to_string(&meta_path) {
             Ok(text) => {
@@ -94,11 +107,11 @@ impl LogDir {
         }
         let dir = Self {
             path: path.to_path_buf(),
+            _lock: lock,
             cluster_id,
             node_id,
             clean_shutdown,
             recovery_points: checkpoint::read_offsets(&path.join(RECOVERY_POINTS))?,
-            log_start_offsets: checkpoint::read_offsets(&path.join(LOG_START_OFFSETS))?,
             high_watermarks: checkpoint::read_offsets(&path.join(HIGH_WATERMARKS))?,
         };
         info!(dir = %path.display(), cluster_id = %dir.cluster_id, clean_shutdown, "opened data directory");
@@ -127,7 +140,6 @@ impl LogDir {
         OpenHints {
             clean_shutdown: self.clean_shutdown,
             recovery_point: self.recovery_points.get(&key).copied(),
-            log_start_offset: self.log_start_offsets.get(&key).copied(),
         }
     }
 
@@ -176,22 +188,59 @@ impl LogDir {
         write_atomic(&self.path.join(CLEAN_SHUTDOWN_MARKER), b"")
     }
 
-    /// Removes a deleted topic's partition directories (renamed first so a crash midway never
-    /// leaves a directory that looks live).
-    pub fn delete_partition_dirs(&self, topic: &str, partitions: i32) -> io::Result<()> {
-        for p in 0..partitions {
-            let dir = self.partition_dir(topic, p);
-            if !dir.exists() {
-                continue;
-            }
-            let doomed = self.path.join(format!(
-                "{topic}-{p}.{}-delete",
-                uuid::Uuid::new_v4().simple()
-            ));
-            fs::rename(&dir, &doomed)?;
-            fs::remove_dir_all(&doomed)?;
+    /// Which topic a partition directory belongs to (Kafka's `partition.metadata`).
+    pub fn stamp(&self, dir: &Path) -> io::Result<Option<uuid::Uuid>> {
+        match fs::read_to_string(dir.join(PARTITION_METADATA)) {
+            Ok(text) => Ok(text
+                .lines()
+                .find_map(|l| l.strip_prefix("topic_id:"))
+                .and_then(|id| id.trim().parse().ok())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
         }
-        sync_dir(&self.path)
+    }
+
+    pub fn write_stamp(&self, dir: &Path, topic_id: uuid::Uuid) -> io::Result<()> {
+        fs::create_dir_all(dir)?;
+        write_atomic(
+            &dir.join(PARTITION_METADATA),
+            format!("version: 0\ntopic_id: {topic_id}\n").as_bytes(),
+        )
+    }
+
+    /// Removes a partition directory that belongs to no live topic (renamed first, so a crash
+    /// midway never leaves a directory that looks live; the name is shortened to fit).
+    pub fn remove_partition_dir(&self, dir: &Path) -> io::Result<()> {
+        if !dir.exists() {
+            return Ok(());
+        }
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let short: String = name.chars().take(150).collect();
+        let doomed = self
+            .path
+            .join(format!("{short}.{}-delete", uuid::Uuid::new_v4().simple()));
+        fs::rename(dir, &doomed)?;
+        sync_dir(&self.path)?;
+        fs::remove_dir_all(&doomed)
+    }
+
+    /// Partition directories stamped with a topic id that is not in `live`: leftovers of
+    /// deleted topics.
+    pub fn orphans(&self, live: &[uuid::Uuid]) -> io::Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.path)? {
+            let p = entry?.path();
+            if p.is_dir()
+                && let Some(id) = self.stamp(&p)?
+                && !live.contains(&id)
+            {
+                out.push(p);
+            }
+        }
+        Ok(out)
     }
 
     /// Finishes deletions interrupted by a crash.
@@ -211,18 +260,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stamps_and_refuses_another_nodes_directory() {
+    fn stamps_locks_and_refuses_another_nodes_directory() {
         let dir = tempfile::tempdir().unwrap();
         let a = LogDir::open(dir.path(), 1).unwrap();
         assert!(!a.was_clean_shutdown());
+        match LogDir::open(dir.path(), 1) {
+            Err(StorageError::Refused(msg)) => assert!(msg.contains("in use"), "{msg}"),
+            other => panic!(
+                "a second broker on one directory must be refused: {:?}",
+                other.map(|_| ())
+            ),
+        }
         a.mark_clean_shutdown().unwrap();
+        let cluster_id = a.cluster_id().to_string();
+        drop(a);
         let b = LogDir::open(dir.path(), 1).unwrap();
         assert!(b.was_clean_shutdown());
-        assert_eq!(a.cluster_id(), b.cluster_id());
+        assert_eq!(b.cluster_id(), cluster_id);
         assert!(!dir.path().join(CLEAN_SHUTDOWN_MARKER).exists());
+        drop(b);
         match LogDir::open(dir.path(), 2) {
             Err(StorageError::Refused(msg)) => assert!(msg.contains("node.id"), "{msg}"),
             other => panic!("expected refusal, got {:?}", other.map(|_| ())),
         }
+    }
+
+    #[test]
+    fn stamped_directories_of_unknown_topics_are_orphans() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = LogDir::open(dir.path(), 1).unwrap();
+        let (live, dead) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        d.write_stamp(&d.partition_dir("a", 0), live).unwrap();
+        d.write_stamp(&d.partition_dir("b", 0), dead).unwrap();
+        fs::create_dir_all(dir.path().join("unrelated")).unwrap();
+        assert_eq!(d.stamp(&d.partition_dir("a", 0)).unwrap(), Some(live));
+        let orphans = d.orphans(&[live]).unwrap();
+        assert_eq!(orphans, vec![d.partition_dir("b", 0)]);
+        d.remove_partition_dir(&orphans[0]).unwrap();
+        assert!(!orphans[0].exists());
+        assert!(dir.path().join("unrelated").exists());
     }
 }

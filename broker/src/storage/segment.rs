@@ -61,8 +61,6 @@ impl Segment {
         let mut index = Index::empty(dir.join(file_name(base_offset, ".index")));
         let mut time_index = Index::empty(dir.join(file_name(base_offset, ".timeindex")));
         // Create the index files now so the directory always has the full set.
-        index.truncate_where(|_| false);
-        time_index.truncate_where(|_| false);
         index.flush(false)?;
         time_index.flush(false)?;
         Ok(Self {
@@ -128,11 +126,6 @@ impl Segment {
             max_timestamp: -1,
             first_batch_timestamp: None,
         };
-        if rebuild {
-            // Force a rewrite of the index files on the next flush.
-            seg.index.truncate_where(|_| false);
-            seg.time_index.truncate_where(|_| false);
-        }
         let start = if rebuild {
             0
         } else {
