@@ -14,6 +14,7 @@ use tracing::{debug, warn};
 use super::{Reply, str_bytes};
 use crate::partition::Partition;
 use crate::protocol::batch::{self, BatchError, BatchHeader, Compression};
+use crate::protocol::records;
 use crate::state::Broker;
 use crate::storage::log::AppendError;
 use crate::storage::producer_state::ProducerError;
@@ -103,6 +104,9 @@ pub fn validate_client_batch(
         }
         _ => {}
     }
+    if let Err(e) = records::validate_client_records(records, &header, records::MAX_DECOMPRESSED) {
+        return Err((ResponseError::CorruptMessage, e.to_string()));
+    }
     if header.is_control() {
         return Err((
             ResponseError::InvalidRecord,
@@ -133,8 +137,8 @@ fn append_partition(
 ) -> Outcome {
     let index = partition.index;
     let now_ms = crate::clock::now_ms();
-    let mut log = partition.log();
-    let config = log.config().clone();
+    // Validation (CRC, records, decompression) runs outside the partition lock.
+    let config = partition.log().config().clone();
     let header = match validate_client_batch(records, config.max_message_bytes, version) {
         Ok(h) => h,
         Err((code, message)) => {
@@ -153,6 +157,7 @@ fn append_partition(
             ),
         );
     }
+    let mut log = partition.log();
     match log.append_as_leader(records, &header, partition.leader_epoch(), now_ms) {
         Ok(info) => {
             let leo = log.log_end_offset();

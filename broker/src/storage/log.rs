@@ -553,7 +553,12 @@ impl Log {
             return Err(deleted_error());
         }
         // Newest first, so a crash midway leaves a contiguous log (recovery handles the rest).
-        let doomed: Vec<i64> = self.segments.range(offset + 1..).map(|(b, _)| *b).rev().collect();
+        let doomed: Vec<i64> = self
+            .segments
+            .range(offset + 1..)
+            .map(|(b, _)| *b)
+            .rev()
+            .collect();
         for base in doomed {
             if let Some(seg) = self.segments.remove(&base) {
                 seg.delete()?;

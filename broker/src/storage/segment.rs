@@ -357,7 +357,12 @@ impl Segment {
                 // Kafka answers with the first record at or after the time, inside the batch.
                 let mut whole = vec![0u8; h.total_len()];
                 self.file.read_exact_at(&mut whole, pos)?;
-                let (offset, ts) = records::first_record_at_or_after(whole.into(), timestamp);
+                let (offset, ts) = records::first_record_at_or_after(
+                    &whole,
+                    &h,
+                    timestamp,
+                    records::MAX_DECOMPRESSED,
+                );
                 return Ok(Some((offset, ts, h.partition_leader_epoch)));
             }
             pos += h.total_len() as u64;
