@@ -13,6 +13,9 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing::{error, info};
 
+#[global_allocator]
+static ALLOC: broker::alloc_guard::GuardedAlloc = broker::alloc_guard::GuardedAlloc;
+
 #[derive(Parser, Debug)]
 #[command(
     version,

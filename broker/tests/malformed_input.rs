@@ -678,9 +678,14 @@ fn strip_ansi(s: &str) -> String {
 }
 
 fn read_log_from(path: &PathBuf, start: usize) -> String {
-    let bytes = std::fs::read(path).unwrap_or_default();
-    let tail = bytes.get(start..).unwrap_or_default();
-    strip_ansi(&String::from_utf8_lossy(tail))
+    use std::io::{Seek, SeekFrom};
+    let mut tail = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path)
+        && f.seek(SeekFrom::Start(start as u64)).is_ok()
+    {
+        let _ = f.read_to_end(&mut tail);
+    }
+    strip_ansi(&String::from_utf8_lossy(&tail))
 }
 
 /// Lines naming `peer` exactly (not a longer port that starts with the same digits).
@@ -1420,14 +1425,6 @@ fn invalid_record_batches_get_kafkas_partition_errors() {
         b.extend(good());
         cases.push(("two batches".into(), 9, Some(b), INVALID_RECORD));
         let mut b = good();
-        b.extend(&good()[..30]);
-        cases.push((
-            "a batch and a partial second one".into(),
-            9,
-            Some(b),
-            INVALID_RECORD,
-        ));
-        let mut b = good();
         b[0..8].copy_from_slice(&5i64.to_be_bytes());
         cases.push(("base offset 5".into(), 9, Some(b), INVALID_RECORD));
         let mut b = good();
@@ -1653,18 +1650,54 @@ fn invalid_record_batches_get_kafkas_partition_errors() {
             UNKNOWN_TOPIC_OR_PARTITION,
         )
     });
-    h.case("Produce v9 with a transactional id", |p| {
-        let req = produce_request(-1, vec![("small", 0, Some(good()))])
-            .with_transactional_id(Some(TransactionalId(sb("txn-1"))));
+    // A whole batch followed by the start of another: Kafka's batch iterator stops at the
+    // incomplete one and UnifiedLog.trimInvalidBytes appends only the whole batch; refusing
+    // everything is fine too. Never a partial append or the stray bytes stored.
+    h.case("Produce v9: a batch and 30 bytes of a second one", |p| {
         let before = latest_offset(p.addr, "small", 0)?;
-        let r: ProduceResponse = call(p.addr, ApiKey::Produce, 9, &req)?;
-        let code = r.responses[0].partition_responses[0].error_code;
+        let whole = good();
+        let mut records = whole.clone();
+        records.extend(&good()[..30]);
+        let (code, base) = produce(p.addr, 9, -1, "small", 0, Some(records))?;
         let after = latest_offset(p.addr, "small", 0)?;
-        if code == NONE || after != before {
-            return Err(format!("code {code}, log end offset {before} -> {after}"));
+        match code {
+            NONE => {
+                if base != before || after != before + 3 {
+                    return Err(format!(
+                        "accepted at {base}, log end offset {before} -> {after}; expected 3 records at {before}"
+                    ));
+                }
+                let log = read_log(p.addr, "small", 0)?;
+                let last = split_batches(&log)?.pop().ok_or("no batch stored")?;
+                if last[16..] != whole[16..] || base_offset_of(&last) != before {
+                    return Err("the stored batch is not the whole first batch".into());
+                }
+                Ok(())
+            }
+            _ if after != before => Err(format!(
+                "error {code} but the log end offset moved {before} -> {after}"
+            )),
+            _ => Ok(()),
         }
-        Ok(())
     });
+    // Kafka checks the transactional id only for transactional records (KafkaApis), so send
+    // one: without an ongoing transaction it must be refused.
+    h.case(
+        "Produce v9: a transactional batch with a transactional id",
+        |p| {
+            let txn_batch = batch_with(&values("txn", 2, 8), (4244, 0, 0), 0x10);
+            let req = produce_request(-1, vec![("small", 0, Some(txn_batch))])
+                .with_transactional_id(Some(TransactionalId(sb("txn-1"))));
+            let before = latest_offset(p.addr, "small", 0)?;
+            let r: ProduceResponse = call(p.addr, ApiKey::Produce, 9, &req)?;
+            let code = r.responses[0].partition_responses[0].error_code;
+            let after = latest_offset(p.addr, "small", 0)?;
+            if code == NONE || after != before {
+                return Err(format!("code {code}, log end offset {before} -> {after}"));
+            }
+            Ok(())
+        },
+    );
     h.case("one bad and one good partition in one request", |p| {
         let mut bad = good();
         bad[20] ^= 0xff;
@@ -1686,27 +1719,64 @@ fn invalid_record_batches_get_kafkas_partition_errors() {
         }
         Ok(())
     });
+    // acks=0: no response; on a partition error Kafka closes the connection so the client
+    // learns of it and refreshes metadata (KafkaApis.handleProduceRequest).
     h.case(
-        "acks=0 with a bad batch gets no response and writes nothing",
+        "acks=0 with a good batch: no response, connection stays",
         |p| {
             let before = latest_offset(p.addr, "small", 0)?;
             let mut s = connect(p.addr)?;
+            let req = produce_request(0, vec![("small", 0, Some(good()))]);
+            s.write_all(&framed(&encode_request(ApiKey::Produce, 9, 76, &req)))
+                .map_err(|e| e.to_string())?;
+            let av: ApiVersionsResponse =
+                round_trip(&mut s, ApiKey::ApiVersions, 3, &api_versions_request())?;
+            check_code("ApiVersions after acks=0", av.error_code, NONE)?;
+            let after = latest_offset(p.addr, "small", 0)?;
+            if after != before + 3 {
+                return Err(format!("log end offset {before} -> {after}, expected +3"));
+            }
+            Ok(())
+        },
+    );
+    // That append is not abuse.
+    let keep_small_0 = read_log(addr, "small", 0).unwrap();
+    h.case(
+        "acks=0 with a bad batch: no response, connection closed",
+        |p| {
+            let before = latest_offset(p.addr, "small", 0)?;
+            let mut s = connect(p.addr)?;
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
             let mut bad = good();
             bad[30] ^= 1;
             let req = produce_request(0, vec![("small", 0, Some(bad))]);
             s.write_all(&framed(&encode_request(ApiKey::Produce, 9, 77, &req)))
                 .map_err(|e| e.to_string())?;
-            // A following request on the same connection is answered normally.
-            let av: ApiVersionsResponse =
-                round_trip(&mut s, ApiKey::ApiVersions, 3, &api_versions_request())?;
-            check_code("ApiVersions after acks=0", av.error_code, NONE)?;
+            let closed = match read_reply(&mut s) {
+                Reply::Closed => Ok(()),
+                Reply::Silent => Err("the connection stayed open (3 s) after an acks=0 produce \
+                                  failed with CORRUPT_MESSAGE; Kafka closes it"
+                    .to_string()),
+                other => Err(format!("expected a close, got {other:?}")),
+            };
             let after = latest_offset(p.addr, "small", 0)?;
             if after != before {
                 return Err(format!("log end offset moved {before} -> {after}"));
             }
-            Ok(())
+            closed
         },
     );
+    h.case("small-0 holds exactly the accepted batches", |p| {
+        let log = read_log(p.addr, "small", 0)?;
+        if log != keep_small_0 {
+            return Err(format!(
+                "{} bytes stored, {} after the last accepted append",
+                log.len(),
+                keep_small_0.len()
+            ));
+        }
+        Ok(())
+    });
 
     h.finish();
 }
@@ -1802,12 +1872,11 @@ fn invalid_arguments_get_kafkas_error_codes() {
                 7,
                 &list_offsets_request(&keep, 0, ts),
             )?;
-            let part = &r.topics.first().ok_or("no topic")?.partitions[0];
-            if part.error_code == NONE && part.offset >= 0 {
-                return Err(format!(
-                    "answered offset {} for timestamp {ts}",
-                    part.offset
-                ));
+            // Kafka searches by timestamp for any other value, so only a well-formed answer
+            // is required.
+            let t = r.topics.first().ok_or("no topic")?;
+            if t.partitions.len() != 1 {
+                return Err(format!("{} partitions in the answer", t.partitions.len()));
             }
             Ok(())
         });
@@ -2149,7 +2218,7 @@ fn request_size_limit_is_exact() {
     // A Produce v9 request whose frame (without the prefix) is exactly `size` bytes.
     let produce_of_size = |size: usize| -> Vec<u8> {
         let mut value_len = size.saturating_sub(200);
-        loop {
+        for _ in 0..1000 {
             let req = produce_request(
                 -1,
                 vec![(keep.as_str(), 0, Some(batch(&[vec![b'z'; value_len]])))],
@@ -2161,6 +2230,7 @@ fn request_size_limit_is_exact() {
                 std::cmp::Ordering::Greater => value_len -= 1,
             }
         }
+        panic!("cannot build a Produce request of exactly {size} bytes");
     };
     h.case("a request of exactly --max-request-bytes is served", |p| {
         let before = latest_offset(p.addr, &keep, 0)?;
@@ -2643,10 +2713,11 @@ fn seeded_fuzz_never_takes_the_broker_down() {
         if death.is_none() && !h.broker.is_running() {
             death = Some("the broker process died".into());
         }
-        if death.is_none() && (index % 100 == 99 || index + 1 == frames) {
-            if let Err(e) = h.check_alive() {
-                death = Some(format!("liveness check failed: {e}"));
-            }
+        if death.is_none()
+            && (index % 100 == 99 || index + 1 == frames)
+            && let Err(e) = h.check_alive()
+        {
+            death = Some(format!("liveness check failed: {e}"));
         }
         let log = read_log_from(&h.broker.log_path, log_start);
         if log.contains("panicked") {

@@ -60,6 +60,9 @@ pub enum Reply {
     Later(ResponseFuture),
     /// No response at all (produce with acks=0).
     Nothing,
+    /// No response, and close the connection once earlier responses are written (a failed
+    /// produce with acks=0).
+    Close,
 }
 
 impl Reply {

@@ -51,8 +51,15 @@ pub fn validate_client_batch(
     version: i16,
 ) -> Result<BatchHeader, (ResponseError, String)> {
     let header = BatchHeader::parse(records).map_err(|e| match e {
+        // Kafka (ProduceRequest.validateRecords) answers INVALID_RECORD for no batch at all
+        // and for old magic.
+        BatchError::TooShort(0) => (
+            ResponseError::InvalidRecord,
+            "a produce request must have at least one record batch".to_string(),
+        ),
+        // Kafka (ProduceRequest.validateRecords) answers INVALID_RECORD for old magic.
         BatchError::BadMagic(m) => (
-            ResponseError::UnsupportedForMessageFormat,
+            ResponseError::InvalidRecord,
             format!("record batch magic {m} is not supported; use v2"),
         ),
         e => (ResponseError::CorruptMessage, e.to_string()),
@@ -72,8 +79,12 @@ pub fn validate_client_batch(
             ),
         ));
     }
-    let header =
-        batch::validate(records).map_err(|e| (ResponseError::CorruptMessage, e.to_string()))?;
+    let header = batch::validate(records).map_err(|e| match e {
+        // Kafka's LogValidator: a count/delta mismatch is an invalid record; a bad CRC or
+        // size is a corrupt message.
+        BatchError::BadOffsetDelta { .. } => (ResponseError::InvalidRecord, e.to_string()),
+        e => (ResponseError::CorruptMessage, e.to_string()),
+    })?;
     if header.base_offset != 0 {
         return Err((
             ResponseError::InvalidRecord,
@@ -105,7 +116,13 @@ pub fn validate_client_batch(
         _ => {}
     }
     if let Err(e) = records::validate_client_records(records, &header, records::MAX_DECOMPRESSED) {
-        return Err((ResponseError::CorruptMessage, e.to_string()));
+        let code = match e {
+            records::RecordError::Decompress(_) | records::RecordError::Codec => {
+                ResponseError::CorruptMessage
+            }
+            _ => ResponseError::InvalidRecord,
+        };
+        return Err((code, e.to_string()));
     }
     if header.is_control() {
         return Err((
@@ -233,7 +250,11 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
                     );
                 };
                 let Some(records) = pd.records.as_ref() else {
-                    return Outcome::failed(pd.index, ResponseError::CorruptMessage, "no records");
+                    return Outcome::failed(
+                        pd.index,
+                        ResponseError::InvalidRecord,
+                        "a produce request must have at least one record batch",
+                    );
                 };
                 append_partition(broker, partition, records, acks, version)
             })
@@ -241,7 +262,13 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
         results.push((topic.name, outcomes));
     }
     if acks == 0 {
-        return Reply::Nothing;
+        // Kafka closes the connection when an acks=0 produce fails: the client has no other
+        // way to learn of the error.
+        let failed = results
+            .iter()
+            .flat_map(|(_, o)| o)
+            .any(|o| o.error.is_some());
+        return if failed { Reply::Close } else { Reply::Nothing };
     }
     let needs_wait = results
         .iter()
@@ -327,7 +354,7 @@ mod tests {
         magic[16] = 1;
         assert_eq!(
             validate_client_batch(&magic, 1 << 20, 9).unwrap_err().0,
-            ResponseError::UnsupportedForMessageFormat
+            ResponseError::InvalidRecord
         );
         assert_eq!(
             validate_client_batch(&good[..30], 1 << 20, 9)

@@ -78,6 +78,10 @@ pub async fn serve(
         };
         let started = Instant::now();
         match parse_and_handle(&broker, frame) {
+            Ok(Some((_, api_key, version, Reply::Close))) => {
+                debug!(%peer, api = ?api_key, version, "closing connection after a failed acks=0 request");
+                break;
+            }
             Ok(Some((correlation_id, api_key, version, reply))) => {
                 let pending = Pending {
                     correlation_id,
@@ -181,7 +185,7 @@ async fn write_responses(
         let body = match p.reply {
             Reply::Now(body) => *body,
             Reply::Later(fut) => fut.await,
-            Reply::Nothing => {
+            Reply::Nothing | Reply::Close => {
                 broker
                     .metrics
                     .observe(api_name(p.api_key), p.started.elapsed().as_secs_f64());
