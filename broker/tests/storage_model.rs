@@ -393,3 +393,66 @@ fn rolls_by_size_and_age() {
         .unwrap();
     assert_eq!(log.segment_count(), before + 1);
 }
+
+/// A follower copies the leader's batches byte for byte: same offsets, epochs and producer
+/// state (so de-duplication survives a leader change); a response that does not continue
+/// the log, or is corrupt, writes nothing; after divergence the follower truncates and
+/// catches up again.
+#[test]
+fn follower_append_copies_the_leader_and_refuses_gaps() {
+    use broker::storage::log::AppendError;
+    use broker::storage::producer_state::SequenceCheck;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut leader, _) =
+        Log::open(&dir.path().join("l-0"), config(), OpenHints::default()).unwrap();
+    let (mut follower, _) =
+        Log::open(&dir.path().join("f-0"), config(), OpenHints::default()).unwrap();
+    for (i, epoch) in [(0, 1), (1, 1), (2, 2), (3, 2), (4, 3)] {
+        let b = make_batch(3, 10, (9, 0, i * 3), 200);
+        leader
+            .append_as_leader(&b, &BatchHeader::parse(&b).unwrap(), epoch, 10)
+            .unwrap();
+    }
+    let all = leader.read(0, 1 << 20, i64::MAX).unwrap();
+    // A gap (starting past the follower's end) and a corrupt batch are refused whole.
+    let second = batch::Batches::new(&all).nth(1).unwrap().1;
+    assert!(matches!(
+        follower.append_replicated(&all[second.start..], 10),
+        Err(AppendError::Replication(_))
+    ));
+    let mut corrupt = all.clone();
+    let n = corrupt.len();
+    corrupt[n - 1] ^= 1;
+    assert!(follower.append_replicated(&corrupt, 10).is_err());
+    assert_eq!(
+        follower.log_end_offset(),
+        0,
+        "nothing written from a bad response"
+    );
+    // Partial trailing batches are ignored (fetched again later).
+    let leo = follower
+        .append_replicated(&all[..all.len() - 5], 10)
+        .unwrap();
+    assert_eq!(leo, 12);
+    let fifth = batch::Batches::new(&all).nth(4).unwrap().1;
+    assert_eq!(
+        follower.append_replicated(&all[fifth.clone()], 10).unwrap(),
+        15
+    );
+    assert_eq!(
+        follower.read(0, 1 << 20, i64::MAX).unwrap(),
+        all,
+        "follower differs from leader"
+    );
+    assert_eq!(follower.epochs().entries(), leader.epochs().entries());
+    let retry = make_batch(3, 10, (9, 0, 12), 200);
+    assert!(matches!(
+        follower.check_producer(&BatchHeader::parse(&retry).unwrap()),
+        Ok(SequenceCheck::Duplicate(_))
+    ));
+    // Divergence: the follower truncates to the end of epoch 2 and takes the leader's data.
+    follower.truncate_to(12).unwrap();
+    assert_eq!(follower.latest_epoch(), Some(2));
+    assert_eq!(follower.append_replicated(&all[fifth], 10).unwrap(), 15);
+    assert_eq!(follower.read(0, 1 << 20, i64::MAX).unwrap(), all);
+}

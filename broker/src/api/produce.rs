@@ -202,6 +202,9 @@ fn append_partition(
             };
             Outcome::failed(index, code, e.to_string())
         }
+        Err(AppendError::Replication(e)) => {
+            Outcome::failed(index, ResponseError::CorruptMessage, e)
+        }
         Err(AppendError::Storage(e)) => {
             warn!(topic = %partition.topic, partition = index, error = %e, "append failed");
             Outcome::failed(

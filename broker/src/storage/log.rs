@@ -56,6 +56,8 @@ pub enum AppendError {
     Producer(#[from] ProducerError),
     #[error("storage error: {0}")]
     Storage(#[from] io::Error),
+    #[error("replicated data does not continue the log: {0}")]
+    Replication(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -385,6 +387,57 @@ impl Log {
             log_append_time: if log_append { now_ms } else { -1 },
             duplicate: false,
         })
+    }
+
+    /// Appends batches fetched from the leader (follower side), keeping their offsets and
+    /// leader epochs byte for byte. `data` must be whole batches continuing exactly at the log
+    /// end; each is checked (size, CRC-32C, offsets) before anything is written, so a bad
+    /// response writes nothing. Returns the new log end offset.
+    pub fn append_replicated(&mut self, data: &[u8], now_ms: i64) -> Result<i64, AppendError> {
+        if self.deleted {
+            return Err(AppendError::Storage(deleted_error()));
+        }
+        let mut expected = self.log_end_offset();
+        let mut latest_epoch = self.epochs.latest_epoch().unwrap_or(-1);
+        let mut batches = Vec::new();
+        let mut it = batch::Batches::new(data);
+        for (h, range) in it.by_ref() {
+            batch::check_crc(&h, &data[range.clone()])
+                .map_err(|e| AppendError::Replication(e.to_string()))?;
+            if h.base_offset != expected || h.last_offset_delta < 0 {
+                return Err(AppendError::Replication(format!(
+                    "batch at offset {} where {expected} was expected",
+                    h.base_offset
+                )));
+            }
+            if h.partition_leader_epoch < latest_epoch {
+                return Err(AppendError::Replication(format!(
+                    "batch epoch {} is older than the log's {latest_epoch}",
+                    h.partition_leader_epoch
+                )));
+            }
+            latest_epoch = h.partition_leader_epoch;
+            expected = h.next_offset();
+            batches.push((h, range));
+        }
+        if it.consumed() != data.len() {
+            // Kafka may end a fetch response with a partial batch; it is fetched again next time.
+            tracing::debug!(dir = %self.dir.display(), bytes = data.len() - it.consumed(), "ignoring a partial trailing batch");
+        }
+        for (h, range) in batches {
+            let bytes = &data[range];
+            self.maybe_roll(bytes.len(), h.last_offset_delta, now_ms)?;
+            let mut prefix = [0u8; 16];
+            prefix.copy_from_slice(&bytes[..16]);
+            self.active_mut().append(&prefix, bytes, &h)?;
+            self.producers.record(&h);
+            if self.epochs.assign(h.partition_leader_epoch, h.base_offset)
+                && let Err(e) = self.epochs.save()
+            {
+                warn!(dir = %self.dir.display(), error = %e, "cannot write leader-epoch checkpoint");
+            }
+        }
+        Ok(self.log_end_offset())
     }
 
     fn maybe_roll(
