@@ -2,4 +2,5 @@
 //! state machine (follower end offsets, high watermark, ISR proposals); the I/O around it (the
 //! follower fetch loop, AlterPartition calls to the controller) drives it with explicit times.
 
+pub mod client;
 pub mod state;
