@@ -8,6 +8,7 @@
 # Usage:
 #   kafka.sh fetch              resolve jars into the cache (no-op when present)
 #   kafka.sh classpath          print the classpath (fetches first if needed)
+#   kafka.sh version            print the Kafka version in use
 #   kafka.sh start DIR PORT     start broker+controller; prints bootstrap address
 #   kafka.sh stop DIR           SIGTERM, wait for exit (SIGKILL after a timeout)
 #   kafka.sh status DIR         exit 0 when the broker in DIR is running
@@ -67,15 +68,18 @@ cmd_fetch() {
   </dependencies>
 </project>
 EOF
-    mvn -B -q -Dmaven.repo.local="$CACHE/m2" -f "$work/pom.xml" \
+    # Output goes to a log, shown only on failure.
+    if ! mvn -B -q -Dstyle.color=never -Dmaven.repo.local="$CACHE/m2" -f "$work/pom.xml" \
         org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies \
-        -DincludeScope=runtime -DoutputDirectory="$LIBS.tmp" \
-        || die "mvn could not resolve Kafka $KAFKA_VERSION (network to Maven Central? version exists?)"
+        -DincludeScope=runtime -DoutputDirectory="$LIBS.tmp" >"$work/mvn.log" 2>&1; then
+        cat "$work/mvn.log" >&2
+        die "mvn could not resolve Kafka $KAFKA_VERSION (network to Maven Central? does that version exist there?)"
+    fi
     [[ -f "$LIBS.tmp/kafka_2.13-$KAFKA_VERSION.jar" ]] || die "kafka_2.13-$KAFKA_VERSION.jar missing after fetch"
     rm -rf "$LIBS"
     mv "$LIBS.tmp" "$LIBS"
     touch "$FETCH_MARKER"
-    log "fetched $(ls "$LIBS" | wc -l) jars"
+    log "fetched $(find "$LIBS" -name '*.jar' | wc -l) jars"
 }
 
 classpath() { echo "$LIBS/*"; }
@@ -91,7 +95,7 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 pid_alive() { [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null; }
 
-read_pid() { [[ -f "$1/kafka.pid" ]] && cat "$1/kafka.pid" || true; }
+read_pid() { if [[ -f "$1/kafka.pid" ]]; then cat "$1/kafka.pid"; fi; }
 
 cmd_start() {
     [[ $# -eq 2 ]] || die "usage: kafka.sh start DIR PORT"
@@ -238,10 +242,11 @@ main() {
     case "$cmd" in
         fetch) cmd_fetch; echo "$LIBS" ;;
         classpath) cmd_fetch; classpath ;;
+        version) echo "$KAFKA_VERSION" ;;
         start) cmd_start "$@" ;;
         stop) cmd_stop "$@" ;;
         status) cmd_status "$@" ;;
-        *) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+        *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
     esac
 }
 

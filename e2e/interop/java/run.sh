@@ -6,8 +6,9 @@
 #
 # Usage:
 #   run.sh BOOTSTRAP           e.g. run.sh 127.0.0.1:9092
-#   run.sh --against-kafka     start a throwaway real Apache Kafka (e2e/kafka/kafka.sh),
-#                              run the checks against it, stop it (validates the checks)
+#   run.sh --against-kafka     start a throwaway real Apache Kafka (e2e/kafka/kafka.sh) on
+#                              a free port (or $KAFKA_PORT), run the checks, stop it
+#                              (validates the checks themselves)
 #   run.sh --build-only        just build (used by bench/run.sh)
 #
 # Env: STRAND_CACHE (default ~/.cache/strand), KAFKA_VERSION (client version
@@ -31,7 +32,7 @@ build() {
           && "$(cat "$stamp")" == "${KAFKA_VERSION:-default}" ]]; then
         return 0
     fi
-    local args=(-B -q -Dmaven.repo.local="$CACHE/m2" -f "$HERE/pom.xml" package -DskipTests)
+    local args=(-B -q -Dstyle.color=never -Dmaven.repo.local="$CACHE/m2" -f "$HERE/pom.xml" package -DskipTests)
     [[ -n "${KAFKA_VERSION:-}" ]] && args+=(-Dkafka.version="$KAFKA_VERSION")
     mkdir -p "$HERE/target"
     local out="$HERE/target/mvn.log"
@@ -47,6 +48,18 @@ build() {
     echo "${KAFKA_VERSION:-default}" >"$stamp"
 }
 
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# A random port P with P and P+1 (Kafka's controller) both free on loopback.
+free_port_pair() {
+    local i p
+    for ((i = 0; i < 100; i++)); do
+        p=$((20000 + RANDOM % 12000)) # below the ephemeral range (32768+)
+        if ! port_open "$p" && ! port_open "$((p + 1))"; then echo "$p"; return 0; fi
+    done
+    die "no free port pair found on 127.0.0.1"
+}
+
 classpath() { echo "$HERE/target/classes:$HERE/target/lib/*"; }
 
 run_java() { "$JAVA" -cp "$(classpath)" -Dorg.slf4j.simpleLogger.defaultLogLevel=warn "$@"; }
@@ -60,7 +73,8 @@ run_checks() {
     fi
 
     # Quickstart round trip on a fresh (auto-created) topic.
-    local topic="quickstart-$(date +%s)-$$" n=10 out
+    local topic n=10 out
+    topic="quickstart-$(date +%s)-$$"
     log "quickstart round trip on topic $topic"
     if ! run_java strand.interop.QuickstartProducer "$bootstrap" "$topic" "$n"; then
         echo "FAIL QuickstartProducer" >&2
@@ -91,7 +105,7 @@ main() {
             ;;
         --against-kafka)
             build
-            local kdir port="${KAFKA_PORT:-19092}" bootstrap rc=0
+            local kdir port="${KAFKA_PORT:-$(free_port_pair)}" bootstrap rc=0
             kdir="$(mktemp -d -t strand-interop-kafka.XXXXXX)"
             bootstrap="$("$HERE/../../kafka/kafka.sh" start "$kdir" "$port")"
             # shellcheck disable=SC2064

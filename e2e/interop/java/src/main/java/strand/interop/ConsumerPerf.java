@@ -52,6 +52,7 @@ public final class ConsumerPerf {
             }
             List<TopicPartition> tps = new ArrayList<>();
             for (PartitionInfo pi : infos) tps.add(new TopicPartition(topic, pi.partition()));
+            consumer.assign(tps); // before ListOffsets, so the consumer tracks these partitions
             Map<TopicPartition, Long> end = consumer.endOffsets(tps, Duration.ofSeconds(60));
             Map<TopicPartition, Long> begin = consumer.beginningOffsets(tps, Duration.ofSeconds(60));
             long target = 0;
@@ -61,7 +62,6 @@ public final class ConsumerPerf {
                 target += n;
                 if (n > 0) remaining.put(tp, end.get(tp));
             }
-            consumer.assign(tps);
             consumer.seekToBeginning(tps);
 
             long records = 0, bytes = 0;

@@ -10,6 +10,7 @@ import java.util.Map;
 import java.util.Objects;
 import java.util.Properties;
 import java.util.TreeMap;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
@@ -104,6 +105,12 @@ public final class InteropCheck {
 
         System.out.printf("InteropCheck: bootstrap=%s records/case=%d client=kafka-clients %s%n",
                 bootstrap, RECORDS, org.apache.kafka.common.utils.AppInfoParser.getVersion());
+        String unreachable = preflight(bootstrap);
+        if (unreachable != null) {
+            System.out.println("FAIL cannot connect to " + unreachable + ": is the broker running?");
+            System.out.printf("InteropCheck: 0 passed, %d failed%n", CASES.size());
+            System.exit(1);
+        }
         int passed = 0, failed = 0;
         List<String> failures = new ArrayList<>();
         for (Case c : CASES) {
@@ -136,9 +143,17 @@ public final class InteropCheck {
         if (c.createTopic()) {
             Properties ap = new Properties();
             ap.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
-            try (Admin admin = Admin.create(ap)) {
+            Admin admin = Admin.create(ap);
+            try {
                 admin.createTopics(List.of(new NewTopic(topic, c.partitions(), (short) 1)))
                         .all().get(TIMEOUT_MS, TimeUnit.MILLISECONDS);
+            } catch (TimeoutException e) {
+                throw new CheckFailed("CreateTopics not answered within " + TIMEOUT_MS + " ms");
+            } catch (ExecutionException e) {
+                throw new CheckFailed("CreateTopics failed: " + e.getCause());
+            } finally {
+                // Plain close() would wait up to 60 s for a call that timed out.
+                admin.close(Duration.ofSeconds(2));
             }
         }
 
@@ -166,14 +181,30 @@ public final class InteropCheck {
 
         KafkaProducer<String, String> producer = new KafkaProducer<>(pp);
         try {
-            if (c.createTopic()) {
-                int n = producer.partitionsFor(topic).size();
-                if (n != c.partitions()) {
-                    throw new CheckFailed("created topic with " + c.partitions()
-                            + " partitions but metadata reports " + n);
-                }
+            // Metadata first: for the auto-create case this request is what
+            // creates the topic (allow_auto_topic_creation=true).
+            int n;
+            try {
+                n = producer.partitionsFor(topic).size();
+            } catch (org.apache.kafka.common.errors.TimeoutException e) {
+                throw new CheckFailed("producer metadata for the topic timed out: " + e.getMessage());
             }
+            if (c.createTopic() && n != c.partitions()) {
+                throw new CheckFailed("created topic with " + c.partitions()
+                        + " partitions but metadata reports " + n);
+            }
+            String notReady = TopicReady.await(bootstrap, topic, n, TIMEOUT_MS);
+            if (notReady != null) throw new CheckFailed(notReady);
+            long sendDeadline = System.currentTimeMillis() + TIMEOUT_MS;
             for (int i = 0; i < RECORDS; i++) {
+                // send() reports e.g. a metadata timeout through the callback, not
+                // by throwing: stop at the first error instead of waiting per record.
+                if (firstError.get() != null) {
+                    throw new CheckFailed("send of record " + (i - 1) + " or earlier failed: " + firstError.get());
+                }
+                if (System.currentTimeMillis() > sendDeadline) {
+                    throw new CheckFailed("only " + i + " records could be sent within " + TIMEOUT_MS + " ms");
+                }
                 RecordHeaders headers = new RecordHeaders();
                 if (i % 10 == 0) {
                     headers.add("idx", Integer.toString(i).getBytes(StandardCharsets.UTF_8));
@@ -201,7 +232,7 @@ public final class InteropCheck {
                     futures.get(i).get(left, TimeUnit.MILLISECONDS);
                 } catch (TimeoutException e) {
                     throw new CheckFailed("record " + i + " not acknowledged within " + TIMEOUT_MS + " ms");
-                } catch (java.util.concurrent.ExecutionException e) {
+                } catch (ExecutionException e) {
                     throw new CheckFailed("send of record " + i + " failed: " + e.getCause());
                 }
             }
@@ -274,7 +305,8 @@ public final class InteropCheck {
         cp.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
         Duration timeout = Duration.ofMillis(TIMEOUT_MS);
 
-        try (KafkaConsumer<String, String> consumer = new KafkaConsumer<>(cp)) {
+        KafkaConsumer<String, String> consumer = new KafkaConsumer<>(cp);
+        try {
             List<PartitionInfo> infos = consumer.partitionsFor(topic, timeout);
             if (infos == null || infos.isEmpty()) throw new CheckFailed("consumer sees no partitions");
             if (c.createTopic() && infos.size() != c.partitions()) {
@@ -341,6 +373,10 @@ public final class InteropCheck {
             }
             return String.format("partitions=%d records=%d bytes=%d per-partition=%s", tps.size(), received,
                     bytes, partitionCounts(byPartition));
+        } catch (org.apache.kafka.common.errors.TimeoutException e) {
+            throw new CheckFailed("consumer request timed out: " + e.getMessage());
+        } finally {
+            consumer.close(Duration.ofSeconds(2));
         }
     }
 
@@ -403,6 +439,22 @@ public final class InteropCheck {
                 }
             }
         }
+    }
+
+    /** TCP connect to each bootstrap address; returns the first unreachable one (with reason) or null. */
+    private static String preflight(String bootstrap) {
+        for (String hp : bootstrap.split(",")) {
+            hp = hp.trim();
+            int colon = hp.lastIndexOf(':');
+            if (colon < 0) return hp + " (no port)";
+            String host = hp.substring(0, colon).replace("[", "").replace("]", "");
+            try (java.net.Socket sock = new java.net.Socket()) {
+                sock.connect(new java.net.InetSocketAddress(host, Integer.parseInt(hp.substring(colon + 1))), 5000);
+            } catch (Exception e) {
+                return hp + " (" + e + ")";
+            }
+        }
+        return null;
     }
 
     private static String partitionCounts(Map<Integer, TreeMap<Long, Sent>> byPartition) {
