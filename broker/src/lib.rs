@@ -20,6 +20,7 @@ pub mod admin;
 pub mod alloc_guard;
 pub mod api;
 pub mod clock;
+pub mod cluster;
 pub mod metadata;
 pub mod metrics;
 pub mod partition;

@@ -12,8 +12,8 @@
 
 use std::collections::BTreeMap;
 
+pub use broker::cluster::controller_client::{AlterPartition, Registration};
 use broker::metadata::{BrokerMeta, BrokerStatus, NO_LEADER, PartitionMeta, TopicMeta};
-use serde::{Deserialize, Serialize};
 
 use super::placement::{self, Candidate, Load, PlacementError};
 use super::state::ControllerState;
@@ -72,30 +72,6 @@ pub enum ControllerError {
         broker: i32,
         reason: String,
     },
-}
-
-/// A broker registering (at start, or after being fenced).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Registration {
-    pub id: i32,
-    /// Unique per process start: a new one means the broker restarted.
-    pub incarnation: String,
-    pub host: String,
-    pub port: u16,
-    #[serde(default)]
-    pub rack: Option<String>,
-}
-
-/// AlterPartition from a partition leader.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AlterPartition {
-    pub broker: i32,
-    pub broker_epoch: i64,
-    pub topic: String,
-    pub partition: i32,
-    pub leader_epoch: i32,
-    pub partition_epoch: i32,
-    pub isr: Vec<i32>,
 }
 
 fn bump(state: &mut ControllerState) {

@@ -1,0 +1,182 @@
+//! Client for the controller's internal HTTP API (JSON over HTTP/1.1).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::metadata::{ClusterMetadata, PartitionMeta};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerCallError {
+    #[error("controller unreachable: {0}")]
+    Unreachable(String),
+    /// The controller refused: `kind` is its stable error kind (e.g. "fenced").
+    #[error("controller refused ({kind}): {message}")]
+    Refused {
+        status: u16,
+        kind: String,
+        message: String,
+    },
+    #[error("unexpected controller response: {0}")]
+    BadResponse(String),
+}
+
+/// A broker registering (at start, or after being fenced).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub id: i32,
+    /// Unique per process start: a new one means the broker restarted.
+    pub incarnation: String,
+    pub host: String,
+    pub port: u16,
+    #[serde(default)]
+    pub rack: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Registered {
+    pub cluster_id: String,
+    pub epoch: i64,
+}
+
+/// AlterPartition from a partition leader: the ISR it asks for, at the epochs it knows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterPartition {
+    pub broker: i32,
+    pub broker_epoch: i64,
+    pub topic: String,
+    pub partition: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub isr: Vec<i32>,
+}
+
+#[derive(Deserialize)]
+struct ApiError {
+    kind: String,
+    error: String,
+}
+
+#[derive(Clone)]
+pub struct ControllerClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl ControllerClient {
+    pub fn new(base: &str) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<Option<T>, ControllerCallError> {
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ControllerCallError::Unreachable(e.to_string()))?;
+        let status = resp.status().as_u16();
+        if status == 204 {
+            return Ok(None);
+        }
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| ControllerCallError::Unreachable(e.to_string()))?;
+        if !(200..300).contains(&status) {
+            let err: ApiError = serde_json::from_slice(&body).unwrap_or(ApiError {
+                kind: "unknown".into(),
+                error: String::from_utf8_lossy(&body).into_owned(),
+            });
+            return Err(ControllerCallError::Refused {
+                status,
+                kind: err.kind,
+                message: err.error,
+            });
+        }
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| ControllerCallError::BadResponse(e.to_string()))
+    }
+
+    fn some<T>(v: Option<T>) -> Result<T, ControllerCallError> {
+        v.ok_or_else(|| ControllerCallError::BadResponse("empty response".into()))
+    }
+
+    pub async fn register(&self, reg: &Registration) -> Result<Registered, ControllerCallError> {
+        Self::some(
+            self.call(
+                self.http
+                    .post(format!("{}/v1/brokers/register", self.base))
+                    .json(reg),
+            )
+            .await?,
+        )
+    }
+
+    pub async fn heartbeat(&self, broker: i32, epoch: i64) -> Result<(), ControllerCallError> {
+        let url = format!("{}/v1/brokers/{broker}/heartbeat", self.base);
+        self.call::<serde_json::Value>(
+            self.http
+                .post(url)
+                .json(&serde_json::json!({ "epoch": epoch })),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The metadata once it is newer than `after` (or after `wait`).
+    pub async fn metadata(
+        &self,
+        after: Option<u64>,
+        wait: Duration,
+    ) -> Result<ClusterMetadata, ControllerCallError> {
+        let mut url = format!("{}/v1/metadata?wait_ms={}", self.base, wait.as_millis());
+        if let Some(v) = after {
+            url.push_str(&format!("&after={v}"));
+        }
+        Self::some(
+            self.call(self.http.get(url).timeout(wait + Duration::from_secs(10)))
+                .await?,
+        )
+    }
+
+    pub async fn alter_partition(
+        &self,
+        req: &AlterPartition,
+    ) -> Result<PartitionMeta, ControllerCallError> {
+        Self::some(
+            self.call(
+                self.http
+                    .post(format!("{}/v1/alter-partition", self.base))
+                    .json(req),
+            )
+            .await?,
+        )
+    }
+
+    pub async fn controlled_shutdown(
+        &self,
+        broker: i32,
+        epoch: i64,
+    ) -> Result<Vec<(String, i32)>, ControllerCallError> {
+        #[derive(Deserialize)]
+        struct Still {
+            partitions: Vec<(String, i32)>,
+        }
+        let url = format!("{}/v1/brokers/{broker}/controlled-shutdown", self.base);
+        let still: Still = Self::some(
+            self.call(
+                self.http
+                    .post(url)
+                    .json(&serde_json::json!({ "epoch": epoch })),
+            )
+            .await?,
+        )?;
+        Ok(still.partitions)
+    }
+}
