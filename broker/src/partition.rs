@@ -1,8 +1,10 @@
-//! One partition hosted by this broker: its log behind a short-held mutex, the high watermark,
-//! and group commit for the before-ack fsync policy.
+//! One partition hosted by this broker: its log behind a short-held mutex, its replica role
+//! (leader, driven by the pure `replication::state::LeaderState`, or follower), the high
+//! watermark, and group commit for the before-ack fsync policy.
 //!
-//! In standalone mode the broker is the only replica, so the high watermark is the log end
-//! (fsync policy none) or the last fsynced offset (before-ack).
+//! Standalone, the broker leads a one-replica set, so the high watermark follows its own log
+//! end (fsync policy none) or its last fsync (before-ack). In a cluster the leader's high
+//! watermark also waits for the ISR's followers; a follower takes the leader's.
 
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -10,61 +12,116 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use tokio::sync::{Notify, watch};
 use tracing::error;
 
+use crate::replication::state::{Assignment, Effect, FetchRejected, LeaderState, Settings};
 use crate::storage::log::Log;
 use crate::topic_config::FsyncPolicy;
+
+/// What this broker is for the partition.
+#[derive(Debug)]
+pub enum Role {
+    Leader(Box<LeaderState>),
+    Follower { leader: i32, leader_epoch: i32 },
+}
+
+/// An ISR change the leader wants the controller to commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrProposal {
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub isr: Vec<i32>,
+}
+
+/// Which partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionId {
+    pub topic: String,
+    pub index: i32,
+    pub topic_id: uuid::Uuid,
+}
+
+/// The leadership a partition opens with.
+#[derive(Debug, Clone)]
+pub struct Leadership {
+    pub assignment: Assignment,
+    pub settings: Settings,
+    /// The checkpointed high watermark, if any.
+    pub high_watermark: Option<i64>,
+}
+
+/// Group-commit progress: everything below `offset` is fsynced, unless `failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Flushed {
+    offset: i64,
+    failed: bool,
+}
 
 pub struct Partition {
     pub topic: String,
     pub index: i32,
     pub topic_id: uuid::Uuid,
+    node_id: i32,
     log: Mutex<Log>,
+    role: Mutex<Role>,
+    /// Mirrors of the role's values for lock-free reads.
     high_watermark: AtomicI64,
     leader_epoch: AtomicI32,
+    hw_watch: watch::Sender<i64>,
     /// Wakes the group-commit task.
     flush_wanted: Arc<Notify>,
-    /// Offset below which everything is fsynced (before-ack policy).
-    flushed: watch::Sender<i64>,
+    flushed: watch::Sender<Flushed>,
     /// Broker-wide counter bumped whenever a high watermark moves (wakes long-poll fetches).
     data_version: Arc<watch::Sender<u64>>,
 }
 
 impl Partition {
+    /// Opens the partition as leader of `assignment` (standalone: `[node_id]`).
     pub fn new(
-        topic: String,
-        index: i32,
-        topic_id: uuid::Uuid,
+        id: PartitionId,
+        node_id: i32,
         log: Log,
-        high_watermark: Option<i64>,
+        lead: Leadership,
         data_version: Arc<watch::Sender<u64>>,
+        now_ms: i64,
     ) -> Arc<Self> {
+        let PartitionId {
+            topic,
+            index,
+            topic_id,
+        } = id;
+        let Leadership {
+            assignment,
+            settings,
+            high_watermark,
+        } = lead;
         let leo = log.log_end_offset();
         let fsync = log.fsync_policy();
-        // Standalone: the only replica's log end is committed, or what was fsynced last time
-        // (unfsynced data may still be in the page cache, and it is all we have).
-        let hw = match fsync {
-            FsyncPolicy::None => leo,
-            FsyncPolicy::BeforeAck => high_watermark
-                .unwrap_or(leo)
-                .max(log.recovery_point())
-                .min(leo),
-        };
-        let hw = hw.max(log.log_start_offset());
-        let leader_epoch = log.latest_epoch().unwrap_or(0);
+        let start = log.log_start_offset();
+        let checkpointed = high_watermark.unwrap_or(0).clamp(start, leo);
+        let epoch = assignment.leader_epoch;
+        // Standalone: the only replica's log is all there is, so it is committed (before-ack
+        // logs were fsynced on open after an unclean stop).
+        let alone = assignment.replicas == [node_id];
+        let hw = if alone { leo } else { checkpointed };
+        let state = LeaderState::new(node_id, settings, assignment, leo, hw, now_ms);
+        let hw = state.high_watermark().max(start);
         let partition = Arc::new(Self {
             topic,
             index,
             topic_id,
+            node_id,
             log: Mutex::new(log),
+            role: Mutex::new(Role::Leader(Box::new(state))),
             high_watermark: AtomicI64::new(hw),
-            leader_epoch: AtomicI32::new(leader_epoch),
+            leader_epoch: AtomicI32::new(epoch),
+            hw_watch: watch::Sender::new(hw),
             flush_wanted: Arc::new(Notify::new()),
-            flushed: watch::Sender::new(hw),
+            flushed: watch::Sender::new(Flushed {
+                offset: leo,
+                failed: false,
+            }),
             data_version,
         });
         if fsync == FsyncPolicy::BeforeAck {
-            // Everything already in the log at open is treated as committed.
-            partition.advance_high_watermark(leo);
-            let _ = partition.flushed.send(leo);
             tokio::spawn(group_commit(
                 Arc::downgrade(&partition),
                 Arc::clone(&partition.flush_wanted),
@@ -80,58 +137,220 @@ impl Partition {
         self.log.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn role(&self) -> MutexGuard<'_, Role> {
+        self.role.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn high_watermark(&self) -> i64 {
         self.high_watermark.load(Ordering::Acquire)
     }
     pub fn leader_epoch(&self) -> i32 {
         self.leader_epoch.load(Ordering::Acquire)
     }
+    pub fn node_id(&self) -> i32 {
+        self.node_id
+    }
 
-    pub fn advance_high_watermark(&self, to: i64) {
-        if self.high_watermark.fetch_max(to, Ordering::AcqRel) < to {
+    pub fn is_leader(&self) -> bool {
+        matches!(*self.role(), Role::Leader(_))
+    }
+
+    /// The leader's id, from this broker's point of view.
+    pub fn leader_id(&self) -> i32 {
+        match &*self.role() {
+            Role::Leader(_) => self.node_id,
+            Role::Follower { leader, .. } => *leader,
+        }
+    }
+
+    /// Replicas and ISR as the leader knows them (empty when following).
+    pub fn replicas_and_isr(&self) -> (Vec<i32>, Vec<i32>) {
+        match &*self.role() {
+            Role::Leader(s) => (s.assignment().replicas.clone(), s.isr().to_vec()),
+            Role::Follower { .. } => (Vec::new(), Vec::new()),
+        }
+    }
+
+    /// acks=all is refused (NOT_ENOUGH_REPLICAS) while the ISR is below min.insync.replicas.
+    pub fn enough_replicas(&self) -> bool {
+        match &*self.role() {
+            Role::Leader(s) => s.enough_replicas(),
+            Role::Follower { .. } => false,
+        }
+    }
+
+    fn publish_high_watermark(&self, hw: i64) {
+        if self.high_watermark.fetch_max(hw, Ordering::AcqRel) < hw {
+            self.hw_watch.send_replace(self.high_watermark());
             self.data_version.send_modify(|v| *v += 1);
         }
     }
 
-    /// Called after an append (with the log end offset now). Commits at once, or asks the
-    /// group-commit task for an fsync.
-    pub fn appended(&self, log_end_offset: i64, fsync: FsyncPolicy) {
-        match fsync {
-            FsyncPolicy::None => self.advance_high_watermark(log_end_offset),
-            FsyncPolicy::BeforeAck => self.flush_wanted.notify_one(),
+    /// Carries out the leader state's effects; returns ISR proposals for the controller.
+    fn apply(&self, effects: Vec<Effect>, leader_epoch: i32) -> Option<IsrProposal> {
+        let mut proposal = None;
+        for e in effects {
+            match e {
+                Effect::HighWatermark(hw) => self.publish_high_watermark(hw),
+                Effect::ProposeIsr {
+                    isr,
+                    partition_epoch,
+                } => {
+                    proposal = Some(IsrProposal {
+                        leader_epoch,
+                        partition_epoch,
+                        isr,
+                    });
+                }
+            }
         }
+        proposal
+    }
+
+    fn with_leader<T>(&self, f: impl FnOnce(&mut LeaderState) -> T) -> Option<(T, i32)> {
+        match &mut *self.role() {
+            Role::Leader(s) => {
+                let epoch = s.assignment().leader_epoch;
+                Some((f(s), epoch))
+            }
+            Role::Follower { .. } => None,
+        }
+    }
+
+    /// Called after a local append (with the log end offset now). With fsync policy none the
+    /// leader's own copy counts at once; before-ack waits for the group commit.
+    pub fn appended(&self, log_end_offset: i64, fsync: FsyncPolicy) -> Option<IsrProposal> {
+        match fsync {
+            FsyncPolicy::None => self.local_progress(log_end_offset),
+            FsyncPolicy::BeforeAck => {
+                self.flush_wanted.notify_one();
+                None
+            }
+        }
+    }
+
+    /// The leader's own copy reached `offset`.
+    fn local_progress(&self, offset: i64) -> Option<IsrProposal> {
+        let (effects, epoch) = self.with_leader(|s| s.on_append(offset))?;
+        self.apply(effects, epoch)
+    }
+
+    /// A follower fetched from `fetch_offset`.
+    pub fn follower_fetched(
+        &self,
+        replica: i32,
+        fetch_offset: i64,
+        now_ms: i64,
+    ) -> Result<Option<IsrProposal>, FetchRejected> {
+        let Some((result, epoch)) = self.with_leader(|s| s.on_fetch(replica, fetch_offset, now_ms))
+        else {
+            return Err(FetchRejected::NotAReplica(replica));
+        };
+        Ok(self.apply(result?, epoch))
+    }
+
+    /// Periodic ISR check (shrink lagging followers).
+    pub fn tick(&self, now_ms: i64) -> Option<IsrProposal> {
+        let (effects, epoch) = self.with_leader(|s| s.on_tick(now_ms))?;
+        self.apply(effects, epoch)
+    }
+
+    /// The controller's answer to a proposal, or a newer assignment of this leadership.
+    pub fn assignment_committed(&self, assignment: Assignment, now_ms: i64) -> Option<IsrProposal> {
+        let epoch = assignment.leader_epoch;
+        let (effects, _) = self.with_leader(|s| s.on_assignment(assignment, now_ms))?;
+        self.apply(effects?, epoch)
+    }
+
+    pub fn proposal_rejected(&self) {
+        self.with_leader(|s| s.on_proposal_rejected());
+    }
+
+    /// Becomes leader of a new epoch (cluster mode). The epoch starts at the log end.
+    pub fn become_leader(&self, assignment: Assignment, settings: Settings, now_ms: i64) {
+        let epoch = assignment.leader_epoch;
+        let (leo, hw) = {
+            let mut log = self.log();
+            log.assign_leader_epoch(epoch);
+            (log.log_end_offset(), self.high_watermark())
+        };
+        let state = LeaderState::new(self.node_id, settings, assignment, leo, hw, now_ms);
+        *self.role() = Role::Leader(Box::new(state));
+        self.leader_epoch.store(epoch, Ordering::Release);
+        self.data_version.send_modify(|v| *v += 1);
+    }
+
+    /// Becomes a follower of `leader` at `leader_epoch` (cluster mode).
+    pub fn become_follower(&self, leader: i32, leader_epoch: i32) {
+        *self.role() = Role::Follower {
+            leader,
+            leader_epoch,
+        };
+        self.leader_epoch.store(leader_epoch, Ordering::Release);
+        self.data_version.send_modify(|v| *v += 1);
+    }
+
+    /// A follower takes the leader's high watermark, bounded by its own log end.
+    pub fn follower_high_watermark(&self, leader_hw: i64, log_end_offset: i64) {
+        let hw = leader_hw.min(log_end_offset);
+        let old = self.high_watermark.swap(hw, Ordering::AcqRel);
+        if old != hw {
+            self.hw_watch.send_replace(hw);
+            self.data_version.send_modify(|v| *v += 1);
+        }
+    }
+
+    /// Waits until the high watermark passes `offset` (acks=all). False if it cannot.
+    pub async fn wait_high_watermark(&self, offset: i64) -> bool {
+        let mut rx = self.hw_watch.subscribe();
+        rx.wait_for(|hw| *hw >= offset).await.is_ok()
+    }
+
+    /// Waits until everything below `offset` is fsynced (before-ack, acks=1). False if an
+    /// fsync failed: the data may not be on disk and must not be acknowledged.
+    pub async fn wait_flushed(&self, offset: i64) -> bool {
+        let mut rx = self.flushed.subscribe();
+        match rx.wait_for(|f| f.failed || f.offset >= offset).await {
+            Ok(f) => !f.failed,
+            Err(_) => false,
+        }
+    }
+
+    /// An fsync failed earlier: the partition refuses writes until the broker restarts.
+    pub fn storage_failed(&self) -> bool {
+        self.flushed.borrow().failed
     }
 
     /// Lets the group-commit task notice that the partition is gone.
     pub fn shutdown(&self) {
         self.flush_wanted.notify_one();
     }
-
-    /// Waits until everything below `offset` is fsynced (before-ack policy).
-    pub async fn wait_flushed(&self, offset: i64) -> bool {
-        let mut rx = self.flushed.subscribe();
-        rx.wait_for(|f| *f >= offset).await.is_ok()
-    }
 }
 
 /// One fsync covers every append that landed before it started: concurrent producers share it.
-/// Holds only a weak reference so a deleted partition's task ends.
+/// Holds only a weak reference so a deleted partition's task ends. A failed fsync fails the
+/// partition for good: after EIO the kernel may have dropped the dirty pages, so a later
+/// successful fsync would acknowledge data that is gone.
 async fn group_commit(partition: Weak<Partition>, wanted: Arc<Notify>) {
     loop {
         {
             let Some(p) = partition.upgrade() else { return };
+            if p.storage_failed() {
+                return;
+            }
             let (file, leo) = p.log().flush_target();
-            if leo > *p.flushed.borrow() {
+            if leo > p.flushed.borrow().offset {
                 match tokio::task::spawn_blocking(move || file.sync_data()).await {
                     Ok(Ok(())) => {
                         p.log().mark_flushed(leo);
-                        p.advance_high_watermark(leo);
-                        p.flushed.send_modify(|f| *f = (*f).max(leo));
+                        p.flushed.send_modify(|f| f.offset = f.offset.max(leo));
+                        p.local_progress(leo);
                         continue;
                     }
-                    // Retry after the next append rather than spinning on a failing disk.
                     Ok(Err(e)) => {
-                        error!(topic = %p.topic, partition = p.index, error = %e, "fsync failed")
+                        error!(topic = %p.topic, partition = p.index, error = %e, "fsync failed; the partition refuses writes until restart");
+                        p.flushed.send_modify(|f| f.failed = true);
+                        return;
                     }
                     Err(e) => error!(error = %e, "fsync task failed"),
                 }

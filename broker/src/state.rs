@@ -13,8 +13,9 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::metrics::{Metrics, PartitionLabels};
-use crate::partition::Partition;
+use crate::partition::{IsrProposal, Leadership, Partition, PartitionId};
 use crate::producer_ids::ProducerIdAllocator;
+use crate::replication::state::{Assignment, Settings as ReplicationSettings};
 use crate::storage::StorageError;
 use crate::storage::checkpoint::OffsetMap;
 use crate::storage::log::Log;
@@ -170,13 +171,35 @@ impl Broker {
             self.metrics
                 .recovery_truncated_bytes
                 .inc_by(report.truncated_bytes);
+            let node = self.config.node_id;
+            let assignment = Assignment {
+                leader: node,
+                leader_epoch: log.latest_epoch().unwrap_or(0),
+                partition_epoch: 0,
+                replicas: vec![node],
+                isr: vec![node],
+            };
+            let settings = ReplicationSettings {
+                min_insync_replicas: config.min_insync_replicas.max(1) as usize,
+                ..ReplicationSettings::default()
+            };
+            let id = PartitionId {
+                topic: record.name.clone(),
+                index: p,
+                topic_id: record.id,
+            };
+            let lead = Leadership {
+                assignment,
+                settings,
+                high_watermark: self.log_dir.high_watermark(&record.name, p),
+            };
             partitions.push(Partition::new(
-                record.name.clone(),
-                p,
-                record.id,
+                id,
+                node,
                 log,
-                self.log_dir.high_watermark(&record.name, p),
+                lead,
                 Arc::clone(&self.data_version),
+                crate::clock::now_ms(),
             ));
         }
         Ok(Arc::new(Topic {
@@ -328,6 +351,15 @@ impl Broker {
         }
         info!(topic = name, "deleted topic");
         Ok(())
+    }
+
+    /// Sends an ISR change to the controller. Standalone, a partition has no followers, so
+    /// there is never anything to propose.
+    pub fn propose_isr(&self, partition: &Arc<Partition>, proposal: Option<IsrProposal>) {
+        if let Some(p) = proposal {
+            warn!(topic = %partition.topic, partition = partition.index, isr = ?p.isr, "ISR change proposed without a controller; ignored");
+            partition.proposal_rejected();
+        }
     }
 
     pub fn next_producer_id(&self) -> io::Result<i64> {

@@ -30,6 +30,9 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Reply {
         r.error_code = ResponseError::FetchSessionIdNotFound.code();
         return Reply::now(ResponseKind::Fetch(r));
     }
+    if req.replica_id.0 >= 0 {
+        record_follower_progress(broker, &req);
+    }
     let (first, bytes, has_error) = read_all(broker, &req, version);
     let max_wait = req.max_wait_ms.clamp(0, MAX_WAIT_CAP_MS);
     if bytes >= req.min_bytes.max(0) as usize || has_error || max_wait == 0 {
@@ -54,6 +57,21 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Reply {
             }
         }
     }))
+}
+
+/// A follower's fetch offsets tell the leader what it has (Kafka's follower fetch state).
+fn record_follower_progress(broker: &Broker, req: &FetchRequest) {
+    let now = crate::clock::now_ms();
+    for topic in &req.topics {
+        for fp in &topic.partitions {
+            if let Some(partition) = broker.partition(topic.topic.as_str(), fp.partition)
+                && let Ok(proposal) =
+                    partition.follower_fetched(req.replica_id.0, fp.fetch_offset, now)
+            {
+                broker.propose_isr(&partition, proposal);
+            }
+        }
+    }
 }
 
 /// One pass over the requested partitions: the response, the record bytes in it, and whether
@@ -86,6 +104,14 @@ fn read_all(broker: &Broker, req: &FetchRequest, _version: i16) -> (FetchRespons
             };
             if let Err(e) = check_leader_epoch(partition, fp.current_leader_epoch) {
                 p.error_code = e.code();
+                has_error = true;
+                t.partitions.push(p);
+                continue;
+            }
+            if !partition.is_leader() {
+                p.error_code = ResponseError::NotLeaderOrFollower.code();
+                p.current_leader.leader_id = partition.leader_id().into();
+                p.current_leader.leader_epoch = partition.leader_epoch();
                 has_error = true;
                 t.partitions.push(p);
                 continue;

@@ -43,6 +43,11 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
                 t.partitions.push(p);
                 continue;
             }
+            if !partition.is_leader() {
+                p.error_code = ResponseError::NotLeaderOrFollower.code();
+                t.partitions.push(p);
+                continue;
+            }
             let hw = partition.high_watermark();
             let log = partition.log();
             let result = match lp.timestamp {

@@ -20,6 +20,13 @@ use crate::storage::log::AppendError;
 use crate::storage::producer_state::ProducerError;
 use crate::topic_config::FsyncPolicy;
 
+/// What an acknowledgement waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    HighWatermark,
+    Flushed,
+}
+
 /// A partition's outcome, before any wait for durability.
 struct Outcome {
     index: i32,
@@ -28,7 +35,7 @@ struct Outcome {
     log_append_time: i64,
     log_start_offset: i64,
     /// Set when the ack must wait for an fsync up to this offset (exclusive).
-    wait_for: Option<(Arc<Partition>, i64)>,
+    wait_for: Option<(Arc<Partition>, i64, Wait)>,
 }
 
 impl Outcome {
@@ -163,13 +170,27 @@ fn append_partition(
             return Outcome::failed(index, code, message);
         }
     };
-    // A single broker is an ISR of one.
-    if acks == -1 && config.min_insync_replicas > 1 {
+    if !partition.is_leader() {
+        return Outcome::failed(
+            index,
+            ResponseError::NotLeaderOrFollower,
+            "this broker does not lead the partition",
+        );
+    }
+    if partition.storage_failed() {
+        return Outcome::failed(
+            index,
+            ResponseError::KafkaStorageError,
+            "an fsync failed; the partition refuses writes until the broker restarts",
+        );
+    }
+    if acks == -1 && !partition.enough_replicas() {
+        let (_, isr) = partition.replicas_and_isr();
         return Outcome::failed(
             index,
             ResponseError::NotEnoughReplicas,
             format!(
-                "min.insync.replicas={} but the in-sync replica set has 1 member",
+                "the in-sync replica set {isr:?} is smaller than min.insync.replicas={}",
                 config.min_insync_replicas
             ),
         );
@@ -183,9 +204,20 @@ fn append_partition(
             if !info.duplicate {
                 broker.metrics.bytes_in.inc_by(records.len() as u64);
             }
-            partition.appended(leo, config.fsync);
-            let wait_for = (config.fsync == FsyncPolicy::BeforeAck && acks != 0)
-                .then(|| (Arc::clone(partition), info.last_offset + 1));
+            let proposal = partition.appended(leo, config.fsync);
+            broker.propose_isr(partition, proposal);
+            let end = info.last_offset + 1;
+            let wait_for = match acks {
+                // acks=all: committed means below the high watermark (which, for a before-ack
+                // leader, also means fsynced).
+                -1 if partition.high_watermark() < end => {
+                    Some((Arc::clone(partition), end, Wait::HighWatermark))
+                }
+                1 if config.fsync == FsyncPolicy::BeforeAck => {
+                    Some((Arc::clone(partition), end, Wait::Flushed))
+                }
+                _ => None,
+            };
             Outcome {
                 index,
                 error: None,
@@ -283,15 +315,31 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
     Reply::Later(Box::pin(async move {
         for outcome in results.iter_mut().flat_map(|(_, o)| o.iter_mut()) {
-            if let Some((partition, offset)) = outcome.wait_for.take() {
-                let flushed = tokio::time::timeout(timeout, partition.wait_flushed(offset)).await;
-                if !matches!(flushed, Ok(true)) {
-                    outcome.error = Some((
-                        ResponseError::RequestTimedOut,
-                        "timed out waiting for fsync".into(),
-                    ));
+            let Some((partition, offset, wait)) = outcome.wait_for.take() else {
+                continue;
+            };
+            let waited = match wait {
+                Wait::HighWatermark => {
+                    tokio::time::timeout(timeout, partition.wait_high_watermark(offset)).await
                 }
-            }
+                Wait::Flushed => {
+                    tokio::time::timeout(timeout, partition.wait_flushed(offset)).await
+                }
+            };
+            outcome.error = match waited {
+                Ok(true) if wait == Wait::HighWatermark && !partition.enough_replicas() => Some((
+                    ResponseError::NotEnoughReplicasAfterAppend,
+                    "the in-sync replica set shrank below min.insync.replicas while waiting".into(),
+                )),
+                Ok(true) => None,
+                Ok(false) if partition.storage_failed() => {
+                    Some((ResponseError::KafkaStorageError, "fsync failed".into()))
+                }
+                _ => Some((
+                    ResponseError::RequestTimedOut,
+                    "timed out waiting for replication or fsync".into(),
+                )),
+            };
         }
         ResponseKind::Produce(respond(results))
     }))
