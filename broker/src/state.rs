@@ -39,7 +39,8 @@ pub struct BrokerConfig {
 pub struct Topic {
     pub record: TopicRecord,
     pub config: TopicConfig,
-    pub partitions: Vec<Arc<Partition>>,
+    /// Every partition of the topic; None where this broker holds no replica.
+    pub partitions: Vec<Option<Arc<Partition>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,14 +194,14 @@ impl Broker {
                 settings,
                 high_watermark: self.log_dir.high_watermark(&record.name, p),
             };
-            partitions.push(Partition::new(
+            partitions.push(Some(Partition::new(
                 id,
                 node,
                 log,
                 lead,
                 Arc::clone(&self.data_version),
                 crate::clock::now_ms(),
-            ));
+            )));
         }
         Ok(Arc::new(Topic {
             record,
@@ -241,7 +242,7 @@ impl Broker {
         let t = self.topic(topic)?;
         usize::try_from(partition)
             .ok()
-            .and_then(|i| t.partitions.get(i).cloned())
+            .and_then(|i| t.partitions.get(i).cloned().flatten())
     }
 
     /// Creates a topic (or, with `validate_only`, checks that it could be created).
@@ -331,7 +332,7 @@ impl Broker {
         // Stop the old logs first so nothing (retention, a late append) writes through them,
         // then forget the topic, then remove its directories. A crash after the topics file
         // is written leaves stamped directories that startup removes as orphans.
-        for p in &topic.partitions {
+        for p in topic.partitions.iter().flatten() {
             p.log().mark_deleted();
             p.shutdown();
         }
@@ -370,7 +371,7 @@ impl Broker {
     pub fn checkpoint(&self) -> io::Result<()> {
         let (mut rp, mut start, mut hw) = (OffsetMap::new(), OffsetMap::new(), OffsetMap::new());
         for t in self.topics() {
-            for p in &t.partitions {
+            for p in t.partitions.iter().flatten() {
                 let key = (t.record.name.clone(), p.index);
                 let log = p.log();
                 rp.insert(key.clone(), log.recovery_point());
@@ -384,7 +385,7 @@ impl Broker {
     /// Deletes segments past retention in every partition.
     pub fn apply_retention(&self, now_ms: i64) {
         for t in self.topics() {
-            for p in &t.partitions {
+            for p in t.partitions.iter().flatten() {
                 let hw = p.high_watermark();
                 if let Err(e) = p.log().apply_retention(now_ms, hw) {
                     warn!(topic = %t.record.name, partition = p.index, error = %e, "retention failed");
@@ -396,7 +397,7 @@ impl Broker {
     /// Refreshes per-partition gauges (called before rendering metrics).
     pub fn update_gauges(&self) {
         for t in self.topics() {
-            for p in &t.partitions {
+            for p in t.partitions.iter().flatten() {
                 let labels = PartitionLabels {
                     topic: t.record.name.clone(),
                     partition: p.index.to_string(),
@@ -418,7 +419,7 @@ impl Broker {
     pub fn close(&self) -> io::Result<()> {
         let mut result = Ok(());
         for t in self.topics() {
-            for p in &t.partitions {
+            for p in t.partitions.iter().flatten() {
                 p.shutdown();
                 if let Err(e) = p.log().close() {
                     warn!(topic = %t.record.name, partition = p.index, error = %e, "closing log failed");

@@ -12,7 +12,7 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind};
 use tokio::time::Instant;
 
-use super::{Reply, check_leader_epoch};
+use super::{Reply, check_leader_epoch, lookup};
 use crate::state::Broker;
 use crate::storage::log::ReadError;
 
@@ -91,16 +91,14 @@ fn read_all(broker: &Broker, req: &FetchRequest, _version: i16) -> (FetchRespons
         for fp in &topic.partitions {
             let mut p = PartitionData::default();
             p.partition_index = fp.partition;
-            let partition = found.as_ref().and_then(|t| {
-                usize::try_from(fp.partition)
-                    .ok()
-                    .and_then(|i| t.partitions.get(i))
-            });
-            let Some(partition) = partition else {
-                p.error_code = ResponseError::UnknownTopicOrPartition.code();
-                has_error = true;
-                t.partitions.push(p);
-                continue;
+            let partition = match lookup(found.as_deref(), fp.partition) {
+                Ok(partition) => partition,
+                Err(code) => {
+                    p.error_code = code.code();
+                    has_error = true;
+                    t.partitions.push(p);
+                    continue;
+                }
             };
             if let Err(e) = check_leader_epoch(partition, fp.current_leader_epoch) {
                 p.error_code = e.code();

@@ -9,7 +9,7 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
-use super::check_leader_epoch;
+use super::{check_leader_epoch, lookup};
 use crate::state::Broker;
 
 pub const LATEST: i64 = -1;
@@ -28,15 +28,13 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
             p.timestamp = -1;
             p.offset = -1;
             p.leader_epoch = -1;
-            let partition = found.as_ref().and_then(|t| {
-                usize::try_from(lp.partition_index)
-                    .ok()
-                    .and_then(|i| t.partitions.get(i))
-            });
-            let Some(partition) = partition else {
-                p.error_code = ResponseError::UnknownTopicOrPartition.code();
-                t.partitions.push(p);
-                continue;
+            let partition = match lookup(found.as_deref(), lp.partition_index) {
+                Ok(partition) => partition,
+                Err(code) => {
+                    p.error_code = code.code();
+                    t.partitions.push(p);
+                    continue;
+                }
             };
             if let Err(e) = check_leader_epoch(partition, lp.current_leader_epoch) {
                 p.error_code = e.code();

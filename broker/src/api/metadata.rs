@@ -90,11 +90,12 @@ fn topic_entry(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
     t.partitions = topic
         .partitions
         .iter()
-        .map(|p| {
+        .enumerate()
+        .map(|(i, p)| {
             let mut e = MetadataResponsePartition::default();
-            e.partition_index = p.index;
+            e.partition_index = i as i32;
             e.leader_id = node.into();
-            e.leader_epoch = p.leader_epoch();
+            e.leader_epoch = p.as_ref().map_or(0, |p| p.leader_epoch());
             e.replica_nodes = vec![node.into()];
             e.isr_nodes = vec![node.into()];
             e

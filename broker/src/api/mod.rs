@@ -109,6 +109,20 @@ pub fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
+/// A hosted partition of `topic`, or the Kafka error for why not: an unknown topic or index
+/// is UNKNOWN_TOPIC_OR_PARTITION; a known partition hosted elsewhere is NOT_LEADER_OR_FOLLOWER.
+pub fn lookup(
+    topic: Option<&crate::state::Topic>,
+    index: i32,
+) -> Result<&Arc<Partition>, ResponseError> {
+    let topic = topic.ok_or(ResponseError::UnknownTopicOrPartition)?;
+    let slot = usize::try_from(index)
+        .ok()
+        .and_then(|i| topic.partitions.get(i))
+        .ok_or(ResponseError::UnknownTopicOrPartition)?;
+    slot.as_ref().ok_or(ResponseError::NotLeaderOrFollower)
+}
+
 /// Kafka's leader-epoch fencing for requests that carry the client's view of the epoch
 /// (KIP-320): older -> FENCED_LEADER_EPOCH, newer -> UNKNOWN_LEADER_EPOCH, -1 -> no check.
 pub fn check_leader_epoch(

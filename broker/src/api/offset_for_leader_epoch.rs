@@ -3,13 +3,12 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
-use super::check_leader_epoch;
+use super::{check_leader_epoch, lookup};
 use crate::state::Broker;
 
 pub fn handle(
@@ -26,14 +25,9 @@ pub fn handle(
             e.partition = rp.partition;
             e.leader_epoch = -1;
             e.end_offset = -1;
-            let partition = found.as_ref().and_then(|t| {
-                usize::try_from(rp.partition)
-                    .ok()
-                    .and_then(|i| t.partitions.get(i))
-            });
-            match partition {
-                None => e.error_code = ResponseError::UnknownTopicOrPartition.code(),
-                Some(p) => match check_leader_epoch(p, rp.current_leader_epoch) {
+            match lookup(found.as_deref(), rp.partition) {
+                Err(code) => e.error_code = code.code(),
+                Ok(p) => match check_leader_epoch(p, rp.current_leader_epoch) {
                     Err(code) => e.error_code = code.code(),
                     Ok(()) => {
                         let log = p.log();

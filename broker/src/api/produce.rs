@@ -11,7 +11,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use tracing::{debug, warn};
 
-use super::{Reply, str_bytes};
+use super::{Reply, lookup, str_bytes};
 use crate::partition::Partition;
 use crate::protocol::batch::{self, BatchError, BatchHeader, Compression};
 use crate::protocol::records;
@@ -272,17 +272,15 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
                         "transactions are not supported by this broker",
                     );
                 }
-                let partition = found.as_ref().and_then(|t| {
-                    usize::try_from(pd.index)
-                        .ok()
-                        .and_then(|i| t.partitions.get(i))
-                });
-                let Some(partition) = partition else {
-                    return Outcome::failed(
-                        pd.index,
-                        ResponseError::UnknownTopicOrPartition,
-                        format!("unknown partition {name}-{}", pd.index),
-                    );
+                let partition = match lookup(found.as_deref(), pd.index) {
+                    Ok(partition) => partition,
+                    Err(code) => {
+                        return Outcome::failed(
+                            pd.index,
+                            code,
+                            format!("partition {name}-{} is not served here", pd.index),
+                        );
+                    }
                 };
                 let Some(records) = pd.records.as_ref() else {
                     return Outcome::failed(
