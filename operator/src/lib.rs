@@ -5,3 +5,5 @@
 #![forbid(unsafe_code)]
 
 pub mod controller;
+pub mod crd;
+pub mod roll;

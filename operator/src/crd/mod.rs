@@ -1,0 +1,287 @@
+//! Strand's custom resources, API group `strand.dev`, version `v1alpha1` (fields may still
+//! change; a `v1` will come with a conversion path). One file per resource: `log_cluster`
+//! (`LogCluster`, short name `lc`) and `replicated_topic` (`ReplicatedTopic`, short name `rt`);
+//! `condition` holds the status conditions both share. This module also renders the CRD YAML
+//! that `crdgen` writes into `crds/`.
+
+pub mod condition;
+pub mod log_cluster;
+pub mod replicated_topic;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+pub use condition::{
+    Condition, ConditionStatus, ConditionType, find_condition, is_true, set_condition,
+};
+pub use log_cluster::{LogCluster, LogClusterSpec, LogClusterStatus};
+pub use replicated_topic::{ReplicatedTopic, ReplicatedTopicSpec, ReplicatedTopicStatus};
+
+/// API group of every Strand resource.
+pub const GROUP: &str = "strand.dev";
+/// API version of every Strand resource.
+pub const VERSION: &str = "v1alpha1";
+
+/// The command that regenerates `crds/`, run from the repository root.
+pub const REGENERATE: &str = "cargo run -p operator --bin crdgen -- crds/";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CrdError {
+    #[error("cannot render CRD {name} as YAML: {source}")]
+    Yaml {
+        name: String,
+        #[source]
+        source: serde_saphyr::SerializeError,
+    },
+}
+
+/// Every CRD, in a fixed order.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![LogCluster::crd(), ReplicatedTopic::crd()]
+}
+
+/// One file of `crds/`: its name (`<plural>.yaml`) and contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrdFile {
+    pub file_name: String,
+    pub yaml: String,
+}
+
+/// The files of `crds/`, one per CRD, each with a header naming the command that made it.
+pub fn crd_files() -> Result<Vec<CrdFile>, CrdError> {
+    crds()
+        .iter()
+        .map(|crd| {
+            let name = crd.metadata.name.clone().unwrap_or_default();
+            let body = serde_saphyr::to_string(crd).map_err(|source| CrdError::Yaml {
+                name: name.clone(),
+                source,
+            })?;
+            Ok(CrdFile {
+                file_name: format!("{}.yaml", crd.spec.names.plural),
+                yaml: format!(
+                    "# Generated from operator/src/crd by `{REGENERATE}`. Do not edit.\n{body}"
+                ),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn schema_of(crd: &CustomResourceDefinition) -> Value {
+        let v = serde_json::to_value(crd).unwrap();
+        v["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+    }
+
+    fn rules(schema: &Value) -> Vec<String> {
+        schema["x-kubernetes-validations"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|r| r["rule"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn names_group_version_and_short_names() {
+        for (crd, plural, short) in [
+            (LogCluster::crd(), "logclusters", "lc"),
+            (ReplicatedTopic::crd(), "replicatedtopics", "rt"),
+        ] {
+            assert_eq!(crd.spec.group, GROUP);
+            assert_eq!(crd.spec.versions[0].name, VERSION);
+            assert_eq!(crd.spec.names.plural, plural);
+            assert_eq!(
+                crd.spec.names.short_names.as_deref(),
+                Some(&[short.to_string()][..])
+            );
+            assert_eq!(crd.spec.scope, "Namespaced");
+            let v = &crd.spec.versions[0];
+            assert!(
+                v.subresources
+                    .as_ref()
+                    .and_then(|s| s.status.as_ref())
+                    .is_some()
+            );
+            let cols: Vec<_> = v
+                .additional_printer_columns
+                .iter()
+                .flatten()
+                .map(|c| c.name.as_str())
+                .collect();
+            assert!(cols.contains(&"Ready") && cols.contains(&"Age"), "{cols:?}");
+        }
+    }
+
+    #[test]
+    fn topic_schema_carries_the_cel_rules_and_enum() {
+        let s = schema_of(&ReplicatedTopic::crd());
+        let spec = &s["properties"]["spec"];
+        assert_eq!(
+            rules(&spec["properties"]["partitions"]),
+            ["self >= oldSelf"]
+        );
+        assert_eq!(rules(&spec["properties"]["cluster"]), ["self == oldSelf"]);
+        assert_eq!(
+            rules(&spec["properties"]["replicationFactor"]),
+            ["self == oldSelf"]
+        );
+        assert_eq!(rules(&spec["properties"]["topicName"]), ["self == oldSelf"]);
+        assert_eq!(
+            rules(spec),
+            ["has(self.topicName) == has(oldSelf.topicName)"]
+        );
+        assert_eq!(spec["properties"]["partitions"]["minimum"], 1.0);
+        assert_eq!(
+            spec["properties"]["deletionPolicy"]["enum"],
+            json!(["Retain", "Delete"])
+        );
+        assert_eq!(spec["properties"]["deletionPolicy"]["default"], "Retain");
+        let status = &s["properties"]["status"]["properties"];
+        assert_eq!(status["conditions"]["x-kubernetes-list-type"], "map");
+        assert_eq!(
+            status["conditions"]["x-kubernetes-list-map-keys"],
+            json!(["type"])
+        );
+        assert_eq!(
+            status["partitions"]["x-kubernetes-list-map-keys"],
+            json!(["partition"])
+        );
+    }
+
+    #[test]
+    fn cluster_schema_has_descriptions_and_bounds() {
+        let s = schema_of(&LogCluster::crd());
+        let spec = &s["properties"]["spec"]["properties"];
+        assert_eq!(spec["replicas"]["minimum"], 1.0);
+        assert_eq!(rules(&spec["storage"]), ["self == oldSelf"]);
+        for field in [
+            "replicas",
+            "image",
+            "storage",
+            "brokerConfig",
+            "rackLabelKey",
+            "paused",
+        ] {
+            assert!(
+                spec[field]["description"].is_string(),
+                "{field} has no description"
+            );
+        }
+        let status = &s["properties"]["status"]["properties"];
+        assert_eq!(
+            status["brokers"]["x-kubernetes-list-map-keys"],
+            json!(["id"])
+        );
+        assert_eq!(
+            status["rollout"]["properties"]["phase"]["enum"],
+            json!(["Idle", "Rolling", "Blocked", "Paused"])
+        );
+    }
+
+    fn topic(partitions: i32, rf: i32, topic_name: Option<&str>) -> ReplicatedTopic {
+        ReplicatedTopic::new(
+            "orders",
+            ReplicatedTopicSpec {
+                cluster: "main".into(),
+                partitions,
+                replication_factor: rf,
+                config: Default::default(),
+                deletion_policy: Default::default(),
+                topic_name: topic_name.map(str::to_string),
+            },
+        )
+    }
+
+    /// The CEL rules evaluated as the API server would (kube's client-side CEL evaluator).
+    #[test]
+    fn topic_cel_rules_refuse_what_cannot_be_applied() {
+        use kube::core::cel::validate_cel_update;
+        let old = topic(6, 3, None);
+        assert!(
+            validate_cel_update(&topic(8, 3, None), &old).is_ok(),
+            "growing is fine"
+        );
+        let shrink = validate_cel_update(&topic(4, 3, None), &old).unwrap_err();
+        assert!(
+            shrink
+                .to_string()
+                .contains("partitions cannot be decreased"),
+            "{shrink}"
+        );
+        let rf = validate_cel_update(&topic(6, 2, None), &old).unwrap_err();
+        assert!(
+            rf.to_string().contains("replicationFactor is immutable"),
+            "{rf}"
+        );
+        let mut moved = topic(6, 3, None);
+        moved.spec.cluster = "other".into();
+        let err = validate_cel_update(&moved, &old).unwrap_err();
+        assert!(err.to_string().contains("cluster is immutable"), "{err}");
+        let named = topic(6, 3, Some("Orders_v2"));
+        let err = validate_cel_update(&named, &old).unwrap_err();
+        assert!(
+            err.to_string().contains("cannot be added or removed"),
+            "{err}"
+        );
+        let renamed = topic(6, 3, Some("Orders_v3"));
+        let err = validate_cel_update(&renamed, &named).unwrap_err();
+        assert!(err.to_string().contains("topicName is immutable"), "{err}");
+    }
+
+    #[test]
+    fn cluster_storage_cannot_change() {
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        use kube::core::cel::validate_cel_update;
+        use log_cluster::StorageSpec;
+        let cluster = |size: &str, replicas: i32| {
+            LogCluster::new(
+                "main",
+                LogClusterSpec {
+                    replicas,
+                    image: "strand/broker:1".into(),
+                    storage: StorageSpec {
+                        size: Quantity(size.into()),
+                        storage_class_name: None,
+                    },
+                    resources: None,
+                    broker_config: Default::default(),
+                    rack_label_key: None,
+                    pod_template: None,
+                    paused: false,
+                },
+            )
+        };
+        let old = cluster("10Gi", 3);
+        assert!(
+            validate_cel_update(&cluster("10Gi", 5), &old).is_ok(),
+            "scaling is fine"
+        );
+        let err = validate_cel_update(&cluster("20Gi", 3), &old).unwrap_err();
+        assert!(err.to_string().contains("storage is immutable"), "{err}");
+    }
+
+    #[test]
+    fn topic_name_defaults_to_metadata_name() {
+        assert_eq!(topic(1, 1, None).topic_name(), "orders");
+        assert_eq!(topic(1, 1, Some("Orders_v2")).topic_name(), "Orders_v2");
+    }
+
+    #[test]
+    fn every_crd_renders_to_a_file() {
+        let files = crd_files().unwrap();
+        let names: Vec<_> = files.iter().map(|f| f.file_name.as_str()).collect();
+        assert_eq!(names, ["logclusters.yaml", "replicatedtopics.yaml"]);
+        assert!(
+            files
+                .iter()
+                .all(|f| f.yaml.contains("x-kubernetes-validations"))
+        );
+    }
+}
