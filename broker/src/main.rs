@@ -55,6 +55,19 @@ struct Cli {
     /// How often recovery points and high watermarks are checkpointed.
     #[arg(long, default_value_t = 5_000)]
     checkpoint_interval_ms: u64,
+    /// Run as a member of a cluster: the controller's URL (e.g. http://127.0.0.1:9190).
+    /// Without it the broker runs standalone.
+    #[arg(long)]
+    controller: Option<String>,
+    /// Rack of this broker (cluster mode), for rack-aware replica placement.
+    #[arg(long)]
+    rack: Option<String>,
+    /// Replication factor of auto-created topics in cluster mode (capped by live brokers).
+    #[arg(long, default_value_t = 3)]
+    default_replication_factor: i16,
+    /// A follower that has not caught up for this long leaves the ISR.
+    #[arg(long, default_value_t = 30_000)]
+    replica_lag_time_max_ms: i64,
     /// Log format: text or json (use json in containers).
     #[arg(long, default_value = "text", env = "STRAND_LOG_FORMAT")]
     log_format: String,
@@ -131,6 +144,8 @@ fn config_from(cli: &Cli) -> anyhow::Result<BrokerConfig> {
         default_partitions: cli.num_partitions,
         topic_defaults,
         max_request_bytes: cli.max_request_bytes,
+        cluster_mode: cli.controller.is_some(),
+        default_replication_factor: cli.default_replication_factor,
     })
 }
 
@@ -147,6 +162,62 @@ async fn shutdown_signal() {
         _ = term.recv() => info!("SIGTERM received, shutting down"),
         _ = tokio::signal::ctrl_c() => info!("SIGINT received, shutting down"),
     }
+}
+
+/// Registers with the controller and starts the cluster-mode tasks: heartbeats, metadata
+/// following, applying metadata to the hosted partitions, and the ISR check.
+async fn join_cluster(
+    broker: &std::sync::Arc<Broker>,
+    cli: &Cli,
+    url: &str,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    use broker::cluster::controller_client::{ControllerClient, Registration};
+    use broker::cluster::membership::{Membership, Settings};
+    use broker::cluster::runtime::ClusterRuntime;
+    use broker::replication::fetcher::{FetcherManager, FetcherSettings};
+    let registration = Registration {
+        id: broker.config.node_id,
+        incarnation: uuid::Uuid::new_v4().simple().to_string(),
+        host: broker.config.advertised_host.clone(),
+        port: u16::try_from(broker.config.advertised_port)
+            .context("advertised port out of range")?,
+        rack: cli.rack.clone(),
+    };
+    let mut s = stop.clone();
+    let membership = Membership::join(
+        ControllerClient::new(url),
+        registration,
+        cli.data_dir.clone(),
+        Settings::default(),
+        &mut s,
+    )
+    .await
+    .with_context(|| format!("cannot join the cluster at {url}"))?;
+    let fetchers = FetcherManager::new(broker.config.node_id, FetcherSettings::default());
+    let rt = ClusterRuntime::new(membership.clone(), fetchers, cli.replica_lag_time_max_ms);
+    broker.start_cluster(rt.clone());
+    tokio::spawn(membership.clone().heartbeat_loop(stop.clone()));
+    tokio::spawn(membership.clone().metadata_loop(stop.clone()));
+    let b = broker.clone();
+    tokio::spawn(rt.tick_loop(move || b.hosted_partitions(), stop.clone()));
+    let b = broker.clone();
+    let mut rx = membership.subscribe();
+    let mut stop = stop;
+    tokio::spawn(async move {
+        loop {
+            let m = rx.borrow_and_update().clone();
+            if let Err(e) = b.apply_metadata(&m) {
+                error!(error = %e, version = m.version, "cannot apply cluster metadata");
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                _ = stop.changed() => return,
+            }
+        }
+    });
+    info!(controller = url, "joined the cluster");
+    Ok(())
 }
 
 #[tokio::main]
@@ -201,10 +272,31 @@ async fn main() -> anyhow::Result<()> {
         }
     });
 
+    if let Some(url) = &cli.controller {
+        join_cluster(&broker, &cli, url, stop_rx.clone()).await?;
+    }
     broker.set_ready();
     info!(kafka = %cli.listen, http = %cli.http, data_dir = %cli.data_dir.display(), "broker ready");
     broker::server::run(listener, broker.clone(), shutdown_signal()).await;
 
+    if let Some(rt) = broker.cluster() {
+        // Move leadership away before stopping (controlled shutdown), then stop fetching.
+        let m = &rt.membership;
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            m.client().controlled_shutdown(m.broker_id, m.epoch()),
+        )
+        .await
+        {
+            Ok(Ok(still)) if !still.is_empty() => {
+                info!(partitions = ?still, "still leading partitions no other replica can take")
+            }
+            Ok(Ok(_)) => info!("controlled shutdown: leadership moved away"),
+            Ok(Err(e)) => error!(error = %e, "controlled shutdown failed"),
+            Err(_) => error!("controlled shutdown timed out"),
+        }
+        rt.fetchers.shutdown();
+    }
     let _ = stop_tx.send(true);
     let _ = housekeeping.await;
     let _ = admin.await;

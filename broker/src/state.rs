@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::cluster::runtime::{ClusterRuntime, assignment};
+use crate::metadata::ClusterMetadata;
 use crate::metrics::{Metrics, PartitionLabels};
 use crate::partition::{IsrProposal, Leadership, Partition, PartitionId};
 use crate::producer_ids::ProducerIdAllocator;
@@ -34,6 +36,10 @@ pub struct BrokerConfig {
     pub topic_defaults: TopicConfig,
     /// Largest request frame accepted (Kafka's socket.request.max.bytes).
     pub max_request_bytes: usize,
+    /// Topics come from a controller (cluster mode) instead of topics.json (standalone).
+    pub cluster_mode: bool,
+    /// Replication factor of auto-created topics in cluster mode (capped by live brokers).
+    pub default_replication_factor: i16,
 }
 
 pub struct Topic {
@@ -98,6 +104,7 @@ pub struct Broker {
     pub metrics: Metrics,
     pub data_version: Arc<watch::Sender<u64>>,
     ready: AtomicBool,
+    cluster: OnceLock<Arc<ClusterRuntime>>,
 }
 
 impl Broker {
@@ -116,11 +123,22 @@ impl Broker {
             metrics: Metrics::default(),
             data_version: Arc::new(watch::Sender::new(0)),
             ready: AtomicBool::new(false),
+            cluster: OnceLock::new(),
             config,
         };
-        let records = broker.log_dir.load_topics()?;
+        let records = if broker.config.cluster_mode {
+            Vec::new()
+        } else {
+            broker.log_dir.load_topics()?
+        };
         let live: Vec<uuid::Uuid> = records.iter().map(|r| r.id).collect();
-        for orphan in broker.log_dir.orphans(&live)? {
+        // In cluster mode the controller's metadata decides what is live.
+        let orphans = if broker.config.cluster_mode {
+            Vec::new()
+        } else {
+            broker.log_dir.orphans(&live)?
+        };
+        for orphan in orphans {
             warn!(dir = %orphan.display(), "removing the directory of a deleted topic");
             broker.log_dir.remove_partition_dir(&orphan)?;
         }
@@ -354,13 +372,183 @@ impl Broker {
         Ok(())
     }
 
+    pub fn cluster(&self) -> Option<&Arc<ClusterRuntime>> {
+        self.cluster.get()
+    }
+
+    pub fn start_cluster(&self, runtime: Arc<ClusterRuntime>) {
+        let _ = self.cluster.set(runtime);
+    }
+
+    /// Every partition hosted here.
+    pub fn hosted_partitions(&self) -> Vec<Arc<Partition>> {
+        self.topics()
+            .iter()
+            .flat_map(|t| t.partitions.iter().flatten().cloned())
+            .collect()
+    }
+
     /// Sends an ISR change to the controller. Standalone, a partition has no followers, so
     /// there is never anything to propose.
     pub fn propose_isr(&self, partition: &Arc<Partition>, proposal: Option<IsrProposal>) {
+        if let (Some(rt), Some(p)) = (self.cluster(), proposal.clone()) {
+            rt.propose_isr(Arc::clone(partition), p);
+            return;
+        }
         if let Some(p) = proposal {
             warn!(topic = %partition.topic, partition = partition.index, isr = ?p.isr, "ISR change proposed without a controller; ignored");
             partition.proposal_rejected();
         }
+    }
+
+    /// Cluster mode: makes the hosted partitions and their roles match the controller's
+    /// metadata. Opens logs for new replicas, moves leadership in and out, (re)points follower
+    /// fetchers, and removes the logs of partitions that left this broker.
+    pub fn apply_metadata(&self, meta: &ClusterMetadata) -> Result<(), StorageError> {
+        let Some(rt) = self.cluster().cloned() else {
+            return Ok(());
+        };
+        let node = self.config.node_id;
+        let now = crate::clock::now_ms();
+        let _guard = self.topic_changes.lock().unwrap_or_else(|p| p.into_inner());
+        let current: BTreeMap<String, Arc<Topic>> = self
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut next = BTreeMap::new();
+        for tm in meta.topics.values() {
+            let config = self.config.topic_defaults.with_overrides(&tm.configs).unwrap_or_else(|e| {
+                warn!(topic = %tm.name, error = %e, "invalid topic config from the controller; using defaults");
+                self.config.topic_defaults.clone()
+            });
+            let existing = current.get(&tm.name).filter(|t| t.record.id == tm.id);
+            let settings = rt.settings(config.min_insync_replicas);
+            let mut partitions = Vec::new();
+            for pm in &tm.partitions {
+                if !pm.replicas.contains(&node) {
+                    partitions.push(None);
+                    continue;
+                }
+                let found = existing
+                    .and_then(|t| t.partitions.get(pm.partition as usize).cloned().flatten());
+                let part = match found {
+                    Some(p) => p,
+                    None => self.open_replica(tm.id, &tm.name, pm, &config, settings)?,
+                };
+                let a = assignment(pm);
+                if pm.leader == node {
+                    rt.fetchers.unfollow(&tm.name, pm.partition);
+                    if part.is_leader() && part.leader_epoch() == pm.leader_epoch {
+                        let proposal = part.assignment_committed(a, now);
+                        self.propose_isr(&part, proposal);
+                    } else {
+                        part.become_leader(a, settings, now);
+                    }
+                } else {
+                    if part.is_leader()
+                        || part.leader_id() != pm.leader
+                        || part.leader_epoch() != pm.leader_epoch
+                    {
+                        part.become_follower(pm.leader, pm.leader_epoch);
+                    }
+                    match meta.brokers.get(&pm.leader) {
+                        Some(b) => rt.fetchers.follow(
+                            Arc::clone(&part),
+                            pm.leader,
+                            format!("{}:{}", b.host, b.port),
+                        ),
+                        None => rt.fetchers.unfollow(&tm.name, pm.partition),
+                    }
+                }
+                partitions.push(Some(part));
+            }
+            let record = TopicRecord {
+                name: tm.name.clone(),
+                id: tm.id,
+                partitions: tm.partitions.len() as i32,
+                configs: tm.configs.clone(),
+            };
+            next.insert(
+                tm.name.clone(),
+                Arc::new(Topic {
+                    record,
+                    config,
+                    partitions,
+                }),
+            );
+        }
+        // Replicas that left this broker (topic deleted or reassigned away).
+        for (name, old) in &current {
+            for p in old.partitions.iter().flatten() {
+                let kept = next
+                    .get(name)
+                    .and_then(|t| t.partitions.get(p.index as usize).cloned().flatten())
+                    .is_some_and(|q| Arc::ptr_eq(&q, p));
+                if !kept {
+                    rt.fetchers.unfollow(name, p.index);
+                    p.log().mark_deleted();
+                    p.shutdown();
+                    let dir = self.log_dir.partition_dir(name, p.index);
+                    info!(topic = %name, partition = p.index, "replica removed from this broker");
+                    if let Err(e) = self.log_dir.remove_partition_dir(&dir) {
+                        warn!(dir = %dir.display(), error = %e, "cannot remove a removed replica's directory");
+                    }
+                }
+            }
+        }
+        *self.topics.write().unwrap_or_else(|p| p.into_inner()) = next;
+        self.data_version.send_modify(|v| *v += 1);
+        Ok(())
+    }
+
+    fn open_replica(
+        &self,
+        topic_id: uuid::Uuid,
+        name: &str,
+        pm: &crate::metadata::PartitionMeta,
+        config: &TopicConfig,
+        settings: ReplicationSettings,
+    ) -> Result<Arc<Partition>, StorageError> {
+        let dir = self.log_dir.partition_dir(name, pm.partition);
+        match self.log_dir.stamp(&dir)? {
+            Some(id) if id != topic_id => {
+                warn!(dir = %dir.display(), stale_topic_id = %id, "removing a deleted topic's leftover directory");
+                self.log_dir.remove_partition_dir(&dir)?;
+                self.log_dir.write_stamp(&dir, topic_id)?;
+            }
+            Some(_) => {}
+            None => self.log_dir.write_stamp(&dir, topic_id)?,
+        }
+        let (mut log, report) =
+            Log::open(&dir, config.clone(), self.log_dir.hints(name, pm.partition))?;
+        self.metrics
+            .recovery_segments
+            .inc_by(report.segments_scanned as u64);
+        self.metrics
+            .recovery_truncated_bytes
+            .inc_by(report.truncated_bytes);
+        if pm.leader == self.config.node_id {
+            log.assign_leader_epoch(pm.leader_epoch);
+        }
+        let id = PartitionId {
+            topic: name.to_string(),
+            index: pm.partition,
+            topic_id,
+        };
+        let lead = Leadership {
+            assignment: assignment(pm),
+            settings,
+            high_watermark: self.log_dir.high_watermark(name, pm.partition),
+        };
+        Ok(Partition::new(
+            id,
+            self.config.node_id,
+            log,
+            lead,
+            Arc::clone(&self.data_version),
+            crate::clock::now_ms(),
+        ))
     }
 
     pub fn next_producer_id(&self) -> io::Result<i64> {

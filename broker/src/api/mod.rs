@@ -2,6 +2,7 @@
 //! and returns a [`Reply`]; the connection encodes and writes it in request order.
 
 pub mod api_versions;
+pub mod cluster_admin;
 pub mod create_topics;
 pub mod delete_topics;
 pub mod describe_configs;
@@ -73,6 +74,28 @@ impl Reply {
 
 /// Runs the handler for a decoded request.
 pub fn dispatch(broker: &Arc<Broker>, request: RequestKind, version: i16) -> Reply {
+    if let Some(rt) = broker.cluster() {
+        match request {
+            RequestKind::Metadata(r) => {
+                return Reply::now(ResponseKind::Metadata(cluster_admin::metadata(
+                    broker, rt, r, version,
+                )));
+            }
+            RequestKind::CreateTopics(r) => return cluster_admin::create_topics(broker, rt, r),
+            RequestKind::DeleteTopics(r) => return cluster_admin::delete_topics(rt, r, version),
+            RequestKind::InitProducerId(r)
+                if r.transactional_id.as_ref().is_none_or(|t| t.is_empty()) =>
+            {
+                return cluster_admin::init_producer_id(rt);
+            }
+            other => return dispatch_local(broker, other, version),
+        }
+    }
+    dispatch_local(broker, request, version)
+}
+
+/// Handlers whose answer comes from this broker alone (every API standalone).
+fn dispatch_local(broker: &Arc<Broker>, request: RequestKind, version: i16) -> Reply {
     match request {
         RequestKind::ApiVersions(_) => {
             Reply::now(ResponseKind::ApiVersions(api_versions::handle(0)))

@@ -159,6 +159,50 @@ impl ControllerClient {
         )
     }
 
+    /// A block of producer ids: [start, end).
+    pub async fn producer_ids(&self, count: i64) -> Result<(i64, i64), ControllerCallError> {
+        #[derive(Deserialize)]
+        struct Block {
+            start: i64,
+            end: i64,
+        }
+        let url = format!("{}/v1/producer-ids", self.base);
+        let b: Block = Self::some(
+            self.call(
+                self.http
+                    .post(url)
+                    .json(&serde_json::json!({ "count": count })),
+            )
+            .await?,
+        )?;
+        Ok((b.start, b.end))
+    }
+
+    /// Creates a topic; the controller places its replicas.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: usize,
+        replication_factor: usize,
+        configs: &std::collections::BTreeMap<String, String>,
+    ) -> Result<crate::metadata::TopicMeta, ControllerCallError> {
+        let body = serde_json::json!({ "name": name, "partitions": partitions, "replication_factor": replication_factor, "configs": configs });
+        Self::some(
+            self.call(
+                self.http
+                    .post(format!("{}/v1/topics", self.base))
+                    .json(&body),
+            )
+            .await?,
+        )
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ControllerCallError> {
+        self.call::<serde_json::Value>(self.http.delete(format!("{}/v1/topics/{name}", self.base)))
+            .await?;
+        Ok(())
+    }
+
     pub async fn controlled_shutdown(
         &self,
         broker: i32,

@@ -4,3 +4,4 @@
 
 pub mod controller_client;
 pub mod membership;
+pub mod runtime;

@@ -3,4 +3,5 @@
 //! follower fetch loop, AlterPartition calls to the controller) drives it with explicit times.
 
 pub mod client;
+pub mod fetcher;
 pub mod state;

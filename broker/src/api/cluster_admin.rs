@@ -1,0 +1,304 @@
+//! Cluster-mode answers for the APIs whose truth lives at the controller: Metadata (from the
+//! followed metadata image), CreateTopics and DeleteTopics (forwarded to the controller), and
+//! InitProducerId (ids from controller blocks). Standalone mode uses the sibling modules.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    InitProducerIdResponse, MetadataRequest, MetadataResponse, ResponseKind, TopicName,
+};
+use tracing::warn;
+
+use super::{Reply, str_bytes};
+use crate::cluster::controller_client::ControllerCallError;
+use crate::cluster::runtime::ClusterRuntime;
+use crate::metadata::{BrokerStatus, ClusterMetadata, TopicMeta};
+use crate::state::{Broker, validate_topic_name};
+
+const OPERATIONS_OMITTED: i32 = i32::MIN;
+
+fn error_for(e: &ControllerCallError) -> ResponseError {
+    match e {
+        ControllerCallError::Refused { kind, .. } => match kind.as_str() {
+            "topic_exists" => ResponseError::TopicAlreadyExists,
+            "invalid_replication_factor" => ResponseError::InvalidReplicationFactor,
+            "unknown_topic_or_partition" => ResponseError::UnknownTopicOrPartition,
+            _ => ResponseError::InvalidRequest,
+        },
+        _ => ResponseError::RequestTimedOut,
+    }
+}
+
+fn live_brokers(meta: &ClusterMetadata) -> usize {
+    meta.brokers
+        .values()
+        .filter(|b| b.status == BrokerStatus::Alive)
+        .count()
+}
+
+fn topic_entry(meta: &ClusterMetadata, t: &TopicMeta) -> MetadataResponseTopic {
+    let mut out = MetadataResponseTopic::default();
+    out.name = Some(TopicName(str_bytes(t.name.clone())));
+    out.topic_id = t.id;
+    out.topic_authorized_operations = OPERATIONS_OMITTED;
+    out.partitions = t
+        .partitions
+        .iter()
+        .map(|p| {
+            let mut e = MetadataResponsePartition::default();
+            e.partition_index = p.partition;
+            e.leader_id = p.leader.into();
+            e.leader_epoch = p.leader_epoch;
+            e.replica_nodes = p.replicas.iter().map(|r| (*r).into()).collect();
+            e.isr_nodes = p.isr.iter().map(|r| (*r).into()).collect();
+            e.offline_replicas = p
+                .replicas
+                .iter()
+                .filter(|r| !meta.is_alive(**r))
+                .map(|r| (*r).into())
+                .collect();
+            if !p.has_leader() {
+                e.error_code = ResponseError::LeaderNotAvailable.code();
+            }
+            e
+        })
+        .collect();
+    out
+}
+
+/// Metadata from the cluster image. Unknown topics are created at the controller when allowed;
+/// until the image has them they answer LEADER_NOT_AVAILABLE, and clients retry (as Kafka's
+/// auto-creation does).
+pub fn metadata(
+    broker: &Arc<Broker>,
+    rt: &Arc<ClusterRuntime>,
+    req: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
+    let meta = rt.membership.metadata();
+    let mut r = MetadataResponse::default();
+    r.brokers = meta
+        .brokers
+        .values()
+        .filter(|b| b.status != BrokerStatus::Fenced)
+        .map(|b| {
+            let mut m = MetadataResponseBroker::default();
+            m.node_id = b.id.into();
+            m.host = str_bytes(b.host.clone());
+            m.port = i32::from(b.port);
+            m.rack = b.rack.clone().map(str_bytes);
+            m
+        })
+        .collect();
+    r.cluster_id = Some(str_bytes(meta.cluster_id.clone()));
+    // Any broker forwards admin requests to the controller.
+    r.controller_id = broker.config.node_id.into();
+    r.cluster_authorized_operations = OPERATIONS_OMITTED;
+    let all = match &req.topics {
+        None => true,
+        Some(t) => t.is_empty() && version == 0,
+    };
+    if all {
+        r.topics = meta
+            .topics
+            .values()
+            .map(|t| topic_entry(&meta, t))
+            .collect();
+        return r;
+    }
+    let auto_create =
+        (version < 4 || req.allow_auto_topic_creation) && broker.config.auto_create_topics;
+    for wanted in req.topics.unwrap_or_default() {
+        let name = wanted.name.as_ref().map(|n| n.as_str().to_string());
+        let found = match &name {
+            Some(n) => meta.topics.get(n),
+            None => meta.topics.values().find(|t| t.id == wanted.topic_id),
+        };
+        if let Some(t) = found {
+            r.topics.push(topic_entry(&meta, t));
+            continue;
+        }
+        let mut t = MetadataResponseTopic::default();
+        t.name = name.clone().map(|n| TopicName(str_bytes(n)));
+        t.topic_id = wanted.topic_id;
+        t.topic_authorized_operations = OPERATIONS_OMITTED;
+        t.error_code = match &name {
+            Some(n) if validate_topic_name(n).is_err() => {
+                ResponseError::InvalidTopicException.code()
+            }
+            Some(n) if auto_create => {
+                let rf = (broker.config.default_replication_factor.max(1) as usize)
+                    .min(live_brokers(&meta).max(1));
+                let (rt, n, parts) = (
+                    Arc::clone(rt),
+                    n.clone(),
+                    broker.config.default_partitions.max(1) as usize,
+                );
+                tokio::spawn(async move {
+                    match rt
+                        .membership
+                        .client()
+                        .create_topic(&n, parts, rf, &BTreeMap::new())
+                        .await
+                    {
+                        Ok(_) | Err(ControllerCallError::Refused { .. }) => {}
+                        Err(e) => warn!(topic = %n, error = %e, "auto-creation failed"),
+                    }
+                });
+                ResponseError::LeaderNotAvailable.code()
+            }
+            Some(_) => ResponseError::UnknownTopicOrPartition.code(),
+            None => ResponseError::UnknownTopicId.code(),
+        };
+        r.topics.push(t);
+    }
+    r
+}
+
+pub fn create_topics(
+    broker: &Arc<Broker>,
+    rt: &Arc<ClusterRuntime>,
+    req: CreateTopicsRequest,
+) -> Reply {
+    let (broker, rt) = (Arc::clone(broker), Arc::clone(rt));
+    Reply::Later(Box::pin(async move {
+        let mut r = CreateTopicsResponse::default();
+        let live = live_brokers(&rt.membership.metadata());
+        for topic in req.topics {
+            let name = topic.name.as_str().to_string();
+            let mut res = CreatableTopicResult::default();
+            res.name = topic.name.clone();
+            res.num_partitions = -1;
+            res.replication_factor = -1;
+            let configs: BTreeMap<String, String> = topic
+                .configs
+                .iter()
+                .filter_map(|c| {
+                    c.value
+                        .as_ref()
+                        .map(|v| (c.name.as_str().to_string(), v.as_str().to_string()))
+                })
+                .collect();
+            let partitions = if topic.num_partitions == -1 {
+                broker.config.default_partitions
+            } else {
+                topic.num_partitions
+            };
+            let rf = if topic.replication_factor == -1 {
+                (broker.config.default_replication_factor.max(1) as usize).min(live.max(1)) as i16
+            } else {
+                topic.replication_factor
+            };
+            let local = validate_topic_name(&name)
+                .map_err(|e| (ResponseError::InvalidTopicException, e.to_string()))
+                .and_then(|()| {
+                    broker.config.topic_defaults.with_overrides(&configs).map_err(|e| (ResponseError::InvalidConfig, e.to_string()))
+                })
+                .and_then(|_| {
+                    if !topic.assignments.is_empty() {
+                        return Err((ResponseError::InvalidRequest, "manual replica assignment is not supported; the controller places replicas".into()));
+                    }
+                    if !(1..=100_000).contains(&partitions) {
+                        return Err((ResponseError::InvalidPartitions, format!("invalid number of partitions {partitions}")));
+                    }
+                    if rf < 1 || rf as usize > live {
+                        return Err((ResponseError::InvalidReplicationFactor, format!("replication factor {rf} with {live} live brokers")));
+                    }
+                    Ok(())
+                });
+            let outcome = match local {
+                Err(e) => Err(e),
+                Ok(()) if req.validate_only => Ok(None),
+                Ok(()) => rt
+                    .membership
+                    .client()
+                    .create_topic(&name, partitions as usize, rf as usize, &configs)
+                    .await
+                    .map(Some)
+                    .map_err(|e| (error_for(&e), e.to_string())),
+            };
+            match outcome {
+                Ok(created) => {
+                    res.num_partitions = partitions;
+                    res.replication_factor = rf;
+                    res.topic_id = created.map_or(uuid::Uuid::nil(), |t| t.id);
+                }
+                Err((code, message)) => {
+                    res.error_code = code.code();
+                    res.error_message = Some(str_bytes(message));
+                }
+            }
+            r.topics.push(res);
+        }
+        ResponseKind::CreateTopics(r)
+    }))
+}
+
+pub fn delete_topics(rt: &Arc<ClusterRuntime>, req: DeleteTopicsRequest, version: i16) -> Reply {
+    let rt = Arc::clone(rt);
+    Reply::Later(Box::pin(async move {
+        let meta = rt.membership.metadata();
+        let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
+            req.topics
+                .iter()
+                .map(|t| (t.name.as_ref().map(|n| n.as_str().to_string()), t.topic_id))
+                .collect()
+        } else {
+            req.topic_names
+                .iter()
+                .map(|n| (Some(n.as_str().to_string()), uuid::Uuid::nil()))
+                .collect()
+        };
+        let mut r = DeleteTopicsResponse::default();
+        for (name, id) in targets {
+            let mut res = DeletableTopicResult::default();
+            res.topic_id = id;
+            let name = name.or_else(|| {
+                meta.topics
+                    .values()
+                    .find(|t| t.id == id)
+                    .map(|t| t.name.clone())
+            });
+            match name {
+                None => res.error_code = ResponseError::UnknownTopicId.code(),
+                Some(n) => {
+                    res.name = Some(TopicName(str_bytes(n.clone())));
+                    if let Err(e) = rt.membership.client().delete_topic(&n).await {
+                        res.error_code = error_for(&e).code();
+                        res.error_message = Some(str_bytes(e.to_string()));
+                    }
+                }
+            }
+            r.responses.push(res);
+        }
+        ResponseKind::DeleteTopics(r)
+    }))
+}
+
+pub fn init_producer_id(rt: &Arc<ClusterRuntime>) -> Reply {
+    let rt = Arc::clone(rt);
+    Reply::Later(Box::pin(async move {
+        let mut r = InitProducerIdResponse::default();
+        match rt.next_producer_id().await {
+            Ok(id) => {
+                r.producer_id = id.into();
+                r.producer_epoch = 0;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot get producer ids from the controller");
+                r.producer_id = (-1).into();
+                r.producer_epoch = -1;
+                r.error_code = ResponseError::CoordinatorNotAvailable.code();
+            }
+        }
+        ResponseKind::InitProducerId(r)
+    }))
+}

@@ -1,0 +1,264 @@
+//! Follower fetch: one task per leader broker fetches every partition this broker follows
+//! from it (Fetch v12 with our replica id and each partition's last fetched epoch), truncates
+//! where the leader reports a diverging epoch, appends what it gets verbatim, and takes the
+//! leader's high watermark.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use tokio::sync::{Notify, watch};
+use tracing::{debug, info, warn};
+
+use super::client::Connection;
+use crate::partition::Partition;
+
+const FETCH_VERSION: i16 = 12;
+
+#[derive(Debug, Clone)]
+pub struct FetcherSettings {
+    pub max_wait: Duration,
+    pub partition_max_bytes: i32,
+    pub backoff: Duration,
+}
+
+impl Default for FetcherSettings {
+    fn default() -> Self {
+        Self {
+            max_wait: Duration::from_millis(500),
+            partition_max_bytes: 1 << 20,
+            backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+type Key = (String, i32);
+
+struct Fetcher {
+    addr: String,
+    partitions: Arc<Mutex<BTreeMap<Key, Arc<Partition>>>>,
+    wake: Arc<Notify>,
+    stop: watch::Sender<bool>,
+}
+
+/// The follower fetch tasks of this broker, one per leader.
+pub struct FetcherManager {
+    node_id: i32,
+    settings: FetcherSettings,
+    fetchers: Mutex<HashMap<i32, Fetcher>>,
+}
+
+impl FetcherManager {
+    pub fn new(node_id: i32, settings: FetcherSettings) -> Arc<Self> {
+        Arc::new(Self {
+            node_id,
+            settings,
+            fetchers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Fetcher>> {
+        self.fetchers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Follows `partition` from broker `leader` at `addr` (host:port), moving it off any other
+    /// leader's fetcher.
+    pub fn follow(&self, partition: Arc<Partition>, leader: i32, addr: String) {
+        let key = (partition.topic.clone(), partition.index);
+        let mut fetchers = self.lock();
+        for (id, f) in fetchers.iter() {
+            if *id != leader {
+                f.partitions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
+            }
+        }
+        let restart = fetchers.get(&leader).is_some_and(|f| f.addr != addr);
+        if restart && let Some(old) = fetchers.remove(&leader) {
+            let _ = old.stop.send(true);
+        }
+        let f = fetchers.entry(leader).or_insert_with(|| {
+            let f = Fetcher {
+                addr: addr.clone(),
+                partitions: Arc::default(),
+                wake: Arc::new(Notify::new()),
+                stop: watch::Sender::new(false),
+            };
+            tokio::spawn(run(
+                self.node_id,
+                leader,
+                addr,
+                self.settings.clone(),
+                f.partitions.clone(),
+                f.wake.clone(),
+                f.stop.subscribe(),
+            ));
+            f
+        });
+        f.partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, partition);
+        f.wake.notify_one();
+    }
+
+    /// Stops following a partition (it became leader, or left this broker).
+    pub fn unfollow(&self, topic: &str, index: i32) {
+        let key = (topic.to_string(), index);
+        for f in self.lock().values() {
+            f.partitions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+        }
+    }
+
+    /// Stops every fetcher.
+    pub fn shutdown(&self) {
+        for (_, f) in self.lock().drain() {
+            let _ = f.stop.send(true);
+        }
+    }
+}
+
+fn request(
+    node_id: i32,
+    settings: &FetcherSettings,
+    parts: &BTreeMap<Key, Arc<Partition>>,
+) -> FetchRequest {
+    let mut topics: BTreeMap<&str, FetchTopic> = BTreeMap::new();
+    for ((topic, _), p) in parts {
+        let (leo, last_epoch) = {
+            let log = p.log();
+            (log.log_end_offset(), log.latest_epoch().unwrap_or(-1))
+        };
+        let mut fp = FetchPartition::default();
+        fp.partition = p.index;
+        fp.fetch_offset = leo;
+        fp.last_fetched_epoch = last_epoch;
+        fp.current_leader_epoch = p.leader_epoch();
+        fp.partition_max_bytes = settings.partition_max_bytes;
+        fp.log_start_offset = -1;
+        let t = topics.entry(topic.as_str()).or_insert_with(|| {
+            let mut t = FetchTopic::default();
+            t.topic = TopicName(StrBytes::from_string(topic.clone()));
+            t
+        });
+        t.partitions.push(fp);
+    }
+    let mut r = FetchRequest::default();
+    r.replica_id = node_id.into();
+    r.max_wait_ms = settings.max_wait.as_millis() as i32;
+    r.min_bytes = 1;
+    r.max_bytes = 16 << 20;
+    r.session_id = 0;
+    r.session_epoch = -1;
+    r.topics = topics.into_values().collect();
+    r
+}
+
+/// Applies one fetch response. Returns whether any partition made progress.
+fn apply(resp: &FetchResponse, parts: &BTreeMap<Key, Arc<Partition>>) -> bool {
+    let mut progress = false;
+    for t in &resp.responses {
+        for pd in &t.partitions {
+            let Some(p) = parts.get(&(t.topic.as_str().to_string(), pd.partition_index)) else {
+                continue;
+            };
+            if pd.error_code != 0 {
+                debug!(topic = %p.topic, partition = p.index, error = pd.error_code, "follower fetch error");
+                continue;
+            }
+            let mut log = p.log();
+            if pd.diverging_epoch.epoch >= 0 {
+                let to = pd.diverging_epoch.end_offset.min(log.log_end_offset());
+                info!(topic = %p.topic, partition = p.index, epoch = pd.diverging_epoch.epoch, to, "log diverged from the leader; truncating");
+                if let Err(e) = log.truncate_to(to) {
+                    warn!(topic = %p.topic, partition = p.index, error = %e, "truncation failed");
+                }
+                progress = true;
+                continue;
+            }
+            if let Some(records) = pd.records.as_ref().filter(|r| !r.is_empty()) {
+                match log.append_replicated(records, crate::clock::now_ms()) {
+                    Ok(_) => progress = true,
+                    Err(e) => {
+                        warn!(topic = %p.topic, partition = p.index, error = %e, "follower append failed")
+                    }
+                }
+            }
+            let leo = log.log_end_offset();
+            drop(log);
+            p.follower_high_watermark(pd.high_watermark, leo);
+        }
+    }
+    progress
+}
+
+async fn run(
+    node_id: i32,
+    leader: i32,
+    addr: String,
+    settings: FetcherSettings,
+    partitions: Arc<Mutex<BTreeMap<Key, Arc<Partition>>>>,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut conn: Option<Connection> = None;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let parts = partitions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if parts.is_empty() {
+            tokio::select! {
+                _ = wake.notified() => continue,
+                _ = stop.changed() => return,
+            }
+        }
+        if conn.is_none() {
+            match Connection::connect(&addr, &format!("replica-{node_id}")).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    debug!(leader, %addr, error = %e, "cannot reach the leader");
+                    tokio::select! {
+                        _ = tokio::time::sleep(settings.backoff) => continue,
+                        _ = stop.changed() => return,
+                    }
+                }
+            }
+        }
+        let req = request(node_id, &settings, &parts);
+        let Some(c) = conn.as_mut() else { continue };
+        let sent = tokio::select! {
+            r = tokio::time::timeout(settings.max_wait + Duration::from_secs(10), c.send(&req, FETCH_VERSION)) => r,
+            _ = stop.changed() => return,
+        };
+        match sent {
+            Ok(Ok(resp)) => {
+                if !apply(&resp, &parts)
+                    && resp
+                        .responses
+                        .iter()
+                        .flat_map(|t| &t.partitions)
+                        .all(|p| p.error_code != 0)
+                {
+                    // Every partition errored (e.g. not leader any more): wait for metadata.
+                    tokio::time::sleep(settings.backoff).await;
+                }
+            }
+            Ok(Err(e)) => {
+                debug!(leader, error = %e, "fetch failed; reconnecting");
+                conn = None;
+                tokio::time::sleep(settings.backoff).await;
+            }
+            Err(_) => {
+                conn = None;
+            }
+        }
+    }
+}
