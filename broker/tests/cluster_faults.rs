@@ -46,12 +46,12 @@ fn bin_dir() -> PathBuf {
 }
 
 impl Cluster {
-    fn up(dir: &Path, base: u16) -> Self {
+    fn up(dir: &Path, base: u16, brokers: usize) -> Self {
         let out = Command::new(script())
             .args([
                 "up",
                 "--brokers",
-                "3",
+                &brokers.to_string(),
                 "--base-port",
                 &base.to_string(),
                 "--dir",
@@ -105,11 +105,53 @@ impl Cluster {
         assert!(ok, "restarting broker {broker} failed");
     }
 
-    async fn leader_of(&self, topic: &str, partition: i32) -> i32 {
+    async fn metadata(&self) -> broker::metadata::ClusterMetadata {
         let url = format!("http://127.0.0.1:{}/v1/metadata", self.base);
-        let m: broker::metadata::ClusterMetadata =
-            reqwest::get(url).await.unwrap().json().await.unwrap();
-        m.partition(topic, partition).map_or(-1, |p| p.leader)
+        reqwest::get(url).await.unwrap().json().await.unwrap()
+    }
+
+    async fn leader_of(&self, topic: &str, partition: i32) -> i32 {
+        self.metadata()
+            .await
+            .partition(topic, partition)
+            .map_or(-1, |p| p.leader)
+    }
+
+    async fn admin(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        let url = format!("http://127.0.0.1:{}/v1/admin/{path}", self.base);
+        let r = reqwest::Client::new()
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "admin {path} failed: {}",
+            r.text().await.unwrap()
+        );
+        r.json().await.unwrap()
+    }
+
+    /// Polls the controller's metadata until `f` holds (or panics after `secs`).
+    async fn wait_for(
+        &self,
+        what: &str,
+        secs: u64,
+        f: impl Fn(&broker::metadata::ClusterMetadata) -> bool,
+    ) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let m = self.metadata().await;
+            if f(&m) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {m:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 }
 
@@ -132,7 +174,7 @@ async fn killing_leaders_under_acks_all_loses_nothing() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let base = 21000 + (seed % 400) as u16 * 20;
-    let cluster = Cluster::up(dir.path(), base);
+    let cluster = Cluster::up(dir.path(), base, 3);
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &cluster.bootstrap)
         .create()
@@ -234,6 +276,196 @@ async fn killing_leaders_under_acks_all_loses_nothing() {
     }
     eprintln!(
         "seed {seed}: sent {sent}, acknowledged {}, stored {}",
+        acked.len(),
+        read.len()
+    );
+}
+
+/// Starts an idempotent acks=all producer writing keyed, numbered values to `topic` until
+/// `stop`; acknowledged records are collected in `acked`; any failed delivery is recorded.
+fn start_load(
+    bootstrap: &str,
+    topic: &'static str,
+    acked: Arc<Mutex<Records>>,
+    failures: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<u64> {
+    let p = producer(
+        bootstrap,
+        &[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", "2"),
+            ("message.timeout.ms", "120000"),
+        ],
+    );
+    tokio::spawn(async move {
+        let mut pending = Vec::new();
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let (key, value) = (format!("k{}", i % 50), format!("v{i}"));
+            match p.send_result(FutureRecord::to(topic).key(&key).payload(&value)) {
+                Ok(fut) => pending.push(tokio::spawn({
+                    let (acked, failures) = (acked.clone(), failures.clone());
+                    async move {
+                        match fut.await {
+                            Ok(Ok(d)) => {
+                                let prev = acked
+                                    .lock()
+                                    .unwrap()
+                                    .insert((d.partition, d.offset), (key, value));
+                                assert!(prev.is_none(), "two acknowledgements for one offset");
+                            }
+                            Ok(Err((e, _))) => failures.lock().unwrap().push(e.to_string()),
+                            Err(_) => failures
+                                .lock()
+                                .unwrap()
+                                .push("delivery future cancelled".into()),
+                        }
+                    }
+                })),
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+            i += 1;
+            if i.is_multiple_of(100) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        for t in pending {
+            t.await.unwrap();
+        }
+        i
+    })
+}
+
+/// Controller operations under acks=all load: drain moves every leadership off a broker,
+/// preferred-leader election restores the spread, a reassignment moves a partition to another
+/// replica set, and decommission empties a broker. No acknowledged write is lost and no
+/// delivery fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_election_reassignment_and_decommission_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = 30000 + (std::process::id() % 100) as u16 * 20;
+    let cluster = Cluster::up(dir.path(), base, 4);
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &cluster.bootstrap)
+        .create()
+        .unwrap();
+    let topic = NewTopic::new("ops", 4, TopicReplication::Fixed(3)).set("min.insync.replicas", "2");
+    assert!(
+        admin
+            .create_topics([&topic], &AdminOptions::new())
+            .await
+            .unwrap()[0]
+            .is_ok()
+    );
+    let preferred: Vec<i32> = {
+        let m = cluster.metadata().await;
+        (0..4)
+            .map(|p| m.partition("ops", p).unwrap().replicas[0])
+            .collect()
+    };
+    let (acked, failures, stop) = (
+        Arc::<Mutex<Records>>::default(),
+        Arc::<Mutex<Vec<String>>>::default(),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let load = start_load(
+        &cluster.bootstrap,
+        "ops",
+        acked.clone(),
+        failures.clone(),
+        stop.clone(),
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Drain the preferred leader of partition 0.
+    let drained = preferred[0];
+    cluster
+        .admin(&format!("brokers/{drained}/drain"), serde_json::json!({}))
+        .await;
+    cluster
+        .wait_for("no leadership on the drained broker", 10, |m| {
+            m.partitions().all(|(_, p)| p.leader != drained)
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Preferred-leader election restores the original leaders.
+    cluster
+        .admin("preferred-leader-election", serde_json::json!({}))
+        .await;
+    cluster
+        .wait_for("preferred leaders back", 10, |m| {
+            (0..4).all(|p| m.partition("ops", p).unwrap().leader == preferred[p as usize])
+        })
+        .await;
+
+    // Reassign partition 1 to a set that swaps one replica for the broker it lacks.
+    let current = cluster
+        .metadata()
+        .await
+        .partition("ops", 1)
+        .unwrap()
+        .replicas
+        .clone();
+    let newcomer = (0..4).find(|b| !current.contains(b)).unwrap();
+    let target = vec![current[1], current[2], newcomer];
+    cluster
+        .admin(
+            "reassign",
+            serde_json::json!({"topic": "ops", "partition": 1, "replicas": target}),
+        )
+        .await;
+    cluster
+        .wait_for("reassignment of ops-1 complete", 30, |m| {
+            let p = m.partition("ops", 1).unwrap();
+            p.replicas == target && p.adding.is_empty() && p.removing.is_empty() && p.isr.len() == 3
+        })
+        .await;
+
+    // Decommission broker 3: it ends up holding no replica.
+    cluster
+        .admin("brokers/3/decommission", serde_json::json!({}))
+        .await;
+    cluster
+        .wait_for("broker 3 empty", 40, |m| {
+            m.partitions()
+                .all(|(_, p)| !p.replicas.contains(&3) && p.adding.is_empty())
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    stop.store(true, Ordering::Relaxed);
+    let sent = tokio::time::timeout(Duration::from_secs(150), load)
+        .await
+        .expect("producer drained")
+        .unwrap();
+    let acked = acked.lock().unwrap().clone();
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} deliveries failed, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    assert!(
+        acked.len() > 500,
+        "too little load: {} of {sent}",
+        acked.len()
+    );
+    let read = consume_all(&cluster.bootstrap, "ops", &[0, 1, 2, 3]);
+    assert_acked_present(&acked, &read);
+    assert_eq!(read.len() as u64, sent, "every sent record is stored once");
+    // The decommissioned broker deleted its replicas.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("broker-3"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("ops-"))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(leftovers.is_empty(), "broker 3 still holds {leftovers:?}");
+    eprintln!(
+        "sent {sent}, acknowledged {}, stored {}",
         acked.len(),
         read.len()
     );
