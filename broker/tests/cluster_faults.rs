@@ -93,6 +93,31 @@ impl Cluster {
         common::signal(self.pid(broker), "KILL");
     }
 
+    fn signal(&self, broker: i32, sig: &str) {
+        common::signal(self.pid(broker), sig);
+    }
+
+    fn kill9_controller(&self) {
+        let pid: u32 = std::fs::read_to_string(self.dir.join("controller.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        common::signal(pid, "KILL");
+    }
+
+    fn start_controller(&self) {
+        let ok = Command::new(script())
+            .args(["start-controller", "--dir"])
+            .arg(&self.dir)
+            .env("STRAND_BIN_DIR", bin_dir())
+            .env("STRAND_CONTROLLER_ARGS", "--session-timeout-ms 4000")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "restarting the controller failed");
+    }
+
     fn start_broker(&self, broker: i32) {
         let ok = Command::new(script())
             .args(["start-broker", "--id", &broker.to_string(), "--dir"])
@@ -464,6 +489,154 @@ async fn drain_election_reassignment_and_decommission_under_load() {
         .map(|e| e.file_name())
         .collect();
     assert!(leftovers.is_empty(), "broker 3 still holds {leftovers:?}");
+    eprintln!(
+        "sent {sent}, acknowledged {}, stored {}",
+        acked.len(),
+        read.len()
+    );
+}
+
+/// A stalled follower (SIGSTOP past the lag time) leaves the ISR and rejoins after SIGCONT;
+/// the controller killed during load comes back with its state; with two of three brokers down
+/// acks=all writes are refused (NOT_ENOUGH_REPLICAS) and succeed again once they return. The
+/// acks=all load running throughout loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_follower_controller_loss_and_min_isr() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = 25000 + (std::process::id() % 100) as u16 * 20;
+    let cluster = Cluster::up(dir.path(), base, 3);
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &cluster.bootstrap)
+        .create()
+        .unwrap();
+    let topic =
+        NewTopic::new("faults", 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "2");
+    assert!(
+        admin
+            .create_topics([&topic], &AdminOptions::new())
+            .await
+            .unwrap()[0]
+            .is_ok()
+    );
+    let (acked, failures, stop) = (
+        Arc::<Mutex<Records>>::default(),
+        Arc::<Mutex<Vec<String>>>::default(),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let load = start_load(
+        &cluster.bootstrap,
+        "faults",
+        acked.clone(),
+        failures.clone(),
+        stop.clone(),
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // A follower stalls past replica.lag.time.max.ms (4 s here) and is dropped from the ISR;
+    // once resumed it catches up and is added back.
+    let m = cluster.metadata().await;
+    let p = m.partition("faults", 0).unwrap().clone();
+    let follower = *p.replicas.iter().find(|r| **r != p.leader).unwrap();
+    cluster.signal(follower, "STOP");
+    cluster
+        .wait_for("stalled follower out of the ISR", 20, |m| {
+            !m.partition("faults", 0).unwrap().isr.contains(&follower)
+        })
+        .await;
+    cluster.signal(follower, "CONT");
+    cluster
+        .wait_for("follower back in the ISR", 30, |m| {
+            m.partition("faults", 0).unwrap().isr.contains(&follower)
+        })
+        .await;
+
+    // The controller dies under load and comes back with the same state.
+    let before = cluster.metadata().await;
+    cluster.kill9_controller();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cluster.start_controller();
+    let after = cluster.metadata().await;
+    assert_eq!(
+        after.topics, before.topics,
+        "controller state changed across a restart"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Two of three brokers down: the ISR falls below min.insync.replicas, acks=all is refused.
+    let leader = cluster.leader_of("faults", 0).await;
+    let others: Vec<i32> = (0..3).filter(|b| *b != leader).collect();
+    for b in &others {
+        cluster.kill9(*b);
+    }
+    cluster
+        .wait_for("ISR below min.insync.replicas", 20, |m| {
+            m.partition("faults", 0).unwrap().isr.len() < 2
+        })
+        .await;
+    let strict = producer(
+        &cluster.bootstrap,
+        &[
+            ("acks", "all"),
+            ("message.timeout.ms", "3000"),
+            ("enable.idempotence", "false"),
+        ],
+    );
+    let refused = strict
+        .send(
+            FutureRecord::to("faults").key("x").payload("refused"),
+            Duration::from_secs(10),
+        )
+        .await;
+    let err = refused
+        .expect_err("a write below min.insync.replicas must not be acknowledged")
+        .0
+        .to_string();
+    assert!(
+        err.contains("replicas") || err.contains("timed out"),
+        "unexpected error: {err}"
+    );
+    for b in &others {
+        cluster.start_broker(*b);
+    }
+    cluster
+        .wait_for("ISR healed", 30, |m| {
+            m.partition("faults", 0).unwrap().isr.len() == 3
+        })
+        .await;
+    let healed = strict
+        .send(
+            FutureRecord::to("faults").key("x").payload("healed"),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(
+        healed.is_ok(),
+        "writes must succeed once the ISR is healed: {healed:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    stop.store(true, Ordering::Relaxed);
+    let sent = tokio::time::timeout(Duration::from_secs(150), load)
+        .await
+        .expect("producer drained")
+        .unwrap();
+    let acked = acked.lock().unwrap().clone();
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} deliveries failed, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    let read = consume_all(&cluster.bootstrap, "faults", &[0]);
+    assert_acked_present(&acked, &read);
+    // The refused write never appears; the healed one does, once.
+    let values: Vec<&str> = read.values().map(|(_, v)| v.as_str()).collect();
+    assert!(
+        !values.contains(&"refused"),
+        "a refused write was stored and served"
+    );
+    assert_eq!(values.iter().filter(|v| **v == "healed").count(), 1);
     eprintln!(
         "sent {sent}, acknowledged {}, stored {}",
         acked.len(),
