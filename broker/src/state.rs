@@ -168,17 +168,7 @@ impl Broker {
         let mut partitions = Vec::new();
         for p in 0..record.partitions {
             let dir = self.log_dir.partition_dir(&record.name, p);
-            // A directory stamped with another topic id is a deleted topic's leftover: never
-            // adopt its data. Unstamped directories are adopted and stamped.
-            match self.log_dir.stamp(&dir)? {
-                Some(id) if id != record.id => {
-                    warn!(dir = %dir.display(), stale_topic_id = %id, "removing a deleted topic's leftover directory");
-                    self.log_dir.remove_partition_dir(&dir)?;
-                    self.log_dir.write_stamp(&dir, record.id)?;
-                }
-                Some(_) => {}
-                None => self.log_dir.write_stamp(&dir, record.id)?,
-            }
+            self.log_dir.claim_partition_dir(&dir, record.id)?;
             let (mut log, report) =
                 Log::open(&dir, config.clone(), self.log_dir.hints(&record.name, p))?;
             // Standalone, every start is a new leadership: a new epoch, as Kafka's controller
@@ -511,15 +501,7 @@ impl Broker {
         settings: ReplicationSettings,
     ) -> Result<Arc<Partition>, StorageError> {
         let dir = self.log_dir.partition_dir(name, pm.partition);
-        match self.log_dir.stamp(&dir)? {
-            Some(id) if id != topic_id => {
-                warn!(dir = %dir.display(), stale_topic_id = %id, "removing a deleted topic's leftover directory");
-                self.log_dir.remove_partition_dir(&dir)?;
-                self.log_dir.write_stamp(&dir, topic_id)?;
-            }
-            Some(_) => {}
-            None => self.log_dir.write_stamp(&dir, topic_id)?,
-        }
+        self.log_dir.claim_partition_dir(&dir, topic_id)?;
         let (mut log, report) =
             Log::open(&dir, config.clone(), self.log_dir.hints(name, pm.partition))?;
         self.metrics

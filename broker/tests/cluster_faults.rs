@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::kafka::{Records, assert_acked_present, consume_all, producer};
+use common::kafka::{
+    ACKS_ALL_IDEMPOTENT, Records, assert_acked_present, consume_all, producer, start_load,
+};
 use rand::{Rng, SeedableRng};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -212,50 +214,19 @@ async fn killing_leaders_under_acks_all_loses_nothing() {
         .unwrap();
     assert!(res[0].is_ok(), "{res:?}");
 
-    let p = producer(
-        &cluster.bootstrap,
-        &[
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("linger.ms", "2"),
-            ("message.timeout.ms", "120000"),
-        ],
+    let (acked, failures, stop) = (
+        Arc::<Mutex<Records>>::default(),
+        Arc::<Mutex<Vec<String>>>::default(),
+        Arc::new(AtomicBool::new(false)),
     );
-    let acked: Arc<Mutex<Records>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = tokio::spawn({
-        let (p, acked, stop) = (p.clone(), acked.clone(), stop.clone());
-        async move {
-            let mut pending = Vec::new();
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let (key, value) = (format!("k{}", i % 50), format!("v{i}"));
-                match p.send_result(FutureRecord::to("jepsen").key(&key).payload(&value)) {
-                    Ok(fut) => pending.push(tokio::spawn({
-                        let acked = acked.clone();
-                        async move {
-                            if let Ok(Ok(d)) = fut.await {
-                                let prev = acked
-                                    .lock()
-                                    .unwrap()
-                                    .insert((d.partition, d.offset), (key, value));
-                                assert!(prev.is_none(), "two acknowledgements for one offset");
-                            }
-                        }
-                    })),
-                    Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-                }
-                i += 1;
-                if i.is_multiple_of(100) {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
-            for t in pending {
-                t.await.unwrap();
-            }
-            i
-        }
-    });
+    let load = start_load(
+        &cluster.bootstrap,
+        ACKS_ALL_IDEMPOTENT,
+        "jepsen",
+        acked.clone(),
+        failures.clone(),
+        stop.clone(),
+    );
     // Two rounds: kill -9 the leader of a random partition, let the cluster fail over, bring
     // the broker back.
     for round in 0..2 {
@@ -306,63 +277,6 @@ async fn killing_leaders_under_acks_all_loses_nothing() {
     );
 }
 
-/// Starts an idempotent acks=all producer writing keyed, numbered values to `topic` until
-/// `stop`; acknowledged records are collected in `acked`; any failed delivery is recorded.
-fn start_load(
-    bootstrap: &str,
-    topic: &'static str,
-    acked: Arc<Mutex<Records>>,
-    failures: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<u64> {
-    let p = producer(
-        bootstrap,
-        &[
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("linger.ms", "2"),
-            ("message.timeout.ms", "120000"),
-        ],
-    );
-    tokio::spawn(async move {
-        let mut pending = Vec::new();
-        let mut i = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            let (key, value) = (format!("k{}", i % 50), format!("v{i}"));
-            match p.send_result(FutureRecord::to(topic).key(&key).payload(&value)) {
-                Ok(fut) => pending.push(tokio::spawn({
-                    let (acked, failures) = (acked.clone(), failures.clone());
-                    async move {
-                        match fut.await {
-                            Ok(Ok(d)) => {
-                                let prev = acked
-                                    .lock()
-                                    .unwrap()
-                                    .insert((d.partition, d.offset), (key, value));
-                                assert!(prev.is_none(), "two acknowledgements for one offset");
-                            }
-                            Ok(Err((e, _))) => failures.lock().unwrap().push(e.to_string()),
-                            Err(_) => failures
-                                .lock()
-                                .unwrap()
-                                .push("delivery future cancelled".into()),
-                        }
-                    }
-                })),
-                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-            }
-            i += 1;
-            if i.is_multiple_of(100) {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-        for t in pending {
-            t.await.unwrap();
-        }
-        i
-    })
-}
-
 /// Controller operations under acks=all load: drain moves every leadership off a broker,
 /// preferred-leader election restores the spread, a reassignment moves a partition to another
 /// replica set, and decommission empties a broker. No acknowledged write is lost and no
@@ -397,6 +311,7 @@ async fn drain_election_reassignment_and_decommission_under_load() {
     );
     let load = start_load(
         &cluster.bootstrap,
+        ACKS_ALL_IDEMPOTENT,
         "ops",
         acked.clone(),
         failures.clone(),
@@ -525,6 +440,7 @@ async fn stalled_follower_controller_loss_and_min_isr() {
     );
     let load = start_load(
         &cluster.bootstrap,
+        ACKS_ALL_IDEMPOTENT,
         "faults",
         acked.clone(),
         failures.clone(),

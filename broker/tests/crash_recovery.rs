@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::BrokerProcess;
-use common::kafka::{Records, assert_acked_present, consume_all, produce, producer};
+use common::kafka::{
+    ACKS_ALL_IDEMPOTENT, Records, assert_acked_present, consume_all, produce, producer, start_load,
+};
 use rdkafka::producer::FutureRecord;
 
 fn metric(broker: &BrokerProcess, name: &str) -> f64 {
@@ -25,53 +27,27 @@ async fn acknowledged_writes_survive_kill_9_under_load() {
     let dir = tempfile::tempdir().unwrap();
     let mut broker = BrokerProcess::start(&dir.path().join("data"), &["--num-partitions", "2"]);
     let bootstrap = broker.bootstrap();
-    let p = producer(
-        &bootstrap,
+    let settings = [
+        ACKS_ALL_IDEMPOTENT,
         &[
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("linger.ms", "2"),
-            ("message.timeout.ms", "120000"),
             ("retry.backoff.ms", "50"),
             ("reconnect.backoff.max.ms", "200"),
         ],
+    ]
+    .concat();
+    let (acked, failures, stop) = (
+        Arc::<Mutex<Records>>::default(),
+        Arc::<Mutex<Vec<String>>>::default(),
+        Arc::new(std::sync::atomic::AtomicBool::new(false)),
     );
-    let acked: Arc<Mutex<Records>> = Arc::default();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = tokio::spawn({
-        let (p, acked, stop) = (p.clone(), acked.clone(), stop.clone());
-        async move {
-            let mut pending = Vec::new();
-            let mut i = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let key = format!("k{}", i % 31);
-                let value = format!("v{i}");
-                match p.send_result(FutureRecord::to("load").key(&key).payload(&value)) {
-                    Ok(fut) => pending.push(tokio::spawn({
-                        let acked = acked.clone();
-                        async move {
-                            if let Ok(Ok(d)) = fut.await {
-                                let prev = acked
-                                    .lock()
-                                    .unwrap()
-                                    .insert((d.partition, d.offset), (key, value));
-                                assert!(prev.is_none(), "two acknowledgements for one offset");
-                            }
-                        }
-                    })),
-                    Err(_) => tokio::time::sleep(Duration::from_millis(5)).await, // queue full
-                }
-                i += 1;
-                if i.is_multiple_of(200) {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            }
-            for t in pending {
-                t.await.unwrap();
-            }
-            i
-        }
-    });
+    let load = start_load(
+        &bootstrap,
+        &settings,
+        "load",
+        acked.clone(),
+        failures.clone(),
+        stop.clone(),
+    );
     for round in 0..3 {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let before = acked.lock().unwrap().len();
@@ -87,6 +63,8 @@ async fn acknowledged_writes_survive_kill_9_under_load() {
         .expect("producer drained")
         .unwrap();
     let acked = acked.lock().unwrap().clone();
+    let failures = failures.lock().unwrap().clone();
+    assert!(failures.is_empty(), "deliveries failed: {failures:?}");
     assert!(
         acked.len() > 1000,
         "too little load: {} acknowledged of {sent}",
@@ -100,7 +78,7 @@ async fn acknowledged_writes_survive_kill_9_under_load() {
             .parse()
             .unwrap_or_else(|_| panic!("garbage value {value:?}"));
         assert!(
-            i < sent && *key == format!("k{}", i % 31),
+            i < sent && *key == format!("k{}", i % 50),
             "unexpected record {key}={value}"
         );
     }

@@ -246,17 +246,7 @@ pub fn delete_topics(rt: &Arc<ClusterRuntime>, req: DeleteTopicsRequest, version
     let rt = Arc::clone(rt);
     Reply::Later(Box::pin(async move {
         let meta = rt.membership.metadata();
-        let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
-            req.topics
-                .iter()
-                .map(|t| (t.name.as_ref().map(|n| n.as_str().to_string()), t.topic_id))
-                .collect()
-        } else {
-            req.topic_names
-                .iter()
-                .map(|n| (Some(n.as_str().to_string()), uuid::Uuid::nil()))
-                .collect()
-        };
+        let targets = super::delete_topics::targets(&req, version);
         let mut r = DeleteTopicsResponse::default();
         for (name, id) in targets {
             let mut res = DeletableTopicResult::default();

@@ -15,17 +15,7 @@ pub fn handle(
     req: DeleteTopicsRequest,
     version: i16,
 ) -> DeleteTopicsResponse {
-    let targets: Vec<(Option<String>, uuid::Uuid)> = if version >= 6 {
-        req.topics
-            .iter()
-            .map(|t| (t.name.as_ref().map(|n| n.as_str().to_string()), t.topic_id))
-            .collect()
-    } else {
-        req.topic_names
-            .iter()
-            .map(|n| (Some(n.as_str().to_string()), uuid::Uuid::nil()))
-            .collect()
-    };
+    let targets = targets(&req, version);
     let mut r = DeleteTopicsResponse::default();
     for (name, id) in targets {
         let mut result = DeletableTopicResult::default();
@@ -47,4 +37,19 @@ pub fn handle(
         r.responses.push(result);
     }
     r
+}
+
+/// The topics a DeleteTopics request names: by name before v6, by name or topic id from v6.
+pub fn targets(req: &DeleteTopicsRequest, version: i16) -> Vec<(Option<String>, uuid::Uuid)> {
+    if version >= 6 {
+        req.topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.as_str().to_string()), t.topic_id))
+            .collect()
+    } else {
+        req.topic_names
+            .iter()
+            .map(|n| (Some(n.as_str().to_string()), uuid::Uuid::nil()))
+            .collect()
+    }
 }

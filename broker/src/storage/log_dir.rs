@@ -208,6 +208,21 @@ impl LogDir {
         )
     }
 
+    /// Makes `dir` the directory of topic `topic_id`: a directory stamped with another topic id
+    /// is a deleted topic's leftover and is removed, never adopted; an unstamped one is
+    /// adopted and stamped.
+    pub fn claim_partition_dir(&self, dir: &Path, topic_id: uuid::Uuid) -> io::Result<()> {
+        match self.stamp(dir)? {
+            Some(id) if id == topic_id => Ok(()),
+            Some(id) => {
+                tracing::warn!(dir = %dir.display(), stale_topic_id = %id, "removing a deleted topic's leftover directory");
+                self.remove_partition_dir(dir)?;
+                self.write_stamp(dir, topic_id)
+            }
+            None => self.write_stamp(dir, topic_id),
+        }
+    }
+
     /// Removes a partition directory that belongs to no live topic (renamed first, so a crash
     /// midway never leaves a directory that looks live; the name is shortened to fit).
     pub fn remove_partition_dir(&self, dir: &Path) -> io::Result<()> {

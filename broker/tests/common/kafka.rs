@@ -2,6 +2,8 @@
 //! reports, and read a partition from the start up to its high watermark.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -119,4 +121,67 @@ pub fn assert_acked_present(acked: &Records, read: &Records) {
     for rec in read.values() {
         assert!(values.insert(&rec.1), "value {:.60} stored twice", rec.1);
     }
+}
+
+/// Starts a producer (with `settings`) writing keyed values `v<i>` (key `k<i % 50>`) to
+/// `topic` until `stop`; acknowledged records are collected in `acked`; any failed delivery is recorded.
+/// Producer settings of the load in fault tests: Kafka's defaults for Java clients
+/// (idempotent, acks=all), and patience through failovers.
+pub const ACKS_ALL_IDEMPOTENT: &[(&str, &str)] = &[
+    ("enable.idempotence", "true"),
+    ("acks", "all"),
+    ("linger.ms", "2"),
+    ("message.timeout.ms", "120000"),
+];
+
+pub fn start_load(
+    bootstrap: &str,
+    settings: &[(&str, &str)],
+    topic: &'static str,
+    acked: Arc<Mutex<Records>>,
+    failures: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<u64> {
+    let p = producer(bootstrap, settings);
+    tokio::spawn(async move {
+        let mut pending = Vec::new();
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let (key, value) = (format!("k{}", i % 50), format!("v{i}"));
+            match p.send_result(FutureRecord::to(topic).key(&key).payload(&value)) {
+                Ok(fut) => pending.push(tokio::spawn({
+                    let (acked, failures) = (acked.clone(), failures.clone());
+                    async move {
+                        match fut.await {
+                            Ok(Ok(d)) => {
+                                let prev = acked
+                                    .lock()
+                                    .unwrap()
+                                    .insert((d.partition, d.offset), (key, value));
+                                assert!(prev.is_none(), "two acknowledgements for one offset");
+                            }
+                            Ok(Err((e, _))) => failures.lock().unwrap().push(e.to_string()),
+                            Err(_) => failures
+                                .lock()
+                                .unwrap()
+                                .push("delivery future cancelled".into()),
+                        }
+                    }
+                })),
+                Err(_) => {
+                    // The producer's queue is full: let it drain.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+            }
+            i += 1;
+            if i.is_multiple_of(100) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        for t in pending {
+            t.await.unwrap();
+        }
+        i
+    })
 }

@@ -201,21 +201,7 @@ pub fn heartbeat(
     epoch: i64,
     now_ms: i64,
 ) -> Result<(), ControllerError> {
-    let b = state
-        .metadata
-        .brokers
-        .get(&broker)
-        .ok_or(ControllerError::UnknownBroker(broker))?;
-    if b.epoch != epoch {
-        return Err(ControllerError::StaleBrokerEpoch {
-            broker,
-            current: b.epoch,
-            got: epoch,
-        });
-    }
-    if b.status == BrokerStatus::Fenced {
-        return Err(ControllerError::Fenced(broker));
-    }
+    check_broker(state, broker, epoch)?;
     state.last_heartbeat_ms.insert(broker, now_ms);
     Ok(())
 }
@@ -254,6 +240,7 @@ pub fn expire_sessions(
     expired
 }
 
+/// The request comes from the current, unfenced incarnation of `broker`.
 fn check_broker(state: &ControllerState, broker: i32, epoch: i64) -> Result<(), ControllerError> {
     let b = state
         .metadata
