@@ -48,6 +48,33 @@ pub struct Leadership {
     pub high_watermark: Option<i64>,
 }
 
+/// What the admin endpoint reports for one partition.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    pub topic: String,
+    pub partition: i32,
+    pub role: &'static str,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+    pub high_watermark: i64,
+    /// Known to the leader only.
+    pub isr: Vec<i32>,
+    pub replicas: Vec<i32>,
+    /// Leader only: per follower, how far behind the leader's log end it is and how long ago
+    /// it was last caught up.
+    pub followers: Vec<FollowerLag>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FollowerLag {
+    pub broker: i32,
+    pub log_end_offset: i64,
+    pub lag_records: i64,
+    pub caught_up_ms_ago: i64,
+}
+
 /// Group-commit progress: everything below `offset` is fsynced, unless `failed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Flushed {
@@ -168,6 +195,59 @@ impl Partition {
         match &*self.role() {
             Role::Leader(s) => (s.assignment().replicas.clone(), s.isr().to_vec()),
             Role::Follower { .. } => (Vec::new(), Vec::new()),
+        }
+    }
+
+    /// Role, offsets, ISR and follower lag for the admin endpoint.
+    pub fn status(&self, now_ms: i64) -> Status {
+        let (start, leo) = {
+            let log = self.log();
+            (log.log_start_offset(), log.log_end_offset())
+        };
+        let role = self.role();
+        let (name, leader, isr, replicas, followers) = match &*role {
+            Role::Leader(s) => {
+                let followers = s
+                    .assignment()
+                    .replicas
+                    .iter()
+                    .filter(|r| **r != self.node_id)
+                    .filter_map(|r| s.follower(*r).map(|f| (*r, f)))
+                    .map(|(r, f)| FollowerLag {
+                        broker: r,
+                        log_end_offset: f.log_end_offset,
+                        lag_records: if f.log_end_offset < 0 {
+                            leo
+                        } else {
+                            leo - f.log_end_offset
+                        },
+                        caught_up_ms_ago: now_ms - f.last_caught_up_ms,
+                    })
+                    .collect();
+                (
+                    "leader",
+                    self.node_id,
+                    s.isr().to_vec(),
+                    s.assignment().replicas.clone(),
+                    followers,
+                )
+            }
+            Role::Follower { leader, .. } => {
+                ("follower", *leader, Vec::new(), Vec::new(), Vec::new())
+            }
+        };
+        Status {
+            topic: self.topic.clone(),
+            partition: self.index,
+            role: name,
+            leader,
+            leader_epoch: self.leader_epoch(),
+            log_start_offset: start,
+            log_end_offset: leo,
+            high_watermark: self.high_watermark(),
+            isr,
+            replicas,
+            followers,
         }
     }
 

@@ -132,6 +132,12 @@ impl Cluster {
         assert!(ok, "restarting broker {broker} failed");
     }
 
+    /// GET from broker `id`'s admin HTTP port.
+    async fn broker_http(&self, id: i32, path: &str) -> serde_json::Value {
+        let url = format!("http://127.0.0.1:{}{path}", self.base + 50 + id as u16);
+        reqwest::get(url).await.unwrap().json().await.unwrap()
+    }
+
     async fn metadata(&self) -> broker::metadata::ClusterMetadata {
         let url = format!("http://127.0.0.1:{}/v1/metadata", self.base);
         reqwest::get(url).await.unwrap().json().await.unwrap()
@@ -459,6 +465,24 @@ async fn stalled_follower_controller_loss_and_min_isr() {
             !m.partition("faults", 0).unwrap().isr.contains(&follower)
         })
         .await;
+    // The leader's admin endpoint shows the stalled follower's lag.
+    let statuses = cluster.broker_http(p.leader, "/v1/partitions").await;
+    let status = statuses
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["topic"] == "faults")
+        .unwrap()
+        .clone();
+    assert_eq!(status["role"], "leader", "{status}");
+    let lag = status["followers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["broker"] == follower)
+        .unwrap()
+        .clone();
+    assert!(lag["caught_up_ms_ago"].as_i64().unwrap() > 4000, "{lag}");
     cluster.signal(follower, "CONT");
     cluster
         .wait_for("follower back in the ISR", 30, |m| {
@@ -480,6 +504,8 @@ async fn stalled_follower_controller_loss_and_min_isr() {
 
     // Two of three brokers down: the ISR falls below min.insync.replicas, acks=all is refused.
     let leader = cluster.leader_of("faults", 0).await;
+    let impact = cluster.broker_http(leader, "/v1/if-stopped").await;
+    assert_eq!(impact[0]["outcome"], "leader-moves", "{impact}");
     let others: Vec<i32> = (0..3).filter(|b| *b != leader).collect();
     for b in &others {
         cluster.kill9(*b);
@@ -489,6 +515,8 @@ async fn stalled_follower_controller_loss_and_min_isr() {
             m.partition("faults", 0).unwrap().isr.len() < 2
         })
         .await;
+    let impact = cluster.broker_http(leader, "/v1/if-stopped").await;
+    assert_eq!(impact[0]["outcome"], "offline", "{impact}");
     let strict = producer(
         &cluster.bootstrap,
         &[
