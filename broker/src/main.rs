@@ -68,6 +68,10 @@ struct Cli {
     /// A follower that has not caught up for this long leaves the ISR.
     #[arg(long, default_value_t = 30_000)]
     replica_lag_time_max_ms: i64,
+    /// Source address for this broker's own connections (to the controller and leaders), for
+    /// hosts with several addresses.
+    #[arg(long)]
+    source_address: Option<std::net::IpAddr>,
     /// Log format: text or json (use json in containers).
     #[arg(long, default_value = "text", env = "STRAND_LOG_FORMAT")]
     log_format: String,
@@ -186,7 +190,7 @@ async fn join_cluster(
     };
     let mut s = stop.clone();
     let membership = Membership::join(
-        ControllerClient::new(url),
+        ControllerClient::new_from(url, cli.source_address),
         registration,
         cli.data_dir.clone(),
         Settings::default(),
@@ -194,7 +198,13 @@ async fn join_cluster(
     )
     .await
     .with_context(|| format!("cannot join the cluster at {url}"))?;
-    let fetchers = FetcherManager::new(broker.config.node_id, FetcherSettings::default());
+    let fetchers = FetcherManager::new(
+        broker.config.node_id,
+        FetcherSettings {
+            source: cli.source_address,
+            ..FetcherSettings::default()
+        },
+    );
     let rt = ClusterRuntime::new(membership.clone(), fetchers, cli.replica_lag_time_max_ms);
     broker.start_cluster(rt.clone());
     tokio::spawn(membership.clone().heartbeat_loop(stop.clone()));

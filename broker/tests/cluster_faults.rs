@@ -587,3 +587,219 @@ async fn stalled_follower_controller_loss_and_min_isr() {
         read.len()
     );
 }
+
+/// iptables rules that cut one broker's address off from the controller and the other brokers
+/// (both ways) while clients on 127.0.0.1 can still reach it. Removed on drop.
+struct Isolation {
+    rules: Vec<Vec<String>>,
+}
+
+impl Isolation {
+    fn cut(ip: &str, others: &[String], controller_port: u16) -> Self {
+        let mut rules = vec![
+            [
+                "INPUT",
+                "-s",
+                ip,
+                "-d",
+                "127.0.0.1",
+                "-p",
+                "tcp",
+                "--dport",
+                &controller_port.to_string(),
+                "-j",
+                "DROP",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
+        for o in others {
+            rules.push(
+                ["INPUT", "-s", ip, "-d", o, "-j", "DROP"]
+                    .map(String::from)
+                    .to_vec(),
+            );
+            rules.push(
+                ["INPUT", "-s", o, "-d", ip, "-j", "DROP"]
+                    .map(String::from)
+                    .to_vec(),
+            );
+        }
+        for r in &rules {
+            let ok = Command::new("iptables")
+                .arg("-A")
+                .args(r)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            assert!(
+                ok,
+                "iptables -A {r:?} failed (needs root and iptables; set STRAND_SKIP_ROOT_TESTS=1 to skip)"
+            );
+        }
+        Self { rules }
+    }
+}
+
+impl Drop for Isolation {
+    fn drop(&mut self) {
+        for r in &self.rules {
+            let _ = Command::new("iptables").arg("-D").args(r).status();
+        }
+    }
+}
+
+/// A leader cut off from the controller and its followers (iptables on per-broker loopback
+/// addresses) must not acknowledge what it cannot replicate: a client that can only reach it
+/// gets no acknowledgement, the controller elects a new leader, the writers fail over, and
+/// when the old leader returns it truncates what it alone had. Nothing acknowledged is lost;
+/// the write only the isolated leader saw is never served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_leader_acknowledges_nothing() {
+    if std::env::var_os("STRAND_SKIP_ROOT_TESTS").is_some() {
+        eprintln!("skipped: STRAND_SKIP_ROOT_TESTS is set");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = 27000 + (std::process::id() % 100) as u16 * 20;
+    let cluster = {
+        let out = Command::new(script())
+            .args([
+                "up",
+                "--brokers",
+                "3",
+                "--base-port",
+                &base.to_string(),
+                "--dir",
+            ])
+            .arg(dir.path())
+            .env("STRAND_BIN_DIR", bin_dir())
+            .env("STRAND_DISTINCT_IPS", "1")
+            .env("STRAND_CONTROLLER_ARGS", "--session-timeout-ms 4000")
+            .env("STRAND_BROKER_ARGS", "--replica-lag-time-max-ms 4000")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "cluster did not start: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bootstrap = stdout
+            .lines()
+            .last()
+            .unwrap()
+            .trim_start_matches("BOOTSTRAP=")
+            .to_string();
+        Cluster {
+            dir: dir.path().to_path_buf(),
+            base,
+            bootstrap,
+        }
+    };
+    let ip = |b: i32| format!("127.0.1.{}", b + 1);
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &cluster.bootstrap)
+        .create()
+        .unwrap();
+    let topic =
+        NewTopic::new("split", 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "2");
+    assert!(
+        admin
+            .create_topics([&topic], &AdminOptions::new())
+            .await
+            .unwrap()[0]
+            .is_ok()
+    );
+    let (acked, failures, stop) = (
+        Arc::<Mutex<Records>>::default(),
+        Arc::<Mutex<Vec<String>>>::default(),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let load = start_load(
+        &cluster.bootstrap,
+        ACKS_ALL_IDEMPOTENT,
+        "split",
+        acked.clone(),
+        failures.clone(),
+        stop.clone(),
+    );
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+
+    let old = cluster.leader_of("split", 0).await;
+    let others: Vec<String> = (0..3).filter(|b| *b != old).map(ip).collect();
+    // A producer that only knows the old leader (and will keep talking to it).
+    let lonely = producer(
+        &format!("{}:{}", ip(old), base + 10 + old as u16),
+        &[
+            ("acks", "all"),
+            ("message.timeout.ms", "8000"),
+            ("enable.idempotence", "false"),
+        ],
+    );
+    lonely
+        .send(
+            FutureRecord::to("split").key("w").payload("warm-up"),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("warm-up write");
+    let cut = Isolation::cut(&ip(old), &others, base);
+    let isolated = lonely
+        .send(
+            FutureRecord::to("split").key("i").payload("isolated"),
+            Duration::from_secs(20),
+        )
+        .await;
+    assert!(
+        isolated.is_err(),
+        "the isolated leader acknowledged a write it could not replicate: {isolated:?}"
+    );
+    cluster
+        .wait_for("a new leader", 20, |m| {
+            let p = m.partition("split", 0).unwrap();
+            p.leader >= 0 && p.leader != old
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    drop(cut);
+    cluster
+        .wait_for("the old leader back in the ISR", 40, |m| {
+            m.partition("split", 0).unwrap().isr.len() == 3
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    stop.store(true, Ordering::Relaxed);
+    let sent = tokio::time::timeout(Duration::from_secs(150), load)
+        .await
+        .expect("producer drained")
+        .unwrap();
+    let acked = acked.lock().unwrap().clone();
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} deliveries failed, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    let read = consume_all(&cluster.bootstrap, "split", &[0]);
+    assert_acked_present(&acked, &read);
+    assert!(
+        !read.values().any(|(_, v)| v == "isolated"),
+        "a write only the isolated leader had is served"
+    );
+    // The old leader's copy converged to the same log as the others.
+    let statuses = cluster.broker_http(old, "/v1/partitions").await;
+    let leo = statuses[0]["log_end_offset"].as_i64().unwrap();
+    assert_eq!(
+        leo,
+        read.keys().map(|(_, o)| o + 1).max().unwrap_or(0),
+        "old leader's log end differs"
+    );
+    eprintln!(
+        "sent {sent}, acknowledged {}, stored {}",
+        acked.len(),
+        read.len()
+    );
+}

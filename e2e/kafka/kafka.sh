@@ -12,11 +12,18 @@
 #   kafka.sh start DIR PORT     start broker+controller; prints bootstrap address
 #   kafka.sh stop DIR           SIGTERM, wait for exit (SIGKILL after a timeout)
 #   kafka.sh status DIR         exit 0 when the broker in DIR is running
+#   kafka.sh start-cluster DIR BASEPORT
+#                               3-broker KRaft cluster: one dedicated controller
+#                               (node 10, DIR/controller, port BASEPORT+9) and brokers
+#                               0..2 (DIR/broker-I, port BASEPORT+I); prints the
+#                               bootstrap list. Each node dir works with stop/status.
+#   kafka.sh stop-cluster DIR   SIGTERM the brokers, then the controller
 #
 # Environment:
 #   STRAND_CACHE    cache root (default ~/.cache/strand)
 #   KAFKA_VERSION   Kafka version from Maven Central (default below)
-#   KAFKA_HEAP_OPTS JVM heap flags (default -Xmx1g -Xms1g, like kafka-server-start.sh)
+#   KAFKA_HEAP_OPTS JVM heap flags (default -Xmx1g -Xms1g, like kafka-server-start.sh;
+#                   start-cluster: -Xmx512m -Xms512m per node)
 #   JAVA            java binary (default: $JAVA_HOME/bin/java, else java on PATH)
 #   KAFKA_START_TIMEOUT seconds to wait for readiness (default 120)
 set -euo pipefail
@@ -97,23 +104,8 @@ pid_alive() { [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null; }
 
 read_pid() { if [[ -f "$1/kafka.pid" ]]; then cat "$1/kafka.pid"; fi; }
 
-cmd_start() {
-    [[ $# -eq 2 ]] || die "usage: kafka.sh start DIR PORT"
-    local dir="$1" port="$2"
-    [[ "$port" =~ ^[0-9]+$ ]] || die "PORT must be a number, got '$port'"
-    local cport=$((port + 1))
-    cmd_fetch
-    mkdir -p "$dir"
-    dir="$(cd "$dir" && pwd)"
-    local pid; pid="$(read_pid "$dir")"
-    if pid_alive "$pid"; then
-        die "a Kafka broker is already running from $dir (pid $pid); run 'kafka.sh stop $dir' first"
-    fi
-    for p in "$port" "$cport"; do
-        port_open "$p" && die "port $p on 127.0.0.1 is already in use"
-    done
-
-    LOG4J_CONF="$dir/log4j2.properties"
+write_log4j() {
+    LOG4J_CONF="$1/log4j2.properties"
     # INFO to stdout (redirected to DIR/kafka.log); noisy internals at WARN.
     cat >"$LOG4J_CONF" <<'EOF'
 status = warn
@@ -134,6 +126,63 @@ logger.state.level = WARN
 logger.cleaner.name = kafka.log.LogCleaner
 logger.cleaner.level = WARN
 EOF
+}
+
+# spawn_node DIR HEAP: start kafka.Kafka on DIR/server.properties in the
+# background (pid in DIR/kafka.pid, output in DIR/kafka.log). Same JVM flags
+# as the Kafka tarball's kafka-server-start.sh / kafka-run-class.sh.
+spawn_node() {
+    local dir="$1" heap="$2"
+    # shellcheck disable=SC2086
+    nohup "$(java_bin)" $heap -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+        -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
+        -Djava.awt.headless=true -Dlog4j2.configurationFile="$dir/log4j2.properties" \
+        -cp "$(classpath)" kafka.Kafka "$dir/server.properties" \
+        </dev/null >"$dir/kafka.log" 2>&1 &
+    echo "$!" >"$dir/kafka.pid"
+}
+
+# wait_ready DIR PORT: ready = process alive, PORT accepting, and the server
+# logged that startup finished (the port alone can open slightly early).
+wait_ready() {
+    local dir="$1" port="$2" pid
+    pid="$(read_pid "$dir")"
+    local timeout="${KAFKA_START_TIMEOUT:-120}" waited=0
+    while :; do
+        if ! pid_alive "$pid"; then
+            tail -n 40 "$dir/kafka.log" >&2 || true
+            rm -f "$dir/kafka.pid"
+            die "Kafka exited during startup (log: $dir/kafka.log)"
+        fi
+        if port_open "$port" && grep -q "Kafka Server started" "$dir/kafka.log" 2>/dev/null; then
+            break
+        fi
+        if (( waited >= timeout * 5 )); then
+            tail -n 40 "$dir/kafka.log" >&2 || true
+            cmd_stop "$dir" || true
+            die "Kafka not ready after ${timeout}s (log: $dir/kafka.log)"
+        fi
+        sleep 0.2; waited=$((waited + 1))
+    done
+}
+
+cmd_start() {
+    [[ $# -eq 2 ]] || die "usage: kafka.sh start DIR PORT"
+    local dir="$1" port="$2"
+    [[ "$port" =~ ^[0-9]+$ ]] || die "PORT must be a number, got '$port'"
+    local cport=$((port + 1))
+    cmd_fetch
+    mkdir -p "$dir"
+    dir="$(cd "$dir" && pwd)"
+    local pid; pid="$(read_pid "$dir")"
+    if pid_alive "$pid"; then
+        die "a Kafka broker is already running from $dir (pid $pid); run 'kafka.sh stop $dir' first"
+    fi
+    for p in "$port" "$cport"; do
+        port_open "$p" && die "port $p on 127.0.0.1 is already in use"
+    done
+
+    write_log4j "$dir"
 
     # Combined broker+controller, everything on loopback; replication factors
     # of internal topics forced to 1 since there is a single node.
@@ -171,36 +220,10 @@ EOF
             || { cat "$dir/format.log" >&2; die "storage format failed (log: $dir/format.log)"; }
     fi
 
-    # Same JVM flags as the Kafka tarball's kafka-server-start.sh / kafka-run-class.sh.
     local heap="${KAFKA_HEAP_OPTS:--Xmx1g -Xms1g}"
-    # shellcheck disable=SC2086
-    nohup "$(java_bin)" $heap -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
-        -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
-        -Djava.awt.headless=true -Dlog4j2.configurationFile="$LOG4J_CONF" \
-        -cp "$(classpath)" kafka.Kafka "$dir/server.properties" \
-        </dev/null >"$dir/kafka.log" 2>&1 &
-    pid=$!
-    echo "$pid" >"$dir/kafka.pid"
-
-    # Ready = process alive, client port accepting, and the server logged
-    # that startup finished (the port alone can open slightly early).
-    local timeout="${KAFKA_START_TIMEOUT:-120}" waited=0
-    while :; do
-        if ! pid_alive "$pid"; then
-            tail -n 40 "$dir/kafka.log" >&2 || true
-            rm -f "$dir/kafka.pid"
-            die "Kafka exited during startup (log: $dir/kafka.log)"
-        fi
-        if port_open "$port" && grep -q "Kafka Server started" "$dir/kafka.log" 2>/dev/null; then
-            break
-        fi
-        if (( waited >= timeout * 5 )); then
-            tail -n 40 "$dir/kafka.log" >&2 || true
-            cmd_stop "$dir" || true
-            die "Kafka not ready after ${timeout}s (log: $dir/kafka.log)"
-        fi
-        sleep 0.2; waited=$((waited + 1))
-    done
+    spawn_node "$dir" "$heap"
+    pid="$(read_pid "$dir")"
+    wait_ready "$dir" "$port"
     log "Kafka $KAFKA_VERSION ready (pid $pid, data $dir/data, log $dir/kafka.log)"
     echo "127.0.0.1:$port"
 }
@@ -236,6 +259,101 @@ cmd_status() {
     if pid_alive "$pid"; then echo "running (pid $pid)"; else echo "not running"; return 1; fi
 }
 
+# Common server.properties lines of a cluster node; $1 = controller port.
+cluster_common_props() {
+    echo "controller.quorum.voters=10@127.0.0.1:$1"
+    echo "controller.listener.names=CONTROLLER"
+    echo "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+    echo "num.network.threads=3"
+    echo "num.io.threads=8"
+    echo "log.retention.hours=168"
+}
+
+cmd_start_cluster() {
+    [[ $# -eq 2 ]] || die "usage: kafka.sh start-cluster DIR BASEPORT"
+    local dir="$1" base="$2"
+    [[ "$base" =~ ^[0-9]+$ ]] || die "BASEPORT must be a number, got '$base'"
+    local cport=$((base + 9)) i p n
+    cmd_fetch
+    mkdir -p "$dir"
+    dir="$(cd "$dir" && pwd)"
+    for n in controller broker-0 broker-1 broker-2; do
+        if pid_alive "$(read_pid "$dir/$n")"; then
+            die "$dir/$n is already running; run 'kafka.sh stop-cluster $dir' first"
+        fi
+    done
+    for p in "$cport" "$base" $((base + 1)) $((base + 2)); do
+        port_open "$p" && die "port $p on 127.0.0.1 is already in use"
+    done
+
+    # Dedicated KRaft controller (node 10) + brokers 0..2, one cluster id.
+    mkdir -p "$dir/controller"
+    write_log4j "$dir/controller"
+    {
+        echo "process.roles=controller"
+        echo "node.id=10"
+        echo "listeners=CONTROLLER://127.0.0.1:$cport"
+        echo "log.dirs=$dir/controller/data"
+        cluster_common_props "$cport"
+    } >"$dir/controller/server.properties"
+    for i in 0 1 2; do
+        mkdir -p "$dir/broker-$i"
+        write_log4j "$dir/broker-$i"
+        {
+            echo "process.roles=broker"
+            echo "node.id=$i"
+            echo "listeners=PLAINTEXT://127.0.0.1:$((base + i))"
+            echo "advertised.listeners=PLAINTEXT://127.0.0.1:$((base + i))"
+            echo "inter.broker.listener.name=PLAINTEXT"
+            echo "log.dirs=$dir/broker-$i/data"
+            echo "num.partitions=1"
+            echo "auto.create.topics.enable=true"
+            echo "offsets.topic.replication.factor=3"
+            echo "transaction.state.log.replication.factor=3"
+            echo "transaction.state.log.min.isr=2"
+            echo "share.coordinator.state.topic.replication.factor=3"
+            echo "share.coordinator.state.topic.min.isr=2"
+            echo "group.initial.rebalance.delay.ms=0"
+            cluster_common_props "$cport"
+        } >"$dir/broker-$i/server.properties"
+    done
+
+    if [[ ! -f "$dir/controller/data/meta.properties" ]]; then
+        local cluster_id
+        LOG4J_CONF="$dir/controller/log4j2.properties"
+        cluster_id="$(run_class kafka.tools.StorageTool random-uuid 2>"$dir/format.log" | tail -n1)" \
+            || die "StorageTool random-uuid failed; see $dir/format.log"
+        for n in controller broker-0 broker-1 broker-2; do
+            run_class kafka.tools.StorageTool format -t "$cluster_id" \
+                -c "$dir/$n/server.properties" >>"$dir/format.log" 2>&1 \
+                || { cat "$dir/format.log" >&2; die "storage format of $n failed (log: $dir/format.log)"; }
+        done
+    fi
+
+    local heap="${KAFKA_HEAP_OPTS:--Xmx512m -Xms512m}"
+    spawn_node "$dir/controller" "$heap"
+    for i in 0 1 2; do spawn_node "$dir/broker-$i" "$heap"; done
+    # wait_ready dies (exits) on failure; stop whatever was started first.
+    trap 'cmd_stop_cluster "$dir" >/dev/null 2>&1 || true' EXIT
+    wait_ready "$dir/controller" "$cport"
+    for i in 0 1 2; do wait_ready "$dir/broker-$i" "$((base + i))"; done
+    trap - EXIT
+    log "Kafka $KAFKA_VERSION cluster ready (controller 127.0.0.1:$cport, brokers 127.0.0.1:$base-$((base + 2)), dir $dir)"
+    echo "127.0.0.1:$base,127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2))"
+}
+
+cmd_stop_cluster() {
+    [[ $# -eq 1 ]] || die "usage: kafka.sh stop-cluster DIR"
+    local dir="$1" i
+    # Brokers first (controlled shutdown needs the controller), in parallel.
+    for i in 0 1 2; do
+        if [[ -d "$dir/broker-$i" ]]; then cmd_stop "$dir/broker-$i" & fi
+    done
+    wait
+    if [[ -d "$dir/controller" ]]; then cmd_stop "$dir/controller"; fi
+    return 0
+}
+
 main() {
     local cmd="${1:-}"
     [[ $# -gt 0 ]] && shift
@@ -246,7 +364,9 @@ main() {
         start) cmd_start "$@" ;;
         stop) cmd_stop "$@" ;;
         status) cmd_status "$@" ;;
-        *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+        start-cluster) cmd_start_cluster "$@" ;;
+        stop-cluster) cmd_stop_cluster "$@" ;;
+        *) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
     esac
 }
 

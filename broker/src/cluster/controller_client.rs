@@ -65,9 +65,18 @@ pub struct ControllerClient {
 
 impl ControllerClient {
     pub fn new(base: &str) -> Self {
+        Self::new_from(base, None)
+    }
+
+    /// A client whose connections leave from `source` when given.
+    pub fn new_from(base: &str, source: Option<std::net::IpAddr>) -> Self {
+        let http = reqwest::Client::builder()
+            .local_address(source)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
         Self {
             base: base.trim_end_matches('/').to_string(),
-            http: reqwest::Client::new(),
+            http,
         }
     }
 

@@ -33,7 +33,36 @@ pub struct Connection {
 
 impl Connection {
     pub async fn connect(addr: &str, client_id: &str) -> Result<Self, ClientError> {
-        let stream = TcpStream::connect(addr).await?;
+        Self::connect_from(addr, client_id, None).await
+    }
+
+    /// Connects from `source` when given (a multi-homed broker's own address).
+    pub async fn connect_from(
+        addr: &str,
+        client_id: &str,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<Self, ClientError> {
+        let stream = match source {
+            None => TcpStream::connect(addr).await?,
+            Some(ip) => {
+                let target = tokio::net::lookup_host(addr)
+                    .await?
+                    .find(|a| a.is_ipv4() == ip.is_ipv4())
+                    .ok_or_else(|| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            format!("no address for {addr}"),
+                        )
+                    })?;
+                let socket = if ip.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()?
+                } else {
+                    tokio::net::TcpSocket::new_v6()?
+                };
+                socket.bind(std::net::SocketAddr::new(ip, 0))?;
+                socket.connect(target).await?
+            }
+        };
         stream.set_nodelay(true)?;
         Ok(Self {
             stream: BufStream::new(stream),

@@ -23,6 +23,8 @@ pub struct FetcherSettings {
     pub max_wait: Duration,
     pub partition_max_bytes: i32,
     pub backoff: Duration,
+    /// Source address of fetch connections (a multi-homed broker's own address).
+    pub source: Option<std::net::IpAddr>,
 }
 
 impl Default for FetcherSettings {
@@ -31,6 +33,7 @@ impl Default for FetcherSettings {
             max_wait: Duration::from_millis(500),
             partition_max_bytes: 1 << 20,
             backoff: Duration::from_millis(200),
+            source: None,
         }
     }
 }
@@ -221,7 +224,9 @@ async fn run(
             }
         }
         if conn.is_none() {
-            match Connection::connect(&addr, &format!("replica-{node_id}")).await {
+            match Connection::connect_from(&addr, &format!("replica-{node_id}"), settings.source)
+                .await
+            {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
                     debug!(leader, %addr, error = %e, "cannot reach the leader");
