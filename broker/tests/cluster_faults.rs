@@ -7,13 +7,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::kafka::{
-    ACKS_ALL_IDEMPOTENT, Records, assert_acked_present, consume_all, producer, start_load,
-};
+use common::kafka::{ACKS_ALL_IDEMPOTENT, Load, producer};
 use rand::{Rng, SeedableRng};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -155,6 +151,21 @@ impl Cluster {
         reqwest::get(url).await.unwrap().json().await.unwrap()
     }
 
+    /// A topic with replication factor 3 and min.insync.replicas 2.
+    async fn create_topic(&self, name: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .unwrap();
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(3))
+            .set("min.insync.replicas", "2");
+        let res = admin
+            .create_topics([&topic], &AdminOptions::new())
+            .await
+            .unwrap();
+        assert!(res[0].is_ok(), "{res:?}");
+    }
+
     async fn metadata(&self) -> broker::metadata::ClusterMetadata {
         let url = format!("http://127.0.0.1:{}/v1/metadata", self.base);
         reqwest::get(url).await.unwrap().json().await.unwrap()
@@ -226,31 +237,8 @@ async fn killing_leaders_under_acks_all_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let base = 21000 + (seed % 400) as u16 * 20;
     let cluster = Cluster::up(dir.path(), base, 3);
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &cluster.bootstrap)
-        .create()
-        .unwrap();
-    let topic =
-        NewTopic::new("jepsen", 3, TopicReplication::Fixed(3)).set("min.insync.replicas", "2");
-    let res = admin
-        .create_topics([&topic], &AdminOptions::new())
-        .await
-        .unwrap();
-    assert!(res[0].is_ok(), "{res:?}");
-
-    let (acked, failures, stop) = (
-        Arc::<Mutex<Records>>::default(),
-        Arc::<Mutex<Vec<String>>>::default(),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let load = start_load(
-        &cluster.bootstrap,
-        ACKS_ALL_IDEMPOTENT,
-        "jepsen",
-        acked.clone(),
-        failures.clone(),
-        stop.clone(),
-    );
+    cluster.create_topic("jepsen", 3).await;
+    let load = Load::start(&cluster.bootstrap, ACKS_ALL_IDEMPOTENT, "jepsen");
     // Two rounds: kill -9 the leader of a random partition, let the cluster fail over, bring
     // the broker back.
     for round in 0..2 {
@@ -260,7 +248,7 @@ async fn killing_leaders_under_acks_all_loses_nothing() {
         assert!(victim >= 0, "no leader for partition {partition}");
         eprintln!(
             "round {round}: kill -9 broker {victim} (leader of jepsen-{partition}), {} acknowledged",
-            acked.lock().unwrap().len()
+            load.acked_count()
         );
         cluster.kill9(victim);
         tokio::time::sleep(Duration::from_millis(rng.random_range(5000..7000))).await;
@@ -272,28 +260,7 @@ async fn killing_leaders_under_acks_all_loses_nothing() {
         cluster.start_broker(victim);
     }
     tokio::time::sleep(Duration::from_millis(3000)).await;
-    stop.store(true, Ordering::Relaxed);
-    let sent = tokio::time::timeout(Duration::from_secs(150), load)
-        .await
-        .expect("producer drained")
-        .unwrap();
-    let acked = acked.lock().unwrap().clone();
-    assert!(
-        acked.len() > 500,
-        "seed {seed}: too little load: {} of {sent}",
-        acked.len()
-    );
-    let read = consume_all(&cluster.bootstrap, "jepsen", &[0, 1, 2]);
-    assert_acked_present(&acked, &read);
-    for (key, value) in read.values() {
-        let i: u64 = value[1..]
-            .parse()
-            .unwrap_or_else(|_| panic!("seed {seed}: garbage value {value:?}"));
-        assert!(
-            i < sent && *key == format!("k{}", i % 50),
-            "seed {seed}: unexpected record {key}={value}"
-        );
-    }
+    let (sent, acked, read) = load.finish(&cluster.bootstrap, "jepsen", &[0, 1, 2]).await;
     let line = format!(
         "killing_leaders seed={seed}: sent {sent}, acknowledged {}, stored {}, violations 0",
         acked.len(),
@@ -313,37 +280,14 @@ async fn drain_election_reassignment_and_decommission_under_load() {
     let dir = tempfile::tempdir().unwrap();
     let base = 30000 + (std::process::id() % 100) as u16 * 20;
     let cluster = Cluster::up(dir.path(), base, 4);
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &cluster.bootstrap)
-        .create()
-        .unwrap();
-    let topic = NewTopic::new("ops", 4, TopicReplication::Fixed(3)).set("min.insync.replicas", "2");
-    assert!(
-        admin
-            .create_topics([&topic], &AdminOptions::new())
-            .await
-            .unwrap()[0]
-            .is_ok()
-    );
+    cluster.create_topic("ops", 4).await;
     let preferred: Vec<i32> = {
         let m = cluster.metadata().await;
         (0..4)
             .map(|p| m.partition("ops", p).unwrap().replicas[0])
             .collect()
     };
-    let (acked, failures, stop) = (
-        Arc::<Mutex<Records>>::default(),
-        Arc::<Mutex<Vec<String>>>::default(),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let load = start_load(
-        &cluster.bootstrap,
-        ACKS_ALL_IDEMPOTENT,
-        "ops",
-        acked.clone(),
-        failures.clone(),
-        stop.clone(),
-    );
+    let load = Load::start(&cluster.bootstrap, ACKS_ALL_IDEMPOTENT, "ops");
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // Drain the preferred leader of partition 0.
@@ -402,26 +346,7 @@ async fn drain_election_reassignment_and_decommission_under_load() {
         .await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
 
-    stop.store(true, Ordering::Relaxed);
-    let sent = tokio::time::timeout(Duration::from_secs(150), load)
-        .await
-        .expect("producer drained")
-        .unwrap();
-    let acked = acked.lock().unwrap().clone();
-    let failures = failures.lock().unwrap().clone();
-    assert!(
-        failures.is_empty(),
-        "{} deliveries failed, e.g. {:?}",
-        failures.len(),
-        &failures[..failures.len().min(3)]
-    );
-    assert!(
-        acked.len() > 500,
-        "too little load: {} of {sent}",
-        acked.len()
-    );
-    let read = consume_all(&cluster.bootstrap, "ops", &[0, 1, 2, 3]);
-    assert_acked_present(&acked, &read);
+    let (sent, acked, read) = load.finish(&cluster.bootstrap, "ops", &[0, 1, 2, 3]).await;
     assert_eq!(read.len() as u64, sent, "every sent record is stored once");
     // The decommissioned broker deleted its replicas.
     let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("broker-3"))
@@ -450,32 +375,8 @@ async fn stalled_follower_controller_loss_and_min_isr() {
     let dir = tempfile::tempdir().unwrap();
     let base = 25000 + (std::process::id() % 100) as u16 * 20;
     let cluster = Cluster::up(dir.path(), base, 3);
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &cluster.bootstrap)
-        .create()
-        .unwrap();
-    let topic =
-        NewTopic::new("faults", 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "2");
-    assert!(
-        admin
-            .create_topics([&topic], &AdminOptions::new())
-            .await
-            .unwrap()[0]
-            .is_ok()
-    );
-    let (acked, failures, stop) = (
-        Arc::<Mutex<Records>>::default(),
-        Arc::<Mutex<Vec<String>>>::default(),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let load = start_load(
-        &cluster.bootstrap,
-        ACKS_ALL_IDEMPOTENT,
-        "faults",
-        acked.clone(),
-        failures.clone(),
-        stop.clone(),
-    );
+    cluster.create_topic("faults", 1).await;
+    let load = Load::start(&cluster.bootstrap, ACKS_ALL_IDEMPOTENT, "faults");
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // A follower stalls past replica.lag.time.max.ms (4 s here) and is dropped from the ISR;
@@ -589,21 +490,7 @@ async fn stalled_follower_controller_loss_and_min_isr() {
     );
     tokio::time::sleep(Duration::from_millis(1000)).await;
 
-    stop.store(true, Ordering::Relaxed);
-    let sent = tokio::time::timeout(Duration::from_secs(150), load)
-        .await
-        .expect("producer drained")
-        .unwrap();
-    let acked = acked.lock().unwrap().clone();
-    let failures = failures.lock().unwrap().clone();
-    assert!(
-        failures.is_empty(),
-        "{} deliveries failed, e.g. {:?}",
-        failures.len(),
-        &failures[..failures.len().min(3)]
-    );
-    let read = consume_all(&cluster.bootstrap, "faults", &[0]);
-    assert_acked_present(&acked, &read);
+    let (sent, acked, read) = load.finish(&cluster.bootstrap, "faults", &[0]).await;
     // The refused write never appears; the healed one does, once.
     let values: Vec<&str> = read.values().map(|(_, v)| v.as_str()).collect();
     assert!(
@@ -731,32 +618,8 @@ async fn an_isolated_leader_acknowledges_nothing() {
         }
     };
     let ip = |b: i32| format!("127.0.1.{}", b + 1);
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &cluster.bootstrap)
-        .create()
-        .unwrap();
-    let topic =
-        NewTopic::new("split", 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "2");
-    assert!(
-        admin
-            .create_topics([&topic], &AdminOptions::new())
-            .await
-            .unwrap()[0]
-            .is_ok()
-    );
-    let (acked, failures, stop) = (
-        Arc::<Mutex<Records>>::default(),
-        Arc::<Mutex<Vec<String>>>::default(),
-        Arc::new(AtomicBool::new(false)),
-    );
-    let load = start_load(
-        &cluster.bootstrap,
-        ACKS_ALL_IDEMPOTENT,
-        "split",
-        acked.clone(),
-        failures.clone(),
-        stop.clone(),
-    );
+    cluster.create_topic("split", 1).await;
+    let load = Load::start(&cluster.bootstrap, ACKS_ALL_IDEMPOTENT, "split");
     tokio::time::sleep(Duration::from_millis(2000)).await;
 
     let old = cluster.leader_of("split", 0).await;
@@ -803,21 +666,7 @@ async fn an_isolated_leader_acknowledges_nothing() {
         .await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
 
-    stop.store(true, Ordering::Relaxed);
-    let sent = tokio::time::timeout(Duration::from_secs(150), load)
-        .await
-        .expect("producer drained")
-        .unwrap();
-    let acked = acked.lock().unwrap().clone();
-    let failures = failures.lock().unwrap().clone();
-    assert!(
-        failures.is_empty(),
-        "{} deliveries failed, e.g. {:?}",
-        failures.len(),
-        &failures[..failures.len().min(3)]
-    );
-    let read = consume_all(&cluster.bootstrap, "split", &[0]);
-    assert_acked_present(&acked, &read);
+    let (sent, acked, read) = load.finish(&cluster.bootstrap, "split", &[0]).await;
     assert!(
         !read.values().any(|(_, v)| v == "isolated"),
         "a write only the isolated leader had is served"

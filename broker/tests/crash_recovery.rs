@@ -4,12 +4,11 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::BrokerProcess;
 use common::kafka::{
-    ACKS_ALL_IDEMPOTENT, Records, assert_acked_present, consume_all, produce, producer, start_load,
+    ACKS_ALL_IDEMPOTENT, Load, Records, assert_acked_present, consume_all, produce, producer,
 };
 use rdkafka::producer::FutureRecord;
 
@@ -35,53 +34,22 @@ async fn acknowledged_writes_survive_kill_9_under_load() {
         ],
     ]
     .concat();
-    let (acked, failures, stop) = (
-        Arc::<Mutex<Records>>::default(),
-        Arc::<Mutex<Vec<String>>>::default(),
-        Arc::new(std::sync::atomic::AtomicBool::new(false)),
-    );
-    let load = start_load(
-        &bootstrap,
-        &settings,
-        "load",
-        acked.clone(),
-        failures.clone(),
-        stop.clone(),
-    );
+    let load = Load::start(&bootstrap, &settings, "load");
     for round in 0..3 {
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let before = acked.lock().unwrap().len();
+        let before = load.acked_count();
         broker.kill9();
         tokio::time::sleep(Duration::from_millis(300)).await;
         broker.spawn();
         eprintln!("round {round}: killed with {before} acknowledged");
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let sent = tokio::time::timeout(Duration::from_secs(150), load)
-        .await
-        .expect("producer drained")
-        .unwrap();
-    let acked = acked.lock().unwrap().clone();
-    let failures = failures.lock().unwrap().clone();
-    assert!(failures.is_empty(), "deliveries failed: {failures:?}");
+    let (sent, acked, read) = load.finish(&bootstrap, "load", &[0, 1]).await;
     assert!(
         acked.len() > 1000,
         "too little load: {} acknowledged of {sent}",
         acked.len()
     );
-    let read = consume_all(&bootstrap, "load", &[0, 1]);
-    assert_acked_present(&acked, &read);
-    // Every stored value was sent by the test: nothing invented, torn or doubled.
-    for (key, value) in read.values() {
-        let i: u64 = value[1..]
-            .parse()
-            .unwrap_or_else(|_| panic!("garbage value {value:?}"));
-        assert!(
-            i < sent && *key == format!("k{}", i % 50),
-            "unexpected record {key}={value}"
-        );
-    }
     assert!(metric(&broker, "strand_recovery_segments_scanned_total") >= 1.0);
     eprintln!(
         "sent {sent}, acknowledged {}, stored {}",

@@ -185,3 +185,82 @@ pub fn start_load(
         i
     })
 }
+
+/// A running load (see [`start_load`]) and what it has seen so far.
+pub struct Load {
+    pub acked: Arc<Mutex<Records>>,
+    pub failures: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    handle: tokio::task::JoinHandle<u64>,
+}
+
+impl Load {
+    pub fn start(bootstrap: &str, settings: &[(&str, &str)], topic: &'static str) -> Self {
+        let (acked, failures, stop) = (
+            Arc::<Mutex<Records>>::default(),
+            Arc::<Mutex<Vec<String>>>::default(),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let handle = start_load(
+            bootstrap,
+            settings,
+            topic,
+            acked.clone(),
+            failures.clone(),
+            stop.clone(),
+        );
+        Self {
+            acked,
+            failures,
+            stop,
+            handle,
+        }
+    }
+
+    pub fn acked_count(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Stops the load and waits for every delivery, then checks the Jepsen way: no delivery
+    /// failed, every acknowledged record is read back at its offset, no value is stored
+    /// twice, every stored load record was sent. Returns (records sent, acknowledged, read back).
+    pub async fn finish(
+        self,
+        bootstrap: &str,
+        topic: &str,
+        partitions: &[i32],
+    ) -> (u64, Records, Records) {
+        self.stop.store(true, Ordering::Relaxed);
+        let sent = tokio::time::timeout(Duration::from_secs(150), self.handle)
+            .await
+            .expect("producer drained")
+            .unwrap();
+        let acked = self.acked.lock().unwrap().clone();
+        let failures = self.failures.lock().unwrap().clone();
+        assert!(
+            failures.is_empty(),
+            "{} deliveries failed, e.g. {:?}",
+            failures.len(),
+            &failures[..failures.len().min(3)]
+        );
+        assert!(
+            acked.len() > 100,
+            "too little load: {} acknowledged of {sent}",
+            acked.len()
+        );
+        let read = consume_all(bootstrap, topic, partitions);
+        assert_acked_present(&acked, &read);
+        // Every stored value was sent by the load: nothing invented, torn or doubled.
+        for (key, value) in read.values().filter(|(k, _)| k.starts_with('k')) {
+            let i: u64 = value
+                .get(1..)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("garbage value {value:?}"));
+            assert!(
+                i < sent && *key == format!("k{}", i % 50),
+                "unexpected record {key}={value}"
+            );
+        }
+        (sent, acked, read)
+    }
+}
