@@ -239,15 +239,20 @@ async fn killing_leaders_under_acks_all_loses_nothing() {
     let cluster = Cluster::up(dir.path(), base, 3);
     cluster.create_topic("jepsen", 3).await;
     let load = Load::start(&cluster.bootstrap, ACKS_ALL_IDEMPOTENT, "jepsen");
-    // Two rounds: kill -9 the leader of a random partition, let the cluster fail over, bring
-    // the broker back.
-    for round in 0..2 {
+    // Round 0 kills the leader of a random partition; round 1 kills that partition's new
+    // leader (while the first victim may still be catching up); round 2 a random one again.
+    let partition = rng.random_range(0..3);
+    for round in 0..3 {
         tokio::time::sleep(Duration::from_millis(rng.random_range(1000..2500))).await;
-        let partition = rng.random_range(0..3);
+        let partition = if round < 2 {
+            partition
+        } else {
+            rng.random_range(0..3)
+        };
         let victim = cluster.leader_of("jepsen", partition).await;
         assert!(victim >= 0, "no leader for partition {partition}");
         eprintln!(
-            "round {round}: kill -9 broker {victim} (leader of jepsen-{partition}), {} acknowledged",
+            "seed {seed} round {round}: kill -9 broker {victim} (leader of jepsen-{partition}), {} acknowledged",
             load.acked_count()
         );
         cluster.kill9(victim);
