@@ -31,6 +31,25 @@ pub struct IsrProposal {
     pub isr: Vec<i32>,
 }
 
+/// Broker-wide counters that long-poll fetches wait on: consumers wake when a high watermark
+/// moves, followers also when a leader's log grows (so an acks=all write reaches the followers
+/// at once instead of after their fetch wait, as Kafka's fetch purgatory does on append).
+#[derive(Debug, Default)]
+pub struct Signals {
+    pub high_watermark: watch::Sender<u64>,
+    pub log_end: watch::Sender<u64>,
+}
+
+impl Signals {
+    pub fn high_watermark_moved(&self) {
+        self.high_watermark.send_modify(|v| *v += 1);
+        self.log_end.send_modify(|v| *v += 1);
+    }
+    pub fn log_grew(&self) {
+        self.log_end.send_modify(|v| *v += 1);
+    }
+}
+
 /// Which partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionId {
@@ -96,8 +115,8 @@ pub struct Partition {
     /// Wakes the group-commit task.
     flush_wanted: Arc<Notify>,
     flushed: watch::Sender<Flushed>,
-    /// Broker-wide counter bumped whenever a high watermark moves (wakes long-poll fetches).
-    data_version: Arc<watch::Sender<u64>>,
+    /// Broker-wide wake-ups for long-poll fetches.
+    signals: Arc<Signals>,
 }
 
 impl Partition {
@@ -107,7 +126,7 @@ impl Partition {
         node_id: i32,
         log: Log,
         lead: Leadership,
-        data_version: Arc<watch::Sender<u64>>,
+        signals: Arc<Signals>,
         now_ms: i64,
     ) -> Arc<Self> {
         let PartitionId {
@@ -146,7 +165,7 @@ impl Partition {
                 offset: leo,
                 failed: false,
             }),
-            data_version,
+            signals,
         });
         if fsync == FsyncPolicy::BeforeAck {
             tokio::spawn(group_commit(
@@ -262,7 +281,7 @@ impl Partition {
     fn publish_high_watermark(&self, hw: i64) {
         if self.high_watermark.fetch_max(hw, Ordering::AcqRel) < hw {
             self.hw_watch.send_replace(self.high_watermark());
-            self.data_version.send_modify(|v| *v += 1);
+            self.signals.high_watermark_moved();
         }
     }
 
@@ -300,6 +319,7 @@ impl Partition {
     /// Called after a local append (with the log end offset now). With fsync policy none the
     /// leader's own copy counts at once; before-ack waits for the group commit.
     pub fn appended(&self, log_end_offset: i64, fsync: FsyncPolicy) -> Option<IsrProposal> {
+        self.signals.log_grew();
         match fsync {
             FsyncPolicy::None => self.local_progress(log_end_offset),
             FsyncPolicy::BeforeAck => {
@@ -357,7 +377,9 @@ impl Partition {
         let state = LeaderState::new(self.node_id, settings, assignment, leo, hw, now_ms);
         *self.role() = Role::Leader(Box::new(state));
         self.leader_epoch.store(epoch, Ordering::Release);
-        self.data_version.send_modify(|v| *v += 1);
+        // Wake acks=all waiters: their leadership ended.
+        self.hw_watch.send_modify(|_| {});
+        self.signals.high_watermark_moved();
     }
 
     /// Becomes a follower of `leader` at `leader_epoch` (cluster mode).
@@ -367,7 +389,8 @@ impl Partition {
             leader_epoch,
         };
         self.leader_epoch.store(leader_epoch, Ordering::Release);
-        self.data_version.send_modify(|v| *v += 1);
+        self.hw_watch.send_modify(|_| {});
+        self.signals.high_watermark_moved();
     }
 
     /// A follower takes the leader's high watermark, bounded by its own log end.
@@ -376,14 +399,24 @@ impl Partition {
         let old = self.high_watermark.swap(hw, Ordering::AcqRel);
         if old != hw {
             self.hw_watch.send_replace(hw);
-            self.data_version.send_modify(|v| *v += 1);
+            self.signals.high_watermark_moved();
         }
     }
 
     /// Waits until the high watermark passes `offset` (acks=all). False if it cannot.
-    pub async fn wait_high_watermark(&self, offset: i64) -> bool {
+    ///
+    /// `leader_epoch` is the leadership the write was appended under: if it ends while waiting
+    /// (this broker became a follower, or a newer epoch began), the write may be truncated, so
+    /// it must not be acknowledged, whatever the high watermark (which a follower takes from
+    /// the new leader, whose log may hold other records at those offsets) says.
+    pub async fn wait_high_watermark(&self, offset: i64, leader_epoch: i32) -> bool {
+        let still_ours = || self.is_leader() && self.leader_epoch() == leader_epoch;
         let mut rx = self.hw_watch.subscribe();
-        rx.wait_for(|hw| *hw >= offset).await.is_ok()
+        let done = rx
+            .wait_for(|hw| *hw >= offset || !still_ours())
+            .await
+            .is_ok();
+        done && still_ours() && self.high_watermark() >= offset
     }
 
     /// Waits until everything below `offset` is fsynced (before-ack, acks=1). False if an

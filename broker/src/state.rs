@@ -9,13 +9,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
-use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::cluster::runtime::{ClusterRuntime, assignment};
 use crate::metadata::ClusterMetadata;
 use crate::metrics::{Metrics, PartitionLabels};
-use crate::partition::{IsrProposal, Leadership, Partition, PartitionId};
+use crate::partition::{IsrProposal, Leadership, Partition, PartitionId, Signals};
 use crate::producer_ids::ProducerIdAllocator;
 use crate::replication::state::{Assignment, Settings as ReplicationSettings};
 use crate::storage::StorageError;
@@ -102,7 +101,7 @@ pub struct Broker {
     topic_changes: Mutex<()>,
     producer_ids: ProducerIdAllocator,
     pub metrics: Metrics,
-    pub data_version: Arc<watch::Sender<u64>>,
+    pub signals: Arc<Signals>,
     ready: AtomicBool,
     cluster: OnceLock<Arc<ClusterRuntime>>,
 }
@@ -121,7 +120,7 @@ impl Broker {
             topic_changes: Mutex::new(()),
             producer_ids,
             metrics: Metrics::default(),
-            data_version: Arc::new(watch::Sender::new(0)),
+            signals: Arc::new(Signals::default()),
             ready: AtomicBool::new(false),
             cluster: OnceLock::new(),
             config,
@@ -207,7 +206,7 @@ impl Broker {
                 node,
                 log,
                 lead,
-                Arc::clone(&self.data_version),
+                Arc::clone(&self.signals),
                 crate::clock::now_ms(),
             )));
         }
@@ -488,7 +487,7 @@ impl Broker {
             }
         }
         *self.topics.write().unwrap_or_else(|p| p.into_inner()) = next;
-        self.data_version.send_modify(|v| *v += 1);
+        self.signals.high_watermark_moved();
         Ok(())
     }
 
@@ -528,7 +527,7 @@ impl Broker {
             self.config.node_id,
             log,
             lead,
-            Arc::clone(&self.data_version),
+            Arc::clone(&self.signals),
             crate::clock::now_ms(),
         ))
     }

@@ -512,6 +512,65 @@ async fn stalled_follower_controller_loss_and_min_isr() {
     record(&line);
 }
 
+/// The value of the record only the isolated leader ever receives.
+const LONELY_VALUE: &str = "lonely-write-that-must-never-be-acknowledged";
+
+/// A Produce request for one uncompressed record carrying [`LONELY_VALUE`], acks=all.
+fn lonely_produce() -> kafka_protocol::messages::ProduceRequest {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let mut record = vec![0u8]; // attributes
+    let varint = |out: &mut Vec<u8>, v: i64| {
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        while z >= 0x80 {
+            out.push((z as u8) | 0x80);
+            z >>= 7;
+        }
+        out.push(z as u8);
+    };
+    varint(&mut record, 0); // timestamp delta
+    varint(&mut record, 0); // offset delta
+    varint(&mut record, -1); // null key
+    varint(&mut record, LONELY_VALUE.len() as i64);
+    record.extend(LONELY_VALUE.as_bytes());
+    varint(&mut record, 0); // no headers
+    let mut records = Vec::new();
+    varint(&mut records, record.len() as i64);
+    records.extend(record);
+    let now = broker::clock::now_ms();
+    let mut b = Vec::new();
+    b.extend(0i64.to_be_bytes());
+    b.extend(0i32.to_be_bytes());
+    b.extend((-1i32).to_be_bytes());
+    b.push(2);
+    b.extend(0u32.to_be_bytes());
+    b.extend(0i16.to_be_bytes());
+    b.extend(0i32.to_be_bytes()); // last offset delta
+    b.extend(now.to_be_bytes());
+    b.extend(now.to_be_bytes());
+    b.extend((-1i64).to_be_bytes());
+    b.extend((-1i16).to_be_bytes());
+    b.extend((-1i32).to_be_bytes());
+    b.extend(1i32.to_be_bytes());
+    b.extend(records);
+    let len = (b.len() - 12) as i32;
+    b[8..12].copy_from_slice(&len.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    let mut pd = PartitionProduceData::default();
+    pd.index = 0;
+    pd.records = Some(bytes::Bytes::from(b));
+    let mut td = TopicProduceData::default();
+    td.name = kafka_protocol::messages::TopicName(
+        kafka_protocol::protocol::StrBytes::from_static_str("split"),
+    );
+    td.partition_data = vec![pd];
+    let mut r = kafka_protocol::messages::ProduceRequest::default();
+    r.acks = -1;
+    r.timeout_ms = 8000;
+    r.topic_data = vec![td];
+    r
+}
+
 /// iptables rules that cut one broker's address off from the controller and the other brokers
 /// (both ways) while clients on 127.0.0.1 can still reach it. Removed on drop.
 struct Isolation {
@@ -629,33 +688,30 @@ async fn an_isolated_leader_acknowledges_nothing() {
 
     let old = cluster.leader_of("split", 0).await;
     let others: Vec<String> = (0..3).filter(|b| *b != old).map(ip).collect();
-    // A producer that only knows the old leader (and will keep talking to it).
-    let lonely = producer(
-        &format!("{}:{}", ip(old), base + 10 + old as u16),
-        &[
-            ("acks", "all"),
-            ("message.timeout.ms", "8000"),
-            ("enable.idempotence", "false"),
-        ],
-    );
-    lonely
-        .send(
-            FutureRecord::to("split").key("w").payload("warm-up"),
-            Duration::from_secs(10),
-        )
+    // One Produce request (acks=all) sent straight to the old leader over our own client:
+    // no retries and no redirection, so any acknowledgement could only come from it.
+    let old_addr = format!("{}:{}", ip(old), base + 10 + old as u16);
+    let mut direct = broker::replication::client::Connection::connect(&old_addr, "lonely")
         .await
-        .expect("warm-up write");
+        .unwrap();
     let cut = Isolation::cut(&ip(old), &others, base);
-    let isolated = lonely
-        .send(
-            FutureRecord::to("split").key("i").payload("isolated"),
-            Duration::from_secs(20),
-        )
-        .await;
-    assert!(
-        isolated.is_err(),
-        "the isolated leader acknowledged a write it could not replicate: {isolated:?}"
-    );
+    let answer =
+        tokio::time::timeout(Duration::from_secs(12), direct.send(&lonely_produce(), 9)).await;
+    match &answer {
+        Ok(Ok(resp)) => eprintln!(
+            "isolated leader answered error {}",
+            resp.responses[0].partition_responses[0].error_code
+        ),
+        Ok(Err(e)) => eprintln!("isolated leader connection failed: {e}"),
+        Err(_) => eprintln!("isolated leader did not answer within 12 s"),
+    }
+    if let Ok(Ok(resp)) = &answer {
+        let code = resp.responses[0].partition_responses[0].error_code;
+        assert_ne!(
+            code, 0,
+            "the isolated leader acknowledged a write it could not replicate: {resp:?}"
+        );
+    }
     cluster
         .wait_for("a new leader", 20, |m| {
             let p = m.partition("split", 0).unwrap();
@@ -673,7 +729,7 @@ async fn an_isolated_leader_acknowledges_nothing() {
 
     let (sent, acked, read) = load.finish(&cluster.bootstrap, "split", &[0]).await;
     assert!(
-        !read.values().any(|(_, v)| v == "isolated"),
+        !read.values().any(|(_, v)| *v == LONELY_VALUE),
         "a write only the isolated leader had is served"
     );
     // The old leader's copy converged to the same log as the others.

@@ -39,7 +39,13 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Reply {
         return Reply::now(ResponseKind::Fetch(first));
     }
     let broker = Arc::clone(broker);
-    let mut changes = broker.data_version.subscribe();
+    // Followers wake when a log grows (their fetch carries new data and moves the high
+    // watermark); consumers when a high watermark moves.
+    let mut changes = if req.replica_id.0 >= 0 {
+        broker.signals.log_end.subscribe()
+    } else {
+        broker.signals.high_watermark.subscribe()
+    };
     let deadline = Instant::now() + Duration::from_millis(max_wait as u64);
     Reply::Later(Box::pin(async move {
         loop {

@@ -23,7 +23,11 @@ use crate::topic_config::FsyncPolicy;
 /// What an acknowledgement waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wait {
-    HighWatermark,
+    /// Until the high watermark passes the write, while the leadership it was appended
+    /// under lasts.
+    HighWatermark {
+        leader_epoch: i32,
+    },
     Flushed,
 }
 
@@ -195,8 +199,18 @@ fn append_partition(
             ),
         );
     }
+    let epoch = partition.leader_epoch();
     let mut log = partition.log();
-    match log.append_as_leader(records, &header, partition.leader_epoch(), now_ms) {
+    // Leadership may have moved since the check above; appending under an old epoch would
+    // write a record the new leader never sees.
+    if !partition.is_leader() || partition.leader_epoch() != epoch {
+        return Outcome::failed(
+            index,
+            ResponseError::NotLeaderOrFollower,
+            "leadership moved",
+        );
+    }
+    match log.append_as_leader(records, &header, epoch, now_ms) {
         Ok(info) => {
             let leo = log.log_end_offset();
             let log_start_offset = log.log_start_offset();
@@ -210,9 +224,13 @@ fn append_partition(
             let wait_for = match acks {
                 // acks=all: committed means below the high watermark (which, for a before-ack
                 // leader, also means fsynced).
-                -1 if partition.high_watermark() < end => {
-                    Some((Arc::clone(partition), end, Wait::HighWatermark))
-                }
+                -1 if partition.high_watermark() < end => Some((
+                    Arc::clone(partition),
+                    end,
+                    Wait::HighWatermark {
+                        leader_epoch: epoch,
+                    },
+                )),
                 1 if config.fsync == FsyncPolicy::BeforeAck => {
                     Some((Arc::clone(partition), end, Wait::Flushed))
                 }
@@ -317,22 +335,38 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
                 continue;
             };
             let waited = match wait {
-                Wait::HighWatermark => {
-                    tokio::time::timeout(timeout, partition.wait_high_watermark(offset)).await
+                Wait::HighWatermark { leader_epoch } => {
+                    tokio::time::timeout(
+                        timeout,
+                        partition.wait_high_watermark(offset, leader_epoch),
+                    )
+                    .await
                 }
                 Wait::Flushed => {
                     tokio::time::timeout(timeout, partition.wait_flushed(offset)).await
                 }
             };
             outcome.error = match waited {
-                Ok(true) if wait == Wait::HighWatermark && !partition.enough_replicas() => Some((
-                    ResponseError::NotEnoughReplicasAfterAppend,
-                    "the in-sync replica set shrank below min.insync.replicas while waiting".into(),
-                )),
+                Ok(true)
+                    if matches!(wait, Wait::HighWatermark { .. })
+                        && !partition.enough_replicas() =>
+                {
+                    Some((
+                        ResponseError::NotEnoughReplicasAfterAppend,
+                        "the in-sync replica set shrank below min.insync.replicas while waiting"
+                            .into(),
+                    ))
+                }
                 Ok(true) => None,
                 Ok(false) if partition.storage_failed() => {
                     Some((ResponseError::KafkaStorageError, "fsync failed".into()))
                 }
+                // The leadership ended before the write was committed: the client retries on
+                // the new leader (idempotence keeps it from being stored twice).
+                Ok(false) => Some((
+                    ResponseError::NotLeaderOrFollower,
+                    "leadership moved before the write was replicated".into(),
+                )),
                 _ => Some((
                     ResponseError::RequestTimedOut,
                     "timed out waiting for replication or fsync".into(),
