@@ -290,7 +290,10 @@ step_failover() {
     wait "$PROBE_PID" || rc=$?
     PROBE_PID=""
     echo "  $(cat "$dir/failover-probe.out" | tail -n1) (exit $rc)"
-    first="$(awk -v k="$kill_ms" '$1 == "ack" && $2 >= k {print $2; exit}' "$f")"
+    # Acks already on the wire when the leader died can arrive in the kill's millisecond; the
+    # failover ends at the first ack once the probe has seen the new leader.
+    local switched; switched="$(awk -v k="$kill_ms" '$1 == "leader" && $2 >= k {print $2; exit}' "$f")"
+    first="$(awk -v k="${switched:-$kill_ms}" '$1 == "ack" && $2 >= k {print $2; exit}' "$f")"
     local last_before; last_before="$(awk -v k="$kill_ms" '$1 == "ack" && $2 < k {x = $2} END {print x}' "$f")"
     local new_leader; new_leader="$(awk -v k="$kill_ms" '$1 == "leader" && $2 >= k {x = $3} END {print x}' "$f")"
     if [[ -z "$first" ]]; then
