@@ -80,12 +80,18 @@ async fn main() -> anyhow::Result<()> {
             info!(%listen, state_dir = %state_dir.display(), "controller ready");
             axum::serve(listener, http::router(controller))
                 .with_graceful_shutdown(async {
-                    let mut term =
-                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                            .expect("SIGTERM handler");
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = tokio::signal::ctrl_c() => {}
+                    use tokio::signal::unix::{SignalKind, signal};
+                    match signal(SignalKind::terminate()) {
+                        Ok(mut term) => {
+                            tokio::select! {
+                                _ = term.recv() => {}
+                                _ = tokio::signal::ctrl_c() => {}
+                            }
+                        }
+                        // Without a SIGTERM handler, Ctrl-C (and SIGKILL) still stop it.
+                        Err(_) => {
+                            let _ = tokio::signal::ctrl_c().await;
+                        }
                     }
                     info!("shutting down");
                 })
