@@ -35,6 +35,7 @@ fn record(line: &str) {
 
 struct Cluster {
     dir: PathBuf,
+    distinct_ips: bool,
     base: u16,
     bootstrap: String,
 }
@@ -62,6 +63,11 @@ fn bin_dir() -> PathBuf {
 
 impl Cluster {
     fn up(dir: &Path, base: u16, brokers: usize) -> Self {
+        Self::up_with(dir, base, brokers, false)
+    }
+
+    /// With `distinct_ips`, each broker uses its own loopback address (STRAND_DISTINCT_IPS).
+    fn up_with(dir: &Path, base: u16, brokers: usize, distinct_ips: bool) -> Self {
         let out = Command::new(script())
             .args([
                 "up",
@@ -73,6 +79,7 @@ impl Cluster {
             ])
             .arg(dir)
             .env("STRAND_BIN_DIR", bin_dir())
+            .env("STRAND_DISTINCT_IPS", if distinct_ips { "1" } else { "0" })
             .env("STRAND_CONTROLLER_ARGS", "--session-timeout-ms 4000")
             .env("STRAND_BROKER_ARGS", "--replica-lag-time-max-ms 4000")
             .output()
@@ -91,6 +98,7 @@ impl Cluster {
             .to_string();
         Self {
             dir: dir.to_path_buf(),
+            distinct_ips,
             base,
             bootstrap,
         }
@@ -138,6 +146,10 @@ impl Cluster {
             .args(["start-broker", "--id", &broker.to_string(), "--dir"])
             .arg(&self.dir)
             .env("STRAND_BIN_DIR", bin_dir())
+            .env(
+                "STRAND_DISTINCT_IPS",
+                if self.distinct_ips { "1" } else { "0" },
+            )
             .env("STRAND_BROKER_ARGS", "--replica-lag-time-max-ms 4000")
             .status()
             .unwrap()
@@ -646,41 +658,7 @@ async fn an_isolated_leader_acknowledges_nothing() {
     }
     let dir = tempfile::tempdir().unwrap();
     let base = 27000 + (std::process::id() % 100) as u16 * 20;
-    let cluster = {
-        let out = Command::new(script())
-            .args([
-                "up",
-                "--brokers",
-                "3",
-                "--base-port",
-                &base.to_string(),
-                "--dir",
-            ])
-            .arg(dir.path())
-            .env("STRAND_BIN_DIR", bin_dir())
-            .env("STRAND_DISTINCT_IPS", "1")
-            .env("STRAND_CONTROLLER_ARGS", "--session-timeout-ms 4000")
-            .env("STRAND_BROKER_ARGS", "--replica-lag-time-max-ms 4000")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "cluster did not start: {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let bootstrap = stdout
-            .lines()
-            .last()
-            .unwrap()
-            .trim_start_matches("BOOTSTRAP=")
-            .to_string();
-        Cluster {
-            dir: dir.path().to_path_buf(),
-            base,
-            bootstrap,
-        }
-    };
+    let cluster = Cluster::up_with(dir.path(), base, 3, true);
     let ip = |b: i32| format!("127.0.1.{}", b + 1);
     cluster.create_topic("split", 1).await;
     let load = Load::start(&cluster.bootstrap, ACKS_ALL_IDEMPOTENT, "split");
