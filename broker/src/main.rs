@@ -34,9 +34,19 @@ struct Cli {
     /// host:port given to clients in Metadata (default: the listen address).
     #[arg(long)]
     advertised: Option<String>,
-    /// This broker's id (stamped into the data directory).
-    #[arg(long, default_value_t = 0)]
+    /// This broker's id (stamped into the data directory). On Kubernetes: the pod ordinal.
+    #[arg(long, default_value_t = 0, env = "STRAND_NODE_ID")]
     node_id: i32,
+    /// Cluster id this broker belongs to: stamped into a new data directory, and a directory
+    /// stamped with another cluster id is refused. Unset: any (a new directory gets a random id).
+    #[arg(long, env = "STRAND_CLUSTER_ID")]
+    cluster_id: Option<String>,
+    /// Broker settings in Kafka's properties format (`key=value` lines, `#` comments): topic
+    /// defaults by their topic or broker names (`retention.ms` or `log.retention.ms`,
+    /// `min.insync.replicas`, ...) and `num.partitions`, `default.replication.factor`,
+    /// `auto.create.topics.enable`, `replica.lag.time.max.ms`. The file wins over those flags.
+    #[arg(long, value_name = "FILE")]
+    config_file: Option<PathBuf>,
     /// Create unknown topics when clients first use them.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     auto_create_topics: bool,
@@ -102,6 +112,48 @@ fn init_tracing(format: &str) -> anyhow::Result<()> {
         "json" => builder.json().init(),
         "text" => builder.init(),
         other => bail!("--log-format must be text or json, not {other:?}"),
+    }
+    Ok(())
+}
+
+/// Folds a Kafka-style properties file into the flags (see `--config-file`).
+fn apply_config_file(cli: &mut Cli, path: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read --config-file {}", path.display()))?;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        let (k, v) = line.split_once('=').with_context(|| {
+            format!(
+                "{}:{}: expected key=value, got {line:?}",
+                path.display(),
+                n + 1
+            )
+        })?;
+        let (k, v) = (k.trim(), v.trim());
+        let bad = |e: &dyn std::fmt::Display| {
+            anyhow::anyhow!("{}:{}: {k}={v}: {e}", path.display(), n + 1)
+        };
+        match k {
+            "num.partitions" => cli.num_partitions = v.parse().map_err(|e| bad(&e))?,
+            "default.replication.factor" => {
+                cli.default_replication_factor = v.parse().map_err(|e| bad(&e))?
+            }
+            "auto.create.topics.enable" => {
+                cli.auto_create_topics = v.parse().map_err(|e| bad(&e))?
+            }
+            "replica.lag.time.max.ms" => {
+                cli.replica_lag_time_max_ms = v.parse().map_err(|e| bad(&e))?
+            }
+            // Broker-level names of topic defaults (Kafka's `log.retention.ms` is the default
+            // of the topic's `retention.ms`); unknown keys are refused by the topic config.
+            _ => {
+                let topic_key = k.strip_prefix("log.").unwrap_or(k);
+                cli.topic_config.push(format!("{topic_key}={v}"));
+            }
+        }
     }
     Ok(())
 }
@@ -232,8 +284,14 @@ async fn join_cluster(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     init_tracing(&cli.log_format)?;
+    if let Some(path) = cli.config_file.clone() {
+        apply_config_file(&mut cli, &path)?;
+    }
+    if let Some(id) = &cli.cluster_id {
+        broker::storage::log_dir::stamp_cluster_id(&cli.data_dir, cli.node_id, id)?;
+    }
     let config = config_from(&cli)?;
     let broker = Broker::open(config)
         .with_context(|| format!("cannot open data directory {}", cli.data_dir.display()))?;

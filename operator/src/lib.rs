@@ -6,4 +6,5 @@
 
 pub mod controller;
 pub mod crd;
+pub mod k8s;
 pub mod roll;

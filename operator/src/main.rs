@@ -1,5 +1,7 @@
-//! `operator`: the Strand operator. `operator local` runs the cluster controller without
-//! Kubernetes, its state in a local file (tests, bare metal, the local cluster).
+//! `operator`: the Strand operator. With no subcommand it runs against the Kubernetes cluster in
+//! KUBECONFIG (or in-cluster config): leader election, the LogCluster and ReplicatedTopic
+//! reconcilers and each cluster's controller. `operator local` runs one cluster controller
+//! without Kubernetes, its state in a local file (tests, bare metal, the local cluster).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,10 +16,49 @@ use operator::controller::store::FileStore;
 use tracing::info;
 
 #[derive(Parser)]
-#[command(version, about = "Strand operator and cluster controller")]
+#[command(
+    version,
+    about = "Strand operator and cluster controller",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    #[command(flatten)]
+    kube: KubeArgs,
+}
+
+/// Running on Kubernetes (no subcommand).
+#[derive(clap::Args)]
+struct KubeArgs {
+    /// Address of the brokers' controller API (every cluster under /clusters/<ns>/<name>).
+    #[arg(long, default_value = "0.0.0.0:9190")]
+    listen: SocketAddr,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    http: SocketAddr,
+    /// The controller API's URL as brokers reach it (the Helm chart sets it to its Service).
+    /// Default outside a pod: http://127.0.0.1:<listen port>.
+    #[arg(long, env = "STRAND_CONTROLLER_URL")]
+    controller_url: Option<String>,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "strand-operator")]
+    lease_name: String,
+    /// Namespace of the Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// This replica's identity in the Lease (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// A leader that stops renewing is replaced after this long.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_secs: u64,
+    /// A broker that misses heartbeats this long is fenced.
+    #[arg(long, default_value_t = 9000)]
+    session_timeout_ms: i64,
+    /// Manage only this namespace's LogClusters and ReplicatedTopics (default: all).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -47,30 +88,30 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
-        Command::Local {
+    let cli = Cli::parse();
+    match cli.command {
+        None => run_on_kubernetes(cli.kube).await,
+        Some(Command::Local {
             state_dir,
             listen,
             session_timeout_ms,
             cluster_id,
-        } => {
+        }) => {
             std::fs::create_dir_all(&state_dir)
                 .with_context(|| format!("cannot create {}", state_dir.display()))?;
             let store = FileStore::new(state_dir.join("controller.json"));
             let cluster_id =
                 cluster_id.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-            let controller = Arc::new(Controller::open(
-                store,
-                cluster_id,
-                Settings { session_timeout_ms },
-            )?);
+            let controller = Arc::new(
+                Controller::open(store, cluster_id, Settings { session_timeout_ms }).await?,
+            );
             let ticker = tokio::spawn({
                 let c = controller.clone();
                 async move {
                     let mut every = tokio::time::interval(Duration::from_millis(500));
                     loop {
                         every.tick().await;
-                        c.tick();
+                        c.tick().await;
                     }
                 }
             });
@@ -100,4 +141,35 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn run_on_kubernetes(a: KubeArgs) -> anyhow::Result<()> {
+    let in_pod = std::env::var_os("POD_NAME").is_some();
+    let controller_url = match a.controller_url {
+        Some(u) => u,
+        None if in_pod => anyhow::bail!(
+            "STRAND_CONTROLLER_URL (or --controller-url) must name the controller Service the brokers use"
+        ),
+        None => format!("http://127.0.0.1:{}", a.listen.port()),
+    };
+    let identity = a.identity.unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "operator".into());
+        format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+    });
+    let pod = std::env::var("POD_NAME")
+        .ok()
+        .map(|p| (a.lease_namespace.clone(), p));
+    operator::k8s::run::run(operator::k8s::run::Options {
+        listen: a.listen,
+        http: a.http,
+        controller_url,
+        lease_name: a.lease_name,
+        lease_namespace: a.lease_namespace,
+        identity,
+        pod,
+        lease_duration: Duration::from_secs(a.lease_duration_secs.max(3)),
+        session_timeout_ms: a.session_timeout_ms,
+        watch_namespace: a.watch_namespace.filter(|n| !n.is_empty()),
+    })
+    .await
 }

@@ -48,6 +48,38 @@ pub struct LogDir {
     high_watermarks: OffsetMap,
 }
 
+/// Stamps a new data directory with `cluster_id` (and `node_id`), or checks an existing stamp:
+/// a volume that belongs to another cluster is refused, so a reused or mis-attached volume never
+/// joins the wrong cluster. Run before [`LogDir::open`], which checks the node id.
+pub fn stamp_cluster_id(path: &Path, node_id: i32, cluster_id: &str) -> Result<(), StorageError> {
+    fs::create_dir_all(path)?;
+    let meta_path = path.join("meta.properties");
+    match fs::read_to_string(&meta_path) {
+        Ok(text) => {
+            let stamped = text
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .find(|(k, _)| k.trim() == "cluster.id")
+                .map(|(_, v)| v.trim().to_string());
+            if stamped.as_deref() != Some(cluster_id) {
+                return Err(StorageError::Refused(format!(
+                    "data directory {} belongs to cluster.id {:?}, but this broker joins cluster {cluster_id}; \
+                     refusing to start on another cluster's data (wrong volume attached?)",
+                    path.display(),
+                    stamped.unwrap_or_default()
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let text = format!("version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
+            write_atomic(&meta_path, text.as_bytes())?;
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl LogDir {
     /// Opens the data directory, creating it and its `meta.properties` stamp on first use. A
     /// directory stamped with another node id is refused: it holds another broker's data.
@@ -298,6 +330,26 @@ mod tests {
             Err(StorageError::Refused(msg)) => assert!(msg.contains("node.id"), "{msg}"),
             other => panic!("expected refusal, got {:?}", other.map(|_| ())),
         }
+    }
+
+    #[test]
+    fn a_volume_of_another_cluster_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        stamp_cluster_id(dir.path(), 3, "c1").unwrap();
+        stamp_cluster_id(dir.path(), 3, "c1").unwrap();
+        let d = LogDir::open(dir.path(), 3).unwrap();
+        assert_eq!(d.cluster_id(), "c1");
+        drop(d);
+        match stamp_cluster_id(dir.path(), 3, "c2") {
+            Err(StorageError::Refused(msg)) => {
+                assert!(msg.contains("\"c1\"") && msg.contains("c2"), "{msg}")
+            }
+            other => panic!("expected refusal, got {other:?}"),
+        }
+        assert!(matches!(
+            LogDir::open(dir.path(), 4),
+            Err(StorageError::Refused(_))
+        ));
     }
 
     #[test]

@@ -63,6 +63,12 @@ pub enum ControllerError {
         partition: i32,
         reason: String,
     },
+    #[error("topic '{topic}' has {have} partitions; Kafka cannot shrink it to {asked}")]
+    PartitionDecrease {
+        topic: String,
+        have: usize,
+        asked: usize,
+    },
     #[error("a reassignment of {0}-{1} is already in progress")]
     ReassignmentInProgress(String, i32),
     #[error("cannot move {topic}-{partition} off broker {broker}: {reason}")]
@@ -406,6 +412,76 @@ pub fn create_topic(
     Ok(topic)
 }
 
+/// Grows `name` to `partitions` partitions, placing the new ones like a new topic's (existing
+/// load counted). Kafka cannot remove partitions, so fewer is refused; the same count is a no-op.
+pub fn add_partitions(
+    state: &mut ControllerState,
+    name: &str,
+    partitions: usize,
+) -> Result<bool, ControllerError> {
+    let existing = state
+        .metadata
+        .topics
+        .get(name)
+        .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
+    let have = existing.partitions.len();
+    if partitions < have {
+        return Err(ControllerError::PartitionDecrease {
+            topic: name.to_string(),
+            have,
+            asked: partitions,
+        });
+    }
+    if partitions == have {
+        return Ok(false);
+    }
+    let rf = existing
+        .partitions
+        .first()
+        .map_or(1, |p| p.target_replicas().len().max(1));
+    let candidates = candidates(state);
+    let mut load = load(state);
+    let sets = placement::assign(&candidates, partitions - have, rf, &mut load)?;
+    let topic = state
+        .metadata
+        .topics
+        .get_mut(name)
+        .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
+    for (i, replicas) in sets.into_iter().enumerate() {
+        topic.partitions.push(PartitionMeta {
+            partition: (have + i) as i32,
+            leader: replicas[0],
+            isr: replicas.clone(),
+            replicas,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            adding: Vec::new(),
+            removing: Vec::new(),
+        });
+    }
+    bump(state);
+    Ok(true)
+}
+
+/// Replaces a topic's config overrides. Returns whether anything changed.
+pub fn set_topic_configs(
+    state: &mut ControllerState,
+    name: &str,
+    configs: BTreeMap<String, String>,
+) -> Result<bool, ControllerError> {
+    let topic = state
+        .metadata
+        .topics
+        .get_mut(name)
+        .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
+    if topic.configs == configs {
+        return Ok(false);
+    }
+    topic.configs = configs;
+    bump(state);
+    Ok(true)
+}
+
 pub fn delete_topic(state: &mut ControllerState, name: &str) -> Result<(), ControllerError> {
     state
         .metadata
@@ -587,38 +663,58 @@ pub fn decommission(
     state: &mut ControllerState,
     broker: i32,
 ) -> Result<Vec<(String, i32, Vec<i32>)>, ControllerError> {
-    if !state.metadata.brokers.contains_key(&broker) {
-        return Err(ControllerError::UnknownBroker(broker));
+    decommission_all(state, &[broker])
+}
+
+/// Moves every replica off all of `leaving` at once (a scale-down), never onto one of them.
+/// Partitions already being reassigned are left alone; call again once they finish.
+pub fn decommission_all(
+    state: &mut ControllerState,
+    leaving: &[i32],
+) -> Result<Vec<(String, i32, Vec<i32>)>, ControllerError> {
+    if let Some(b) = leaving
+        .iter()
+        .find(|b| !state.metadata.brokers.contains_key(b))
+    {
+        return Err(ControllerError::UnknownBroker(*b));
     }
     let cands: Vec<Candidate> = candidates(state)
         .into_iter()
-        .filter(|c| c.id != broker)
+        .filter(|c| !leaving.contains(&c.id))
         .collect();
     let mut load = load(state);
     let holding: Vec<(String, i32, Vec<i32>)> = state
         .metadata
         .partitions()
-        .filter(|(_, p)| p.replicas.contains(&broker))
+        .filter(|(_, p)| p.replicas.iter().any(|r| leaving.contains(r)))
+        .filter(|(_, p)| p.adding.is_empty() && p.removing.is_empty())
         .map(|(t, p)| (t.to_string(), p.partition, p.target_replicas()))
         .collect();
     let mut started = Vec::new();
     for (topic, partition, replicas) in holding {
-        let mut target: Vec<i32> = replicas.iter().copied().filter(|r| *r != broker).collect();
-        let Some(new) = placement::replacement(&cands, &target, &load) else {
-            return Err(ControllerError::CannotMove {
-                topic,
-                partition,
-                broker,
-                reason: "no other live broker can take the replica".into(),
-            });
-        };
-        // Keep the position: the replacement takes the leaving broker's slot.
-        let slot = replicas
-            .iter()
-            .position(|r| *r == broker)
-            .unwrap_or(target.len());
-        target.insert(slot.min(target.len()), new);
-        load.add(&[new]);
+        let mut target: Vec<i32> = Vec::with_capacity(replicas.len());
+        for (slot, r) in replicas.iter().enumerate() {
+            if !leaving.contains(r) {
+                target.push(*r);
+                continue;
+            }
+            // The replacement takes the leaving broker's slot, so preferred leaders stay spread.
+            let kept: Vec<i32> = target
+                .iter()
+                .chain(replicas[slot + 1..].iter().filter(|x| !leaving.contains(x)))
+                .copied()
+                .collect();
+            let Some(new) = placement::replacement(&cands, &kept, &load) else {
+                return Err(ControllerError::CannotMove {
+                    topic,
+                    partition,
+                    broker: *r,
+                    reason: "no other live broker can take the replica".into(),
+                });
+            };
+            load.add(&[new]);
+            target.push(new);
+        }
         reassign(state, &topic, partition, target.clone())?;
         started.push((topic, partition, target));
     }
@@ -659,6 +755,69 @@ mod tests {
 
     fn p(s: &ControllerState, i: i32) -> PartitionMeta {
         s.metadata.partition("t", i).unwrap().clone()
+    }
+
+    #[test]
+    fn added_partitions_are_placed_and_never_removed() {
+        let mut s = cluster();
+        let v = s.metadata.version;
+        assert!(!add_partitions(&mut s, "t", 3).unwrap());
+        assert_eq!(s.metadata.version, v, "same count is a no-op");
+        assert!(add_partitions(&mut s, "t", 6).unwrap());
+        assert_eq!(s.metadata.version, v + 1);
+        let t = &s.metadata.topics["t"];
+        assert_eq!(t.partitions.len(), 6);
+        for (i, p) in t.partitions.iter().enumerate() {
+            assert_eq!(p.partition, i as i32);
+            assert_eq!(p.replicas.len(), 3);
+            assert_eq!(p.isr, p.replicas);
+            assert_eq!(p.leader, p.replicas[0]);
+        }
+        assert_eq!(
+            add_partitions(&mut s, "t", 2),
+            Err(ControllerError::PartitionDecrease {
+                topic: "t".into(),
+                have: 6,
+                asked: 2
+            })
+        );
+        assert_eq!(
+            add_partitions(&mut s, "nope", 2),
+            Err(ControllerError::UnknownTopic("nope".into()))
+        );
+    }
+
+    #[test]
+    fn topic_configs_are_replaced_and_versioned() {
+        let mut s = cluster();
+        let v = s.metadata.version;
+        let c = BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]);
+        assert!(set_topic_configs(&mut s, "t", c.clone()).unwrap());
+        assert!(!set_topic_configs(&mut s, "t", c.clone()).unwrap());
+        assert_eq!(s.metadata.version, v + 1);
+        assert_eq!(s.metadata.topics["t"].configs, c);
+    }
+
+    #[test]
+    fn scale_down_never_moves_replicas_onto_another_leaving_broker() {
+        let mut s = ControllerState::new("c".into());
+        for id in 0..5 {
+            register(&mut s, reg(id, "a"), 0);
+        }
+        create_topic(&mut s, "t", 10, 3, BTreeMap::new(), uuid::Uuid::nil()).unwrap();
+        let started = decommission_all(&mut s, &[3, 4]).unwrap();
+        assert!(!started.is_empty());
+        for (_, p) in s.metadata.partitions() {
+            let target = p.target_replicas();
+            assert_eq!(target.len(), 3, "{p:?}");
+            assert!(target.iter().all(|r| *r < 3), "{p:?}");
+        }
+        // Partitions mid-reassignment are left alone: a second call starts nothing.
+        assert!(decommission_all(&mut s, &[3, 4]).unwrap().is_empty());
+        assert_eq!(
+            decommission_all(&mut s, &[9]),
+            Err(ControllerError::UnknownBroker(9))
+        );
     }
 
     #[test]

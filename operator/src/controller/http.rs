@@ -90,6 +90,9 @@ impl IntoResponse for Failure {
                     (StatusCode::CONFLICT, "reassignment_in_progress")
                 }
                 ControllerError::CannotMove { .. } => (StatusCode::CONFLICT, "cannot_move"),
+                ControllerError::PartitionDecrease { .. } => {
+                    (StatusCode::BAD_REQUEST, "partition_decrease")
+                }
             },
         };
         (
@@ -115,9 +118,11 @@ async fn register<S: Store>(
     State(c): Ctl<S>,
     Json(reg): Json<Registration>,
 ) -> Result<Json<Registered>, Failure> {
-    let epoch = c.update(|s, now| Ok(decisions::register(s, reg, now)))?;
+    let epoch = c
+        .update(|s, now| Ok(decisions::register(s, reg, now)))
+        .await?;
     Ok(Json(Registered {
-        cluster_id: c.snapshot().metadata.cluster_id,
+        cluster_id: c.snapshot().await.metadata.cluster_id,
         epoch,
     }))
 }
@@ -132,7 +137,8 @@ async fn heartbeat<S: Store>(
     Path(id): Path<i32>,
     Json(b): Json<EpochBody>,
 ) -> Result<StatusCode, Failure> {
-    c.update(|s, now| decisions::heartbeat(s, id, b.epoch, now))?;
+    c.update(|s, now| decisions::heartbeat(s, id, b.epoch, now))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -146,7 +152,9 @@ async fn controlled_shutdown<S: Store>(
     Path(id): Path<i32>,
     Json(b): Json<EpochBody>,
 ) -> Result<Json<StillLeading>, Failure> {
-    let partitions = c.update(|s, _| decisions::controlled_shutdown(s, id, b.epoch))?;
+    let partitions = c
+        .update(|s, _| decisions::controlled_shutdown(s, id, b.epoch))
+        .await?;
     Ok(Json(StillLeading { partitions }))
 }
 
@@ -165,7 +173,7 @@ async fn metadata<S: Store>(
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(MAX_WAIT);
     match q.after {
         Some(after) => Json(c.metadata_after(after, wait).await),
-        None => Json(c.snapshot().metadata),
+        None => Json(c.snapshot().await.metadata),
     }
 }
 
@@ -173,7 +181,9 @@ async fn alter_partition<S: Store>(
     State(c): Ctl<S>,
     Json(req): Json<AlterPartition>,
 ) -> Result<Json<broker::metadata::PartitionMeta>, Failure> {
-    Ok(Json(c.update(|s, _| decisions::alter_partition(s, &req))?))
+    Ok(Json(
+        c.update(|s, _| decisions::alter_partition(s, &req)).await?,
+    ))
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -190,23 +200,26 @@ async fn create_topic<S: Store>(
     Json(t): Json<NewTopic>,
 ) -> Result<Json<broker::metadata::TopicMeta>, Failure> {
     let id = uuid::Uuid::new_v4();
-    Ok(Json(c.update(|s, _| {
-        decisions::create_topic(
-            s,
-            &t.name,
-            t.partitions,
-            t.replication_factor,
-            t.configs.clone(),
-            id,
-        )
-    })?))
+    Ok(Json(
+        c.update(|s, _| {
+            decisions::create_topic(
+                s,
+                &t.name,
+                t.partitions,
+                t.replication_factor,
+                t.configs.clone(),
+                id,
+            )
+        })
+        .await?,
+    ))
 }
 
 async fn delete_topic<S: Store>(
     State(c): Ctl<S>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, Failure> {
-    c.update(|s, _| decisions::delete_topic(s, &name))?;
+    c.update(|s, _| decisions::delete_topic(s, &name)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -225,12 +238,14 @@ async fn producer_ids<S: Store>(
     State(c): Ctl<S>,
     Json(r): Json<IdRequest>,
 ) -> Result<Json<IdBlock>, Failure> {
-    let (start, end) = c.update(|s, _| {
-        Ok(decisions::allocate_producer_ids(
-            s,
-            r.count.clamp(1, 1_000_000),
-        ))
-    })?;
+    let (start, end) = c
+        .update(|s, _| {
+            Ok(decisions::allocate_producer_ids(
+                s,
+                r.count.clamp(1, 1_000_000),
+            ))
+        })
+        .await?;
     Ok(Json(IdBlock { start, end }))
 }
 
@@ -239,7 +254,7 @@ async fn drain<S: Store>(
     Path(id): Path<i32>,
 ) -> Result<Json<StillLeading>, Failure> {
     Ok(Json(StillLeading {
-        partitions: c.update(|s, _| decisions::drain(s, id))?,
+        partitions: c.update(|s, _| decisions::drain(s, id)).await?,
     }))
 }
 
@@ -253,7 +268,7 @@ async fn decommission<S: Store>(
     Path(id): Path<i32>,
 ) -> Result<Json<Moves>, Failure> {
     Ok(Json(Moves {
-        started: c.update(|s, _| decisions::decommission(s, id))?,
+        started: c.update(|s, _| decisions::decommission(s, id)).await?,
     }))
 }
 
@@ -264,7 +279,9 @@ pub struct Elected {
 
 async fn preferred<S: Store>(State(c): Ctl<S>) -> Result<Json<Elected>, Failure> {
     Ok(Json(Elected {
-        moved: c.update(|s, _| Ok(decisions::preferred_leader_election(s)))?,
+        moved: c
+            .update(|s, _| Ok(decisions::preferred_leader_election(s)))
+            .await?,
     }))
 }
 
@@ -279,9 +296,10 @@ async fn reassign<S: Store>(
     State(c): Ctl<S>,
     Json(r): Json<Reassign>,
 ) -> Result<Json<broker::metadata::PartitionMeta>, Failure> {
-    Ok(Json(c.update(|s, _| {
-        decisions::reassign(s, &r.topic, r.partition, r.replicas.clone())
-    })?))
+    Ok(Json(
+        c.update(|s, _| decisions::reassign(s, &r.topic, r.partition, r.replicas.clone()))
+            .await?,
+    ))
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -293,7 +311,7 @@ pub struct Description {
 
 async fn describe<S: Store>(State(c): Ctl<S>) -> Json<Description> {
     let now = c.now_ms();
-    let s = c.snapshot();
+    let s = c.snapshot().await;
     let heartbeat_age_ms = s
         .last_heartbeat_ms
         .iter()

@@ -2,11 +2,10 @@
 //! swap on the version) before it is visible, watchers woken on each new version, and the
 //! session-expiry tick. Time is the controller's own monotonic clock in ms.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use broker::metadata::ClusterMetadata;
-use tokio::sync::watch;
+use tokio::sync::{Mutex, watch};
 use tracing::{info, warn};
 
 use super::decisions::{self, ControllerError};
@@ -35,12 +34,16 @@ pub struct Controller<S: Store> {
 
 impl<S: Store> Controller<S> {
     /// Loads the stored state, or starts a new cluster with `cluster_id`.
-    pub fn open(store: S, cluster_id: String, settings: Settings) -> Result<Self, StoreError> {
-        let mut state = match store.load()? {
+    pub async fn open(
+        store: S,
+        cluster_id: String,
+        settings: Settings,
+    ) -> Result<Self, StoreError> {
+        let mut state = match store.load().await? {
             Some(s) => s,
             None => {
                 let s = ControllerState::new(cluster_id);
-                store.save(&s, 0)?;
+                store.save(&s, 0).await?;
                 s
             }
         };
@@ -65,16 +68,16 @@ impl<S: Store> Controller<S> {
     }
 
     /// Applies `f` to a copy of the state and commits it if it changed the version.
-    pub fn update<T>(
+    pub async fn update<T>(
         &self,
         f: impl FnOnce(&mut ControllerState, i64) -> Result<T, ControllerError>,
     ) -> Result<T, ServiceError> {
         let now = self.now_ms();
-        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.state.lock().await;
         let mut next = guard.clone();
         let out = f(&mut next, now)?;
         if next.metadata.version != guard.metadata.version {
-            self.store.save(&next, guard.metadata.version)?;
+            self.store.save(&next, guard.metadata.version).await?;
             let v = next.metadata.version;
             *guard = next;
             drop(guard);
@@ -86,21 +89,29 @@ impl<S: Store> Controller<S> {
         Ok(out)
     }
 
-    pub fn snapshot(&self) -> ControllerState {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    pub async fn snapshot(&self) -> ControllerState {
+        self.state.lock().await.clone()
+    }
+
+    /// The committed metadata version, updated after every save.
+    pub fn versions(&self) -> watch::Receiver<u64> {
+        self.versions.subscribe()
     }
 
     /// The metadata once its version is above `after`, or the current one after `timeout`.
     pub async fn metadata_after(&self, after: u64, timeout: Duration) -> ClusterMetadata {
         let mut rx = self.versions.subscribe();
         let _ = tokio::time::timeout(timeout, rx.wait_for(|v| *v > after)).await;
-        self.snapshot().metadata
+        self.snapshot().await.metadata
     }
 
     /// Fences brokers whose sessions expired; run periodically.
-    pub fn tick(&self) {
+    pub async fn tick(&self) {
         let timeout = self.settings.session_timeout_ms;
-        match self.update(|s, now| Ok(decisions::expire_sessions(s, now, timeout))) {
+        match self
+            .update(|s, now| Ok(decisions::expire_sessions(s, now, timeout)))
+            .await
+        {
             Ok(fenced) if !fenced.is_empty() => {
                 warn!(brokers = ?fenced, "broker sessions expired; fenced")
             }

@@ -19,15 +19,23 @@ pub enum StoreError {
     Conflict { stored: u64, expected: u64 },
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
-    #[error("state file is corrupt: {0}")]
+    #[error("stored state is corrupt: {0}")]
     Corrupt(String),
+    #[error("Kubernetes API: {0}")]
+    Api(#[from] kube::Error),
+    #[error("{0} no longer exists")]
+    Gone(String),
 }
 
-pub trait Store {
+pub trait Store: Send + Sync + 'static {
     /// The stored state, if any.
-    fn load(&self) -> Result<Option<ControllerState>, StoreError>;
+    fn load(&self) -> impl Future<Output = Result<Option<ControllerState>, StoreError>> + Send;
     /// Saves `state` if the stored version is still `expected_version`.
-    fn save(&self, state: &ControllerState, expected_version: u64) -> Result<(), StoreError>;
+    fn save(
+        &self,
+        state: &ControllerState,
+        expected_version: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// A JSON file written with write-fsync-rename.
@@ -41,8 +49,19 @@ impl FileStore {
     }
 }
 
+// A small file on local disk: read and written in place, not worth a blocking-pool hop.
 impl Store for FileStore {
-    fn load(&self) -> Result<Option<ControllerState>, StoreError> {
+    async fn load(&self) -> Result<Option<ControllerState>, StoreError> {
+        self.load_now()
+    }
+
+    async fn save(&self, state: &ControllerState, expected_version: u64) -> Result<(), StoreError> {
+        self.save_now(state, expected_version)
+    }
+}
+
+impl FileStore {
+    fn load_now(&self) -> Result<Option<ControllerState>, StoreError> {
         match fs::read(&self.path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
@@ -52,8 +71,8 @@ impl Store for FileStore {
         }
     }
 
-    fn save(&self, state: &ControllerState, expected_version: u64) -> Result<(), StoreError> {
-        let stored = self.load()?.map_or(0, |s| s.metadata.version);
+    fn save_now(&self, state: &ControllerState, expected_version: u64) -> Result<(), StoreError> {
+        let stored = self.load_now()?.map_or(0, |s| s.metadata.version);
         if stored != expected_version {
             return Err(StoreError::Conflict {
                 stored,
@@ -71,17 +90,17 @@ impl Store for FileStore {
 mod tests {
     use super::*;
 
-    #[test]
-    fn compare_and_swap_on_version() {
+    #[tokio::test]
+    async fn compare_and_swap_on_version() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path().join("controller.json"));
-        assert!(store.load().unwrap().is_none());
+        assert!(store.load().await.unwrap().is_none());
         let mut s = ControllerState::new("c1".into());
         s.metadata.version = 1;
-        store.save(&s, 0).unwrap();
+        store.save(&s, 0).await.unwrap();
         s.metadata.version = 2;
-        store.save(&s, 1).unwrap();
-        let stale = store.save(&s, 1);
+        store.save(&s, 1).await.unwrap();
+        let stale = store.save(&s, 1).await;
         assert!(
             matches!(
                 stale,
@@ -92,6 +111,6 @@ mod tests {
             ),
             "{stale:?}"
         );
-        assert_eq!(store.load().unwrap().unwrap(), s);
+        assert_eq!(store.load().await.unwrap().unwrap(), s);
     }
 }

@@ -144,6 +144,20 @@ pub struct LogClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+    /// The cluster controller's committed state (brokers, partitions, epochs, ISR), written only
+    /// by the operator replica holding the leader Lease, compare-and-swap on resourceVersion.
+    /// Read it with the ReplicatedTopics' status instead; its shape may change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "opaque_object")]
+    pub controller_state: Option<serde_json::Value>,
+}
+
+/// An object the API server keeps as is (`x-kubernetes-preserve-unknown-fields`).
+fn opaque_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
 }
 
 /// One broker as the operator sees it.

@@ -1,0 +1,587 @@
+//! The LogCluster reconciler: starts (or resumes) the cluster's controller from the state in its
+//! status, applies the children with server-side apply, carries out the roll planner's next step,
+//! shrinks the StatefulSet only after the leaving brokers' replicas have moved, and reports
+//! brokers, rollout and conditions. Each action that matters is also an Event.
+
+use std::collections::BTreeSet;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tracing::info;
+
+use super::Context;
+use super::resources::{self, Names};
+use crate::controller::decisions;
+use crate::controller::state::ControllerState;
+use crate::crd::log_cluster::{BrokerState, RolloutPhase, RolloutStatus};
+use crate::crd::{
+    Condition, ConditionStatus, ConditionType, LogCluster, LogClusterStatus, set_condition,
+};
+use crate::roll::{self, PodState, RollAction, RollInput};
+
+/// Field manager of every server-side apply.
+pub const FIELD_MANAGER: &str = "strand-operator";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("Kubernetes API: {0}")]
+    Api(#[from] kube::Error),
+    #[error("controller state: {0}")]
+    Store(#[from] crate::controller::store::StoreError),
+    #[error("controller: {0}")]
+    Controller(#[from] crate::controller::service::ServiceError),
+    #[error("cannot render {0}: {1}")]
+    Render(&'static str, serde_json::Error),
+}
+
+pub async fn reconcile(lc: Arc<LogCluster>, ctx: Arc<Context>) -> Result<Action, ClusterError> {
+    let ns = lc.namespace().unwrap_or_default();
+    let name = lc.name_any();
+    if lc.metadata.deletion_timestamp.is_some() {
+        ctx.registry.remove(&ns, &name).await;
+        return Ok(Action::await_change());
+    }
+    let lcs: Api<LogCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    // The cluster id is the resource's uid: stable for its life, new if it is recreated.
+    let uid = lc.uid().unwrap_or_default().replace('-', "");
+    let entry = ctx.registry.ensure(lcs, &ns, &name, &uid).await?;
+    let state = entry.controller.snapshot().await;
+    let rctx = resources::Context {
+        controller_url: ctx.controller_url.clone(),
+        cluster_id: state.metadata.cluster_id.clone(),
+    };
+    let names = resources::names(&lc);
+
+    // Scale-down: the StatefulSet keeps the leaving pods until their replicas have moved.
+    let current_replicas = current_statefulset_replicas(&ctx, &ns, &names).await?;
+    let (sts_replicas, leaving_note) = scale_target(&lc, current_replicas, &state);
+    if let Some(note) = &leaving_note {
+        let leaving: Vec<i32> = (lc.spec.replicas..sts_replicas).collect();
+        let started = entry
+            .controller
+            .update(|s, _| decisions::decommission_all(s, &leaving))
+            .await;
+        match started {
+            Ok(moves) if !moves.is_empty() => {
+                publish(
+                    &ctx,
+                    &lc,
+                    EventType::Normal,
+                    "Decommissioning",
+                    &format!(
+                        "moving {} partition replicas off brokers {leaving:?} before scaling down",
+                        moves.len()
+                    ),
+                )
+                .await
+            }
+            Ok(_) => {}
+            Err(e) => {
+                publish(
+                    &ctx,
+                    &lc,
+                    EventType::Warning,
+                    "ScaleDownBlocked",
+                    &format!("{note}: {e}"),
+                )
+                .await
+            }
+        }
+    }
+
+    apply(&ctx, &lc, &ns, resources::service_account(&lc)).await?;
+    apply(&ctx, &lc, &ns, resources::config_map(&lc)).await?;
+    apply(&ctx, &lc, &ns, resources::headless_service(&lc)).await?;
+    apply(&ctx, &lc, &ns, resources::client_service(&lc)).await?;
+    apply(&ctx, &lc, &ns, resources::pod_disruption_budget(&lc)).await?;
+    let mut sts = resources::statefulset(&lc, &rctx);
+    sts.spec.replicas = Some(sts_replicas);
+    let sts = apply(&ctx, &lc, &ns, sts).await?;
+
+    let pods = broker_pods(&ctx, &ns, &lc).await?;
+    let rollout = roll_step(&ctx, &lc, &ns, &names, &sts, &pods, &entry.controller).await?;
+    let state = entry.controller.snapshot().await;
+    let status = cluster_status(&lc, &state, &pods, sts_replicas, rollout, leaving_note);
+    if lc.status.as_ref().map(without_state) != Some(without_state(&status)) {
+        let api: Api<LogCluster> = Api::namespaced(ctx.client.clone(), &ns);
+        // A merge patch of our fields only: status.controllerState is the controller's.
+        let mut body =
+            serde_json::to_value(&status).map_err(|e| ClusterError::Render("status", e))?;
+        if let Some(o) = body.as_object_mut() {
+            o.remove("controllerState");
+        }
+        api.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": body })),
+        )
+        .await?;
+    }
+    Ok(Action::requeue(Duration::from_secs(15)))
+}
+
+fn without_state(s: &LogClusterStatus) -> LogClusterStatus {
+    LogClusterStatus {
+        controller_state: None,
+        ..s.clone()
+    }
+}
+
+async fn current_statefulset_replicas(
+    ctx: &Context,
+    ns: &str,
+    names: &Names,
+) -> Result<Option<i32>, kube::Error> {
+    let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
+    Ok(api
+        .get_opt(&names.statefulset)
+        .await?
+        .and_then(|s| s.spec.replicas))
+}
+
+/// The StatefulSet size to apply: `spec.replicas`, except during a scale-down while brokers at
+/// or above it still hold replicas (then the current size, and a note saying why).
+pub fn scale_target(
+    lc: &LogCluster,
+    current: Option<i32>,
+    state: &ControllerState,
+) -> (i32, Option<String>) {
+    let want = lc.spec.replicas;
+    let Some(current) = current.filter(|c| *c > want) else {
+        return (want, None);
+    };
+    let holding: BTreeSet<i32> = state
+        .metadata
+        .partitions()
+        .flat_map(|(_, p)| p.replicas.iter().copied())
+        .filter(|r| *r >= want && *r < current)
+        .collect();
+    if holding.is_empty() {
+        (want, None)
+    } else {
+        (
+            current,
+            Some(format!(
+                "scaling down to {want} brokers: brokers {:?} still hold partition replicas, moving them first",
+                holding.iter().collect::<Vec<_>>()
+            )),
+        )
+    }
+}
+
+/// Server-side apply of a child owned by `lc`. Emits an Event when it creates or changes it.
+async fn apply<K>(ctx: &Context, lc: &LogCluster, ns: &str, obj: K) -> Result<K, ClusterError>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let name = obj.name_any();
+    let before = api.get_opt(&name).await?.and_then(|o| o.resource_version());
+    let mut body = serde_json::to_value(&obj)
+        .map_err(|e| ClusterError::Render(std::any::type_name::<K>(), e))?;
+    body["apiVersion"] = K::api_version(&()).into();
+    body["kind"] = K::kind(&()).into();
+    let applied = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await?;
+    let after = applied.resource_version();
+    let (reason, verb) = match before {
+        None => ("Created", "created"),
+        Some(rv) if Some(&rv) != after.as_ref() => ("Updated", "updated"),
+        Some(_) => return Ok(applied),
+    };
+    let kind = K::kind(&());
+    info!(%kind, %name, "{verb}");
+    publish(
+        ctx,
+        lc,
+        EventType::Normal,
+        reason,
+        &format!("{verb} {kind} {name}"),
+    )
+    .await;
+    Ok(applied)
+}
+
+async fn broker_pods(ctx: &Context, ns: &str, lc: &LogCluster) -> Result<Vec<Pod>, kube::Error> {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = resources::selector_labels(lc)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    Ok(api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items)
+}
+
+fn ordinal(pod: &Pod, sts: &str) -> Option<i32> {
+    pod.name_any()
+        .strip_prefix(&format!("{sts}-"))?
+        .parse()
+        .ok()
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Asks the roll planner for the next step and carries it out.
+async fn roll_step(
+    ctx: &Context,
+    lc: &LogCluster,
+    ns: &str,
+    names: &Names,
+    sts: &StatefulSet,
+    pods: &[Pod],
+    controller: &super::registry::KubeController,
+) -> Result<RolloutStatus, ClusterError> {
+    let update_revision = sts.status.as_ref().and_then(|s| s.update_revision.clone());
+    let current_revision = sts.status.as_ref().and_then(|s| s.current_revision.clone());
+    let pod_states: Vec<PodState> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            Some(PodState {
+                ordinal: ordinal(p, &names.statefulset)?,
+                ready: pod_ready(p),
+                revision: p.labels().get("controller-revision-hash")?.clone(),
+            })
+        })
+        .collect();
+    let previous = lc.status.as_ref().and_then(|s| s.rollout.clone());
+    let mut status = RolloutStatus {
+        phase: RolloutPhase::Idle,
+        current_revision,
+        update_revision: update_revision.clone(),
+        updated_brokers: 0,
+        rolling_broker: None,
+        blocked_reason: None,
+    };
+    let Some(target) = update_revision else {
+        return Ok(status); // the StatefulSet controller has not computed a revision yet
+    };
+    status.updated_brokers =
+        i32::try_from(pod_states.iter().filter(|p| p.revision == target).count())
+            .unwrap_or(i32::MAX);
+    let md = controller.snapshot().await.metadata;
+    let default_min_insync =
+        match roll::min_insync_replicas(&lc.spec.broker_config, 1, "spec.brokerConfig") {
+            Ok(n) => n,
+            Err(e) => {
+                status.phase = RolloutPhase::Blocked;
+                status.blocked_reason = Some(e.to_string());
+                return Ok(status);
+            }
+        };
+    let input = RollInput {
+        pods: &pod_states,
+        target_revision: &target,
+        metadata: &md,
+        default_min_insync,
+        paused: lc.spec.paused,
+        rolling_broker: previous.as_ref().and_then(|r| r.rolling_broker),
+    };
+    let outdated = pod_states.iter().any(|p| p.revision != target);
+    match roll::plan(&input) {
+        RollAction::Done => {}
+        RollAction::Wait { reason } => {
+            status.phase = if lc.spec.paused {
+                RolloutPhase::Paused
+            } else if outdated {
+                RolloutPhase::Rolling
+            } else {
+                RolloutPhase::Idle
+            };
+            if outdated {
+                status.rolling_broker = input.rolling_broker;
+                status.blocked_reason = Some(reason);
+            }
+        }
+        RollAction::Blocked { reason } => {
+            status.phase = RolloutPhase::Blocked;
+            publish(ctx, lc, EventType::Warning, "RollBlocked", &reason).await;
+            status.blocked_reason = Some(reason);
+        }
+        RollAction::DrainBroker(b) => {
+            controller.update(|s, _| decisions::drain(s, b)).await?;
+            publish(
+                ctx,
+                lc,
+                EventType::Normal,
+                "DrainBroker",
+                &format!("moving leadership off broker {b} before restarting it"),
+            )
+            .await;
+            status.phase = RolloutPhase::Rolling;
+            status.rolling_broker = Some(b);
+        }
+        RollAction::DeletePod(b) => {
+            let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+            let pod = format!("{}-{b}", names.statefulset);
+            match api.delete(&pod, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+            publish(
+                ctx,
+                lc,
+                EventType::Normal,
+                "RestartBroker",
+                &format!("deleted pod {pod} to move it to revision {target}"),
+            )
+            .await;
+            status.phase = RolloutPhase::Rolling;
+            status.rolling_broker = Some(b);
+        }
+        RollAction::RestorePreferredLeaders => {
+            let moved = controller
+                .update(|s, _| Ok(decisions::preferred_leader_election(s)))
+                .await?;
+            publish(
+                ctx,
+                lc,
+                EventType::Normal,
+                "PreferredLeaders",
+                &format!("preferred-leader election moved {moved} partition leaders"),
+            )
+            .await;
+        }
+    }
+    Ok(status)
+}
+
+fn condition(
+    type_: ConditionType,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_,
+        status: if ok {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        },
+        reason: reason.into(),
+        message,
+        last_transition_time: Time(Timestamp::now()),
+        observed_generation: generation,
+    }
+}
+
+/// The status: one entry per broker of the StatefulSet, rollout progress and conditions.
+pub fn cluster_status(
+    lc: &LogCluster,
+    state: &ControllerState,
+    pods: &[Pod],
+    sts_replicas: i32,
+    rollout: RolloutStatus,
+    leaving_note: Option<String>,
+) -> LogClusterStatus {
+    let gen_ = lc.metadata.generation;
+    let sts = lc.name_any();
+    let mut s = lc.status.clone().unwrap_or_default();
+    s.controller_state = None;
+    s.observed_generation = gen_;
+    s.brokers = (0..sts_replicas)
+        .map(|id| {
+            let meta = state.metadata.brokers.get(&id);
+            BrokerState {
+                id,
+                ready: pods
+                    .iter()
+                    .any(|p| ordinal(p, &sts) == Some(id) && pod_ready(p)),
+                registered: state.metadata.is_alive(id),
+                epoch: meta.map(|b| b.epoch),
+            }
+        })
+        .collect();
+    s.ready_brokers = i32::try_from(s.brokers.iter().filter(|b| b.ready && b.registered).count())
+        .unwrap_or(i32::MAX);
+    let want = lc.spec.replicas;
+    let registered = (0..want).filter(|id| state.metadata.is_alive(*id)).count();
+    let ready = if s.ready_brokers >= want {
+        condition(
+            ConditionType::Ready,
+            true,
+            "AllBrokersReady",
+            format!("{want}/{want} brokers ready and registered"),
+            gen_,
+        )
+    } else {
+        condition(
+            ConditionType::Ready,
+            false,
+            "BrokersNotReady",
+            format!(
+                "{}/{want} brokers ready and registered ({registered} registered with the controller)",
+                s.ready_brokers
+            ),
+            gen_,
+        )
+    };
+    set_condition(&mut s.conditions, ready);
+    let progressing = match (&leaving_note, rollout.phase) {
+        (Some(note), _) => condition(
+            ConditionType::Progressing,
+            true,
+            "ScalingDown",
+            note.clone(),
+            gen_,
+        ),
+        (None, RolloutPhase::Rolling) => condition(
+            ConditionType::Progressing,
+            true,
+            "Rolling",
+            rollout
+                .blocked_reason
+                .clone()
+                .unwrap_or_else(|| "rolling brokers to the new revision".into()),
+            gen_,
+        ),
+        (None, RolloutPhase::Paused) => condition(
+            ConditionType::Progressing,
+            false,
+            "Paused",
+            "spec.paused is true".into(),
+            gen_,
+        ),
+        (None, RolloutPhase::Blocked) => condition(
+            ConditionType::Progressing,
+            false,
+            "RollBlocked",
+            rollout.blocked_reason.clone().unwrap_or_default(),
+            gen_,
+        ),
+        (None, RolloutPhase::Idle) => condition(
+            ConditionType::Progressing,
+            false,
+            "Idle",
+            "every broker runs the current revision".into(),
+            gen_,
+        ),
+    };
+    set_condition(&mut s.conditions, progressing);
+    let degraded = if rollout.phase == RolloutPhase::Blocked {
+        condition(
+            ConditionType::Degraded,
+            true,
+            "RollBlocked",
+            rollout.blocked_reason.clone().unwrap_or_default(),
+            gen_,
+        )
+    } else {
+        condition(
+            ConditionType::Degraded,
+            false,
+            "Healthy",
+            "nothing blocks the operator".into(),
+            gen_,
+        )
+    };
+    set_condition(&mut s.conditions, degraded);
+    s.rollout = Some(rollout);
+    s
+}
+
+async fn publish(ctx: &Context, lc: &LogCluster, type_: EventType, reason: &str, note: &str) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &lc.object_ref(&())).await {
+        tracing::warn!(error = %e, "cannot publish event");
+    }
+}
+
+pub fn error_policy(_: Arc<LogCluster>, e: &ClusterError, _: Arc<Context>) -> Action {
+    tracing::warn!(error = %e, "cluster reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::LogClusterSpec;
+    use crate::crd::log_cluster::StorageSpec;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    fn lc(replicas: i32) -> LogCluster {
+        LogCluster::new(
+            "demo",
+            LogClusterSpec {
+                replicas,
+                image: "i".into(),
+                storage: StorageSpec {
+                    size: Quantity("1Gi".into()),
+                    storage_class_name: None,
+                },
+                resources: None,
+                broker_config: Default::default(),
+                rack_label_key: None,
+                pod_template: None,
+                paused: false,
+            },
+        )
+    }
+
+    #[test]
+    fn scale_down_waits_for_replicas_to_move() {
+        let mut s = ControllerState::new("c".into());
+        for id in 0..5 {
+            decisions::register(
+                &mut s,
+                decisions::Registration {
+                    id,
+                    incarnation: "a".into(),
+                    host: "h".into(),
+                    port: 1,
+                    rack: None,
+                },
+                0,
+            );
+        }
+        decisions::create_topic(&mut s, "t", 5, 3, Default::default(), uuid::Uuid::nil()).unwrap();
+        // Growing or steady: spec.replicas.
+        assert_eq!(scale_target(&lc(5), Some(3), &s), (5, None));
+        assert_eq!(scale_target(&lc(5), None, &s), (5, None));
+        // Shrinking while brokers 3 and 4 hold replicas: keep 5 and say why.
+        let (n, note) = scale_target(&lc(3), Some(5), &s);
+        assert_eq!(n, 5);
+        assert!(note.unwrap().contains("[3, 4]"));
+        // Once every replica has moved, shrink.
+        s.metadata.topics.clear();
+        assert_eq!(scale_target(&lc(3), Some(5), &s), (3, None));
+    }
+}

@@ -1,0 +1,231 @@
+//! One cluster controller per LogCluster, all behind one HTTP listener: a broker of cluster
+//! `ns/name` calls `/clusters/<ns>/<name>/v1/...`, which is handed to that cluster's controller
+//! router with the prefix stripped. Only the replica holding the leader Lease has entries, so a
+//! broker that reaches the other replica gets 503 and retries.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use kube::Api;
+use tokio::sync::{Mutex, RwLock, watch};
+use tokio::task::AbortHandle;
+use tower::ServiceExt;
+
+use super::store::KubeStore;
+use crate::controller::http::{self, ApiError};
+use crate::controller::service::{Controller, Settings};
+use crate::controller::store::StoreError;
+use crate::crd::LogCluster;
+
+pub type KubeController = Controller<KubeStore>;
+
+/// `(namespace, name)` of a LogCluster.
+pub type ClusterKey = (String, String);
+
+pub struct ClusterEntry {
+    pub controller: Arc<KubeController>,
+    router: Router,
+    tasks: Vec<AbortHandle>,
+}
+
+impl Drop for ClusterEntry {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Registry {
+    clusters: Arc<RwLock<BTreeMap<ClusterKey, Arc<ClusterEntry>>>>,
+    opening: Arc<Mutex<()>>,
+    /// Bumped whenever any cluster's controller commits a new version, so topic statuses follow.
+    changes: watch::Sender<u64>,
+    leading: watch::Receiver<bool>,
+    session_timeout_ms: i64,
+}
+
+impl Registry {
+    pub fn new(leading: watch::Receiver<bool>, session_timeout_ms: i64) -> Self {
+        Self {
+            clusters: Arc::default(),
+            opening: Arc::default(),
+            changes: watch::Sender::new(0),
+            leading,
+            session_timeout_ms,
+        }
+    }
+
+    pub async fn get(&self, ns: &str, name: &str) -> Option<Arc<ClusterEntry>> {
+        self.clusters
+            .read()
+            .await
+            .get(&(ns.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    pub async fn keys(&self) -> Vec<ClusterKey> {
+        self.clusters.read().await.keys().cloned().collect()
+    }
+
+    /// The controller of `ns/name`, opened from the state in its status (or started as a new
+    /// cluster with `cluster_id`) on first use.
+    pub async fn ensure(
+        &self,
+        api: Api<LogCluster>,
+        ns: &str,
+        name: &str,
+        cluster_id: &str,
+    ) -> Result<Arc<ClusterEntry>, StoreError> {
+        let _one_at_a_time = self.opening.lock().await;
+        if let Some(e) = self.get(ns, name).await {
+            return Ok(e);
+        }
+        let controller = Arc::new(
+            Controller::open(
+                KubeStore::new(api, name),
+                cluster_id.to_string(),
+                Settings {
+                    session_timeout_ms: self.session_timeout_ms,
+                },
+            )
+            .await?,
+        );
+        let ticker = tokio::spawn({
+            let c = controller.clone();
+            async move {
+                let mut every = tokio::time::interval(Duration::from_millis(500));
+                loop {
+                    every.tick().await;
+                    c.tick().await;
+                }
+            }
+        });
+        let forwarder = tokio::spawn({
+            let mut versions = controller.versions();
+            let changes = self.changes.clone();
+            async move {
+                while versions.changed().await.is_ok() {
+                    changes.send_modify(|n| *n += 1);
+                }
+            }
+        });
+        let entry = Arc::new(ClusterEntry {
+            router: http::router(controller.clone()),
+            controller,
+            tasks: vec![ticker.abort_handle(), forwarder.abort_handle()],
+        });
+        self.clusters
+            .write()
+            .await
+            .insert((ns.to_string(), name.to_string()), entry.clone());
+        self.changes.send_modify(|n| *n += 1);
+        Ok(entry)
+    }
+
+    /// Stops serving a cluster (its LogCluster is gone).
+    pub async fn remove(&self, ns: &str, name: &str) {
+        self.clusters
+            .write()
+            .await
+            .remove(&(ns.to_string(), name.to_string()));
+    }
+
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// The brokers' controller API for every cluster.
+    pub fn router(&self) -> Router {
+        Router::new().fallback(dispatch).with_state(self.clone())
+    }
+}
+
+/// `/clusters/<ns>/<name>/<rest>` split into its parts.
+fn split_path(path: &str) -> Option<(&str, &str, &str)> {
+    let rest = path.strip_prefix("/clusters/")?;
+    let (ns, rest) = rest.split_once('/')?;
+    let (name, rest) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    (!ns.is_empty() && !name.is_empty()).then_some((ns, name, rest))
+}
+
+fn refuse(status: StatusCode, kind: &str, error: String) -> Response {
+    (
+        status,
+        axum::Json(ApiError {
+            kind: kind.into(),
+            error,
+        }),
+    )
+        .into_response()
+}
+
+async fn dispatch(State(reg): State<Registry>, mut req: Request<Body>) -> Response {
+    let path = req.uri().path().to_string();
+    let Some((ns, name, rest)) = split_path(&path) else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "no such endpoint {path}; cluster APIs live under /clusters/<namespace>/<name>/"
+            ),
+        );
+    };
+    let Some(entry) = reg.get(ns, name).await else {
+        return if *reg.leading.borrow() {
+            refuse(
+                StatusCode::NOT_FOUND,
+                "unknown_cluster",
+                format!("no LogCluster {ns}/{name} is managed by this operator (yet)"),
+            )
+        } else {
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_leader",
+                "this operator replica does not hold the leader Lease".into(),
+            )
+        };
+    };
+    let rewritten = match req.uri().query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest.to_string(),
+    };
+    match rewritten.parse::<Uri>() {
+        Ok(uri) => *req.uri_mut() = uri,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, "bad_path", e.to_string()),
+    }
+    match entry.router.clone().oneshot(req).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_path;
+
+    #[test]
+    fn paths() {
+        assert_eq!(
+            split_path("/clusters/prod/demo/v1/metadata"),
+            Some(("prod", "demo", "/v1/metadata"))
+        );
+        assert_eq!(
+            split_path("/clusters/prod/demo"),
+            Some(("prod", "demo", "/"))
+        );
+        assert_eq!(split_path("/clusters/prod/"), None);
+        assert_eq!(split_path("/clusters//demo/x"), None);
+        assert_eq!(split_path("/v1/metadata"), None);
+    }
+}
