@@ -16,7 +16,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::Controller;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
 use kube::{Api, Client};
@@ -230,6 +230,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         watcher::Config::default(),
     )
     .reconcile_all_on(changes())
+    .with_config(debounced())
     .graceful_shutdown_on(wait_stop(stop.clone()))
     .run(cluster::reconcile, cluster::error_policy, ctx.clone())
     .for_each(|r| async move {
@@ -239,6 +240,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     });
     let topic_loop = topic_controller
         .reconcile_all_on(changes())
+        .with_config(debounced())
         .graceful_shutdown_on(wait_stop(stop.clone()))
         .run(topic::reconcile, topic::error_policy, ctx.clone())
         .for_each(|r| async move {
@@ -271,6 +273,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     let _ = election.await;
     Ok(())
+}
+
+/// Bursts of controller commits (a failover moves many leaders) become one reconcile.
+fn debounced() -> ControllerConfig {
+    ControllerConfig::default().debounce(Duration::from_millis(500))
 }
 
 async fn wait_stop(mut stop: watch::Receiver<bool>) {

@@ -1,0 +1,497 @@
+//! The operator against a real kube-apiserver and kube-controller-manager (`e2e/control-plane`):
+//! CRDs installed from `crds/`, a LogCluster turned into a StatefulSet and friends, topics
+//! assigned and reported, bad manifests refused or given clear conditions, state kept across
+//! operator restarts, leader election between two replicas, and a hybrid run where broker
+//! processes on the host join the operator's controller, serve a Kafka client and fail over.
+//! Each test has its own namespace, operator process(es) and Lease.
+
+#[path = "../../broker/tests/common/kafka.rs"]
+#[allow(dead_code)]
+mod kafka;
+mod kube;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use ::kube::Api;
+use ::kube::api::{DeleteParams, Patch, PatchParams};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use operator::crd::{LogCluster, ReplicatedTopic};
+use serde_json::{Value, json};
+
+use self::kube::*;
+
+const T: Duration = Duration::from_secs(60);
+
+fn logcluster(replicas: i32) -> Value {
+    let mut doc = read_yaml(&repo_root().join("e2e/manifests/logcluster.yaml")).remove(0);
+    doc["spec"]["replicas"] = json!(replicas);
+    doc
+}
+
+fn topic(name: &str, partitions: i32, rf: i32) -> Value {
+    json!({
+        "apiVersion": "strand.dev/v1alpha1",
+        "kind": "ReplicatedTopic",
+        "metadata": { "name": name },
+        "spec": { "cluster": "demo", "partitions": partitions, "replicationFactor": rf }
+    })
+}
+
+fn api_error(e: ::kube::Error) -> (u16, String) {
+    match e {
+        ::kube::Error::Api(s) => (s.code, s.message),
+        other => panic!("expected an API error, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn crds_install_and_the_api_server_refuses_bad_manifests() {
+    let Some(kc) = kubeconfig() else { return };
+    let c = client(&kc).await;
+    install_crds(&c).await;
+    let ns = namespace(&c, "refuse").await;
+
+    let mut lc = logcluster(0);
+    let (code, msg) = api_error(create_doc(&c, &ns, &lc).await.unwrap_err());
+    assert_eq!(code, 422, "{msg}");
+    assert!(msg.contains("spec.replicas"), "{msg}");
+    lc["spec"]["replicas"] = json!(3);
+    lc["spec"]["image"] = json!("");
+    let (code, msg) = api_error(create_doc(&c, &ns, &lc).await.unwrap_err());
+    assert_eq!(code, 422, "{msg}");
+
+    // The example manifests are valid as they are.
+    apply_docs(&c, &ns, &[logcluster(3)]).await.unwrap();
+    apply_docs(
+        &c,
+        &ns,
+        &read_yaml(&repo_root().join("e2e/manifests/topics.yaml")),
+    )
+    .await
+    .unwrap();
+
+    // CEL rules: partitions never decrease; replication factor and cluster are immutable.
+    let rts: Api<ReplicatedTopic> = Api::namespaced(c.clone(), &ns);
+    let pp = PatchParams::default();
+    for (patch, words) in [
+        (json!({"spec": {"partitions": 2}}), "partitions"),
+        (
+            json!({"spec": {"replicationFactor": 1}}),
+            "replicationFactor",
+        ),
+        (json!({"spec": {"cluster": "other"}}), "cluster"),
+    ] {
+        let e = rts
+            .patch("orders", &pp, &Patch::Merge(&patch))
+            .await
+            .unwrap_err();
+        let (code, msg) = api_error(e);
+        assert_eq!(code, 422, "{patch}: {msg}");
+        assert!(msg.contains(words), "{patch}: {msg}");
+    }
+    // Growing is allowed.
+    rts.patch(
+        "orders",
+        &pp,
+        &Patch::Merge(&json!({"spec": {"partitions": 8}})),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_logcluster_becomes_a_statefulset_and_friends() {
+    let Some(kc) = kubeconfig() else { return };
+    let c = client(&kc).await;
+    install_crds(&c).await;
+    let ns = namespace(&c, "children").await;
+    let dir = tempfile::tempdir().unwrap();
+    let op = OperatorProcess::start(&kc, &ns, "op-a", dir.path());
+    apply_docs(&c, &ns, &[logcluster(3)]).await.unwrap();
+
+    let stss: Api<StatefulSet> = Api::namespaced(c.clone(), &ns);
+    let sts = wait_for("the StatefulSet", T, || async {
+        stss.get_opt("demo").await.ok()?
+    })
+    .await;
+    let spec = &sts.spec;
+    assert_eq!(spec.replicas, Some(3));
+    assert_eq!(spec.service_name.as_deref(), Some("demo-brokers"));
+    assert_eq!(
+        spec.update_strategy.as_ref().unwrap().type_.as_deref(),
+        Some("OnDelete")
+    );
+    let owner = &sts.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.controller),
+        ("LogCluster", Some(true))
+    );
+    let container = &spec.template.spec.as_ref().unwrap().containers[0];
+    assert_eq!(container.image.as_deref(), Some("strand/broker:0.1.0"));
+    let args = container.args.clone().unwrap();
+    assert!(
+        args.contains(&format!(
+            "--controller=http://{}/clusters/{ns}/demo",
+            op.listen
+        )),
+        "{args:?}"
+    );
+    // Server-side apply with our field manager.
+    assert!(
+        sts.metadata
+            .managed_fields
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .any(|f| f.manager.as_deref() == Some("strand-operator")
+                && f.operation.as_deref() == Some("Apply"))
+    );
+
+    let svcs: Api<Service> = Api::namespaced(c.clone(), &ns);
+    let headless = svcs.get("demo-brokers").await.unwrap();
+    assert_eq!(
+        headless.spec.as_ref().unwrap().cluster_ip.as_deref(),
+        Some("None")
+    );
+    svcs.get("demo").await.unwrap();
+    let cm = Api::<ConfigMap>::namespaced(c.clone(), &ns)
+        .get("demo-config")
+        .await
+        .unwrap();
+    assert!(cm.data.unwrap()["broker.properties"].contains("min.insync.replicas=2"));
+    Api::<ServiceAccount>::namespaced(c.clone(), &ns)
+        .get("demo-broker")
+        .await
+        .unwrap();
+    Api::<PodDisruptionBudget>::namespaced(c.clone(), &ns)
+        .get("demo")
+        .await
+        .unwrap();
+
+    // kube-controller-manager's StatefulSet controller made the pods (Pending: no kubelet).
+    let pods: Api<Pod> = Api::namespaced(c.clone(), &ns);
+    wait_for("3 broker pods", T, || async {
+        let n = pods.list(&Default::default()).await.ok()?.items.len();
+        (n == 3).then_some(())
+    })
+    .await;
+
+    // Status: brokers listed, not ready, with a clear Ready=False condition.
+    let lcs: Api<LogCluster> = Api::namespaced(c.clone(), &ns);
+    let status = wait_for("LogCluster status", T, || async {
+        let v = get_json(&lcs, "demo").await?;
+        condition(&v, "Ready").map(|_| v)
+    })
+    .await;
+    let (st, reason, msg) = condition(&status, "Ready").unwrap();
+    assert_eq!(
+        (st.as_str(), reason.as_str()),
+        ("False", "BrokersNotReady"),
+        "{msg}"
+    );
+    assert_eq!(status["status"]["brokers"].as_array().unwrap().len(), 3);
+    assert_eq!(status["status"]["observedGeneration"], json!(1));
+    assert!(status["status"]["controllerState"]["metadata"]["cluster_id"].is_string());
+
+    // Events say what the operator did.
+    let events: Api<Event> = Api::namespaced(c.clone(), &ns);
+    let reasons: BTreeSet<String> = wait_for("Created events", T, || async {
+        let r: BTreeSet<String> = events
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect();
+        r.contains("Created").then_some(r)
+    })
+    .await;
+    assert!(reasons.contains("Created"), "{reasons:?}");
+
+    // A broker config change reaches the ConfigMap and the pod template (a roll).
+    let hash = |s: &StatefulSet| {
+        s.spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()["strand.dev/config-hash"]
+            .clone()
+    };
+    let before = hash(&sts);
+    lcs.patch(
+        "demo",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"brokerConfig": {"retention.ms": "3600000"}}})),
+    )
+    .await
+    .unwrap();
+    wait_for("a new config hash", T, || async {
+        let s = stss.get("demo").await.ok()?;
+        (hash(&s) != before).then_some(())
+    })
+    .await;
+
+    // Deleting the cluster deletes its children (owner references, garbage collector).
+    lcs.delete("demo", &DeleteParams::foreground())
+        .await
+        .unwrap();
+    wait_for("the StatefulSet to be collected", T, || async {
+        stss.get_opt("demo").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    drop(op);
+}
+
+/// Brokers on the host join the cluster through the operator; topics from YAML get spread
+/// assignments; bad topics get clear conditions; a Kafka client produces and consumes across a
+/// broker kill; the operator restarts without losing anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hybrid_brokers_topics_failover_and_operator_restart() {
+    let Some(kc) = kubeconfig() else { return };
+    let c = client(&kc).await;
+    install_crds(&c).await;
+    let ns = namespace(&c, "hybrid").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut op = OperatorProcess::start(&kc, &ns, "op-a", dir.path());
+    apply_docs(&c, &ns, &[logcluster(3)]).await.unwrap();
+    let lcs: Api<LogCluster> = Api::namespaced(c.clone(), &ns);
+    let rts: Api<ReplicatedTopic> = Api::namespaced(c.clone(), &ns);
+
+    // The controller for demo starts with the first reconcile; then brokers can register.
+    let url = op.controller_url(&ns, "demo");
+    wait_for("the cluster controller", T, || async {
+        let r = reqwest::get(format!("{url}/v1/metadata")).await.ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    let mut brokers: Vec<HostBroker> = (0..3)
+        .map(|id| HostBroker::start(dir.path(), id, &url))
+        .collect();
+    wait_for(
+        "3 brokers registered in the LogCluster status",
+        T,
+        || async {
+            let v = get_json(&lcs, "demo").await?;
+            let n = v["status"]["brokers"]
+                .as_array()?
+                .iter()
+                .filter(|b| b["registered"] == json!(true))
+                .count();
+            (n == 3).then_some(())
+        },
+    )
+    .await;
+
+    apply_docs(
+        &c,
+        &ns,
+        &read_yaml(&repo_root().join("e2e/manifests/topics.yaml")),
+    )
+    .await
+    .unwrap();
+    let orders = wait_for("orders Ready", T, || async {
+        let v = get_json(&rts, "orders").await?;
+        (condition(&v, "Ready")?.0 == "True").then_some(v)
+    })
+    .await;
+    let parts = orders["status"]["partitions"].as_array().unwrap().clone();
+    assert_eq!(parts.len(), 6);
+    let mut leaders = std::collections::BTreeMap::<i64, usize>::new();
+    for p in &parts {
+        assert_eq!(p["replicas"].as_array().unwrap().len(), 3, "{p}");
+        assert_eq!(p["isr"].as_array().unwrap().len(), 3, "{p}");
+        *leaders.entry(p["leader"].as_i64().unwrap()).or_default() += 1;
+    }
+    assert_eq!(
+        leaders.values().copied().collect::<Vec<_>>(),
+        vec![2, 2, 2],
+        "leaders spread: {leaders:?}"
+    );
+    let topic_id = orders["status"]["topicId"].as_str().unwrap().to_string();
+    wait_for("audit_log Ready", T, || async {
+        let v = get_json(&rts, "audit-log").await?;
+        (condition(&v, "Ready")?.0 == "True").then_some(())
+    })
+    .await;
+
+    // Bad topics: clear False conditions, nothing created.
+    apply_docs(&c, &ns, &[topic("too-wide", 1, 5)])
+        .await
+        .unwrap();
+    let mut other_cluster = topic("lost", 1, 1);
+    other_cluster["spec"]["cluster"] = json!("nope");
+    apply_docs(&c, &ns, &[other_cluster]).await.unwrap();
+    let mut dup = topic("orders-again", 6, 3);
+    dup["spec"]["topicName"] = json!("orders");
+    dup["spec"]["deletionPolicy"] = json!("Delete");
+    apply_docs(&c, &ns, &[dup]).await.unwrap();
+    for (name, reason) in [
+        ("too-wide", "ReplicationFactorTooLarge"),
+        ("lost", "ClusterNotFound"),
+        ("orders-again", "TopicConflict"),
+    ] {
+        let (st, r, msg) = wait_for(&format!("{name} condition"), T, || async {
+            condition(&get_json(&rts, name).await?, "Ready").filter(|c| c.1 == reason)
+        })
+        .await;
+        assert_eq!(st, "False", "{name}: {msg}");
+        assert_eq!(r, reason, "{name}: {msg}");
+    }
+
+    // A Kafka client through the brokers that joined via the operator.
+    let bootstrap = brokers
+        .iter()
+        .map(|b| b.kafka.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let producer = kafka::producer(&bootstrap, kafka::ACKS_ALL_IDEMPOTENT);
+    let mut acked = kafka::produce(&producer, "orders", "before", 2000).await;
+
+    // Kill -9 the leader of partition 0; the controller moves it and the status shows it.
+    let victim = parts[0]["leader"].as_i64().unwrap() as i32;
+    brokers.iter_mut().find(|b| b.id == victim).unwrap().kill9();
+    wait_for(
+        "partition 0 led by another broker, victim out of the ISR",
+        T,
+        || async {
+            let v = get_json(&rts, "orders").await?;
+            let p0 = &v["status"]["partitions"][0];
+            let isr: Vec<i64> = p0["isr"]
+                .as_array()?
+                .iter()
+                .filter_map(|x| x.as_i64())
+                .collect();
+            (p0["leader"].as_i64()? != i64::from(victim)
+                && p0["leader"].as_i64()? >= 0
+                && !isr.contains(&i64::from(victim)))
+            .then_some(())
+        },
+    )
+    .await;
+    acked.extend(kafka::produce(&producer, "orders", "after", 2000).await);
+
+    // The operator restarts (clean stop, Lease released); everything it knew is still there.
+    assert!(
+        op.terminate(),
+        "operator did not stop cleanly:\n{}",
+        op.log_text()
+    );
+    // Same address, as a Service would give: the brokers keep heartbeating to the new process.
+    let op2 = OperatorProcess::start_on(&kc, &ns, "op-b", dir.path(), Some(op.listen));
+    let after = wait_for("orders status from the new operator", T, || async {
+        let v = get_json(&rts, "orders").await?;
+        (condition(&v, "Ready")?.0 == "True").then_some(v)
+    })
+    .await;
+    assert_eq!(after["status"]["topicId"].as_str(), Some(topic_id.as_str()));
+    let md: Value = wait_for("metadata from the new operator", T, || async {
+        let r = reqwest::get(format!("{}/v1/metadata", op2.controller_url(&ns, "demo")))
+            .await
+            .ok()?;
+        r.json().await.ok()
+    })
+    .await;
+    let p0 = &md["topics"]["orders"]["partitions"][0];
+    assert_ne!(p0["leader"].as_i64(), Some(i64::from(victim)), "{p0}");
+    // The surviving brokers stay registered with the new operator and take writes.
+    acked.extend(kafka::produce(&producer, "orders", "restarted", 1000).await);
+
+    // Every acknowledged record is there (the brokers serve reads without the controller).
+    let read = tokio::task::spawn_blocking({
+        let bootstrap = bootstrap.clone();
+        move || kafka::consume_all(&bootstrap, "orders", &(0..6).collect::<Vec<_>>())
+    })
+    .await
+    .unwrap();
+    kafka::assert_acked_present(&acked, &read);
+
+    // Deleting a Delete-policy topic deletes it; deleting the loser of a conflict does not
+    // delete the winner's topic, whatever its policy.
+    rts.delete("orders-again", &DeleteParams::default())
+        .await
+        .unwrap();
+    rts.delete("audit-log", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("audit-log resource gone", T, || async {
+        rts.get_opt("audit-log").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    wait_for("orders-again resource gone", T, || async {
+        rts.get_opt("orders-again")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let lc = get_json(&lcs, "demo").await.unwrap();
+    let topics = &lc["status"]["controllerState"]["metadata"]["topics"];
+    assert!(
+        topics.get("audit_log").is_none(),
+        "audit_log should be deleted"
+    );
+    assert!(
+        topics.get("orders").is_some(),
+        "orders must survive its rival's deletion"
+    );
+    drop(op2);
+}
+
+#[tokio::test]
+async fn two_operator_replicas_elect_one_leader() {
+    let Some(kc) = kubeconfig() else { return };
+    let c = client(&kc).await;
+    install_crds(&c).await;
+    let ns = namespace(&c, "lease").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = OperatorProcess::start(&kc, &ns, "op-a", dir.path());
+    let leases: Api<Lease> = Api::namespaced(c.clone(), &ns);
+    wait_for("op-a holds the Lease", T, || async {
+        let l = leases.get_opt("strand-operator").await.ok()??;
+        (l.spec?.holder_identity? == "op-a").then_some(())
+    })
+    .await;
+    let b = OperatorProcess::start(&kc, &ns, "op-b", dir.path());
+    apply_docs(&c, &ns, &[logcluster(1)]).await.unwrap();
+    let status = |p: &OperatorProcess| {
+        let url = format!("{}/v1/metadata", p.controller_url(&ns, "demo"));
+        async move {
+            reqwest::get(url)
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    wait_for("op-a serves demo", T, || async {
+        (status(&a).await == 200).then_some(())
+    })
+    .await;
+    assert_eq!(
+        status(&b).await,
+        503,
+        "the follower must not serve the controller API"
+    );
+
+    // The leader dies without releasing the Lease: the follower takes over after it expires.
+    a.kill9();
+    wait_for("op-b holds the Lease", T, || async {
+        let l = leases.get_opt("strand-operator").await.ok()??;
+        (l.spec?.holder_identity? == "op-b").then_some(())
+    })
+    .await;
+    wait_for("op-b serves demo", T, || async {
+        (status(&b).await == 200).then_some(())
+    })
+    .await;
+    let lease = leases.get("strand-operator").await.unwrap();
+    assert!(lease.spec.unwrap().lease_transitions.unwrap_or(0) >= 1);
+}
