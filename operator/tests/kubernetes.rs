@@ -109,7 +109,7 @@ async fn a_logcluster_becomes_a_statefulset_and_friends() {
     let c = client(&kc).await;
     install_crds(&c).await;
     let ns = namespace(&c, "children").await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let op = OperatorProcess::start(&kc, &ns, "op-a", dir.path());
     apply_docs(&c, &ns, &[logcluster(3)]).await.unwrap();
 
@@ -259,7 +259,7 @@ async fn hybrid_brokers_topics_failover_and_operator_restart() {
     let c = client(&kc).await;
     install_crds(&c).await;
     let ns = namespace(&c, "hybrid").await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let mut op = OperatorProcess::start(&kc, &ns, "op-a", dir.path());
     apply_docs(&c, &ns, &[logcluster(3)]).await.unwrap();
     let lcs: Api<LogCluster> = Api::namespaced(c.clone(), &ns);
@@ -404,7 +404,26 @@ async fn hybrid_brokers_topics_failover_and_operator_restart() {
     // The surviving brokers stay registered with the new operator and take writes.
     acked.extend(kafka::produce(&producer, "orders", "restarted", 1000).await);
 
-    // Every acknowledged record is there (the brokers serve reads without the controller).
+    // The killed broker comes back, catches up and rejoins every ISR; the status shows it.
+    let back = HostBroker::start(dir.path(), victim, &op2.controller_url(&ns, "demo"));
+    brokers.retain(|b| b.id != victim);
+    brokers.push(back);
+    wait_for("every ISR full again", T, || async {
+        let v = get_json(&rts, "orders").await?;
+        let full = v["status"]["partitions"]
+            .as_array()?
+            .iter()
+            .all(|p| p["isr"].as_array().is_some_and(|isr| isr.len() == 3));
+        full.then_some(())
+    })
+    .await;
+    let bootstrap = brokers
+        .iter()
+        .map(|b| b.kafka.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+
+    // Every acknowledged record is there.
     let read = tokio::task::spawn_blocking({
         let bootstrap = bootstrap.clone();
         move || kafka::consume_all(&bootstrap, "orders", &(0..6).collect::<Vec<_>>())
@@ -452,7 +471,7 @@ async fn two_operator_replicas_elect_one_leader() {
     let c = client(&kc).await;
     install_crds(&c).await;
     let ns = namespace(&c, "lease").await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let mut a = OperatorProcess::start(&kc, &ns, "op-a", dir.path());
     let leases: Api<Lease> = Api::namespaced(c.clone(), &ns);
     wait_for("op-a holds the Lease", T, || async {

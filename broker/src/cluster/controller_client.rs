@@ -101,6 +101,14 @@ impl ControllerClient {
                 kind: "unknown".into(),
                 error: String::from_utf8_lossy(&body).into_owned(),
             });
+            // A controller that is starting, failing over (another operator replica took the
+            // Lease) or has not reconciled this cluster yet is a wait, not a refusal.
+            if status >= 500 || err.kind == "unknown_cluster" {
+                return Err(ControllerCallError::Unreachable(format!(
+                    "controller unavailable ({}, HTTP {status}): {}",
+                    err.kind, err.error
+                )));
+            }
             return Err(ControllerCallError::Refused {
                 status,
                 kind: err.kind,

@@ -36,6 +36,21 @@ pub fn kubeconfig() -> Option<PathBuf> {
     );
 }
 
+/// A scratch directory for logs and data; kept (and its path printed) when
+/// STRAND_KEEP_TEST_DIRS is set, for looking at the logs of a failed run.
+pub fn test_dir() -> tempfile::TempDir {
+    let keep = std::env::var_os("STRAND_KEEP_TEST_DIRS").is_some();
+    let dir = tempfile::Builder::new()
+        .prefix("strand-kube-")
+        .disable_cleanup(keep)
+        .tempdir()
+        .unwrap();
+    if keep {
+        eprintln!("test directory: {}", dir.path().display());
+    }
+    dir
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
