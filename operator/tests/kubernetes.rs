@@ -462,6 +462,23 @@ async fn hybrid_brokers_topics_failover_and_operator_restart() {
         topics.get("orders").is_some(),
         "orders must survive its rival's deletion"
     );
+
+    // Scaling to 2 brokers cannot keep replication factor 3: the StatefulSet keeps broker 2,
+    // the status says why, and nothing is lost.
+    lcs.patch(
+        "demo",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 2}})),
+    )
+    .await
+    .unwrap();
+    let (_, reason, msg) = wait_for("a ScalingDown condition", T, || async {
+        condition(&get_json(&lcs, "demo").await?, "Progressing").filter(|c| c.1 == "ScalingDown")
+    })
+    .await;
+    assert!(msg.contains("[2]"), "{reason}: {msg}");
+    let stss: Api<StatefulSet> = Api::namespaced(c.clone(), &ns);
+    assert_eq!(stss.get("demo").await.unwrap().spec.replicas, Some(3));
     drop(op2);
 }
 
