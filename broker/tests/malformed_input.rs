@@ -2428,8 +2428,12 @@ fn group_requests(topic: &str) -> Vec<(ApiKey, i16, Box<dyn EncodeAny>)> {
             1,
             Box::new(FindCoordinatorRequest::default().with_key(sb("fuzz-group"))),
         ),
-        (ApiKey::JoinGroup, 9, Box::new(join.clone())),
-        (ApiKey::JoinGroup, 2, Box::new(join)),
+        (
+            ApiKey::JoinGroup,
+            2,
+            Box::new(join.clone().with_group_instance_id(None)),
+        ),
+        (ApiKey::JoinGroup, 9, Box::new(join)),
         (
             ApiKey::SyncGroup,
             5,
