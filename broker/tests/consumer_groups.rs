@@ -505,3 +505,95 @@ async fn group_apis_answer_bad_input_with_kafkas_errors() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The offsets log stays bounded: once it outgrows its live state it is snapshotted and the
+/// segments below the snapshot are deleted; the state replayed after a restart is the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offsets_log_is_snapshotted_and_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = GROUP_ARGS.to_vec();
+    args.extend(["--offsets-snapshot-min-bytes", "20000"]);
+    let mut b = BrokerProcess::start(&dir.path().join("data"), &args);
+    let bootstrap = b.bootstrap();
+    let p = producer(&bootstrap, &[("acks", "all")]);
+    produce(&p, "t", "x", 10).await;
+    let mut c = Connection::connect(&bootstrap, "committer").await.unwrap();
+    let find = FindCoordinatorRequest::default().with_key(sb("busy"));
+    assert_eq!(c.send(&find, 3).await.unwrap().error_code, 0);
+    // 3000 commits of ~100 bytes each: about 15 times the snapshot threshold.
+    let mut committed = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while committed < 3000 {
+        let partition = committed % 2;
+        let r = c
+            .send(
+                &commit("busy", "", -1, "t", partition, i64::from(committed), "m"),
+                8,
+            )
+            .await
+            .unwrap();
+        match r.topics[0].partitions[0].error_code {
+            0 => committed += 1,
+            e if e == code(ResponseError::CoordinatorLoadInProgress) => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            e => panic!("commit failed with {e}"),
+        }
+        assert!(Instant::now() < deadline);
+    }
+    let offsets_partition = broker::group::partition_for("busy", 3);
+    let log_dir = dir
+        .path()
+        .join("data")
+        .join(format!("__consumer_offsets-{offsets_partition}"));
+    // Segment base offsets: the first one moves up as snapshots replace older segments.
+    let bases = || -> Vec<i64> {
+        let mut b: Vec<i64> = std::fs::read_dir(&log_dir)
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".log").and_then(|n| n.parse().ok())
+            })
+            .collect();
+        b.sort_unstable();
+        b
+    };
+    // Snapshots are written by the coordinator's timer; give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bases().len() > 2 || bases()[0] == 0 {
+        assert!(Instant::now() < deadline, "segments {:?}", bases());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let size: u64 = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(size < 200_000, "offsets log holds {size} bytes");
+    assert_eq!(fetch_offset(&mut c, "busy", "t", 0).await, 2998);
+    assert_eq!(fetch_offset(&mut c, "busy", "t", 1).await, 2999);
+    drop(c);
+    // kill -9: the state is rebuilt from the snapshot and what follows it.
+    b.kill9();
+    b.spawn();
+    let mut c = Connection::connect(&bootstrap, "committer").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let req = OffsetFetchRequest::default().with_groups(vec![
+            OffsetFetchRequestGroup::default()
+                .with_group_id(gid("busy"))
+                .with_topics(None),
+        ]);
+        let r = c.send(&req, 8).await.unwrap();
+        if r.groups[0].error_code == 0 {
+            let got: Vec<(i32, i64)> = r.groups[0].topics[0]
+                .partitions
+                .iter()
+                .map(|p| (p.partition_index, p.committed_offset))
+                .collect();
+            assert_eq!(got, vec![(0, 2998), (1, 2999)]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "offsets partition never loaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
