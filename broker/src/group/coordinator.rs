@@ -496,14 +496,22 @@ impl Coordinator {
             }
             match loaded {
                 Ok(l) => {
-                    info!(
-                        partition = index,
-                        epoch,
-                        groups = l.groups.len(),
-                        records = l.records,
-                        ms = started.elapsed().as_millis() as u64,
-                        "loaded offsets partition; coordinating its groups"
-                    );
+                    let ms = started.elapsed().as_millis() as u64;
+                    if l.records > 0 {
+                        info!(
+                            partition = index,
+                            epoch,
+                            groups = l.groups.len(),
+                            records = l.records,
+                            ms,
+                            "loaded offsets partition; coordinating its groups"
+                        );
+                    } else {
+                        debug!(
+                            partition = index,
+                            epoch, "coordinating an empty offsets partition"
+                        );
+                    }
                     st.groups = l.groups;
                     st.image = l.image;
                     st.image_bytes = l.image_bytes;
