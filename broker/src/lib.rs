@@ -3,7 +3,8 @@
 //! Layers, from the wire inwards: `server` (sockets, frames, request order) -> `api` (one
 //! handler per Kafka API) -> `state` and `partition` (hosted topics, high watermark, group
 //! commit) -> `storage` (segments, indexes, checkpoints, recovery). `protocol` holds the pure
-//! record-batch code; `admin` serves health, readiness and metrics over HTTP.
+//! record-batch code; `group` the consumer-group coordinator and its offsets log; `admin`
+//! serves health, readiness and metrics over HTTP.
 //!
 //! Glossary (Kafka's words):
 //! - **LEO** (log end offset): the offset the next appended record gets.
@@ -21,6 +22,7 @@ pub mod alloc_guard;
 pub mod api;
 pub mod clock;
 pub mod cluster;
+pub mod group;
 pub mod metadata;
 pub mod metrics;
 pub mod partition;

@@ -82,6 +82,29 @@ struct Cli {
     /// hosts with several addresses.
     #[arg(long)]
     source_address: Option<std::net::IpAddr>,
+    /// Partitions of `__consumer_offsets` when this broker creates it (Kafka's
+    /// offsets.topic.num.partitions).
+    #[arg(long, default_value_t = 50)]
+    offsets_topic_partitions: i32,
+    /// Replication factor of `__consumer_offsets` in a cluster (capped by live brokers).
+    #[arg(long, default_value_t = 3)]
+    offsets_topic_replication_factor: i16,
+    /// How long the first rebalance of an empty group waits for more members (Kafka's
+    /// group.initial.rebalance.delay.ms).
+    #[arg(long, default_value_t = 3_000)]
+    group_initial_rebalance_delay_ms: i64,
+    /// Smallest and largest session timeout a consumer may ask for.
+    #[arg(long, default_value_t = 6_000)]
+    group_min_session_timeout_ms: i32,
+    #[arg(long, default_value_t = 1_800_000)]
+    group_max_session_timeout_ms: i32,
+    /// Members a group may hold (Kafka's group.max.size).
+    #[arg(long, default_value_t = 1_000)]
+    group_max_size: usize,
+    /// The offsets log is snapshotted (and older segments deleted) once it grows by this many
+    /// bytes and by twice its live state.
+    #[arg(long, default_value_t = 16 << 20)]
+    offsets_snapshot_min_bytes: u64,
     /// Log format: text or json (use json in containers).
     #[arg(long, default_value = "text", env = "STRAND_LOG_FORMAT")]
     log_format: String,
@@ -191,6 +214,22 @@ fn config_from(cli: &Cli) -> anyhow::Result<BrokerConfig> {
     if cli.num_partitions < 1 {
         bail!("--num-partitions must be at least 1");
     }
+    if cli.offsets_topic_partitions < 1 {
+        bail!("--offsets-topic-partitions must be at least 1");
+    }
+    let groups = broker::group::GroupConfig {
+        offsets_partitions: cli.offsets_topic_partitions,
+        offsets_replication_factor: cli.offsets_topic_replication_factor,
+        limits: broker::group::state::Limits {
+            min_session_timeout_ms: cli.group_min_session_timeout_ms,
+            max_session_timeout_ms: cli.group_max_session_timeout_ms,
+            initial_rebalance_delay_ms: cli.group_initial_rebalance_delay_ms,
+            max_size: cli.group_max_size,
+            ..Default::default()
+        },
+        snapshot_min_bytes: cli.offsets_snapshot_min_bytes,
+        ..Default::default()
+    };
     Ok(BrokerConfig {
         node_id: cli.node_id,
         data_dir: cli.data_dir.clone(),
@@ -202,6 +241,7 @@ fn config_from(cli: &Cli) -> anyhow::Result<BrokerConfig> {
         max_request_bytes: cli.max_request_bytes,
         cluster_mode: cli.controller.is_some(),
         default_replication_factor: cli.default_replication_factor,
+        groups,
     })
 }
 
@@ -343,6 +383,10 @@ async fn main() -> anyhow::Result<()> {
     if let Some(url) = &cli.controller {
         join_cluster(&broker, &cli, url, stop_rx.clone()).await?;
     }
+    let group_timers = tokio::spawn(broker::group::Coordinator::run(
+        broker.clone(),
+        stop_rx.clone(),
+    ));
     broker.set_ready();
     info!(kafka = %cli.listen, http = %cli.http, data_dir = %cli.data_dir.display(), "broker ready");
     broker::server::run(listener, broker.clone(), shutdown_signal()).await;
@@ -367,6 +411,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let _ = stop_tx.send(true);
     let _ = housekeeping.await;
+    let _ = group_timers.await;
     let _ = admin.await;
     let closing = broker.clone();
     tokio::task::spawn_blocking(move || closing.close()).await??;

@@ -12,6 +12,7 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use crate::cluster::runtime::{ClusterRuntime, assignment};
+use crate::group::{Coordinator as GroupCoordinator, GroupConfig};
 use crate::metadata::ClusterMetadata;
 use crate::metrics::{Metrics, PartitionLabels};
 use crate::partition::{IsrProposal, Leadership, Partition, PartitionId, Signals};
@@ -39,6 +40,8 @@ pub struct BrokerConfig {
     pub cluster_mode: bool,
     /// Replication factor of auto-created topics in cluster mode (capped by live brokers).
     pub default_replication_factor: i16,
+    /// Consumer groups and `__consumer_offsets`.
+    pub groups: GroupConfig,
 }
 
 pub struct Topic {
@@ -104,6 +107,8 @@ pub struct Broker {
     pub signals: Arc<Signals>,
     ready: AtomicBool,
     cluster: OnceLock<Arc<ClusterRuntime>>,
+    /// The consumer-group coordinator (`Coordinator::run` drives its timers).
+    pub groups: GroupCoordinator,
 }
 
 impl Broker {
@@ -123,6 +128,7 @@ impl Broker {
             signals: Arc::new(Signals::default()),
             ready: AtomicBool::new(false),
             cluster: OnceLock::new(),
+            groups: GroupCoordinator::new(config.groups.clone()),
             config,
         };
         let records = if broker.config.cluster_mode {

@@ -33,6 +33,11 @@ fn record(line: &str) {
     }
 }
 
+/// Every broker of a test cluster: a short ISR lag, and a small offsets topic whose groups
+/// rebalance without the initial delay.
+const BROKER_ARGS: &str = "--replica-lag-time-max-ms 4000 --offsets-topic-partitions 3 \
+    --group-initial-rebalance-delay-ms 0";
+
 struct Cluster {
     dir: PathBuf,
     distinct_ips: bool,
@@ -81,7 +86,7 @@ impl Cluster {
             .env("STRAND_BIN_DIR", bin_dir())
             .env("STRAND_DISTINCT_IPS", if distinct_ips { "1" } else { "0" })
             .env("STRAND_CONTROLLER_ARGS", "--session-timeout-ms 4000")
-            .env("STRAND_BROKER_ARGS", "--replica-lag-time-max-ms 4000")
+            .env("STRAND_BROKER_ARGS", BROKER_ARGS)
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -150,7 +155,7 @@ impl Cluster {
                 "STRAND_DISTINCT_IPS",
                 if self.distinct_ips { "1" } else { "0" },
             )
-            .env("STRAND_BROKER_ARGS", "--replica-lag-time-max-ms 4000")
+            .env("STRAND_BROKER_ARGS", BROKER_ARGS)
             .status()
             .unwrap()
             .success();
@@ -722,6 +727,126 @@ async fn an_isolated_leader_acknowledges_nothing() {
         "isolated_leader: sent {sent}, acknowledged {}, stored {}, violations 0",
         acked.len(),
         read.len()
+    );
+    eprintln!("{line}");
+    record(&line);
+}
+
+/// A consumer group on a 3-broker cluster: a member reads part of a topic and commits; the
+/// broker coordinating the group (the leader of its `__consumer_offsets` partition) is killed
+/// with SIGKILL; a new member of the group, served by the new coordinator, starts exactly at
+/// the committed offsets, and between them the two members read every record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_offsets_survive_killing_the_group_coordinator() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::message::Message;
+    use std::collections::BTreeMap;
+
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = 33000 + (std::process::id() % 100) as u16 * 20;
+    let cluster = Cluster::up(dir.path(), base, 3);
+    cluster.create_topic("orders", 4).await;
+    let p = producer(&cluster.bootstrap, ACKS_ALL_IDEMPOTENT);
+    let acked = common::kafka::produce(&p, "orders", "o", 400).await;
+    let group = "survivors";
+    let member = move |bootstrap: &str| -> BaseConsumer {
+        ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "6000")
+            .create()
+            .unwrap()
+    };
+    // First member: read about half, commit its positions, leave.
+    let bs = cluster.bootstrap.clone();
+    let (first, committed) = tokio::task::spawn_blocking(move || {
+        let c = member(&bs);
+        c.subscribe(&["orders"]).unwrap();
+        let mut read = BTreeMap::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while read.len() < 200 {
+            assert!(std::time::Instant::now() < deadline, "first member stalled");
+            if let Some(m) = c.poll(Duration::from_millis(200)) {
+                // Transport errors (the killed broker) are reported here; the client recovers.
+                let Ok(m) = m else { continue };
+                read.insert((m.partition(), m.offset()), ());
+            }
+        }
+        c.commit_consumer_state(CommitMode::Sync).unwrap();
+        let committed: BTreeMap<i32, i64> = c
+            .position()
+            .unwrap()
+            .elements()
+            .iter()
+            .filter_map(|e| e.offset().to_raw().map(|o| (e.partition(), o)))
+            .filter(|(_, o)| *o >= 0)
+            .collect();
+        (read, committed)
+    })
+    .await
+    .unwrap();
+    // Kill the coordinator: the leader of the group's offsets partition.
+    let offsets_partition = broker::group::partition_for(group, 3) as i32;
+    let victim = cluster
+        .leader_of(broker::group::OFFSETS_TOPIC, offsets_partition)
+        .await;
+    assert!(victim >= 0, "no coordinator");
+    eprintln!(
+        "kill -9 broker {victim}, coordinator of {group} (offsets partition {offsets_partition}); committed {committed:?}"
+    );
+    cluster.kill9(victim);
+    cluster
+        .wait_for("a new coordinator", 30, |m| {
+            m.partition(broker::group::OFFSETS_TOPIC, offsets_partition)
+                .is_some_and(|p| p.leader >= 0 && p.leader != victim)
+        })
+        .await;
+    // Second member: resumes at the commits and reads the rest.
+    let bs = cluster.bootstrap.clone();
+    let remaining = acked.len() - committed.values().map(|o| *o as usize).sum::<usize>();
+    let (second, firsts) = tokio::task::spawn_blocking(move || {
+        let c = member(&bs);
+        c.subscribe(&["orders"]).unwrap();
+        let mut read: BTreeMap<(i32, i64), ()> = BTreeMap::new();
+        let mut firsts: BTreeMap<i32, i64> = BTreeMap::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while read.len() < remaining {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "second member read {} of {remaining}",
+                read.len()
+            );
+            if let Some(m) = c.poll(Duration::from_millis(200)) {
+                // Transport errors (the killed broker) are reported here; the client recovers.
+                let Ok(m) = m else { continue };
+                firsts.entry(m.partition()).or_insert(m.offset());
+                read.insert((m.partition(), m.offset()), ());
+            }
+        }
+        (read, firsts)
+    })
+    .await
+    .unwrap();
+    for (p, first_offset) in &firsts {
+        assert_eq!(
+            *first_offset,
+            committed.get(p).copied().unwrap_or(0),
+            "partition {p}: the new member must start at the committed offset"
+        );
+    }
+    for at in acked.keys() {
+        assert!(
+            first.contains_key(at) || second.contains_key(at),
+            "record at {at:?} never read"
+        );
+    }
+    let line = format!(
+        "group_coordinator_kill: killed broker {victim}; first member read {}, second {} starting at {firsts:?}; none lost, none skipped",
+        first.len(),
+        second.len(),
     );
     eprintln!("{line}");
     record(&line);

@@ -1208,7 +1208,7 @@ impl Encodable for Box<dyn EncodeAny> {
 /// A valid request of every supported API (one version each), for truncation.
 fn valid_requests(keep: &str) -> Vec<(ApiKey, i16, Box<dyn EncodeAny>)> {
     let b = batch(&values("trunc", 2, 30));
-    vec![
+    let mut out: Vec<(ApiKey, i16, Box<dyn EncodeAny>)> = vec![
         (
             ApiKey::Produce,
             9,
@@ -1274,7 +1274,9 @@ fn valid_requests(keep: &str) -> Vec<(ApiKey, i16, Box<dyn EncodeAny>)> {
             4,
             Box::new(describe_configs_request(2, keep)),
         ),
-    ]
+    ];
+    out.extend(group_requests(keep));
+    out
 }
 
 #[test]
@@ -2370,6 +2372,142 @@ fn sigterm_stops_the_broker_while_a_client_does_not_read_its_responses() {
 // ---------------------------------------------------------------------------------------------
 // Seeded fuzz.
 
+/// Valid requests of the consumer-group APIs (one group, one member, one topic), for the
+/// truncation and fuzz cases.
+fn group_requests(topic: &str) -> Vec<(ApiKey, i16, Box<dyn EncodeAny>)> {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::leave_group_request::MemberIdentity;
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::offset_fetch_request::{
+        OffsetFetchRequestGroup, OffsetFetchRequestTopics,
+    };
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::{
+        DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId,
+        HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
+        OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest,
+    };
+    let group = || GroupId(sb("fuzz-group"));
+    let join = JoinGroupRequest::default()
+        .with_group_id(group())
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_member_id(sb("m-1"))
+        .with_group_instance_id(Some(sb("i-1")))
+        .with_protocol_type(sb("consumer"))
+        .with_protocols(vec![
+            JoinGroupRequestProtocol::default()
+                .with_name(sb("range"))
+                .with_metadata(Bytes::from_static(b"\x00\x01subscription")),
+        ]);
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(group())
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![
+            OffsetCommitRequestTopic::default()
+                .with_name(topic_name(topic))
+                .with_partitions(vec![
+                    OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(1)
+                        .with_committed_metadata(Some(sb("meta"))),
+                ]),
+        ]);
+    vec![
+        (
+            ApiKey::FindCoordinator,
+            4,
+            Box::new(
+                FindCoordinatorRequest::default().with_coordinator_keys(vec![sb("fuzz-group")]),
+            ),
+        ),
+        (
+            ApiKey::FindCoordinator,
+            1,
+            Box::new(FindCoordinatorRequest::default().with_key(sb("fuzz-group"))),
+        ),
+        (
+            ApiKey::JoinGroup,
+            2,
+            Box::new(join.clone().with_group_instance_id(None)),
+        ),
+        (ApiKey::JoinGroup, 9, Box::new(join)),
+        (
+            ApiKey::SyncGroup,
+            5,
+            Box::new(
+                SyncGroupRequest::default()
+                    .with_group_id(group())
+                    .with_generation_id(1)
+                    .with_member_id(sb("m-1"))
+                    .with_protocol_type(Some(sb("consumer")))
+                    .with_protocol_name(Some(sb("range")))
+                    .with_assignments(vec![
+                        SyncGroupRequestAssignment::default()
+                            .with_member_id(sb("m-1"))
+                            .with_assignment(Bytes::from_static(b"assignment")),
+                    ]),
+            ),
+        ),
+        (
+            ApiKey::Heartbeat,
+            4,
+            Box::new(
+                HeartbeatRequest::default()
+                    .with_group_id(group())
+                    .with_generation_id(1)
+                    .with_member_id(sb("m-1")),
+            ),
+        ),
+        (
+            ApiKey::LeaveGroup,
+            5,
+            Box::new(
+                LeaveGroupRequest::default()
+                    .with_group_id(group())
+                    .with_members(vec![MemberIdentity::default().with_member_id(sb("m-1"))]),
+            ),
+        ),
+        (ApiKey::OffsetCommit, 9, Box::new(commit.clone())),
+        (ApiKey::OffsetCommit, 2, Box::new(commit)),
+        (
+            ApiKey::OffsetFetch,
+            8,
+            Box::new(OffsetFetchRequest::default().with_groups(vec![
+                    OffsetFetchRequestGroup::default()
+                        .with_group_id(group())
+                        .with_topics(Some(vec![
+                            OffsetFetchRequestTopics::default()
+                                .with_name(topic_name(topic))
+                                .with_partition_indexes(vec![0, 1]),
+                        ])),
+                ])),
+        ),
+        (
+            ApiKey::OffsetFetch,
+            1,
+            Box::new(OffsetFetchRequest::default().with_group_id(group())),
+        ),
+        (
+            ApiKey::DescribeGroups,
+            5,
+            Box::new(DescribeGroupsRequest::default().with_groups(vec![group()])),
+        ),
+        (
+            ApiKey::ListGroups,
+            5,
+            Box::new(ListGroupsRequest::default().with_states_filter(vec![sb("Stable")])),
+        ),
+        (
+            ApiKey::DeleteGroups,
+            2,
+            Box::new(DeleteGroupsRequest::default().with_groups_names(vec![group()])),
+        ),
+    ]
+}
+
 /// Valid requests of every supported API at several versions, aimed at fuzz topics.
 fn fuzz_seeds() -> Vec<(ApiKey, i16, Vec<u8>)> {
     let b = batch(&values("fz", 2, 12));
@@ -2475,6 +2613,7 @@ fn fuzz_seeds() -> Vec<(ApiKey, i16, Vec<u8>)> {
             Box::new(describe_configs_request(4, "0")),
         ));
     }
+    out.extend(group_requests("fuzz-keep"));
     out.into_iter()
         .map(|(k, v, body)| (k, v, encode_request_as(k, v, 99, "fz", &body)))
         .collect()

@@ -49,6 +49,7 @@ fn topic_entry(meta: &ClusterMetadata, t: &TopicMeta) -> MetadataResponseTopic {
     out.name = Some(TopicName(str_bytes(t.name.clone())));
     out.topic_id = t.id;
     out.topic_authorized_operations = OPERATIONS_OMITTED;
+    out.is_internal = t.name == crate::group::OFFSETS_TOPIC;
     out.partitions = t
         .partitions
         .iter()

@@ -87,6 +87,7 @@ fn topic_entry(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
     t.name = Some(TopicName(str_bytes(topic.record.name.clone())));
     t.topic_id = topic.record.id;
     t.topic_authorized_operations = OPERATIONS_OMITTED;
+    t.is_internal = topic.record.name == crate::group::OFFSETS_TOPIC;
     t.partitions = topic
         .partitions
         .iter()

@@ -4,14 +4,24 @@
 pub mod api_versions;
 pub mod cluster_admin;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod fetch;
+pub mod find_coordinator;
+pub mod heartbeat;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sync_group;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -37,7 +47,25 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::DescribeGroups, 0, 6),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
+
+/// Who sent a request (JoinGroup records it for DescribeGroups).
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    pub id: String,
+    /// Kafka's form: "/<ip>".
+    pub host: String,
+}
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
     SUPPORTED
@@ -73,7 +101,12 @@ impl Reply {
 }
 
 /// Runs the handler for a decoded request.
-pub fn dispatch(broker: &Arc<Broker>, request: RequestKind, version: i16) -> Reply {
+pub fn dispatch(
+    broker: &Arc<Broker>,
+    request: RequestKind,
+    version: i16,
+    client: &Client,
+) -> Reply {
     if let Some(rt) = broker.cluster() {
         match request {
             RequestKind::Metadata(r) => {
@@ -88,14 +121,19 @@ pub fn dispatch(broker: &Arc<Broker>, request: RequestKind, version: i16) -> Rep
             {
                 return cluster_admin::init_producer_id(rt);
             }
-            other => return dispatch_local(broker, other, version),
+            other => return dispatch_local(broker, other, version, client),
         }
     }
-    dispatch_local(broker, request, version)
+    dispatch_local(broker, request, version, client)
 }
 
 /// Handlers whose answer comes from this broker alone (every API standalone).
-fn dispatch_local(broker: &Arc<Broker>, request: RequestKind, version: i16) -> Reply {
+fn dispatch_local(
+    broker: &Arc<Broker>,
+    request: RequestKind,
+    version: i16,
+    client: &Client,
+) -> Reply {
     match request {
         RequestKind::ApiVersions(_) => {
             Reply::now(ResponseKind::ApiVersions(api_versions::handle(0)))
@@ -123,6 +161,28 @@ fn dispatch_local(broker: &Arc<Broker>, request: RequestKind, version: i16) -> R
         RequestKind::DescribeConfigs(r) => Reply::now(ResponseKind::DescribeConfigs(
             describe_configs::handle(broker, r, version),
         )),
+        RequestKind::FindCoordinator(r) => Reply::now(ResponseKind::FindCoordinator(
+            find_coordinator::handle(broker, r, version),
+        )),
+        RequestKind::JoinGroup(r) => join_group::handle(broker, r, version, client),
+        RequestKind::SyncGroup(r) => sync_group::handle(broker, r, version),
+        RequestKind::Heartbeat(r) => {
+            Reply::now(ResponseKind::Heartbeat(heartbeat::handle(broker, r)))
+        }
+        RequestKind::LeaveGroup(r) => Reply::now(ResponseKind::LeaveGroup(leave_group::handle(
+            broker, r, version,
+        ))),
+        RequestKind::OffsetCommit(r) => offset_commit::handle(broker, r, version),
+        RequestKind::OffsetFetch(r) => Reply::now(ResponseKind::OffsetFetch(offset_fetch::handle(
+            broker, r, version,
+        ))),
+        RequestKind::DescribeGroups(r) => Reply::now(ResponseKind::DescribeGroups(
+            describe_groups::handle(broker, r, version),
+        )),
+        RequestKind::ListGroups(r) => Reply::now(ResponseKind::ListGroups(list_groups::handle(
+            broker, r, version,
+        ))),
+        RequestKind::DeleteGroups(r) => delete_groups::handle(broker, r),
         // The connection only dispatches supported API keys.
         _ => Reply::Nothing,
     }

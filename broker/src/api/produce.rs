@@ -290,6 +290,14 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
                         "transactions are not supported by this broker",
                     );
                 }
+                if name == crate::group::OFFSETS_TOPIC {
+                    // Kafka: only the coordinator writes internal topics.
+                    return Outcome::failed(
+                        pd.index,
+                        ResponseError::InvalidTopicException,
+                        format!("cannot append to internal topic {name}"),
+                    );
+                }
                 let partition = match lookup(found.as_deref(), pd.index) {
                     Ok(partition) => partition,
                     Err(code) => {

@@ -197,6 +197,14 @@ fn apply(resp: &FetchResponse, parts: &BTreeMap<Key, Arc<Partition>>) -> bool {
             let leo = log.log_end_offset();
             drop(log);
             p.follower_high_watermark(pd.high_watermark, leo);
+            // Follow the leader's log start offset (Kafka's maybeIncrementLogStartOffset):
+            // segments the leader deleted (retention, an offsets-log snapshot) go here too.
+            if pd.log_start_offset > 0 {
+                let below = pd.log_start_offset.min(p.high_watermark());
+                if let Err(e) = p.log().delete_segments_below(below) {
+                    warn!(topic = %p.topic, partition = p.index, error = %e, "cannot delete segments below the leader's log start");
+                }
+            }
         }
     }
     progress

@@ -77,7 +77,7 @@ pub async fn serve(
             }
         };
         let started = Instant::now();
-        match parse_and_handle(&broker, frame) {
+        match parse_and_handle(&broker, frame, &peer) {
             Ok(Some((_, api_key, version, Reply::Close))) => {
                 debug!(%peer, api = ?api_key, version, "closing connection after a failed acks=0 request");
                 break;
@@ -144,7 +144,11 @@ async fn read_frame(reader: &mut OwnedReadHalf, max: usize) -> Result<Option<Byt
 
 type Handled = Option<(i32, ApiKey, i16, Reply)>;
 
-fn parse_and_handle(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Handled, Close> {
+fn parse_and_handle(
+    broker: &Arc<Broker>,
+    mut frame: Bytes,
+    peer: &SocketAddr,
+) -> Result<Handled, Close> {
     if frame.len() < 8 {
         return Err(Close::ShortHeader(frame.len()));
     }
@@ -169,7 +173,15 @@ fn parse_and_handle(broker: &Arc<Broker>, mut frame: Bytes) -> Result<Handled, C
         .map_err(|e| Close::Malformed(api_key, version, format!("header: {e}")))?;
     let request = RequestKind::decode(api_key, &mut frame, version)
         .map_err(|e| Close::Malformed(api_key, version, e.to_string()))?;
-    let reply = api::dispatch(broker, request, version);
+    let client = api::Client {
+        id: header
+            .client_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default(),
+        host: format!("/{}", peer.ip()),
+    };
+    let reply = api::dispatch(broker, request, version, &client);
     Ok(Some((header.correlation_id, api_key, version, reply)))
 }
 
@@ -232,6 +244,16 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::InitProducerId => "init_producer_id",
         ApiKey::OffsetForLeaderEpoch => "offset_for_leader_epoch",
         ApiKey::DescribeConfigs => "describe_configs",
+        ApiKey::FindCoordinator => "find_coordinator",
+        ApiKey::JoinGroup => "join_group",
+        ApiKey::SyncGroup => "sync_group",
+        ApiKey::Heartbeat => "heartbeat",
+        ApiKey::LeaveGroup => "leave_group",
+        ApiKey::OffsetCommit => "offset_commit",
+        ApiKey::OffsetFetch => "offset_fetch",
+        ApiKey::DescribeGroups => "describe_groups",
+        ApiKey::ListGroups => "list_groups",
+        ApiKey::DeleteGroups => "delete_groups",
         _ => "other",
     }
 }

@@ -596,6 +596,34 @@ impl Log {
         Ok(deleted)
     }
 
+    /// Deletes whole segments that lie entirely below `offset` (a snapshot superseded them,
+    /// or the leader's log start offset moved past them); the active segment always stays.
+    /// The log start offset moves to the first remaining segment. Returns how many went.
+    pub fn delete_segments_below(&mut self, offset: i64) -> io::Result<usize> {
+        let mut deleted = 0;
+        while self.segments.len() >= 2 && !self.deleted {
+            let mut bases = self.segments.keys().copied();
+            let (Some(base), Some(next_base)) = (bases.next(), bases.next()) else {
+                break;
+            };
+            if next_base > offset {
+                break;
+            }
+            let Some(seg) = self.segments.remove(&base) else {
+                break;
+            };
+            self.log_start_offset = self.log_start_offset.max(next_base);
+            info!(segment = %seg.log_path().display(), below = offset, "deleted a superseded segment");
+            seg.delete()?;
+            deleted += 1;
+        }
+        if deleted > 0 {
+            self.epochs.truncate_from_start(self.log_start_offset);
+            self.epochs.save()?;
+        }
+        Ok(deleted)
+    }
+
     /// Removes every batch at or after `offset` (follower divergence, tests).
     pub fn truncate_to(&mut self, offset: i64) -> io::Result<()> {
         if offset >= self.log_end_offset() {

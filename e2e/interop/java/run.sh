@@ -10,6 +10,11 @@
 #                              a free port (or $KAFKA_PORT), run the checks, stop it
 #                              (validates the checks themselves)
 #   run.sh --build-only        just build (used by bench/run.sh)
+#   run.sh --groups BOOTSTRAP  consumer groups (best against a 3-broker cluster):
+#     3. GroupFailoverCheck: three consumers share six partitions, one is killed -9
+#     4. StaticRestartCheck: a static member restarts without a rebalance
+#     5. Kafka's own kafka-console-consumer with --group: reads everything, then resumes
+#        at its commit
 #
 # Env: STRAND_CACHE (default ~/.cache/strand), KAFKA_VERSION (client version
 #      override), TOPIC_PREFIX (default interop), INTEROP_RECORDS, INTEROP_TIMEOUT_S,
@@ -97,6 +102,53 @@ run_checks() {
     return $failed
 }
 
+# Kafka's console consumer (kafka-tools from the cached Kafka jars) in a group.
+console_consumer() {
+    local cp conf="$HERE/target/log4j2-tools.properties"
+    cp="$("$HERE/../../kafka/kafka.sh" classpath)"
+    printf '%s\n' 'rootLogger.level=ERROR' 'rootLogger.appenderRef.e.ref=E' 'appender.e.type=Console' \
+        'appender.e.name=E' 'appender.e.target=SYSTEM_ERR' 'appender.e.layout.type=PatternLayout' \
+        'appender.e.layout.pattern=%p %m%n' >"$conf"
+    "$JAVA" -cp "$cp" -Dlog4j2.configurationFile="$conf" org.apache.kafka.tools.consumer.ConsoleConsumer \
+        --bootstrap-server "$1" --topic "$2" --group "$3" --from-beginning --max-messages "$4" --timeout-ms 60000
+}
+
+run_group_checks() {
+    local bootstrap="$1" failed=0 out
+    for check in GroupFailoverCheck StaticRestartCheck; do
+        log "$check against $bootstrap"
+        if ! run_java "strand.interop.$check" "$bootstrap"; then
+            echo "FAIL $check" >&2
+            failed=1
+        fi
+    done
+    local topic group
+    topic="console-$(date +%s)-$$"
+    group="$topic-group"
+    log "kafka-console-consumer --group on topic $topic"
+    if ! run_java strand.interop.QuickstartProducer "$bootstrap" "$topic" 20 >/dev/null; then
+        echo "FAIL QuickstartProducer" >&2
+        return 1
+    fi
+    out="$(console_consumer "$bootstrap" "$topic" "$group" 20 2>&1)" || true
+    if [[ "$(grep -c '^This is event ' <<<"$out")" -ne 20 ]]; then
+        echo "$out"
+        echo "FAIL kafka-console-consumer did not print 20 events" >&2
+        return 1
+    fi
+    # The group committed at the end: a second run reads only what was produced since.
+    run_java strand.interop.QuickstartProducer "$bootstrap" "$topic" 5 >/dev/null
+    out="$(console_consumer "$bootstrap" "$topic" "$group" 5 2>&1)" || true
+    if [[ "$(grep -c '^This is event ' <<<"$out")" -ne 5 ]] || grep -q 'Processed a total of [^5]' <<<"$out"; then
+        echo "$out"
+        echo "FAIL kafka-console-consumer did not resume at its group's commit" >&2
+        failed=1
+    else
+        echo "PASS kafka-console-consumer --group: 20 records, then resumed at the commit for 5 more"
+    fi
+    return $failed
+}
+
 main() {
     [[ $# -ge 1 ]] || die "usage: run.sh BOOTSTRAP | --against-kafka | --build-only"
     case "$1" in
@@ -113,6 +165,15 @@ main() {
             run_checks "$bootstrap" || rc=$?
             [[ $rc -eq 0 ]] && echo "interop/java: all checks passed against Apache Kafka" \
                 || echo "interop/java: checks FAILED against Apache Kafka" >&2
+            return $rc
+            ;;
+        --groups)
+            [[ $# -ge 2 ]] || die "usage: run.sh --groups BOOTSTRAP"
+            build
+            local rc=0
+            run_group_checks "$2" || rc=$?
+            [[ $rc -eq 0 ]] && echo "interop/java: group checks passed against $2" \
+                || echo "interop/java: group checks FAILED against $2" >&2
             return $rc
             ;;
         -*)

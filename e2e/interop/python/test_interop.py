@@ -343,3 +343,53 @@ def test_auto_create_topic_on_produce():
             assert (tp.partition, r.offset) not in consumed
             consumed[(tp.partition, r.offset)] = (r.key, r.value)
     assert consumed == {pos: (b"auto-%d" % i, b"value-%d" % i) for pos, i in by_pos.items()}
+
+
+def test_consumer_group_shares_partitions_and_resumes_from_commits(admin):
+    """Two kafka-python members of one group split a topic's partitions between them; once
+    they commit and leave, a new member of the group starts at the commits."""
+    topic = topic_name("group")
+    create_topic(admin, topic, 4)
+    producer = new_producer()
+    for i in range(200):
+        producer.send(topic, key=b"k%d" % i, value=b"v%d" % i)
+    producer.flush()
+    producer.close()
+
+    def member():
+        return KafkaConsumer(topic, bootstrap_servers=BOOTSTRAP, group_id=topic + "-g",
+                             client_id="strand-interop-group", auto_offset_reset="earliest",
+                             enable_auto_commit=False, session_timeout_ms=6000,
+                             heartbeat_interval_ms=500)
+
+    members = [member(), member()]
+    ends = members[0].end_offsets([TopicPartition(topic, p) for p in range(4)])
+    seen = set()
+    deadline = time.monotonic() + CONSUME_DEADLINE_S
+    while True:
+        for m in members:
+            for records in m.poll(timeout_ms=200).values():
+                seen.update(r.value for r in records)
+        shares = [len(m.assignment()) for m in members]
+        caught_up = all(m.position(tp) == ends[tp] for m in members for tp in m.assignment())
+        if len(seen) == 200 and all(shares) and sum(shares) == 4 and caught_up:
+            break
+        assert time.monotonic() < deadline, f"read {len(seen)} of 200, assignments {shares}"
+    for m in members:
+        m.commit()
+        m.close()
+
+    producer = new_producer()
+    for i in range(200, 220):
+        producer.send(topic, key=b"k%d" % i, value=b"v%d" % i)
+    producer.flush()
+    producer.close()
+    late = member()
+    got = []
+    deadline = time.monotonic() + CONSUME_DEADLINE_S
+    while len(got) < 20:
+        for records in late.poll(timeout_ms=200).values():
+            got.extend(r.value for r in records)
+        assert time.monotonic() < deadline, f"the new member read {len(got)} of 20"
+    late.close()
+    assert sorted(got) == sorted(b"v%d" % i for i in range(200, 220)), "resumed at the commits"

@@ -1,23 +1,20 @@
 package strand.interop;
 
 import java.time.Duration;
-import java.util.ArrayList;
 import java.util.List;
 import java.util.Properties;
 
 import org.apache.kafka.clients.consumer.ConsumerConfig;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
-import org.apache.kafka.common.PartitionInfo;
-import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.serialization.StringDeserializer;
 
 /**
- * Quickstart-style consumer, but with assign() + seekToBeginning instead of
- * subscribe()/group.id: Strand has no consumer groups yet. No group.id is set,
- * so the client never talks to a group coordinator and commits nothing.
+ * The Kafka quickstart consumer: group.id + subscribe(), reading from the earliest offset
+ * (auto.offset.reset=earliest, like kafka-console-consumer --from-beginning) and committing
+ * through the group coordinator (auto-commit, the client's default).
  *
- * Usage: QuickstartConsumer [BOOTSTRAP=localhost:9092] [TOPIC=quickstart-events] [COUNT=10] [TIMEOUT_S=30]
+ * Usage: QuickstartConsumer [BOOTSTRAP=localhost:9092] [TOPIC=quickstart-events] [COUNT=10] [TIMEOUT_S=30] [GROUP=quickstart-group]
  * Exits 1 if fewer than COUNT records arrive within the timeout.
  */
 public final class QuickstartConsumer {
@@ -31,18 +28,12 @@ public final class QuickstartConsumer {
         props.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
         props.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
         props.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
+        props.put(ConsumerConfig.GROUP_ID_CONFIG, args.length > 4 ? args[4] : "quickstart-group");
+        props.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
 
         int seen = 0;
         try (KafkaConsumer<String, String> consumer = new KafkaConsumer<>(props)) {
-            List<PartitionInfo> infos = consumer.partitionsFor(topic, Duration.ofMillis(timeoutMs));
-            if (infos == null || infos.isEmpty()) {
-                System.err.println("QuickstartConsumer: topic " + topic + " has no partitions (does it exist?)");
-                System.exit(1);
-            }
-            List<TopicPartition> tps = new ArrayList<>();
-            for (PartitionInfo pi : infos) tps.add(new TopicPartition(topic, pi.partition()));
-            consumer.assign(tps);
-            consumer.seekToBeginning(tps);
+            consumer.subscribe(List.of(topic));
 
             long deadline = System.currentTimeMillis() + timeoutMs;
             while (seen < count && System.currentTimeMillis() < deadline) {

@@ -1,0 +1,1178 @@
+//! The group coordinator's I/O side. Each partition of `__consumer_offsets` this broker leads
+//! is a shard: its groups (the pure state machines of `state`) and committed offsets, rebuilt
+//! from the partition's log when leadership arrives and dropped when it leaves. A group
+//! lives in partition `partition_for(group)`, so its coordinator is that partition's leader.
+//!
+//! Durability order: a state change that must survive a coordinator failure (a commit, a
+//! group's assignment) is appended to the partition under the shard lock, so the log holds
+//! changes in the order they were made; the answer waits until the high watermark passes the
+//! record (as acks=all does) and only then is a commit visible to OffsetFetch. A leader that
+//! loses its epoch while waiting answers NOT_COORDINATOR and the client retries elsewhere.
+//!
+//! Bounding the log: the shard keeps the newest value of every live key (its image). Once the
+//! log has grown past twice the image (and a floor), the coordinator rolls the log, writes the
+//! image again as a snapshot, and, when that is committed, deletes the segments below it.
+//! Followers delete the same segments when they see the leader's log start offset.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use tokio::sync::{oneshot, watch};
+use tracing::{debug, info, warn};
+
+use super::partition_for;
+use super::records::{self, OffsetValue, RecordKey};
+use super::state::{
+    Group, JoinRequest, JoinResponse, Limits, Output, State, SyncRequest, SyncResponse, Ticket,
+};
+use crate::partition::Partition;
+use crate::protocol::batch::{BatchHeader, Batches};
+use crate::state::{Broker, TopicError};
+
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// How often timers (sessions, rebalance deadlines) and leadership changes are checked.
+const TICK: Duration = Duration::from_millis(50);
+
+/// Largest batch a snapshot writes at once.
+const SNAPSHOT_BATCH_BYTES: usize = 512 << 10;
+
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// Partitions of `__consumer_offsets` when this broker creates it (Kafka's
+    /// offsets.topic.num.partitions).
+    pub offsets_partitions: i32,
+    /// Its replication factor in a cluster (capped by live brokers).
+    pub offsets_replication_factor: i16,
+    pub limits: Limits,
+    /// How long a commit or group write may wait for replication (offsets.commit.timeout.ms).
+    pub commit_timeout: Duration,
+    /// Largest committed offset metadata string (offset.metadata.max.bytes).
+    pub max_offset_metadata_bytes: usize,
+    /// The log is snapshotted once it has grown by this much and by twice the live state.
+    pub snapshot_min_bytes: u64,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        Self {
+            offsets_partitions: 50,
+            offsets_replication_factor: 3,
+            limits: Limits::default(),
+            commit_timeout: Duration::from_secs(5),
+            max_offset_metadata_bytes: 4096,
+            snapshot_min_bytes: 16 << 20,
+        }
+    }
+}
+
+/// The answer to a parked JoinGroup or SyncGroup.
+#[derive(Debug)]
+pub enum GroupReply {
+    Join(JoinResponse),
+    Sync(SyncResponse),
+}
+
+/// A committed offset and the log offset of the record that holds it (newer records win even
+/// if their commits complete out of order).
+#[derive(Debug, Clone)]
+struct Committed {
+    value: OffsetValue,
+    log_offset: i64,
+}
+
+struct GroupEntry {
+    group: Group,
+    offsets: BTreeMap<(String, i32), Committed>,
+}
+
+#[derive(Default)]
+struct ShardState {
+    loaded: bool,
+    gone: bool,
+    groups: HashMap<String, GroupEntry>,
+    waiters: HashMap<Ticket, oneshot::Sender<GroupReply>>,
+    /// Newest value of every live key, as of the log end: what a snapshot writes.
+    image: BTreeMap<Vec<u8>, Vec<u8>>,
+    image_bytes: u64,
+    bytes_since_snapshot: u64,
+    snapshotting: bool,
+}
+
+impl ShardState {
+    fn remember(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        let added = value.as_ref().map_or(0, |v| (key.len() + v.len()) as u64);
+        let removed = match value {
+            Some(v) => self.image.insert(key.clone(), v),
+            None => self.image.remove(&key),
+        }
+        .map_or(0, |v| (key.len() + v.len()) as u64);
+        self.image_bytes = (self.image_bytes + added).saturating_sub(removed);
+    }
+
+    fn answer(&mut self, out: Output) {
+        match out {
+            Output::Join(t, r) => {
+                if let Some(tx) = self.waiters.remove(&t) {
+                    let _ = tx.send(GroupReply::Join(r));
+                }
+            }
+            Output::Sync(t, r) => {
+                if let Some(tx) = self.waiters.remove(&t) {
+                    let _ = tx.send(GroupReply::Sync(r));
+                }
+            }
+            Output::Store { then, .. } => {
+                for o in then {
+                    self.answer(o);
+                }
+            }
+        }
+    }
+
+    /// Answers every ticket in `outs` with `error` instead.
+    fn fail(&mut self, outs: Vec<Output>, error: ResponseError) {
+        for o in outs {
+            match o {
+                Output::Join(t, r) => self.answer(Output::Join(
+                    t,
+                    JoinResponse {
+                        error: Some(error),
+                        generation: -1,
+                        member_id: r.member_id,
+                        ..JoinResponse::default()
+                    },
+                )),
+                Output::Sync(t, _) => self.answer(Output::Sync(t, SyncResponse::error(error))),
+                Output::Store { then, .. } => self.fail(then, error),
+            }
+        }
+    }
+
+    /// A group that holds nothing (a failed first join, say) is forgotten.
+    fn drop_if_vacant(&mut self, group_id: &str) {
+        let vacant = self.groups.get(group_id).is_some_and(|e| {
+            e.offsets.is_empty()
+                && e.group.is_empty()
+                && e.group.generation() == 0
+                && e.group.state() == State::Empty
+        });
+        if vacant {
+            self.groups.remove(group_id);
+        }
+    }
+}
+
+struct Shard {
+    index: i32,
+    partition: Arc<Partition>,
+    epoch: i32,
+    state: Mutex<ShardState>,
+}
+
+impl Shard {
+    fn lock(&self) -> MutexGuard<'_, ShardState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn still_leader(&self) -> bool {
+        self.partition.is_leader() && self.partition.leader_epoch() == self.epoch
+    }
+}
+
+/// An appended write: committed once the high watermark passes `end`.
+struct Pending {
+    partition: Arc<Partition>,
+    base: i64,
+    end: i64,
+    epoch: i32,
+    timeout: Duration,
+}
+
+impl Pending {
+    async fn committed(&self) -> Result<(), ResponseError> {
+        match tokio::time::timeout(
+            self.timeout,
+            self.partition.wait_high_watermark(self.end, self.epoch),
+        )
+        .await
+        {
+            Ok(true) => Ok(()),
+            // The leadership ended: the write may be truncated (Kafka maps NOT_LEADER here).
+            Ok(false) => Err(ResponseError::NotCoordinator),
+            // Kafka maps REQUEST_TIMED_OUT and NOT_ENOUGH_REPLICAS to this retriable error.
+            Err(_) => Err(ResponseError::CoordinatorNotAvailable),
+        }
+    }
+}
+
+/// One offset to commit, already checked by the handler (topic exists, metadata size).
+#[derive(Debug, Clone)]
+pub struct CommitEntry {
+    pub topic: String,
+    pub partition: i32,
+    pub value: OffsetValue,
+}
+
+/// What DescribeGroups shows of one group.
+pub type Description = (State, String, String, Vec<super::state::MemberSummary>);
+
+pub struct Coordinator {
+    config: GroupConfig,
+    shards: Mutex<HashMap<i32, Arc<Shard>>>,
+    next_ticket: AtomicU64,
+    creating_topic: AtomicBool,
+}
+
+fn now_ms() -> i64 {
+    crate::clock::now_ms()
+}
+
+impl Coordinator {
+    pub fn new(config: GroupConfig) -> Self {
+        Self {
+            config,
+            shards: Mutex::new(HashMap::new()),
+            next_ticket: AtomicU64::new(1),
+            creating_topic: AtomicBool::new(false),
+        }
+    }
+
+    pub fn config(&self) -> &GroupConfig {
+        &self.config
+    }
+
+    fn shards(&self) -> MutexGuard<'_, HashMap<i32, Arc<Shard>>> {
+        self.shards.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The topic configs of `__consumer_offsets`: never deleted by time or size (snapshots
+    /// bound it instead).
+    pub fn offsets_topic_configs() -> BTreeMap<String, String> {
+        [
+            ("retention.ms", "-1"),
+            ("retention.bytes", "-1"),
+            ("segment.bytes", "104857600"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    // ---- FindCoordinator ----
+
+    /// The coordinator of `key` as (node id, host, port); creates `__consumer_offsets` on
+    /// first use, as Kafka does, answering COORDINATOR_NOT_AVAILABLE until it exists.
+    pub fn find(
+        &self,
+        broker: &Arc<Broker>,
+        key: &str,
+    ) -> Result<(i32, String, i32), ResponseError> {
+        let Some(rt) = broker.cluster() else {
+            if broker.topic(OFFSETS_TOPIC).is_none() {
+                match broker.create_topic(
+                    OFFSETS_TOPIC,
+                    self.config.offsets_partitions,
+                    1,
+                    Self::offsets_topic_configs(),
+                    false,
+                ) {
+                    Ok(_) | Err(TopicError::AlreadyExists(_)) => {}
+                    Err(e) => {
+                        warn!(error = %e, "cannot create {OFFSETS_TOPIC}");
+                        return Err(ResponseError::CoordinatorNotAvailable);
+                    }
+                }
+            }
+            return Ok((
+                broker.config.node_id,
+                broker.config.advertised_host.clone(),
+                broker.config.advertised_port,
+            ));
+        };
+        let meta = rt.membership.metadata();
+        let Some(topic) = meta.topics.get(OFFSETS_TOPIC) else {
+            self.create_in_cluster(broker, &meta);
+            return Err(ResponseError::CoordinatorNotAvailable);
+        };
+        let p = topic
+            .partitions
+            .get(partition_for(key, topic.partitions.len()))
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        let leader = meta
+            .brokers
+            .get(&p.leader)
+            .filter(|_| p.has_leader() && meta.is_alive(p.leader))
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        Ok((leader.id, leader.host.clone(), i32::from(leader.port)))
+    }
+
+    fn create_in_cluster(&self, broker: &Arc<Broker>, meta: &crate::metadata::ClusterMetadata) {
+        let Some(rt) = broker.cluster().cloned() else {
+            return;
+        };
+        if self.creating_topic.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let live = meta
+            .brokers
+            .values()
+            .filter(|b| b.status == crate::metadata::BrokerStatus::Alive)
+            .count();
+        let rf = (self.config.offsets_replication_factor.max(1) as usize).min(live.max(1));
+        let partitions = self.config.offsets_partitions.max(1) as usize;
+        let broker = Arc::clone(broker);
+        tokio::spawn(async move {
+            match rt
+                .membership
+                .client()
+                .create_topic(
+                    OFFSETS_TOPIC,
+                    partitions,
+                    rf,
+                    &Self::offsets_topic_configs(),
+                )
+                .await
+            {
+                Ok(_) => info!(
+                    partitions,
+                    replication_factor = rf,
+                    "created {OFFSETS_TOPIC}"
+                ),
+                Err(e) => debug!(error = %e, "creating {OFFSETS_TOPIC}"),
+            }
+            broker.groups.creating_topic.store(false, Ordering::Release);
+        });
+    }
+
+    // ---- shards: leadership, loading, unloading ----
+
+    /// The loaded shard that coordinates `group_id`, or why not: NOT_COORDINATOR when another
+    /// broker leads its partition, COORDINATOR_LOAD_IN_PROGRESS while its log is read.
+    fn shard(&self, broker: &Arc<Broker>, group_id: &str) -> Result<Arc<Shard>, ResponseError> {
+        let topic = broker
+            .topic(OFFSETS_TOPIC)
+            .ok_or(ResponseError::NotCoordinator)?;
+        let index = partition_for(group_id, topic.partitions.len());
+        let partition = topic
+            .partitions
+            .get(index)
+            .cloned()
+            .flatten()
+            .filter(|p| p.is_leader())
+            .ok_or(ResponseError::NotCoordinator)?;
+        let current = self.shards().get(&(index as i32)).cloned();
+        match current {
+            Some(s) if Arc::ptr_eq(&s.partition, &partition) && s.still_leader() => {
+                let st = s.lock();
+                if st.gone {
+                    Err(ResponseError::NotCoordinator)
+                } else if !st.loaded {
+                    Err(ResponseError::CoordinatorLoadInProgress)
+                } else {
+                    drop(st);
+                    Ok(s)
+                }
+            }
+            _ => {
+                self.start_load(broker, index as i32, partition);
+                Err(ResponseError::CoordinatorLoadInProgress)
+            }
+        }
+    }
+
+    /// Runs `f` on the loaded shard of `group_id` with its lock held.
+    fn with_shard<T>(
+        &self,
+        broker: &Arc<Broker>,
+        group_id: &str,
+        f: impl FnOnce(&Arc<Shard>, &mut ShardState) -> Result<T, ResponseError>,
+    ) -> Result<T, ResponseError> {
+        if group_id.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        let shard = self.shard(broker, group_id)?;
+        let mut st = shard.lock();
+        if st.gone || !shard.still_leader() {
+            return Err(ResponseError::NotCoordinator);
+        }
+        f(&shard, &mut st)
+    }
+
+    /// Makes the shards match this broker's leadership of `__consumer_offsets` partitions:
+    /// loads newly led partitions and drops those led no more.
+    fn sync_leadership(&self, broker: &Arc<Broker>) {
+        let led: HashMap<i32, Arc<Partition>> = broker
+            .topic(OFFSETS_TOPIC)
+            .map(|t| {
+                t.partitions
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, p)| p.clone().map(|p| (i as i32, p)))
+                    .filter(|(_, p)| p.is_leader())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let stale: Vec<Arc<Shard>> = self
+            .shards()
+            .values()
+            .filter(|s| {
+                !s.still_leader()
+                    || led
+                        .get(&s.index)
+                        .is_none_or(|p| !Arc::ptr_eq(p, &s.partition))
+            })
+            .cloned()
+            .collect();
+        for s in stale {
+            self.unload(&s);
+        }
+        for (index, partition) in led {
+            let known = self.shards().get(&index).is_some_and(|s| {
+                Arc::ptr_eq(&s.partition, &partition) && s.epoch == partition.leader_epoch()
+            });
+            if !known {
+                self.start_load(broker, index, partition);
+            }
+        }
+    }
+
+    fn unload(&self, shard: &Arc<Shard>) {
+        {
+            let mut shards = self.shards();
+            if shards
+                .get(&shard.index)
+                .is_some_and(|s| Arc::ptr_eq(s, shard))
+            {
+                shards.remove(&shard.index);
+            }
+        }
+        let mut st = shard.lock();
+        if !st.gone {
+            info!(
+                partition = shard.index,
+                groups = st.groups.len(),
+                "no longer coordinator of this offsets partition; dropping its groups"
+            );
+        }
+        st.gone = true;
+        st.groups.clear();
+        st.image.clear();
+        // Parked JoinGroup/SyncGroup requests see their channel close: NOT_COORDINATOR.
+        st.waiters.clear();
+    }
+
+    fn start_load(&self, broker: &Arc<Broker>, index: i32, partition: Arc<Partition>) {
+        let epoch = partition.leader_epoch();
+        let shard = Arc::new(Shard {
+            index,
+            partition,
+            epoch,
+            state: Mutex::new(ShardState::default()),
+        });
+        let previous = {
+            let mut shards = self.shards();
+            if let Some(s) = shards.get(&index)
+                && Arc::ptr_eq(&s.partition, &shard.partition)
+                && s.epoch == epoch
+            {
+                return; // already loading or loaded
+            }
+            shards.insert(index, Arc::clone(&shard))
+        };
+        if let Some(p) = previous {
+            self.unload(&p);
+        }
+        let broker = Arc::clone(broker);
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let limits = broker.groups.config.limits;
+            let loaded = load(&shard.partition, limits);
+            let mut st = shard.lock();
+            if st.gone || !shard.still_leader() {
+                return;
+            }
+            match loaded {
+                Ok(l) => {
+                    let ms = started.elapsed().as_millis() as u64;
+                    if l.records > 0 {
+                        info!(
+                            partition = index,
+                            epoch,
+                            groups = l.groups.len(),
+                            records = l.records,
+                            ms,
+                            "loaded offsets partition; coordinating its groups"
+                        );
+                    } else {
+                        debug!(
+                            partition = index,
+                            epoch, "coordinating an empty offsets partition"
+                        );
+                    }
+                    st.groups = l.groups;
+                    st.image = l.image;
+                    st.image_bytes = l.image_bytes;
+                    st.bytes_since_snapshot = l.log_bytes;
+                    st.loaded = true;
+                }
+                Err(e) => {
+                    warn!(partition = index, error = %e, "cannot load offsets partition; retrying");
+                    drop(st);
+                    broker.groups.unload(&shard);
+                }
+            }
+        });
+    }
+
+    // ---- the timer task ----
+
+    /// Runs timers and follows leadership until `stop`.
+    pub async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let c = &broker.groups;
+            c.sync_leadership(&broker);
+            let shards: Vec<Arc<Shard>> = c.shards().values().cloned().collect();
+            let now = now_ms();
+            for shard in shards {
+                let mut st = shard.lock();
+                if !st.loaded || st.gone {
+                    continue;
+                }
+                let ids: Vec<String> = st.groups.keys().cloned().collect();
+                for id in ids {
+                    let outs = match st.groups.get_mut(&id) {
+                        Some(e) => e.group.tick(now),
+                        None => continue,
+                    };
+                    if !outs.is_empty() {
+                        c.run_outputs(&broker, &shard, &mut st, &id, outs);
+                    }
+                }
+                c.maybe_snapshot(&broker, &shard, &mut st);
+            }
+        }
+    }
+
+    // ---- writing ----
+
+    /// Appends `records` as one batch through the partition's leader path. Called with the
+    /// shard lock held, so the log order is the order of state changes.
+    fn append(
+        &self,
+        broker: &Broker,
+        shard: &Shard,
+        st: &mut ShardState,
+        records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<Pending, ResponseError> {
+        let part = &shard.partition;
+        if !shard.still_leader() || part.storage_failed() {
+            return Err(ResponseError::NotCoordinator);
+        }
+        if !part.enough_replicas() {
+            return Err(ResponseError::CoordinatorNotAvailable);
+        }
+        let now = now_ms();
+        let batch = records::build_batch(&records, now);
+        let header = BatchHeader::parse(&batch).map_err(|_| ResponseError::UnknownServerError)?;
+        let (info, leo, fsync) = {
+            let mut log = part.log();
+            if !shard.still_leader() {
+                return Err(ResponseError::NotCoordinator);
+            }
+            let fsync = log.fsync_policy();
+            let info = log
+                .append_as_leader(&batch, &header, shard.epoch, now)
+                .map_err(|e| {
+                    warn!(partition = shard.index, error = %e, "cannot append to the offsets log");
+                    ResponseError::NotCoordinator
+                })?;
+            (info, log.log_end_offset(), fsync)
+        };
+        let proposal = part.appended(leo, fsync);
+        broker.propose_isr(part, proposal);
+        st.bytes_since_snapshot += batch.len() as u64;
+        for (k, v) in records {
+            st.remember(k, v);
+        }
+        Ok(Pending {
+            partition: Arc::clone(part),
+            base: info.base_offset,
+            end: info.last_offset + 1,
+            epoch: shard.epoch,
+            timeout: self.config.commit_timeout,
+        })
+    }
+
+    /// Delivers the state machine's outputs: answers now, or after a Store is committed.
+    fn run_outputs(
+        &self,
+        broker: &Arc<Broker>,
+        shard: &Arc<Shard>,
+        st: &mut ShardState,
+        group_id: &str,
+        outs: Vec<Output>,
+    ) {
+        let mut queue = std::collections::VecDeque::from(outs);
+        while let Some(out) = queue.pop_front() {
+            let Output::Store { metadata, then } = out else {
+                st.answer(out);
+                continue;
+            };
+            let generation = metadata.generation;
+            let key = records::encode_key(&RecordKey::Group {
+                group: group_id.to_string(),
+            });
+            let value = records::encode_group_value(&metadata);
+            match self.append(broker, shard, st, vec![(key, Some(value))]) {
+                Ok(pending) => {
+                    let (broker, shard, group_id) =
+                        (Arc::clone(broker), Arc::clone(shard), group_id.to_string());
+                    tokio::spawn(async move {
+                        let result = pending.committed().await;
+                        let mut st = shard.lock();
+                        match result {
+                            Ok(()) => {
+                                for o in then {
+                                    st.answer(o);
+                                }
+                            }
+                            Err(e) => {
+                                debug!(group = %group_id, error = ?e, "group metadata write not committed");
+                                st.fail(then, e);
+                                if st.gone {
+                                    return;
+                                }
+                                let outs = st
+                                    .groups
+                                    .get_mut(&group_id)
+                                    .map(|g| g.group.store_failed(generation, now_ms()))
+                                    .unwrap_or_default();
+                                broker
+                                    .groups
+                                    .run_outputs(&broker, &shard, &mut st, &group_id, outs);
+                            }
+                        }
+                    });
+                }
+                Err(e) => {
+                    st.fail(then, e);
+                    if let Some(g) = st.groups.get_mut(group_id) {
+                        queue.extend(g.group.store_failed(generation, now_ms()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn ticket(&self) -> Ticket {
+        self.next_ticket.fetch_add(1, Ordering::Relaxed)
+    }
+
+    // ---- the group APIs ----
+
+    /// JoinGroup: the answer comes when the rebalance completes.
+    pub fn join(
+        &self,
+        broker: &Arc<Broker>,
+        group_id: &str,
+        req: JoinRequest,
+    ) -> Result<oneshot::Receiver<GroupReply>, ResponseError> {
+        let (tx, rx) = oneshot::channel();
+        let ticket = self.ticket();
+        let limits = self.config.limits;
+        self.with_shard(broker, group_id, |shard, st| {
+            let now = now_ms();
+            st.waiters.insert(ticket, tx);
+            let entry = st
+                .groups
+                .entry(group_id.to_string())
+                .or_insert_with(|| GroupEntry {
+                    group: Group::new(group_id, now, limits),
+                    offsets: BTreeMap::new(),
+                });
+            let outs = entry.group.join(req, ticket, now);
+            self.run_outputs(broker, shard, st, group_id, outs);
+            st.drop_if_vacant(group_id);
+            Ok(())
+        })?;
+        Ok(rx)
+    }
+
+    /// SyncGroup: followers wait for the leader's assignment.
+    pub fn sync(
+        &self,
+        broker: &Arc<Broker>,
+        group_id: &str,
+        req: SyncRequest,
+    ) -> Result<oneshot::Receiver<GroupReply>, ResponseError> {
+        let (tx, rx) = oneshot::channel();
+        let ticket = self.ticket();
+        self.with_shard(broker, group_id, |shard, st| {
+            let Some(entry) = st.groups.get_mut(group_id) else {
+                return Err(ResponseError::UnknownMemberId);
+            };
+            let outs = entry.group.sync(req, ticket, now_ms());
+            st.waiters.insert(ticket, tx);
+            self.run_outputs(broker, shard, st, group_id, outs);
+            Ok(())
+        })?;
+        Ok(rx)
+    }
+
+    pub fn heartbeat(
+        &self,
+        broker: &Arc<Broker>,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), ResponseError> {
+        self.with_shard(broker, group_id, |_, st| {
+            match st.groups.get_mut(group_id) {
+                Some(e) => e
+                    .group
+                    .heartbeat(member_id, instance_id, generation, now_ms()),
+                None => Err(ResponseError::UnknownMemberId),
+            }
+        })
+    }
+
+    /// LeaveGroup for each (member id, instance id); one result per member.
+    pub fn leave(
+        &self,
+        broker: &Arc<Broker>,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<Result<(), ResponseError>>, ResponseError> {
+        self.with_shard(broker, group_id, |shard, st| {
+            let Some(entry) = st.groups.get_mut(group_id) else {
+                return Ok(vec![Err(ResponseError::UnknownMemberId); members.len()]);
+            };
+            let now = now_ms();
+            let mut outs = Vec::new();
+            let results = members
+                .iter()
+                .map(|(m, i)| entry.group.leave(m, i.as_deref(), now, &mut outs))
+                .collect();
+            self.run_outputs(broker, shard, st, group_id, outs);
+            Ok(results)
+        })
+    }
+
+    /// OffsetCommit: validated against the group, written, and answered once committed.
+    pub async fn commit(
+        &self,
+        broker: &Arc<Broker>,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        entries: Vec<CommitEntry>,
+    ) -> Result<(), ResponseError> {
+        let limits = self.config.limits;
+        let (pending, shard) = self.with_shard(broker, group_id, |shard, st| {
+            let now = now_ms();
+            let entry = match st.groups.get_mut(group_id) {
+                Some(e) => e,
+                // A group that does not exist takes commits only from clients that manage
+                // partitions themselves (generation -1), as in Kafka.
+                None if generation < 0 => {
+                    st.groups
+                        .entry(group_id.to_string())
+                        .or_insert_with(|| GroupEntry {
+                            group: Group::new(group_id, now, limits),
+                            offsets: BTreeMap::new(),
+                        })
+                }
+                None => return Err(ResponseError::IllegalGeneration),
+            };
+            entry
+                .group
+                .validate_commit(member_id, instance_id, generation, now)?;
+            if entries.is_empty() {
+                return Ok((None, Arc::clone(shard)));
+            }
+            let recs = entries
+                .iter()
+                .map(|e| {
+                    let key = RecordKey::Offset {
+                        group: group_id.to_string(),
+                        topic: e.topic.clone(),
+                        partition: e.partition,
+                    };
+                    (
+                        records::encode_key(&key),
+                        Some(records::encode_offset_value(&e.value)),
+                    )
+                })
+                .collect();
+            let result = self.append(broker, shard, st, recs);
+            st.drop_if_vacant(group_id);
+            Ok((Some(result?), Arc::clone(shard)))
+        })?;
+        let Some(pending) = pending else {
+            return Ok(());
+        };
+        // Wait and apply on a task of its own: a client that disconnects must not leave the
+        // offsets in memory behind the log.
+        let (tx, rx) = oneshot::channel();
+        let group_id = group_id.to_string();
+        let limits = self.config.limits;
+        tokio::spawn(async move {
+            let result = pending.committed().await;
+            if result.is_ok() {
+                let mut st = shard.lock();
+                if !st.gone {
+                    let entry = st
+                        .groups
+                        .entry(group_id.clone())
+                        .or_insert_with(|| GroupEntry {
+                            group: Group::new(&group_id, now_ms(), limits),
+                            offsets: BTreeMap::new(),
+                        });
+                    for (i, e) in entries.into_iter().enumerate() {
+                        let log_offset = pending.base + i as i64;
+                        let slot = entry.offsets.entry((e.topic, e.partition));
+                        match slot {
+                            std::collections::btree_map::Entry::Occupied(mut o) => {
+                                if o.get().log_offset < log_offset {
+                                    o.insert(Committed {
+                                        value: e.value,
+                                        log_offset,
+                                    });
+                                }
+                            }
+                            std::collections::btree_map::Entry::Vacant(v) => {
+                                v.insert(Committed {
+                                    value: e.value,
+                                    log_offset,
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+            let _ = tx.send(result);
+        });
+        rx.await.unwrap_or(Err(ResponseError::NotCoordinator))
+    }
+
+    /// OffsetFetch: `wanted` None means every committed offset of the group. Partitions
+    /// without a commit come back as None.
+    #[allow(clippy::type_complexity)]
+    pub fn fetch_offsets(
+        &self,
+        broker: &Arc<Broker>,
+        group_id: &str,
+        wanted: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Result<Vec<(String, Vec<(i32, Option<OffsetValue>)>)>, ResponseError> {
+        self.with_shard(broker, group_id, |_, st| {
+            let offsets = st.groups.get(group_id).map(|e| &e.offsets);
+            let out = match wanted {
+                Some(topics) => topics
+                    .into_iter()
+                    .map(|(t, parts)| {
+                        let found = parts
+                            .into_iter()
+                            .map(|p| {
+                                let v = offsets
+                                    .and_then(|o| o.get(&(t.clone(), p)))
+                                    .map(|c| c.value.clone());
+                                (p, v)
+                            })
+                            .collect();
+                        (t, found)
+                    })
+                    .collect(),
+                None => {
+                    let mut by_topic: BTreeMap<String, Vec<(i32, Option<OffsetValue>)>> =
+                        BTreeMap::new();
+                    for ((t, p), c) in offsets.into_iter().flatten() {
+                        by_topic
+                            .entry(t.clone())
+                            .or_default()
+                            .push((*p, Some(c.value.clone())));
+                    }
+                    by_topic.into_iter().collect()
+                }
+            };
+            Ok(out)
+        })
+    }
+
+    /// DescribeGroups: None for a group this coordinator does not know.
+    pub fn describe(
+        &self,
+        broker: &Arc<Broker>,
+        group_id: &str,
+    ) -> Result<Option<Description>, ResponseError> {
+        self.with_shard(broker, group_id, |_, st| {
+            Ok(st.groups.get(group_id).map(|e| e.group.describe()))
+        })
+    }
+
+    /// ListGroups: (group id, protocol type, state) of every group coordinated here, and
+    /// whether some partition is still loading.
+    pub fn list(&self) -> (Vec<(String, String, State)>, bool) {
+        let shards: Vec<Arc<Shard>> = self.shards().values().cloned().collect();
+        let mut loading = false;
+        let mut out = Vec::new();
+        for s in shards {
+            let st = s.lock();
+            if st.gone {
+                continue;
+            }
+            if !st.loaded {
+                loading = true;
+                continue;
+            }
+            for (id, e) in &st.groups {
+                out.push((
+                    id.clone(),
+                    e.group.protocol_type().unwrap_or_default().to_string(),
+                    e.group.state(),
+                ));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        (out, loading)
+    }
+
+    /// DeleteGroups for one group: only an empty group; its metadata and offsets get
+    /// tombstones.
+    pub async fn delete(&self, broker: &Arc<Broker>, group_id: &str) -> Result<(), ResponseError> {
+        let pending = self.with_shard(broker, group_id, |shard, st| {
+            let Some(entry) = st.groups.get_mut(group_id) else {
+                return Err(ResponseError::GroupIdNotFound);
+            };
+            let mut check = entry.group.clone();
+            check.delete(now_ms())?;
+            let mut recs = vec![(
+                records::encode_key(&RecordKey::Group {
+                    group: group_id.to_string(),
+                }),
+                None,
+            )];
+            for (t, p) in entry.offsets.keys() {
+                recs.push((
+                    records::encode_key(&RecordKey::Offset {
+                        group: group_id.to_string(),
+                        topic: t.clone(),
+                        partition: *p,
+                    }),
+                    None,
+                ));
+            }
+            let pending = self.append(broker, shard, st, recs)?;
+            st.groups.remove(group_id);
+            Ok(pending)
+        })?;
+        pending.committed().await
+    }
+
+    // ---- bounding the log ----
+
+    /// Writes the live state again once the log has outgrown it, then deletes what lies
+    /// below the snapshot.
+    fn maybe_snapshot(&self, broker: &Arc<Broker>, shard: &Arc<Shard>, st: &mut ShardState) {
+        let threshold = self.config.snapshot_min_bytes.max(2 * st.image_bytes);
+        if st.snapshotting || st.bytes_since_snapshot <= threshold {
+            return;
+        }
+        // The snapshot starts a segment, so every segment below it can go once it commits.
+        let start = {
+            let mut log = shard.partition.log();
+            if let Err(e) = log.roll() {
+                warn!(partition = shard.index, error = %e, "cannot roll the offsets log for a snapshot");
+                return;
+            }
+            log.log_end_offset()
+        };
+        let entries: Vec<(Vec<u8>, Option<Vec<u8>>)> = st
+            .image
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(v.clone())))
+            .collect();
+        let mut last = None;
+        let mut batch = Vec::new();
+        let mut size = 0;
+        for (k, v) in entries {
+            size += k.len() + v.as_ref().map_or(0, Vec::len) + 16;
+            batch.push((k, v));
+            if size >= SNAPSHOT_BATCH_BYTES {
+                match self.append(broker, shard, st, std::mem::take(&mut batch)) {
+                    Ok(p) => last = Some(p),
+                    Err(e) => {
+                        warn!(partition = shard.index, error = ?e, "snapshot write failed");
+                        return;
+                    }
+                }
+                size = 0;
+            }
+        }
+        if !batch.is_empty() {
+            match self.append(broker, shard, st, batch) {
+                Ok(p) => last = Some(p),
+                Err(e) => {
+                    warn!(partition = shard.index, error = ?e, "snapshot write failed");
+                    return;
+                }
+            }
+        }
+        st.bytes_since_snapshot = 0;
+        let Some(last) = last else {
+            return;
+        };
+        st.snapshotting = true;
+        let shard = Arc::clone(shard);
+        tokio::spawn(async move {
+            let committed = last.committed().await.is_ok();
+            if committed {
+                let hw = shard.partition.high_watermark();
+                let deleted = shard.partition.log().delete_segments_below(start.min(hw));
+                match deleted {
+                    Ok(n) => info!(
+                        partition = shard.index,
+                        start,
+                        segments = n,
+                        "offsets log snapshot committed; older segments deleted"
+                    ),
+                    Err(e) => {
+                        warn!(partition = shard.index, error = %e, "cannot delete segments below the snapshot")
+                    }
+                }
+            }
+            shard.lock().snapshotting = false;
+        });
+    }
+}
+
+/// What loading a partition's log produced.
+struct Loaded {
+    groups: HashMap<String, GroupEntry>,
+    image: BTreeMap<Vec<u8>, Vec<u8>>,
+    image_bytes: u64,
+    log_bytes: u64,
+    records: u64,
+}
+
+/// Reads the partition's whole log (to its end: as leader it is all going to be committed)
+/// and replays it into groups and offsets. Records that do not decode are skipped with a
+/// warning rather than failing the load.
+fn load(partition: &Partition, limits: Limits) -> Result<Loaded, crate::storage::log::ReadError> {
+    let now = now_ms();
+    let (start, end) = {
+        let log = partition.log();
+        (log.log_start_offset(), log.log_end_offset())
+    };
+    let mut st = ShardState::default();
+    let mut metadata: HashMap<String, Option<super::state::GroupMetadata>> = HashMap::new();
+    let mut offsets: HashMap<String, BTreeMap<(String, i32), Committed>> = HashMap::new();
+    let (mut log_bytes, mut count) = (0u64, 0u64);
+    let mut offset = start;
+    while offset < end {
+        let data = partition.log().read(offset, 1 << 20, end)?;
+        let mut progressed = false;
+        for (h, range) in Batches::new(&data) {
+            let batch = &data[range];
+            log_bytes += batch.len() as u64;
+            let walked = records::for_each_record(batch, &h, |at, key, value| {
+                count += 1;
+                let Some(key) = key else { return };
+                let rk = match records::decode_key(key) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        debug!(offset = at, error = %e, "skipping an offsets record with an unknown key");
+                        return;
+                    }
+                };
+                st.remember(key.to_vec(), value.map(<[u8]>::to_vec));
+                match rk {
+                    RecordKey::Offset {
+                        group,
+                        topic,
+                        partition,
+                    } => {
+                        let o = offsets.entry(group).or_default();
+                        match value.map(records::decode_offset_value) {
+                            Some(Ok(v)) => {
+                                o.insert(
+                                    (topic, partition),
+                                    Committed {
+                                        value: v,
+                                        log_offset: at,
+                                    },
+                                );
+                            }
+                            Some(Err(e)) => {
+                                warn!(offset = at, error = %e, "skipping a bad offset commit record")
+                            }
+                            None => {
+                                o.remove(&(topic, partition));
+                            }
+                        }
+                    }
+                    RecordKey::Group { group } => match value.map(records::decode_group_value) {
+                        Some(Ok(md)) => {
+                            metadata.insert(group, Some(md));
+                        }
+                        Some(Err(e)) => {
+                            warn!(offset = at, error = %e, "skipping a bad group metadata record")
+                        }
+                        None => {
+                            metadata.insert(group, None);
+                        }
+                    },
+                }
+            });
+            if let Err(e) = walked {
+                warn!(offset = h.base_offset, error = %e, "skipping a malformed batch in the offsets log");
+            }
+            offset = h.next_offset();
+            progressed = true;
+        }
+        if !progressed {
+            break;
+        }
+    }
+    let mut groups = HashMap::new();
+    for (id, md) in metadata {
+        if let Some(md) = md {
+            groups.insert(
+                id.clone(),
+                GroupEntry {
+                    group: Group::from_metadata(&id, &md, now, limits),
+                    offsets: BTreeMap::new(),
+                },
+            );
+        }
+    }
+    for (id, o) in offsets {
+        if o.is_empty() {
+            continue;
+        }
+        groups
+            .entry(id.clone())
+            .or_insert_with(|| GroupEntry {
+                group: Group::new(&id, now, limits),
+                offsets: BTreeMap::new(),
+            })
+            .offsets = o;
+    }
+    Ok(Loaded {
+        groups,
+        image: st.image,
+        image_bytes: st.image_bytes,
+        log_bytes,
+        records: count,
+    })
+}
