@@ -16,12 +16,11 @@ use operator::controller::store::FileStore;
 use tracing::info;
 
 #[derive(Parser)]
-#[command(
-    version,
-    about = "Strand operator and cluster controller",
-    args_conflicts_with_subcommands = true
-)]
+#[command(version, about = "Strand operator and cluster controller")]
 struct Cli {
+    /// Log format: text or json (use json in containers).
+    #[arg(long, global = true, default_value = "text", env = "STRAND_LOG_FORMAT")]
+    log_format: String,
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
@@ -41,8 +40,8 @@ struct KubeArgs {
     /// Default outside a pod: http://127.0.0.1:<listen port>.
     #[arg(long, env = "STRAND_CONTROLLER_URL")]
     controller_url: Option<String>,
-    /// Name of the leader-election Lease.
-    #[arg(long, default_value = "strand-operator")]
+    /// Name of the leader-election Lease (the Helm chart sets it to the release's name).
+    #[arg(long, env = "STRAND_LEASE_NAME", default_value = "strand-operator")]
     lease_name: String,
     /// Namespace of the Lease (the operator's own).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
@@ -82,13 +81,17 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+        .with_writer(std::io::stderr);
+    match cli.log_format.as_str() {
+        "json" => builder.json().init(),
+        "text" => builder.init(),
+        other => anyhow::bail!("--log-format must be text or json, not {other:?}"),
+    }
     match cli.command {
         None => run_on_kubernetes(cli.kube).await,
         Some(Command::Local {

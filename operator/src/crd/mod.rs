@@ -22,8 +22,12 @@ pub const GROUP: &str = "strand.dev";
 /// API version of every Strand resource.
 pub const VERSION: &str = "v1alpha1";
 
-/// The command that regenerates `crds/`, run from the repository root.
-pub const REGENERATE: &str = "cargo run -p operator --bin crdgen -- crds/";
+/// Where the generated CRDs live, relative to the repository root: the install directory and
+/// the Helm chart's copy.
+pub const CRD_DIRS: [&str; 2] = ["crds", "charts/strand/crds"];
+
+/// The command that regenerates both, run from the repository root.
+pub const REGENERATE: &str = "cargo run -p operator --bin crdgen -- crds/ charts/strand/crds/";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CrdError {
