@@ -247,6 +247,21 @@ async fn a_logcluster_becomes_a_statefulset_and_friends() {
         stss.get_opt("demo").await.ok()?.is_none().then_some(())
     })
     .await;
+    let old_id = status["status"]["controllerState"]["metadata"]["cluster_id"].clone();
+    wait_for("the LogCluster to be gone", T, || async {
+        lcs.get_opt("demo").await.ok()?.is_none().then_some(())
+    })
+    .await;
+
+    // A LogCluster recreated under the same name is a new cluster (new id), not the old one.
+    apply_docs(&c, &ns, &[logcluster(3)]).await.unwrap();
+    let new_id = wait_for("the new cluster's controller state", T, || async {
+        let v = get_json(&lcs, "demo").await?;
+        let id = v["status"]["controllerState"]["metadata"]["cluster_id"].clone();
+        id.is_string().then_some(id)
+    })
+    .await;
+    assert_ne!(old_id, new_id);
     drop(op);
 }
 

@@ -77,7 +77,25 @@ impl<S: Store> Controller<S> {
         let mut next = guard.clone();
         let out = f(&mut next, now)?;
         if next.metadata.version != guard.metadata.version {
-            self.store.save(&next, guard.metadata.version).await?;
+            if let Err(e) = self.store.save(&next, guard.metadata.version).await {
+                // The store may now hold something else than we do: another controller's
+                // commit, or our own write whose answer was lost. Start the next call from
+                // what is stored, never from a state that can no longer be saved.
+                match self.store.load().await {
+                    Ok(Some(mut stored)) if stored != *guard => {
+                        for t in stored.last_heartbeat_ms.values_mut() {
+                            *t = now; // a fresh session on our clock, as after a restart
+                        }
+                        warn!(held = guard.metadata.version, stored = stored.metadata.version, error = %e, "controller state changed underneath; reloaded it");
+                        let v = stored.metadata.version;
+                        *guard = stored;
+                        drop(guard);
+                        self.versions.send_replace(v);
+                    }
+                    _ => {}
+                }
+                return Err(e.into());
+            }
             let v = next.metadata.version;
             *guard = next;
             drop(guard);
@@ -118,5 +136,62 @@ impl<S: Store> Controller<S> {
             Ok(_) => {}
             Err(e) => warn!(error = %e, "session expiry failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::store::FileStore;
+
+    fn settings() -> Settings {
+        Settings {
+            session_timeout_ms: 9000,
+        }
+    }
+
+    fn topic(
+        name: &'static str,
+    ) -> impl FnOnce(&mut ControllerState, i64) -> Result<(), ControllerError> {
+        move |s, _| {
+            decisions::register(
+                s,
+                decisions::Registration {
+                    id: 0,
+                    incarnation: "i".into(),
+                    host: "h".into(),
+                    port: 1,
+                    rack: None,
+                },
+                0,
+            );
+            decisions::create_topic(s, name, 1, 1, Default::default(), uuid::Uuid::nil())
+                .map(|_| ())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_conflict_reloads_the_stored_state_so_the_next_call_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("controller.json");
+        let a = Controller::open(FileStore::new(path.clone()), "c".into(), settings())
+            .await
+            .unwrap();
+        let b = Controller::open(FileStore::new(path), "c".into(), settings())
+            .await
+            .unwrap();
+        a.update(topic("from-a")).await.unwrap();
+        // b still holds the old version: its commit is refused...
+        let e = b.update(topic("from-b")).await.unwrap_err();
+        assert!(
+            matches!(e, ServiceError::Store(StoreError::Conflict { .. })),
+            "{e}"
+        );
+        // ...and it now holds a's commit, so it can commit on top of it.
+        assert!(b.snapshot().await.metadata.topics.contains_key("from-a"));
+        b.update(|s, _| decisions::delete_topic(s, "from-a"))
+            .await
+            .unwrap();
+        assert!(b.snapshot().await.metadata.topics.is_empty());
     }
 }

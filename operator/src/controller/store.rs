@@ -25,6 +25,8 @@ pub enum StoreError {
     Api(#[from] kube::Error),
     #[error("{0} no longer exists")]
     Gone(String),
+    #[error("{0}")]
+    Contended(String),
 }
 
 pub trait Store: Send + Sync + 'static {

@@ -55,8 +55,12 @@ pub async fn reconcile(lc: Arc<LogCluster>, ctx: Arc<Context>) -> Result<Action,
     }
     let lcs: Api<LogCluster> = Api::namespaced(ctx.client.clone(), &ns);
     // The cluster id is the resource's uid: stable for its life, new if it is recreated.
-    let uid = lc.uid().unwrap_or_default().replace('-', "");
-    let entry = ctx.registry.ensure(lcs, &ns, &name, &uid).await?;
+    let uid = lc.uid().unwrap_or_default();
+    let cluster_id = uid.replace('-', "");
+    let entry = ctx
+        .registry
+        .ensure(lcs, &ns, &name, &uid, &cluster_id)
+        .await?;
     let state = entry.controller.snapshot().await;
     let rctx = resources::Context {
         controller_url: ctx.controller_url.clone(),
@@ -68,7 +72,10 @@ pub async fn reconcile(lc: Arc<LogCluster>, ctx: Arc<Context>) -> Result<Action,
     let current_replicas = current_statefulset_replicas(&ctx, &ns, &names).await?;
     let (sts_replicas, leaving_note) = scale_target(&lc, current_replicas, &state);
     if let Some(note) = &leaving_note {
-        let leaving: Vec<i32> = (lc.spec.replicas..sts_replicas).collect();
+        // A broker that never registered holds nothing; naming it would fail the whole move.
+        let leaving: Vec<i32> = (lc.spec.replicas..sts_replicas)
+            .filter(|id| state.metadata.brokers.contains_key(id))
+            .collect();
         let started = entry
             .controller
             .update(|s, _| decisions::decommission_all(s, &leaving))

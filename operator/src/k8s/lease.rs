@@ -97,7 +97,14 @@ impl Elector {
                 }
                 return Ok(());
             }
-            match self.try_once(&mut observed, &mut observed_at).await {
+            // A hung API call must not keep a leader acting past its renew deadline.
+            let round = tokio::time::timeout(
+                self.renew_deadline / 2,
+                self.try_once(&mut observed, &mut observed_at),
+            )
+            .await
+            .unwrap_or_else(|_| Err(kube::Error::Service("Lease request timed out".into())));
+            match round {
                 Ok(None) => {
                     if !*leading.borrow() {
                         info!(identity = %self.identity, lease = %self.name, "became leader");

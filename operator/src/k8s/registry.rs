@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -30,15 +31,27 @@ pub type ClusterKey = (String, String);
 
 pub struct ClusterEntry {
     pub controller: Arc<KubeController>,
+    /// The LogCluster's uid: a recreated LogCluster of the same name is another cluster.
+    uid: String,
     router: Router,
     tasks: Vec<AbortHandle>,
+    active: Arc<AtomicBool>,
+}
+
+impl ClusterEntry {
+    /// Stops the cluster's background tasks and refuses every later commit, even from requests
+    /// still holding this entry.
+    fn stop(&self) {
+        self.active.store(false, Ordering::Release);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
 }
 
 impl Drop for ClusterEntry {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+        self.stop();
     }
 }
 
@@ -50,6 +63,8 @@ pub struct Registry {
     changes: watch::Sender<u64>,
     leading: watch::Receiver<bool>,
     session_timeout_ms: i64,
+    /// False once `clear` ran: no cluster is (re)opened while shutting down.
+    open: Arc<AtomicBool>,
 }
 
 impl Registry {
@@ -60,6 +75,7 @@ impl Registry {
             changes: watch::Sender::new(0),
             leading,
             session_timeout_ms,
+            open: Arc::new(AtomicBool::new(true)),
         }
     }
 
@@ -75,22 +91,33 @@ impl Registry {
         self.clusters.read().await.keys().cloned().collect()
     }
 
-    /// The controller of `ns/name`, opened from the state in its status (or started as a new
-    /// cluster with `cluster_id`) on first use.
+    /// The controller of `ns/name` with this `uid`, opened from the state in its status (or
+    /// started as a new cluster with `cluster_id`) on first use. An entry of an earlier
+    /// LogCluster of the same name is dropped, never reused.
     pub async fn ensure(
         &self,
         api: Api<LogCluster>,
         ns: &str,
         name: &str,
+        uid: &str,
         cluster_id: &str,
     ) -> Result<Arc<ClusterEntry>, StoreError> {
         let _one_at_a_time = self.opening.lock().await;
-        if let Some(e) = self.get(ns, name).await {
-            return Ok(e);
+        if !self.open.load(Ordering::Acquire) {
+            return Err(StoreError::Gone(format!(
+                "LogCluster {ns}/{name}: this operator replica is shutting down"
+            )));
         }
+        if let Some(e) = self.get(ns, name).await {
+            if e.uid == uid {
+                return Ok(e);
+            }
+            self.remove(ns, name).await;
+        }
+        let active = Arc::new(AtomicBool::new(true));
         let controller = Arc::new(
             Controller::open(
-                KubeStore::new(api, name),
+                KubeStore::new(api, name, uid, active.clone()),
                 cluster_id.to_string(),
                 Settings {
                     session_timeout_ms: self.session_timeout_ms,
@@ -118,9 +145,11 @@ impl Registry {
             }
         });
         let entry = Arc::new(ClusterEntry {
+            uid: uid.to_string(),
             router: http::router(controller.clone()),
             controller,
             tasks: vec![ticker.abort_handle(), forwarder.abort_handle()],
+            active,
         });
         self.clusters
             .write()
@@ -132,10 +161,36 @@ impl Registry {
 
     /// Stops serving a cluster (its LogCluster is gone).
     pub async fn remove(&self, ns: &str, name: &str) {
-        self.clusters
+        let gone = self
+            .clusters
             .write()
             .await
             .remove(&(ns.to_string(), name.to_string()));
+        if let Some(e) = gone {
+            e.stop();
+        }
+    }
+
+    /// Stops serving every cluster (shutdown, or the Lease is about to be released).
+    pub async fn clear(&self) {
+        self.open.store(false, Ordering::Release);
+        let _no_opening = self.opening.lock().await;
+        let all = std::mem::take(&mut *self.clusters.write().await);
+        for e in all.values() {
+            e.stop();
+        }
+    }
+
+    /// Drops every cluster for which `exists` says no (deleted LogClusters: no reconcile runs
+    /// for an object that is gone, so they are swept instead).
+    pub async fn retain(&self, exists: impl Fn(&str, &str) -> bool) {
+        self.clusters.write().await.retain(|(ns, name), e| {
+            let keep = exists(ns, name);
+            if !keep {
+                e.stop();
+            }
+            keep
+        });
     }
 
     pub fn changes(&self) -> watch::Receiver<u64> {
@@ -181,20 +236,19 @@ async fn dispatch(State(reg): State<Registry>, mut req: Request<Body>) -> Respon
             ),
         );
     };
+    if !*reg.leading.borrow() {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_leader",
+            "this operator replica does not hold the leader Lease".into(),
+        );
+    }
     let Some(entry) = reg.get(ns, name).await else {
-        return if *reg.leading.borrow() {
-            refuse(
-                StatusCode::NOT_FOUND,
-                "unknown_cluster",
-                format!("no LogCluster {ns}/{name} is managed by this operator (yet)"),
-            )
-        } else {
-            refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_leader",
-                "this operator replica does not hold the leader Lease".into(),
-            )
-        };
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "unknown_cluster",
+            format!("no LogCluster {ns}/{name} is managed by this operator (yet)"),
+        );
     };
     let rewritten = match req.uri().query() {
         Some(q) => format!("{rest}?{q}"),

@@ -157,6 +157,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         renew_deadline: opts.lease_duration * 2 / 3,
         retry_period: opts.lease_duration / 7,
     };
+    // A label left by an earlier process in this pod (killed while leading) would route
+    // brokers here before we lead.
+    if let Some((ns, pod)) = &opts.pod {
+        label_pod(&client, ns, pod, false).await;
+    }
     let mut election = tokio::spawn({
         let stop = stop.clone();
         async move { elector.run(leading_tx, stop).await }
@@ -205,7 +210,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             Some(((), rx))
         })
     };
-    let cluster_loop = Controller::new(
+    let cluster_controller = Controller::new(
         scoped::<LogCluster>(&client, &opts.watch_namespace),
         watcher::Config::default(),
     )
@@ -228,16 +233,38 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     .owns(
         scoped::<PodDisruptionBudget>(&client, &opts.watch_namespace),
         watcher::Config::default(),
-    )
-    .reconcile_all_on(changes())
-    .with_config(debounced())
-    .graceful_shutdown_on(wait_stop(stop.clone()))
-    .run(cluster::reconcile, cluster::error_policy, ctx.clone())
-    .for_each(|r| async move {
-        if let Err(e) = r {
-            warn!(error = %e, "LogCluster reconcile error");
+    );
+    // Deleted LogClusters get no reconcile: sweep their controllers from the cache.
+    let sweeper = tokio::spawn({
+        let clusters = cluster_controller.store();
+        let registry = registry.clone();
+        async move {
+            if clusters.wait_until_ready().await.is_err() {
+                return;
+            }
+            let mut every = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                every.tick().await;
+                registry
+                    .retain(|ns, name| {
+                        clusters
+                            .get(&kube::runtime::reflector::ObjectRef::new(name).within(ns))
+                            .is_some()
+                    })
+                    .await;
+            }
         }
     });
+    let cluster_loop = cluster_controller
+        .reconcile_all_on(changes())
+        .with_config(debounced())
+        .graceful_shutdown_on(wait_stop(stop.clone()))
+        .run(cluster::reconcile, cluster::error_policy, ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                warn!(error = %e, "LogCluster reconcile error");
+            }
+        });
     let topic_loop = topic_controller
         .reconcile_all_on(changes())
         .with_config(debounced())
@@ -266,11 +293,15 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         return outcome;
     }
     info!("shutting down");
-    stop_tx.send_replace(true);
-    let _ = tokio::time::timeout(Duration::from_secs(10), loops).await;
+    // Stop serving and committing before the Lease is released, so the next leader never
+    // overlaps with this one.
+    registry.clear().await;
     if let Some((ns, pod)) = &opts.pod {
         label_pod(&client, ns, pod, false).await;
     }
+    stop_tx.send_replace(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), loops).await;
+    sweeper.abort();
     let _ = election.await;
     Ok(())
 }

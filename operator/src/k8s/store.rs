@@ -5,6 +5,9 @@
 //! on the exact object that was checked). Other status writers (the LogCluster reconciler)
 //! change the resourceVersion too; such a race is retried, since it did not touch the state.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
@@ -19,21 +22,36 @@ const RACE_RETRIES: usize = 20;
 pub struct KubeStore {
     api: Api<LogCluster>,
     name: String,
+    /// The LogCluster this state belongs to: a recreated one of the same name is another
+    /// cluster, and this store must never write into it.
+    uid: String,
+    /// Cleared when this replica stops serving the cluster (LogCluster gone, Lease lost or
+    /// released): a request still in flight can then no longer commit.
+    active: Arc<AtomicBool>,
 }
 
 impl KubeStore {
-    pub fn new(api: Api<LogCluster>, name: impl Into<String>) -> Self {
+    pub fn new(
+        api: Api<LogCluster>,
+        name: impl Into<String>,
+        uid: impl Into<String>,
+        active: Arc<AtomicBool>,
+    ) -> Self {
         Self {
             api,
             name: name.into(),
+            uid: uid.into(),
+            active,
         }
     }
 
     async fn get(&self) -> Result<LogCluster, StoreError> {
-        self.api
-            .get_opt(&self.name)
-            .await?
-            .ok_or_else(|| StoreError::Gone(format!("LogCluster {}", self.name)))
+        let gone = || StoreError::Gone(format!("LogCluster {} (uid {})", self.name, self.uid));
+        let lc = self.api.get_opt(&self.name).await?.ok_or_else(gone)?;
+        if lc.metadata.uid.as_deref() != Some(self.uid.as_str()) {
+            return Err(gone());
+        }
+        Ok(lc)
     }
 }
 
@@ -55,6 +73,12 @@ impl Store for KubeStore {
     async fn save(&self, state: &ControllerState, expected_version: u64) -> Result<(), StoreError> {
         let value = serde_json::to_value(state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         for _ in 0..RACE_RETRIES {
+            if !self.active.load(Ordering::Acquire) {
+                return Err(StoreError::Gone(format!(
+                    "LogCluster {}: this operator replica no longer serves it",
+                    self.name
+                )));
+            }
             let lc = self.get().await?;
             let stored = stored_state(&lc)?.map_or(0, |s| s.metadata.version);
             if stored != expected_version {
@@ -66,11 +90,14 @@ impl Store for KubeStore {
             // Naming the resourceVersion makes the API server refuse (409) a write to any other
             // version of the object. A JSON patch replaces the state whole; a merge patch would
             // merge maps and keep deleted topics.
-            let mut ops = vec![json!({
-                "op": "replace",
-                "path": "/metadata/resourceVersion",
-                "value": lc.metadata.resource_version,
-            })];
+            let mut ops = vec![
+                json!({"op": "test", "path": "/metadata/uid", "value": self.uid}),
+                json!({
+                    "op": "replace",
+                    "path": "/metadata/resourceVersion",
+                    "value": lc.metadata.resource_version,
+                }),
+            ];
             if lc.status.is_none() {
                 ops.push(json!({"op": "add", "path": "/status", "value": {}}));
             }
@@ -94,7 +121,7 @@ impl Store for KubeStore {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(StoreError::Corrupt(format!(
+        Err(StoreError::Contended(format!(
             "LogCluster {} changed {RACE_RETRIES} times while saving; giving up this write",
             self.name
         )))

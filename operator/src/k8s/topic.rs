@@ -139,6 +139,11 @@ pub fn plan(
 
 /// Kafka's topic name rules: 1-249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
 fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.starts_with("__") {
+        return Err(format!(
+            "topic name {name:?} starts with '__', which is reserved for internal topics (e.g. __consumer_offsets)"
+        ));
+    }
     if name.is_empty() || name.len() > 249 || name == "." || name == ".." {
         return Err(format!(
             "topic name {name:?} must be 1-249 characters and not '.' or '..'"
@@ -504,13 +509,17 @@ async fn cleanup(
     let Some(entry) = ctx.registry.get(&ns, &rt.spec.cluster).await else {
         return Err(TopicError::ClusterNotStarted(rt.spec.cluster.clone()));
     };
+    // Only the topic this resource created or adopted (its id in our status) is deleted: a
+    // topic recreated under the name since, or one another resource owns, is left alone.
+    let ours = rt.status.as_ref().and_then(|s| s.topic_id.clone());
     let exists = entry
         .controller
         .snapshot()
         .await
         .metadata
         .topics
-        .contains_key(&name);
+        .get(&name)
+        .is_some_and(|t| Some(t.id.to_string()) == ours);
     if exists {
         entry
             .controller
@@ -688,6 +697,8 @@ mod tests {
         );
         let mut bad = rt(1, 1, &[]);
         bad.spec.topic_name = Some("bad name!".into());
+        assert_eq!(refused(plan(&bad, 3, None, None)), "InvalidTopicName");
+        bad.spec.topic_name = Some("__consumer_offsets".into());
         assert_eq!(refused(plan(&bad, 3, None, None)), "InvalidTopicName");
     }
 
