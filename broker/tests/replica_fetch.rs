@@ -138,3 +138,125 @@ async fn a_follower_copies_the_leader_and_is_told_where_it_diverges() {
     .unwrap()
     .unwrap();
 }
+
+/// The real follower fetcher against a leader that deleted the segments the follower still
+/// needed (retention here; an offsets-log snapshot does the same): the leader answers
+/// OFFSET_OUT_OF_RANGE, and the follower restarts its log at the leader's log start and
+/// catches up from there, instead of asking again at the same offset forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_below_the_leaders_log_start_restarts_there_and_catches_up() {
+    use std::sync::Arc;
+
+    use broker::partition::{Leadership, Partition, PartitionId, Signals};
+    use broker::replication::fetcher::{FetcherManager, FetcherSettings};
+    use broker::replication::state::{Assignment, Settings};
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(
+        &dir.path().join("data"),
+        &[
+            "--topic-config",
+            "segment.bytes=2048",
+            "--topic-config",
+            "retention.bytes=4096",
+            "--retention-check-interval-ms",
+            "100",
+        ],
+    );
+    let p = producer(&broker.bootstrap(), &[("linger.ms", "0")]);
+    produce(&p, "rep", "a", 5).await;
+
+    // The follower holds the start of the log, then falls behind while the leader moves on
+    // and retention deletes what it would fetch next.
+    let mut conn = Connection::connect(&broker.bootstrap(), "replica-1")
+        .await
+        .unwrap();
+    let (mut log, _) = Log::open(
+        &dir.path().join("follower/rep-0"),
+        TopicConfig::default(),
+        OpenHints::default(),
+    )
+    .unwrap();
+    let resp = conn.send(&fetch_request(1, 0, -1), 12).await.unwrap();
+    log.append_replicated(&records(&resp), 0).unwrap();
+    let stale_end = log.log_end_offset();
+    assert!(stale_end > 0);
+    produce(&p, "rep", "b", 500).await;
+    drop(p);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (leader_start, leader_end) = loop {
+        let resp = conn.send(&fetch_request(-1, 0, -1), 12).await.unwrap();
+        let part = &resp.responses[0].partitions[0];
+        if part.log_start_offset > stale_end {
+            break (part.log_start_offset, part.high_watermark);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention never ran: {part:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(leader_end, 505);
+
+    let follower = Partition::new(
+        PartitionId {
+            topic: "rep".into(),
+            index: 0,
+            topic_id: uuid::Uuid::nil(),
+        },
+        1,
+        log,
+        Leadership {
+            assignment: Assignment {
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 0,
+                replicas: vec![1],
+                isr: vec![1],
+            },
+            settings: Settings::default(),
+            high_watermark: None,
+        },
+        Arc::new(Signals::default()),
+        0,
+    );
+    follower.become_follower(0, -1);
+    let fetchers = FetcherManager::new(
+        1,
+        FetcherSettings {
+            max_wait: Duration::from_millis(100),
+            ..FetcherSettings::default()
+        },
+    );
+    fetchers.follow(Arc::clone(&follower), 0, broker.bootstrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while follower.log().log_end_offset() < leader_end {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follower never caught up: {:?}\n{}",
+            follower.status(0),
+            broker.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fetchers.shutdown();
+    assert_eq!(follower.high_watermark(), leader_end);
+
+    // Byte for byte the leader's log from the follower's new start (which is the leader's
+    // start then, or the leader's later start if retention ran again meanwhile).
+    let start = follower.log().log_start_offset();
+    assert!(start >= leader_start, "{start} < {leader_start}");
+    let mut at = start;
+    while at < leader_end {
+        let resp = conn.send(&fetch_request(1, at, -1), 12).await.unwrap();
+        let data = records(&resp);
+        assert!(!data.is_empty(), "leader has nothing at {at}: {resp:?}");
+        let ours = follower.log().read(at, data.len(), i64::MAX).unwrap();
+        assert_eq!(ours, data[..ours.len()], "differs at {at}");
+        let mut it = broker::protocol::batch::Batches::new(&ours);
+        for (h, _) in it.by_ref() {
+            at = h.next_offset();
+        }
+        assert!(it.consumed() > 0);
+    }
+}

@@ -456,3 +456,85 @@ fn follower_append_copies_the_leader_and_refuses_gaps() {
     assert_eq!(follower.append_replicated(&all[fifth], 10).unwrap(), 15);
     assert_eq!(follower.read(0, 1 << 20, i64::MAX).unwrap(), all);
 }
+
+/// A follower whose log end is below the leader's log start restarts its log, empty, at the
+/// leader's log start (Kafka's truncateFullyAndStartAt): no old segment, epoch or producer
+/// state survives, it then takes the leader's batches from there, and a reopen agrees.
+#[test]
+fn truncate_fully_restarts_the_log_at_the_leaders_start() {
+    use broker::storage::producer_state::SequenceCheck;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut leader, _) =
+        Log::open(&dir.path().join("l-0"), config(), OpenHints::default()).unwrap();
+    let path = dir.path().join("f-0");
+    let (mut follower, _) = Log::open(&path, config(), OpenHints::default()).unwrap();
+    for i in 0..10 {
+        let b = make_batch(3, 10, (9, 0, i * 3), 200);
+        leader
+            .append_as_leader(&b, &BatchHeader::parse(&b).unwrap(), 1 + i / 5, 10)
+            .unwrap();
+        if i == 0 {
+            follower
+                .append_replicated(&leader.read(0, 1 << 20, i64::MAX).unwrap(), 10)
+                .unwrap();
+            follower.roll().unwrap();
+        }
+        leader.roll().unwrap();
+    }
+    leader.delete_segments_below(18).unwrap();
+    assert_eq!(leader.log_start_offset(), 18);
+    assert_eq!(follower.log_end_offset(), 3);
+
+    follower.truncate_fully_and_start_at(18).unwrap();
+    assert_eq!(
+        (
+            follower.log_start_offset(),
+            follower.log_end_offset(),
+            follower.recovery_point(),
+            follower.segment_count()
+        ),
+        (18, 18, 18, 1)
+    );
+    assert_eq!(follower.latest_epoch(), None);
+    let old = make_batch(3, 10, (9, 0, 0), 200);
+    assert_eq!(
+        follower
+            .check_producer(&BatchHeader::parse(&old).unwrap())
+            .unwrap(),
+        SequenceCheck::Append,
+        "producer state from the discarded log is gone"
+    );
+    let read_all = |log: &Log| {
+        let mut out = Vec::new();
+        let mut at = 18;
+        while at < log.log_end_offset() {
+            let data = log.read(at, 1 << 20, i64::MAX).unwrap();
+            at = batch::Batches::new(&data).last().unwrap().0.next_offset();
+            out.extend_from_slice(&data);
+        }
+        out
+    };
+    let rest = read_all(&leader);
+    assert_eq!(follower.append_replicated(&rest, 10).unwrap(), 30);
+    assert_eq!(read_all(&follower), rest);
+    assert_eq!(follower.epochs().entries(), leader.epochs().entries());
+    drop(follower);
+    for clean in [false, true] {
+        let (mut reopened, _) = Log::open(
+            &path,
+            config(),
+            OpenHints {
+                clean_shutdown: clean,
+                recovery_point: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            (reopened.log_start_offset(), reopened.log_end_offset()),
+            (18, 30),
+            "clean={clean}"
+        );
+        assert_eq!(read_all(&reopened), rest);
+        reopened.close().unwrap();
+    }
+}

@@ -7,10 +7,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::client::Connection;
@@ -164,16 +167,26 @@ fn request(
     r
 }
 
-/// Applies one fetch response. Returns whether any partition made progress.
-fn apply(resp: &FetchResponse, parts: &BTreeMap<Key, Arc<Partition>>) -> bool {
-    let mut progress = false;
+/// Applies one fetch response. Returns the partitions that failed (an error code, a failed
+/// append or truncation): they sit out the backoff before being fetched again (Kafka's
+/// delayed partitions), so an error the leader answers at once cannot make the fetcher spin.
+fn apply(resp: &FetchResponse, parts: &BTreeMap<Key, Arc<Partition>>) -> Vec<Key> {
+    let mut failed = Vec::new();
     for t in &resp.responses {
         for pd in &t.partitions {
-            let Some(p) = parts.get(&(t.topic.as_str().to_string(), pd.partition_index)) else {
+            let key = (t.topic.as_str().to_string(), pd.partition_index);
+            let Some(p) = parts.get(&key) else {
                 continue;
             };
+            if pd.error_code == ResponseError::OffsetOutOfRange.code() {
+                if !out_of_range(p, pd) {
+                    failed.push(key);
+                }
+                continue;
+            }
             if pd.error_code != 0 {
                 debug!(topic = %p.topic, partition = p.index, error = pd.error_code, "follower fetch error");
+                failed.push(key);
                 continue;
             }
             let mut log = p.log();
@@ -182,15 +195,16 @@ fn apply(resp: &FetchResponse, parts: &BTreeMap<Key, Arc<Partition>>) -> bool {
                 info!(topic = %p.topic, partition = p.index, epoch = pd.diverging_epoch.epoch, to, "log diverged from the leader; truncating");
                 if let Err(e) = log.truncate_to(to) {
                     warn!(topic = %p.topic, partition = p.index, error = %e, "truncation failed");
+                    failed.push(key);
                 }
-                progress = true;
                 continue;
             }
             if let Some(records) = pd.records.as_ref().filter(|r| !r.is_empty()) {
                 match log.append_replicated(records, crate::clock::now_ms()) {
-                    Ok(_) => progress = true,
+                    Ok(_) => {}
                     Err(e) => {
-                        warn!(topic = %p.topic, partition = p.index, error = %e, "follower append failed")
+                        warn!(topic = %p.topic, partition = p.index, error = %e, "follower append failed");
+                        failed.push(key.clone());
                     }
                 }
             }
@@ -207,7 +221,31 @@ fn apply(resp: &FetchResponse, parts: &BTreeMap<Key, Arc<Partition>>) -> bool {
             }
         }
     }
-    progress
+    failed
+}
+
+/// OFFSET_OUT_OF_RANGE from the leader. Below its log start (the leader deleted what this
+/// follower still needs: retention, an offsets-log snapshot, a new replica starting at 0),
+/// the follower's log restarts empty at the leader's log start (Kafka's
+/// truncateFullyAndStartAt) and fetching continues from there. Above its log end, the
+/// diverging-epoch answer normally truncates first; otherwise it is retried after the
+/// backoff. Returns whether the partition can be fetched again at once.
+fn out_of_range(p: &Partition, pd: &PartitionData) -> bool {
+    let mut log = p.log();
+    let leo = log.log_end_offset();
+    if pd.log_start_offset <= leo {
+        warn!(topic = %p.topic, partition = p.index, log_end_offset = leo, leader_log_start = pd.log_start_offset, "fetch offset out of range on the leader, not below its log start; retrying");
+        return false;
+    }
+    warn!(topic = %p.topic, partition = p.index, log_end_offset = leo, leader_log_start = pd.log_start_offset, "behind the leader's log start; restarting the log there");
+    if let Err(e) = log.truncate_fully_and_start_at(pd.log_start_offset) {
+        warn!(topic = %p.topic, partition = p.index, error = %e, "cannot restart the log at the leader's log start");
+        return false;
+    }
+    let leo = log.log_end_offset();
+    drop(log);
+    p.follower_high_watermark(pd.high_watermark, leo);
+    true
 }
 
 async fn run(
@@ -220,14 +258,26 @@ async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut conn: Option<Connection> = None;
+    // Partitions that failed, and until when they sit out.
+    let mut delayed: HashMap<Key, Instant> = HashMap::new();
     loop {
         if *stop.borrow() {
             return;
         }
-        let parts = partitions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut parts = partitions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let now = Instant::now();
+        delayed.retain(|k, until| *until > now && parts.contains_key(k));
+        parts.retain(|k, _| !delayed.contains_key(k));
         if parts.is_empty() {
+            let until = delayed.values().min().copied();
             tokio::select! {
                 _ = wake.notified() => continue,
+                _ = async {
+                    match until {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => continue,
                 _ = stop.changed() => return,
             }
         }
@@ -253,15 +303,11 @@ async fn run(
         };
         match sent {
             Ok(Ok(resp)) => {
-                if !apply(&resp, &parts)
-                    && resp
-                        .responses
-                        .iter()
-                        .flat_map(|t| &t.partitions)
-                        .all(|p| p.error_code != 0)
-                {
-                    // Every partition errored (e.g. not leader any more): wait for metadata.
-                    tokio::time::sleep(settings.backoff).await;
+                // A failed partition (e.g. not leader any more: wait for metadata) sits out
+                // the backoff; when all have, the loop waits above.
+                let until = Instant::now() + settings.backoff;
+                for key in apply(&resp, &parts) {
+                    delayed.insert(key, until);
                 }
             }
             Ok(Err(e)) => {

@@ -661,6 +661,37 @@ impl Log {
         self.rebuild_producer_state()
     }
 
+    /// Kafka's truncateFullyAndStartAt: deletes every segment and restarts the log, empty, at
+    /// `offset` (a follower whose log end fell below the leader's log start). The log start,
+    /// recovery point and log end all become `offset`; the epoch cache and producer state are
+    /// cleared (they are rebuilt from the batches fetched next).
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> io::Result<()> {
+        if self.deleted {
+            return Err(deleted_error());
+        }
+        // Newest first, so a crash midway leaves a contiguous log that simply starts over.
+        let doomed: Vec<i64> = self.segments.keys().rev().copied().collect();
+        for base in doomed {
+            if let Some(seg) = self.segments.remove(&base) {
+                seg.delete()?;
+            }
+        }
+        for off in self.snapshot_offsets()? {
+            let _ = fs::remove_file(self.dir.join(producer_state::snapshot_name(off)));
+        }
+        self.segments.insert(
+            offset,
+            Segment::create(&self.dir, offset, self.config.index_interval_bytes)?,
+        );
+        super::checkpoint::sync_dir(&self.dir)?;
+        self.log_start_offset = offset;
+        self.recovery_point = offset;
+        self.epochs.truncate_from_end(i64::MIN);
+        self.epochs.save()?;
+        self.producers = ProducerStateTable::default();
+        Ok(())
+    }
+
     /// Handle and log end offset for an fsync done outside the lock (group commit).
     pub fn flush_target(&self) -> (std::sync::Arc<fs::File>, i64) {
         (self.active().file_handle(), self.log_end_offset())
