@@ -86,7 +86,8 @@ struct Cli {
     /// offsets.topic.num.partitions).
     #[arg(long, default_value_t = 50)]
     offsets_topic_partitions: i32,
-    /// Replication factor of `__consumer_offsets` in a cluster (capped by live brokers).
+    /// Replication factor of `__consumer_offsets` in a cluster; it is not created (groups get
+    /// COORDINATOR_NOT_AVAILABLE) until this many brokers are alive.
     #[arg(long, default_value_t = 3)]
     offsets_topic_replication_factor: i16,
     /// How long the first rebalance of an empty group waits for more members (Kafka's

@@ -859,3 +859,60 @@ async fn committed_offsets_survive_killing_the_group_coordinator() {
     eprintln!("{line}");
     record(&line);
 }
+
+/// `__consumer_offsets` is never created with fewer replicas than
+/// --offsets-topic-replication-factor (default 3): with one broker alive, FindCoordinator
+/// answers COORDINATOR_NOT_AVAILABLE and the topic does not exist; once three brokers are
+/// alive it is created with three replicas per partition and a coordinator is found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offsets_topic_waits_for_its_replication_factor() {
+    use broker::replication::client::Connection;
+    use kafka_protocol::messages::FindCoordinatorRequest;
+    use kafka_protocol::protocol::StrBytes;
+
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = 35000 + (std::process::id() % 100) as u16 * 20;
+    let cluster = Cluster::up(dir.path(), base, 1);
+    let mut c = Connection::connect(&cluster.bootstrap, "raw-client")
+        .await
+        .unwrap();
+    let find = FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("early"));
+    let not_available = kafka_protocol::error::ResponseError::CoordinatorNotAvailable.code();
+    for _ in 0..10 {
+        let r = c.send(&find, 3).await.unwrap();
+        assert_eq!(r.error_code, not_available, "{r:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !cluster
+            .metadata()
+            .await
+            .topics
+            .contains_key(broker::group::OFFSETS_TOPIC),
+        "created with too few replicas"
+    );
+
+    cluster.start_broker(1);
+    cluster.start_broker(2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = c.send(&find, 3).await.unwrap();
+        if r.error_code == 0 {
+            break;
+        }
+        assert_eq!(r.error_code, not_available, "{r:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no coordinator with three brokers: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let m = cluster.metadata().await;
+    let topic = &m.topics[broker::group::OFFSETS_TOPIC];
+    assert_eq!(topic.partitions.len(), 3);
+    assert!(
+        topic.partitions.iter().all(|p| p.replicas.len() == 3),
+        "{topic:#?}"
+    );
+}

@@ -15,7 +15,7 @@
 //! Followers delete the same segments when they see the leader's log start offset.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -45,7 +45,8 @@ pub struct GroupConfig {
     /// Partitions of `__consumer_offsets` when this broker creates it (Kafka's
     /// offsets.topic.num.partitions).
     pub offsets_partitions: i32,
-    /// Its replication factor in a cluster (capped by live brokers).
+    /// Its replication factor in a cluster: it is not created until this many brokers are
+    /// alive (Kafka's offsets.topic.replication.factor).
     pub offsets_replication_factor: i16,
     pub limits: Limits,
     /// How long a commit or group write may wait for replication (offsets.commit.timeout.ms).
@@ -224,6 +225,8 @@ pub struct Coordinator {
     shards: Mutex<HashMap<i32, Arc<Shard>>>,
     next_ticket: AtomicU64,
     creating_topic: AtomicBool,
+    /// When the last "too few brokers for the offsets topic" warning was logged.
+    rf_warned_ms: AtomicI64,
 }
 
 fn now_ms() -> i64 {
@@ -237,6 +240,7 @@ impl Coordinator {
             shards: Mutex::new(HashMap::new()),
             next_ticket: AtomicU64::new(1),
             creating_topic: AtomicBool::new(false),
+            rf_warned_ms: AtomicI64::new(i64::MIN / 2),
         }
     }
 
@@ -313,15 +317,34 @@ impl Coordinator {
         let Some(rt) = broker.cluster().cloned() else {
             return;
         };
-        if self.creating_topic.swap(true, Ordering::AcqRel) {
-            return;
-        }
         let live = meta
             .brokers
             .values()
             .filter(|b| b.status == crate::metadata::BrokerStatus::Alive)
             .count();
-        let rf = (self.config.offsets_replication_factor.max(1) as usize).min(live.max(1));
+        let rf = self.config.offsets_replication_factor.max(1) as usize;
+        if live < rf {
+            // As Kafka: never create it with fewer replicas than configured (the replication
+            // factor could not grow later); COORDINATOR_NOT_AVAILABLE until enough are up.
+            let now = now_ms();
+            let last = self.rf_warned_ms.load(Ordering::Relaxed);
+            if now - last >= 10_000
+                && self
+                    .rf_warned_ms
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                warn!(
+                    live,
+                    replication_factor = rf,
+                    "not creating {OFFSETS_TOPIC} until enough brokers are alive for --offsets-topic-replication-factor (normal while a cluster starts)"
+                );
+            }
+            return;
+        }
+        if self.creating_topic.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let partitions = self.config.offsets_partitions.max(1) as usize;
         let broker = Arc::clone(broker);
         tokio::spawn(async move {
