@@ -506,6 +506,81 @@ async fn group_apis_answer_bad_input_with_kafkas_errors() {
     }
 }
 
+/// Ids longer than the offsets log's int16-length strings (flexible request versions allow
+/// them) are refused before anything is written, never truncated: two groups that share the
+/// first 32767 bytes must not share offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_too_long_for_the_offsets_log_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = BrokerProcess::start(&dir.path().join("data"), GROUP_ARGS);
+    let bootstrap = b.bootstrap();
+    let p = producer(&bootstrap, &[("acks", "all")]);
+    produce(&p, "t", "x", 10).await;
+    let mut c = Connection::connect(&bootstrap, "raw-client").await.unwrap();
+    let fits = "g".repeat(32767);
+    let long = format!("{fits}-other");
+
+    // The longest group id that fits works (FindCoordinator creates the offsets topic;
+    // retried while its partition loads).
+    c.send(&FindCoordinatorRequest::default().with_key(sb(&fits)), 3)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = c
+            .send(&commit(&fits, "", -1, "t", 0, 4, ""), 8)
+            .await
+            .unwrap();
+        let e = r.topics[0].partitions[0].error_code;
+        if e == 0 {
+            break;
+        }
+        assert!(
+            (e == code(ResponseError::CoordinatorLoadInProgress)
+                || e == code(ResponseError::NotCoordinator))
+                && Instant::now() < deadline,
+            "{e}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // One byte more is an invalid group id for every group API, and nothing is written.
+    let r = c
+        .send(&commit(&long, "", -1, "t", 0, 9, ""), 8)
+        .await
+        .unwrap();
+    assert_eq!(
+        r.topics[0].partitions[0].error_code,
+        code(ResponseError::InvalidGroupId)
+    );
+    let r = join_group(&mut c, &join(&long, "", "consumer", 10_000), 7).await;
+    assert_eq!(r.error_code, code(ResponseError::InvalidGroupId));
+    assert_eq!(fetch_offset(&mut c, &fits, "t", 0).await, 4);
+
+    // Over-long member and instance ids.
+    let r = join_group(
+        &mut c,
+        &join("g", &"m".repeat(40_000), "consumer", 10_000),
+        7,
+    )
+    .await;
+    assert_eq!(r.error_code, code(ResponseError::UnknownMemberId));
+    let mut req = join("g", "", "consumer", 10_000);
+    req.group_instance_id = Some(sb(&"i".repeat(40_000)));
+    let r = join_group(&mut c, &req, 7).await;
+    assert_eq!(r.error_code, code(ResponseError::InvalidRequest));
+    let r = join_group(&mut c, &join("g", "", &"p".repeat(40_000), 10_000), 7).await;
+    assert_eq!(r.error_code, code(ResponseError::InvalidRequest));
+    // The group was never created.
+    let r = c
+        .send(
+            &DescribeGroupsRequest::default().with_groups(vec![gid("g")]),
+            5,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.groups[0].group_state.as_str(), "Dead", "{r:?}");
+}
+
 /// The offsets log stays bounded: once it outgrows its live state it is snapshotted and the
 /// segments below the snapshot are deleted; the state replayed after a restart is the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

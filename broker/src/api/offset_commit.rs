@@ -32,7 +32,12 @@ pub fn partition_exists(broker: &Broker, topic: &str, index: i32) -> bool {
 
 pub fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest, version: i16) -> Reply {
     let now = crate::clock::now_ms();
-    let max_metadata = broker.groups.config().max_offset_metadata_bytes;
+    // Also what the offsets log's record format can hold.
+    let max_metadata = broker
+        .groups
+        .config()
+        .max_offset_metadata_bytes
+        .min(crate::group::records::MAX_STRING_BYTES);
     // Per partition: the error found up front, if any.
     let mut layout: Vec<(TopicName, Vec<PartitionError>)> = Vec::new();
     let mut entries = Vec::new();

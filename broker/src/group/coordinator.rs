@@ -24,7 +24,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::{debug, info, warn};
 
 use super::partition_for;
-use super::records::{self, OffsetValue, RecordKey};
+use super::records::{self, FormatError, OffsetValue, RecordKey};
 use super::state::{
     Group, JoinRequest, JoinResponse, Limits, Output, State, SyncRequest, SyncResponse, Ticket,
 };
@@ -233,6 +233,18 @@ fn now_ms() -> i64 {
     crate::clock::now_ms()
 }
 
+/// A record the offsets log cannot hold (a string past the format's int16 length that got
+/// past the checks at the API): refused, never truncated.
+fn unwritable(e: FormatError) -> ResponseError {
+    warn!(error = %e, "refusing a group record the offsets log cannot hold");
+    ResponseError::InvalidRequest
+}
+
+/// A string the offsets log cannot hold.
+fn too_long(s: &str) -> bool {
+    s.len() > records::MAX_STRING_BYTES
+}
+
 impl Coordinator {
     pub fn new(config: GroupConfig) -> Self {
         Self {
@@ -413,7 +425,8 @@ impl Coordinator {
         group_id: &str,
         f: impl FnOnce(&Arc<Shard>, &mut ShardState) -> Result<T, ResponseError>,
     ) -> Result<T, ResponseError> {
-        if group_id.is_empty() {
+        // Longer ids fit no record key (truncated, two would share one).
+        if group_id.is_empty() || too_long(group_id) {
             return Err(ResponseError::InvalidGroupId);
         }
         let shard = self.shard(broker, group_id)?;
@@ -651,11 +664,12 @@ impl Coordinator {
                 continue;
             };
             let generation = metadata.generation;
-            let key = records::encode_key(&RecordKey::Group {
+            let record = records::encode_key(&RecordKey::Group {
                 group: group_id.to_string(),
-            });
-            let value = records::encode_group_value(&metadata);
-            match self.append(broker, shard, st, vec![(key, Some(value))]) {
+            })
+            .and_then(|key| Ok((key, Some(records::encode_group_value(&metadata)?))))
+            .map_err(unwritable);
+            match record.and_then(|r| self.append(broker, shard, st, vec![r])) {
                 Ok(pending) => {
                     let (broker, shard, group_id) =
                         (Arc::clone(broker), Arc::clone(shard), group_id.to_string());
@@ -713,6 +727,20 @@ impl Coordinator {
         let ticket = self.ticket();
         let limits = self.config.limits;
         self.with_shard(broker, group_id, |shard, st| {
+            // Everything the group's metadata record will hold must fit it: an id no member
+            // can have is unknown, anything else is refused.
+            if too_long(&req.member_id) {
+                return Err(ResponseError::UnknownMemberId);
+            }
+            if req.instance_id.as_deref().is_some_and(too_long)
+                || (req.member_id.is_empty() && too_long(&req.fresh_member_id))
+                || too_long(&req.client_id)
+                || too_long(&req.client_host)
+                || too_long(&req.protocol_type)
+                || req.protocols.iter().any(|(name, _)| too_long(name))
+            {
+                return Err(ResponseError::InvalidRequest);
+            }
             let now = now_ms();
             st.waiters.insert(ticket, tx);
             let entry = st
@@ -832,13 +860,14 @@ impl Coordinator {
                         topic: e.topic.clone(),
                         partition: e.partition,
                     };
-                    (
-                        records::encode_key(&key),
-                        Some(records::encode_offset_value(&e.value)),
-                    )
+                    Ok((
+                        records::encode_key(&key)?,
+                        Some(records::encode_offset_value(&e.value)?),
+                    ))
                 })
-                .collect();
-            let result = self.append(broker, shard, st, recs);
+                .collect::<Result<Vec<_>, FormatError>>()
+                .map_err(unwritable);
+            let result = recs.and_then(|recs| self.append(broker, shard, st, recs));
             st.drop_if_vacant(group_id);
             Ok((Some(result?), Arc::clone(shard)))
         })?;
@@ -982,7 +1011,8 @@ impl Coordinator {
             let mut recs = vec![(
                 records::encode_key(&RecordKey::Group {
                     group: group_id.to_string(),
-                }),
+                })
+                .map_err(unwritable)?,
                 None,
             )];
             for (t, p) in entry.offsets.keys() {
@@ -991,7 +1021,8 @@ impl Coordinator {
                         group: group_id.to_string(),
                         topic: t.clone(),
                         partition: *p,
-                    }),
+                    })
+                    .map_err(unwritable)?,
                     None,
                 ));
             }

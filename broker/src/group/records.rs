@@ -18,7 +18,14 @@ pub enum FormatError {
     Version(&'static str, i16),
     #[error("malformed record: {0}")]
     Malformed(&'static str),
+    #[error("a string of {0} bytes does not fit an int16 length (at most 32767)")]
+    TooLong(usize),
 }
+
+/// Longest string the records can hold (Kafka's non-flexible int16 length). Longer group,
+/// member or instance ids (which flexible request versions allow) are refused before
+/// anything is written.
+pub const MAX_STRING_BYTES: usize = i16::MAX as usize;
 
 /// What a key names.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -57,16 +64,21 @@ const GROUP_VALUE_VERSION: i16 = 3;
 
 // ---- encoding (Kafka's non-flexible types: int16-length strings, int32-length bytes) ----
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    let len = i16::try_from(s.len()).unwrap_or(i16::MAX);
+/// Never truncates: two long ids cut to one prefix would be one key.
+fn put_str(out: &mut Vec<u8>, s: &str) -> Result<(), FormatError> {
+    let len = i16::try_from(s.len()).map_err(|_| FormatError::TooLong(s.len()))?;
     out.extend(len.to_be_bytes());
-    out.extend(&s.as_bytes()[..len as usize]);
+    out.extend(s.as_bytes());
+    Ok(())
 }
 
-fn put_nullable_str(out: &mut Vec<u8>, s: Option<&str>) {
+fn put_nullable_str(out: &mut Vec<u8>, s: Option<&str>) -> Result<(), FormatError> {
     match s {
         Some(s) => put_str(out, s),
-        None => out.extend((-1i16).to_be_bytes()),
+        None => {
+            out.extend((-1i16).to_be_bytes());
+            Ok(())
+        }
     }
 }
 
@@ -75,7 +87,7 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend(b);
 }
 
-pub fn encode_key(key: &RecordKey) -> Vec<u8> {
+pub fn encode_key(key: &RecordKey) -> Result<Vec<u8>, FormatError> {
     let mut out = Vec::new();
     match key {
         RecordKey::Offset {
@@ -84,48 +96,48 @@ pub fn encode_key(key: &RecordKey) -> Vec<u8> {
             partition,
         } => {
             out.extend(OFFSET_KEY_VERSION.to_be_bytes());
-            put_str(&mut out, group);
-            put_str(&mut out, topic);
+            put_str(&mut out, group)?;
+            put_str(&mut out, topic)?;
             out.extend(partition.to_be_bytes());
         }
         RecordKey::Group { group } => {
             out.extend(GROUP_KEY_VERSION.to_be_bytes());
-            put_str(&mut out, group);
+            put_str(&mut out, group)?;
         }
     }
-    out
+    Ok(out)
 }
 
-pub fn encode_offset_value(v: &OffsetValue) -> Vec<u8> {
+pub fn encode_offset_value(v: &OffsetValue) -> Result<Vec<u8>, FormatError> {
     let mut out = Vec::new();
     out.extend(OFFSET_VALUE_VERSION.to_be_bytes());
     out.extend(v.offset.to_be_bytes());
     out.extend(v.leader_epoch.to_be_bytes());
-    put_str(&mut out, &v.metadata);
+    put_str(&mut out, &v.metadata)?;
     out.extend(v.commit_timestamp_ms.to_be_bytes());
-    out
+    Ok(out)
 }
 
-pub fn encode_group_value(g: &GroupMetadata) -> Vec<u8> {
+pub fn encode_group_value(g: &GroupMetadata) -> Result<Vec<u8>, FormatError> {
     let mut out = Vec::new();
     out.extend(GROUP_VALUE_VERSION.to_be_bytes());
-    put_str(&mut out, &g.protocol_type);
+    put_str(&mut out, &g.protocol_type)?;
     out.extend(g.generation.to_be_bytes());
-    put_nullable_str(&mut out, g.protocol_name.as_deref());
-    put_nullable_str(&mut out, g.leader.as_deref());
+    put_nullable_str(&mut out, g.protocol_name.as_deref())?;
+    put_nullable_str(&mut out, g.leader.as_deref())?;
     out.extend(g.state_timestamp_ms.to_be_bytes());
     out.extend((g.members.len() as i32).to_be_bytes());
     for m in &g.members {
-        put_str(&mut out, &m.member_id);
-        put_nullable_str(&mut out, m.instance_id.as_deref());
-        put_str(&mut out, &m.client_id);
-        put_str(&mut out, &m.client_host);
+        put_str(&mut out, &m.member_id)?;
+        put_nullable_str(&mut out, m.instance_id.as_deref())?;
+        put_str(&mut out, &m.client_id)?;
+        put_str(&mut out, &m.client_host)?;
         out.extend(m.rebalance_timeout_ms.to_be_bytes());
         out.extend(m.session_timeout_ms.to_be_bytes());
         put_bytes(&mut out, &m.subscription);
         put_bytes(&mut out, &m.assignment);
     }
-    out
+    Ok(out)
 }
 
 // ---- decoding ----
@@ -402,7 +414,7 @@ mod tests {
             },
             RecordKey::Group { group: "g2".into() },
         ] {
-            assert_eq!(decode_key(&encode_key(&key)).unwrap(), key);
+            assert_eq!(decode_key(&encode_key(&key).unwrap()).unwrap(), key);
         }
         let v = OffsetValue {
             offset: 42,
@@ -410,7 +422,10 @@ mod tests {
             metadata: "m".into(),
             commit_timestamp_ms: 1000,
         };
-        assert_eq!(decode_offset_value(&encode_offset_value(&v)).unwrap(), v);
+        assert_eq!(
+            decode_offset_value(&encode_offset_value(&v).unwrap()).unwrap(),
+            v
+        );
         let g = GroupMetadata {
             protocol_type: "consumer".into(),
             generation: 5,
@@ -419,7 +434,10 @@ mod tests {
             state_timestamp_ms: 9,
             members: vec![member("a"), member("b")],
         };
-        assert_eq!(decode_group_value(&encode_group_value(&g)).unwrap(), g);
+        assert_eq!(
+            decode_group_value(&encode_group_value(&g).unwrap()).unwrap(),
+            g
+        );
     }
 
     #[test]
@@ -431,7 +449,50 @@ mod tests {
             topic: "t".into(),
             partition: 1,
         };
-        assert_eq!(encode_key(&key), expected);
+        assert_eq!(encode_key(&key).unwrap(), expected);
+    }
+
+    #[test]
+    fn strings_too_long_for_the_format_are_refused_not_truncated() {
+        let long = "g".repeat(MAX_STRING_BYTES + 1);
+        let fits = "g".repeat(MAX_STRING_BYTES);
+        // Truncated, these two would have been one key.
+        assert_eq!(
+            encode_key(&RecordKey::Group {
+                group: format!("{fits}a")
+            }),
+            Err(FormatError::TooLong(MAX_STRING_BYTES + 1))
+        );
+        assert_eq!(
+            encode_key(&RecordKey::Offset {
+                group: long.clone(),
+                topic: "t".into(),
+                partition: 0,
+            }),
+            Err(FormatError::TooLong(MAX_STRING_BYTES + 1))
+        );
+        let key = RecordKey::Group { group: fits };
+        assert_eq!(decode_key(&encode_key(&key).unwrap()).unwrap(), key);
+        let mut m = member("a");
+        m.instance_id = Some(long.clone());
+        let g = GroupMetadata {
+            members: vec![m],
+            ..GroupMetadata::default()
+        };
+        assert!(matches!(
+            encode_group_value(&g),
+            Err(FormatError::TooLong(_))
+        ));
+        let v = OffsetValue {
+            offset: 1,
+            leader_epoch: -1,
+            metadata: long,
+            commit_timestamp_ms: 0,
+        };
+        assert!(matches!(
+            encode_offset_value(&v),
+            Err(FormatError::TooLong(_))
+        ));
     }
 
     #[test]
@@ -454,7 +515,8 @@ mod tests {
         let good = encode_group_value(&GroupMetadata {
             members: vec![member("a")],
             ..GroupMetadata::default()
-        });
+        })
+        .unwrap();
         for cut in 0..good.len() {
             assert!(decode_group_value(&good[..cut]).is_err());
         }
