@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use tokio::sync::{oneshot, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::partition_for;
 use super::records::{self, FormatError, OffsetValue, RecordKey};
@@ -555,9 +555,14 @@ impl Coordinator {
                     st.loaded = true;
                 }
                 Err(e) => {
-                    warn!(partition = index, error = %e, "cannot load offsets partition; retrying");
+                    // Not loaded: its groups get COORDINATOR_LOAD_IN_PROGRESS until a later
+                    // try (after LOAD_RETRY, so a lasting fault does not spin) succeeds.
+                    error!(partition = index, error = %e, "cannot load offsets partition; retrying");
                     drop(st);
-                    broker.groups.unload(&shard);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(LOAD_RETRY).await;
+                        broker.groups.unload(&shard);
+                    });
                 }
             }
         });
@@ -1119,10 +1124,28 @@ struct Loaded {
     records: u64,
 }
 
+/// Why a partition could not be loaded.
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    #[error(transparent)]
+    Read(#[from] crate::storage::log::ReadError),
+    /// The replay stopped short of the log end, or a batch could not be walked: the state
+    /// would be incomplete, and a snapshot of it (which deletes the segments below) would
+    /// lose offsets for good.
+    #[error("the replay stopped at offset {at} of {end}: {reason}")]
+    Incomplete { at: i64, end: i64, reason: String },
+}
+
+/// How long a failed load waits before it is tried again (answering
+/// COORDINATOR_LOAD_IN_PROGRESS meanwhile).
+const LOAD_RETRY: Duration = Duration::from_secs(1);
+
 /// Reads the partition's whole log (to its end: as leader it is all going to be committed)
-/// and replays it into groups and offsets. Records that do not decode are skipped with a
-/// warning rather than failing the load.
-fn load(partition: &Partition, limits: Limits) -> Result<Loaded, crate::storage::log::ReadError> {
+/// and replays it into groups and offsets. Single records that do not decode are skipped
+/// with a warning (their bytes stay in the image), but a batch that cannot be walked, or a
+/// replay that stops short of the log end, fails the load: an incomplete state must never
+/// be served or snapshotted.
+fn load(partition: &Partition, limits: Limits) -> Result<Loaded, LoadError> {
     let now = now_ms();
     let (start, end) = {
         let log = partition.log();
@@ -1189,13 +1212,21 @@ fn load(partition: &Partition, limits: Limits) -> Result<Loaded, crate::storage:
                 }
             });
             if let Err(e) = walked {
-                warn!(offset = h.base_offset, error = %e, "skipping a malformed batch in the offsets log");
+                return Err(LoadError::Incomplete {
+                    at: h.base_offset,
+                    end,
+                    reason: format!("malformed batch: {e}"),
+                });
             }
             offset = h.next_offset();
             progressed = true;
         }
         if !progressed {
-            break;
+            return Err(LoadError::Incomplete {
+                at: offset,
+                end,
+                reason: "no batch could be read here".into(),
+            });
         }
     }
     let mut groups = HashMap::new();
@@ -1229,4 +1260,95 @@ fn load(partition: &Partition, limits: Limits) -> Result<Loaded, crate::storage:
         log_bytes,
         records: count,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::partition::{Leadership, PartitionId, Signals};
+    use crate::replication::state::{Assignment, Settings};
+    use crate::storage::log::{Log, OpenHints};
+    use crate::topic_config::TopicConfig;
+
+    fn partition_with(dir: &std::path::Path, batches: &[Vec<u8>]) -> Arc<Partition> {
+        let (mut log, _) = Log::open(dir, TopicConfig::default(), OpenHints::default()).unwrap();
+        for b in batches {
+            let h = BatchHeader::parse(b).unwrap();
+            log.append_as_leader(b, &h, 0, 0).unwrap();
+        }
+        Partition::new(
+            PartitionId {
+                topic: OFFSETS_TOPIC.into(),
+                index: 0,
+                topic_id: uuid::Uuid::nil(),
+            },
+            0,
+            log,
+            Leadership {
+                assignment: Assignment {
+                    leader: 0,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                    replicas: vec![0],
+                    isr: vec![0],
+                },
+                settings: Settings::default(),
+                high_watermark: None,
+            },
+            Arc::new(Signals::default()),
+            0,
+        )
+    }
+
+    fn commit(group: &str, offset: i64) -> (Vec<u8>, Option<Vec<u8>>) {
+        let key = RecordKey::Offset {
+            group: group.into(),
+            topic: "t".into(),
+            partition: 0,
+        };
+        let value = OffsetValue {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: 0,
+        };
+        (
+            records::encode_key(&key).unwrap(),
+            Some(records::encode_offset_value(&value).unwrap()),
+        )
+    }
+
+    fn committed(l: &Loaded, group: &str) -> Option<i64> {
+        l.groups
+            .get(group)?
+            .offsets
+            .get(&("t".to_string(), 0))
+            .map(|c| c.value.offset)
+    }
+
+    /// A batch that cannot be walked fails the load instead of being skipped: a shard loaded
+    /// without it would serve (and later snapshot, deleting the segments below) an
+    /// incomplete state.
+    #[tokio::test]
+    async fn a_load_that_cannot_replay_the_whole_log_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = records::build_batch(&[commit("g", 5)], 0);
+        let last = records::build_batch(&[commit("g", 7)], 0);
+        // A batch whose CRC is right but which claims more records than it holds.
+        let mut bad = records::build_batch(&[commit("h", 1), commit("h", 2)], 0);
+        bad[57..61].copy_from_slice(&3i32.to_be_bytes());
+        let crc = crc32c::crc32c(&bad[21..]);
+        bad[17..21].copy_from_slice(&crc.to_be_bytes());
+
+        let whole = partition_with(&dir.path().join("good"), &[first.clone(), last.clone()]);
+        let loaded = load(&whole, Limits::default()).unwrap();
+        assert_eq!(committed(&loaded, "g"), Some(7));
+
+        let broken = partition_with(&dir.path().join("bad"), &[first, bad, last]);
+        match load(&broken, Limits::default()) {
+            Err(LoadError::Incomplete { at, end, .. }) => assert_eq!((at, end), (1, 4)),
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(l) => panic!("loaded an incomplete log: g at {:?}", committed(&l, "g")),
+        }
+    }
 }
