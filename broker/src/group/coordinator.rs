@@ -14,7 +14,7 @@
 //! image again as a snapshot, and, when that is committed, deletes the segments below it.
 //! Followers delete the same segments when they see the leader's log start offset.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -101,6 +101,9 @@ struct ShardState {
     image_bytes: u64,
     bytes_since_snapshot: u64,
     snapshotting: bool,
+    /// Log offset of each group's latest deletion: a commit appended before it and applied
+    /// after it (it was waiting for replication) must not bring the group back.
+    deleted_at: HashMap<String, i64>,
 }
 
 impl ShardState {
@@ -888,7 +891,11 @@ impl Coordinator {
             let result = pending.committed().await;
             if result.is_ok() {
                 let mut st = shard.lock();
-                if !st.gone {
+                let deleted_since = st
+                    .deleted_at
+                    .get(&group_id)
+                    .is_some_and(|at| *at > pending.base);
+                if !st.gone && !deleted_since {
                     let entry = st
                         .groups
                         .entry(group_id.clone())
@@ -1020,19 +1027,26 @@ impl Coordinator {
                 .map_err(unwritable)?,
                 None,
             )];
+            // Tombstone every offset key of the group the log holds, including commits still
+            // waiting for replication (already in the image, not yet in `entry.offsets`).
+            let mut keys: BTreeSet<Vec<u8>> = BTreeSet::new();
             for (t, p) in entry.offsets.keys() {
-                recs.push((
+                keys.insert(
                     records::encode_key(&RecordKey::Offset {
                         group: group_id.to_string(),
                         topic: t.clone(),
                         partition: *p,
                     })
                     .map_err(unwritable)?,
-                    None,
-                ));
+                );
             }
+            keys.extend(st.image.keys().filter(|k| {
+                matches!(records::decode_key(k), Ok(RecordKey::Offset { group, .. }) if group == group_id)
+            }).cloned());
+            recs.extend(keys.into_iter().map(|k| (k, None)));
             let pending = self.append(broker, shard, st, recs)?;
             st.groups.remove(group_id);
+            st.deleted_at.insert(group_id.to_string(), pending.base);
             Ok(pending)
         })?;
         pending.committed().await
