@@ -3,7 +3,7 @@
 #
 #   e2e/interop/python/run.sh [BOOTSTRAP] [extra pytest args...]
 #
-# BOOTSTRAP (host:port) defaults to $BOOTSTRAP, then 127.0.0.1:9092. Sets up the
+# BOOTSTRAP (host:port, or a comma-separated list) defaults to $BOOTSTRAP, then 127.0.0.1:9092. Sets up the
 # venv (setup.sh, cached under ${STRAND_CACHE:-$HOME/.cache/strand}) and exits
 # with pytest's status: 0 all passed, 1 some failed, 2+ usage/connection/internal
 # errors (2 also when nothing accepts connections at BOOTSTRAP).
@@ -32,7 +32,8 @@ VENV="$("$HERE/setup.sh" | tail -n 1)"
 "$VENV/bin/python" -c '
 import socket, sys, time
 addr = sys.argv[1]
-host, _, port = addr.rpartition(":")
+# A bootstrap list (a,b,c): the first address must answer.
+host, _, port = addr.split(",")[0].rpartition(":")
 deadline = time.monotonic() + 10
 while True:
     try:
