@@ -10,25 +10,21 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::info;
 
-use super::Context;
 use super::resources::{self, Names};
+use super::{Context, condition, publish};
 use crate::controller::decisions;
 use crate::controller::state::ControllerState;
 use crate::crd::log_cluster::{BrokerState, RolloutPhase, RolloutStatus};
-use crate::crd::{
-    Condition, ConditionStatus, ConditionType, LogCluster, LogClusterStatus, set_condition,
-};
+use crate::crd::{ConditionType, LogCluster, LogClusterStatus, set_condition};
 use crate::roll::{self, PodState, RollAction, RollInput};
 
 /// Field manager of every server-side apply.
@@ -84,7 +80,7 @@ pub async fn reconcile(lc: Arc<LogCluster>, ctx: Arc<Context>) -> Result<Action,
             Ok(moves) if !moves.is_empty() => {
                 publish(
                     &ctx,
-                    &lc,
+                    &*lc,
                     EventType::Normal,
                     "Decommissioning",
                     &format!(
@@ -98,7 +94,7 @@ pub async fn reconcile(lc: Arc<LogCluster>, ctx: Arc<Context>) -> Result<Action,
             Err(e) => {
                 publish(
                     &ctx,
-                    &lc,
+                    &*lc,
                     EventType::Warning,
                     "ScaleDownBlocked",
                     &format!("{note}: {e}"),
@@ -383,27 +379,6 @@ async fn roll_step(
     Ok(status)
 }
 
-fn condition(
-    type_: ConditionType,
-    ok: bool,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-) -> Condition {
-    Condition {
-        type_,
-        status: if ok {
-            ConditionStatus::True
-        } else {
-            ConditionStatus::False
-        },
-        reason: reason.into(),
-        message,
-        last_transition_time: Time(Timestamp::now()),
-        observed_generation: generation,
-    }
-}
-
 /// The status: one entry per broker of the StatefulSet, rollout progress and conditions.
 pub fn cluster_status(
     lc: &LogCluster,
@@ -517,19 +492,6 @@ pub fn cluster_status(
     set_condition(&mut s.conditions, degraded);
     s.rollout = Some(rollout);
     s
-}
-
-async fn publish(ctx: &Context, lc: &LogCluster, type_: EventType, reason: &str, note: &str) {
-    let ev = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, &lc.object_ref(&())).await {
-        tracing::warn!(error = %e, "cannot publish event");
-    }
 }
 
 pub fn error_policy(_: Arc<LogCluster>, e: &ClusterError, _: Arc<Context>) -> Action {

@@ -11,11 +11,13 @@ pub mod run;
 pub mod store;
 pub mod topic;
 
-use kube::Client;
-use kube::runtime::events::Recorder;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::Store;
+use kube::{Client, Resource};
 
-use crate::crd::ReplicatedTopic;
+use crate::crd::{Condition, ConditionStatus, ConditionType, ReplicatedTopic};
 
 /// What every reconcile needs.
 pub struct Context {
@@ -26,4 +28,46 @@ pub struct Context {
     pub controller_url: String,
     /// Every ReplicatedTopic, for conflict detection.
     pub topics: Store<ReplicatedTopic>,
+}
+
+/// A condition observed now, True when `ok`.
+fn condition(
+    type_: ConditionType,
+    ok: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) -> Condition {
+    Condition {
+        type_,
+        status: if ok {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        },
+        reason: reason.into(),
+        message,
+        last_transition_time: Time(Timestamp::now()),
+        observed_generation: generation,
+    }
+}
+
+/// Publishes an Event about `obj`; a failure is logged, never fails the reconcile.
+async fn publish<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &obj.object_ref(&())).await {
+        tracing::warn!(error = %e, "cannot publish event");
+    }
 }

@@ -9,23 +9,20 @@ use std::time::Duration;
 
 use broker::metadata::{ClusterMetadata, TopicMeta};
 use broker::topic_config::TopicConfig;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, finalizer};
 use kube::runtime::reflector::Store;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use tracing::info;
 
-use super::Context;
+use super::{Context, condition, publish};
 use crate::controller::decisions;
 use crate::crd::replicated_topic::{DeletionPolicy, PartitionStatus};
 use crate::crd::{
-    Condition, ConditionStatus, ConditionType, LogCluster, ReplicatedTopic, ReplicatedTopicStatus,
-    set_condition,
+    ConditionType, LogCluster, ReplicatedTopic, ReplicatedTopicStatus, set_condition,
 };
 
 pub const FINALIZER: &str = "strand.dev/topic";
@@ -174,27 +171,6 @@ pub fn older_rival(rt: &ReplicatedTopic, all: &[Arc<ReplicatedTopic>]) -> Option
         .filter(|o| key(o) < key(rt))
         .min_by_key(|o| key(o))
         .map(|o| Rival { name: o.name_any() })
-}
-
-fn condition(
-    type_: ConditionType,
-    ok: bool,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-) -> Condition {
-    Condition {
-        type_,
-        status: if ok {
-            ConditionStatus::True
-        } else {
-            ConditionStatus::False
-        },
-        reason: reason.into(),
-        message,
-        last_transition_time: Time(Timestamp::now()),
-        observed_generation: generation,
-    }
 }
 
 /// The status for a topic the controller has (or a refusal, when `refused` is set).
@@ -395,7 +371,7 @@ async fn apply(
     let spec = &rt.spec;
     let done = match &decided {
         TopicPlan::Refuse { reason, message } => {
-            publish(ctx, &rt, EventType::Warning, reason, message).await;
+            publish(ctx, &*rt, EventType::Warning, reason, message).await;
             let st = status(&rt, Some(&md), Some((reason, message)), default_min);
             write_status(ctx, &rt, st).await?;
             return Ok(Action::requeue(Duration::from_secs(60)));
@@ -456,7 +432,7 @@ async fn apply(
     };
     if let Some((reason, note)) = done {
         info!(topic = %name, cluster = %spec.cluster, %reason, "{note}");
-        publish(ctx, &rt, EventType::Normal, reason, &note).await;
+        publish(ctx, &*rt, EventType::Normal, reason, &note).await;
     }
     let md = entry.controller.snapshot().await.metadata;
     write_status(ctx, &rt, status(&rt, Some(&md), None, default_min)).await?;
@@ -473,7 +449,7 @@ async fn cleanup(
     if rt.spec.deletion_policy != DeletionPolicy::Delete {
         publish(
             ctx,
-            &rt,
+            &*rt,
             EventType::Normal,
             "TopicRetained",
             &format!(
@@ -488,7 +464,7 @@ async fn cleanup(
     if let Some(r) = older_rival(&rt, &topics.state()) {
         publish(
             ctx,
-            &rt,
+            &*rt,
             EventType::Normal,
             "TopicRetained",
             &format!(
@@ -527,7 +503,7 @@ async fn cleanup(
             .await?;
         publish(
             ctx,
-            &rt,
+            &*rt,
             EventType::Normal,
             "TopicDeleted",
             &format!(
@@ -559,19 +535,6 @@ async fn write_status(
     Ok(())
 }
 
-async fn publish(ctx: &Context, rt: &ReplicatedTopic, type_: EventType, reason: &str, note: &str) {
-    let ev = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, &rt.object_ref(&())).await {
-        tracing::warn!(error = %e, "cannot publish event");
-    }
-}
-
 pub fn error_policy(_: Arc<ReplicatedTopic>, e: &TopicError, _: Arc<Context>) -> Action {
     tracing::warn!(error = %e, "topic reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
@@ -588,8 +551,11 @@ pub fn configs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::ConditionStatus;
     use crate::crd::ReplicatedTopicSpec;
     use broker::metadata::PartitionMeta;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
 
     fn rt(partitions: i32, rf: i32, config: &[(&str, &str)]) -> ReplicatedTopic {
         let mut r = ReplicatedTopic::new(
@@ -704,7 +670,6 @@ mod tests {
 
     #[test]
     fn the_older_resource_owns_the_topic() {
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
         let at = |s| Some(Time(Timestamp::from_second(s).unwrap()));
         let mut a = rt(1, 1, &[]);
         a.metadata.name = Some("a".into());
