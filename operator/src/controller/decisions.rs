@@ -370,6 +370,21 @@ fn complete_reassignment_if_ready(
     true
 }
 
+/// A new partition on `replicas` (placement returns at least one): the first leads, all are
+/// in sync, epochs start at 0.
+fn new_partition(index: usize, replicas: Vec<i32>) -> PartitionMeta {
+    PartitionMeta {
+        partition: index as i32,
+        leader: replicas.first().copied().unwrap_or(NO_LEADER),
+        isr: replicas.clone(),
+        replicas,
+        leader_epoch: 0,
+        partition_epoch: 0,
+        adding: Vec::new(),
+        removing: Vec::new(),
+    }
+}
+
 /// Creates a topic with placed replicas; every replica starts in the ISR.
 pub fn create_topic(
     state: &mut ControllerState,
@@ -392,16 +407,7 @@ pub fn create_topic(
         partitions: sets
             .into_iter()
             .enumerate()
-            .map(|(i, replicas)| PartitionMeta {
-                partition: i as i32,
-                leader: replicas[0],
-                isr: replicas.clone(),
-                replicas,
-                leader_epoch: 0,
-                partition_epoch: 0,
-                adding: Vec::new(),
-                removing: Vec::new(),
-            })
+            .map(|(i, replicas)| new_partition(i, replicas))
             .collect(),
     };
     state
@@ -448,16 +454,7 @@ pub fn add_partitions(
         .get_mut(name)
         .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
     for (i, replicas) in sets.into_iter().enumerate() {
-        topic.partitions.push(PartitionMeta {
-            partition: (have + i) as i32,
-            leader: replicas[0],
-            isr: replicas.clone(),
-            replicas,
-            leader_epoch: 0,
-            partition_epoch: 0,
-            adding: Vec::new(),
-            removing: Vec::new(),
-        });
+        topic.partitions.push(new_partition(have + i, replicas));
     }
     bump(state);
     Ok(true)
