@@ -5,6 +5,7 @@ use std::sync::Arc;
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
 use crate::state::Broker;
+use tracing::debug;
 
 pub fn handle(broker: &Arc<Broker>, req: HeartbeatRequest) -> HeartbeatResponse {
     let mut r = HeartbeatResponse::default();
@@ -17,5 +18,12 @@ pub fn handle(broker: &Arc<Broker>, req: HeartbeatRequest) -> HeartbeatResponse 
     ) {
         r.error_code = e.code();
     }
+    debug!(
+        group = %req.group_id.0,
+        member = %req.member_id,
+        generation = req.generation_id,
+        error_code = r.error_code,
+        "Heartbeat"
+    );
     r
 }

@@ -12,6 +12,7 @@ use super::{Client, Reply, str_bytes};
 use crate::group::GroupReply;
 use crate::group::state::{JoinRequest, JoinResponse};
 use crate::state::Broker;
+use tracing::debug;
 
 pub fn handle(broker: &Arc<Broker>, req: JoinGroupRequest, version: i16, client: &Client) -> Reply {
     let group_id = req.group_id.0.to_string();
@@ -43,6 +44,7 @@ pub fn handle(broker: &Arc<Broker>, req: JoinGroupRequest, version: i16, client:
             .collect(),
     };
     let member_id = join.member_id.clone();
+    debug!(group = %group_id, member = %member_id, version, "JoinGroup");
     match broker.groups.join(broker, &group_id, join) {
         Err(e) => Reply::now(ResponseKind::JoinGroup(encode(
             JoinResponse {
@@ -63,6 +65,15 @@ pub fn handle(broker: &Arc<Broker>, req: JoinGroupRequest, version: i16, client:
                     ..JoinResponse::default()
                 },
             };
+            debug!(
+                group = %group_id,
+                member = %resp.member_id,
+                error = ?resp.error,
+                generation = resp.generation,
+                leader = %resp.leader,
+                members = resp.members.len(),
+                "JoinGroup answered"
+            );
             ResponseKind::JoinGroup(encode(resp, version))
         })),
     }

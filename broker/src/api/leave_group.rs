@@ -6,6 +6,7 @@ use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
 use crate::state::Broker;
+use tracing::debug;
 
 pub fn handle(broker: &Arc<Broker>, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
     let mut r = LeaveGroupResponse::default();
@@ -22,6 +23,7 @@ pub fn handle(broker: &Arc<Broker>, req: LeaveGroupRequest, version: i16) -> Lea
     } else {
         vec![(req.member_id.to_string(), None)]
     };
+    debug!(group = %req.group_id.0, ?members, "LeaveGroup");
     match broker
         .groups
         .leave(broker, req.group_id.0.as_str(), &members)

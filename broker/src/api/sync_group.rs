@@ -10,6 +10,7 @@ use super::{Reply, str_bytes};
 use crate::group::GroupReply;
 use crate::group::state::{SyncRequest, SyncResponse};
 use crate::state::Broker;
+use tracing::debug;
 
 pub fn handle(broker: &Arc<Broker>, req: SyncGroupRequest, version: i16) -> Reply {
     let group_id = req.group_id.0.to_string();
@@ -25,6 +26,8 @@ pub fn handle(broker: &Arc<Broker>, req: SyncGroupRequest, version: i16) -> Repl
             .map(|a| (a.member_id.to_string(), a.assignment.clone()))
             .collect(),
     };
+    let (member, generation) = (sync.member_id.clone(), sync.generation);
+    debug!(group = %group_id, %member, generation, assignments = sync.assignments.len(), "SyncGroup");
     match broker.groups.sync(broker, &group_id, sync) {
         Err(e) => Reply::now(ResponseKind::SyncGroup(encode(
             SyncResponse::error(e),
@@ -35,6 +38,14 @@ pub fn handle(broker: &Arc<Broker>, req: SyncGroupRequest, version: i16) -> Repl
                 Ok(GroupReply::Sync(r)) => r,
                 _ => SyncResponse::error(ResponseError::NotCoordinator),
             };
+            debug!(
+                group = %group_id,
+                %member,
+                generation,
+                error = ?resp.error,
+                assignment_bytes = resp.assignment.len(),
+                "SyncGroup answered"
+            );
             ResponseKind::SyncGroup(encode(resp, version))
         })),
     }
