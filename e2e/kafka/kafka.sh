@@ -24,6 +24,8 @@
 #   KAFKA_VERSION   Kafka version from Maven Central (default below)
 #   KAFKA_HEAP_OPTS JVM heap flags (default -Xmx1g -Xms1g, like kafka-server-start.sh;
 #                   start-cluster: -Xmx512m -Xms512m per node)
+#   KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS  group.initial.rebalance.delay.ms for `start`
+#                   (default 0; Kafka's own default is 3000)
 #   JAVA            java binary (default: $JAVA_HOME/bin/java, else java on PATH)
 #   KAFKA_START_TIMEOUT seconds to wait for readiness (default 120)
 set -euo pipefail
@@ -204,7 +206,7 @@ transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
-group.initial.rebalance.delay.ms=0
+group.initial.rebalance.delay.ms=${KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS:-0}
 num.network.threads=3
 num.io.threads=8
 log.retention.hours=168
