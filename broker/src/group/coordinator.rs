@@ -689,6 +689,17 @@ impl Coordinator {
                                 for o in then {
                                     st.answer(o);
                                 }
+                                if st.gone {
+                                    return;
+                                }
+                                let outs = st
+                                    .groups
+                                    .get_mut(&group_id)
+                                    .map(|g| g.group.stored(generation, now_ms()))
+                                    .unwrap_or_default();
+                                broker
+                                    .groups
+                                    .run_outputs(&broker, &shard, &mut st, &group_id, outs);
                             }
                             Err(e) => {
                                 debug!(group = %group_id, error = ?e, "group metadata write not committed");

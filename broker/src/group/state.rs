@@ -178,8 +178,9 @@ pub struct MemberMetadata {
 pub enum Output {
     Join(Ticket, JoinResponse),
     Sync(Ticket, SyncResponse),
-    /// Persist the group's metadata; once it is committed, deliver `then`. If it cannot be
-    /// committed, answer `then`'s tickets with an error and call [`Group::store_failed`].
+    /// Persist the group's metadata; once it is committed, deliver `then` and call
+    /// [`Group::stored`]. If it cannot be committed, answer `then`'s tickets with an error and
+    /// call [`Group::store_failed`].
     Store {
         metadata: GroupMetadata,
         then: Vec<Output>,
@@ -259,6 +260,9 @@ pub struct Group {
     join_deadline: Option<i64>,
     initial_delay: Option<InitialDelay>,
     sync_deadline: Option<i64>,
+    /// The leader's assignment for this generation is being written; the group turns Stable
+    /// and members get their shares only once it is committed (Kafka does the same).
+    storing: Option<i32>,
     state_since_ms: i64,
     limits: Limits,
 }
@@ -280,6 +284,7 @@ impl Group {
             join_deadline: None,
             initial_delay: None,
             sync_deadline: None,
+            storing: None,
             state_since_ms: now,
         }
     }
@@ -774,6 +779,7 @@ impl Group {
         }
         self.pending_sync.clear();
         self.sync_deadline = None;
+        self.storing = None;
         let timeout = self.rebalance_timeout_ms();
         if self.state == State::Empty && self.limits.initial_rebalance_delay_ms > 0 {
             let delay = timeout.min(self.limits.initial_rebalance_delay_ms.max(0));
@@ -805,6 +811,7 @@ impl Group {
     fn complete_join(&mut self, now: i64, out: &mut Vec<Output>) {
         self.initial_delay = None;
         self.join_deadline = None;
+        self.storing = None;
         let gone: Vec<String> = self
             .members
             .values()
@@ -956,7 +963,10 @@ impl Group {
                         ));
                     }
                 }
-                if self.leader.as_deref() != Some(req.member_id.as_str()) {
+                // Followers wait for the leader; a leader's retry waits for the write under way.
+                if self.leader.as_deref() != Some(req.member_id.as_str())
+                    || self.storing == Some(self.generation)
+                {
                     return out;
                 }
                 // The leader's assignment: members it left out get an empty one.
@@ -964,25 +974,10 @@ impl Group {
                 for m in self.members.values_mut() {
                     m.assignment = given.remove(&m.id).unwrap_or_default();
                 }
-                self.transition(State::Stable, now);
-                let mut then = Vec::new();
-                for m in self.members.values_mut() {
-                    if let Some(t) = m.sync_waiter.take() {
-                        m.touch(now);
-                        then.push(Output::Sync(
-                            t,
-                            SyncResponse {
-                                error: None,
-                                protocol_type: self.protocol_type.clone(),
-                                protocol_name: self.protocol_name.clone(),
-                                assignment: m.assignment.clone(),
-                            },
-                        ));
-                    }
-                }
+                self.storing = Some(self.generation);
                 out.push(Output::Store {
                     metadata: self.metadata(),
-                    then,
+                    then: Vec::new(),
                 });
                 out
             }
@@ -1138,6 +1133,32 @@ impl Group {
         out
     }
 
+    /// `generation`'s metadata is committed. If it carried the leader's assignment, the group
+    /// is Stable now and every member waiting in SyncGroup gets its share.
+    pub fn stored(&mut self, generation: i32, now: i64) -> Vec<Output> {
+        if self.state != State::CompletingRebalance || self.storing != Some(generation) {
+            return Vec::new();
+        }
+        self.storing = None;
+        self.transition(State::Stable, now);
+        let mut out = Vec::new();
+        for m in self.members.values_mut() {
+            if let Some(t) = m.sync_waiter.take() {
+                m.touch(now);
+                out.push(Output::Sync(
+                    t,
+                    SyncResponse {
+                        error: None,
+                        protocol_type: self.protocol_type.clone(),
+                        protocol_name: self.protocol_name.clone(),
+                        assignment: m.assignment.clone(),
+                    },
+                ));
+            }
+        }
+        out
+    }
+
     /// Persisting `generation`'s metadata failed: the assignment is not safe to use, so the
     /// group rebalances (Kafka resets the assignment and prepares a rebalance).
     pub fn store_failed(&mut self, generation: i32, now: i64) -> Vec<Output> {
@@ -1238,9 +1259,9 @@ mod tests {
         }
     }
 
-    /// Joins `n` dynamic members the v4+ way (MEMBER_ID_REQUIRED, then join with the id) and
-    /// completes the rebalance with the leader's assignment. Returns the member ids.
-    fn stable_group(n: usize) -> (Group, Vec<String>, Answers) {
+    /// Joins `n` dynamic members the v4+ way (MEMBER_ID_REQUIRED, then join with the id).
+    /// Returns the group (CompletingRebalance) and the member ids.
+    fn joined_group(n: usize) -> (Group, Vec<String>, Answers) {
         let mut g = Group::new("g", 0, limits(0));
         let mut a = Answers::default();
         let mut ids = Vec::new();
@@ -1258,28 +1279,92 @@ mod tests {
             a.take(g.join(join_req(id, "unused", None, &range()), 200 + i as u64, 1));
         }
         assert_eq!(g.state(), State::CompletingRebalance);
-        let leader = g.leader().unwrap().to_string();
-        let assignments: Vec<(String, Bytes)> = ids
-            .iter()
-            .map(|m| (m.clone(), Bytes::from(format!("a-{m}"))))
-            .collect();
-        for (i, id) in ids.iter().enumerate() {
-            let req = SyncRequest {
-                member_id: id.clone(),
-                instance_id: None,
-                generation: g.generation(),
-                protocol_type: Some("consumer".into()),
-                protocol_name: Some("range".into()),
-                assignments: if *id == leader {
-                    assignments.clone()
-                } else {
-                    Vec::new()
-                },
-            };
-            a.take(g.sync(req, 300 + i as u64, 2));
+        (g, ids, a)
+    }
+
+    /// SyncGroup from `id`; the leader hands in an assignment of "a-<member id>" to each.
+    fn sync_req(g: &Group, ids: &[String], id: &str) -> SyncRequest {
+        let is_leader = g.leader() == Some(id);
+        SyncRequest {
+            member_id: id.to_string(),
+            instance_id: None,
+            generation: g.generation(),
+            protocol_type: Some("consumer".into()),
+            protocol_name: Some("range".into()),
+            assignments: ids
+                .iter()
+                .filter(|_| is_leader)
+                .map(|m| (m.clone(), Bytes::from(format!("a-{m}"))))
+                .collect(),
         }
+    }
+
+    /// [`joined_group`], then every member syncs and the leader's assignment is stored.
+    fn stable_group(n: usize) -> (Group, Vec<String>, Answers) {
+        let (mut g, ids, mut a) = joined_group(n);
+        for (i, id) in ids.iter().enumerate() {
+            a.take(g.sync(sync_req(&g, &ids, id), 300 + i as u64, 2));
+        }
+        assert_eq!(
+            g.state(),
+            State::CompletingRebalance,
+            "stable before the write"
+        );
+        assert!(
+            a.sync.is_empty(),
+            "an assignment was handed out before the write"
+        );
+        let generation = g.generation();
+        a.take(g.stored(generation, 3));
         assert_eq!(g.state(), State::Stable);
         (g, ids, a)
+    }
+
+    #[test]
+    fn assignments_are_handed_out_only_once_stored() {
+        let (mut g, ids, mut a) = joined_group(2);
+        let leader = g.leader().unwrap().to_string();
+        let follower = ids.iter().find(|i| **i != leader).unwrap().clone();
+        a.take(g.sync(sync_req(&g, &ids, &follower), 1, 2));
+        a.take(g.sync(sync_req(&g, &ids, &leader), 2, 2));
+        assert_eq!(a.stores.last().unwrap().members.len(), 2);
+        assert!(a.sync.is_empty());
+        // While the write is under way: heartbeats are fine, commits wait, and a retried
+        // leader SyncGroup writes nothing new (its first ticket is answered with an error).
+        assert_eq!(g.heartbeat(&follower, None, 1, 3), Ok(()));
+        assert_eq!(
+            g.validate_commit(&leader, None, 1, 3),
+            Err(ResponseError::RebalanceInProgress)
+        );
+        let stores = a.stores.len();
+        a.take(g.sync(sync_req(&g, &ids, &leader), 3, 4));
+        assert_eq!(a.stores.len(), stores);
+        assert_eq!(a.sync[&2].error, Some(ResponseError::RebalanceInProgress));
+        // A commit of an older generation changes nothing; this one's makes the group Stable.
+        assert!(g.stored(0, 5).is_empty());
+        assert_eq!(g.state(), State::CompletingRebalance);
+        a.take(g.stored(1, 5));
+        assert_eq!(g.state(), State::Stable);
+        assert_eq!(a.sync[&1].assignment, Bytes::from(format!("a-{follower}")));
+        assert_eq!(a.sync[&3].assignment, Bytes::from(format!("a-{leader}")));
+        // A failed write instead: the waiting members are told to rejoin.
+        let (mut g, ids, mut a) = joined_group(2);
+        for (t, id) in ids.iter().enumerate() {
+            a.take(g.sync(sync_req(&g, &ids, id), t as u64, 2));
+        }
+        a.take(g.store_failed(1, 3));
+        assert_eq!(g.state(), State::PreparingRebalance);
+        assert_eq!(a.sync.len(), 2);
+        assert!(
+            a.sync
+                .values()
+                .all(|r| r.error == Some(ResponseError::RebalanceInProgress))
+        );
+        assert!(
+            g.stored(1, 4).is_empty(),
+            "a late commit of a failed write is ignored"
+        );
+        assert_eq!(g.state(), State::PreparingRebalance);
     }
 
     #[test]
@@ -1349,7 +1434,8 @@ mod tests {
     #[test]
     fn a_silent_member_expires_after_its_session_timeout() {
         let (mut g, ids, _) = stable_group(2);
-        let t = 2 + i64::from(SESSION);
+        // Sessions run from the SyncGroup answers, sent when the assignment was stored (t=3).
+        let t = 3 + i64::from(SESSION);
         let _ = g.heartbeat(&ids[0], None, 1, t - 1);
         assert!(g.tick(t - 1).is_empty());
         assert_eq!(g.state(), State::Stable);
@@ -1526,6 +1612,7 @@ mod tests {
             };
             a.take(g.sync(req, t, 1));
         }
+        a.take(g.stored(1, 1));
         assert_eq!(g.state(), State::Stable);
         // s1 restarts (new member id) within its session timeout.
         a.take(g.join(join_req("", "s1-new", Some("s1"), &range()), 5, 5_000));
@@ -1636,6 +1723,7 @@ mod tests {
         Advance {
             ms: i64,
         },
+        StoreCommits,
         StoreFails,
     }
 
@@ -1653,6 +1741,7 @@ mod tests {
             (0..4usize).prop_map(|member| Op::Leave { member }),
             (0..4usize).prop_map(|member| Op::Commit { member }),
             (1..20_000i64).prop_map(|ms| Op::Advance { ms }),
+            Just(Op::StoreCommits),
             Just(Op::StoreFails),
         ]
     }
@@ -1675,6 +1764,13 @@ mod tests {
             assert!(
                 g.members.values().all(|m| m.join_waiter.is_none()),
                 "stable with a parked join"
+            );
+        }
+        if g.storing.is_some() {
+            assert_eq!(
+                g.state,
+                State::CompletingRebalance,
+                "storing outside CompletingRebalance"
             );
         }
         for (instance, id) in &g.static_members {
@@ -1701,7 +1797,9 @@ mod tests {
             let mut now = 0i64;
             let mut ticket = 0u64;
             let mut generation = 0;
-            let mut deliver = |outs: Vec<Output>, parked: &mut std::collections::BTreeSet<Ticket>, ids: &mut Vec<String>, joined: Option<(Ticket, usize)>| {
+            // Generations of writes neither committed nor failed yet, oldest first.
+            let mut writes = std::collections::VecDeque::new();
+            let mut deliver = |outs: Vec<Output>, parked: &mut std::collections::BTreeSet<Ticket>, ids: &mut Vec<String>, joined: Option<(Ticket, usize)>, writes: &mut std::collections::VecDeque<i32>| {
                 let mut stack = outs;
                 while let Some(o) = stack.pop() {
                     match o {
@@ -1716,7 +1814,10 @@ mod tests {
                             assert!(answered.insert(t, ()).is_none(), "ticket {t} answered twice");
                             parked.remove(&t);
                         }
-                        Output::Store { then, .. } => stack.extend(then),
+                        Output::Store { metadata, then } => {
+                            writes.push_back(metadata.generation);
+                            stack.extend(then);
+                        }
                     }
                 }
             };
@@ -1730,7 +1831,7 @@ mod tests {
                         let req = join_req(&id, &format!("m{member}-{ticket}"), instance.as_deref(), protocols);
                         parked.insert(ticket);
                         let outs = g.join(req, ticket, now);
-                        deliver(outs, &mut parked, &mut ids, Some((ticket, member)));
+                        deliver(outs, &mut parked, &mut ids, Some((ticket, member)), &mut writes);
                     }
                     Op::Sync { member, stale } => {
                         let req = SyncRequest {
@@ -1743,7 +1844,7 @@ mod tests {
                         };
                         parked.insert(ticket);
                         let outs = g.sync(req, ticket, now);
-                        deliver(outs, &mut parked, &mut ids, None);
+                        deliver(outs, &mut parked, &mut ids, None, &mut writes);
                     }
                     Op::Heartbeat { member } => {
                         let _ = g.heartbeat(&ids[member], (member < 2).then(|| format!("i{member}")).as_deref(), g.generation(), now);
@@ -1751,7 +1852,7 @@ mod tests {
                     Op::Leave { member } => {
                         let mut outs = Vec::new();
                         let _ = g.leave(&ids[member], (member < 2).then(|| format!("i{member}")).as_deref(), now, &mut outs);
-                        deliver(outs, &mut parked, &mut ids, None);
+                        deliver(outs, &mut parked, &mut ids, None, &mut writes);
                     }
                     Op::Commit { member } => {
                         let _ = g.validate_commit(&ids[member], None, g.generation(), now);
@@ -1759,23 +1860,36 @@ mod tests {
                     Op::Advance { ms } => {
                         now += ms;
                         let outs = g.tick(now);
-                        deliver(outs, &mut parked, &mut ids, None);
+                        deliver(outs, &mut parked, &mut ids, None, &mut writes);
+                    }
+                    Op::StoreCommits => {
+                        if let Some(generation) = writes.pop_front() {
+                            let outs = g.stored(generation, now);
+                            deliver(outs, &mut parked, &mut ids, None, &mut writes);
+                        }
                     }
                     Op::StoreFails => {
-                        let outs = g.store_failed(g.generation(), now);
-                        deliver(outs, &mut parked, &mut ids, None);
+                        if let Some(generation) = writes.pop_front() {
+                            let outs = g.store_failed(generation, now);
+                            deliver(outs, &mut parked, &mut ids, None, &mut writes);
+                        }
                     }
                 }
                 check_invariants(&g);
                 prop_assert!(g.generation() >= generation);
                 generation = g.generation();
             }
-            // Everyone goes quiet: sessions and rebalances time out, every parked request is
-            // answered and the group ends up empty.
+            // Every write commits; then everyone goes quiet: sessions and rebalances time out,
+            // every parked request is answered and the group ends up empty.
+            while let Some(generation) = writes.pop_front() {
+                let outs = g.stored(generation, now);
+                deliver(outs, &mut parked, &mut ids, None, &mut writes);
+                check_invariants(&g);
+            }
             for _ in 0..20 {
                 now += 40_000;
                 let outs = g.tick(now);
-                deliver(outs, &mut parked, &mut ids, None);
+                deliver(outs, &mut parked, &mut ids, None, &mut writes);
                 check_invariants(&g);
             }
             prop_assert!(parked.is_empty(), "unanswered tickets {:?} in state {:?}", parked, g.state());
