@@ -106,6 +106,14 @@ struct Cli {
     /// bytes and by twice its live state.
     #[arg(long, default_value_t = 16 << 20)]
     offsets_snapshot_min_bytes: u64,
+    /// Committed offsets expire this long after their group emptied, or after their commit
+    /// for offsets committed without a group membership (Kafka's offsets.retention.minutes,
+    /// 7 days; that name works in --config-file).
+    #[arg(long, default_value_t = 7 * 24 * 3_600_000)]
+    offsets_retention_ms: u64,
+    /// How often expired offsets are looked for (offsets.retention.check.interval.ms).
+    #[arg(long, default_value_t = 600_000)]
+    offsets_retention_check_interval_ms: u64,
     /// Log format: text or json (use json in containers).
     #[arg(long, default_value = "text", env = "STRAND_LOG_FORMAT")]
     log_format: String,
@@ -171,6 +179,15 @@ fn apply_config_file(cli: &mut Cli, path: &std::path::Path) -> anyhow::Result<()
             "replica.lag.time.max.ms" => {
                 cli.replica_lag_time_max_ms = v.parse().map_err(|e| bad(&e))?
             }
+            "offsets.retention.minutes" => {
+                let minutes: u64 = v.parse().map_err(|e| bad(&e))?;
+                cli.offsets_retention_ms = minutes
+                    .checked_mul(60_000)
+                    .ok_or_else(|| bad(&"too large"))?;
+            }
+            "offsets.retention.check.interval.ms" => {
+                cli.offsets_retention_check_interval_ms = v.parse().map_err(|e| bad(&e))?
+            }
             // Broker-level names of topic defaults (Kafka's `log.retention.ms` is the default
             // of the topic's `retention.ms`); unknown keys are refused by the topic config.
             _ => {
@@ -218,6 +235,9 @@ fn config_from(cli: &Cli) -> anyhow::Result<BrokerConfig> {
     if cli.offsets_topic_partitions < 1 {
         bail!("--offsets-topic-partitions must be at least 1");
     }
+    if cli.offsets_retention_ms == 0 || cli.offsets_retention_check_interval_ms == 0 {
+        bail!("--offsets-retention-ms and --offsets-retention-check-interval-ms must be positive");
+    }
     let groups = broker::group::GroupConfig {
         offsets_partitions: cli.offsets_topic_partitions,
         offsets_replication_factor: cli.offsets_topic_replication_factor,
@@ -229,6 +249,10 @@ fn config_from(cli: &Cli) -> anyhow::Result<BrokerConfig> {
             ..Default::default()
         },
         snapshot_min_bytes: cli.offsets_snapshot_min_bytes,
+        offsets_retention: Duration::from_millis(cli.offsets_retention_ms),
+        offsets_retention_check_interval: Duration::from_millis(
+            cli.offsets_retention_check_interval_ms,
+        ),
         ..Default::default()
     };
     Ok(BrokerConfig {

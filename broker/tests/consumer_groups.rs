@@ -672,3 +672,121 @@ async fn the_offsets_log_is_snapshotted_and_stays_bounded() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Groups in ListGroups.
+async fn listed_groups(c: &mut Connection) -> Vec<String> {
+    let r = c.send(&ListGroupsRequest::default(), 4).await.unwrap();
+    r.groups.iter().map(|g| g.group_id.0.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_offsets_expire_after_the_retention() {
+    const RETENTION_MS: u64 = 3_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = GROUP_ARGS.to_vec();
+    let retention = RETENTION_MS.to_string();
+    args.extend([
+        "--offsets-retention-ms",
+        &retention,
+        "--offsets-retention-check-interval-ms",
+        "100",
+    ]);
+    let mut b = BrokerProcess::start(&dir.path().join("data"), &args);
+    let bootstrap = b.bootstrap();
+    let p = producer(&bootstrap, &[("acks", "all")]);
+    produce(&p, "t", "x", 10).await;
+    let mut c = Connection::connect(&bootstrap, "raw-client").await.unwrap();
+    let find = FindCoordinatorRequest::default().with_key(sb("lone"));
+    assert_eq!(c.send(&find, 3).await.unwrap().error_code, 0);
+
+    // A member of "team" commits and stays (heartbeats); "lone" commits without a group.
+    let r = join_group(&mut c, &join("team", "", "consumer", 10_000), 5).await;
+    let member = r.member_id.to_string();
+    let r = join_group(&mut c, &join("team", &member, "consumer", 10_000), 5).await;
+    assert_eq!(r.error_code, 0, "{r:?}");
+    let sync = SyncGroupRequest::default()
+        .with_group_id(gid("team"))
+        .with_generation_id(1)
+        .with_member_id(sb(&member));
+    assert_eq!(c.send(&sync, 3).await.unwrap().error_code, 0);
+    let r = c
+        .send(&commit("team", &member, 1, "t", 0, 7, ""), 8)
+        .await
+        .unwrap();
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    let started = Instant::now();
+    let r = c
+        .send(&commit("lone", "", -1, "t", 1, 5, ""), 8)
+        .await
+        .unwrap();
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    assert_eq!(fetch_offset(&mut c, "lone", "t", 1).await, 5);
+
+    // Past the retention, the standalone commit is gone; the live group keeps its offset.
+    let hb = HeartbeatRequest::default()
+        .with_group_id(gid("team"))
+        .with_generation_id(1)
+        .with_member_id(sb(&member));
+    while fetch_offset(&mut c, "lone", "t", 1).await != -1 {
+        assert!(
+            started.elapsed() < Duration::from_millis(RETENTION_MS + 5_000),
+            "the standalone commit never expired"
+        );
+        assert_eq!(c.send(&hb, 4).await.unwrap().error_code, 0);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(started.elapsed() >= Duration::from_millis(RETENTION_MS - 100));
+    assert!(!listed_groups(&mut c).await.contains(&"lone".to_string()));
+    // Another retention period of membership: still there.
+    let deadline = Instant::now() + Duration::from_millis(RETENTION_MS + 500);
+    while Instant::now() < deadline {
+        assert_eq!(c.send(&hb, 4).await.unwrap().error_code, 0);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(fetch_offset(&mut c, "team", "t", 0).await, 7);
+
+    // Once the member leaves, the group's offsets expire a retention later, and the group
+    // goes with them.
+    let leave = LeaveGroupRequest::default()
+        .with_group_id(gid("team"))
+        .with_members(vec![MemberIdentity::default().with_member_id(sb(&member))]);
+    assert_eq!(c.send(&leave, 4).await.unwrap().members[0].error_code, 0);
+    let emptied = Instant::now();
+    assert!(listed_groups(&mut c).await.contains(&"team".to_string()));
+    while fetch_offset(&mut c, "team", "t", 0).await != -1 {
+        assert!(
+            emptied.elapsed() < Duration::from_millis(RETENTION_MS + 5_000),
+            "the empty group's offsets never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(emptied.elapsed() >= Duration::from_millis(RETENTION_MS - 100));
+    assert!(!listed_groups(&mut c).await.contains(&"team".to_string()));
+
+    // The expiry is in the log: after kill -9 neither offset comes back.
+    drop(c);
+    b.kill9();
+    b.spawn();
+    let mut c = Connection::connect(&bootstrap, "raw-client").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let req = OffsetFetchRequest::default().with_groups(vec![
+            OffsetFetchRequestGroup::default()
+                .with_group_id(gid("team"))
+                .with_topics(None),
+        ]);
+        let r = c.send(&req, 8).await.unwrap();
+        if r.groups[0].error_code == 0 {
+            assert!(r.groups[0].topics.is_empty(), "{r:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "offsets partition never loaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(fetch_offset(&mut c, "lone", "t", 1).await, -1);
+    let listed = listed_groups(&mut c).await;
+    assert!(
+        !listed.iter().any(|g| g == "team" || g == "lone"),
+        "{listed:?}"
+    );
+}

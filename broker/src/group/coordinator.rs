@@ -25,6 +25,7 @@ use tracing::{debug, error, info, warn};
 
 use super::partition_for;
 use super::records::{self, FormatError, OffsetValue, RecordKey};
+use super::retention;
 use super::state::{
     Group, JoinRequest, JoinResponse, Limits, Output, State, SyncRequest, SyncResponse, Ticket,
 };
@@ -55,6 +56,11 @@ pub struct GroupConfig {
     pub max_offset_metadata_bytes: usize,
     /// The log is snapshotted once it has grown by this much and by twice the live state.
     pub snapshot_min_bytes: u64,
+    /// Committed offsets expire this long after their group emptied, or after their commit
+    /// for offsets committed without membership (offsets.retention.minutes).
+    pub offsets_retention: Duration,
+    /// How often expired offsets are looked for (offsets.retention.check.interval.ms).
+    pub offsets_retention_check_interval: Duration,
 }
 
 impl Default for GroupConfig {
@@ -66,6 +72,8 @@ impl Default for GroupConfig {
             commit_timeout: Duration::from_secs(5),
             max_offset_metadata_bytes: 4096,
             snapshot_min_bytes: 16 << 20,
+            offsets_retention: Duration::from_secs(7 * 24 * 3600),
+            offsets_retention_check_interval: Duration::from_secs(600),
         }
     }
 }
@@ -104,6 +112,9 @@ struct ShardState {
     /// Log offset of each group's latest deletion: a commit appended before it and applied
     /// after it (it was waiting for replication) must not bring the group back.
     deleted_at: HashMap<String, i64>,
+    /// High watermark at the previous expiry check: commits appended below it were settled
+    /// long ago, so deletions below it need no remembering.
+    settled_below: i64,
 }
 
 impl ShardState {
@@ -577,6 +588,7 @@ impl Coordinator {
     pub async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_expiry = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -586,6 +598,10 @@ impl Coordinator {
             c.sync_leadership(&broker);
             let shards: Vec<Arc<Shard>> = c.shards().values().cloned().collect();
             let now = now_ms();
+            let expire = last_expiry.elapsed() >= c.config.offsets_retention_check_interval;
+            if expire {
+                last_expiry = tokio::time::Instant::now();
+            }
             for shard in shards {
                 let mut st = shard.lock();
                 if !st.loaded || st.gone {
@@ -600,6 +616,9 @@ impl Coordinator {
                     if !outs.is_empty() {
                         c.run_outputs(&broker, &shard, &mut st, &id, outs);
                     }
+                }
+                if expire {
+                    c.expire_offsets(&broker, &shard, &mut st, now);
                 }
                 c.maybe_snapshot(&broker, &shard, &mut st);
             }
@@ -1064,6 +1083,95 @@ impl Coordinator {
     }
 
     // ---- bounding the log ----
+
+    /// Tombstones the offsets that expired (see [`retention`]), and removes groups left Empty
+    /// with no offsets (Kafka turns them Dead). An offset whose newer commit is still waiting
+    /// for replication is left for the next check, so the tombstone never lands after it.
+    fn expire_offsets(
+        &self,
+        broker: &Arc<Broker>,
+        shard: &Arc<Shard>,
+        st: &mut ShardState,
+        now: i64,
+    ) {
+        let settled_below =
+            std::mem::replace(&mut st.settled_below, shard.partition.high_watermark());
+        st.deleted_at.retain(|_, at| *at >= settled_below);
+        let retention_ms =
+            i64::try_from(self.config.offsets_retention.as_millis()).unwrap_or(i64::MAX);
+        // Newest value of every offset key as of the log end, by group.
+        let mut newest: HashMap<String, BTreeMap<(String, i32), Option<OffsetValue>>> =
+            HashMap::new();
+        for (k, v) in &st.image {
+            if let Ok(RecordKey::Offset {
+                group,
+                topic,
+                partition,
+            }) = records::decode_key(k)
+            {
+                let value = records::decode_offset_value(v).ok();
+                newest
+                    .entry(group)
+                    .or_default()
+                    .insert((topic, partition), value);
+            }
+        }
+        let mut recs = Vec::new();
+        let mut expired: Vec<(String, (String, i32))> = Vec::new();
+        let mut dead: Vec<String> = Vec::new();
+        for (id, entry) in &st.groups {
+            let in_log = newest.remove(id).unwrap_or_default();
+            let mut kept = in_log.len();
+            for (tp, c) in &entry.offsets {
+                let settled = in_log.get(tp).is_some_and(|v| v.as_ref() == Some(&c.value));
+                if !settled || !retention::offset_expired(&entry.group, &c.value, now, retention_ms)
+                {
+                    continue;
+                }
+                let key = RecordKey::Offset {
+                    group: id.clone(),
+                    topic: tp.0.clone(),
+                    partition: tp.1,
+                };
+                match records::encode_key(&key) {
+                    Ok(k) => recs.push((k, None)),
+                    Err(_) => continue,
+                }
+                expired.push((id.clone(), tp.clone()));
+                kept = kept.saturating_sub(1);
+            }
+            if kept == 0 && entry.group.clone().delete(now).is_ok() {
+                let key = RecordKey::Group { group: id.clone() };
+                if let Ok(k) = records::encode_key(&key) {
+                    recs.push((k, None));
+                    dead.push(id.clone());
+                }
+            }
+        }
+        if recs.is_empty() {
+            return;
+        }
+        match self.append(broker, shard, st, recs) {
+            Ok(pending) => {
+                for (id, tp) in &expired {
+                    if let Some(e) = st.groups.get_mut(id) {
+                        e.offsets.remove(tp);
+                    }
+                }
+                for id in &dead {
+                    st.groups.remove(id);
+                    st.deleted_at.insert(id.clone(), pending.base);
+                }
+                info!(
+                    partition = shard.index,
+                    offsets = expired.len(),
+                    groups = dead.len(),
+                    "expired committed offsets and removed empty groups"
+                );
+            }
+            Err(e) => debug!(partition = shard.index, error = ?e, "cannot write offset expiry yet"),
+        }
+    }
 
     /// Writes the live state again once the log has outgrown it, then deletes what lies
     /// below the snapshot.

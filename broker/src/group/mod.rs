@@ -2,13 +2,16 @@
 //!
 //! - `state`: one group's membership state machine, pure (time and ids passed in).
 //! - `records`: the `__consumer_offsets` record formats (Kafka's), pure.
+//! - `retention`: when a committed offset expires (offsets.retention.minutes), pure.
 //! - `coordinator`: the I/O side: which offsets partitions this broker leads, loading a
 //!   partition's log into groups on becoming its leader, parking requests until the state
 //!   machine answers them, writing through the partition's leader append and answering only
-//!   once the write is committed (high watermark), timers, and snapshots that bound the log.
+//!   once the write is committed (high watermark), timers, offsets expiry, and snapshots that
+//!   bound the log.
 
 pub mod coordinator;
 pub mod records;
+pub mod retention;
 pub mod state;
 
 pub use coordinator::{Coordinator, GroupConfig, GroupReply, OFFSETS_TOPIC};

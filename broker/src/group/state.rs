@@ -328,7 +328,12 @@ impl Group {
             }
             g.members.insert(m.member_id.clone(), member);
         }
-        if !g.members.is_empty() {
+        if g.members.is_empty() {
+            // Empty since the record says: offsets retention counts from then.
+            if md.state_timestamp_ms > 0 {
+                g.state_since_ms = md.state_timestamp_ms;
+            }
+        } else {
             g.state = State::Stable;
             if g.leader.as_ref().is_none_or(|l| !g.members.contains_key(l)) {
                 g.leader = g.members.keys().next().cloned();
@@ -345,6 +350,10 @@ impl Group {
     }
     pub fn protocol_type(&self) -> Option<&str> {
         self.protocol_type.as_deref()
+    }
+    /// When the group entered its current state.
+    pub fn state_since_ms(&self) -> i64 {
+        self.state_since_ms
     }
     pub fn protocol_name(&self) -> Option<&str> {
         self.protocol_name.as_deref()
