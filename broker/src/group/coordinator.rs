@@ -96,6 +96,24 @@ struct Committed {
 struct GroupEntry {
     group: Group,
     offsets: BTreeMap<(String, i32), Committed>,
+    /// Tells this entry from an earlier one of the same id (deleted, then created again):
+    /// a write's outcome only ever applies to the entry that made it.
+    incarnation: u64,
+}
+
+/// An offset key in the log: its bytes, (topic, partition) and newest value.
+type LoggedOffset = (Vec<u8>, (String, i32), OffsetValue);
+
+static INCARNATIONS: AtomicU64 = AtomicU64::new(0);
+
+impl GroupEntry {
+    fn new(group: Group) -> Self {
+        Self {
+            group,
+            offsets: BTreeMap::new(),
+            incarnation: INCARNATIONS.fetch_add(1, Ordering::Relaxed),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -112,9 +130,10 @@ struct ShardState {
     /// Log offset of each group's latest deletion: a commit appended before it and applied
     /// after it (it was waiting for replication) must not bring the group back.
     deleted_at: HashMap<String, i64>,
-    /// High watermark at the previous expiry check: commits appended below it were settled
-    /// long ago, so deletions below it need no remembering.
-    settled_below: i64,
+    /// Log offsets of the OffsetCommits of each group that are appended but not yet settled
+    /// (committed and applied, or failed). Offset expiry leaves such groups alone, and a
+    /// deletion is remembered in `deleted_at` while a commit appended before it is in flight.
+    in_flight: HashMap<String, BTreeSet<i64>>,
 }
 
 impl ShardState {
@@ -163,6 +182,15 @@ impl ShardState {
                 )),
                 Output::Sync(t, _) => self.answer(Output::Sync(t, SyncResponse::error(error))),
                 Output::Store { then, .. } => self.fail(then, error),
+            }
+        }
+    }
+
+    fn commit_settled(&mut self, group_id: &str, base: i64) {
+        if let Some(bases) = self.in_flight.get_mut(group_id) {
+            bases.remove(&base);
+            if bases.is_empty() {
+                self.in_flight.remove(group_id);
             }
         }
     }
@@ -696,6 +724,7 @@ impl Coordinator {
             })
             .and_then(|key| Ok((key, Some(records::encode_group_value(&metadata)?))))
             .map_err(unwritable);
+            let incarnation = st.groups.get(group_id).map(|e| e.incarnation);
             match record.and_then(|r| self.append(broker, shard, st, vec![r])) {
                 Ok(pending) => {
                     let (broker, shard, group_id) =
@@ -703,6 +732,8 @@ impl Coordinator {
                     tokio::spawn(async move {
                         let result = pending.committed().await;
                         let mut st = shard.lock();
+                        // The outcome is this entry's, not a later one's of the same id.
+                        let same = |e: &&mut GroupEntry| Some(e.incarnation) == incarnation;
                         match result {
                             Ok(()) => {
                                 for o in then {
@@ -714,6 +745,7 @@ impl Coordinator {
                                 let outs = st
                                     .groups
                                     .get_mut(&group_id)
+                                    .filter(same)
                                     .map(|g| g.group.stored(generation, now_ms()))
                                     .unwrap_or_default();
                                 broker
@@ -729,6 +761,7 @@ impl Coordinator {
                                 let outs = st
                                     .groups
                                     .get_mut(&group_id)
+                                    .filter(same)
                                     .map(|g| g.group.store_failed(generation, now_ms()))
                                     .unwrap_or_default();
                                 broker
@@ -784,10 +817,7 @@ impl Coordinator {
             let entry = st
                 .groups
                 .entry(group_id.to_string())
-                .or_insert_with(|| GroupEntry {
-                    group: Group::new(group_id, now, limits),
-                    offsets: BTreeMap::new(),
-                });
+                .or_insert_with(|| GroupEntry::new(Group::new(group_id, now, limits)));
             let outs = entry.group.join(req, ticket, now);
             self.run_outputs(broker, shard, st, group_id, outs);
             st.drop_if_vacant(group_id);
@@ -874,14 +904,10 @@ impl Coordinator {
                 Some(e) => e,
                 // A group that does not exist takes commits only from clients that manage
                 // partitions themselves (generation -1), as in Kafka.
-                None if generation < 0 => {
-                    st.groups
-                        .entry(group_id.to_string())
-                        .or_insert_with(|| GroupEntry {
-                            group: Group::new(group_id, now, limits),
-                            offsets: BTreeMap::new(),
-                        })
-                }
+                None if generation < 0 => st
+                    .groups
+                    .entry(group_id.to_string())
+                    .or_insert_with(|| GroupEntry::new(Group::new(group_id, now, limits))),
                 None => return Err(ResponseError::IllegalGeneration),
             };
             entry
@@ -906,6 +932,12 @@ impl Coordinator {
                 .collect::<Result<Vec<_>, FormatError>>()
                 .map_err(unwritable);
             let result = recs.and_then(|recs| self.append(broker, shard, st, recs));
+            if let Ok(p) = &result {
+                st.in_flight
+                    .entry(group_id.to_string())
+                    .or_default()
+                    .insert(p.base);
+            }
             st.drop_if_vacant(group_id);
             Ok((Some(result?), Arc::clone(shard)))
         })?;
@@ -919,20 +951,17 @@ impl Coordinator {
         let limits = self.config.limits;
         tokio::spawn(async move {
             let result = pending.committed().await;
+            let mut st = shard.lock();
+            st.commit_settled(&group_id, pending.base);
             if result.is_ok() {
-                let mut st = shard.lock();
                 let deleted_since = st
                     .deleted_at
                     .get(&group_id)
                     .is_some_and(|at| *at > pending.base);
                 if !st.gone && !deleted_since {
-                    let entry = st
-                        .groups
-                        .entry(group_id.clone())
-                        .or_insert_with(|| GroupEntry {
-                            group: Group::new(&group_id, now_ms(), limits),
-                            offsets: BTreeMap::new(),
-                        });
+                    let entry = st.groups.entry(group_id.clone()).or_insert_with(|| {
+                        GroupEntry::new(Group::new(&group_id, now_ms(), limits))
+                    });
                     for (i, e) in entries.into_iter().enumerate() {
                         let log_offset = pending.base + i as i64;
                         let slot = entry.offsets.entry((e.topic, e.partition));
@@ -955,6 +984,7 @@ impl Coordinator {
                     }
                 }
             }
+            drop(st);
             let _ = tx.send(result);
         });
         rx.await.unwrap_or(Err(ResponseError::NotCoordinator))
@@ -1085,8 +1115,9 @@ impl Coordinator {
     // ---- bounding the log ----
 
     /// Tombstones the offsets that expired (see [`retention`]), and removes groups left Empty
-    /// with no offsets (Kafka turns them Dead). An offset whose newer commit is still waiting
-    /// for replication is left for the next check, so the tombstone never lands after it.
+    /// with no offsets (Kafka turns them Dead). The log is the truth here: what expires is
+    /// judged on the newest record of each key, and a group with an OffsetCommit in flight
+    /// is left for the next check, so a tombstone never lands after a live commit.
     fn expire_offsets(
         &self,
         broker: &Arc<Broker>,
@@ -1094,14 +1125,23 @@ impl Coordinator {
         st: &mut ShardState,
         now: i64,
     ) {
-        let settled_below =
-            std::mem::replace(&mut st.settled_below, shard.partition.high_watermark());
-        st.deleted_at.retain(|_, at| *at >= settled_below);
+        // A deletion needs remembering only while a commit appended before it is in flight.
+        let ShardState {
+            deleted_at,
+            in_flight,
+            ..
+        } = &mut *st;
+        deleted_at.retain(|g, at| {
+            in_flight
+                .get(g)
+                .and_then(|bases| bases.first())
+                .is_some_and(|oldest| oldest < at)
+        });
         let retention_ms =
             i64::try_from(self.config.offsets_retention.as_millis()).unwrap_or(i64::MAX);
-        // Newest value of every offset key as of the log end, by group.
-        let mut newest: HashMap<String, BTreeMap<(String, i32), Option<OffsetValue>>> =
-            HashMap::new();
+        // Every offset key in the log, by group, with its newest value (None: unreadable,
+        // which expires as if committed at time 0).
+        let mut in_log: HashMap<String, Vec<LoggedOffset>> = HashMap::new();
         for (k, v) in &st.image {
             if let Ok(RecordKey::Offset {
                 group,
@@ -1109,36 +1149,33 @@ impl Coordinator {
                 partition,
             }) = records::decode_key(k)
             {
-                let value = records::decode_offset_value(v).ok();
-                newest
+                let value = records::decode_offset_value(v).unwrap_or(OffsetValue {
+                    offset: -1,
+                    leader_epoch: -1,
+                    metadata: String::new(),
+                    commit_timestamp_ms: 0,
+                });
+                in_log
                     .entry(group)
                     .or_default()
-                    .insert((topic, partition), value);
+                    .push((k.clone(), (topic, partition), value));
             }
         }
         let mut recs = Vec::new();
         let mut expired: Vec<(String, (String, i32))> = Vec::new();
         let mut dead: Vec<String> = Vec::new();
         for (id, entry) in &st.groups {
-            let in_log = newest.remove(id).unwrap_or_default();
-            let mut kept = in_log.len();
-            for (tp, c) in &entry.offsets {
-                let settled = in_log.get(tp).is_some_and(|v| v.as_ref() == Some(&c.value));
-                if !settled || !retention::offset_expired(&entry.group, &c.value, now, retention_ms)
-                {
-                    continue;
+            if st.in_flight.contains_key(id) {
+                continue;
+            }
+            let mut kept = 0;
+            for (key, tp, value) in in_log.remove(id).unwrap_or_default() {
+                if retention::offset_expired(&entry.group, &value, now, retention_ms) {
+                    recs.push((key, None));
+                    expired.push((id.clone(), tp));
+                } else {
+                    kept += 1;
                 }
-                let key = RecordKey::Offset {
-                    group: id.clone(),
-                    topic: tp.0.clone(),
-                    partition: tp.1,
-                };
-                match records::encode_key(&key) {
-                    Ok(k) => recs.push((k, None)),
-                    Err(_) => continue,
-                }
-                expired.push((id.clone(), tp.clone()));
-                kept = kept.saturating_sub(1);
             }
             if kept == 0 && entry.group.clone().delete(now).is_ok() {
                 let key = RecordKey::Group { group: id.clone() };
@@ -1152,7 +1189,7 @@ impl Coordinator {
             return;
         }
         match self.append(broker, shard, st, recs) {
-            Ok(pending) => {
+            Ok(_) => {
                 for (id, tp) in &expired {
                     if let Some(e) = st.groups.get_mut(id) {
                         e.offsets.remove(tp);
@@ -1160,7 +1197,6 @@ impl Coordinator {
                 }
                 for id in &dead {
                     st.groups.remove(id);
-                    st.deleted_at.insert(id.clone(), pending.base);
                 }
                 info!(
                     partition = shard.index,
@@ -1367,10 +1403,7 @@ fn load(partition: &Partition, limits: Limits) -> Result<Loaded, LoadError> {
         if let Some(md) = md {
             groups.insert(
                 id.clone(),
-                GroupEntry {
-                    group: Group::from_metadata(&id, &md, now, limits),
-                    offsets: BTreeMap::new(),
-                },
+                GroupEntry::new(Group::from_metadata(&id, &md, now, limits)),
             );
         }
     }
@@ -1380,10 +1413,7 @@ fn load(partition: &Partition, limits: Limits) -> Result<Loaded, LoadError> {
         }
         groups
             .entry(id.clone())
-            .or_insert_with(|| GroupEntry {
-                group: Group::new(&id, now, limits),
-                offsets: BTreeMap::new(),
-            })
+            .or_insert_with(|| GroupEntry::new(Group::new(&id, now, limits)))
             .offsets = o;
     }
     Ok(Loaded {

@@ -9,6 +9,7 @@
 //!
 //! Kafka also expires, in a Stable consumer group, the offsets of topics it no longer
 //! subscribes to; that needs the members' subscriptions decoded and is not done here.
+//! Nor is the per-commit `retention_time_ms` of OffsetCommit v2-v4 (pre-2.1 clients) honoured.
 
 use super::records::OffsetValue;
 use super::state::{Group, State};
