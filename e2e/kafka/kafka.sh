@@ -26,6 +26,7 @@
 #                   start-cluster: -Xmx512m -Xms512m per node)
 #   KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS  group.initial.rebalance.delay.ms for `start`
 #                   (default 0; Kafka's own default is 3000)
+#   KAFKA_EXTRA_PROPS  more server.properties for `start`, space-separated key=value
 #   JAVA            java binary (default: $JAVA_HOME/bin/java, else java on PATH)
 #   KAFKA_START_TIMEOUT seconds to wait for readiness (default 120)
 set -euo pipefail
@@ -211,6 +212,11 @@ num.network.threads=3
 num.io.threads=8
 log.retention.hours=168
 EOF
+    # Extra broker properties, one key=value per word (later keys win over the above).
+    for kv in ${KAFKA_EXTRA_PROPS:-}; do
+        [[ "$kv" == *=* ]] || die "KAFKA_EXTRA_PROPS: expected key=value, got '$kv'"
+        echo "$kv" >>"$dir/server.properties"
+    done
 
     # Format storage once; a restart on the same DIR keeps its data.
     if [[ ! -f "$dir/data/meta.properties" ]]; then
