@@ -163,7 +163,12 @@ async fn a_follower_below_the_leaders_log_start_restarts_there_and_catches_up() 
             "100",
         ],
     );
-    let p = producer(&broker.bootstrap(), &[("linger.ms", "0")]);
+    // Small batches, so the log spans many segments whatever the client's timing: one batch
+    // of hundreds of records would fill the active segment, which retention never deletes.
+    let p = producer(
+        &broker.bootstrap(),
+        &[("linger.ms", "0"), ("batch.num.messages", "10")],
+    );
     produce(&p, "rep", "a", 5).await;
 
     // The follower holds the start of the log, then falls behind while the leader moves on
