@@ -335,14 +335,17 @@ impl Partition {
         self.apply(effects, epoch)
     }
 
-    /// A follower fetched from `fetch_offset`.
+    /// A follower fetched from `fetch_offset`, a valid offset of this leader's log, whose end
+    /// was `log_end_offset` when the fetch read it.
     pub fn follower_fetched(
         &self,
         replica: i32,
         fetch_offset: i64,
+        log_end_offset: i64,
         now_ms: i64,
     ) -> Result<Option<IsrProposal>, FetchRejected> {
-        let Some((result, epoch)) = self.with_leader(|s| s.on_fetch(replica, fetch_offset, now_ms))
+        let Some((result, epoch)) =
+            self.with_leader(|s| s.on_fetch(replica, fetch_offset, log_end_offset, now_ms))
         else {
             return Err(FetchRejected::NotAReplica(replica));
         };

@@ -192,9 +192,15 @@ impl LeaderState {
         &mut self,
         replica: i32,
         fetch_offset: i64,
+        leader_log_end: i64,
         now_ms: i64,
     ) -> Result<Vec<Effect>, FetchRejected> {
-        let leader_leo = self.local_leo;
+        // The log as the fetch read it; it can be ahead of `local_leo` (an append not yet
+        // counted, or not yet fsynced). Clamping to `local_leo` instead would lose the
+        // progress of a follower that fetched an append in that window: the high watermark
+        // then waited for its next fetch, a whole fetch wait later (Kafka also takes the
+        // log's own end here).
+        let leader_leo = leader_log_end.max(self.local_leo);
         let f = self
             .followers
             .get_mut(&replica)
@@ -317,15 +323,33 @@ mod tests {
     fn high_watermark_is_the_minimum_over_the_isr() {
         let mut s = LeaderState::new(1, settings(2), assignment(&[1, 2, 3]), 0, 0, 0);
         assert!(s.on_append(10).is_empty(), "followers have not fetched yet");
-        assert_eq!(s.on_fetch(2, 10, 1).unwrap(), vec![]);
-        assert_eq!(s.on_fetch(3, 4, 1).unwrap(), vec![Effect::HighWatermark(4)]);
+        assert_eq!(s.on_fetch(2, 10, 10, 1).unwrap(), vec![]);
         assert_eq!(
-            s.on_fetch(3, 10, 2).unwrap(),
+            s.on_fetch(3, 4, 4, 1).unwrap(),
+            vec![Effect::HighWatermark(4)]
+        );
+        assert_eq!(
+            s.on_fetch(3, 10, 10, 2).unwrap(),
             vec![Effect::HighWatermark(10)]
         );
         // Never backwards, even if a follower reports less (e.g. after truncation).
-        assert_eq!(s.on_fetch(3, 7, 3).unwrap(), vec![]);
+        assert_eq!(s.on_fetch(3, 7, 7, 3).unwrap(), vec![]);
         assert_eq!(s.high_watermark(), 10);
+    }
+
+    #[test]
+    fn a_follower_ahead_of_the_leaders_own_count_is_not_clamped_back() {
+        // The append of offset 21 is in the log (both followers fetched it, and report 22)
+        // before the leader's own progress counted it: once it does, the high watermark
+        // moves at once, without waiting for the followers' next fetches.
+        let mut s = LeaderState::new(1, settings(2), assignment(&[1, 2, 3]), 21, 21, 0);
+        assert_eq!(s.on_fetch(2, 22, 22, 1).unwrap(), vec![]);
+        assert_eq!(s.on_fetch(3, 22, 22, 1).unwrap(), vec![]);
+        assert_eq!(s.on_append(22), vec![Effect::HighWatermark(22)]);
+        // An offset beyond the log as read is still bounded by it.
+        s.on_fetch(2, 99, 23, 2).unwrap();
+        s.on_fetch(3, 99, 23, 2).unwrap();
+        assert_eq!(s.on_append(30), vec![Effect::HighWatermark(23)]);
     }
 
     #[test]
@@ -344,8 +368,8 @@ mod tests {
     fn lagging_follower_is_proposed_out_and_caught_up_one_back_in() {
         let mut s = LeaderState::new(1, settings(1), assignment(&[1, 2, 3]), 0, 0, 0);
         s.on_append(100);
-        s.on_fetch(2, 100, 500).unwrap();
-        s.on_fetch(3, 20, 500).unwrap();
+        s.on_fetch(2, 100, 100, 500).unwrap();
+        s.on_fetch(3, 20, 20, 500).unwrap();
         assert!(s.on_tick(900).is_empty(), "within the lag time");
         // Follower 3 last caught up at 0 (grace from becoming leader): out after 1000 ms.
         assert_eq!(
@@ -368,7 +392,7 @@ mod tests {
             Some(vec![Effect::HighWatermark(100)])
         );
         // 3 catches up to the high watermark: proposed back in.
-        let effects = s.on_fetch(3, 100, 1100).unwrap();
+        let effects = s.on_fetch(3, 100, 100, 1100).unwrap();
         assert_eq!(
             effects,
             vec![Effect::ProposeIsr {
@@ -384,7 +408,7 @@ mod tests {
         let mut leo = 0;
         for t in 1..50 {
             // The follower always fetches what the leader had at its previous fetch.
-            s.on_fetch(2, leo, t * 100).unwrap();
+            s.on_fetch(2, leo, leo, t * 100).unwrap();
             leo += 10;
             s.on_append(leo);
         }
@@ -400,21 +424,25 @@ mod tests {
         // epoch start, so it may not rejoin yet.
         let mut s = LeaderState::new(1, settings(1), assignment(&[1, 2]), 50, 40, 0);
         assert!(
-            s.on_fetch(3, 45, 1)
+            s.on_fetch(3, 45, 45, 1)
                 .unwrap()
                 .iter()
                 .all(|e| !matches!(e, Effect::ProposeIsr { .. }))
         );
-        assert!(s.on_fetch(3, 50, 2).unwrap().contains(&Effect::ProposeIsr {
-            isr: vec![1, 2, 3],
-            partition_epoch: 10
-        }));
+        assert!(
+            s.on_fetch(3, 50, 50, 2)
+                .unwrap()
+                .contains(&Effect::ProposeIsr {
+                    isr: vec![1, 2, 3],
+                    partition_epoch: 10
+                })
+        );
     }
 
     #[test]
     fn new_leadership_or_strangers_are_refused() {
         let mut s = LeaderState::new(1, settings(1), assignment(&[1, 2, 3]), 0, 0, 0);
-        assert_eq!(s.on_fetch(9, 0, 1), Err(FetchRejected::NotAReplica(9)));
+        assert_eq!(s.on_fetch(9, 0, 0, 1), Err(FetchRejected::NotAReplica(9)));
         let moved = Assignment {
             leader: 2,
             leader_epoch: 6,
@@ -450,11 +478,11 @@ mod tests {
                         s.on_append(leo);
                     }
                     1 => {
-                        s.on_fetch(2, f2, now).unwrap();
+                        s.on_fetch(2, f2, f2, now).unwrap();
                         f2 = leo;
                     }
                     2 => {
-                        s.on_fetch(3, f3, now).unwrap();
+                        s.on_fetch(3, f3, f3, now).unwrap();
                         f3 = leo;
                     }
                     _ => {
