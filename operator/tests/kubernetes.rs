@@ -14,10 +14,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use ::kube::Api;
-use ::kube::api::{DeleteParams, Patch, PatchParams};
+use ::kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use operator::crd::{LogCluster, ReplicatedTopic};
 use serde_json::{Value, json};
@@ -305,6 +305,49 @@ async fn hybrid_brokers_topics_failover_and_operator_restart() {
     )
     .await;
 
+    // Racks from nodes (the manifest's rackLabelKey is topology.kubernetes.io/zone): with no
+    // scheduler here, each pod is bound by hand to a node of its own zone; the operator reads
+    // the label and the controller takes it as the broker's rack.
+    let nodes: Api<Node> = Api::all(c.clone());
+    let pods: Api<Pod> = Api::namespaced(c.clone(), &ns);
+    let node_names: Vec<String> = (0..3).map(|id| format!("{ns}-node-{id}")).collect();
+    for (id, node) in node_names.iter().enumerate() {
+        let n: Node = serde_json::from_value(json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": node,
+                "labels": { "topology.kubernetes.io/zone": format!("zone-{id}") }
+            }
+        }))
+        .unwrap();
+        nodes.create(&PostParams::default(), &n).await.unwrap();
+        let pod = format!("demo-{id}");
+        wait_for(&format!("pod {pod}"), T, || async {
+            pods.get_opt(&pod).await.ok().flatten()
+        })
+        .await;
+        let binding = json!({
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": { "name": pod },
+            "target": { "apiVersion": "v1", "kind": "Node", "name": node }
+        });
+        pods.create_subresource::<Value, Value>("binding", &pod, &PostParams::default(), &binding)
+            .await
+            .unwrap();
+    }
+    wait_for("each broker's rack in the LogCluster status", T, || async {
+        let v = get_json(&lcs, "demo").await?;
+        let racks: Vec<String> = v["status"]["brokers"]
+            .as_array()?
+            .iter()
+            .map(|b| b["rack"].as_str().unwrap_or("").to_string())
+            .collect();
+        (racks == ["zone-0", "zone-1", "zone-2"]).then_some(())
+    })
+    .await;
+
     apply_docs(
         &c,
         &ns,
@@ -495,6 +538,10 @@ async fn hybrid_brokers_topics_failover_and_operator_restart() {
     let stss: Api<StatefulSet> = Api::namespaced(c.clone(), &ns);
     assert_eq!(stss.get("demo").await.unwrap().spec.replicas, Some(3));
     drop(op2);
+    // Nodes are cluster-wide: not cleaned up with the namespace.
+    for node in &node_names {
+        let _ = nodes.delete(node, &DeleteParams::default()).await;
+    }
 }
 
 #[tokio::test]

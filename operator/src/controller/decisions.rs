@@ -155,6 +155,25 @@ fn fence(state: &mut ControllerState, broker: i32) {
     }
 }
 
+/// The operator learned brokers' racks (the rack label of the node each broker's pod runs
+/// on). Registered brokers take them, for placement and in Metadata; returns whether any
+/// changed.
+pub fn set_racks(state: &mut ControllerState, racks: &BTreeMap<i32, String>) -> bool {
+    let mut changed = false;
+    for (id, rack) in racks {
+        if let Some(b) = state.metadata.brokers.get_mut(id)
+            && b.rack.as_deref() != Some(rack.as_str())
+        {
+            b.rack = Some(rack.clone());
+            changed = true;
+        }
+    }
+    if changed {
+        bump(state);
+    }
+    changed
+}
+
 /// A broker registers. A new incarnation of a known broker means it restarted: its old
 /// incarnation is fenced first (its log may be behind what the ISR promised).
 pub fn register(state: &mut ControllerState, reg: Registration, now_ms: i64) -> i64 {
@@ -167,6 +186,12 @@ pub fn register(state: &mut ControllerState, reg: Registration, now_ms: i64) -> 
         state.last_heartbeat_ms.insert(reg.id, now_ms);
         return b.epoch;
     }
+    // A broker that names no rack keeps the one the operator found for it (its node's).
+    let known_rack = state
+        .metadata
+        .brokers
+        .get(&reg.id)
+        .and_then(|b| b.rack.clone());
     if let Some(b) = state.metadata.brokers.get_mut(&reg.id) {
         b.status = BrokerStatus::Fenced;
     }
@@ -180,7 +205,7 @@ pub fn register(state: &mut ControllerState, reg: Registration, now_ms: i64) -> 
             epoch,
             host: reg.host,
             port: reg.port,
-            rack: reg.rack,
+            rack: reg.rack.or(known_rack),
             status: BrokerStatus::Alive,
             drained: false,
         },
@@ -728,6 +753,8 @@ pub fn allocate_producer_ids(state: &mut ControllerState, count: i64) -> (i64, i
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     fn reg(id: i32, inc: &str) -> Registration {
@@ -752,6 +779,43 @@ mod tests {
 
     fn p(s: &ControllerState, i: i32) -> PartitionMeta {
         s.metadata.partition("t", i).unwrap().clone()
+    }
+
+    #[test]
+    fn racks_from_the_operator_spread_replicas_and_survive_a_restart() {
+        let mut s = ControllerState::new("c".into());
+        for id in 0..4 {
+            register(&mut s, reg(id, "a"), 0);
+        }
+        let racks: BTreeMap<i32, String> = [(0, "a"), (1, "a"), (2, "b"), (3, "b"), (9, "c")]
+            .into_iter()
+            .map(|(id, r)| (id, r.to_string()))
+            .collect();
+        assert!(set_racks(&mut s, &racks));
+        let v = s.metadata.version;
+        assert!(!set_racks(&mut s, &racks), "unchanged racks are no commit");
+        assert_eq!(s.metadata.version, v);
+        assert!(
+            !s.metadata.brokers.contains_key(&9),
+            "unknown brokers are not made up"
+        );
+        create_topic(&mut s, "t", 8, 2, BTreeMap::new(), uuid::Uuid::nil()).unwrap();
+        for p in &s.metadata.topics["t"].partitions {
+            let on: BTreeSet<&str> = p.replicas.iter().map(|r| racks[r].as_str()).collect();
+            assert_eq!(on.len(), 2, "partition {} on {:?}", p.partition, p.replicas);
+        }
+        // A restart that names no rack keeps the node's; one that names its own wins.
+        register(&mut s, reg(2, "b"), 1);
+        assert_eq!(s.metadata.brokers[&2].rack.as_deref(), Some("b"));
+        register(
+            &mut s,
+            Registration {
+                rack: Some("z".into()),
+                ..reg(3, "b")
+            },
+            1,
+        );
+        assert_eq!(s.metadata.brokers[&3].rack.as_deref(), Some("z"));
     }
 
     #[test]

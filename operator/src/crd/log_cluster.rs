@@ -173,6 +173,10 @@ pub struct BrokerState {
     /// Broker epoch from its latest registration; it grows on every restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<i64>,
+    /// Rack the controller places replicas by: the `rackLabelKey` label of the broker's
+    /// node, or the broker's own `--rack`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack: Option<String>,
 }
 
 /// Where a rolling upgrade stands.

@@ -3,13 +3,13 @@
 //! shrinks the StatefulSet only after the leaving brokers' replicas have moved, and reports
 //! brokers, rollout and conditions. Each action that matters is also an Event.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -17,7 +17,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::resources::{self, Names};
 use super::{Context, condition, publish};
@@ -114,6 +114,15 @@ pub async fn reconcile(lc: Arc<LogCluster>, ctx: Arc<Context>) -> Result<Action,
     let sts = apply(&ctx, &lc, &ns, sts).await?;
 
     let pods = broker_pods(&ctx, &ns, &lc).await?;
+    if let Some(key) = &lc.spec.rack_label_key {
+        let racks = node_racks(&ctx, &pods, &names.statefulset, key).await;
+        if !racks.is_empty() {
+            entry
+                .controller
+                .update(|s, _| Ok(decisions::set_racks(s, &racks)))
+                .await?;
+        }
+    }
     let rollout = roll_step(&ctx, &lc, &ns, &names, &sts, &pods, &entry.controller).await?;
     let state = entry.controller.snapshot().await;
     let status = cluster_status(&lc, &state, &pods, sts_replicas, rollout, leaving_note);
@@ -237,6 +246,37 @@ async fn broker_pods(ctx: &Context, ns: &str, lc: &LogCluster) -> Result<Vec<Pod
         .list(&ListParams::default().labels(&selector))
         .await?
         .items)
+}
+
+/// Broker id -> the `key` label of the node its pod is bound to. Pods not bound yet, nodes
+/// without the label, and nodes that cannot be read (an Event says why) are left out.
+async fn node_racks(ctx: &Context, pods: &[Pod], sts: &str, key: &str) -> BTreeMap<i32, String> {
+    let api: Api<Node> = Api::all(ctx.client.clone());
+    let mut labels: HashMap<String, Option<String>> = HashMap::new();
+    let mut racks = BTreeMap::new();
+    for pod in pods {
+        let (Some(id), Some(node)) = (
+            ordinal(pod, sts),
+            pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+        ) else {
+            continue;
+        };
+        if !labels.contains_key(&node) {
+            let value = match api.get_opt(&node).await {
+                Ok(n) => n.and_then(|n| n.labels().get(key).cloned()),
+                Err(e) => {
+                    // Most likely RBAC: the chart grants get on nodes for this.
+                    warn!(%node, error = %e, "cannot read the node's rack label");
+                    None
+                }
+            };
+            labels.insert(node.clone(), value);
+        }
+        if let Some(Some(rack)) = labels.get(&node) {
+            racks.insert(id, rack.clone());
+        }
+    }
+    racks
 }
 
 fn ordinal(pod: &Pod, sts: &str) -> Option<i32> {
@@ -403,6 +443,7 @@ pub fn cluster_status(
                     .any(|p| ordinal(p, &sts) == Some(id) && pod_ready(p)),
                 registered: state.metadata.is_alive(id),
                 epoch: meta.map(|b| b.epoch),
+                rack: meta.and_then(|b| b.rack.clone()),
             }
         })
         .collect();
