@@ -30,10 +30,10 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Reply {
         r.error_code = ResponseError::FetchSessionIdNotFound.code();
         return Reply::now(ResponseKind::Fetch(r));
     }
-    let (first, bytes, has_error, progress) = read_all(broker, &req, version);
-    if let Some(replica) = follower_id(&req) {
-        record_follower_progress(broker, replica, progress);
+    if req.replica_id.0 >= 0 {
+        record_follower_progress(broker, &req);
     }
+    let (first, bytes, has_error) = read_all(broker, &req, version);
     let max_wait = req.max_wait_ms.clamp(0, MAX_WAIT_CAP_MS);
     if bytes >= req.min_bytes.max(0) as usize || has_error || max_wait == 0 {
         return Reply::now(ResponseKind::Fetch(first));
@@ -41,7 +41,7 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Reply {
     let broker = Arc::clone(broker);
     // Followers wake when a log grows (their fetch carries new data and moves the high
     // watermark); consumers when a high watermark moves.
-    let mut changes = if follower_id(&req).is_some() {
+    let mut changes = if req.replica_id.0 >= 0 {
         broker.signals.log_end.subscribe()
     } else {
         broker.signals.high_watermark.subscribe()
@@ -50,7 +50,7 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Reply {
     Reply::Later(Box::pin(async move {
         loop {
             changes.borrow_and_update();
-            let (resp, bytes, has_error, _) = read_all(&broker, &req, version);
+            let (resp, bytes, has_error) = read_all(&broker, &req, version);
             if bytes >= req.min_bytes.max(0) as usize || has_error || Instant::now() >= deadline {
                 return ResponseKind::Fetch(resp);
             }
@@ -58,57 +58,42 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Reply {
                 .await
                 .is_err()
             {
-                let (resp, _, _, _) = read_all(&broker, &req, version);
+                let (resp, _, _) = read_all(&broker, &req, version);
                 return ResponseKind::Fetch(resp);
             }
         }
     }))
 }
 
-/// The broker id of a follower's fetch (v15+ carries it in the replica state).
-fn follower_id(req: &FetchRequest) -> Option<i32> {
-    [req.replica_id.0, req.replica_state.replica_id.0]
-        .into_iter()
-        .find(|id| *id >= 0)
-}
-
-/// A follower's valid fetch offset, and the leader's log end when the fetch read it.
-struct Progress {
-    topic: String,
-    partition: i32,
-    fetch_offset: i64,
-    log_end_offset: i64,
-}
-
 /// A follower's fetch offsets tell the leader what it has (Kafka's follower fetch state).
-/// Only offsets the read found valid count: inside the log, and (v12+) not on a diverging
-/// epoch, so a follower that must truncate never counts toward the high watermark.
-fn record_follower_progress(broker: &Broker, replica: i32, progress: Vec<Progress>) {
+fn record_follower_progress(broker: &Broker, req: &FetchRequest) {
     let now = crate::clock::now_ms();
-    for p in progress {
-        if let Some(partition) = broker.partition(&p.topic, p.partition)
-            && let Ok(proposal) =
-                partition.follower_fetched(replica, p.fetch_offset, p.log_end_offset, now)
-        {
-            broker.propose_isr(&partition, proposal);
+    for topic in &req.topics {
+        for fp in &topic.partitions {
+            let Some(partition) = broker.partition(topic.topic.as_str(), fp.partition) else {
+                continue;
+            };
+            // The log end now, which the read that follows sees at least: an append can be
+            // in the log before the leader's own count of it (see `on_fetch`).
+            let log_end = partition.log().log_end_offset();
+            if let Ok(proposal) =
+                partition.follower_fetched(req.replica_id.0, fp.fetch_offset, log_end, now)
+            {
+                broker.propose_isr(&partition, proposal);
+            }
         }
     }
 }
 
-/// One pass over the requested partitions: the response, the record bytes in it, whether
-/// any partition has an error (which ends a long poll at once), and a follower's progress.
-fn read_all(
-    broker: &Broker,
-    req: &FetchRequest,
-    _version: i16,
-) -> (FetchResponse, usize, bool, Vec<Progress>) {
+/// One pass over the requested partitions: the response, the record bytes in it, and whether
+/// any partition has an error (which ends a long poll at once).
+fn read_all(broker: &Broker, req: &FetchRequest, _version: i16) -> (FetchResponse, usize, bool) {
     let mut r = FetchResponse::default();
     // Kafka's fetch.max.bytes default caps what one response may carry, whatever is asked.
     let mut remaining = (req.max_bytes.max(1) as usize).min(FETCH_MAX_BYTES);
     let mut total = 0usize;
     let mut has_error = false;
-    let mut progress = Vec::new();
-    let is_follower = follower_id(req).is_some();
+    let is_follower = req.replica_id.0 >= 0 || req.replica_state.replica_id.0 >= 0;
     for topic in &req.topics {
         let found = broker.topic(topic.topic.as_str());
         let mut t = FetchableTopicResponse::default();
@@ -162,17 +147,6 @@ fn read_all(
                     continue;
                 }
             }
-            if is_follower {
-                let leo = log.log_end_offset();
-                if (log.log_start_offset()..=leo).contains(&fp.fetch_offset) {
-                    progress.push(Progress {
-                        topic: topic.topic.to_string(),
-                        partition: fp.partition,
-                        fetch_offset: fp.fetch_offset,
-                        log_end_offset: leo,
-                    });
-                }
-            }
             let max_offset = if is_follower {
                 log.log_end_offset()
             } else {
@@ -214,5 +188,5 @@ fn read_all(
         }
         r.responses.push(t);
     }
-    (r, total, has_error, progress)
+    (r, total, has_error)
 }
