@@ -224,6 +224,33 @@ async fn fetch_offset(c: &mut Connection, group: &str, topic: &str, partition: i
     r.groups[0].topics[0].partitions[0].committed_offset
 }
 
+/// Every committed offset of `group` (topic, partition, offset), through OffsetFetch v8 once
+/// the coordinator has loaded its partition (after a restart).
+async fn offsets_once_loaded(c: &mut Connection, group: &str) -> Vec<(String, i32, i64)> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let req = OffsetFetchRequest::default().with_groups(vec![
+            OffsetFetchRequestGroup::default()
+                .with_group_id(gid(group))
+                .with_topics(None),
+        ]);
+        let r = c.send(&req, 8).await.unwrap();
+        if r.groups[0].error_code == 0 {
+            return r.groups[0]
+                .topics
+                .iter()
+                .flat_map(|t| {
+                    t.partitions
+                        .iter()
+                        .map(|p| (t.name.0.to_string(), p.partition_index, p.committed_offset))
+                })
+                .collect();
+        }
+        assert!(Instant::now() < deadline, "offsets partition never loaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Retries a JoinGroup while the coordinator loads.
 async fn join_group(c: &mut Connection, req: &JoinGroupRequest, version: i16) -> JoinGroupResponse {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -651,26 +678,10 @@ async fn the_offsets_log_is_snapshotted_and_stays_bounded() {
     b.kill9();
     b.spawn();
     let mut c = Connection::connect(&bootstrap, "committer").await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let req = OffsetFetchRequest::default().with_groups(vec![
-            OffsetFetchRequestGroup::default()
-                .with_group_id(gid("busy"))
-                .with_topics(None),
-        ]);
-        let r = c.send(&req, 8).await.unwrap();
-        if r.groups[0].error_code == 0 {
-            let got: Vec<(i32, i64)> = r.groups[0].topics[0]
-                .partitions
-                .iter()
-                .map(|p| (p.partition_index, p.committed_offset))
-                .collect();
-            assert_eq!(got, vec![(0, 2998), (1, 2999)]);
-            break;
-        }
-        assert!(Instant::now() < deadline, "offsets partition never loaded");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert_eq!(
+        offsets_once_loaded(&mut c, "busy").await,
+        vec![("t".to_string(), 0, 2998), ("t".to_string(), 1, 2999)]
+    );
 }
 
 /// Groups in ListGroups.
@@ -768,21 +779,7 @@ async fn committed_offsets_expire_after_the_retention() {
     b.kill9();
     b.spawn();
     let mut c = Connection::connect(&bootstrap, "raw-client").await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let req = OffsetFetchRequest::default().with_groups(vec![
-            OffsetFetchRequestGroup::default()
-                .with_group_id(gid("team"))
-                .with_topics(None),
-        ]);
-        let r = c.send(&req, 8).await.unwrap();
-        if r.groups[0].error_code == 0 {
-            assert!(r.groups[0].topics.is_empty(), "{r:?}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "offsets partition never loaded");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert_eq!(offsets_once_loaded(&mut c, "team").await, vec![]);
     assert_eq!(fetch_offset(&mut c, "lone", "t", 1).await, -1);
     let listed = listed_groups(&mut c).await;
     assert!(

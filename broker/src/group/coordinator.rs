@@ -734,41 +734,32 @@ impl Coordinator {
                         let mut st = shard.lock();
                         // The outcome is this entry's, not a later one's of the same id.
                         let same = |e: &&mut GroupEntry| Some(e.incarnation) == incarnation;
+                        let committed = result.is_ok();
                         match result {
-                            Ok(()) => {
-                                for o in then {
-                                    st.answer(o);
-                                }
-                                if st.gone {
-                                    return;
-                                }
-                                let outs = st
-                                    .groups
-                                    .get_mut(&group_id)
-                                    .filter(same)
-                                    .map(|g| g.group.stored(generation, now_ms()))
-                                    .unwrap_or_default();
-                                broker
-                                    .groups
-                                    .run_outputs(&broker, &shard, &mut st, &group_id, outs);
-                            }
+                            Ok(()) => then.into_iter().for_each(|o| st.answer(o)),
                             Err(e) => {
                                 debug!(group = %group_id, error = ?e, "group metadata write not committed");
                                 st.fail(then, e);
-                                if st.gone {
-                                    return;
-                                }
-                                let outs = st
-                                    .groups
-                                    .get_mut(&group_id)
-                                    .filter(same)
-                                    .map(|g| g.group.store_failed(generation, now_ms()))
-                                    .unwrap_or_default();
-                                broker
-                                    .groups
-                                    .run_outputs(&broker, &shard, &mut st, &group_id, outs);
                             }
                         }
+                        if st.gone {
+                            return;
+                        }
+                        let outs = st
+                            .groups
+                            .get_mut(&group_id)
+                            .filter(same)
+                            .map(|g| {
+                                if committed {
+                                    g.group.stored(generation, now_ms())
+                                } else {
+                                    g.group.store_failed(generation, now_ms())
+                                }
+                            })
+                            .unwrap_or_default();
+                        broker
+                            .groups
+                            .run_outputs(&broker, &shard, &mut st, &group_id, outs);
                     });
                 }
                 Err(e) => {
