@@ -12,8 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use tokio::sync::{Notify, watch};
 use tracing::error;
 
-use crate::replication::state::{Assignment, Effect, FetchRejected, LeaderState, Settings};
-use crate::storage::log::Log;
+use crate::replication::state::{
+    Assignment, Effect, FetchRejected, FollowerFetch, LeaderState, Settings,
+};
+use crate::storage::log::{Log, ReadError};
 use crate::topic_config::FsyncPolicy;
 
 /// What this broker is for the partition.
@@ -92,6 +94,67 @@ pub struct FollowerLag {
     pub log_end_offset: i64,
     pub lag_records: i64,
     pub caught_up_ms_ago: i64,
+}
+
+/// One partition of a Fetch request, as the partition needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchPosition {
+    pub fetch_offset: i64,
+    /// Fetch v12+: the epoch of the fetcher's last batch (-1: not given).
+    pub last_fetched_epoch: i32,
+    /// The fetcher's view of the leader epoch (KIP-320; -1: not checked).
+    pub current_leader_epoch: i32,
+    /// Most record bytes to return (0: validate only). The first batch is returned whole even
+    /// if it is larger (KIP-74).
+    pub max_bytes: usize,
+}
+
+/// Who fetches: a consumer reads up to the high watermark, a follower (a broker id) up to the
+/// log end, and a follower's valid fetches are its progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetcher {
+    Consumer,
+    Replica(i32),
+}
+
+/// Why a fetch of this partition gets no records.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error("the fetcher's leader epoch is older than {0}")]
+    FencedLeaderEpoch(i32),
+    #[error("the fetcher's leader epoch is newer than {0}")]
+    UnknownLeaderEpoch(i32),
+    #[error("not the leader (leader {leader}, epoch {leader_epoch})")]
+    NotLeader { leader: i32, leader_epoch: i32 },
+    #[error("offset {offset} is out of range [{start}, {end}]")]
+    OffsetOutOfRange { offset: i64, start: i64, end: i64 },
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+/// What the leader read for one partition of a fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedPartition {
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub leader_epoch: i32,
+    pub outcome: FetchOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchOutcome {
+    /// Whole batches from the fetch offset (possibly none).
+    Records(Vec<u8>),
+    /// Fetch v12+: the fetcher's last epoch ends earlier here (or is unknown): it must
+    /// truncate to `end_offset` of `epoch` before fetching more.
+    Diverging { epoch: i32, end_offset: i64 },
+}
+
+/// A fetch's result for one partition, and the ISR change a follower's progress led to.
+#[derive(Debug)]
+pub struct FetchRead {
+    pub result: Result<FetchedPartition, FetchError>,
+    pub proposal: Option<IsrProposal>,
 }
 
 /// Group-commit progress: everything below `offset` is fsynced, unless `failed`.
@@ -335,19 +398,122 @@ impl Partition {
         self.apply(effects, epoch)
     }
 
-    /// A follower fetched from `fetch_offset`, a valid offset of this leader's log, whose end
-    /// was `log_end_offset` when the fetch read it.
-    pub fn follower_fetched(
+    /// Serves one partition of a Fetch (Kafka's `Partition.fetchRecords`): fences the
+    /// fetcher's leader epoch, finds a follower's divergence (Fetch v12+), reads, and, for a
+    /// follower when `record_progress` (its fetch's first read, not a long poll's re-read),
+    /// records what it holds.
+    pub fn read_for_fetch(
         &self,
-        replica: i32,
-        fetch_offset: i64,
-        log_end_offset: i64,
+        pos: FetchPosition,
+        fetcher: Fetcher,
+        record_progress: bool,
         now_ms: i64,
-    ) -> Result<Option<IsrProposal>, FetchRejected> {
-        let Some((result, epoch)) =
-            self.with_leader(|s| s.on_fetch(replica, fetch_offset, log_end_offset, now_ms))
-        else {
-            return Err(FetchRejected::NotAReplica(replica));
+    ) -> FetchRead {
+        let (result, leader_log_end) = self.read_validated(pos, fetcher);
+        let proposal = match fetcher {
+            Fetcher::Replica(replica) if record_progress => {
+                // Only a read that found the offset in this leader's lineage proves what the
+                // follower holds (Kafka updates the follower's fetch state only then): a
+                // diverged follower must truncate first, an offset outside the log (a lying
+                // client) proves nothing.
+                let valid = matches!(
+                    result,
+                    Ok(FetchedPartition {
+                        outcome: FetchOutcome::Records(_),
+                        ..
+                    })
+                );
+                let fetch = FollowerFetch {
+                    replica,
+                    leader_epoch: pos.current_leader_epoch,
+                    fetch_offset: pos.fetch_offset,
+                    leader_log_end,
+                    valid,
+                    now_ms,
+                };
+                self.follower_fetched(fetch).ok().flatten()
+            }
+            _ => None,
+        };
+        FetchRead { result, proposal }
+    }
+
+    /// The read itself, and the log end it saw (-1 if it did not get that far).
+    fn read_validated(
+        &self,
+        pos: FetchPosition,
+        fetcher: Fetcher,
+    ) -> (Result<FetchedPartition, FetchError>, i64) {
+        let ours = self.leader_epoch();
+        match pos.current_leader_epoch {
+            -1 => {}
+            e if e < ours => return (Err(FetchError::FencedLeaderEpoch(ours)), -1),
+            e if e > ours => return (Err(FetchError::UnknownLeaderEpoch(ours)), -1),
+            _ => {}
+        }
+        if !self.is_leader() {
+            let not_leader = FetchError::NotLeader {
+                leader: self.leader_id(),
+                leader_epoch: ours,
+            };
+            return (Err(not_leader), -1);
+        }
+        let hw = self.high_watermark();
+        let log = self.log();
+        let (start, leo) = (log.log_start_offset(), log.log_end_offset());
+        let mut fetched = FetchedPartition {
+            high_watermark: hw,
+            log_start_offset: start,
+            leader_epoch: ours,
+            outcome: FetchOutcome::Records(Vec::new()),
+        };
+        if pos.last_fetched_epoch >= 0 {
+            // Kafka's rule: the fetcher's last epoch ends earlier here (or is unknown). This
+            // comes before the range check: an old leader's log can end past this one's.
+            let (epoch, end) = log
+                .epochs()
+                .end_offset_for(pos.last_fetched_epoch, leo)
+                .unwrap_or((-1, -1));
+            if epoch < pos.last_fetched_epoch || end < pos.fetch_offset {
+                fetched.outcome = FetchOutcome::Diverging {
+                    epoch,
+                    end_offset: end,
+                };
+                return (Ok(fetched), leo);
+            }
+        }
+        if pos.fetch_offset < start || pos.fetch_offset > leo {
+            let out = FetchError::OffsetOutOfRange {
+                offset: pos.fetch_offset,
+                start,
+                end: leo,
+            };
+            return (Err(out), leo);
+        }
+        if pos.max_bytes == 0 {
+            return (Ok(fetched), leo);
+        }
+        let max_offset = match fetcher {
+            Fetcher::Replica(_) => leo,
+            Fetcher::Consumer => hw,
+        };
+        let result = match log.read(pos.fetch_offset, pos.max_bytes, max_offset) {
+            Ok(bytes) => {
+                fetched.outcome = FetchOutcome::Records(bytes);
+                Ok(fetched)
+            }
+            Err(ReadError::OutOfRange { offset, start, end }) => {
+                Err(FetchError::OffsetOutOfRange { offset, start, end })
+            }
+            Err(ReadError::Storage(e)) => Err(FetchError::Storage(e.to_string())),
+        };
+        (result, leo)
+    }
+
+    /// A follower's fetch, once read (see `LeaderState::on_fetch`).
+    fn follower_fetched(&self, fetch: FollowerFetch) -> Result<Option<IsrProposal>, FetchRejected> {
+        let Some((result, epoch)) = self.with_leader(|s| s.on_fetch(fetch)) else {
+            return Err(FetchRejected::NotAReplica(fetch.replica));
         };
         Ok(self.apply(result?, epoch))
     }
@@ -473,5 +639,214 @@ async fn group_commit(partition: Weak<Partition>, wanted: Arc<Notify>) {
             }
         }
         wanted.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Replication safety through the partition's fetch path, on real logs in a temp dir.
+
+    use super::*;
+    use crate::protocol::batch::{BatchHeader, Batches, test_support::batch};
+    use crate::storage::log::OpenHints;
+    use crate::topic_config::TopicConfig;
+
+    fn open_log(dir: &std::path::Path) -> Log {
+        Log::open(dir, TopicConfig::default(), OpenHints::default())
+            .unwrap()
+            .0
+    }
+
+    fn append(log: &mut Log, records: i32, epoch: i32) -> i64 {
+        let b = batch(records, 1_000, (-1, -1, -1), 8);
+        let h = BatchHeader::parse(&b).unwrap();
+        log.append_as_leader(&b, &h, epoch, 1_000).unwrap();
+        log.log_end_offset()
+    }
+
+    /// Every batch of a log: (base offset, last offset, leader epoch, crc).
+    fn lineage(log: &Log) -> Vec<(i64, i64, i32, u32)> {
+        let data = log
+            .read(log.log_start_offset(), 64 << 20, i64::MAX)
+            .unwrap();
+        Batches::new(&data)
+            .map(|(h, _)| {
+                (
+                    h.base_offset,
+                    h.last_offset(),
+                    h.partition_leader_epoch,
+                    h.crc,
+                )
+            })
+            .collect()
+    }
+
+    /// Kafka's guarantee as a check: below the high watermark, a replica that could be elected
+    /// (an ISR member) holds exactly the leader's batches.
+    fn assert_same_below(hw: i64, leader: &Log, follower: &Log, what: &str) {
+        let below = |l: &Log| -> Vec<_> {
+            lineage(l)
+                .into_iter()
+                .filter(|(base, _, _, _)| *base < hw)
+                .collect()
+        };
+        assert_eq!(
+            below(leader),
+            below(follower),
+            "{what}: high watermark {hw}, but an ISR member holds other records below it"
+        );
+    }
+
+    fn pos(fetch_offset: i64, last_fetched_epoch: i32, current_leader_epoch: i32) -> FetchPosition {
+        FetchPosition {
+            fetch_offset,
+            last_fetched_epoch,
+            current_leader_epoch,
+            max_bytes: 1 << 20,
+        }
+    }
+
+    /// Copies what a fetch returned into a follower's log, as the fetcher does.
+    fn apply_records(read: &FetchRead, follower: &mut Log) {
+        if let Ok(FetchedPartition {
+            outcome: FetchOutcome::Records(bytes),
+            ..
+        }) = &read.result
+            && !bytes.is_empty()
+        {
+            follower.append_replicated(bytes, 1_000).unwrap();
+        }
+    }
+
+    /// The schedule of the replication-safety issue: broker 3 led epoch 1 and has an
+    /// uncommitted tail (offsets 10-14) that nobody else got; broker 1 leads epoch 2 with ISR
+    /// {1, 3} and min.insync.replicas 2, appends 10 records (producers wait for acks=all);
+    /// broker 3 comes back and fetches at its log end with its last epoch, 1. Its offsets
+    /// 10-14 are not the leader's, so that fetch proves nothing: the high watermark must stay
+    /// at 10. Had it moved, the acks=all writes at 10-14 would be acknowledged, and when broker
+    /// 1 then died, broker 3 (in the ISR) would be elected with other records there.
+    #[test]
+    fn a_diverged_follower_moves_nothing_until_it_has_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut leader_log = open_log(&dir.path().join("leader"));
+        let mut old_leader = open_log(&dir.path().join("old-leader"));
+        // Epoch 1 (broker 3 leading): offsets 0-9 replicated everywhere...
+        append(&mut old_leader, 10, 1);
+        let committed = old_leader.read(0, 1 << 20, 10).unwrap();
+        leader_log.append_replicated(&committed, 1_000).unwrap();
+        // ...and 10-14 only on broker 3.
+        assert_eq!(append(&mut old_leader, 5, 1), 15);
+        // Epoch 2: broker 1 leads from offset 10.
+        leader_log.assign_leader_epoch(2);
+        let lead = Leadership {
+            assignment: Assignment {
+                leader: 1,
+                leader_epoch: 2,
+                partition_epoch: 7,
+                replicas: vec![1, 2, 3],
+                isr: vec![1, 3],
+            },
+            settings: Settings {
+                replica_lag_time_max_ms: 30_000,
+                min_insync_replicas: 2,
+            },
+            high_watermark: Some(10),
+        };
+        let id = PartitionId {
+            topic: "t".into(),
+            index: 0,
+            topic_id: uuid::Uuid::nil(),
+        };
+        let p = Partition::new(id, 1, leader_log, lead, Arc::default(), 0);
+        let leo = append(&mut p.log(), 10, 2);
+        assert_eq!(leo, 20);
+        assert_eq!(p.appended(leo, FsyncPolicy::None), None);
+        assert_eq!(p.high_watermark(), 10);
+
+        // Broker 3 returns and fetches from its log end with its last epoch.
+        let read = p.read_for_fetch(pos(15, 1, 2), Fetcher::Replica(3), true, 10);
+        assert_eq!(
+            read.result.as_ref().map(|f| f.outcome.clone()),
+            Ok(FetchOutcome::Diverging {
+                epoch: 1,
+                end_offset: 10
+            }),
+            "the leader tells broker 3 where its epoch 1 ended"
+        );
+        assert_same_below(p.high_watermark(), &p.log(), &old_leader, "diverged fetch");
+
+        // Broker 3 truncates as told and catches up: then, and only then, it counts.
+        old_leader.truncate_to(10).unwrap();
+        let read = p.read_for_fetch(pos(10, 1, 2), Fetcher::Replica(3), true, 20);
+        apply_records(&read, &mut old_leader);
+        assert_eq!(old_leader.log_end_offset(), 20);
+        let read = p.read_for_fetch(pos(20, 2, 2), Fetcher::Replica(3), true, 30);
+        assert!(read.result.is_ok());
+        assert_eq!(p.high_watermark(), 20);
+        assert_same_below(
+            p.high_watermark(),
+            &p.log(),
+            &old_leader,
+            "after catching up",
+        );
+    }
+
+    /// A leader with ISR {1, 2, 3} and min.insync.replicas 2 whose followers are stopped.
+    fn leader_of_three(dir: &std::path::Path) -> Arc<Partition> {
+        let mut log = open_log(dir);
+        log.assign_leader_epoch(4);
+        let lead = Leadership {
+            assignment: Assignment {
+                leader: 1,
+                leader_epoch: 4,
+                partition_epoch: 9,
+                replicas: vec![1, 2, 3],
+                isr: vec![1, 2, 3],
+            },
+            settings: Settings {
+                replica_lag_time_max_ms: 30_000,
+                min_insync_replicas: 2,
+            },
+            high_watermark: Some(0),
+        };
+        let id = PartitionId {
+            topic: "t".into(),
+            index: 0,
+            topic_id: uuid::Uuid::nil(),
+        };
+        Partition::new(id, 1, log, lead, Arc::default(), 0)
+    }
+
+    /// The hostile-clients issue's forged follower fetch: a client claims to be broker 2 and
+    /// fetches far past the log end. That proves nothing about what broker 2 holds.
+    #[test]
+    fn a_fetch_past_the_log_end_counts_for_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader_of_three(dir.path());
+        let leo = append(&mut p.log(), 20, 4);
+        p.appended(leo, FsyncPolicy::None);
+        for (replica, epoch) in [(2, -1), (3, 4), (2, 4)] {
+            let read = p.read_for_fetch(
+                pos(1 << 62, epoch, epoch),
+                Fetcher::Replica(replica),
+                true,
+                5,
+            );
+            // Without a last fetched epoch it is out of range; with one, the leader first
+            // answers where that epoch ends here (Kafka's order: an old leader's log may end
+            // past this one's, and must be told where to truncate). Neither is progress.
+            let expected = if epoch < 0 {
+                matches!(read.result, Err(FetchError::OffsetOutOfRange { .. }))
+            } else {
+                matches!(&read.result, Ok(f) if f.outcome == FetchOutcome::Diverging { epoch: 4, end_offset: 20 })
+            };
+            assert!(expected, "{:?}", read.result);
+            assert_eq!(read.proposal, None);
+        }
+        assert_eq!(
+            p.high_watermark(),
+            0,
+            "acks=all writes held by the leader alone"
+        );
     }
 }

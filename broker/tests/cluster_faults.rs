@@ -916,3 +916,113 @@ async fn the_offsets_topic_waits_for_its_replication_factor() {
         "{topic:#?}"
     );
 }
+
+/// The hostile-clients issue's forged follower fetch, on real processes: both followers of a
+/// partition are stopped, and an ordinary client keeps sending Fetch requests that claim to
+/// come from them, at an offset far past the log end. None of that is what the followers
+/// hold, so no acks=all write may be acknowledged (before the fix 20 of 20 were, and a kill
+/// of the leader then lost them all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_follower_fetch_acknowledges_nothing() {
+    use broker::replication::client::Connection;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let base = 37000 + (std::process::id() % 100) as u16 * 20;
+    let cluster = Cluster::up(dir.path(), base, 3);
+    cluster.create_topic("forged", 1).await;
+    cluster
+        .wait_for("a full ISR", 30, |m| {
+            m.partition("forged", 0).is_some_and(|p| p.isr.len() == 3)
+        })
+        .await;
+    let strict = producer(
+        &cluster.bootstrap,
+        &[
+            ("acks", "all"),
+            ("message.timeout.ms", "3000"),
+            ("enable.idempotence", "false"),
+        ],
+    );
+    let before = strict
+        .send(
+            FutureRecord::to("forged").key("k").payload("before"),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(before.is_ok(), "{before:?}");
+
+    let m = cluster.metadata().await;
+    let p = m.partition("forged", 0).unwrap().clone();
+    let leader = &m.brokers[&p.leader];
+    let followers: Vec<i32> = p
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| *r != p.leader)
+        .collect();
+    for f in &followers {
+        cluster.signal(*f, "STOP");
+    }
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let addr = format!("{}:{}", leader.host, leader.port);
+    let (forged_followers, epoch) = (followers.clone(), p.leader_epoch);
+    let forger = tokio::spawn(async move {
+        let mut conn = Connection::connect(&addr, "forger").await.unwrap();
+        let mut sent = 0u32;
+        loop {
+            for replica in &forged_followers {
+                let mut fp = FetchPartition::default();
+                fp.partition = 0;
+                fp.fetch_offset = 1 << 62;
+                fp.current_leader_epoch = epoch;
+                fp.last_fetched_epoch = epoch;
+                fp.partition_max_bytes = 1 << 20;
+                let mut t = FetchTopic::default();
+                t.topic = TopicName(StrBytes::from_static_str("forged"));
+                t.partitions = vec![fp];
+                let mut r = FetchRequest::default();
+                r.replica_id = (*replica).into();
+                r.max_wait_ms = 0;
+                r.session_epoch = -1;
+                r.max_bytes = 1 << 20;
+                r.topics = vec![t];
+                conn.send(&r, 12).await.unwrap();
+                sent += 1;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = stopped.changed() => return sent,
+            }
+        }
+    });
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let strict = strict.clone();
+        sends.spawn(async move {
+            let value = format!("forged-{i}");
+            strict
+                .send(
+                    FutureRecord::to("forged").key("k").payload(&value),
+                    Duration::from_secs(10),
+                )
+                .await
+                .is_ok()
+        });
+    }
+    let acked = sends.join_all().await.into_iter().filter(|ok| *ok).count();
+    let _ = stop.send(true);
+    let forged = forger.await.unwrap();
+    for f in &followers {
+        cluster.signal(*f, "CONT");
+    }
+    eprintln!("forged follower fetches: {forged}, acks=all writes acknowledged: {acked} of 20");
+    assert_eq!(
+        acked, 0,
+        "writes held by the leader alone were acknowledged on forged follower fetches"
+    );
+    assert!(forged > 20, "the forger ran ({forged} fetches)");
+}

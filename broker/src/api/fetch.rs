@@ -12,9 +12,9 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind};
 use tokio::time::Instant;
 
-use super::{Reply, check_leader_epoch, lookup};
+use super::{Reply, lookup};
+use crate::partition::{FetchError, FetchOutcome, FetchPosition, Fetcher};
 use crate::state::Broker;
-use crate::storage::log::ReadError;
 
 /// Most record bytes in one response (Kafka's fetch.max.bytes default); a first batch larger
 /// than this is still returned whole (KIP-74).
@@ -30,10 +30,7 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Reply {
         r.error_code = ResponseError::FetchSessionIdNotFound.code();
         return Reply::now(ResponseKind::Fetch(r));
     }
-    if req.replica_id.0 >= 0 {
-        record_follower_progress(broker, &req);
-    }
-    let (first, bytes, has_error) = read_all(broker, &req, version);
+    let (first, bytes, has_error) = read_all(broker, &req, version, true);
     let max_wait = req.max_wait_ms.clamp(0, MAX_WAIT_CAP_MS);
     if bytes >= req.min_bytes.max(0) as usize || has_error || max_wait == 0 {
         return Reply::now(ResponseKind::Fetch(first));
@@ -41,7 +38,7 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Reply {
     let broker = Arc::clone(broker);
     // Followers wake when a log grows (their fetch carries new data and moves the high
     // watermark); consumers when a high watermark moves.
-    let mut changes = if req.replica_id.0 >= 0 {
+    let mut changes = if fetcher(&req) != Fetcher::Consumer {
         broker.signals.log_end.subscribe()
     } else {
         broker.signals.high_watermark.subscribe()
@@ -50,7 +47,7 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Reply {
     Reply::Later(Box::pin(async move {
         loop {
             changes.borrow_and_update();
-            let (resp, bytes, has_error) = read_all(&broker, &req, version);
+            let (resp, bytes, has_error) = read_all(&broker, &req, version, false);
             if bytes >= req.min_bytes.max(0) as usize || has_error || Instant::now() >= deadline {
                 return ResponseKind::Fetch(resp);
             }
@@ -58,42 +55,40 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Reply {
                 .await
                 .is_err()
             {
-                let (resp, _, _) = read_all(&broker, &req, version);
+                let (resp, _, _) = read_all(&broker, &req, version, false);
                 return ResponseKind::Fetch(resp);
             }
         }
     }))
 }
 
-/// A follower's fetch offsets tell the leader what it has (Kafka's follower fetch state).
-fn record_follower_progress(broker: &Broker, req: &FetchRequest) {
-    let now = crate::clock::now_ms();
-    for topic in &req.topics {
-        for fp in &topic.partitions {
-            let Some(partition) = broker.partition(topic.topic.as_str(), fp.partition) else {
-                continue;
-            };
-            // The log end now, which the read that follows sees at least: an append can be
-            // in the log before the leader's own count of it (see `on_fetch`).
-            let log_end = partition.log().log_end_offset();
-            if let Ok(proposal) =
-                partition.follower_fetched(req.replica_id.0, fp.fetch_offset, log_end, now)
-            {
-                broker.propose_isr(&partition, proposal);
-            }
-        }
+/// A follower's fetch names its broker id (v15+ in the replica state).
+fn fetcher(req: &FetchRequest) -> Fetcher {
+    match [req.replica_id.0, req.replica_state.replica_id.0]
+        .into_iter()
+        .find(|id| *id >= 0)
+    {
+        Some(id) => Fetcher::Replica(id),
+        None => Fetcher::Consumer,
     }
 }
 
 /// One pass over the requested partitions: the response, the record bytes in it, and whether
-/// any partition has an error (which ends a long poll at once).
-fn read_all(broker: &Broker, req: &FetchRequest, _version: i16) -> (FetchResponse, usize, bool) {
+/// any partition has an error (which ends a long poll at once). `first_read` is the fetch's
+/// first pass, the one whose offsets count as a follower's progress.
+fn read_all(
+    broker: &Broker,
+    req: &FetchRequest,
+    _version: i16,
+    first_read: bool,
+) -> (FetchResponse, usize, bool) {
     let mut r = FetchResponse::default();
     // Kafka's fetch.max.bytes default caps what one response may carry, whatever is asked.
     let mut remaining = (req.max_bytes.max(1) as usize).min(FETCH_MAX_BYTES);
     let mut total = 0usize;
     let mut has_error = false;
-    let is_follower = req.replica_id.0 >= 0 || req.replica_state.replica_id.0 >= 0;
+    let fetcher = fetcher(req);
+    let now = crate::clock::now_ms();
     for topic in &req.topics {
         let found = broker.topic(topic.topic.as_str());
         let mut t = FetchableTopicResponse::default();
@@ -111,77 +106,65 @@ fn read_all(broker: &Broker, req: &FetchRequest, _version: i16) -> (FetchRespons
                     continue;
                 }
             };
-            if let Err(e) = check_leader_epoch(partition, fp.current_leader_epoch) {
-                p.error_code = e.code();
-                has_error = true;
-                t.partitions.push(p);
-                continue;
-            }
-            if !partition.is_leader() {
-                p.error_code = ResponseError::NotLeaderOrFollower.code();
-                p.current_leader.leader_id = partition.leader_id().into();
-                p.current_leader.leader_epoch = partition.leader_epoch();
-                has_error = true;
-                t.partitions.push(p);
-                continue;
-            }
-            let hw = partition.high_watermark();
-            let log = partition.log();
-            p.high_watermark = hw;
-            p.last_stable_offset = hw;
-            p.log_start_offset = log.log_start_offset();
-            p.current_leader.leader_id = broker.config.node_id.into();
-            p.current_leader.leader_epoch = partition.leader_epoch();
-            // Fetch v12+: a fetcher whose last epoch ends earlier here must truncate first.
-            if fp.last_fetched_epoch >= 0 {
-                let leo = log.log_end_offset();
-                // Kafka's rule: the fetcher's last epoch ends earlier here (or is unknown).
-                let (epoch, end) = log
-                    .epochs()
-                    .end_offset_for(fp.last_fetched_epoch, leo)
-                    .unwrap_or((-1, -1));
-                if epoch < fp.last_fetched_epoch || end < fp.fetch_offset {
-                    p.diverging_epoch.epoch = epoch;
-                    p.diverging_epoch.end_offset = end;
-                    t.partitions.push(p);
-                    continue;
-                }
-            }
-            let max_offset = if is_follower {
-                log.log_end_offset()
-            } else {
-                hw
-            };
             let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
             // Only the first partition with data may exceed the limits (to make progress).
             let limit = if total == 0 { limit.max(1) } else { limit };
-            if limit == 0 {
-                t.partitions.push(p);
-                continue;
-            }
-            let read = if total == 0 {
-                log.read(fp.fetch_offset, limit, max_offset)
-            } else {
-                // Later partitions get only what fits.
-                log.read(fp.fetch_offset, limit, max_offset)
-                    .map(|b| if b.len() > limit { Vec::new() } else { b })
+            let pos = FetchPosition {
+                fetch_offset: fp.fetch_offset,
+                last_fetched_epoch: fp.last_fetched_epoch,
+                current_leader_epoch: fp.current_leader_epoch,
+                max_bytes: limit,
             };
-            drop(log);
-            match read {
-                Ok(bytes) => {
-                    total += bytes.len();
-                    remaining = remaining.saturating_sub(bytes.len());
-                    broker.metrics.bytes_out.inc_by(bytes.len() as u64);
-                    p.records = Some(Bytes::from(bytes));
+            let read = partition.read_for_fetch(pos, fetcher, first_read, now);
+            broker.propose_isr(partition, read.proposal);
+            match read.result {
+                Ok(fetched) => {
+                    p.high_watermark = fetched.high_watermark;
+                    p.last_stable_offset = fetched.high_watermark;
+                    p.log_start_offset = fetched.log_start_offset;
+                    p.current_leader.leader_id = broker.config.node_id.into();
+                    p.current_leader.leader_epoch = fetched.leader_epoch;
+                    match fetched.outcome {
+                        FetchOutcome::Diverging { epoch, end_offset } => {
+                            p.diverging_epoch.epoch = epoch;
+                            p.diverging_epoch.end_offset = end_offset;
+                        }
+                        FetchOutcome::Records(bytes) => {
+                            // Later partitions get only what fits.
+                            let bytes = if total > 0 && bytes.len() > limit {
+                                Vec::new()
+                            } else {
+                                bytes
+                            };
+                            total += bytes.len();
+                            remaining = remaining.saturating_sub(bytes.len());
+                            broker.metrics.bytes_out.inc_by(bytes.len() as u64);
+                            if limit > 0 {
+                                p.records = Some(Bytes::from(bytes));
+                            }
+                        }
+                    }
                 }
-                Err(ReadError::OutOfRange { .. }) => {
-                    p.error_code = ResponseError::OffsetOutOfRange.code();
+                Err(e) => {
                     has_error = true;
-                }
-                Err(ReadError::Storage(e)) => {
-                    tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "read failed");
-                    p.error_code = ResponseError::KafkaStorageError.code();
-                    has_error = true;
+                    p.error_code = match e {
+                        FetchError::FencedLeaderEpoch(_) => ResponseError::FencedLeaderEpoch,
+                        FetchError::UnknownLeaderEpoch(_) => ResponseError::UnknownLeaderEpoch,
+                        FetchError::NotLeader {
+                            leader,
+                            leader_epoch,
+                        } => {
+                            p.current_leader.leader_id = leader.into();
+                            p.current_leader.leader_epoch = leader_epoch;
+                            ResponseError::NotLeaderOrFollower
+                        }
+                        FetchError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+                        FetchError::Storage(ref reason) => {
+                            tracing::warn!(topic = %partition.topic, partition = partition.index, error = %reason, "read failed");
+                            ResponseError::KafkaStorageError
+                        }
+                    }
+                    .code();
                 }
             }
             t.partitions.push(p);

@@ -170,14 +170,40 @@ fn request(
 /// Applies one fetch response. Returns the partitions that failed (an error code, a failed
 /// append or truncation): they sit out the backoff before being fetched again (Kafka's
 /// delayed partitions), so an error the leader answers at once cannot make the fetcher spin.
-fn apply(resp: &FetchResponse, parts: &BTreeMap<Key, Arc<Partition>>) -> Vec<Key> {
+///
+/// A partition's answer applies only if nothing changed since the request was built (Kafka
+/// checks the fetch state's epoch the same way): still a follower at the leader epoch it was
+/// fetched for, and its log end still the fetch offset. Otherwise it is dropped and fetched
+/// again: a response from a leadership that ended must not write into a log that has since
+/// become a leader, or been truncated.
+fn apply(
+    req: &FetchRequest,
+    resp: &FetchResponse,
+    parts: &BTreeMap<Key, Arc<Partition>>,
+) -> Vec<Key> {
+    let sent: HashMap<(&str, i32), &FetchPartition> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| ((t.topic.as_str(), p.partition), p))
+        })
+        .collect();
     let mut failed = Vec::new();
     for t in &resp.responses {
         for pd in &t.partitions {
             let key = (t.topic.as_str().to_string(), pd.partition_index);
-            let Some(p) = parts.get(&key) else {
+            let (Some(p), Some(fp)) = (
+                parts.get(&key),
+                sent.get(&(t.topic.as_str(), pd.partition_index)),
+            ) else {
                 continue;
             };
+            if p.is_leader() || p.leader_epoch() != fp.current_leader_epoch {
+                debug!(topic = %p.topic, partition = p.index, fetched_at_epoch = fp.current_leader_epoch, "dropping a fetch answer for a leadership that ended");
+                continue;
+            }
             if pd.error_code == ResponseError::OffsetOutOfRange.code() {
                 if !out_of_range(p, pd) {
                     failed.push(key);
@@ -190,9 +216,16 @@ fn apply(resp: &FetchResponse, parts: &BTreeMap<Key, Arc<Partition>>) -> Vec<Key
                 continue;
             }
             let mut log = p.log();
+            if log.log_end_offset() != fp.fetch_offset {
+                continue;
+            }
             if pd.diverging_epoch.epoch >= 0 {
-                let to = pd.diverging_epoch.end_offset.min(log.log_end_offset());
-                info!(topic = %p.topic, partition = p.index, epoch = pd.diverging_epoch.epoch, to, "log diverged from the leader; truncating");
+                let to = truncation_offset(
+                    &log,
+                    pd.diverging_epoch.epoch,
+                    pd.diverging_epoch.end_offset,
+                );
+                info!(topic = %p.topic, partition = p.index, epoch = pd.diverging_epoch.epoch, leader_end_offset = pd.diverging_epoch.end_offset, to, "log diverged from the leader; truncating");
                 if let Err(e) = log.truncate_to(to) {
                     warn!(topic = %p.topic, partition = p.index, error = %e, "truncation failed");
                     failed.push(key);
@@ -222,6 +255,21 @@ fn apply(resp: &FetchResponse, parts: &BTreeMap<Key, Arc<Partition>>) -> Vec<Key
         }
     }
     failed
+}
+
+/// Where a follower truncates when the leader answers that `leader_epoch` ends at
+/// `leader_end` in its log (Kafka's `getOffsetTruncationState`): at the end of the same epoch
+/// in both logs, whichever is earlier. If this log has no such epoch (it skipped it), first to
+/// the end of its own largest epoch below it; the next fetch then names that epoch and the
+/// leader answers again. Truncating only to the leader's end, as before, kept a tail of a
+/// newer epoch the leader never had, and the follower asked the same question forever.
+fn truncation_offset(log: &crate::storage::log::Log, leader_epoch: i32, leader_end: i64) -> i64 {
+    let leo = log.log_end_offset();
+    match log.epochs().end_offset_for(leader_epoch, leo) {
+        Some((epoch, end)) if epoch == leader_epoch => end.min(leader_end).min(leo),
+        Some((_, end)) => end.min(leo),
+        None => leader_end.min(leo),
+    }
 }
 
 /// OFFSET_OUT_OF_RANGE from the leader. Below its log start (the leader deleted what this
@@ -306,7 +354,7 @@ async fn run(
                 // A failed partition (e.g. not leader any more: wait for metadata) sits out
                 // the backoff; when all have, the loop waits above.
                 let until = Instant::now() + settings.backoff;
-                for key in apply(&resp, &parts) {
+                for key in apply(&req, &resp, &parts) {
                     delayed.insert(key, until);
                 }
             }
@@ -319,5 +367,67 @@ async fn run(
                 conn = None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::batch::{BatchHeader, test_support::batch};
+    use crate::storage::log::{Log, OpenHints};
+    use crate::topic_config::TopicConfig;
+
+    /// A follower's log with `(epoch, records)` batches appended in order.
+    fn log_with(dir: &std::path::Path, batches: &[(i32, i32)]) -> Log {
+        let (mut log, _) = Log::open(dir, TopicConfig::default(), OpenHints::default()).unwrap();
+        for (epoch, n) in batches {
+            let b = batch(*n, 1_000, (-1, -1, -1), 4);
+            log.append_as_leader(&b, &BatchHeader::parse(&b).unwrap(), *epoch, 1_000)
+                .unwrap();
+        }
+        log
+    }
+
+    #[test]
+    fn truncation_stops_at_the_end_of_the_epoch_both_logs_share() {
+        let dir = tempfile::tempdir().unwrap();
+        // Epoch 1 at 0-9, epoch 3 at 10-14 (this broker led epoch 3; the leader never had it).
+        let log = log_with(&dir.path().join("a"), &[(1, 10), (3, 5)]);
+        // The leader's epoch 1 ran to 12: this log's ended at 10, so truncate there.
+        assert_eq!(truncation_offset(&log, 1, 12), 10);
+        // The leader's epoch 1 ended at 8: there.
+        assert_eq!(truncation_offset(&log, 1, 8), 8);
+        // The leader names epoch 2, which this log never had: to the end of its epoch 1 (10),
+        // not to the leader's end (which would keep epoch 3's records 10-14).
+        assert_eq!(truncation_offset(&log, 2, 20), 10);
+        // An epoch older than any here: everything goes.
+        assert_eq!(truncation_offset(&log, 0, 5), 0);
+    }
+
+    /// The follower that got stuck on "batch epoch N is older than the log's N+1" during
+    /// leader moves: it led epoch N+1 for a moment without appending (an epoch entry at its
+    /// log end), then followed a leader with more epoch-N records. Its truncation to its own
+    /// log end must drop that empty epoch, so that its next fetch names epoch N and succeeds.
+    #[test]
+    fn an_empty_epoch_at_the_log_end_goes_with_the_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = log_with(&dir.path().join("a"), &[(4, 10)]);
+        log.assign_leader_epoch(5);
+        assert_eq!(log.latest_epoch(), Some(5));
+        // The new leader (epoch 6) has epoch 4 up to 15: it answers epoch 4, end 15.
+        let to = truncation_offset(&log, 4, 15);
+        assert_eq!(to, 10);
+        log.truncate_to(to).unwrap();
+        assert_eq!(log.latest_epoch(), Some(4), "{:?}", log.epochs().entries());
+        assert_eq!(log.log_end_offset(), 10);
+        // And it stays dropped after a restart (the checkpoint was rewritten).
+        drop(log);
+        let (log, _) = Log::open(
+            &dir.path().join("a"),
+            TopicConfig::default(),
+            OpenHints::default(),
+        )
+        .unwrap();
+        assert_eq!(log.latest_epoch(), Some(4));
     }
 }

@@ -58,10 +58,30 @@ pub enum Effect {
     ProposeIsr { isr: Vec<i32>, partition_epoch: i32 },
 }
 
+/// What a follower's fetch showed, once the leader read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerFetch {
+    pub replica: i32,
+    /// The leader epoch the fetch was sent for (a follower always names it).
+    pub leader_epoch: i32,
+    pub fetch_offset: i64,
+    /// The leader's log end when the read ran.
+    pub leader_log_end: i64,
+    /// The read found `fetch_offset` inside this leader's log and (Fetch v12+) the follower's
+    /// last fetched epoch in agreement with this log there (no diverging epoch). Only then
+    /// does the follower hold this leader's records below `fetch_offset`.
+    pub valid: bool,
+    pub now_ms: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FetchRejected {
     #[error("broker {0} is not a replica of this partition")]
     NotAReplica(i32),
+    #[error("a fetch for leader epoch {fetched}, not the current {current}")]
+    OtherLeaderEpoch { fetched: i32, current: i32 },
+    #[error("a fetch at offset {0} that the read did not validate proves nothing")]
+    Unproven(i64),
 }
 
 #[derive(Debug, Clone)]
@@ -187,30 +207,46 @@ impl LeaderState {
         self.recompute_high_watermark().into_iter().collect()
     }
 
-    /// A follower fetched from `fetch_offset` (so it has everything below it).
-    pub fn on_fetch(
-        &mut self,
-        replica: i32,
-        fetch_offset: i64,
-        leader_log_end: i64,
-        now_ms: i64,
-    ) -> Result<Vec<Effect>, FetchRejected> {
+    /// A follower's fetch, once the leader has read it (Kafka's `updateFollowerFetchState`,
+    /// which runs only after `fetchRecords` validated the read). Only a fetch for this
+    /// leadership whose read proved the follower holds this leader's records below
+    /// `fetch_offset` counts; anything else (a diverged follower that must truncate first, an
+    /// offset outside the log, another epoch) changes nothing.
+    pub fn on_fetch(&mut self, fetch: FollowerFetch) -> Result<Vec<Effect>, FetchRejected> {
+        let FollowerFetch {
+            replica,
+            leader_epoch,
+            fetch_offset,
+            leader_log_end,
+            valid,
+            now_ms,
+        } = fetch;
+        let current = self.assignment.leader_epoch;
+        let f = self
+            .followers
+            .get_mut(&replica)
+            .ok_or(FetchRejected::NotAReplica(replica))?;
+        if leader_epoch != current {
+            return Err(FetchRejected::OtherLeaderEpoch {
+                fetched: leader_epoch,
+                current,
+            });
+        }
+        if !valid || fetch_offset < 0 || fetch_offset > leader_log_end {
+            return Err(FetchRejected::Unproven(fetch_offset));
+        }
         // The log as the fetch read it; it can be ahead of `local_leo` (an append not yet
         // counted, or not yet fsynced). Clamping to `local_leo` instead would lose the
         // progress of a follower that fetched an append in that window: the high watermark
         // then waited for its next fetch, a whole fetch wait later (Kafka also takes the
         // log's own end here).
         let leader_leo = leader_log_end.max(self.local_leo);
-        let f = self
-            .followers
-            .get_mut(&replica)
-            .ok_or(FetchRejected::NotAReplica(replica))?;
         if fetch_offset >= leader_leo {
             f.last_caught_up_ms = f.last_caught_up_ms.max(now_ms);
         } else if fetch_offset >= f.last_fetch_leader_leo && f.last_fetch_ms >= 0 {
             f.last_caught_up_ms = f.last_caught_up_ms.max(f.last_fetch_ms);
         }
-        f.log_end_offset = fetch_offset.min(leader_leo);
+        f.log_end_offset = fetch_offset;
         f.last_fetch_leader_leo = leader_leo;
         f.last_fetch_ms = now_ms;
         let mut effects: Vec<Effect> = self.recompute_high_watermark().into_iter().collect();
@@ -312,6 +348,17 @@ mod tests {
             isr: isr.to_vec(),
         }
     }
+    /// A fetch of this leadership (epoch 5) whose read was valid.
+    fn valid(replica: i32, fetch_offset: i64, leader_log_end: i64, now_ms: i64) -> FollowerFetch {
+        FollowerFetch {
+            replica,
+            leader_epoch: 5,
+            fetch_offset,
+            leader_log_end,
+            valid: true,
+            now_ms,
+        }
+    }
     fn settings(min_isr: usize) -> Settings {
         Settings {
             replica_lag_time_max_ms: 1000,
@@ -323,17 +370,17 @@ mod tests {
     fn high_watermark_is_the_minimum_over_the_isr() {
         let mut s = LeaderState::new(1, settings(2), assignment(&[1, 2, 3]), 0, 0, 0);
         assert!(s.on_append(10).is_empty(), "followers have not fetched yet");
-        assert_eq!(s.on_fetch(2, 10, 10, 1).unwrap(), vec![]);
+        assert_eq!(s.on_fetch(valid(2, 10, 10, 1)).unwrap(), vec![]);
         assert_eq!(
-            s.on_fetch(3, 4, 4, 1).unwrap(),
+            s.on_fetch(valid(3, 4, 4, 1)).unwrap(),
             vec![Effect::HighWatermark(4)]
         );
         assert_eq!(
-            s.on_fetch(3, 10, 10, 2).unwrap(),
+            s.on_fetch(valid(3, 10, 10, 2)).unwrap(),
             vec![Effect::HighWatermark(10)]
         );
         // Never backwards, even if a follower reports less (e.g. after truncation).
-        assert_eq!(s.on_fetch(3, 7, 7, 3).unwrap(), vec![]);
+        assert_eq!(s.on_fetch(valid(3, 7, 7, 3)).unwrap(), vec![]);
         assert_eq!(s.high_watermark(), 10);
     }
 
@@ -343,13 +390,48 @@ mod tests {
         // before the leader's own progress counted it: once it does, the high watermark
         // moves at once, without waiting for the followers' next fetches.
         let mut s = LeaderState::new(1, settings(2), assignment(&[1, 2, 3]), 21, 21, 0);
-        assert_eq!(s.on_fetch(2, 22, 22, 1).unwrap(), vec![]);
-        assert_eq!(s.on_fetch(3, 22, 22, 1).unwrap(), vec![]);
+        assert_eq!(s.on_fetch(valid(2, 22, 22, 1)).unwrap(), vec![]);
+        assert_eq!(s.on_fetch(valid(3, 22, 22, 1)).unwrap(), vec![]);
         assert_eq!(s.on_append(22), vec![Effect::HighWatermark(22)]);
-        // An offset beyond the log as read is still bounded by it.
-        s.on_fetch(2, 99, 23, 2).unwrap();
-        s.on_fetch(3, 99, 23, 2).unwrap();
-        assert_eq!(s.on_append(30), vec![Effect::HighWatermark(23)]);
+        // An offset beyond the log as read proves nothing and counts for nothing.
+        assert_eq!(
+            s.on_fetch(valid(2, 99, 23, 2)),
+            Err(FetchRejected::Unproven(99))
+        );
+        s.on_fetch(valid(3, 23, 23, 2)).unwrap();
+        assert_eq!(s.on_append(30), vec![]);
+        assert_eq!(s.follower(2).unwrap().log_end_offset, 22);
+    }
+
+    #[test]
+    fn only_a_validated_fetch_of_this_leadership_counts() {
+        let mut s = LeaderState::new(1, settings(2), assignment(&[1, 3]), 0, 0, 0);
+        s.on_append(20);
+        // Broker 3 has a diverged tail: its fetch at 15 read a diverging epoch.
+        let diverged = FollowerFetch {
+            valid: false,
+            ..valid(3, 15, 20, 1)
+        };
+        assert_eq!(s.on_fetch(diverged), Err(FetchRejected::Unproven(15)));
+        // A fetch sent for another leader epoch, or for none, is about another log.
+        for epoch in [-1, 4, 6] {
+            let other = FollowerFetch {
+                leader_epoch: epoch,
+                ..valid(3, 20, 20, 2)
+            };
+            assert_eq!(
+                s.on_fetch(other),
+                Err(FetchRejected::OtherLeaderEpoch {
+                    fetched: epoch,
+                    current: 5
+                })
+            );
+        }
+        assert_eq!(s.high_watermark(), 0);
+        assert_eq!(s.follower(3).unwrap().log_end_offset, -1);
+        // Once truncated, its fetches are valid and count.
+        s.on_fetch(valid(3, 10, 20, 3)).unwrap();
+        assert_eq!(s.high_watermark(), 10);
     }
 
     #[test]
@@ -368,8 +450,8 @@ mod tests {
     fn lagging_follower_is_proposed_out_and_caught_up_one_back_in() {
         let mut s = LeaderState::new(1, settings(1), assignment(&[1, 2, 3]), 0, 0, 0);
         s.on_append(100);
-        s.on_fetch(2, 100, 100, 500).unwrap();
-        s.on_fetch(3, 20, 20, 500).unwrap();
+        s.on_fetch(valid(2, 100, 100, 500)).unwrap();
+        s.on_fetch(valid(3, 20, 20, 500)).unwrap();
         assert!(s.on_tick(900).is_empty(), "within the lag time");
         // Follower 3 last caught up at 0 (grace from becoming leader): out after 1000 ms.
         assert_eq!(
@@ -392,7 +474,7 @@ mod tests {
             Some(vec![Effect::HighWatermark(100)])
         );
         // 3 catches up to the high watermark: proposed back in.
-        let effects = s.on_fetch(3, 100, 100, 1100).unwrap();
+        let effects = s.on_fetch(valid(3, 100, 100, 1100)).unwrap();
         assert_eq!(
             effects,
             vec![Effect::ProposeIsr {
@@ -408,7 +490,7 @@ mod tests {
         let mut leo = 0;
         for t in 1..50 {
             // The follower always fetches what the leader had at its previous fetch.
-            s.on_fetch(2, leo, leo, t * 100).unwrap();
+            s.on_fetch(valid(2, leo, leo, t * 100)).unwrap();
             leo += 10;
             s.on_append(leo);
         }
@@ -424,13 +506,13 @@ mod tests {
         // epoch start, so it may not rejoin yet.
         let mut s = LeaderState::new(1, settings(1), assignment(&[1, 2]), 50, 40, 0);
         assert!(
-            s.on_fetch(3, 45, 45, 1)
+            s.on_fetch(valid(3, 45, 45, 1))
                 .unwrap()
                 .iter()
                 .all(|e| !matches!(e, Effect::ProposeIsr { .. }))
         );
         assert!(
-            s.on_fetch(3, 50, 50, 2)
+            s.on_fetch(valid(3, 50, 50, 2))
                 .unwrap()
                 .contains(&Effect::ProposeIsr {
                     isr: vec![1, 2, 3],
@@ -442,7 +524,10 @@ mod tests {
     #[test]
     fn new_leadership_or_strangers_are_refused() {
         let mut s = LeaderState::new(1, settings(1), assignment(&[1, 2, 3]), 0, 0, 0);
-        assert_eq!(s.on_fetch(9, 0, 0, 1), Err(FetchRejected::NotAReplica(9)));
+        assert_eq!(
+            s.on_fetch(valid(9, 0, 0, 1)),
+            Err(FetchRejected::NotAReplica(9))
+        );
         let moved = Assignment {
             leader: 2,
             leader_epoch: 6,
@@ -462,54 +547,95 @@ mod tests {
     }
 
     /// Exhaustive check over all schedules of up to 7 steps: the high watermark never
-    /// decreases, and whatever is below it is held by at least min.insync.replicas replicas.
+    /// decreases, whatever is below it is held by at least min.insync.replicas replicas, and
+    /// every ISR member holds it. Follower 3 starts as an old leader with a diverged tail of
+    /// 3 records, and a lying client may claim to be follower 2, so a replica's real holdings
+    /// (the model's) can differ from what its fetches claim.
     #[test]
     fn high_watermark_safety_over_all_small_schedules() {
-        // Each step: 0 = append 1, 1 = follower 2 fetches its next offset, 2 = follower 3
-        // fetches, 3 = tick +600ms.
+        // Each step: 0 = append 1; 1 = follower 2 fetches its next offset; 2 = follower 3
+        // fetches (at its log end, diverged tail included; the read is valid only without
+        // one); 3 = tick +600ms; 4 = follower 3 truncates its tail; 5 = a client claims to be
+        // follower 2 at an offset past the log end; 6 = follower 2 fetches for an old epoch.
+        const STEPS: u8 = 7;
         fn run(schedule: &[u8]) {
             let mut s = LeaderState::new(1, settings(2), assignment(&[1, 2, 3]), 0, 0, 0);
-            let (mut leo, mut f2, mut f3, mut now, mut last_hw) = (0i64, 0i64, 0i64, 0i64, 0i64);
-            for step in schedule {
-                now += 1;
-                match step {
-                    0 => {
-                        leo += 1;
-                        s.on_append(leo);
-                    }
-                    1 => {
-                        s.on_fetch(2, f2, f2, now).unwrap();
-                        f2 = leo;
-                    }
-                    2 => {
-                        s.on_fetch(3, f3, f3, now).unwrap();
-                        f3 = leo;
-                    }
-                    _ => {
-                        now += 600;
-                        for e in s.on_tick(now) {
-                            if let Effect::ProposeIsr { isr, .. } = e {
-                                let mut a = s.assignment().clone();
-                                a.partition_epoch += 1;
-                                a.isr = isr;
-                                s.on_assignment(a, now);
-                            }
-                        }
+            let (mut leo, mut now, mut last_hw) = (0i64, 0i64, 0i64);
+            // What each follower really holds of the leader's log, and its diverged tail.
+            let (mut f2, mut f3, mut tail3) = (0i64, 0i64, 3i64);
+            let commit = |s: &mut LeaderState, effects: Vec<Effect>, now: i64| {
+                for e in effects {
+                    if let Effect::ProposeIsr { isr, .. } = e {
+                        let mut a = s.assignment().clone();
+                        a.partition_epoch += 1;
+                        a.isr = isr;
+                        s.on_assignment(a, now);
                     }
                 }
+            };
+            for step in schedule {
+                now += 1;
+                let effects = match step {
+                    0 => {
+                        leo += 1;
+                        s.on_append(leo)
+                    }
+                    1 => {
+                        let e = s.on_fetch(valid(2, f2, leo, now)).unwrap();
+                        f2 = leo;
+                        e
+                    }
+                    2 => {
+                        let fetch = FollowerFetch {
+                            valid: tail3 == 0,
+                            ..valid(3, f3 + tail3, leo, now)
+                        };
+                        let e = s.on_fetch(fetch).unwrap_or_default();
+                        if tail3 == 0 {
+                            f3 = leo;
+                        }
+                        e
+                    }
+                    3 => {
+                        now += 600;
+                        s.on_tick(now)
+                    }
+                    4 => {
+                        tail3 = 0;
+                        Vec::new()
+                    }
+                    5 => {
+                        let forged = FollowerFetch {
+                            valid: false,
+                            ..valid(2, leo + 1000, leo, now)
+                        };
+                        s.on_fetch(forged).unwrap_or_default()
+                    }
+                    _ => {
+                        let stale = FollowerFetch {
+                            leader_epoch: 4,
+                            ..valid(2, leo, leo, now)
+                        };
+                        s.on_fetch(stale).unwrap_or_default()
+                    }
+                };
+                commit(&mut s, effects, now);
                 let hw = s.high_watermark();
                 assert!(hw >= last_hw, "{schedule:?}: high watermark went back");
                 last_hw = hw;
-                // Everything below the high watermark is on at least min.insync.replicas
-                // replicas (the leader plus followers known to have it).
+                let held = |r: i32| if r == 2 { f2 } else { f3 };
                 if hw > 0 {
-                    let holders = 1 + [2, 3]
-                        .iter()
-                        .filter(|r| s.follower(**r).unwrap().log_end_offset >= hw)
-                        .count();
+                    let holders = 1 + [2, 3].iter().filter(|r| held(**r) >= hw).count();
                     assert!(
                         holders >= 2,
                         "{schedule:?}: hw {hw} held by {holders} replicas"
+                    );
+                }
+                for r in s.isr().iter().filter(|r| **r != 1) {
+                    assert!(
+                        held(*r) >= hw,
+                        "{schedule:?}: ISR member {r} holds {} of hw {hw}",
+                        held(*r)
                     );
                 }
                 if s.isr().len() < 2 {
@@ -522,7 +648,7 @@ mod tests {
             if depth == 0 {
                 return;
             }
-            for step in 0..4 {
+            for step in 0..STEPS {
                 prefix.push(step);
                 all(prefix, depth - 1);
                 prefix.pop();

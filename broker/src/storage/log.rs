@@ -627,6 +627,15 @@ impl Log {
     /// Removes every batch at or after `offset` (follower divergence, tests).
     pub fn truncate_to(&mut self, offset: i64) -> io::Result<()> {
         if offset >= self.log_end_offset() {
+            // Nothing to remove, but an epoch may start at the log end with no batch in it:
+            // this broker was leader of it for a moment and appended nothing. Kept, it is the
+            // "last fetched epoch" of every fetch, which the new leader never had, so the
+            // follower is told to truncate again and again (Kafka drops it here too).
+            let before = self.epochs.entries().len();
+            self.epochs.truncate_from_end(self.log_end_offset());
+            if self.epochs.entries().len() != before {
+                self.epochs.save()?;
+            }
             return Ok(());
         }
         let offset = offset.max(self.log_start_offset);
