@@ -10,12 +10,13 @@ use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use tokio::sync::{Notify, watch};
-use tracing::error;
+use tracing::{error, warn};
 
+use crate::protocol::batch::BatchHeader;
 use crate::replication::state::{
     Assignment, Effect, FetchRejected, FollowerFetch, LeaderState, Settings,
 };
-use crate::storage::log::{Log, ReadError};
+use crate::storage::log::{AppendError, AppendInfo, Log, ReadError};
 use crate::topic_config::FsyncPolicy;
 
 /// What this broker is for the partition.
@@ -155,6 +156,79 @@ pub enum FetchOutcome {
 pub struct FetchRead {
     pub result: Result<FetchedPartition, FetchError>,
     pub proposal: Option<IsrProposal>,
+}
+
+/// A batch the leader appended.
+#[derive(Debug)]
+pub struct LeaderAppend {
+    pub info: AppendInfo,
+    /// The leadership it was appended under: an ack must not outlive it.
+    pub leader_epoch: i32,
+    pub log_start_offset: i64,
+    /// An ISR change the append led to, for the controller.
+    pub proposal: Option<IsrProposal>,
+}
+
+/// Why a leader append wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendRefused {
+    #[error("this broker does not lead the partition")]
+    NotLeader,
+    #[error("an fsync failed; the partition refuses writes until the broker restarts")]
+    StorageFailed,
+    #[error("the in-sync replica set {isr:?} is smaller than min.insync.replicas")]
+    NotEnoughReplicas { isr: Vec<i32> },
+    #[error(transparent)]
+    Append(AppendError),
+}
+
+/// A leader's answer to one partition of this follower's fetch.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaderAnswer<'a> {
+    /// The leader epoch the fetch was sent for, and its offset (this log's end then).
+    pub fetched_epoch: i32,
+    pub fetch_offset: i64,
+    pub outcome: AnswerOutcome<'a>,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum AnswerOutcome<'a> {
+    /// Whole batches continuing this log (possibly none).
+    Records(&'a [u8]),
+    /// Fetch v12+: the leader's `epoch` ends at `end_offset`; this log must truncate.
+    Diverging { epoch: i32, end_offset: i64 },
+    /// OFFSET_OUT_OF_RANGE.
+    OutOfRange,
+}
+
+/// What applying a leader's answer did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowerApplied {
+    /// The answer belongs to a fetch the partition has moved past (another leadership, or a
+    /// log end that changed): dropped, fetched again.
+    Stale,
+    Appended {
+        log_end_offset: i64,
+    },
+    Truncated {
+        to: i64,
+    },
+    /// Behind the leader's log start: the log restarted, empty, there.
+    Restarted {
+        at: i64,
+    },
+    /// Out of range, but not below the leader's log start: fetch again after a backoff.
+    Retry,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FollowerError {
+    #[error("truncation failed: {0}")]
+    Truncate(std::io::Error),
+    #[error("follower append failed: {0}")]
+    Append(AppendError),
 }
 
 /// Group-commit progress: everything below `offset` is fsynced, unless `failed`.
@@ -379,9 +453,56 @@ impl Partition {
         }
     }
 
+    /// Appends a batch as leader (Kafka's `appendRecordsToLeader`), the one way records enter
+    /// a leader's log, for clients and the group coordinator alike. Refused before anything
+    /// is written: when this broker does not lead the partition (or no longer leads `epoch`,
+    /// when the caller's state belongs to one leadership); after a failed fsync; and for
+    /// acks=all while the ISR is smaller than min.insync.replicas (Kafka checks that before
+    /// appending, so a refused write is never stored). Leadership is checked again under the
+    /// log lock: appending under an old epoch would write a record the new leader never sees.
+    pub fn append_as_leader(
+        &self,
+        batch: &[u8],
+        header: &BatchHeader,
+        epoch: Option<i32>,
+        acks_all: bool,
+        now_ms: i64,
+    ) -> Result<LeaderAppend, AppendRefused> {
+        let leads = |e: i32| self.is_leader() && epoch.is_none_or(|want| want == e);
+        if !leads(self.leader_epoch()) {
+            return Err(AppendRefused::NotLeader);
+        }
+        if self.storage_failed() {
+            return Err(AppendRefused::StorageFailed);
+        }
+        if acks_all && !self.enough_replicas() {
+            return Err(AppendRefused::NotEnoughReplicas {
+                isr: self.replicas_and_isr().1,
+            });
+        }
+        let leader_epoch = self.leader_epoch();
+        let mut log = self.log();
+        if !leads(leader_epoch) || self.leader_epoch() != leader_epoch {
+            return Err(AppendRefused::NotLeader);
+        }
+        let info = log
+            .append_as_leader(batch, header, leader_epoch, now_ms)
+            .map_err(AppendRefused::Append)?;
+        let (log_end_offset, log_start_offset) = (log.log_end_offset(), log.log_start_offset());
+        let fsync = log.fsync_policy();
+        drop(log);
+        let proposal = self.appended(log_end_offset, fsync);
+        Ok(LeaderAppend {
+            info,
+            leader_epoch,
+            log_start_offset,
+            proposal,
+        })
+    }
+
     /// Called after a local append (with the log end offset now). With fsync policy none the
     /// leader's own copy counts at once; before-ack waits for the group commit.
-    pub fn appended(&self, log_end_offset: i64, fsync: FsyncPolicy) -> Option<IsrProposal> {
+    fn appended(&self, log_end_offset: i64, fsync: FsyncPolicy) -> Option<IsrProposal> {
         self.signals.log_grew();
         match fsync {
             FsyncPolicy::None => self.local_progress(log_end_offset),
@@ -562,8 +683,70 @@ impl Partition {
         self.signals.high_watermark_moved();
     }
 
+    /// Applies a leader's answer to this follower's fetch (Kafka's `appendAsFollower` and the
+    /// fetcher's truncation): appends its batches verbatim, truncates where the leader says
+    /// the logs diverge, restarts the log at the leader's log start when this one fell behind
+    /// it, and takes the leader's high watermark and log start. An answer applies only if
+    /// nothing changed since the fetch was sent (Kafka checks the fetch state's epoch the
+    /// same way): still a follower of the epoch it was sent for, its log end still the fetch
+    /// offset. A response from a leadership that ended must not write into a log that has
+    /// since become a leader, or been truncated.
+    pub fn append_as_follower(
+        &self,
+        answer: LeaderAnswer<'_>,
+    ) -> Result<FollowerApplied, FollowerError> {
+        if self.is_leader() || self.leader_epoch() != answer.fetched_epoch {
+            return Ok(FollowerApplied::Stale);
+        }
+        let mut log = self.log();
+        let leo = log.log_end_offset();
+        if leo != answer.fetch_offset {
+            return Ok(FollowerApplied::Stale);
+        }
+        let applied = match answer.outcome {
+            AnswerOutcome::Diverging { epoch, end_offset } => {
+                let to = truncation_offset(&log, epoch, end_offset);
+                log.truncate_to(to).map_err(FollowerError::Truncate)?;
+                return Ok(FollowerApplied::Truncated { to });
+            }
+            AnswerOutcome::OutOfRange if answer.log_start_offset <= leo => {
+                return Ok(FollowerApplied::Retry);
+            }
+            AnswerOutcome::OutOfRange => {
+                // The leader deleted what this follower still needs (retention, an offsets-log
+                // snapshot, a new replica starting at 0): Kafka's truncateFullyAndStartAt.
+                log.truncate_fully_and_start_at(answer.log_start_offset)
+                    .map_err(FollowerError::Truncate)?;
+                FollowerApplied::Restarted {
+                    at: answer.log_start_offset,
+                }
+            }
+            AnswerOutcome::Records(records) => {
+                if !records.is_empty() {
+                    log.append_replicated(records, crate::clock::now_ms())
+                        .map_err(FollowerError::Append)?;
+                }
+                FollowerApplied::Appended {
+                    log_end_offset: log.log_end_offset(),
+                }
+            }
+        };
+        let leo = log.log_end_offset();
+        drop(log);
+        self.follower_high_watermark(answer.high_watermark, leo);
+        // Follow the leader's log start offset (Kafka's maybeIncrementLogStartOffset):
+        // segments the leader deleted (retention, an offsets-log snapshot) go here too.
+        if matches!(applied, FollowerApplied::Appended { .. }) && answer.log_start_offset > 0 {
+            let below = answer.log_start_offset.min(self.high_watermark());
+            if let Err(e) = self.log().delete_segments_below(below) {
+                warn!(topic = %self.topic, partition = self.index, error = %e, "cannot delete segments below the leader's log start");
+            }
+        }
+        Ok(applied)
+    }
+
     /// A follower takes the leader's high watermark, bounded by its own log end.
-    pub fn follower_high_watermark(&self, leader_hw: i64, log_end_offset: i64) {
+    fn follower_high_watermark(&self, leader_hw: i64, log_end_offset: i64) {
         let hw = leader_hw.min(log_end_offset);
         let old = self.high_watermark.swap(hw, Ordering::AcqRel);
         if old != hw {
@@ -606,6 +789,21 @@ impl Partition {
     /// Lets the group-commit task notice that the partition is gone.
     pub fn shutdown(&self) {
         self.flush_wanted.notify_one();
+    }
+}
+
+/// Where a follower truncates when the leader answers that `leader_epoch` ends at
+/// `leader_end` in its log (Kafka's `getOffsetTruncationState`): at the end of the same epoch
+/// in both logs, whichever is earlier. If this log has no such epoch (it skipped it), first to
+/// the end of its own largest epoch below it; the next fetch then names that epoch and the
+/// leader answers again. Truncating only to the leader's end, as before, kept a tail of a
+/// newer epoch the leader never had, and the follower asked the same question forever.
+fn truncation_offset(log: &Log, leader_epoch: i32, leader_end: i64) -> i64 {
+    let leo = log.log_end_offset();
+    match log.epochs().end_offset_for(leader_epoch, leo) {
+        Some((epoch, end)) if epoch == leader_epoch => end.min(leader_end).min(leo),
+        Some((_, end)) => end.min(leo),
+        None => leader_end.min(leo),
     }
 }
 
@@ -848,5 +1046,97 @@ mod tests {
             0,
             "acks=all writes held by the leader alone"
         );
+    }
+
+    /// A follower's log with `(epoch, records)` batches appended in order.
+    fn log_with(dir: &std::path::Path, batches: &[(i32, i32)]) -> Log {
+        let (mut log, _) = Log::open(dir, TopicConfig::default(), OpenHints::default()).unwrap();
+        for (epoch, n) in batches {
+            let b = batch(*n, 1_000, (-1, -1, -1), 4);
+            log.append_as_leader(&b, &BatchHeader::parse(&b).unwrap(), *epoch, 1_000)
+                .unwrap();
+        }
+        log
+    }
+
+    #[test]
+    fn truncation_stops_at_the_end_of_the_epoch_both_logs_share() {
+        let dir = tempfile::tempdir().unwrap();
+        // Epoch 1 at 0-9, epoch 3 at 10-14 (this broker led epoch 3; the leader never had it).
+        let log = log_with(&dir.path().join("a"), &[(1, 10), (3, 5)]);
+        // The leader's epoch 1 ran to 12: this log's ended at 10, so truncate there.
+        assert_eq!(truncation_offset(&log, 1, 12), 10);
+        // The leader's epoch 1 ended at 8: there.
+        assert_eq!(truncation_offset(&log, 1, 8), 8);
+        // The leader names epoch 2, which this log never had: to the end of its epoch 1 (10),
+        // not to the leader's end (which would keep epoch 3's records 10-14).
+        assert_eq!(truncation_offset(&log, 2, 20), 10);
+        // An epoch older than any here: everything goes.
+        assert_eq!(truncation_offset(&log, 0, 5), 0);
+    }
+
+    /// The follower that got stuck on "batch epoch N is older than the log's N+1" during
+    /// leader moves: it led epoch N+1 for a moment without appending (an epoch entry at its
+    /// log end), then followed a leader with more epoch-N records. Its truncation to its own
+    /// log end must drop that empty epoch, so that its next fetch names epoch N and succeeds.
+    #[test]
+    fn an_empty_epoch_at_the_log_end_goes_with_the_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = log_with(&dir.path().join("a"), &[(4, 10)]);
+        log.assign_leader_epoch(5);
+        assert_eq!(log.latest_epoch(), Some(5));
+        // The new leader (epoch 6) has epoch 4 up to 15: it answers epoch 4, end 15.
+        let to = truncation_offset(&log, 4, 15);
+        assert_eq!(to, 10);
+        log.truncate_to(to).unwrap();
+        assert_eq!(log.latest_epoch(), Some(4), "{:?}", log.epochs().entries());
+        assert_eq!(log.log_end_offset(), 10);
+        // And it stays dropped after a restart (the checkpoint was rewritten).
+        drop(log);
+        let (log, _) = Log::open(
+            &dir.path().join("a"),
+            TopicConfig::default(),
+            OpenHints::default(),
+        )
+        .unwrap();
+        assert_eq!(log.latest_epoch(), Some(4));
+    }
+
+    /// An answer to a fetch the partition has moved past writes nothing: one sent under an
+    /// earlier leadership (it became leader, or followed another), or at another log end.
+    #[test]
+    fn a_stale_answer_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader_of_three(dir.path());
+        let mut other = open_log(&dir.path().join("other"));
+        append(&mut other, 5, 4);
+        let data = other.read(0, 1 << 20, i64::MAX).unwrap();
+        let answer = |fetched_epoch, fetch_offset| LeaderAnswer {
+            fetched_epoch,
+            fetch_offset,
+            outcome: AnswerOutcome::Records(&data),
+            high_watermark: 5,
+            log_start_offset: 0,
+        };
+        // Still the leader: a late answer from its time as a follower must not land.
+        assert_eq!(
+            p.append_as_follower(answer(4, 0)).unwrap(),
+            FollowerApplied::Stale
+        );
+        p.become_follower(2, 6);
+        assert_eq!(
+            p.append_as_follower(answer(4, 0)).unwrap(),
+            FollowerApplied::Stale
+        );
+        assert_eq!(
+            p.append_as_follower(answer(6, 3)).unwrap(),
+            FollowerApplied::Stale
+        );
+        assert_eq!(p.log().log_end_offset(), 0);
+        assert_eq!(
+            p.append_as_follower(answer(6, 0)).unwrap(),
+            FollowerApplied::Appended { log_end_offset: 5 }
+        );
+        assert_eq!(p.high_watermark(), 5);
     }
 }

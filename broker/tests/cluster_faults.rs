@@ -38,6 +38,21 @@ fn record(line: &str) {
 const BROKER_ARGS: &str = "--replica-lag-time-max-ms 4000 --offsets-topic-partitions 3 \
     --group-initial-rebalance-delay-ms 0";
 
+/// A test's cluster directory (logs, data, pids); kept for a look afterwards with
+/// STRAND_KEEP_TEST_DIRS=1 (its path is printed).
+fn test_dir() -> tempfile::TempDir {
+    let keep = std::env::var_os("STRAND_KEEP_TEST_DIRS").is_some_and(|v| v == "1");
+    let dir = tempfile::Builder::new()
+        .prefix("strand-cluster-")
+        .disable_cleanup(keep)
+        .tempdir()
+        .unwrap();
+    if keep {
+        eprintln!("cluster directory (kept): {}", dir.path().display());
+    }
+    dir
+}
+
 struct Cluster {
     dir: PathBuf,
     distinct_ips: bool,
@@ -218,10 +233,12 @@ impl Cluster {
         secs: u64,
         f: impl Fn(&broker::metadata::ClusterMetadata) -> bool,
     ) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        let started = std::time::Instant::now();
+        let deadline = started + Duration::from_secs(secs);
         loop {
             let m = self.metadata().await;
             if f(&m) {
+                eprintln!("{what}: after {} ms", started.elapsed().as_millis());
                 return;
             }
             assert!(
@@ -251,7 +268,7 @@ async fn killing_leaders_under_acks_all_loses_nothing() {
         .unwrap_or_else(rand::random);
     eprintln!("fault schedule seed: {seed} (STRAND_FAULT_SEED={seed} replays it)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let base = 21000 + (seed % 400) as u16 * 20;
     let cluster = Cluster::up(dir.path(), base, 3);
     cluster.create_topic("jepsen", 3).await;
@@ -299,7 +316,7 @@ async fn killing_leaders_under_acks_all_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_election_reassignment_and_decommission_under_load() {
     let _serial = SERIAL.lock().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let base = 30000 + (std::process::id() % 100) as u16 * 20;
     let cluster = Cluster::up(dir.path(), base, 4);
     cluster.create_topic("ops", 4).await;
@@ -394,7 +411,7 @@ async fn drain_election_reassignment_and_decommission_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_follower_controller_loss_and_min_isr() {
     let _serial = SERIAL.lock().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let base = 25000 + (std::process::id() % 100) as u16 * 20;
     let cluster = Cluster::up(dir.path(), base, 3);
     cluster.create_topic("faults", 1).await;
@@ -661,7 +678,7 @@ async fn an_isolated_leader_acknowledges_nothing() {
         eprintln!("skipped: STRAND_SKIP_ROOT_TESTS is set");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let base = 27000 + (std::process::id() % 100) as u16 * 20;
     let cluster = Cluster::up_with(dir.path(), base, 3, true);
     let ip = |b: i32| format!("127.0.1.{}", b + 1);
@@ -751,7 +768,7 @@ async fn committed_offsets_survive_killing_the_group_coordinator() {
     use std::collections::BTreeMap;
 
     let _serial = SERIAL.lock().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let base = 33000 + (std::process::id() % 100) as u16 * 20;
     let cluster = Cluster::up(dir.path(), base, 3);
     cluster.create_topic("orders", 4).await;
@@ -871,7 +888,7 @@ async fn the_offsets_topic_waits_for_its_replication_factor() {
     use kafka_protocol::protocol::StrBytes;
 
     let _serial = SERIAL.lock().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let base = 35000 + (std::process::id() % 100) as u16 * 20;
     let cluster = Cluster::up(dir.path(), base, 1);
     let mut c = Connection::connect(&cluster.bootstrap, "raw-client")
@@ -930,7 +947,7 @@ async fn a_forged_follower_fetch_acknowledges_nothing() {
     use kafka_protocol::protocol::StrBytes;
 
     let _serial = SERIAL.lock().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = test_dir();
     let base = 37000 + (std::process::id() % 100) as u16 * 20;
     let cluster = Cluster::up(dir.path(), base, 3);
     cluster.create_topic("forged", 1).await;

@@ -12,7 +12,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use tracing::{debug, warn};
 
 use super::{Reply, lookup, str_bytes};
-use crate::partition::Partition;
+use crate::partition::{AppendRefused, LeaderAppend, Partition};
 use crate::protocol::batch::{self, BatchError, BatchHeader, Compression};
 use crate::protocol::records;
 use crate::state::Broker;
@@ -174,51 +174,16 @@ fn append_partition(
             return Outcome::failed(index, code, message);
         }
     };
-    if !partition.is_leader() {
-        return Outcome::failed(
-            index,
-            ResponseError::NotLeaderOrFollower,
-            "this broker does not lead the partition",
-        );
-    }
-    if partition.storage_failed() {
-        return Outcome::failed(
-            index,
-            ResponseError::KafkaStorageError,
-            "an fsync failed; the partition refuses writes until the broker restarts",
-        );
-    }
-    if acks == -1 && !partition.enough_replicas() {
-        let (_, isr) = partition.replicas_and_isr();
-        return Outcome::failed(
-            index,
-            ResponseError::NotEnoughReplicas,
-            format!(
-                "the in-sync replica set {isr:?} is smaller than min.insync.replicas={}",
-                config.min_insync_replicas
-            ),
-        );
-    }
-    let epoch = partition.leader_epoch();
-    let mut log = partition.log();
-    // Leadership may have moved since the check above; appending under an old epoch would
-    // write a record the new leader never sees.
-    if !partition.is_leader() || partition.leader_epoch() != epoch {
-        return Outcome::failed(
-            index,
-            ResponseError::NotLeaderOrFollower,
-            "leadership moved",
-        );
-    }
-    match log.append_as_leader(records, &header, epoch, now_ms) {
-        Ok(info) => {
-            let leo = log.log_end_offset();
-            let log_start_offset = log.log_start_offset();
-            drop(log);
+    match partition.append_as_leader(records, &header, None, acks == -1, now_ms) {
+        Ok(LeaderAppend {
+            info,
+            leader_epoch,
+            log_start_offset,
+            proposal,
+        }) => {
             if !info.duplicate {
                 broker.metrics.bytes_in.inc_by(records.len() as u64);
             }
-            let proposal = partition.appended(leo, config.fsync);
             broker.propose_isr(partition, proposal);
             let end = info.last_offset + 1;
             let wait_for = match acks {
@@ -227,9 +192,7 @@ fn append_partition(
                 -1 if partition.high_watermark() < end => Some((
                     Arc::clone(partition),
                     end,
-                    Wait::HighWatermark {
-                        leader_epoch: epoch,
-                    },
+                    Wait::HighWatermark { leader_epoch },
                 )),
                 1 if config.fsync == FsyncPolicy::BeforeAck => {
                     Some((Arc::clone(partition), end, Wait::Flushed))
@@ -245,17 +208,33 @@ fn append_partition(
                 wait_for,
             }
         }
-        Err(AppendError::Producer(e)) => {
+        Err(AppendRefused::NotLeader) => Outcome::failed(
+            index,
+            ResponseError::NotLeaderOrFollower,
+            "this broker does not lead the partition",
+        ),
+        Err(e @ AppendRefused::StorageFailed) => {
+            Outcome::failed(index, ResponseError::KafkaStorageError, e.to_string())
+        }
+        Err(AppendRefused::NotEnoughReplicas { isr }) => Outcome::failed(
+            index,
+            ResponseError::NotEnoughReplicas,
+            format!(
+                "the in-sync replica set {isr:?} is smaller than min.insync.replicas={}",
+                config.min_insync_replicas
+            ),
+        ),
+        Err(AppendRefused::Append(AppendError::Producer(e))) => {
             let code = match e {
                 ProducerError::InvalidEpoch { .. } => ResponseError::InvalidProducerEpoch,
                 ProducerError::OutOfOrder { .. } => ResponseError::OutOfOrderSequenceNumber,
             };
             Outcome::failed(index, code, e.to_string())
         }
-        Err(AppendError::Replication(e)) => {
+        Err(AppendRefused::Append(AppendError::Replication(e))) => {
             Outcome::failed(index, ResponseError::CorruptMessage, e)
         }
-        Err(AppendError::Storage(e)) => {
+        Err(AppendRefused::Append(AppendError::Storage(e))) => {
             warn!(topic = %partition.topic, partition = index, error = %e, "append failed");
             Outcome::failed(
                 index,

@@ -29,7 +29,7 @@ use super::retention;
 use super::state::{
     Group, JoinRequest, JoinResponse, Limits, Output, State, SyncRequest, SyncResponse, Ticket,
 };
-use crate::partition::Partition;
+use crate::partition::{AppendRefused, Partition};
 use crate::protocol::batch::{BatchHeader, Batches};
 use crate::state::{Broker, TopicError};
 
@@ -665,31 +665,25 @@ impl Coordinator {
         records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     ) -> Result<Pending, ResponseError> {
         let part = &shard.partition;
-        if !shard.still_leader() || part.storage_failed() {
-            return Err(ResponseError::NotCoordinator);
-        }
-        if !part.enough_replicas() {
-            return Err(ResponseError::CoordinatorNotAvailable);
-        }
         let now = now_ms();
         let batch = records::build_batch(&records, now);
         let header = BatchHeader::parse(&batch).map_err(|_| ResponseError::UnknownServerError)?;
-        let (info, leo, fsync) = {
-            let mut log = part.log();
-            if !shard.still_leader() {
-                return Err(ResponseError::NotCoordinator);
-            }
-            let fsync = log.fsync_policy();
-            let info = log
-                .append_as_leader(&batch, &header, shard.epoch, now)
-                .map_err(|e| {
+        // Every coordinator write waits for the ISR (acks=all), and only under the leadership
+        // this shard's state was loaded in.
+        let appended = part
+            .append_as_leader(&batch, &header, Some(shard.epoch), true, now)
+            .map_err(|e| match e {
+                AppendRefused::NotEnoughReplicas { .. } => ResponseError::CoordinatorNotAvailable,
+                AppendRefused::NotLeader | AppendRefused::StorageFailed => {
+                    ResponseError::NotCoordinator
+                }
+                AppendRefused::Append(e) => {
                     warn!(partition = shard.index, error = %e, "cannot append to the offsets log");
                     ResponseError::NotCoordinator
-                })?;
-            (info, log.log_end_offset(), fsync)
-        };
-        let proposal = part.appended(leo, fsync);
-        broker.propose_isr(part, proposal);
+                }
+            })?;
+        let info = appended.info;
+        broker.propose_isr(part, appended.proposal);
         st.bytes_since_snapshot += batch.len() as u64;
         for (k, v) in records {
             st.remember(k, v);

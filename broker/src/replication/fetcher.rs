@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::{Notify, watch};
@@ -17,7 +16,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::client::Connection;
-use crate::partition::Partition;
+use crate::partition::{AnswerOutcome, FollowerApplied, LeaderAnswer, Partition};
 
 const FETCH_VERSION: i16 = 12;
 
@@ -167,15 +166,10 @@ fn request(
     r
 }
 
-/// Applies one fetch response. Returns the partitions that failed (an error code, a failed
-/// append or truncation): they sit out the backoff before being fetched again (Kafka's
-/// delayed partitions), so an error the leader answers at once cannot make the fetcher spin.
-///
-/// A partition's answer applies only if nothing changed since the request was built (Kafka
-/// checks the fetch state's epoch the same way): still a follower at the leader epoch it was
-/// fetched for, and its log end still the fetch offset. Otherwise it is dropped and fetched
-/// again: a response from a leadership that ended must not write into a log that has since
-/// become a leader, or been truncated.
+/// Applies one fetch response through each partition's `append_as_follower`. Returns the
+/// partitions that failed (an error code, a failed append or truncation): they sit out the
+/// backoff before being fetched again (Kafka's delayed partitions), so an error the leader
+/// answers at once cannot make the fetcher spin.
 fn apply(
     req: &FetchRequest,
     resp: &FetchResponse,
@@ -200,100 +194,50 @@ fn apply(
             ) else {
                 continue;
             };
-            if p.is_leader() || p.leader_epoch() != fp.current_leader_epoch {
-                debug!(topic = %p.topic, partition = p.index, fetched_at_epoch = fp.current_leader_epoch, "dropping a fetch answer for a leadership that ended");
-                continue;
-            }
-            if pd.error_code == ResponseError::OffsetOutOfRange.code() {
-                if !out_of_range(p, pd) {
-                    failed.push(key);
-                }
-                continue;
-            }
-            if pd.error_code != 0 {
+            let outcome = if pd.error_code == ResponseError::OffsetOutOfRange.code() {
+                AnswerOutcome::OutOfRange
+            } else if pd.error_code != 0 {
                 debug!(topic = %p.topic, partition = p.index, error = pd.error_code, "follower fetch error");
                 failed.push(key);
                 continue;
-            }
-            let mut log = p.log();
-            if log.log_end_offset() != fp.fetch_offset {
-                continue;
-            }
-            if pd.diverging_epoch.epoch >= 0 {
-                let to = truncation_offset(
-                    &log,
-                    pd.diverging_epoch.epoch,
-                    pd.diverging_epoch.end_offset,
-                );
-                info!(topic = %p.topic, partition = p.index, epoch = pd.diverging_epoch.epoch, leader_end_offset = pd.diverging_epoch.end_offset, to, "log diverged from the leader; truncating");
-                if let Err(e) = log.truncate_to(to) {
-                    warn!(topic = %p.topic, partition = p.index, error = %e, "truncation failed");
+            } else if pd.diverging_epoch.epoch >= 0 {
+                AnswerOutcome::Diverging {
+                    epoch: pd.diverging_epoch.epoch,
+                    end_offset: pd.diverging_epoch.end_offset,
+                }
+            } else {
+                AnswerOutcome::Records(pd.records.as_deref().unwrap_or_default())
+            };
+            let answer = LeaderAnswer {
+                fetched_epoch: fp.current_leader_epoch,
+                fetch_offset: fp.fetch_offset,
+                outcome,
+                high_watermark: pd.high_watermark,
+                log_start_offset: pd.log_start_offset,
+            };
+            match p.append_as_follower(answer) {
+                Ok(FollowerApplied::Appended { .. }) => {}
+                Ok(FollowerApplied::Stale) => {
+                    debug!(topic = %p.topic, partition = p.index, fetched_at_epoch = fp.current_leader_epoch, "dropping a fetch answer the partition has moved past");
+                }
+                Ok(FollowerApplied::Truncated { to }) => {
+                    info!(topic = %p.topic, partition = p.index, epoch = pd.diverging_epoch.epoch, leader_end_offset = pd.diverging_epoch.end_offset, to, "log diverged from the leader; truncated");
+                }
+                Ok(FollowerApplied::Restarted { at }) => {
+                    warn!(topic = %p.topic, partition = p.index, fetch_offset = fp.fetch_offset, leader_log_start = at, "behind the leader's log start; restarted the log there");
+                }
+                Ok(FollowerApplied::Retry) => {
+                    warn!(topic = %p.topic, partition = p.index, fetch_offset = fp.fetch_offset, leader_log_start = pd.log_start_offset, "fetch offset out of range on the leader, not below its log start; retrying");
                     failed.push(key);
                 }
-                continue;
-            }
-            if let Some(records) = pd.records.as_ref().filter(|r| !r.is_empty()) {
-                match log.append_replicated(records, crate::clock::now_ms()) {
-                    Ok(_) => {}
-                    Err(e) => {
-                        warn!(topic = %p.topic, partition = p.index, error = %e, "follower append failed");
-                        failed.push(key.clone());
-                    }
-                }
-            }
-            let leo = log.log_end_offset();
-            drop(log);
-            p.follower_high_watermark(pd.high_watermark, leo);
-            // Follow the leader's log start offset (Kafka's maybeIncrementLogStartOffset):
-            // segments the leader deleted (retention, an offsets-log snapshot) go here too.
-            if pd.log_start_offset > 0 {
-                let below = pd.log_start_offset.min(p.high_watermark());
-                if let Err(e) = p.log().delete_segments_below(below) {
-                    warn!(topic = %p.topic, partition = p.index, error = %e, "cannot delete segments below the leader's log start");
+                Err(e) => {
+                    warn!(topic = %p.topic, partition = p.index, error = %e, "cannot apply the leader's answer");
+                    failed.push(key);
                 }
             }
         }
     }
     failed
-}
-
-/// Where a follower truncates when the leader answers that `leader_epoch` ends at
-/// `leader_end` in its log (Kafka's `getOffsetTruncationState`): at the end of the same epoch
-/// in both logs, whichever is earlier. If this log has no such epoch (it skipped it), first to
-/// the end of its own largest epoch below it; the next fetch then names that epoch and the
-/// leader answers again. Truncating only to the leader's end, as before, kept a tail of a
-/// newer epoch the leader never had, and the follower asked the same question forever.
-fn truncation_offset(log: &crate::storage::log::Log, leader_epoch: i32, leader_end: i64) -> i64 {
-    let leo = log.log_end_offset();
-    match log.epochs().end_offset_for(leader_epoch, leo) {
-        Some((epoch, end)) if epoch == leader_epoch => end.min(leader_end).min(leo),
-        Some((_, end)) => end.min(leo),
-        None => leader_end.min(leo),
-    }
-}
-
-/// OFFSET_OUT_OF_RANGE from the leader. Below its log start (the leader deleted what this
-/// follower still needs: retention, an offsets-log snapshot, a new replica starting at 0),
-/// the follower's log restarts empty at the leader's log start (Kafka's
-/// truncateFullyAndStartAt) and fetching continues from there. Above its log end, the
-/// diverging-epoch answer normally truncates first; otherwise it is retried after the
-/// backoff. Returns whether the partition can be fetched again at once.
-fn out_of_range(p: &Partition, pd: &PartitionData) -> bool {
-    let mut log = p.log();
-    let leo = log.log_end_offset();
-    if pd.log_start_offset <= leo {
-        warn!(topic = %p.topic, partition = p.index, log_end_offset = leo, leader_log_start = pd.log_start_offset, "fetch offset out of range on the leader, not below its log start; retrying");
-        return false;
-    }
-    warn!(topic = %p.topic, partition = p.index, log_end_offset = leo, leader_log_start = pd.log_start_offset, "behind the leader's log start; restarting the log there");
-    if let Err(e) = log.truncate_fully_and_start_at(pd.log_start_offset) {
-        warn!(topic = %p.topic, partition = p.index, error = %e, "cannot restart the log at the leader's log start");
-        return false;
-    }
-    let leo = log.log_end_offset();
-    drop(log);
-    p.follower_high_watermark(pd.high_watermark, leo);
-    true
 }
 
 async fn run(
@@ -367,67 +311,5 @@ async fn run(
                 conn = None;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::batch::{BatchHeader, test_support::batch};
-    use crate::storage::log::{Log, OpenHints};
-    use crate::topic_config::TopicConfig;
-
-    /// A follower's log with `(epoch, records)` batches appended in order.
-    fn log_with(dir: &std::path::Path, batches: &[(i32, i32)]) -> Log {
-        let (mut log, _) = Log::open(dir, TopicConfig::default(), OpenHints::default()).unwrap();
-        for (epoch, n) in batches {
-            let b = batch(*n, 1_000, (-1, -1, -1), 4);
-            log.append_as_leader(&b, &BatchHeader::parse(&b).unwrap(), *epoch, 1_000)
-                .unwrap();
-        }
-        log
-    }
-
-    #[test]
-    fn truncation_stops_at_the_end_of_the_epoch_both_logs_share() {
-        let dir = tempfile::tempdir().unwrap();
-        // Epoch 1 at 0-9, epoch 3 at 10-14 (this broker led epoch 3; the leader never had it).
-        let log = log_with(&dir.path().join("a"), &[(1, 10), (3, 5)]);
-        // The leader's epoch 1 ran to 12: this log's ended at 10, so truncate there.
-        assert_eq!(truncation_offset(&log, 1, 12), 10);
-        // The leader's epoch 1 ended at 8: there.
-        assert_eq!(truncation_offset(&log, 1, 8), 8);
-        // The leader names epoch 2, which this log never had: to the end of its epoch 1 (10),
-        // not to the leader's end (which would keep epoch 3's records 10-14).
-        assert_eq!(truncation_offset(&log, 2, 20), 10);
-        // An epoch older than any here: everything goes.
-        assert_eq!(truncation_offset(&log, 0, 5), 0);
-    }
-
-    /// The follower that got stuck on "batch epoch N is older than the log's N+1" during
-    /// leader moves: it led epoch N+1 for a moment without appending (an epoch entry at its
-    /// log end), then followed a leader with more epoch-N records. Its truncation to its own
-    /// log end must drop that empty epoch, so that its next fetch names epoch N and succeeds.
-    #[test]
-    fn an_empty_epoch_at_the_log_end_goes_with_the_truncation() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut log = log_with(&dir.path().join("a"), &[(4, 10)]);
-        log.assign_leader_epoch(5);
-        assert_eq!(log.latest_epoch(), Some(5));
-        // The new leader (epoch 6) has epoch 4 up to 15: it answers epoch 4, end 15.
-        let to = truncation_offset(&log, 4, 15);
-        assert_eq!(to, 10);
-        log.truncate_to(to).unwrap();
-        assert_eq!(log.latest_epoch(), Some(4), "{:?}", log.epochs().entries());
-        assert_eq!(log.log_end_offset(), 10);
-        // And it stays dropped after a restart (the checkpoint was rewritten).
-        drop(log);
-        let (log, _) = Log::open(
-            &dir.path().join("a"),
-            TopicConfig::default(),
-            OpenHints::default(),
-        )
-        .unwrap();
-        assert_eq!(log.latest_epoch(), Some(4));
     }
 }
