@@ -659,14 +659,16 @@ impl Partition {
     /// Becomes leader of a new epoch (cluster mode). The epoch starts at the log end.
     pub fn become_leader(&self, assignment: Assignment, settings: Settings, now_ms: i64) {
         let epoch = assignment.leader_epoch;
-        let (leo, hw) = {
+        {
+            // The role changes under the log lock, with the epoch: a follower append that
+            // checked the role before cannot land after this leadership began.
             let mut log = self.log();
             log.assign_leader_epoch(epoch);
-            (log.log_end_offset(), self.high_watermark())
-        };
-        let state = LeaderState::new(self.node_id, settings, assignment, leo, hw, now_ms);
-        *self.role() = Role::Leader(Box::new(state));
-        self.leader_epoch.store(epoch, Ordering::Release);
+            let (leo, hw) = (log.log_end_offset(), self.high_watermark());
+            let state = LeaderState::new(self.node_id, settings, assignment, leo, hw, now_ms);
+            *self.role() = Role::Leader(Box::new(state));
+            self.leader_epoch.store(epoch, Ordering::Release);
+        }
         // Wake acks=all waiters: their leadership ended.
         self.hw_watch.send_modify(|_| {});
         self.signals.high_watermark_moved();
@@ -674,11 +676,14 @@ impl Partition {
 
     /// Becomes a follower of `leader` at `leader_epoch` (cluster mode).
     pub fn become_follower(&self, leader: i32, leader_epoch: i32) {
-        *self.role() = Role::Follower {
-            leader,
-            leader_epoch,
-        };
-        self.leader_epoch.store(leader_epoch, Ordering::Release);
+        {
+            let _log = self.log();
+            *self.role() = Role::Follower {
+                leader,
+                leader_epoch,
+            };
+            self.leader_epoch.store(leader_epoch, Ordering::Release);
+        }
         self.hw_watch.send_modify(|_| {});
         self.signals.high_watermark_moved();
     }
@@ -700,7 +705,13 @@ impl Partition {
         }
         let mut log = self.log();
         let leo = log.log_end_offset();
-        if leo != answer.fetch_offset {
+        // Again under the log lock, which role changes take: the check above saves the lock
+        // for most stale answers, this one is exact. A removed replica takes nothing either.
+        if self.is_leader()
+            || log.is_deleted()
+            || self.leader_epoch() != answer.fetched_epoch
+            || leo != answer.fetch_offset
+        {
             return Ok(FollowerApplied::Stale);
         }
         let applied = match answer.outcome {
@@ -784,6 +795,26 @@ impl Partition {
     /// An fsync failed earlier: the partition refuses writes until the broker restarts.
     pub fn storage_failed(&self) -> bool {
         self.flushed.borrow().failed
+    }
+
+    /// This broker no longer holds the replica (its topic was deleted, or it was reassigned
+    /// away, possibly straight from leading it: metadata can skip the step where it followed).
+    /// The log writes nothing more, the role ends so that acks=all producers still waiting on
+    /// it are answered NOT_LEADER at once (they used to wait out their request timeout, 30 s),
+    /// and the group-commit task stops.
+    pub fn remove(&self) {
+        let epoch = self.leader_epoch();
+        {
+            let mut log = self.log();
+            log.mark_deleted();
+            *self.role() = Role::Follower {
+                leader: crate::metadata::NO_LEADER,
+                leader_epoch: epoch,
+            };
+        }
+        self.hw_watch.send_modify(|_| {});
+        self.signals.high_watermark_moved();
+        self.shutdown();
     }
 
     /// Lets the group-commit task notice that the partition is gone.
@@ -1138,5 +1169,34 @@ mod tests {
             FollowerApplied::Appended { log_end_offset: 5 }
         );
         assert_eq!(p.high_watermark(), 5);
+    }
+
+    /// A leader whose replica is removed (reassigned away in one metadata step) answers its
+    /// waiting acks=all producers at once, as not committed, instead of leaving them to time
+    /// out (the drain test's 30 s stalls).
+    #[tokio::test]
+    async fn removing_a_leading_replica_ends_its_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader_of_three(dir.path());
+        let leo = append(&mut p.log(), 3, 4);
+        p.appended(leo, FsyncPolicy::None);
+        let waiter = tokio::spawn({
+            let p = Arc::clone(&p);
+            async move { p.wait_high_watermark(leo, 4).await }
+        });
+        tokio::task::yield_now().await;
+        p.remove();
+        let committed = tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("the wait ended")
+            .unwrap();
+        assert!(!committed);
+        assert!(!p.is_leader());
+        let b = batch(1, 1_000, (-1, -1, -1), 8);
+        let h = BatchHeader::parse(&b).unwrap();
+        assert!(matches!(
+            p.append_as_leader(&b, &h, None, false, 1),
+            Err(AppendRefused::NotLeader)
+        ));
     }
 }

@@ -346,8 +346,7 @@ impl Broker {
         // then forget the topic, then remove its directories. A crash after the topics file
         // is written leaves stamped directories that startup removes as orphans.
         for p in topic.partitions.iter().flatten() {
-            p.log().mark_deleted();
-            p.shutdown();
+            p.remove();
         }
         self.log_dir.save_topics(&records)?;
         self.topics
@@ -482,8 +481,7 @@ impl Broker {
                     .is_some_and(|q| Arc::ptr_eq(&q, p));
                 if !kept {
                     rt.fetchers.unfollow(name, p.index);
-                    p.log().mark_deleted();
-                    p.shutdown();
+                    p.remove();
                     let dir = self.log_dir.partition_dir(name, p.index);
                     info!(topic = %name, partition = p.index, "replica removed from this broker");
                     if let Err(e) = self.log_dir.remove_partition_dir(&dir) {

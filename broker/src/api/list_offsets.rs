@@ -74,7 +74,11 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
                 {
                     p.offset = offset;
                     p.timestamp = ts;
-                    p.leader_epoch = epoch;
+                    // The field is v4+: a value in an older version cannot be encoded, and
+                    // the connection used to close (kafka-go, kafkajs and kcat could not consume).
+                    if version >= 4 {
+                        p.leader_epoch = epoch;
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => {

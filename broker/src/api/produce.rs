@@ -354,10 +354,14 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
                     ResponseError::NotLeaderOrFollower,
                     "leadership moved before the write was replicated".into(),
                 )),
-                _ => Some((
-                    ResponseError::RequestTimedOut,
-                    "timed out waiting for replication or fsync".into(),
-                )),
+                Err(_) => {
+                    let status = partition.status(crate::clock::now_ms());
+                    debug!(topic = %partition.topic, partition = partition.index, offset, ?status, "produce timed out waiting for replication or fsync");
+                    Some((
+                        ResponseError::RequestTimedOut,
+                        "timed out waiting for replication or fsync".into(),
+                    ))
+                }
             };
         }
         ResponseKind::Produce(respond(results))

@@ -555,6 +555,10 @@ impl Log {
         self.deleted = true;
     }
 
+    pub fn is_deleted(&self) -> bool {
+        self.deleted
+    }
+
     /// Deletes whole, inactive segments past retention (time, then size) that lie entirely
     /// below the high watermark; returns how many.
     pub fn apply_retention(&mut self, now_ms: i64, high_watermark: i64) -> io::Result<usize> {
