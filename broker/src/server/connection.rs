@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 use tracing::{debug, warn};
 
 use crate::api::{self, Reply};
@@ -59,7 +60,8 @@ pub async fn serve(
     debug!(%peer, "connection opened");
     let (mut reader, writer) = socket.into_split();
     let (tx, rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT);
-    let writer_task = tokio::spawn(write_responses(writer, rx, Arc::clone(&broker), peer));
+    let writer_task =
+        tokio::spawn(write_responses(writer, rx, Arc::clone(&broker), peer).in_current_span());
     let max = broker.config.max_request_bytes;
     loop {
         // Every wait is raced against shutdown, so a silent or half-sent client cannot hold
@@ -181,6 +183,9 @@ fn parse_and_handle(
             .unwrap_or_default(),
         host: format!("/{}", peer.ip()),
     };
+    if !client.id.is_empty() {
+        tracing::Span::current().record("client_id", client.id.as_str());
+    }
     let reply = api::dispatch(broker, request, version, &client);
     Ok(Some((header.correlation_id, api_key, version, reply)))
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 use tracing::{info, warn};
 
 use crate::state::Broker;
@@ -26,11 +27,16 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
                     let _ = socket.set_nodelay(true);
                     let broker = Arc::clone(&broker);
                     let stop = stop_rx.clone();
-                    connections.spawn(async move {
-                        broker.metrics.connections.inc();
-                        connection::serve(socket, peer, Arc::clone(&broker), stop).await;
-                        broker.metrics.connections.dec();
-                    });
+                    // Every log line of a connection says which client it is about.
+                    let span = tracing::info_span!("connection", %peer, client_id = tracing::field::Empty);
+                    connections.spawn(
+                        async move {
+                            broker.metrics.connections.inc();
+                            connection::serve(socket, peer, Arc::clone(&broker), stop).await;
+                            broker.metrics.connections.dec();
+                        }
+                        .instrument(span),
+                    );
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off briefly rather than spin.
