@@ -137,8 +137,7 @@ async fn heartbeat<S: Store>(
     Path(id): Path<i32>,
     Json(b): Json<EpochBody>,
 ) -> Result<StatusCode, Failure> {
-    c.update(|s, now| decisions::heartbeat(s, id, b.epoch, now))
-        .await?;
+    c.heartbeat(id, b.epoch).map_err(ServiceError::from)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,11 +1,15 @@
-//! The running controller: state behind a mutex, every change saved to the store (compare-and-
-//! swap on the version) before it is visible, watchers woken on each new version, and the
-//! session-expiry tick. Time is the controller's own monotonic clock in ms.
+//! The running controller: the committed state behind a short-held mutex, every change saved
+//! to the store (compare-and-swap on the version) before it is visible, watchers woken on each
+//! new version, and the session-expiry tick. Commits are serialised by their own lock, held
+//! across the store write (on Kubernetes a PATCH); heartbeats and reads never take it, so they
+//! do not queue behind the API server. Time is the controller's own monotonic clock in ms.
 
 use std::time::{Duration, Instant};
 
 use broker::metadata::ClusterMetadata;
-use tokio::sync::{Mutex, watch};
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::decisions::{self, ControllerError};
@@ -25,7 +29,11 @@ pub struct Settings {
 }
 
 pub struct Controller<S: Store> {
+    /// The committed state, plus heartbeat times (kept in memory only). Never held across an
+    /// await.
     state: Mutex<ControllerState>,
+    /// Serialises commits; held across the store write.
+    commit: tokio::sync::Mutex<()>,
     store: S,
     started: Instant,
     versions: watch::Sender<u64>,
@@ -56,6 +64,7 @@ impl<S: Store> Controller<S> {
         let version = state.metadata.version;
         Ok(Self {
             state: Mutex::new(state),
+            commit: tokio::sync::Mutex::new(()),
             store,
             started: Instant::now(),
             versions: watch::Sender::new(version),
@@ -67,29 +76,33 @@ impl<S: Store> Controller<S> {
         self.started.elapsed().as_millis() as i64
     }
 
+    fn live(&self) -> MutexGuard<'_, ControllerState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Applies `f` to a copy of the state and commits it if it changed the version.
     pub async fn update<T>(
         &self,
         f: impl FnOnce(&mut ControllerState, i64) -> Result<T, ControllerError>,
     ) -> Result<T, ServiceError> {
+        let _commit = self.commit.lock().await;
         let now = self.now_ms();
-        let mut guard = self.state.lock().await;
-        let mut next = guard.clone();
+        let current = self.live().clone();
+        let mut next = current.clone();
         let out = f(&mut next, now)?;
-        if next.metadata.version != guard.metadata.version {
-            if let Err(e) = self.store.save(&next, guard.metadata.version).await {
+        if next.metadata.version != current.metadata.version {
+            if let Err(e) = self.store.save(&next, current.metadata.version).await {
                 // The store may now hold something else than we do: another controller's
                 // commit, or our own write whose answer was lost. Start the next call from
                 // what is stored, never from a state that can no longer be saved.
                 match self.store.load().await {
-                    Ok(Some(mut stored)) if stored != *guard => {
+                    Ok(Some(mut stored)) if stored != current => {
                         for t in stored.last_heartbeat_ms.values_mut() {
                             *t = now; // a fresh session on our clock, as after a restart
                         }
-                        warn!(held = guard.metadata.version, stored = stored.metadata.version, error = %e, "controller state changed underneath; reloaded it");
+                        warn!(held = current.metadata.version, stored = stored.metadata.version, error = %e, "controller state changed underneath; reloaded it");
                         let v = stored.metadata.version;
-                        *guard = stored;
-                        drop(guard);
+                        *self.live() = stored;
                         self.versions.send_replace(v);
                     }
                     _ => {}
@@ -97,18 +110,35 @@ impl<S: Store> Controller<S> {
                 return Err(e.into());
             }
             let v = next.metadata.version;
-            *guard = next;
-            drop(guard);
+            self.install(next);
             self.versions.send_replace(v);
         } else {
             // Heartbeat times change without a version bump; keep them in memory only.
-            *guard = next;
+            self.install(next);
         }
         Ok(out)
     }
 
+    /// Makes `next` the live state, keeping heartbeats that arrived while it was decided and
+    /// saved (heartbeat times only grow, so the later of the two is the truth).
+    fn install(&self, mut next: ControllerState) {
+        let mut live = self.live();
+        for (broker, t) in &live.last_heartbeat_ms {
+            let kept = next.last_heartbeat_ms.entry(*broker).or_insert(*t);
+            *kept = (*kept).max(*t);
+        }
+        *live = next;
+    }
+
+    /// A broker's heartbeat: checked against the live state and recorded in memory at once,
+    /// without waiting for a commit in flight (a heartbeat never changes the version).
+    pub fn heartbeat(&self, broker: i32, epoch: i64) -> Result<(), ControllerError> {
+        let now = self.now_ms();
+        decisions::heartbeat(&mut self.live(), broker, epoch, now)
+    }
+
     pub async fn snapshot(&self) -> ControllerState {
-        self.state.lock().await.clone()
+        self.live().clone()
     }
 
     /// The committed metadata version, updated after every save.
@@ -193,5 +223,70 @@ mod tests {
             .await
             .unwrap();
         assert!(b.snapshot().await.metadata.topics.is_empty());
+    }
+
+    /// A store whose saves wait until released, like a PATCH to a slow API server.
+    struct SlowStore {
+        inner: FileStore,
+        release: tokio::sync::Semaphore,
+    }
+
+    impl Store for SlowStore {
+        async fn load(&self) -> Result<Option<ControllerState>, StoreError> {
+            self.inner.load().await
+        }
+        async fn save(&self, state: &ControllerState, expected: u64) -> Result<(), StoreError> {
+            let _permit = self.release.acquire().await;
+            self.inner.save(state, expected).await
+        }
+    }
+
+    /// Heartbeats and reads go on while a commit waits on the store; the heartbeat recorded
+    /// meanwhile survives the commit.
+    #[tokio::test]
+    async fn heartbeats_and_reads_do_not_wait_for_a_commit_in_flight() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SlowStore {
+            inner: FileStore::new(dir.path().join("controller.json")),
+            release: tokio::sync::Semaphore::new(1),
+        };
+        let c = std::sync::Arc::new(
+            Controller::open(store, "c".into(), settings())
+                .await
+                .unwrap(),
+        );
+        c.update(topic("first")).await.unwrap();
+        let epoch = c.snapshot().await.metadata.brokers[&0].epoch;
+        // The next save blocks until a permit is added.
+        let permit = c.store.release.acquire().await.unwrap();
+        permit.forget();
+        let commit = tokio::spawn({
+            let c = std::sync::Arc::clone(&c);
+            async move { c.update(|s, _| decisions::delete_topic(s, "first")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!commit.is_finished(), "the save is held");
+        let read = tokio::time::timeout(Duration::from_secs(1), c.snapshot())
+            .await
+            .expect("a read does not wait for the commit");
+        assert!(
+            read.metadata.topics.contains_key("first"),
+            "not yet committed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        c.heartbeat(0, epoch).unwrap();
+        let beat = c.snapshot().await.last_heartbeat_ms[&0];
+        c.store.release.add_permits(1);
+        commit.await.unwrap().unwrap();
+        let after = c.snapshot().await;
+        assert!(after.metadata.topics.is_empty());
+        assert_eq!(
+            after.last_heartbeat_ms[&0], beat,
+            "the heartbeat survived the commit"
+        );
+        assert!(
+            c.heartbeat(0, epoch - 1).is_err(),
+            "a stale epoch is still refused"
+        );
     }
 }
