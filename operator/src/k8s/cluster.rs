@@ -42,6 +42,8 @@ pub enum ClusterError {
     Render(&'static str, serde_json::Error),
 }
 
+/// One reconcile, in a span naming the resource, so every log line says which one it is about.
+#[tracing::instrument(skip_all, fields(logcluster = %format!("{}/{}", lc.namespace().unwrap_or_default(), lc.name_any())))]
 pub async fn reconcile(lc: Arc<LogCluster>, ctx: Arc<Context>) -> Result<Action, ClusterError> {
     let ns = lc.namespace().unwrap_or_default();
     let name = lc.name_any();

@@ -322,6 +322,8 @@ pub enum TopicError {
     Finalizer(String),
 }
 
+/// One reconcile, in a span naming the resource, so every log line says which one it is about.
+#[tracing::instrument(skip_all, fields(replicatedtopic = %format!("{}/{}", rt.namespace().unwrap_or_default(), rt.name_any())))]
 pub async fn reconcile(rt: Arc<ReplicatedTopic>, ctx: Arc<Context>) -> Result<Action, TopicError> {
     let ns = rt.namespace().unwrap_or_default();
     let api: Api<ReplicatedTopic> = Api::namespaced(ctx.client.clone(), &ns);
