@@ -33,3 +33,4 @@ pub mod server;
 pub mod state;
 pub mod storage;
 pub mod topic_config;
+pub mod topic_name;

@@ -335,7 +335,7 @@ async fn join_cluster(
         loop {
             let m = rx.borrow_and_update().clone();
             if let Err(e) = b.apply_metadata(&m) {
-                error!(error = %e, version = m.version, "cannot apply cluster metadata");
+                error!(error = %e, version = m.version, "cannot apply part of the cluster metadata; the rest is applied");
             }
             tokio::select! {
                 r = rx.changed() => if r.is_err() { return },

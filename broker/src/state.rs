@@ -23,6 +23,7 @@ use crate::storage::checkpoint::OffsetMap;
 use crate::storage::log::Log;
 use crate::storage::log_dir::{LogDir, TopicRecord};
 use crate::topic_config::{ConfigError, TopicConfig};
+use crate::topic_name::{self, InvalidTopicName};
 
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -55,8 +56,13 @@ pub struct Topic {
 pub enum TopicError {
     #[error("topic '{0}' already exists")]
     AlreadyExists(String),
-    #[error("invalid topic name '{0}': {1}")]
-    InvalidName(String, &'static str),
+    #[error(transparent)]
+    InvalidName(#[from] InvalidTopicName),
+    /// Kafka's `.`/`_` collision rule; answered INVALID_TOPIC_EXCEPTION, as Kafka does.
+    #[error(
+        "topic '{name}' collides with existing topic '{existing}' ('.' and '_' are the same in metric names)"
+    )]
+    Collision { name: String, existing: String },
     #[error("invalid number of partitions {0}: must be between 1 and 100000")]
     InvalidPartitions(i32),
     #[error("replication factor {0} is not possible on a single broker")]
@@ -75,26 +81,11 @@ impl From<io::Error> for TopicError {
     }
 }
 
-/// Kafka's topic name rules.
-pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
-    let err = |why| Err(TopicError::InvalidName(name.to_string(), why));
-    if name.is_empty() {
-        return err("empty");
-    }
-    if name == "." || name == ".." {
-        return err("'.' and '..' are not allowed");
-    }
-    if name.len() > 249 {
-        return err("longer than 249 characters");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-    {
-        return err("only ASCII letters, digits, '.', '_' and '-' are allowed");
-    }
-    Ok(())
-}
+/// Topic records of one metadata version that this broker refused; everything else in that
+/// version was applied.
+#[derive(Debug, thiserror::Error)]
+#[error("{} topic record(s) not applied (the rest of the metadata was): {}", .0.len(), .0.join("; "))]
+pub struct Unapplied(pub Vec<String>);
 
 pub struct Broker {
     pub config: BrokerConfig,
@@ -169,10 +160,11 @@ impl Broker {
     }
 
     fn open_topic(&self, record: TopicRecord) -> Result<Arc<Topic>, TopicError> {
+        topic_name::validate(&record.name)?;
         let config = self.config.topic_defaults.with_overrides(&record.configs)?;
         let mut partitions = Vec::new();
         for p in 0..record.partitions {
-            let dir = self.log_dir.partition_dir(&record.name, p);
+            let dir = self.log_dir.partition_dir(&record.name, p)?;
             self.log_dir.claim_partition_dir(&dir, record.id)?;
             let (mut log, report) =
                 Log::open(&dir, config.clone(), self.log_dir.hints(&record.name, p))?;
@@ -267,7 +259,7 @@ impl Broker {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<Arc<Topic>, TopicError> {
-        validate_topic_name(name)?;
+        topic_name::validate(name)?;
         let partitions = if partitions == -1 {
             self.config.default_partitions
         } else {
@@ -283,6 +275,12 @@ impl Broker {
         let _guard = self.topic_changes.lock().unwrap_or_else(|p| p.into_inner());
         if self.topic(name).is_some() {
             return Err(TopicError::AlreadyExists(name.to_string()));
+        }
+        if let Some(existing) = self.colliding_topic(name) {
+            return Err(TopicError::Collision {
+                name: name.to_string(),
+                existing,
+            });
         }
         let record = TopicRecord {
             name: name.to_string(),
@@ -311,6 +309,12 @@ impl Broker {
             .insert(name.to_string(), Arc::clone(&topic));
         info!(topic = name, partitions, "created topic");
         Ok(topic)
+    }
+
+    /// An existing topic `name` collides with (Kafka's `.`/`_` rule), if any.
+    pub fn colliding_topic(&self, name: &str) -> Option<String> {
+        let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+        topic_name::find_collision(name, topics.keys().map(String::as_str)).map(str::to_string)
     }
 
     /// Auto-creates a topic on first use when allowed.
@@ -354,9 +358,13 @@ impl Broker {
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
         for p in 0..topic.record.partitions {
-            let dir = self.log_dir.partition_dir(name, p);
-            if let Err(e) = self.log_dir.remove_partition_dir(&dir) {
-                warn!(dir = %dir.display(), error = %e, "cannot remove deleted partition directory; it is removed at the next start");
+            let removed = self
+                .log_dir
+                .partition_dir(name, p)
+                .map_err(io::Error::other)
+                .and_then(|dir| self.log_dir.remove_partition_dir(&dir));
+            if let Err(e) = removed {
+                warn!(topic = name, partition = p, error = %e, "cannot remove deleted partition directory; it is removed at the next start");
             }
         }
         if let Err(e) = self.checkpoint() {
@@ -398,7 +406,14 @@ impl Broker {
     /// Cluster mode: makes the hosted partitions and their roles match the controller's
     /// metadata. Opens logs for new replicas, moves leadership in and out, (re)points follower
     /// fetchers, and removes the logs of partitions that left this broker.
-    pub fn apply_metadata(&self, meta: &ClusterMetadata) -> Result<(), StorageError> {
+    ///
+    /// A topic record this broker cannot apply (an illegal name, a name that differs from its
+    /// key, partitions out of order) is refused on its own, logged with a warning naming it,
+    /// and reported in the returned [`Unapplied`]; a replica whose log cannot be opened is
+    /// left out until the next metadata change. Everything else in `meta` is applied
+    /// regardless, so one bad record never stops this broker from following the controller.
+    /// The controller refuses such names before they reach the metadata; this is the last line.
+    pub fn apply_metadata(&self, meta: &ClusterMetadata) -> Result<(), Unapplied> {
         let Some(rt) = self.cluster().cloned() else {
             return Ok(());
         };
@@ -411,7 +426,18 @@ impl Broker {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let mut next = BTreeMap::new();
-        for tm in meta.topics.values() {
+        let mut refused = Vec::new();
+        for (key, tm) in &meta.topics {
+            if let Err(why) = applicable(key, tm) {
+                warn!(topic = ?key, version = meta.version, reason = %why, "refusing a topic record from the controller; the rest of the metadata is applied");
+                refused.push(format!("{key:?}: {why}"));
+                // Whatever this broker already hosts under that name stays as it is: a record
+                // it cannot read is no reason to delete data.
+                if let Some(old) = current.get(key) {
+                    next.insert(key.clone(), Arc::clone(old));
+                }
+                continue;
+            }
             let config = self.config.topic_defaults.with_overrides(&tm.configs).unwrap_or_else(|e| {
                 warn!(topic = %tm.name, error = %e, "invalid topic config from the controller; using defaults");
                 self.config.topic_defaults.clone()
@@ -428,7 +454,15 @@ impl Broker {
                     .and_then(|t| t.partitions.get(pm.partition as usize).cloned().flatten());
                 let part = match found {
                     Some(p) => p,
-                    None => self.open_replica(tm.id, &tm.name, pm, &config, settings)?,
+                    None => match self.open_replica(tm.id, &tm.name, pm, &config, settings) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            warn!(topic = %tm.name, partition = pm.partition, error = %e, "cannot open a replica; it is left out until the next metadata change");
+                            refused.push(format!("{:?} partition {}: {e}", tm.name, pm.partition));
+                            partitions.push(None);
+                            continue;
+                        }
+                    },
                 };
                 let a = assignment(pm);
                 if pm.leader == node {
@@ -479,20 +513,40 @@ impl Broker {
                     .get(name)
                     .and_then(|t| t.partitions.get(p.index as usize).cloned().flatten())
                     .is_some_and(|q| Arc::ptr_eq(&q, p));
-                if !kept {
-                    rt.fetchers.unfollow(name, p.index);
-                    p.remove();
-                    let dir = self.log_dir.partition_dir(name, p.index);
-                    info!(topic = %name, partition = p.index, "replica removed from this broker");
-                    if let Err(e) = self.log_dir.remove_partition_dir(&dir) {
-                        warn!(dir = %dir.display(), error = %e, "cannot remove a removed replica's directory");
-                    }
+                if kept {
+                    continue;
+                }
+                p.remove();
+                // A topic deleted and created again under the same name, seen in one metadata
+                // version: the new replica already holds this directory (opening it removed
+                // the old topic's files) and its fetcher, so neither is touched here.
+                let recreated = next
+                    .get(name)
+                    .and_then(|t| t.partitions.get(p.index as usize).cloned().flatten())
+                    .is_some();
+                if recreated {
+                    info!(topic = %name, partition = p.index, "replica of a deleted topic replaced by its new namesake");
+                    continue;
+                }
+                rt.fetchers.unfollow(name, p.index);
+                info!(topic = %name, partition = p.index, "replica removed from this broker");
+                let removed = self
+                    .log_dir
+                    .partition_dir(name, p.index)
+                    .map_err(io::Error::other)
+                    .and_then(|dir| self.log_dir.remove_partition_dir(&dir));
+                if let Err(e) = removed {
+                    warn!(topic = %name, partition = p.index, error = %e, "cannot remove a removed replica's directory");
                 }
             }
         }
         *self.topics.write().unwrap_or_else(|p| p.into_inner()) = next;
         self.signals.high_watermark_moved();
-        Ok(())
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(Unapplied(refused))
+        }
     }
 
     fn open_replica(
@@ -503,7 +557,7 @@ impl Broker {
         config: &TopicConfig,
         settings: ReplicationSettings,
     ) -> Result<Arc<Partition>, StorageError> {
-        let dir = self.log_dir.partition_dir(name, pm.partition);
+        let dir = self.log_dir.partition_dir(name, pm.partition)?;
         self.log_dir.claim_partition_dir(&dir, topic_id)?;
         let (mut log, report) =
             Log::open(&dir, config.clone(), self.log_dir.hints(name, pm.partition))?;
@@ -608,15 +662,235 @@ impl Broker {
     }
 }
 
+/// Whether a topic record from the controller can be applied at all: a legal name (so its
+/// directories are plain names inside the data directory), the same as the record's key, and
+/// partitions numbered 0..n in order (they are looked up by position).
+fn applicable(key: &str, tm: &crate::metadata::TopicMeta) -> Result<(), String> {
+    topic_name::validate(&tm.name).map_err(|e| e.to_string())?;
+    if key != tm.name {
+        return Err(format!(
+            "the record is filed under {key:?} but names topic {:?}",
+            tm.name
+        ));
+    }
+    if let Some((i, p)) = tm
+        .partitions
+        .iter()
+        .enumerate()
+        .find(|(i, p)| i64::from(p.partition) != *i as i64)
+    {
+        return Err(format!(
+            "partition {} is listed at position {i}; partitions must be numbered 0..n in order",
+            p.partition
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::path::Path;
 
-    #[test]
-    fn topic_names_follow_kafka_rules() {
-        assert!(validate_topic_name("orders.v1_x-y").is_ok());
-        for bad in ["", ".", "..", "a b", "ümlaut", &"x".repeat(250)] {
-            assert!(validate_topic_name(bad).is_err(), "{bad:?}");
+    use super::*;
+    use crate::cluster::membership::Membership;
+    use crate::metadata::{PartitionMeta, TopicMeta};
+    use crate::replication::fetcher::{FetcherManager, FetcherSettings};
+
+    const NODE: i32 = 1;
+
+    fn cluster_broker_config(data: &Path) -> BrokerConfig {
+        BrokerConfig {
+            node_id: NODE,
+            data_dir: data.to_path_buf(),
+            advertised_host: "127.0.0.1".into(),
+            advertised_port: 9092,
+            auto_create_topics: false,
+            default_partitions: 1,
+            topic_defaults: TopicConfig::default(),
+            max_request_bytes: 1 << 20,
+            cluster_mode: true,
+            default_replication_factor: 1,
+            groups: GroupConfig::default(),
         }
+    }
+
+    fn cluster_broker(data: &Path) -> Arc<Broker> {
+        let broker = Broker::open(cluster_broker_config(data)).unwrap();
+        let fetchers = FetcherManager::new(NODE, FetcherSettings::default());
+        broker.start_cluster(ClusterRuntime::new(
+            Membership::offline(NODE, data),
+            fetchers,
+            10_000,
+        ));
+        broker
+    }
+
+    /// One partition led by this broker.
+    fn led_here(name: &str) -> TopicMeta {
+        TopicMeta {
+            name: name.into(),
+            id: uuid::Uuid::new_v4(),
+            configs: BTreeMap::new(),
+            partitions: vec![PartitionMeta {
+                partition: 0,
+                replicas: vec![NODE],
+                isr: vec![NODE],
+                leader: NODE,
+                leader_epoch: 1,
+                partition_epoch: 0,
+                adding: vec![],
+                removing: vec![],
+            }],
+        }
+    }
+
+    /// Issue part 2: `../ESCAPED` made a directory outside the data directory, `./victim`
+    /// took over (and emptied) `victim`'s directory, and `bad\0name` made every later apply
+    /// fail, so no new topic was ever served. Now each such record is refused on its own and
+    /// everything else in the same metadata is applied.
+    #[tokio::test]
+    async fn a_record_that_cannot_be_applied_never_stops_the_rest() {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        let broker = cluster_broker(&data);
+        let victim = led_here("victim");
+        let mut meta = ClusterMetadata {
+            version: 1,
+            ..ClusterMetadata::default()
+        };
+        meta.topics.insert("victim".into(), victim.clone());
+        broker.apply_metadata(&meta).unwrap();
+        let victim_dir = data.join("victim-0");
+        assert!(victim_dir.join("00000000000000000000.log").exists());
+
+        meta.version = 2;
+        let bad = ["./victim", "../ESCAPED", "bad\0name", "", ".", ".."];
+        for name in bad {
+            meta.topics.insert(name.into(), led_here(name));
+        }
+        // A record whose key and name disagree is refused too, and leaves `victim` alone.
+        meta.topics.insert("zz-mismatch".into(), led_here("victim"));
+        meta.topics.insert("good".into(), led_here("good"));
+        let applied = broker.apply_metadata(&meta);
+        assert!(applied.is_err(), "refused records are reported");
+
+        let good = broker.partition("good", 0).expect("good topic applied");
+        assert!(good.is_leader());
+        let kept = broker.partition("victim", 0).expect("victim kept");
+        assert_eq!(kept.topic_id, victim.id);
+        let stamp = std::fs::read_to_string(victim_dir.join("partition.metadata")).unwrap();
+        assert!(stamp.contains(&victim.id.to_string()), "{stamp}");
+        for name in bad {
+            assert!(broker.topic(name).is_none(), "{name:?} was applied");
+        }
+        assert!(
+            !root.path().join("ESCAPED-0").exists(),
+            "escaped the data dir"
+        );
+        let mut dirs: Vec<String> = std::fs::read_dir(&data)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        dirs.sort();
+        assert_eq!(dirs, ["good-0", "victim-0"]);
+
+        // Later metadata still applies (the bad records are still in it).
+        meta.version = 3;
+        meta.topics.insert("later".into(), led_here("later"));
+        let _ = broker.apply_metadata(&meta);
+        assert!(
+            broker.partition("later", 0).is_some(),
+            "later topic applied"
+        );
+        assert!(broker.partition("good", 0).is_some());
+    }
+
+    /// A topic deleted and created again under the same name, both seen in one metadata
+    /// version: the new replica keeps its directory (the cleanup of the old one used to remove
+    /// it, leaving the new log writing into deleted files).
+    #[tokio::test]
+    async fn a_topic_recreated_in_one_metadata_step_keeps_its_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        let broker = cluster_broker(&data);
+        let mut meta = ClusterMetadata {
+            version: 1,
+            ..ClusterMetadata::default()
+        };
+        let old = led_here("again");
+        meta.topics.insert("again".into(), old.clone());
+        broker.apply_metadata(&meta).unwrap();
+        meta.version = 2;
+        let new = led_here("again");
+        meta.topics.insert("again".into(), new.clone());
+        broker.apply_metadata(&meta).unwrap();
+        let p = broker.partition("again", 0).unwrap();
+        assert_eq!(p.topic_id, new.id);
+        let stamp = std::fs::read_to_string(data.join("again-0/partition.metadata")).unwrap();
+        assert!(stamp.contains(&new.id.to_string()), "{stamp}");
+        assert!(data.join("again-0/00000000000000000000.log").exists());
+    }
+
+    /// Standalone, CreateTopics and auto-creation go through `create_topic`: Kafka's name rule
+    /// and its `.`/`_` collision rule, and nothing on disk for a refused name.
+    #[tokio::test]
+    async fn standalone_creation_follows_the_name_and_collision_rules() {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        let broker = Broker::open(BrokerConfig {
+            cluster_mode: false,
+            auto_create_topics: true,
+            ..cluster_broker_config(&data)
+        })
+        .unwrap();
+        let none = BTreeMap::new;
+        for bad in [
+            "./victim",
+            "../ESCAPED",
+            "bad\0name",
+            "",
+            ".",
+            "..",
+            &"x".repeat(250),
+        ] {
+            let e = match broker.create_topic(bad, 1, 1, none(), false) {
+                Ok(_) => panic!("{bad:?} was created"),
+                Err(e) => e,
+            };
+            assert!(matches!(e, TopicError::InvalidName(_)), "{bad:?}: {e}");
+            assert!(broker.get_or_auto_create(bad).is_none(), "{bad:?}");
+        }
+        broker.create_topic("a.b", 1, 1, none(), false).unwrap();
+        for (name, validate_only) in [("a_b", true), ("a_b", false)] {
+            match broker.create_topic(name, 1, 1, none(), validate_only) {
+                Err(TopicError::Collision { name, existing }) => {
+                    assert_eq!((name.as_str(), existing.as_str()), ("a_b", "a.b"))
+                }
+                other => panic!("a_b must collide with a.b: {:?}", other.map(|_| ())),
+            }
+        }
+        assert!(broker.get_or_auto_create("a_b").is_none());
+        assert_eq!(broker.colliding_topic("a_b").as_deref(), Some("a.b"));
+        assert!(matches!(
+            broker.create_topic("a.b", 1, 1, none(), false),
+            Err(TopicError::AlreadyExists(_))
+        ));
+        let names: Vec<String> = broker
+            .topics()
+            .iter()
+            .map(|t| t.record.name.clone())
+            .collect();
+        assert_eq!(names, ["a.b"]);
+        let mut dirs: Vec<String> = std::fs::read_dir(&data)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        dirs.sort();
+        assert_eq!(dirs, ["a.b-0"]);
+        assert!(!root.path().join("ESCAPED-0").exists());
     }
 }

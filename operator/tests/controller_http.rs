@@ -192,3 +192,83 @@ async fn controller_over_http() {
     .await;
     assert!(status == 400 || status == 409, "{status} {body}");
 }
+
+/// Issue part 2: the controller took `./victim`, `../ESCAPED` and `bad\0name` (200), and one
+/// such topic in the metadata broke every broker. Kafka's name rule is enforced here, before a
+/// name can reach the metadata, and so is its `.`/`_` collision rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_names_follow_kafkas_rule_at_the_controller() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = ControllerProcess::start(dir.path());
+    register(&c, 0, "first").await;
+    let long = "x".repeat(250);
+    for name in [
+        "./victim",
+        "../ESCAPED",
+        "bad\0name",
+        "",
+        ".",
+        "..",
+        "a/b",
+        "naïve",
+        long.as_str(),
+    ] {
+        let (status, body) = post(
+            &c,
+            "/v1/topics",
+            json!({"name": name, "partitions": 1, "replication_factor": 1}),
+        )
+        .await;
+        assert_eq!(
+            (status, body["kind"].as_str()),
+            (400, Some("invalid_topic_name")),
+            "{name:?}: {body}"
+        );
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("invalid topic name")),
+            "{name:?}: {body}"
+        );
+    }
+    let (status, body) = post(
+        &c,
+        "/v1/topics",
+        json!({"name": "x".repeat(249), "partitions": 1, "replication_factor": 1}),
+    )
+    .await;
+    assert_eq!(status, 200, "249 characters are allowed: {body}");
+
+    // `a.b` and `a_b` collide (Kafka's metric names cannot tell them apart).
+    let (status, body) = post(
+        &c,
+        "/v1/topics",
+        json!({"name": "a.b", "partitions": 1, "replication_factor": 1}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(
+        &c,
+        "/v1/topics",
+        json!({"name": "a_b", "partitions": 1, "replication_factor": 1}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["kind"].as_str()),
+        (400, Some("topic_collision")),
+        "{body}"
+    );
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(error.contains("a_b") && error.contains("a.b"), "{body}");
+    let (status, _) = post(
+        &c,
+        "/v1/topics",
+        json!({"name": "a.b", "partitions": 1, "replication_factor": 1}),
+    )
+    .await;
+    assert_eq!(status, 409, "the same name again is topic_exists");
+
+    let m = metadata(&c).await;
+    let names: Vec<&str> = m.topics.keys().map(String::as_str).collect();
+    assert_eq!(names, ["a.b", "x".repeat(249).as_str()]);
+}

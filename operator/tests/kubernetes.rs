@@ -101,6 +101,32 @@ async fn crds_install_and_the_api_server_refuses_bad_manifests() {
     )
     .await
     .unwrap();
+
+    // Issue part 2: topic names outside Kafka's rule never get past the API server.
+    for bad in [
+        "./victim",
+        "../ESCAPED",
+        "bad\0name",
+        ".",
+        "..",
+        &"x".repeat(250),
+    ] {
+        let mut t = topic("named-badly", 1, 1);
+        t["spec"]["topicName"] = json!(bad);
+        let (code, msg) = api_error(create_doc(&c, &ns, &t).await.unwrap_err());
+        assert_eq!(code, 422, "{bad:?}: {msg}");
+        assert!(msg.contains("spec.topicName"), "{bad:?}: {msg}");
+    }
+    let (code, msg) = api_error(
+        create_doc(&c, &ns, &topic(&"x".repeat(250), 1, 1))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 422, "{msg}");
+    assert!(msg.contains("at most 249 characters"), "{msg}");
+    let mut ok = topic(&"x".repeat(250), 1, 1);
+    ok["spec"]["topicName"] = json!("..a.b_c-D");
+    create_doc(&c, &ns, &ok).await.unwrap();
 }
 
 #[tokio::test]
@@ -391,10 +417,15 @@ async fn hybrid_brokers_topics_failover_and_operator_restart() {
     dup["spec"]["topicName"] = json!("orders");
     dup["spec"]["deletionPolicy"] = json!("Delete");
     apply_docs(&c, &ns, &[dup]).await.unwrap();
+    // `audit.log` beside `audit_log`: Kafka's collision rule.
+    let mut dotted = topic("audit-dotted", 3, 3);
+    dotted["spec"]["topicName"] = json!("audit.log");
+    apply_docs(&c, &ns, &[dotted]).await.unwrap();
     for (name, reason) in [
         ("too-wide", "ReplicationFactorTooLarge"),
         ("lost", "ClusterNotFound"),
         ("orders-again", "TopicConflict"),
+        ("audit-dotted", "TopicNameCollision"),
     ] {
         let (st, r, msg) = wait_for(&format!("{name} condition"), T, || async {
             condition(&get_json(&rts, name).await?, "Ready").filter(|c| c.1 == reason)
@@ -403,6 +434,30 @@ async fn hybrid_brokers_topics_failover_and_operator_restart() {
         assert_eq!(st, "False", "{name}: {msg}");
         assert_eq!(r, reason, "{name}: {msg}");
     }
+    let events: Api<Event> = Api::namespaced(c.clone(), &ns);
+    let collision = wait_for("a TopicNameCollision event", T, || async {
+        events
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("TopicNameCollision"))
+    })
+    .await;
+    assert_eq!(collision.type_.as_deref(), Some("Warning"));
+    let note = collision.message.unwrap_or_default();
+    assert!(
+        note.contains("audit.log") && note.contains("audit_log"),
+        "{note}"
+    );
+    let md: Value = reqwest::get(format!("{url}/v1/metadata"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(md["topics"].get("audit.log").is_none(), "{md}");
 
     // A Kafka client through the brokers that joined via the operator.
     let bootstrap = brokers

@@ -21,7 +21,8 @@ use super::{Reply, str_bytes};
 use crate::cluster::controller_client::ControllerCallError;
 use crate::cluster::runtime::ClusterRuntime;
 use crate::metadata::{BrokerStatus, ClusterMetadata, TopicMeta};
-use crate::state::{Broker, validate_topic_name};
+use crate::state::Broker;
+use crate::topic_name;
 
 const OPERATIONS_OMITTED: i32 = i32::MIN;
 
@@ -29,6 +30,7 @@ fn error_for(e: &ControllerCallError) -> ResponseError {
     match e {
         ControllerCallError::Refused { kind, .. } => match kind.as_str() {
             "topic_exists" => ResponseError::TopicAlreadyExists,
+            "invalid_topic_name" | "topic_collision" => ResponseError::InvalidTopicException,
             "invalid_replication_factor" => ResponseError::InvalidReplicationFactor,
             "unknown_topic_or_partition" => ResponseError::UnknownTopicOrPartition,
             _ => ResponseError::InvalidRequest,
@@ -132,7 +134,15 @@ pub fn metadata(
         t.topic_id = wanted.topic_id;
         t.topic_authorized_operations = OPERATIONS_OMITTED;
         t.error_code = match &name {
-            Some(n) if validate_topic_name(n).is_err() => {
+            Some(n)
+                if topic_name::validate(n).is_err()
+                    || (auto_create
+                        && topic_name::find_collision(
+                            n,
+                            meta.topics.keys().map(String::as_str),
+                        )
+                        .is_some()) =>
+            {
                 ResponseError::InvalidTopicException.code()
             }
             Some(n) if auto_create => {
@@ -172,7 +182,8 @@ pub fn create_topics(
     let (broker, rt) = (Arc::clone(broker), Arc::clone(rt));
     Reply::Later(Box::pin(async move {
         let mut r = CreateTopicsResponse::default();
-        let live = live_brokers(&rt.membership.metadata());
+        let meta = rt.membership.metadata();
+        let live = live_brokers(&meta);
         for topic in req.topics {
             let name = topic.name.as_str().to_string();
             let mut res = CreatableTopicResult::default();
@@ -198,8 +209,15 @@ pub fn create_topics(
             } else {
                 topic.replication_factor
             };
-            let local = validate_topic_name(&name)
+            let local = topic_name::validate(&name)
                 .map_err(|e| (ResponseError::InvalidTopicException, e.to_string()))
+                .and_then(|()| {
+                    // The controller decides; this answers validate_only as Kafka would.
+                    match topic_name::find_collision(&name, meta.topics.keys().map(String::as_str)) {
+                        Some(other) => Err((ResponseError::InvalidTopicException, format!("topic '{name}' collides with existing topic '{other}' ('.' and '_' are the same in metric names)"))),
+                        None => Ok(()),
+                    }
+                })
                 .and_then(|()| {
                     broker.config.topic_defaults.with_overrides(&configs).map_err(|e| (ResponseError::InvalidConfig, e.to_string()))
                 })
@@ -262,6 +280,12 @@ pub fn delete_topics(rt: &Arc<ClusterRuntime>, req: DeleteTopicsRequest, version
                 None => res.error_code = ResponseError::UnknownTopicId.code(),
                 Some(n) => {
                     res.name = Some(TopicName(str_bytes(n.clone())));
+                    // v6 answers with the topic's id, also when the request named it.
+                    if version >= 6
+                        && let Some(t) = meta.topics.values().find(|t| t.name == n)
+                    {
+                        res.topic_id = t.id;
+                    }
                     if let Err(e) = rt.membership.client().delete_topic(&n).await {
                         res.error_code = error_for(&e).code();
                         res.error_message = Some(str_bytes(e.to_string()));

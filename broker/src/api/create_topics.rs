@@ -20,7 +20,9 @@ pub const SOURCE_DEFAULT: i8 = 5;
 pub fn error_for(e: &TopicError) -> ResponseError {
     match e {
         TopicError::AlreadyExists(_) => ResponseError::TopicAlreadyExists,
-        TopicError::InvalidName(..) => ResponseError::InvalidTopicException,
+        TopicError::InvalidName(_) | TopicError::Collision { .. } => {
+            ResponseError::InvalidTopicException
+        }
         TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         TopicError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
         TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,

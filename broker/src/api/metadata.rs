@@ -10,7 +10,8 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
 
 use super::str_bytes;
-use crate::state::{Broker, Topic, TopicError, validate_topic_name};
+use crate::state::{Broker, Topic};
+use crate::topic_name;
 
 /// Kafka's "authorized operations not requested" marker.
 const OPERATIONS_OMITTED: i32 = i32::MIN;
@@ -52,12 +53,13 @@ pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Metad
                 match found {
                     Some(t) => topic_entry(broker, &t),
                     None => {
-                        let code =
-                            if let Err(TopicError::InvalidName(..)) = validate_topic_name(&name) {
-                                ResponseError::InvalidTopicException
-                            } else {
-                                ResponseError::UnknownTopicOrPartition
-                            };
+                        let invalid = topic_name::validate(&name).is_err()
+                            || (auto_create && broker.colliding_topic(&name).is_some());
+                        let code = if invalid {
+                            ResponseError::InvalidTopicException
+                        } else {
+                            ResponseError::UnknownTopicOrPartition
+                        };
                         error_entry(Some(name), wanted.topic_id, code)
                     }
                 }

@@ -81,6 +81,27 @@ impl Membership {
         }
     }
 
+    /// A membership that never reaches a controller (none is listening at its address): for
+    /// tests that hand metadata to the broker directly.
+    #[cfg(test)]
+    pub(crate) fn offline(broker_id: i32, data_dir: &std::path::Path) -> Arc<Self> {
+        Arc::new(Self {
+            broker_id,
+            epoch: AtomicI64::new(1),
+            metadata: watch::Sender::new(Arc::new(ClusterMetadata::default())),
+            client: ControllerClient::new("http://127.0.0.1:9"),
+            registration: Registration {
+                id: broker_id,
+                incarnation: "test".into(),
+                host: "127.0.0.1".into(),
+                port: 9,
+                rack: None,
+            },
+            metadata_path: data_dir.join(METADATA_FILE),
+            settings: Settings::default(),
+        })
+    }
+
     async fn register(&self) -> Result<(), ControllerCallError> {
         let r = self.client.register(&self.registration).await?;
         let cached_cluster = self.metadata.borrow().cluster_id.clone();

@@ -163,8 +163,31 @@ impl LogDir {
         self.clean_shutdown
     }
 
-    pub fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
-        self.path.join(format!("{topic}-{partition}"))
+    /// `<data-dir>/<topic>-<partition>`. Refused for a name that is not a legal topic name or
+    /// a negative partition: whatever a record says, no path outside the data directory (and
+    /// none that is another topic's directory, like `./victim-0`) is ever created or opened.
+    pub fn partition_dir(&self, topic: &str, partition: i32) -> Result<PathBuf, StorageError> {
+        let refuse = |why: String| {
+            Err(StorageError::Refused(format!(
+                "no partition directory for {topic:?} partition {partition}: {why}"
+            )))
+        };
+        if let Err(e) = crate::topic_name::validate(topic) {
+            return refuse(e.to_string());
+        }
+        if partition < 0 {
+            return refuse("negative partition".into());
+        }
+        let leaf = format!("{topic}-{partition}");
+        // A legal name is always one plain file name; checked again, as the last line.
+        let mut parts = Path::new(&leaf).components();
+        if !matches!(
+            (parts.next(), parts.next()),
+            (Some(std::path::Component::Normal(_)), None)
+        ) {
+            return refuse("not a plain directory name".into());
+        }
+        Ok(self.path.join(leaf))
     }
 
     pub fn hints(&self, topic: &str, partition: i32) -> OpenHints {
@@ -357,14 +380,55 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = LogDir::open(dir.path(), 1).unwrap();
         let (live, dead) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
-        d.write_stamp(&d.partition_dir("a", 0), live).unwrap();
-        d.write_stamp(&d.partition_dir("b", 0), dead).unwrap();
+        let (a, b) = (
+            d.partition_dir("a", 0).unwrap(),
+            d.partition_dir("b", 0).unwrap(),
+        );
+        d.write_stamp(&a, live).unwrap();
+        d.write_stamp(&b, dead).unwrap();
         fs::create_dir_all(dir.path().join("unrelated")).unwrap();
-        assert_eq!(d.stamp(&d.partition_dir("a", 0)).unwrap(), Some(live));
+        assert_eq!(d.stamp(&a).unwrap(), Some(live));
         let orphans = d.orphans(&[live]).unwrap();
-        assert_eq!(orphans, vec![d.partition_dir("b", 0)]);
+        assert_eq!(orphans, vec![b]);
         d.remove_partition_dir(&orphans[0]).unwrap();
         assert!(!orphans[0].exists());
         assert!(dir.path().join("unrelated").exists());
+    }
+
+    /// Issue part 2: `../ESCAPED` made a directory outside the data directory and `./victim`
+    /// opened `victim`'s. Such names get no partition directory at all.
+    #[test]
+    fn partition_directories_stay_inside_the_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = LogDir::open(&dir.path().join("data"), 1).unwrap();
+        assert_eq!(
+            d.partition_dir("orders.v1", 3).unwrap(),
+            dir.path().join("data").join("orders.v1-3")
+        );
+        assert_eq!(
+            d.partition_dir("...", 0).unwrap(),
+            dir.path().join("data").join("...-0")
+        );
+        for bad in [
+            "./victim",
+            "../ESCAPED",
+            "bad\0name",
+            "",
+            ".",
+            "..",
+            "/etc/x",
+            "a/../../b",
+        ] {
+            match d.partition_dir(bad, 0) {
+                Err(StorageError::Refused(msg)) => {
+                    assert!(msg.contains("invalid topic name"), "{bad:?}: {msg}")
+                }
+                other => panic!("{bad:?} got a directory: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            d.partition_dir("orders", -1),
+            Err(StorageError::Refused(_))
+        ));
     }
 }

@@ -32,6 +32,14 @@ pub enum ControllerError {
     UnknownPartition(String, i32),
     #[error("topic '{0}' already exists")]
     TopicExists(String),
+    /// Kafka's topic name rule (`broker::topic_name`).
+    #[error(transparent)]
+    InvalidTopicName(#[from] broker::topic_name::InvalidTopicName),
+    /// Kafka's `.`/`_` collision rule: Kafka answers INVALID_TOPIC_EXCEPTION.
+    #[error(
+        "topic '{topic}' collides with existing topic '{existing}': '.' and '_' are the same in Kafka's metric names"
+    )]
+    TopicCollision { topic: String, existing: String },
     #[error(transparent)]
     Placement(#[from] PlacementError),
     #[error(
@@ -419,8 +427,20 @@ pub fn create_topic(
     configs: BTreeMap<String, String>,
     id: uuid::Uuid,
 ) -> Result<TopicMeta, ControllerError> {
+    // Every topic enters the metadata here (the HTTP API, brokers' CreateTopics and
+    // auto-creation, the ReplicatedTopic reconciler), so no broker is ever sent a name it
+    // cannot hold (a path, a NUL, another topic's directory).
+    broker::topic_name::validate(name)?;
     if state.metadata.topics.contains_key(name) {
         return Err(ControllerError::TopicExists(name.to_string()));
+    }
+    if let Some(existing) =
+        broker::topic_name::find_collision(name, state.metadata.topics.keys().map(String::as_str))
+    {
+        return Err(ControllerError::TopicCollision {
+            topic: name.to_string(),
+            existing: existing.to_string(),
+        });
     }
     let candidates = candidates(state);
     let mut load = load(state);
@@ -779,6 +799,49 @@ mod tests {
 
     fn p(s: &ControllerState, i: i32) -> PartitionMeta {
         s.metadata.partition("t", i).unwrap().clone()
+    }
+
+    /// Issue part 2: every name the controller takes is a legal Kafka name, and a name that
+    /// collides with an existing topic (`.` vs `_`) is refused; nothing is committed.
+    #[test]
+    fn topic_names_follow_kafkas_rule() {
+        let mut s = cluster();
+        let version = s.metadata.version;
+        let long = "x".repeat(250);
+        for bad in [
+            "./victim",
+            "../ESCAPED",
+            "bad\0name",
+            "",
+            ".",
+            "..",
+            long.as_str(),
+        ] {
+            match create_topic(&mut s, bad, 1, 1, BTreeMap::new(), uuid::Uuid::new_v4()) {
+                Err(ControllerError::InvalidTopicName(e)) => {
+                    assert_eq!(e.name, bad);
+                    assert!(e.to_string().contains("invalid topic name"), "{e}");
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        create_topic(&mut s, "a.b", 1, 1, BTreeMap::new(), uuid::Uuid::new_v4()).unwrap();
+        let version_ab = s.metadata.version;
+        assert_eq!(
+            create_topic(&mut s, "a_b", 1, 1, BTreeMap::new(), uuid::Uuid::new_v4()),
+            Err(ControllerError::TopicCollision {
+                topic: "a_b".into(),
+                existing: "a.b".into()
+            })
+        );
+        assert!(matches!(
+            create_topic(&mut s, "a.b", 1, 1, BTreeMap::new(), uuid::Uuid::new_v4()),
+            Err(ControllerError::TopicExists(_))
+        ));
+        assert_eq!(s.metadata.version, version_ab);
+        assert_eq!(version_ab, version + 1);
+        let names: Vec<&str> = s.metadata.topics.keys().map(String::as_str).collect();
+        assert_eq!(names, ["a.b", "t"]);
     }
 
     #[test]

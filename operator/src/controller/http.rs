@@ -75,6 +75,12 @@ impl IntoResponse for Failure {
                 }
                 ControllerError::Fenced(_) => (StatusCode::CONFLICT, "fenced"),
                 ControllerError::TopicExists(_) => (StatusCode::CONFLICT, "topic_exists"),
+                ControllerError::InvalidTopicName(_) => {
+                    (StatusCode::BAD_REQUEST, "invalid_topic_name")
+                }
+                ControllerError::TopicCollision { .. } => {
+                    (StatusCode::BAD_REQUEST, "topic_collision")
+                }
                 ControllerError::NotLeader { .. } => (StatusCode::CONFLICT, "not_leader"),
                 ControllerError::StalePartitionEpoch { .. } => {
                     (StatusCode::CONFLICT, "stale_partition_epoch")

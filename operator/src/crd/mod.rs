@@ -159,6 +159,77 @@ mod tests {
         );
     }
 
+    /// Issue part 2: the schema carries Kafka's name rule from `broker::topic_name`, so the API
+    /// server refuses `../ESCAPED`, `bad\0name`, `.` and `..` before the operator sees them.
+    #[test]
+    fn topic_name_schema_is_kafkas_rule() {
+        use broker::topic_name::{MAX_LENGTH, PATTERN};
+        let s = schema_of(&ReplicatedTopic::crd());
+        let name = &s["properties"]["spec"]["properties"]["topicName"];
+        assert_eq!(name["pattern"], PATTERN);
+        assert_eq!(name["maxLength"], json!(MAX_LENGTH));
+        assert_eq!(name["minLength"], json!(1));
+        // metadata.name is the topic name when topicName is unset.
+        assert_eq!(
+            rules(&s),
+            [format!(
+                "has(self.spec.topicName) || size(self.metadata.name) <= {MAX_LENGTH}"
+            )]
+        );
+    }
+
+    /// PATTERN, run by a real regex engine (CEL's `matches`, as the API server runs patterns),
+    /// says exactly what `broker::topic_name::validate` says for every name up to four
+    /// characters over the legal characters and a few illegal ones.
+    #[test]
+    fn the_name_pattern_agrees_with_the_rule() {
+        use broker::topic_name::{PATTERN, validate};
+        use kube::core::cel::Validator;
+        let schema = json!({
+            "type": "string",
+            "x-kubernetes-validations": [{"rule": format!("self.matches(r'{PATTERN}')")}],
+        });
+        let alphabet = ['.', '_', '-', 'a', 'Z', '0', '/', '\0', ' '];
+        let mut names = vec![String::new()];
+        for _ in 0..4 {
+            let longer: Vec<String> = names
+                .iter()
+                .flat_map(|n| alphabet.iter().map(move |c| format!("{n}{c}")))
+                .collect();
+            names.extend(longer);
+        }
+        names.sort();
+        names.dedup();
+        assert!(names.len() > 5000);
+        for extra in [
+            "./victim",
+            "../ESCAPED",
+            "bad\0name",
+            "orders.v1_x-y",
+            "...",
+        ] {
+            names.push(extra.to_string());
+        }
+        let v = Validator::new();
+        for n in &names {
+            let matched = v.validate(&schema, &json!(n), None).is_ok();
+            assert_eq!(matched, validate(n).is_ok(), "{n:?}");
+        }
+    }
+
+    #[test]
+    fn a_topic_named_by_a_long_metadata_name_is_refused() {
+        use kube::core::cel::validate_cel;
+        let mut t = topic(1, 1, None);
+        t.metadata.name = Some("x".repeat(249));
+        assert!(validate_cel(&t).is_ok());
+        t.metadata.name = Some("x".repeat(250));
+        let err = validate_cel(&t).unwrap_err();
+        assert!(err.to_string().contains("at most 249 characters"), "{err}");
+        t.spec.topic_name = Some("short".into());
+        assert!(validate_cel(&t).is_ok(), "topicName names the topic");
+    }
+
     #[test]
     fn cluster_schema_has_descriptions_and_bounds() {
         let s = schema_of(&LogCluster::crd());

@@ -3,7 +3,10 @@
 //! deletion policy) and its status (per-partition assignment, leader, epochs, ISR, conditions).
 //!
 //! Sync is one way, Kubernetes to the cluster. The API server itself refuses what can never be
-//! applied (CEL rules below): fewer partitions, another cluster, another replication factor.
+//! applied (CEL rules below): fewer partitions, another cluster, another replication factor,
+//! and topic names outside Kafka's rule (`broker::topic_name`: the schema's pattern and length,
+//! and a rule on `metadata.name` when it is the topic name). The reconciler checks the name
+//! again, and the `.`/`_` collision rule, which needs the cluster's other topics.
 
 use std::collections::BTreeMap;
 
@@ -30,6 +33,15 @@ use super::condition::Condition;
     status = "ReplicatedTopicStatus",
     derive = "PartialEq",
     doc = "A topic on a LogCluster in the same namespace, managed one way from Kubernetes.",
+    // Kubernetes names may be 253 characters long, Kafka topic names 249.
+    validation = Rule::new(format!(
+        "has(self.spec.topicName) || size(self.metadata.name) <= {}",
+        broker::topic_name::MAX_LENGTH
+    ))
+    .message(kube::core::Message::Message(format!(
+        "metadata.name is the Kafka topic name unless spec.topicName is set, and Kafka allows at most {} characters",
+        broker::topic_name::MAX_LENGTH
+    ))),
     printcolumn(
         name = "Cluster",
         type_ = "string",
@@ -79,9 +91,13 @@ pub struct ReplicatedTopicSpec {
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
     /// Kafka topic name, when it differs from `metadata.name` (Kafka allows upper case and `_`,
-    /// Kubernetes names do not). Defaults to `metadata.name`. Immutable.
+    /// Kubernetes names do not): 1-249 characters of letters, digits, `.`, `_` and `-`, not `.`
+    /// or `..`. Defaults to `metadata.name`. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
+    #[schemars(
+        length(min = 1, max = broker::topic_name::MAX_LENGTH),
+        regex(pattern = broker::topic_name::PATTERN)
+    )]
     #[x_kube(validation = Rule::new("self == oldSelf").message("topicName is immutable"))]
     pub topic_name: Option<String>,
 }

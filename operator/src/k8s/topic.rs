@@ -20,6 +20,7 @@ use tracing::info;
 
 use super::{Context, condition, publish};
 use crate::controller::decisions;
+use crate::controller::{ControllerError, service::ServiceError};
 use crate::crd::replicated_topic::{DeletionPolicy, PartitionStatus};
 use crate::crd::{
     ConditionType, LogCluster, ReplicatedTopic, ReplicatedTopicStatus, set_condition,
@@ -49,10 +50,13 @@ pub struct Rival {
     pub name: String,
 }
 
+/// `existing` is the controller's topic of this name; `colliding` an existing topic whose name
+/// collides with this one under Kafka's `.`/`_` rule ([`broker::topic_name::find_collision`]).
 pub fn plan(
     rt: &ReplicatedTopic,
     cluster_brokers: i32,
     existing: Option<&TopicMeta>,
+    colliding: Option<&str>,
     older_rival: Option<&Rival>,
 ) -> TopicPlan {
     let spec = &rt.spec;
@@ -100,6 +104,15 @@ pub fn plan(
         };
     }
     let Some(t) = existing else {
+        if let Some(other) = colliding {
+            return TopicPlan::Refuse {
+                reason: "TopicNameCollision",
+                message: format!(
+                    "topic '{topic}' collides with existing topic '{other}' on cluster {}: Kafka treats '.' and '_' as the same in metric names, so it refuses one beside the other; choose another spec.topicName",
+                    spec.cluster
+                ),
+            };
+        }
         return TopicPlan::Create;
     };
     let have = t.partitions.len();
@@ -134,24 +147,18 @@ pub fn plan(
     }
 }
 
-/// Kafka's topic name rules: 1-249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+/// Kafka's topic name rule ([`broker::topic_name`], the same the controller and the brokers
+/// apply), plus the operator's own: names starting with `__` are left to internal topics.
 fn validate_topic_name(name: &str) -> Result<(), String> {
+    broker::topic_name::validate(name).map_err(|e| {
+        format!(
+            "{e}; Kafka topic names are 1-{} characters of letters, digits, '.', '_' and '-', not '.' or '..' (set spec.topicName when metadata.name cannot be one)",
+            broker::topic_name::MAX_LENGTH
+        )
+    })?;
     if name.starts_with("__") {
         return Err(format!(
             "topic name {name:?} starts with '__', which is reserved for internal topics (e.g. __consumer_offsets)"
-        ));
-    }
-    if name.is_empty() || name.len() > 249 || name == "." || name == ".." {
-        return Err(format!(
-            "topic name {name:?} must be 1-249 characters and not '.' or '..'"
-        ));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(format!(
-            "topic name {name:?} contains {c:?}; Kafka allows letters, digits, '.', '_' and '-'"
         ));
     }
     Ok(())
@@ -369,7 +376,14 @@ async fn apply(
     let md = entry.controller.snapshot().await.metadata;
     let rival = older_rival(&rt, &topics.state());
     let name = rt.topic_name().to_string();
-    let decided = plan(&rt, lc.spec.replicas, md.topics.get(&name), rival.as_ref());
+    let colliding = broker::topic_name::find_collision(&name, md.topics.keys().map(String::as_str));
+    let decided = plan(
+        &rt,
+        lc.spec.replicas,
+        md.topics.get(&name),
+        colliding,
+        rival.as_ref(),
+    );
     let spec = &rt.spec;
     let done = match &decided {
         TopicPlan::Refuse { reason, message } => {
@@ -395,6 +409,22 @@ async fn apply(
                     "TopicCreated",
                     format!("created topic '{name}': {p} partitions, replication factor {rf}"),
                 )),
+                // The controller's own name checks (a topic created beside this one since the
+                // snapshot, say): refused like the plan's refusals.
+                Err(ServiceError::Refused(
+                    e @ (ControllerError::InvalidTopicName(_)
+                    | ControllerError::TopicCollision { .. }),
+                )) => {
+                    let reason = match e {
+                        ControllerError::TopicCollision { .. } => "TopicNameCollision",
+                        _ => "InvalidTopicName",
+                    };
+                    let msg = format!("the controller refused topic '{name}': {e}");
+                    publish(ctx, &*rt, EventType::Warning, reason, &msg).await;
+                    let st = status(&rt, Some(&md), Some((reason, &msg)), default_min);
+                    write_status(ctx, &rt, st).await?;
+                    return Ok(Action::requeue(Duration::from_secs(60)));
+                }
                 // Placement needs live brokers; say so and retry soon.
                 Err(e) => {
                     let msg = format!("cannot create topic '{name}' yet: {e}");
@@ -609,13 +639,13 @@ mod tests {
 
     #[test]
     fn plans() {
-        assert_eq!(plan(&rt(6, 3, &[]), 3, None, None), TopicPlan::Create);
+        assert_eq!(plan(&rt(6, 3, &[]), 3, None, None, None), TopicPlan::Create);
         assert_eq!(
-            plan(&rt(6, 3, &[]), 3, Some(&topic(6, 3, &[])), None),
+            plan(&rt(6, 3, &[]), 3, Some(&topic(6, 3, &[])), None, None),
             TopicPlan::InSync
         );
         assert_eq!(
-            plan(&rt(8, 3, &[]), 3, Some(&topic(6, 3, &[])), None),
+            plan(&rt(8, 3, &[]), 3, Some(&topic(6, 3, &[])), None, None),
             TopicPlan::AddPartitions(8)
         );
         assert_eq!(
@@ -623,34 +653,48 @@ mod tests {
                 &rt(6, 3, &[("retention.ms", "1000")]),
                 3,
                 Some(&topic(6, 3, &[])),
+                None,
                 None
             ),
             TopicPlan::SetConfig
         );
         assert_eq!(
-            refused(plan(&rt(6, 4, &[]), 3, None, None)),
+            refused(plan(&rt(6, 4, &[]), 3, None, None, None)),
             "ReplicationFactorTooLarge"
         );
         assert_eq!(
-            refused(plan(&rt(4, 3, &[]), 3, Some(&topic(6, 3, &[])), None)),
+            refused(plan(&rt(4, 3, &[]), 3, Some(&topic(6, 3, &[])), None, None)),
             "PartitionDecrease"
         );
         assert_eq!(
-            refused(plan(&rt(6, 3, &[]), 3, Some(&topic(6, 2, &[])), None)),
+            refused(plan(&rt(6, 3, &[]), 3, Some(&topic(6, 2, &[])), None, None)),
             "ReplicationFactorMismatch"
         );
         assert_eq!(
-            refused(plan(&rt(6, 3, &[("retention.ms", "soon")]), 3, None, None)),
+            refused(plan(
+                &rt(6, 3, &[("retention.ms", "soon")]),
+                3,
+                None,
+                None,
+                None
+            )),
             "InvalidConfig"
         );
         assert_eq!(
-            refused(plan(&rt(6, 3, &[("no.such.config", "1")]), 3, None, None)),
+            refused(plan(
+                &rt(6, 3, &[("no.such.config", "1")]),
+                3,
+                None,
+                None,
+                None
+            )),
             "InvalidConfig"
         );
         assert_eq!(
             refused(plan(
                 &rt(6, 2, &[("min.insync.replicas", "3")]),
                 3,
+                None,
                 None,
                 None
             )),
@@ -660,14 +704,56 @@ mod tests {
             name: "first".into(),
         };
         assert_eq!(
-            refused(plan(&rt(6, 3, &[]), 3, None, Some(&rival))),
+            refused(plan(&rt(6, 3, &[]), 3, None, None, Some(&rival))),
             "TopicConflict"
         );
         let mut bad = rt(1, 1, &[]);
         bad.spec.topic_name = Some("bad name!".into());
-        assert_eq!(refused(plan(&bad, 3, None, None)), "InvalidTopicName");
+        assert_eq!(refused(plan(&bad, 3, None, None, None)), "InvalidTopicName");
+        for name in [
+            "./victim",
+            "../ESCAPED",
+            "bad\0name",
+            ".",
+            "..",
+            &"x".repeat(250),
+        ] {
+            bad.spec.topic_name = Some(name.into());
+            let TopicPlan::Refuse { reason, message } = plan(&bad, 3, None, None, None) else {
+                panic!("{name:?} was not refused");
+            };
+            assert_eq!(reason, "InvalidTopicName", "{name:?}");
+            assert!(
+                message.contains("invalid topic name"),
+                "{name:?}: {message}"
+            );
+        }
+        // metadata.name is the topic name when spec.topicName is unset: Kubernetes allows
+        // 253 characters, Kafka 249.
+        let mut long = rt(1, 1, &[]);
+        long.metadata.name = Some("x".repeat(250));
+        assert_eq!(
+            refused(plan(&long, 3, None, None, None)),
+            "InvalidTopicName"
+        );
+        // `a_b` beside an existing `a.b`: Kafka refuses it, and so does the plan; the topic
+        // itself (already there under this very name) is no collision.
+        let mut ab = rt(1, 1, &[]);
+        ab.spec.topic_name = Some("a_b".into());
+        let TopicPlan::Refuse { reason, message } = plan(&ab, 3, None, Some("a.b"), None) else {
+            panic!("a_b beside a.b was not refused");
+        };
+        assert_eq!(reason, "TopicNameCollision");
+        assert!(
+            message.contains("'a_b'") && message.contains("'a.b'"),
+            "{message}"
+        );
+        assert_eq!(
+            plan(&ab, 3, Some(&topic(1, 1, &[])), Some("a.b"), None),
+            TopicPlan::InSync
+        );
         bad.spec.topic_name = Some("__consumer_offsets".into());
-        assert_eq!(refused(plan(&bad, 3, None, None)), "InvalidTopicName");
+        assert_eq!(refused(plan(&bad, 3, None, None, None)), "InvalidTopicName");
     }
 
     #[test]
