@@ -28,6 +28,12 @@ pub fn handle(
             None => result.error_code = ResponseError::UnknownTopicId.code(),
             Some(name) => {
                 result.name = Some(TopicName(str_bytes(name.clone())));
+                // v6 answers with the topic's id, also when the request named it (as Kafka).
+                if version >= 6
+                    && let Some(t) = broker.topic(&name)
+                {
+                    result.topic_id = t.record.id;
+                }
                 if let Err(e) = broker.delete_topic(&name) {
                     result.error_code = error_for(&e).code();
                     result.error_message = Some(str_bytes(e.to_string()));

@@ -1,0 +1,1589 @@
+//! Every advertised (API, version) against a real standalone broker: for each entry of
+//! `broker::api::SUPPORTED` and every version from its min to its max, a valid request of
+//! that API at that version is encoded with kafka-protocol's generated schema, sent, and its
+//! answer decoded with the same schema, so no advertised version goes untested. Each answer is
+//! checked where it means something (error codes, offsets, leader epochs, members), and the
+//! connection must stay usable afterwards: a response the broker cannot encode at the
+//! client's version closes the connection (as ListOffsets v1-v3 did whenever a partition had a
+//! leader epoch, the field being v4+).
+//!
+//! The topic has records in two leader epochs (a restart in between), so leader-epoch fields
+//! are never trivially -1. A newly advertised API without a request here fails the test.
+
+mod common;
+
+use std::fmt::Debug;
+use std::time::{Duration, Instant};
+
+use broker::api::SUPPORTED;
+use broker::replication::client::Connection;
+use bytes::Bytes;
+use common::BrokerProcess;
+use common::kafka::{produce, producer};
+use kafka_protocol::error::{ParseResponseErrorCode, ResponseError};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::leave_group_request::MemberIdentity;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, CreateTopicsRequest, CreateTopicsResponse, DeleteGroupsRequest,
+    DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest,
+    FetchResponse, FindCoordinatorRequest, GroupId, HeartbeatRequest, InitProducerIdRequest,
+    JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest,
+    MetadataRequest, MetadataResponse, OffsetCommitRequest, OffsetFetchRequest,
+    OffsetForLeaderEpochRequest, ProduceRequest, SyncGroupRequest, TopicName, TransactionalId,
+};
+use kafka_protocol::protocol::{Request, StrBytes};
+
+/// The topic every data API reads: one partition, records in two leader epochs.
+const TOPIC: &str = "every-version";
+const CLIENT_ID: &str = "every-version";
+/// Records produced before and after the restart.
+const FIRST_EPOCH_RECORDS: usize = 100;
+const SECOND_EPOCH_RECORDS: usize = 50;
+/// A group's members must outlive the whole run (a short session would expire them while
+/// later probes still describe their groups).
+const SESSION_MS: i32 = 120_000;
+const SUBSCRIPTION: &[u8] = b"every-version-subscription";
+const ASSIGNMENT: &[u8] = b"every-version-assignment";
+/// Kafka's DescribeConfigs resource types.
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+/// Kafka's FindCoordinator key types.
+const KEY_GROUP: i8 = 0;
+const KEY_TRANSACTION: i8 = 1;
+/// Longest wait for one response (JoinGroup completes at once with no initial delay).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(15);
+
+const BROKER_ARGS: &[&str] = &[
+    "--offsets-topic-partitions",
+    "1",
+    "--group-initial-rebalance-delay-ms",
+    "0",
+];
+
+fn sb(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+fn topic_name(s: &str) -> TopicName {
+    TopicName(sb(s))
+}
+
+fn gid(s: &str) -> GroupId {
+    GroupId(sb(s))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Fails the probe (not the whole run) with a message.
+macro_rules! check {
+    ($cond:expr, $($arg:tt)+) => {
+        if !$cond {
+            return Err(format!($($arg)+));
+        }
+    };
+}
+
+/// `got` must be the error code `want` (`None`: no error).
+fn expect_code(what: &str, got: i16, want: Option<ResponseError>, resp: &impl Debug) -> Probe {
+    let want_code = want.map_or(0, |e| e.code());
+    check!(
+        got == want_code,
+        "{what}: error code {got} ({:?}), want {want_code} ({want:?}); response {resp:?}",
+        got.err()
+    );
+    Ok(())
+}
+
+type Probe = Result<(), String>;
+
+/// What the test knows about the broker and its data, and the connection it talks on.
+struct Ctx {
+    bootstrap: String,
+    port: i32,
+    conn: Connection,
+    /// The connection may be out of step (a response timed out): reconnect before going on.
+    broken: bool,
+    /// End offset of the first leader epoch (records produced before the restart).
+    first_end: i64,
+    /// High watermark of the topic's partition; Produce probes move it.
+    log_end: i64,
+    first_epoch: i32,
+    epoch: i32,
+    topic_id: uuid::Uuid,
+    requests: usize,
+}
+
+impl Ctx {
+    /// Encodes `req` at `version`, sends it and decodes the answer at that version.
+    async fn send<R: Request + Debug>(
+        &mut self,
+        req: &R,
+        version: i16,
+    ) -> Result<R::Response, String> {
+        self.requests += 1;
+        check!(
+            R::VERSIONS.min <= version && version <= R::VERSIONS.max,
+            "kafka-protocol's {} has versions {}, not {version}",
+            std::any::type_name::<R>(),
+            R::VERSIONS
+        );
+        match tokio::time::timeout(RESPONSE_TIMEOUT, self.conn.send(req, version)).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(format!("send/decode failed: {e}; request {req:?}")),
+            Err(_) => {
+                self.broken = true;
+                Err(format!(
+                    "no response in {RESPONSE_TIMEOUT:?}; request {req:?}"
+                ))
+            }
+        }
+    }
+
+    async fn reconnect(&mut self) {
+        self.conn = Connection::connect(&self.bootstrap, CLIENT_ID)
+            .await
+            .expect("reconnect");
+        self.broken = false;
+    }
+
+    /// The connection still answers after a probe (an ApiVersions v0 on the same socket).
+    async fn still_usable(&mut self) -> Probe {
+        check!(!self.broken, "a response never came");
+        let r = self.send(&ApiVersionsRequest::default(), 0).await?;
+        expect_code("ApiVersions v0 afterwards", r.error_code, None, &r)
+    }
+
+    /// Metadata v4 (no auto-creation) for one topic name.
+    async fn topic_exists(&mut self, name: &str) -> Result<bool, String> {
+        let req = MetadataRequest::default()
+            .with_allow_auto_topic_creation(false)
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(topic_name(name))),
+            ]));
+        let r = self.send(&req, 4).await?;
+        let t = &r.topics[0];
+        match t.error_code.err() {
+            None => Ok(true),
+            Some(ResponseError::UnknownTopicOrPartition) => Ok(false),
+            Some(e) => Err(format!("Metadata for {name}: {e:?}")),
+        }
+    }
+
+    /// Creates a one-partition topic with CreateTopics v7; returns its id.
+    async fn create_topic(&mut self, name: &str) -> Result<uuid::Uuid, String> {
+        let req = CreateTopicsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(vec![
+                CreatableTopic::default()
+                    .with_name(topic_name(name))
+                    .with_num_partitions(1)
+                    .with_replication_factor(1),
+            ]);
+        let r = self.send(&req, 7).await?;
+        expect_code(&format!("create {name}"), r.topics[0].error_code, None, &r)?;
+        Ok(r.topics[0].topic_id)
+    }
+
+    /// Commits `offset` for partition 0 of the topic outside any generation (OffsetCommit v9).
+    async fn simple_commit(&mut self, group: &str, offset: i64, metadata: &str) -> Probe {
+        let req = OffsetCommitRequest::default()
+            .with_group_id(gid(group))
+            .with_generation_id_or_member_epoch(-1)
+            .with_member_id(sb(""))
+            .with_topics(vec![commit_topic(offset, self.epoch, metadata, 9)]);
+        let r = self.send(&req, 9).await?;
+        expect_code(
+            &format!("commit for {group}"),
+            r.topics[0].partitions[0].error_code,
+            None,
+            &r,
+        )
+    }
+
+    /// The committed offset of partition 0 for `group` (OffsetFetch v8), -1 if none.
+    async fn committed(&mut self, group: &str) -> Result<i64, String> {
+        let req = OffsetFetchRequest::default().with_groups(vec![
+            OffsetFetchRequestGroup::default()
+                .with_group_id(gid(group))
+                .with_topics(Some(vec![
+                    OffsetFetchRequestTopics::default()
+                        .with_name(topic_name(TOPIC))
+                        .with_partition_indexes(vec![0]),
+                ])),
+        ]);
+        let r = self.send(&req, 8).await?;
+        expect_code("OffsetFetch v8", r.groups[0].error_code, None, &r)?;
+        Ok(r.groups[0].topics[0].partitions[0].committed_offset)
+    }
+
+    /// Joins `group` at `version` until it is a member: a dynamic v4+ member is first told
+    /// MEMBER_ID_REQUIRED with the id to join with. Returns the final answer and whether that
+    /// first answer came.
+    async fn join(
+        &mut self,
+        group: &str,
+        instance: Option<&str>,
+        version: i16,
+    ) -> Result<(JoinGroupResponse, bool), String> {
+        let mut req = join_request(group, instance, version);
+        let mut member_id_required = false;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let r = self.send(&req, version).await?;
+            match r.error_code.err() {
+                Some(ResponseError::MemberIdRequired) if req.member_id.is_empty() => {
+                    check!(
+                        version >= 4 && !r.member_id.is_empty(),
+                        "MEMBER_ID_REQUIRED at v{version} with member id {:?}",
+                        r.member_id
+                    );
+                    member_id_required = true;
+                    req.member_id = r.member_id.clone();
+                }
+                Some(ResponseError::CoordinatorLoadInProgress) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                _ => return Ok((r, member_id_required)),
+            }
+        }
+    }
+
+    /// A member of a fresh group that has its assignment (JoinGroup v9, SyncGroup v5).
+    async fn member(&mut self, group: &str, instance: Option<&str>) -> Result<Member, String> {
+        let (j, _) = self.join(group, instance, 9).await?;
+        expect_code(&format!("join {group}"), j.error_code, None, &j)?;
+        let m = Member {
+            group: group.to_string(),
+            id: j.member_id.to_string(),
+            instance: instance.map(str::to_string),
+            generation: j.generation_id,
+        };
+        let s = self.send(&sync_request(&m, 5), 5).await?;
+        expect_code(&format!("sync {group}"), s.error_code, None, &s)?;
+        check!(s.assignment == ASSIGNMENT, "assignment {:?}", s.assignment);
+        Ok(m)
+    }
+}
+
+struct Member {
+    group: String,
+    id: String,
+    instance: Option<String>,
+    generation: i32,
+}
+
+fn join_request(group: &str, instance: Option<&str>, version: i16) -> JoinGroupRequest {
+    let mut r = JoinGroupRequest::default()
+        .with_group_id(gid(group))
+        .with_session_timeout_ms(SESSION_MS)
+        .with_member_id(sb(""))
+        .with_protocol_type(sb("consumer"))
+        .with_protocols(vec![
+            JoinGroupRequestProtocol::default()
+                .with_name(sb("range"))
+                .with_metadata(Bytes::from_static(SUBSCRIPTION)),
+        ]);
+    if version >= 1 {
+        r.rebalance_timeout_ms = 10_000;
+    }
+    if version >= 5 {
+        r.group_instance_id = instance.map(sb);
+    }
+    if version >= 8 {
+        r.reason = Some(sb("every-version test"));
+    }
+    r
+}
+
+/// The leader's SyncGroup, handing itself the assignment.
+fn sync_request(m: &Member, version: i16) -> SyncGroupRequest {
+    let mut r = SyncGroupRequest::default()
+        .with_group_id(gid(&m.group))
+        .with_generation_id(m.generation)
+        .with_member_id(sb(&m.id))
+        .with_assignments(vec![
+            SyncGroupRequestAssignment::default()
+                .with_member_id(sb(&m.id))
+                .with_assignment(Bytes::from_static(ASSIGNMENT)),
+        ]);
+    if version >= 3 {
+        r.group_instance_id = m.instance.as_deref().map(sb);
+    }
+    if version >= 5 {
+        r.protocol_type = Some(sb("consumer"));
+        r.protocol_name = Some(sb("range"));
+    }
+    r
+}
+
+fn commit_topic(offset: i64, epoch: i32, metadata: &str, version: i16) -> OffsetCommitRequestTopic {
+    let mut p = OffsetCommitRequestPartition::default()
+        .with_partition_index(0)
+        .with_committed_offset(offset)
+        .with_committed_metadata(Some(sb(metadata)));
+    if version >= 6 {
+        p.committed_leader_epoch = epoch;
+    }
+    OffsetCommitRequestTopic::default()
+        .with_name(topic_name(TOPIC))
+        .with_partitions(vec![p])
+}
+
+/// Sends a valid request of `key` at `version` (several where the API has distinct paths)
+/// and checks the answers.
+async fn probe(ctx: &mut Ctx, key: ApiKey, version: i16) -> Probe {
+    match key {
+        ApiKey::Produce => produce_at(ctx, version).await,
+        ApiKey::Fetch => fetch_at(ctx, version).await,
+        ApiKey::ListOffsets => list_offsets_at(ctx, version).await,
+        ApiKey::Metadata => metadata_at(ctx, version).await,
+        ApiKey::ApiVersions => api_versions_at(ctx, version).await,
+        ApiKey::CreateTopics => create_topics_at(ctx, version).await,
+        ApiKey::DeleteTopics => delete_topics_at(ctx, version).await,
+        ApiKey::InitProducerId => init_producer_id_at(ctx, version).await,
+        ApiKey::OffsetForLeaderEpoch => offset_for_leader_epoch_at(ctx, version).await,
+        ApiKey::DescribeConfigs => describe_configs_at(ctx, version).await,
+        ApiKey::FindCoordinator => find_coordinator_at(ctx, version).await,
+        ApiKey::JoinGroup => join_group_at(ctx, version).await,
+        ApiKey::SyncGroup => sync_group_at(ctx, version).await,
+        ApiKey::Heartbeat => heartbeat_at(ctx, version).await,
+        ApiKey::LeaveGroup => leave_group_at(ctx, version).await,
+        ApiKey::OffsetCommit => offset_commit_at(ctx, version).await,
+        ApiKey::OffsetFetch => offset_fetch_at(ctx, version).await,
+        ApiKey::DescribeGroups => describe_groups_at(ctx, version).await,
+        ApiKey::ListGroups => list_groups_at(ctx, version).await,
+        ApiKey::DeleteGroups => delete_groups_at(ctx, version).await,
+        other => panic!(
+            "{other:?} is advertised (broker::api::SUPPORTED) but every_version.rs sends no \
+             request for it: add one to `probe`"
+        ),
+    }
+}
+
+async fn produce_at(ctx: &mut Ctx, v: i16) -> Probe {
+    let records: Vec<(Vec<u8>, Option<Vec<u8>>)> = (0..3)
+        .map(|i| {
+            (
+                format!("k{i}").into_bytes(),
+                Some(format!("produce-v{v}-{i}").into_bytes()),
+            )
+        })
+        .collect();
+    let batch = broker::group::records::build_batch(&records, now_ms());
+    let request = |partition: i32| {
+        ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(topic_name(TOPIC))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(partition)
+                            .with_records(Some(Bytes::from(batch.clone()))),
+                    ]),
+            ])
+    };
+    let r = ctx.send(&request(0), v).await?;
+    let p = &r.responses[0].partition_responses[0];
+    expect_code("produce", p.error_code, None, &r)?;
+    check!(
+        p.base_offset == ctx.log_end,
+        "base offset {} != log end {}",
+        p.base_offset,
+        ctx.log_end
+    );
+    if v >= 5 {
+        check!(p.log_start_offset == 0, "log start {}", p.log_start_offset);
+    }
+    ctx.log_end += records.len() as i64;
+
+    // A partition the topic does not have.
+    let r = ctx.send(&request(7), v).await?;
+    let p = &r.responses[0].partition_responses[0];
+    expect_code(
+        "produce to a missing partition",
+        p.error_code,
+        Some(ResponseError::UnknownTopicOrPartition),
+        &r,
+    )
+}
+
+async fn fetch_at(ctx: &mut Ctx, v: i16) -> Probe {
+    let request = |offset: i64, current_leader_epoch: i32, last_fetched_epoch: i32| {
+        let mut p = FetchPartition::default()
+            .with_partition(0)
+            .with_fetch_offset(offset)
+            .with_partition_max_bytes(1 << 20);
+        if v >= 9 {
+            p.current_leader_epoch = current_leader_epoch;
+        }
+        if v >= 12 {
+            p.last_fetched_epoch = last_fetched_epoch;
+        }
+        FetchRequest::default()
+            .with_replica_id((-1).into())
+            .with_max_wait_ms(0)
+            .with_min_bytes(0)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(topic_name(TOPIC))
+                    .with_partitions(vec![p]),
+            ])
+    };
+    let partition = |r: &FetchResponse| r.responses[0].partitions[0].clone();
+
+    // From the start: the first batch is the first epoch's.
+    let r = ctx.send(&request(0, -1, -1), v).await?;
+    let p = partition(&r);
+    expect_code("fetch from 0", p.error_code, None, &r)?;
+    check!(
+        p.high_watermark == ctx.log_end && p.last_stable_offset == ctx.log_end,
+        "high watermark {} / last stable {} != {}",
+        p.high_watermark,
+        p.last_stable_offset,
+        ctx.log_end
+    );
+    if v >= 5 {
+        check!(p.log_start_offset == 0, "log start {}", p.log_start_offset);
+    }
+    let data = p.records.clone().unwrap_or_default();
+    let (first, _) = broker::protocol::batch::Batches::new(&data)
+        .next()
+        .ok_or_else(|| format!("no records from offset 0: {p:?}"))?;
+    check!(
+        first.base_offset == 0 && first.partition_leader_epoch == ctx.first_epoch,
+        "first batch at {} in epoch {}, want 0 in {}",
+        first.base_offset,
+        first.partition_leader_epoch,
+        ctx.first_epoch
+    );
+
+    // Read committed (every advertised version has isolation levels).
+    let mut req = request(0, -1, -1);
+    req.isolation_level = 1;
+    let r = ctx.send(&req, v).await?;
+    expect_code("read_committed fetch", partition(&r).error_code, None, &r)?;
+
+    // Past the end.
+    let r = ctx.send(&request(ctx.log_end + 1000, -1, -1), v).await?;
+    expect_code(
+        "fetch past the end",
+        partition(&r).error_code,
+        Some(ResponseError::OffsetOutOfRange),
+        &r,
+    )?;
+
+    // KIP-320 fencing: the current epoch passes, the older one is fenced.
+    if v >= 9 {
+        let r = ctx.send(&request(0, ctx.epoch, -1), v).await?;
+        expect_code(
+            "fetch in the current epoch",
+            partition(&r).error_code,
+            None,
+            &r,
+        )?;
+        let r = ctx.send(&request(0, ctx.first_epoch, -1), v).await?;
+        expect_code(
+            "fetch in an older epoch",
+            partition(&r).error_code,
+            Some(ResponseError::FencedLeaderEpoch),
+            &r,
+        )?;
+    }
+
+    // A fetcher whose last epoch ended earlier here is told where it diverges.
+    if v >= 12 {
+        let r = ctx
+            .send(&request(ctx.first_end + 5, -1, ctx.first_epoch), v)
+            .await?;
+        let p = partition(&r);
+        expect_code("diverging fetch", p.error_code, None, &r)?;
+        check!(
+            (p.diverging_epoch.epoch, p.diverging_epoch.end_offset)
+                == (ctx.first_epoch, ctx.first_end),
+            "diverging epoch {:?}, want ({}, {})",
+            p.diverging_epoch,
+            ctx.first_epoch,
+            ctx.first_end
+        );
+    }
+    Ok(())
+}
+
+async fn list_offsets_at(ctx: &mut Ctx, v: i16) -> Probe {
+    let request = |timestamp: i64, current_leader_epoch: i32| {
+        let mut p = ListOffsetsPartition::default()
+            .with_partition_index(0)
+            .with_timestamp(timestamp);
+        if v >= 4 {
+            p.current_leader_epoch = current_leader_epoch;
+        }
+        ListOffsetsRequest::default()
+            .with_replica_id((-1).into())
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(topic_name(TOPIC))
+                    .with_partitions(vec![p]),
+            ])
+    };
+    // (what, timestamp, offset wanted, leader epoch wanted from v4)
+    let mut cases = vec![
+        ("earliest", -2, 0, ctx.first_epoch),
+        ("latest", -1, ctx.log_end, ctx.epoch),
+        ("timestamp 0", 0, 0, ctx.first_epoch),
+    ];
+    if v >= 7 {
+        // Max timestamp: the last record (the newest produce) in the current epoch.
+        cases.push(("max timestamp", -3, -1, ctx.epoch));
+    }
+    for (what, timestamp, offset, epoch) in cases {
+        let r = ctx.send(&request(timestamp, -1), v).await?;
+        let p = &r.topics[0].partitions[0];
+        expect_code(what, p.error_code, None, &r)?;
+        if offset >= 0 {
+            check!(
+                p.offset == offset,
+                "{what}: offset {}, want {offset}",
+                p.offset
+            );
+        } else {
+            check!(
+                (0..ctx.log_end).contains(&p.offset),
+                "{what}: offset {}",
+                p.offset
+            );
+        }
+        // Before v4 the field is absent and decodes as -1.
+        let want_epoch = if v >= 4 { epoch } else { -1 };
+        check!(
+            p.leader_epoch == want_epoch,
+            "{what}: leader epoch {}, want {want_epoch}",
+            p.leader_epoch
+        );
+    }
+    if v >= 4 {
+        let r = ctx.send(&request(-1, ctx.epoch), v).await?;
+        expect_code(
+            "latest in the current epoch",
+            r.topics[0].partitions[0].error_code,
+            None,
+            &r,
+        )?;
+        let r = ctx.send(&request(-1, ctx.first_epoch), v).await?;
+        expect_code(
+            "latest in an older epoch",
+            r.topics[0].partitions[0].error_code,
+            Some(ResponseError::FencedLeaderEpoch),
+            &r,
+        )?;
+    }
+    Ok(())
+}
+
+fn check_topic_entry(ctx: &Ctx, r: &MetadataResponse, v: i16) -> Probe {
+    let t = r
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == TOPIC))
+        .ok_or_else(|| format!("{TOPIC} missing from {r:?}"))?;
+    expect_code("topic", t.error_code, None, r)?;
+    check!(t.partitions.len() == 1, "partitions {:?}", t.partitions);
+    let p = &t.partitions[0];
+    expect_code("partition", p.error_code, None, r)?;
+    check!(
+        p.leader_id.0 == 0 && p.replica_nodes.len() == 1 && p.isr_nodes.len() == 1,
+        "partition {p:?}"
+    );
+    if v >= 7 {
+        check!(
+            p.leader_epoch == ctx.epoch,
+            "leader epoch {}",
+            p.leader_epoch
+        );
+    }
+    if v >= 10 {
+        check!(t.topic_id == ctx.topic_id, "topic id {}", t.topic_id);
+    }
+    check!(
+        r.brokers.len() == 1 && r.brokers[0].port == ctx.port,
+        "brokers {:?}",
+        r.brokers
+    );
+    if v >= 2 {
+        check!(r.cluster_id.is_some(), "no cluster id");
+    }
+    Ok(())
+}
+
+async fn metadata_at(ctx: &mut Ctx, v: i16) -> Probe {
+    let named = |name: &str| MetadataRequestTopic::default().with_name(Some(topic_name(name)));
+    let r = ctx
+        .send(
+            &MetadataRequest::default().with_topics(Some(vec![named(TOPIC)])),
+            v,
+        )
+        .await?;
+    check!(r.topics.len() == 1, "topics {:?}", r.topics);
+    check_topic_entry(ctx, &r, v)?;
+
+    // All topics: v0 by an empty list, v1+ by null.
+    let all = if v == 0 { Some(vec![]) } else { None };
+    let r = ctx
+        .send(&MetadataRequest::default().with_topics(all), v)
+        .await?;
+    check_topic_entry(ctx, &r, v)?;
+
+    if v >= 4 {
+        let req = MetadataRequest::default()
+            .with_allow_auto_topic_creation(false)
+            .with_topics(Some(vec![named("every-version-missing")]));
+        let r = ctx.send(&req, v).await?;
+        expect_code(
+            "unknown topic without auto-creation",
+            r.topics[0].error_code,
+            Some(ResponseError::UnknownTopicOrPartition),
+            &r,
+        )?;
+    }
+    if v >= 10 {
+        let req = MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default()
+                .with_name(None)
+                .with_topic_id(ctx.topic_id),
+        ]));
+        let r = ctx.send(&req, v).await?;
+        check_topic_entry(ctx, &r, v)?;
+    }
+    Ok(())
+}
+
+async fn api_versions_at(ctx: &mut Ctx, v: i16) -> Probe {
+    let mut req = ApiVersionsRequest::default();
+    if v >= 3 {
+        req.client_software_name = sb("strand-every-version");
+        req.client_software_version = sb("0.1.0");
+    }
+    let r = ctx.send(&req, v).await?;
+    expect_code("ApiVersions", r.error_code, None, &r)?;
+    let advertised: Vec<(i16, i16, i16)> = r
+        .api_keys
+        .iter()
+        .map(|k| (k.api_key, k.min_version, k.max_version))
+        .collect();
+    let supported: Vec<(i16, i16, i16)> = SUPPORTED
+        .iter()
+        .map(|(k, min, max)| (*k as i16, *min, *max))
+        .collect();
+    check!(
+        advertised == supported,
+        "advertised {advertised:?}, SUPPORTED {supported:?}"
+    );
+    Ok(())
+}
+
+async fn create_topics_at(ctx: &mut Ctx, v: i16) -> Probe {
+    let request = |name: &str, partitions: i32, replication: i16, validate_only: bool| {
+        CreateTopicsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_validate_only(validate_only)
+            .with_topics(vec![
+                CreatableTopic::default()
+                    .with_name(topic_name(name))
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(replication)
+                    .with_configs(vec![
+                        CreatableTopicConfig::default()
+                            .with_name(sb("retention.ms"))
+                            .with_value(Some(sb("3600000"))),
+                    ]),
+            ])
+    };
+    let check_created = |what: &str, r: &CreateTopicsResponse, partitions: i32| -> Probe {
+        let t = &r.topics[0];
+        expect_code(what, t.error_code, None, r)?;
+        if v >= 5 {
+            check!(
+                t.num_partitions == partitions && t.replication_factor == 1,
+                "{what}: {t:?}"
+            );
+            let retention = t
+                .configs
+                .iter()
+                .flatten()
+                .find(|c| c.name.as_str() == "retention.ms");
+            check!(
+                retention.is_some_and(|c| c.value.as_deref() == Some("3600000")),
+                "{what}: configs {:?}",
+                t.configs
+            );
+        }
+        Ok(())
+    };
+
+    let name = format!("every-version-create-v{v}");
+    let r = ctx.send(&request(&name, 2, 1, false), v).await?;
+    check_created("create", &r, 2)?;
+    if v >= 7 {
+        check!(!r.topics[0].topic_id.is_nil(), "no topic id: {r:?}");
+    }
+    check!(ctx.topic_exists(&name).await?, "{name} was not created");
+
+    let r = ctx.send(&request(&name, 2, 1, false), v).await?;
+    expect_code(
+        "create again",
+        r.topics[0].error_code,
+        Some(ResponseError::TopicAlreadyExists),
+        &r,
+    )?;
+
+    let validated = format!("every-version-validate-v{v}");
+    let r = ctx.send(&request(&validated, 1, 1, true), v).await?;
+    check_created("validate only", &r, 1)?;
+    check!(
+        !ctx.topic_exists(&validated).await?,
+        "validate_only created {validated}"
+    );
+
+    // v4+: -1 takes the broker's defaults (one partition here).
+    if v >= 4 {
+        let defaults = format!("every-version-defaults-v{v}");
+        let r = ctx.send(&request(&defaults, -1, -1, false), v).await?;
+        check_created("create with defaults", &r, 1)?;
+    }
+    Ok(())
+}
+
+async fn delete_topics_at(ctx: &mut Ctx, v: i16) -> Probe {
+    let by_name = |name: &str| {
+        let req = DeleteTopicsRequest::default().with_timeout_ms(10_000);
+        if v >= 6 {
+            req.with_topics(vec![
+                DeleteTopicState::default().with_name(Some(topic_name(name))),
+            ])
+        } else {
+            req.with_topic_names(vec![topic_name(name)])
+        }
+    };
+    let name = format!("every-version-delete-v{v}");
+    let id = ctx.create_topic(&name).await?;
+    let r = ctx.send(&by_name(&name), v).await?;
+    expect_code("delete", r.responses[0].error_code, None, &r)?;
+    if v >= 6 {
+        check!(r.responses[0].topic_id == id, "topic id in {r:?}");
+    }
+    check!(!ctx.topic_exists(&name).await?, "{name} still exists");
+
+    let r = ctx.send(&by_name("every-version-never-created"), v).await?;
+    expect_code(
+        "delete an unknown topic",
+        r.responses[0].error_code,
+        Some(ResponseError::UnknownTopicOrPartition),
+        &r,
+    )?;
+
+    if v >= 6 {
+        let by_id = |id: uuid::Uuid| {
+            DeleteTopicsRequest::default()
+                .with_timeout_ms(10_000)
+                .with_topics(vec![
+                    DeleteTopicState::default()
+                        .with_name(None)
+                        .with_topic_id(id),
+                ])
+        };
+        let name = format!("every-version-delete-by-id-v{v}");
+        let id = ctx.create_topic(&name).await?;
+        let r = ctx.send(&by_id(id), v).await?;
+        expect_code("delete by id", r.responses[0].error_code, None, &r)?;
+        check!(
+            r.responses[0].name.as_ref().map(|n| n.as_str()) == Some(name.as_str()),
+            "name in {r:?}"
+        );
+        let r = ctx.send(&by_id(uuid::Uuid::new_v4()), v).await?;
+        expect_code(
+            "delete an unknown id",
+            r.responses[0].error_code,
+            Some(ResponseError::UnknownTopicId),
+            &r,
+        )?;
+    }
+    Ok(())
+}
+
+async fn init_producer_id_at(ctx: &mut Ctx, v: i16) -> Probe {
+    let request = |txn: Option<&str>| {
+        InitProducerIdRequest::default()
+            .with_transactional_id(txn.map(|t| TransactionalId(sb(t))))
+            .with_transaction_timeout_ms(60_000)
+    };
+    let r = ctx.send(&request(None), v).await?;
+    expect_code("idempotent producer", r.error_code, None, &r)?;
+    check!(
+        r.producer_id.0 >= 0 && r.producer_epoch == 0,
+        "producer {:?} epoch {}",
+        r.producer_id,
+        r.producer_epoch
+    );
+    let r = ctx.send(&request(Some("every-version-txn")), v).await?;
+    expect_code(
+        "transactional producer",
+        r.error_code,
+        Some(ResponseError::TransactionalIdAuthorizationFailed),
+        &r,
+    )
+}
+
+async fn offset_for_leader_epoch_at(ctx: &mut Ctx, v: i16) -> Probe {
+    let request = |partition: i32, leader_epoch: i32, current_leader_epoch: i32| {
+        let mut r = OffsetForLeaderEpochRequest::default().with_topics(vec![
+            OffsetForLeaderTopic::default()
+                .with_topic(topic_name(TOPIC))
+                .with_partitions(vec![
+                    OffsetForLeaderPartition::default()
+                        .with_partition(partition)
+                        .with_leader_epoch(leader_epoch)
+                        .with_current_leader_epoch(current_leader_epoch),
+                ]),
+        ]);
+        if v >= 3 {
+            r.replica_id = (-1).into(); // a consumer
+        }
+        r
+    };
+    for (what, epoch, end) in [
+        ("first epoch", ctx.first_epoch, ctx.first_end),
+        ("current epoch", ctx.epoch, ctx.log_end),
+    ] {
+        for current in [-1, ctx.epoch] {
+            let r = ctx.send(&request(0, epoch, current), v).await?;
+            let p = &r.topics[0].partitions[0];
+            expect_code(what, p.error_code, None, &r)?;
+            check!(
+                (p.leader_epoch, p.end_offset) == (epoch, end),
+                "{what}: ({}, {}), want ({epoch}, {end})",
+                p.leader_epoch,
+                p.end_offset
+            );
+        }
+    }
+    let r = ctx.send(&request(0, ctx.epoch, ctx.first_epoch), v).await?;
+    expect_code(
+        "stale current epoch",
+        r.topics[0].partitions[0].error_code,
+        Some(ResponseError::FencedLeaderEpoch),
+        &r,
+    )?;
+    let r = ctx.send(&request(7, ctx.epoch, -1), v).await?;
+    expect_code(
+        "missing partition",
+        r.topics[0].partitions[0].error_code,
+        Some(ResponseError::UnknownTopicOrPartition),
+        &r,
+    )
+}
+
+async fn describe_configs_at(ctx: &mut Ctx, v: i16) -> Probe {
+    let request = |resource_type: i8, name: &str, keys: Option<&[&str]>| {
+        let mut r = DescribeConfigsRequest::default()
+            .with_include_synonyms(true)
+            .with_resources(vec![
+                DescribeConfigsResource::default()
+                    .with_resource_type(resource_type)
+                    .with_resource_name(sb(name))
+                    .with_configuration_keys(keys.map(|k| k.iter().map(|k| sb(k)).collect())),
+            ]);
+        if v >= 3 {
+            r.include_documentation = true;
+        }
+        r
+    };
+    let r = ctx.send(&request(RESOURCE_TOPIC, TOPIC, None), v).await?;
+    let res = &r.results[0];
+    expect_code("topic configs", res.error_code, None, &r)?;
+    check!(
+        res.configs
+            .iter()
+            .any(|c| c.name.as_str() == "retention.ms"),
+        "no retention.ms in {r:?}"
+    );
+
+    let r = ctx
+        .send(
+            &request(RESOURCE_TOPIC, TOPIC, Some(&["cleanup.policy"])),
+            v,
+        )
+        .await?;
+    let res = &r.results[0];
+    expect_code("one topic config", res.error_code, None, &r)?;
+    check!(
+        res.configs.len() == 1 && res.configs[0].value.as_deref() == Some("delete"),
+        "cleanup.policy: {r:?}"
+    );
+
+    let r = ctx.send(&request(RESOURCE_BROKER, "0", None), v).await?;
+    let res = &r.results[0];
+    expect_code("broker configs", res.error_code, None, &r)?;
+    check!(
+        res.configs
+            .iter()
+            .any(|c| c.name.as_str() == "node.id" && c.value.as_deref() == Some("0")),
+        "no node.id in {r:?}"
+    );
+
+    let r = ctx
+        .send(&request(RESOURCE_TOPIC, "every-version-missing", None), v)
+        .await?;
+    expect_code(
+        "unknown topic",
+        r.results[0].error_code,
+        Some(ResponseError::UnknownTopicOrPartition),
+        &r,
+    )
+}
+
+async fn find_coordinator_at(ctx: &mut Ctx, v: i16) -> Probe {
+    let port = ctx.port;
+    if v >= 4 {
+        let keys = ["every-version-find-a", "every-version-find-b"];
+        let req = FindCoordinatorRequest::default()
+            .with_key_type(KEY_GROUP)
+            .with_coordinator_keys(keys.iter().map(|k| sb(k)).collect());
+        let r = ctx.send(&req, v).await?;
+        check!(r.coordinators.len() == 2, "coordinators {r:?}");
+        for (c, key) in r.coordinators.iter().zip(keys) {
+            expect_code(key, c.error_code, None, &r)?;
+            check!(
+                c.key.as_str() == key && c.node_id.0 == 0 && c.port == port,
+                "coordinator {c:?}"
+            );
+        }
+        let req = FindCoordinatorRequest::default()
+            .with_key_type(KEY_TRANSACTION)
+            .with_coordinator_keys(vec![sb("every-version-txn")]);
+        let r = ctx.send(&req, v).await?;
+        return expect_code(
+            "transaction coordinator",
+            r.coordinators[0].error_code,
+            Some(ResponseError::CoordinatorNotAvailable),
+            &r,
+        );
+    }
+    let mut req =
+        FindCoordinatorRequest::default().with_key(sb(&format!("every-version-find-v{v}")));
+    if v >= 1 {
+        req.key_type = KEY_GROUP;
+    }
+    let r = ctx.send(&req, v).await?;
+    expect_code("group coordinator", r.error_code, None, &r)?;
+    check!(
+        r.node_id.0 == 0 && r.port == port && !r.host.is_empty(),
+        "coordinator {r:?}"
+    );
+    if v >= 1 {
+        let req = FindCoordinatorRequest::default()
+            .with_key(sb("every-version-txn"))
+            .with_key_type(KEY_TRANSACTION);
+        let r = ctx.send(&req, v).await?;
+        expect_code(
+            "transaction coordinator",
+            r.error_code,
+            Some(ResponseError::CoordinatorNotAvailable),
+            &r,
+        )?;
+    }
+    Ok(())
+}
+
+async fn join_group_at(ctx: &mut Ctx, v: i16) -> Probe {
+    let check_joined = |what: &str, r: &JoinGroupResponse, instance: Option<&str>| -> Probe {
+        expect_code(what, r.error_code, None, r)?;
+        check!(
+            r.generation_id >= 1 && r.leader == r.member_id && r.members.len() == 1,
+            "{what}: {r:?}"
+        );
+        let m = &r.members[0];
+        check!(
+            m.member_id == r.member_id && m.metadata == SUBSCRIPTION,
+            "{what}: member {m:?}"
+        );
+        check!(
+            m.group_instance_id.as_deref() == instance,
+            "{what}: instance {:?}, want {instance:?}",
+            m.group_instance_id
+        );
+        check!(
+            r.protocol_name.as_deref() == Some("range"),
+            "{what}: protocol {:?}",
+            r.protocol_name
+        );
+        if v >= 7 {
+            check!(
+                r.protocol_type.as_deref() == Some("consumer"),
+                "{what}: protocol type {:?}",
+                r.protocol_type
+            );
+        }
+        Ok(())
+    };
+    let (r, _) = ctx
+        .join(&format!("every-version-join-v{v}"), None, v)
+        .await?;
+    check_joined("dynamic member", &r, None)?;
+    if v >= 5 {
+        let instance = format!("every-version-join-instance-v{v}");
+        let (r, _) = ctx
+            .join(
+                &format!("every-version-join-static-v{v}"),
+                Some(&instance),
+                v,
+            )
+            .await?;
+        check_joined("static member", &r, Some(&instance))?;
+    }
+    Ok(())
+}
+
+/// Static membership where the API at `v` can say so (`instance_from`), dynamic before.
+fn instance_for(prefix: &str, v: i16, instance_from: i16) -> Option<String> {
+    (v >= instance_from).then(|| format!("{prefix}-instance-v{v}"))
+}
+
+async fn sync_group_at(ctx: &mut Ctx, v: i16) -> Probe {
+    let group = format!("every-version-sync-v{v}");
+    let instance = instance_for("every-version-sync", v, 3);
+    let (j, _) = ctx.join(&group, instance.as_deref(), 9).await?;
+    expect_code("join", j.error_code, None, &j)?;
+    let m = Member {
+        group,
+        id: j.member_id.to_string(),
+        instance,
+        generation: j.generation_id,
+    };
+    let r = ctx.send(&sync_request(&m, v), v).await?;
+    expect_code("sync", r.error_code, None, &r)?;
+    check!(r.assignment == ASSIGNMENT, "assignment {r:?}");
+    if v >= 5 {
+        check!(
+            r.protocol_type.as_deref() == Some("consumer")
+                && r.protocol_name.as_deref() == Some("range"),
+            "protocol {r:?}"
+        );
+    }
+    let stranger = Member {
+        id: "every-version-stranger".into(),
+        instance: None,
+        ..m
+    };
+    let r = ctx.send(&sync_request(&stranger, v), v).await?;
+    expect_code(
+        "sync of an unknown member",
+        r.error_code,
+        Some(ResponseError::UnknownMemberId),
+        &r,
+    )
+}
+
+async fn heartbeat_at(ctx: &mut Ctx, v: i16) -> Probe {
+    let instance = instance_for("every-version-heartbeat", v, 3);
+    let m = ctx
+        .member(
+            &format!("every-version-heartbeat-v{v}"),
+            instance.as_deref(),
+        )
+        .await?;
+    let request = |member: &str, generation: i32, instance: Option<&str>| {
+        let mut r = HeartbeatRequest::default()
+            .with_group_id(gid(&m.group))
+            .with_generation_id(generation)
+            .with_member_id(sb(member));
+        if v >= 3 {
+            r.group_instance_id = instance.map(sb);
+        }
+        r
+    };
+    let r = ctx
+        .send(&request(&m.id, m.generation, m.instance.as_deref()), v)
+        .await?;
+    expect_code("heartbeat", r.error_code, None, &r)?;
+    let r = ctx
+        .send(&request(&m.id, m.generation + 1, m.instance.as_deref()), v)
+        .await?;
+    expect_code(
+        "heartbeat of another generation",
+        r.error_code,
+        Some(ResponseError::IllegalGeneration),
+        &r,
+    )?;
+    let r = ctx
+        .send(&request("every-version-stranger", m.generation, None), v)
+        .await?;
+    expect_code(
+        "heartbeat of an unknown member",
+        r.error_code,
+        Some(ResponseError::UnknownMemberId),
+        &r,
+    )
+}
+
+async fn leave_group_at(ctx: &mut Ctx, v: i16) -> Probe {
+    let instance = instance_for("every-version-leave", v, 3);
+    let m = ctx
+        .member(&format!("every-version-leave-v{v}"), instance.as_deref())
+        .await?;
+    let request = || {
+        let r = LeaveGroupRequest::default().with_group_id(gid(&m.group));
+        if v >= 3 {
+            let mut who = MemberIdentity::default()
+                .with_member_id(sb(&m.id))
+                .with_group_instance_id(m.instance.as_deref().map(sb));
+            if v >= 5 {
+                who.reason = Some(sb("every-version test"));
+            }
+            r.with_members(vec![who])
+        } else {
+            r.with_member_id(sb(&m.id))
+        }
+    };
+    let r = ctx.send(&request(), v).await?;
+    expect_code("leave", r.error_code, None, &r)?;
+    if v >= 3 {
+        check!(r.members.len() == 1, "members {r:?}");
+        expect_code("leave (member)", r.members[0].error_code, None, &r)?;
+        check!(r.members[0].member_id.as_str() == m.id, "member {r:?}");
+    }
+    // Gone now.
+    let r = ctx.send(&request(), v).await?;
+    let code = if v >= 3 {
+        expect_code("leave again", r.error_code, None, &r)?;
+        r.members[0].error_code
+    } else {
+        r.error_code
+    };
+    expect_code(
+        "leave again",
+        code,
+        Some(ResponseError::UnknownMemberId),
+        &r,
+    )
+}
+
+async fn offset_commit_at(ctx: &mut Ctx, v: i16) -> Probe {
+    let epoch = ctx.epoch;
+    let request =
+        |group: &str, member: &str, generation: i32, instance: Option<&str>, partition: i32| {
+            let mut t = commit_topic(3, epoch, "every-version", v);
+            t.partitions[0].partition_index = partition;
+            let mut r = OffsetCommitRequest::default()
+                .with_group_id(gid(group))
+                .with_generation_id_or_member_epoch(generation)
+                .with_member_id(sb(member))
+                .with_topics(vec![t]);
+            if v >= 7 {
+                r.group_instance_id = instance.map(sb);
+            }
+            r
+        };
+    // A member's commit.
+    let instance = instance_for("every-version-commit", v, 7);
+    let m = ctx
+        .member(&format!("every-version-commit-v{v}"), instance.as_deref())
+        .await?;
+    let req = request(&m.group, &m.id, m.generation, m.instance.as_deref(), 0);
+    let r = ctx.send(&req, v).await?;
+    expect_code(
+        "member commit",
+        r.topics[0].partitions[0].error_code,
+        None,
+        &r,
+    )?;
+    let at = ctx.committed(&m.group).await?;
+    check!(at == 3, "committed {at}");
+
+    // A commit outside any generation (a consumer with assign()).
+    let group = format!("every-version-commit-simple-v{v}");
+    let r = ctx.send(&request(&group, "", -1, None, 0), v).await?;
+    expect_code(
+        "simple commit",
+        r.topics[0].partitions[0].error_code,
+        None,
+        &r,
+    )?;
+    let at = ctx.committed(&group).await?;
+    check!(at == 3, "committed {at}");
+
+    let r = ctx.send(&request(&group, "", -1, None, 7), v).await?;
+    expect_code(
+        "commit for a missing partition",
+        r.topics[0].partitions[0].error_code,
+        Some(ResponseError::UnknownTopicOrPartition),
+        &r,
+    )
+}
+
+async fn offset_fetch_at(ctx: &mut Ctx, v: i16) -> Probe {
+    let group = format!("every-version-fetch-v{v}");
+    let metadata = format!("meta-v{v}");
+    ctx.simple_commit(&group, 7, &metadata).await?;
+    let unknown = "every-version-fetch-nobody";
+    let epoch = ctx.epoch;
+    // (offset, leader epoch, metadata, error) of partition 0 of the topic.
+    type Seen = (i64, i32, String, i16);
+    let want_epoch = if v >= 5 { epoch } else { -1 };
+    let want: Seen = (7, want_epoch, metadata.clone(), 0);
+    let nothing: Seen = (-1, -1, String::new(), 0);
+
+    if v >= 8 {
+        let groups = |all: bool| {
+            [group.as_str(), unknown]
+                .iter()
+                .map(|g| {
+                    OffsetFetchRequestGroup::default()
+                        .with_group_id(gid(g))
+                        .with_topics((!all).then(|| {
+                            vec![
+                                OffsetFetchRequestTopics::default()
+                                    .with_name(topic_name(TOPIC))
+                                    .with_partition_indexes(vec![0]),
+                            ]
+                        }))
+                })
+                .collect::<Vec<_>>()
+        };
+        for all in [false, true] {
+            let r = ctx
+                .send(
+                    &OffsetFetchRequest::default()
+                        .with_require_stable(true)
+                        .with_groups(groups(all)),
+                    v,
+                )
+                .await?;
+            check!(r.groups.len() == 2, "groups {r:?}");
+            for (g, wanted) in r.groups.iter().zip([&want, &nothing]) {
+                expect_code(g.group_id.as_str(), g.error_code, None, &r)?;
+                let seen: Option<Seen> = g
+                    .topics
+                    .iter()
+                    .filter(|t| t.name.as_str() == TOPIC)
+                    .flat_map(|t| &t.partitions)
+                    .find(|p| p.partition_index == 0)
+                    .map(|p| {
+                        (
+                            p.committed_offset,
+                            p.committed_leader_epoch,
+                            p.metadata.as_deref().unwrap_or_default().to_string(),
+                            p.error_code,
+                        )
+                    });
+                // Asking for all topics of a group without commits lists none.
+                if all && wanted.0 < 0 {
+                    check!(seen.is_none(), "{}: {r:?}", g.group_id.as_str());
+                } else {
+                    check!(
+                        seen.as_ref() == Some(wanted),
+                        "{}: {seen:?}, want {wanted:?}",
+                        g.group_id.as_str()
+                    );
+                }
+            }
+        }
+        return Ok(());
+    }
+
+    let request = |g: &str, all: bool| {
+        let mut r = OffsetFetchRequest::default()
+            .with_group_id(gid(g))
+            .with_topics((!all).then(|| {
+                vec![
+                    OffsetFetchRequestTopic::default()
+                        .with_name(topic_name(TOPIC))
+                        .with_partition_indexes(vec![0]),
+                ]
+            }));
+        if v >= 7 {
+            r.require_stable = true;
+        }
+        r
+    };
+    // v2+ may ask for all topics (null).
+    let shapes: &[bool] = if v >= 2 { &[false, true] } else { &[false] };
+    for &all in shapes {
+        for (g, wanted) in [(group.as_str(), &want), (unknown, &nothing)] {
+            let r = ctx.send(&request(g, all), v).await?;
+            if v >= 2 {
+                expect_code(g, r.error_code, None, &r)?;
+            }
+            let seen: Option<Seen> = r
+                .topics
+                .iter()
+                .filter(|t| t.name.as_str() == TOPIC)
+                .flat_map(|t| &t.partitions)
+                .find(|p| p.partition_index == 0)
+                .map(|p| {
+                    (
+                        p.committed_offset,
+                        p.committed_leader_epoch,
+                        p.metadata.as_deref().unwrap_or_default().to_string(),
+                        p.error_code,
+                    )
+                });
+            if all && wanted.0 < 0 {
+                check!(seen.is_none(), "{g}: {r:?}");
+            } else {
+                check!(
+                    seen.as_ref() == Some(wanted),
+                    "{g} (all topics: {all}): {seen:?}, want {wanted:?}"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn describe_groups_at(ctx: &mut Ctx, v: i16) -> Probe {
+    // A static member: its instance id is shown from v4 and must be left out before.
+    let group = format!("every-version-describe-v{v}");
+    let instance = format!("every-version-describe-instance-v{v}");
+    let m = ctx.member(&group, Some(&instance)).await?;
+    let unknown = "every-version-describe-nobody";
+    let mut req = DescribeGroupsRequest::default().with_groups(vec![gid(&group), gid(unknown)]);
+    if v >= 3 {
+        req.include_authorized_operations = true;
+    }
+    let r = ctx.send(&req, v).await?;
+    check!(r.groups.len() == 2, "groups {r:?}");
+    let g = &r.groups[0];
+    expect_code(&group, g.error_code, None, &r)?;
+    check!(
+        g.group_state.as_str() == "Stable"
+            && g.protocol_type.as_str() == "consumer"
+            && g.protocol_data.as_str() == "range"
+            && g.members.len() == 1,
+        "{group}: {g:?}"
+    );
+    let d = &g.members[0];
+    let want_instance = (v >= 4).then_some(instance.as_str());
+    check!(
+        d.member_id.as_str() == m.id
+            && d.client_id.as_str() == CLIENT_ID
+            && d.group_instance_id.as_deref() == want_instance
+            && d.member_metadata == SUBSCRIPTION
+            && d.member_assignment == ASSIGNMENT,
+        "member {d:?}"
+    );
+    let u = &r.groups[1];
+    let want = (v >= 6).then_some(ResponseError::GroupIdNotFound);
+    expect_code(unknown, u.error_code, want, &r)?;
+    check!(u.group_state.as_str() == "Dead", "{unknown}: {u:?}");
+    Ok(())
+}
+
+async fn list_groups_at(ctx: &mut Ctx, v: i16) -> Probe {
+    let group = format!("every-version-list-v{v}");
+    ctx.member(&group, None).await?;
+    let request = |states: &[&str], types: &[&str]| {
+        let mut r = ListGroupsRequest::default();
+        if v >= 4 {
+            r.states_filter = states.iter().map(|s| sb(s)).collect();
+        }
+        if v >= 5 {
+            r.types_filter = types.iter().map(|s| sb(s)).collect();
+        }
+        r
+    };
+    let r = ctx.send(&request(&[], &[]), v).await?;
+    expect_code("list", r.error_code, None, &r)?;
+    let listed = r
+        .groups
+        .iter()
+        .find(|g| g.group_id.as_str() == group)
+        .ok_or_else(|| format!("{group} not listed: {r:?}"))?;
+    check!(listed.protocol_type.as_str() == "consumer", "{listed:?}");
+    if v >= 4 {
+        check!(listed.group_state.as_str() == "Stable", "{listed:?}");
+        let r = ctx.send(&request(&["Empty"], &[]), v).await?;
+        expect_code("list empty groups", r.error_code, None, &r)?;
+        check!(
+            r.groups.iter().all(|g| g.group_id.as_str() != group),
+            "{group} listed as empty: {r:?}"
+        );
+    }
+    if v >= 5 {
+        check!(listed.group_type.as_str() == "classic", "{listed:?}");
+        let r = ctx.send(&request(&["Stable"], &["classic"]), v).await?;
+        expect_code("list stable classic groups", r.error_code, None, &r)?;
+        check!(
+            r.groups.iter().any(|g| g.group_id.as_str() == group),
+            "{group} not listed: {r:?}"
+        );
+    }
+    Ok(())
+}
+
+async fn delete_groups_at(ctx: &mut Ctx, v: i16) -> Probe {
+    let empty = format!("every-version-delete-group-v{v}");
+    ctx.simple_commit(&empty, 4, "").await?;
+    let busy = format!("every-version-delete-busy-v{v}");
+    ctx.member(&busy, None).await?;
+    let unknown = "every-version-delete-nobody";
+    let req = DeleteGroupsRequest::default().with_groups_names(vec![
+        gid(&empty),
+        gid(&busy),
+        gid(unknown),
+    ]);
+    let r = ctx.send(&req, v).await?;
+    check!(r.results.len() == 3, "results {r:?}");
+    for (res, (group, want)) in r.results.iter().zip([
+        (empty.as_str(), None),
+        (busy.as_str(), Some(ResponseError::NonEmptyGroup)),
+        (unknown, Some(ResponseError::GroupIdNotFound)),
+    ]) {
+        check!(res.group_id.as_str() == group, "results {r:?}");
+        expect_code(group, res.error_code, want, &r)?;
+    }
+    let at = ctx.committed(&empty).await?;
+    check!(at == -1, "{empty} still has offset {at}");
+    Ok(())
+}
+
+/// Leader epoch of the topic's partition, by Metadata v12.
+async fn leader_epoch(bootstrap: &str) -> (i32, uuid::Uuid) {
+    let mut c = Connection::connect(bootstrap, CLIENT_ID).await.unwrap();
+    let req = MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default().with_name(Some(topic_name(TOPIC))),
+    ]));
+    let r = c.send(&req, 12).await.unwrap();
+    let t = &r.topics[0];
+    assert_eq!(t.error_code, 0, "{r:?}");
+    (t.partitions[0].leader_epoch, t.topic_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_advertised_version_of_every_api_encodes_decodes_and_answers() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = BrokerProcess::start(&dir.path().join("data"), BROKER_ARGS);
+
+    // Records in two leader epochs: a restart of a standalone broker starts a new one.
+    let settings = [("enable.idempotence", "true"), ("linger.ms", "1")];
+    let p = producer(&broker.bootstrap(), &settings);
+    let first = produce(&p, TOPIC, "a", FIRST_EPOCH_RECORDS).await;
+    drop(p);
+    let (first_epoch, _) = leader_epoch(&broker.bootstrap()).await;
+    assert!(broker.terminate());
+    broker.spawn();
+    let p = producer(&broker.bootstrap(), &settings);
+    let second = produce(&p, TOPIC, "b", SECOND_EPOCH_RECORDS).await;
+    drop(p);
+    let (epoch, topic_id) = leader_epoch(&broker.bootstrap()).await;
+    assert!(
+        first_epoch >= 0 && epoch > first_epoch,
+        "leader epochs {first_epoch} then {epoch}"
+    );
+    assert!(
+        first.keys().chain(second.keys()).all(|(p, _)| *p == 0),
+        "one partition"
+    );
+    println!(
+        "{TOPIC}-0: {} records in leader epoch {first_epoch}, then {} in epoch {epoch}",
+        first.len(),
+        second.len()
+    );
+
+    let bootstrap = broker.bootstrap();
+    let mut ctx = Ctx {
+        conn: Connection::connect(&bootstrap, CLIENT_ID).await.unwrap(),
+        bootstrap,
+        port: i32::from(broker.kafka.port()),
+        broken: false,
+        first_end: first.len() as i64,
+        log_end: (first.len() + second.len()) as i64,
+        first_epoch,
+        epoch,
+        topic_id,
+        requests: 0,
+    };
+
+    // The group coordinator is ready (its offsets partition created and loaded).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let req = FindCoordinatorRequest::default().with_key(sb("every-version-warm-up"));
+        let r = ctx.send(&req, 0).await.unwrap();
+        if r.error_code == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no group coordinator: {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let mut pairs = 0;
+    let mut failed_pairs = 0;
+    let mut failures = Vec::new();
+    for &(key, min, max) in SUPPORTED {
+        assert!(min <= max, "{key:?} advertises {min}..={max}");
+        let api_started = Instant::now();
+        let mut api_failures = 0;
+        for v in min..=max {
+            pairs += 1;
+            let mut failed = Vec::new();
+            if let Err(e) = probe(&mut ctx, key, v).await {
+                failed.push(e);
+            }
+            if let Err(e) = ctx.still_usable().await {
+                failed.push(format!("connection unusable afterwards: {e}"));
+                ctx.reconnect().await;
+            }
+            if !failed.is_empty() {
+                failed_pairs += 1;
+                api_failures += 1;
+            }
+            for e in failed {
+                eprintln!("FAILED {key:?} v{v}: {e}");
+                failures.push(format!("{key:?} v{v}: {e}"));
+            }
+        }
+        println!(
+            "{key:?} v{min}-v{max}: {} in {:?}",
+            if api_failures == 0 { "ok" } else { "FAILED" },
+            api_started.elapsed()
+        );
+    }
+    println!(
+        "checked {pairs} (API, version) pairs of {} APIs with {} requests in {:?} \
+         ({failed_pairs} pairs failed)",
+        SUPPORTED.len(),
+        ctx.requests,
+        started.elapsed(),
+    );
+    assert!(
+        failures.is_empty(),
+        "{failed_pairs} of {pairs} advertised (API, version) pairs failed:\n{}\nbroker log:\n{}",
+        failures.join("\n"),
+        broker.log()
+    );
+    assert!(broker.terminate(), "broker did not stop cleanly");
+}
