@@ -158,7 +158,14 @@ fn read_all(
                             p.current_leader.leader_epoch = leader_epoch;
                             ResponseError::NotLeaderOrFollower
                         }
-                        FetchError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+                        FetchError::OffsetOutOfRange { start, .. } => {
+                            // A follower behind the log start restarts its log there: it needs
+                            // the leader's log start and high watermark with this error.
+                            p.log_start_offset = start;
+                            p.high_watermark = partition.high_watermark();
+                            p.last_stable_offset = p.high_watermark;
+                            ResponseError::OffsetOutOfRange
+                        }
                         FetchError::Storage(ref reason) => {
                             tracing::warn!(topic = %partition.topic, partition = partition.index, error = %reason, "read failed");
                             ResponseError::KafkaStorageError
