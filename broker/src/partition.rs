@@ -700,13 +700,10 @@ impl Partition {
         &self,
         answer: LeaderAnswer<'_>,
     ) -> Result<FollowerApplied, FollowerError> {
-        if self.is_leader() || self.leader_epoch() != answer.fetched_epoch {
-            return Ok(FollowerApplied::Stale);
-        }
         let mut log = self.log();
         let leo = log.log_end_offset();
-        // Again under the log lock, which role changes take: the check above saves the lock
-        // for most stale answers, this one is exact. A removed replica takes nothing either.
+        // Under the log lock, which role changes also take, so the check is exact. A removed
+        // replica takes nothing either.
         if self.is_leader()
             || log.is_deleted()
             || self.leader_epoch() != answer.fetched_epoch

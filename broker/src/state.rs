@@ -725,6 +725,18 @@ mod tests {
         broker
     }
 
+    /// The directories directly under `path`, sorted.
+    fn dirs_in(path: &Path) -> Vec<String> {
+        let mut dirs: Vec<String> = std::fs::read_dir(path)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        dirs.sort();
+        dirs
+    }
+
     /// One partition led by this broker.
     fn led_here(name: &str) -> TopicMeta {
         TopicMeta {
@@ -764,7 +776,7 @@ mod tests {
         assert!(victim_dir.join("00000000000000000000.log").exists());
 
         meta.version = 2;
-        let bad = ["./victim", "../ESCAPED", "bad\0name", "", ".", ".."];
+        let bad = crate::topic_name::REFUSED_EXAMPLES;
         for name in bad {
             meta.topics.insert(name.into(), led_here(name));
         }
@@ -787,13 +799,7 @@ mod tests {
             !root.path().join("ESCAPED-0").exists(),
             "escaped the data dir"
         );
-        let mut dirs: Vec<String> = std::fs::read_dir(&data)
-            .unwrap()
-            .flatten()
-            .filter(|e| e.path().is_dir())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        dirs.sort();
+        let dirs = dirs_in(&data);
         assert_eq!(dirs, ["good-0", "victim-0"]);
 
         // Later metadata still applies (the bad records are still in it).
@@ -846,15 +852,10 @@ mod tests {
         })
         .unwrap();
         let none = BTreeMap::new;
-        for bad in [
-            "./victim",
-            "../ESCAPED",
-            "bad\0name",
-            "",
-            ".",
-            "..",
-            &"x".repeat(250),
-        ] {
+        for bad in crate::topic_name::REFUSED_EXAMPLES
+            .into_iter()
+            .chain([&*"x".repeat(250)])
+        {
             let e = match broker.create_topic(bad, 1, 1, none(), false) {
                 Ok(_) => panic!("{bad:?} was created"),
                 Err(e) => e,
@@ -883,13 +884,7 @@ mod tests {
             .map(|t| t.record.name.clone())
             .collect();
         assert_eq!(names, ["a.b"]);
-        let mut dirs: Vec<String> = std::fs::read_dir(&data)
-            .unwrap()
-            .flatten()
-            .filter(|e| e.path().is_dir())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        dirs.sort();
+        let dirs = dirs_in(&data);
         assert_eq!(dirs, ["a.b-0"]);
         assert!(!root.path().join("ESCAPED-0").exists());
     }

@@ -18,6 +18,11 @@ pub const MAX_LENGTH: usize = 249;
 /// at least three dots). The length is checked separately ([`MAX_LENGTH`]).
 pub const PATTERN: &str = r"^(\.{0,2}[a-zA-Z0-9_-]|\.{3})[a-zA-Z0-9._-]*$";
 
+/// Names every entry must refuse (the hostile-clients issue's three, then the empty name and
+/// the two directory names), for tests across the workspace to share.
+#[doc(hidden)]
+pub const REFUSED_EXAMPLES: [&str; 6] = ["./victim", "../ESCAPED", "bad\0name", "", ".", ".."];
+
 /// Why a name is not a legal topic name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 // Debug formatting shows control characters escaped (`"bad\0name"`), never raw, in logs.
@@ -113,13 +118,7 @@ mod tests {
     /// Issue part 2's names, and Kafka's other refusals.
     #[test]
     fn illegal_names() {
-        for bad in [
-            "./victim",
-            "../ESCAPED",
-            "bad\0name",
-            "",
-            ".",
-            "..",
+        for bad in REFUSED_EXAMPLES.into_iter().chain([
             "a/b",
             "/abs",
             "a\\b",
@@ -128,8 +127,8 @@ mod tests {
             "new\nline",
             "ümlaut",
             "a:b",
-            &"x".repeat(MAX_LENGTH + 1),
-        ] {
+            &*"x".repeat(MAX_LENGTH + 1),
+        ]) {
             let e = validate(bad).unwrap_err();
             assert_eq!(e.name, bad);
             assert!(e.to_string().starts_with("invalid topic name"), "{e}");
