@@ -404,6 +404,95 @@ async fn drain_election_reassignment_and_decommission_under_load() {
     record(&line);
 }
 
+/// Scale-up: two brokers join a 3-broker cluster under acks=all load and a rebalance moves
+/// replicas and leaders onto them, two partitions at a time; the controller is killed -9
+/// halfway and resumes the rebalance from its state file. Replica counts end within 1, every
+/// partition is led by its first replica, the new brokers lead partitions, and no acknowledged
+/// write is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_up_rebalances_onto_new_brokers_under_load() {
+    let _serial = SERIAL.lock().await;
+    let dir = test_dir();
+    let base = 36000 + (std::process::id() % 100) as u16 * 20;
+    let cluster = Cluster::up(dir.path(), base, 3);
+    cluster.create_topic("grow", 6).await;
+    let load = Load::start(&cluster.bootstrap, ACKS_ALL_IDEMPOTENT, "grow");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    cluster.start_broker(3);
+    cluster.start_broker(4);
+    cluster
+        .wait_for("brokers 3 and 4 registered", 20, |m| {
+            m.is_alive(3) && m.is_alive(4)
+        })
+        .await;
+    let answer = cluster.admin("rebalance", serde_json::json!({})).await;
+    assert_eq!(answer["under_way"], true, "{answer}");
+    assert_eq!(answer["onto"], serde_json::json!([3, 4]), "{answer}");
+    let total = answer["total"].as_u64().unwrap();
+
+    // Kill the controller once a move is under way; its successor resumes from the file.
+    cluster
+        .wait_for("a move in flight (or done)", 20, |m| {
+            m.partitions()
+                .any(|(_, p)| !p.adding.is_empty() || p.replicas.iter().any(|r| *r >= 3))
+        })
+        .await;
+    cluster.kill9_controller();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    cluster.start_controller();
+
+    let describe = format!("http://127.0.0.1:{}/v1/admin/describe", cluster.base);
+    let started = std::time::Instant::now();
+    loop {
+        let d: serde_json::Value = reqwest::get(&describe).await.unwrap().json().await.unwrap();
+        if d.get("rebalance").is_none_or(|r| r.is_null()) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the rebalance did not finish: {}",
+            d["rebalance"]
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(
+        "rebalance of {total} partitions finished {} ms after the controller restart",
+        started.elapsed().as_millis()
+    );
+    cluster
+        .wait_for("preferred leaders elected", 20, |m| {
+            m.partitions()
+                .all(|(_, p)| p.leader == p.replicas[0] && p.isr.len() == 3)
+        })
+        .await;
+    let m = cluster.metadata().await;
+    let mut replicas = [0usize; 5];
+    let mut leaders = [0usize; 5];
+    for (_, p) in m.partitions().filter(|(t, _)| *t == "grow") {
+        assert_eq!(p.replicas.len(), 3, "{p:?}");
+        for r in &p.replicas {
+            replicas[*r as usize] += 1;
+        }
+        leaders[p.leader as usize] += 1;
+    }
+    // 18 replicas over 5 brokers: 3 or 4 each; 6 leaders: 1 or 2 each.
+    assert!(replicas.iter().all(|n| (3..=4).contains(n)), "{replicas:?}");
+    assert!(leaders.iter().all(|n| (1..=2).contains(n)), "{leaders:?}");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    let (sent, acked, read) = load
+        .finish(&cluster.bootstrap, "grow", &[0, 1, 2, 3, 4, 5])
+        .await;
+    let line = format!(
+        "scale_up_rebalance: {total} partition moves, replicas {replicas:?}, leaders {leaders:?}; sent {sent}, acknowledged {}, stored {}, violations 0",
+        acked.len(),
+        read.len()
+    );
+    eprintln!("{line}");
+    record(&line);
+}
+
 /// A stalled follower (SIGSTOP past the lag time) leaves the ISR and rejoins after SIGCONT;
 /// the controller killed during load comes back with its state; with two of three brokers down
 /// acks=all writes are refused (NOT_ENOUGH_REPLICAS) and succeed again once they return. The

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use operator::controller::http;
-use operator::controller::service::{Controller, Settings};
+use operator::controller::service::{Controller, DEFAULT_REBALANCE_MAX_MOVES, Settings};
 use operator::controller::store::FileStore;
 use tracing::info;
 
@@ -58,6 +58,10 @@ struct KubeArgs {
     /// Manage only this namespace's LogClusters and ReplicatedTopics (default: all).
     #[arg(long, env = "WATCH_NAMESPACE")]
     watch_namespace: Option<String>,
+    /// When a LogCluster scales up, move replicas and leaders onto the new brokers, this many
+    /// partitions at a time; 0 leaves new brokers empty.
+    #[arg(long, default_value_t = DEFAULT_REBALANCE_MAX_MOVES)]
+    rebalance_max_moves: usize,
 }
 
 #[derive(Subcommand)]
@@ -76,6 +80,13 @@ enum Command {
         /// Cluster id for a new cluster (default: random).
         #[arg(long)]
         cluster_id: Option<String>,
+        /// Partitions a rebalance (POST /v1/admin/rebalance, or --auto-rebalance) moves at once.
+        #[arg(long, default_value_t = DEFAULT_REBALANCE_MAX_MOVES)]
+        rebalance_max_moves: usize,
+        /// Rebalance whenever a broker that was not live before registers (the set of live
+        /// brokers is all this mode knows of the cluster, so a restarted broker counts too).
+        #[arg(long)]
+        auto_rebalance: bool,
     },
 }
 
@@ -99,6 +110,8 @@ async fn main() -> anyhow::Result<()> {
             listen,
             session_timeout_ms,
             cluster_id,
+            rebalance_max_moves,
+            auto_rebalance,
         }) => {
             std::fs::create_dir_all(&state_dir)
                 .with_context(|| format!("cannot create {}", state_dir.display()))?;
@@ -106,7 +119,15 @@ async fn main() -> anyhow::Result<()> {
             let cluster_id =
                 cluster_id.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
             let controller = Arc::new(
-                Controller::open(store, cluster_id, Settings { session_timeout_ms }).await?,
+                Controller::open(
+                    store,
+                    cluster_id,
+                    Settings {
+                        session_timeout_ms,
+                        rebalance_max_moves,
+                    },
+                )
+                .await?,
             );
             let ticker = tokio::spawn({
                 let c = controller.clone();
@@ -115,6 +136,7 @@ async fn main() -> anyhow::Result<()> {
                     loop {
                         every.tick().await;
                         c.tick().await;
+                        c.rebalance_live_brokers(auto_rebalance).await;
                     }
                 }
             });
@@ -172,6 +194,7 @@ async fn run_on_kubernetes(a: KubeArgs) -> anyhow::Result<()> {
         pod,
         lease_duration: Duration::from_secs(a.lease_duration_secs.max(3)),
         session_timeout_ms: a.session_timeout_ms,
+        rebalance_max_moves: a.rebalance_max_moves,
         watch_namespace: a.watch_namespace.filter(|n| !n.is_empty()),
     })
     .await

@@ -88,7 +88,8 @@ pub enum ControllerError {
     },
 }
 
-fn bump(state: &mut ControllerState) {
+/// Every committed change bumps the version (brokers long-poll for it; the store saves on it).
+pub(super) fn bump(state: &mut ControllerState) {
     state.metadata.version += 1;
 }
 

@@ -1,7 +1,7 @@
 //! The controller's HTTP API (axum, JSON). Internal routes serve brokers (register,
 //! heartbeat, metadata long-poll, AlterPartition, controlled shutdown, topics, producer ids);
 //! admin routes serve users and the operator (drain, preferred-leader election, reassign,
-//! decommission, describe).
+//! decommission, rebalance, describe).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,6 +42,7 @@ pub fn router<S: Store + Send + Sync + 'static>(controller: Arc<Controller<S>>) 
         )
         .route("/v1/admin/preferred-leader-election", post(preferred::<S>))
         .route("/v1/admin/reassign", post(reassign::<S>))
+        .route("/v1/admin/rebalance", post(rebalance::<S>))
         .route("/v1/admin/describe", get(describe::<S>))
         .with_state(controller)
 }
@@ -307,11 +308,48 @@ async fn reassign<S: Store>(
     ))
 }
 
+/// A rebalance's progress (`POST /v1/admin/rebalance`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RebalanceAnswer {
+    /// False when nothing needs to move.
+    pub under_way: bool,
+    pub onto: Vec<i32>,
+    pub done: usize,
+    pub total: usize,
+}
+
+/// Begins a rebalance over the live brokers (or reports the one under way); the controller
+/// carries it out in the background, at most `--rebalance-max-moves` partitions at a time.
+async fn rebalance<S: Store>(State(c): Ctl<S>) -> Result<Json<RebalanceAnswer>, Failure> {
+    let members = c.live_brokers();
+    let max = c.settings.rebalance_max_moves;
+    c.update(|s, _| Ok(super::rebalance::start(s, &members, max)))
+        .await?;
+    let progress = super::rebalance::progress(&c.snapshot().await);
+    Ok(Json(match progress {
+        Some(p) => RebalanceAnswer {
+            under_way: true,
+            onto: p.onto,
+            done: p.done,
+            total: p.total,
+        },
+        None => RebalanceAnswer {
+            under_way: false,
+            onto: Vec::new(),
+            done: 0,
+            total: 0,
+        },
+    }))
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Description {
     pub metadata: broker::metadata::ClusterMetadata,
     /// Milliseconds since each broker's last heartbeat.
     pub heartbeat_age_ms: BTreeMap<i32, i64>,
+    /// The rebalance under way: every planned move and its state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<super::rebalance::Rebalance>,
 }
 
 async fn describe<S: Store>(State(c): Ctl<S>) -> Json<Description> {
@@ -325,5 +363,6 @@ async fn describe<S: Store>(State(c): Ctl<S>) -> Json<Description> {
     Json(Description {
         metadata: s.metadata,
         heartbeat_age_ms,
+        rebalance: s.rebalance,
     })
 }

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::decisions::{self, ControllerError};
+use super::rebalance;
 use super::state::ControllerState;
 use super::store::{Store, StoreError};
 
@@ -26,7 +27,13 @@ pub enum ServiceError {
 
 pub struct Settings {
     pub session_timeout_ms: i64,
+    /// Partitions a rebalance moves at once (each copies its data to the new replicas).
+    pub rebalance_max_moves: usize,
 }
+
+/// Default of `Settings::rebalance_max_moves`: copies share the brokers' disks and network
+/// with clients, so few at a time.
+pub const DEFAULT_REBALANCE_MAX_MOVES: usize = 2;
 
 pub struct Controller<S: Store> {
     /// The committed state, plus heartbeat times (kept in memory only). Never held across an
@@ -153,6 +160,47 @@ impl<S: Store> Controller<S> {
         self.snapshot().await.metadata
     }
 
+    /// One rebalance step over `members` (`rebalance::advance`), committed if it changed
+    /// anything.
+    pub async fn rebalance(
+        &self,
+        members: &[i32],
+        may_move: bool,
+        auto_start: bool,
+    ) -> Result<rebalance::Outcome, ServiceError> {
+        let max = self.settings.rebalance_max_moves;
+        if max == 0 {
+            return Ok(rebalance::Outcome::Nothing); // rebalancing is turned off
+        }
+        self.update(|s, _| Ok(rebalance::advance(s, members, may_move, auto_start, max)))
+            .await
+    }
+
+    /// Without Kubernetes the broker set is the live brokers: a rebalance under way moves on
+    /// (and, with `auto_start`, a new live broker begins one); run periodically.
+    pub async fn rebalance_live_brokers(&self, auto_start: bool) {
+        if !auto_start && self.live().rebalance.is_none() {
+            return;
+        }
+        let members = self.live_brokers();
+        match self.rebalance(&members, true, auto_start).await {
+            Ok(rebalance::Outcome::Nothing | rebalance::Outcome::Balanced { .. }) => {}
+            Ok(outcome) => info!(?outcome, "rebalance"),
+            Err(e) => warn!(error = %e, "rebalance step failed"),
+        }
+    }
+
+    /// Registered brokers that are alive now.
+    pub fn live_brokers(&self) -> Vec<i32> {
+        let s = self.live();
+        s.metadata
+            .brokers
+            .keys()
+            .copied()
+            .filter(|b| s.metadata.is_alive(*b))
+            .collect()
+    }
+
     /// Fences brokers whose sessions expired; run periodically.
     pub async fn tick(&self) {
         let timeout = self.settings.session_timeout_ms;
@@ -177,6 +225,7 @@ mod tests {
     fn settings() -> Settings {
         Settings {
             session_timeout_ms: 9000,
+            rebalance_max_moves: DEFAULT_REBALANCE_MAX_MOVES,
         }
     }
 

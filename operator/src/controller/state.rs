@@ -1,10 +1,12 @@
 //! The controller's state: the published metadata plus what only the controller needs
-//! (heartbeat times, broker incarnations, the producer id counter).
+//! (heartbeat times, broker incarnations, the producer id counter, a rebalance under way).
 
 use std::collections::BTreeMap;
 
 use broker::metadata::ClusterMetadata;
 use serde::{Deserialize, Serialize};
+
+pub use super::rebalance::Rebalance;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ControllerState {
@@ -22,6 +24,12 @@ pub struct ControllerState {
     /// Start of the next producer id block.
     #[serde(default)]
     pub next_producer_id: i64,
+    /// The brokers replicas were last balanced over; a scale-up is a broker outside it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub balanced_brokers: Vec<i32>,
+    /// The rebalance under way, if any (persisted so a restarted controller resumes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<Rebalance>,
 }
 
 impl ControllerState {

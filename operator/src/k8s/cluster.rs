@@ -1,7 +1,8 @@
 //! The LogCluster reconciler: starts (or resumes) the cluster's controller from the state in its
 //! status, applies the children with server-side apply, carries out the roll planner's next step,
-//! shrinks the StatefulSet only after the leaving brokers' replicas have moved, and reports
-//! brokers, rollout and conditions. Each action that matters is also an Event.
+//! shrinks the StatefulSet only after the leaving brokers' replicas have moved, rebalances onto
+//! new brokers after a scale-up, and reports brokers, rollout and conditions. Each action that
+//! matters is also an Event.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Debug;
@@ -22,6 +23,7 @@ use tracing::{info, warn};
 use super::resources::{self, Names};
 use super::{Context, condition, publish};
 use crate::controller::decisions;
+use crate::controller::rebalance::{self, Outcome};
 use crate::controller::state::ControllerState;
 use crate::crd::log_cluster::{BrokerState, RolloutPhase, RolloutStatus};
 use crate::crd::{ConditionType, LogCluster, LogClusterStatus, set_condition};
@@ -126,8 +128,22 @@ pub async fn reconcile(lc: Arc<LogCluster>, ctx: Arc<Context>) -> Result<Action,
         }
     }
     let rollout = roll_step(&ctx, &lc, &ns, &names, &sts, &pods, &entry.controller).await?;
+    // Only once nothing else moves brokers: a roll restarts them, a scale-down empties some.
+    let may_move = leaving_note.is_none()
+        && sts_replicas == lc.spec.replicas
+        && rollout.phase == RolloutPhase::Idle;
+    rebalance_step(&ctx, &lc, &entry.controller, may_move).await?;
     let state = entry.controller.snapshot().await;
-    let status = cluster_status(&lc, &state, &pods, sts_replicas, rollout, leaving_note);
+    let rebalancing = rebalance::progress(&state).map(|p| p.to_string());
+    let status = cluster_status(
+        &lc,
+        &state,
+        &pods,
+        sts_replicas,
+        rollout,
+        leaving_note,
+        rebalancing,
+    );
     if lc.status.as_ref().map(without_state) != Some(without_state(&status)) {
         let api: Api<LogCluster> = Api::namespaced(ctx.client.clone(), &ns);
         // A merge patch of our fields only: status.controllerState is the controller's.
@@ -421,6 +437,65 @@ async fn roll_step(
     Ok(status)
 }
 
+/// Spreads replicas and leaders onto brokers 0..spec.replicas once all of them are live and
+/// the set grew (a scale-up), at most `--rebalance-max-moves` partitions at a time; an Event
+/// when a rebalance starts, finishes or is cancelled.
+async fn rebalance_step(
+    ctx: &Context,
+    lc: &LogCluster,
+    controller: &super::registry::KubeController,
+    may_move: bool,
+) -> Result<(), ClusterError> {
+    let members: Vec<i32> = (0..lc.spec.replicas).collect();
+    let max = controller.settings.rebalance_max_moves;
+    match controller.rebalance(&members, may_move, true).await? {
+        Outcome::Started(p) => {
+            info!(onto = ?p.onto, moves = p.total, "rebalance started");
+            publish(
+                ctx,
+                lc,
+                EventType::Normal,
+                "RebalanceStarted",
+                &format!(
+                    "{p}: moving replicas and leaders onto the new brokers, {max} partitions at a time"
+                ),
+            )
+            .await
+        }
+        Outcome::Progressed(p) => info!(onto = ?p.onto, done = p.done, total = p.total, "rebalancing"),
+        Outcome::Finished {
+            progress,
+            leaders_moved,
+        } => {
+            info!(onto = ?progress.onto, moves = progress.total, "rebalance finished");
+            publish(
+                ctx,
+                lc,
+                EventType::Normal,
+                "RebalanceFinished",
+                &format!(
+                    "{progress}; the preferred-leader election moved {leaders_moved} partition leaders"
+                ),
+            )
+            .await
+        }
+        Outcome::Cancelled { onto, left } => {
+            publish(
+                ctx,
+                lc,
+                EventType::Warning,
+                "RebalanceCancelled",
+                &format!(
+                    "stopped rebalancing onto brokers {onto:?}: brokers {left:?} are leaving the cluster (moves in flight finish)"
+                ),
+            )
+            .await
+        }
+        Outcome::Nothing | Outcome::Balanced { .. } => {}
+    }
+    Ok(())
+}
+
 /// The status: one entry per broker of the StatefulSet, rollout progress and conditions.
 pub fn cluster_status(
     lc: &LogCluster,
@@ -429,6 +504,7 @@ pub fn cluster_status(
     sts_replicas: i32,
     rollout: RolloutStatus,
     leaving_note: Option<String>,
+    rebalancing: Option<String>,
 ) -> LogClusterStatus {
     let gen_ = lc.metadata.generation;
     let sts = lc.name_any();
@@ -506,6 +582,13 @@ pub fn cluster_status(
             rollout.blocked_reason.clone().unwrap_or_default(),
             gen_,
         ),
+        (None, RolloutPhase::Idle) if rebalancing.is_some() => condition(
+            ConditionType::Progressing,
+            true,
+            "Rebalancing",
+            rebalancing.clone().unwrap_or_default(),
+            gen_,
+        ),
         (None, RolloutPhase::Idle) => condition(
             ConditionType::Progressing,
             false,
@@ -566,6 +649,39 @@ mod tests {
                 paused: false,
             },
         )
+    }
+
+    #[test]
+    fn a_rebalance_under_way_is_progressing() {
+        let idle = RolloutStatus {
+            phase: RolloutPhase::Idle,
+            current_revision: None,
+            update_revision: None,
+            updated_brokers: 0,
+            rolling_broker: None,
+            blocked_reason: None,
+        };
+        let s = ControllerState::new("c".into());
+        let msg = "rebalancing onto brokers [3, 4]: 4 of 12 partition moves done";
+        let status = cluster_status(&lc(5), &s, &[], 5, idle.clone(), None, Some(msg.into()));
+        let c = crate::crd::find_condition(&status.conditions, ConditionType::Progressing).unwrap();
+        assert_eq!(
+            (c.reason.as_str(), c.message.as_str()),
+            ("Rebalancing", msg)
+        );
+        assert_eq!(c.status, crate::crd::ConditionStatus::True);
+        // A scale-down says so first.
+        let status = cluster_status(
+            &lc(5),
+            &s,
+            &[],
+            5,
+            idle,
+            Some("down".into()),
+            Some(msg.into()),
+        );
+        let c = crate::crd::find_condition(&status.conditions, ConditionType::Progressing).unwrap();
+        assert_eq!(c.reason, "ScalingDown");
     }
 
     #[test]

@@ -63,18 +63,25 @@ pub struct Registry {
     changes: watch::Sender<u64>,
     leading: watch::Receiver<bool>,
     session_timeout_ms: i64,
+    rebalance_max_moves: usize,
     /// False once `clear` ran: no cluster is (re)opened while shutting down.
     open: Arc<AtomicBool>,
 }
 
 impl Registry {
-    pub fn new(leading: watch::Receiver<bool>, session_timeout_ms: i64) -> Self {
+    /// `rebalance_max_moves`: partitions a scale-up rebalance moves at once.
+    pub fn new(
+        leading: watch::Receiver<bool>,
+        session_timeout_ms: i64,
+        rebalance_max_moves: usize,
+    ) -> Self {
         Self {
             clusters: Arc::default(),
             opening: Arc::default(),
             changes: watch::Sender::new(0),
             leading,
             session_timeout_ms,
+            rebalance_max_moves,
             open: Arc::new(AtomicBool::new(true)),
         }
     }
@@ -121,6 +128,7 @@ impl Registry {
                 cluster_id.to_string(),
                 Settings {
                     session_timeout_ms: self.session_timeout_ms,
+                    rebalance_max_moves: self.rebalance_max_moves,
                 },
             )
             .await?,

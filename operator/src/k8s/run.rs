@@ -51,6 +51,8 @@ pub struct Options {
     pub pod: Option<(String, String)>,
     pub lease_duration: Duration,
     pub session_timeout_ms: i64,
+    /// Partitions a scale-up rebalance moves at once; 0 turns rebalancing off.
+    pub rebalance_max_moves: usize,
     /// Watch only this namespace (a namespaced install); None: every namespace.
     pub watch_namespace: Option<String>,
 }
@@ -87,7 +89,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .context("cannot configure a Kubernetes client (KUBECONFIG or in-cluster config)")?;
     let (leading_tx, leading) = watch::channel(false);
     let (stop_tx, stop) = watch::channel(false);
-    let registry = Registry::new(leading.clone(), opts.session_timeout_ms);
+    let registry = Registry::new(
+        leading.clone(),
+        opts.session_timeout_ms,
+        opts.rebalance_max_moves,
+    );
 
     // Health and metrics answer from the start, leader or not.
     let mut metrics = Metrics::default();
