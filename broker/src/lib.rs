@@ -23,6 +23,7 @@ pub mod api;
 pub mod clock;
 pub mod cluster;
 pub mod group;
+pub mod listener;
 pub mod metadata;
 pub mod metrics;
 pub mod partition;

@@ -31,9 +31,23 @@ struct Cli {
     /// Address for /healthz, /readyz and /metrics.
     #[arg(long, default_value = "127.0.0.1:8080")]
     http: SocketAddr,
-    /// host:port given to clients in Metadata (default: the listen address).
+    /// host:port given to clients in Metadata (default: the listen address). --listen and
+    /// --advertised are the listener named "internal": brokers replicate over it and the
+    /// controller hands it to the other brokers.
     #[arg(long)]
     advertised: Option<String>,
+    /// An extra named listener, NAME=IP:PORT (repeatable), e.g. external=0.0.0.0:9094. A client
+    /// connected on it gets every broker's address on that listener in Metadata and
+    /// FindCoordinator (brokers without it are left out), as Kafka's listeners. NAME: 1-15 of
+    /// a-z, 0-9 and '-', not "internal". PORT may be BASE+id: BASE plus --node-id.
+    #[arg(long = "listener", value_name = "NAME=IP:PORT")]
+    listeners: Vec<String>,
+    /// What a --listener advertises, NAME=HOST:PORT (repeatable; default: its bind address).
+    /// PORT may be BASE+id, BASE plus --node-id, e.g. external=$(NODE_IP):30100+id in a
+    /// StatefulSet whose brokers get NodePorts 30100, 30101, ... (Kubernetes' $(VAR) cannot
+    /// add).
+    #[arg(long = "advertised-listener", value_name = "NAME=HOST:PORT")]
+    advertised_listeners: Vec<String>,
     /// This broker's id (stamped into the data directory). On Kubernetes: the pod ordinal.
     #[arg(long, default_value_t = 0, env = "STRAND_NODE_ID")]
     node_id: i32,
@@ -229,6 +243,8 @@ fn config_from(cli: &Cli) -> anyhow::Result<BrokerConfig> {
             (cli.listen.ip().to_string(), i32::from(cli.listen.port()))
         }
     };
+    let listeners =
+        broker::listener::resolve(&cli.listeners, &cli.advertised_listeners, cli.node_id)?;
     if cli.num_partitions < 1 {
         bail!("--num-partitions must be at least 1");
     }
@@ -260,6 +276,7 @@ fn config_from(cli: &Cli) -> anyhow::Result<BrokerConfig> {
         data_dir: cli.data_dir.clone(),
         advertised_host,
         advertised_port,
+        listeners: listeners.into_iter().map(|l| l.advertised).collect(),
         auto_create_topics: cli.auto_create_topics,
         default_partitions: cli.num_partitions,
         topic_defaults,
@@ -304,6 +321,7 @@ async fn join_cluster(
         port: u16::try_from(broker.config.advertised_port)
             .context("advertised port out of range")?,
         rack: cli.rack.clone(),
+        listeners: broker.config.listeners.clone(),
     };
     let mut s = stop.clone();
     let membership = Membership::join(
@@ -360,9 +378,23 @@ async fn main() -> anyhow::Result<()> {
     let config = config_from(&cli)?;
     let broker = Broker::open(config)
         .with_context(|| format!("cannot open data directory {}", cli.data_dir.display()))?;
-    let listener = TcpListener::bind(cli.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", cli.listen))?;
+    let mut listeners = vec![broker::server::NamedListener {
+        name: broker::listener::DEFAULT_LISTENER.into(),
+        socket: TcpListener::bind(cli.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", cli.listen))?,
+    }];
+    // Resolved again (pure, and already checked by config_from) for the bind addresses.
+    for l in broker::listener::resolve(&cli.listeners, &cli.advertised_listeners, cli.node_id)? {
+        let socket = TcpListener::bind(l.bind)
+            .await
+            .with_context(|| format!("cannot listen on {} (listener {})", l.bind, l.name))?;
+        info!(listener = %l.name, bind = %l.bind, advertised = %format!("{}:{}", l.advertised.host, l.advertised.port), "listener");
+        listeners.push(broker::server::NamedListener {
+            name: l.name.into(),
+            socket,
+        });
+    }
     let http = TcpListener::bind(cli.http)
         .await
         .with_context(|| format!("cannot listen on {}", cli.http))?;
@@ -414,7 +446,7 @@ async fn main() -> anyhow::Result<()> {
     ));
     broker.set_ready();
     info!(kafka = %cli.listen, http = %cli.http, data_dir = %cli.data_dir.display(), "broker ready");
-    broker::server::run(listener, broker.clone(), shutdown_signal()).await;
+    broker::server::run(listeners, broker.clone(), shutdown_signal()).await;
 
     if let Some(rt) = broker.cluster() {
         // Move leadership away before stopping (controlled shutdown), then stop fetching.

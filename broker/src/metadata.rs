@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::listener::{DEFAULT_LISTENER, Endpoint};
+
 /// "No leader" (all ISR members are down).
 pub const NO_LEADER: i32 = -1;
 
@@ -26,8 +28,12 @@ pub struct BrokerMeta {
     pub id: i32,
     /// Bumped on every registration; requests carrying an older epoch are refused.
     pub epoch: i64,
+    /// The default listener (`crate::listener::DEFAULT_LISTENER`): clients' and replication's.
     pub host: String,
     pub port: u16,
+    /// Its extra listeners (`--listener`); absent from older controllers' state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<Endpoint>,
     #[serde(default)]
     pub rack: Option<String>,
     pub status: BrokerStatus,
@@ -52,6 +58,19 @@ pub struct PartitionMeta {
     /// Replicas being removed by a reassignment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removing: Vec<i32>,
+}
+
+impl BrokerMeta {
+    /// This broker's address on `listener`; None when it has no such listener.
+    pub fn endpoint(&self, listener: &str) -> Option<(&str, u16)> {
+        if listener == DEFAULT_LISTENER {
+            return Some((&self.host, self.port));
+        }
+        self.listeners
+            .iter()
+            .find(|e| e.name == listener)
+            .map(|e| (e.host.as_str(), e.port))
+    }
 }
 
 impl PartitionMeta {
@@ -110,5 +129,40 @@ impl ClusterMetadata {
         self.brokers
             .get(&broker)
             .is_some_and(|b| b.status == BrokerStatus::Alive)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A broker or controller of before named listeners: the old JSON still parses (no extra
+    /// listeners), and a broker without extra listeners writes the old shape.
+    #[test]
+    fn listeners_are_backward_compatible_on_the_wire() {
+        let old = r#"{"id":1,"epoch":3,"host":"h","port":9092,"status":"alive"}"#;
+        let b: BrokerMeta = serde_json::from_str(old).unwrap();
+        assert!(b.listeners.is_empty());
+        assert_eq!(b.endpoint(DEFAULT_LISTENER), Some(("h", 9092)));
+        assert_eq!(b.endpoint("external"), None);
+        assert!(!serde_json::to_string(&b).unwrap().contains("listeners"));
+
+        let reg: crate::cluster::controller_client::Registration = serde_json::from_str(
+            r#"{"id":1,"incarnation":"x","host":"h","port":9092,"rack":null}"#,
+        )
+        .unwrap();
+        assert!(reg.listeners.is_empty());
+
+        let new = BrokerMeta {
+            listeners: vec![Endpoint {
+                name: "external".into(),
+                host: "10.0.0.1".into(),
+                port: 30101,
+            }],
+            ..b
+        };
+        let back: BrokerMeta = serde_json::from_str(&serde_json::to_string(&new).unwrap()).unwrap();
+        assert_eq!(back.endpoint("external"), Some(("10.0.0.1", 30101)));
+        assert_eq!(back.endpoint(DEFAULT_LISTENER), Some(("h", 9092)));
     }
 }

@@ -29,9 +29,11 @@ use crate::topic_name::{self, InvalidTopicName};
 pub struct BrokerConfig {
     pub node_id: i32,
     pub data_dir: PathBuf,
-    /// Host and port put in Metadata responses.
+    /// Host and port put in Metadata responses on the default listener.
     pub advertised_host: String,
     pub advertised_port: i32,
+    /// The extra listeners' advertised addresses (`--advertised-listener`).
+    pub listeners: Vec<crate::listener::Endpoint>,
     pub auto_create_topics: bool,
     pub default_partitions: i32,
     pub topic_defaults: TopicConfig,
@@ -43,6 +45,19 @@ pub struct BrokerConfig {
     pub default_replication_factor: i16,
     /// Consumer groups and `__consumer_offsets`.
     pub groups: GroupConfig,
+}
+
+impl BrokerConfig {
+    /// What this broker advertises on `listener`; None when it has no such listener.
+    pub fn advertised(&self, listener: &str) -> Option<(String, i32)> {
+        if listener == crate::listener::DEFAULT_LISTENER {
+            return Some((self.advertised_host.clone(), self.advertised_port));
+        }
+        self.listeners
+            .iter()
+            .find(|e| e.name == listener)
+            .map(|e| (e.host.clone(), i32::from(e.port)))
+    }
 }
 
 pub struct Topic {
@@ -704,6 +719,7 @@ mod tests {
             data_dir: data.to_path_buf(),
             advertised_host: "127.0.0.1".into(),
             advertised_port: 9092,
+            listeners: Vec::new(),
             auto_create_topics: false,
             default_partitions: 1,
             topic_defaults: TopicConfig::default(),

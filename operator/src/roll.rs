@@ -294,6 +294,7 @@ mod tests {
                         host: "h".into(),
                         port: 9092,
                         rack: None,
+                        listeners: Vec::new(),
                         status: BrokerStatus::Alive,
                         drained: false,
                     },
@@ -710,6 +711,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port: 9092,
             rack: None,
+            listeners: Vec::new(),
         };
         let mut s = ControllerState::new("c".into());
         for id in 0..3 {

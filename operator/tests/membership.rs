@@ -46,6 +46,7 @@ async fn broker_membership_follows_the_controller() {
         host: "127.0.0.1".into(),
         port: 9092,
         rack: Some("r1".into()),
+        listeners: Vec::new(),
     };
     let settings = Settings {
         heartbeat_interval: Duration::from_millis(300),

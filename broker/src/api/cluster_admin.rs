@@ -46,7 +46,13 @@ fn live_brokers(meta: &ClusterMetadata) -> usize {
         .count()
 }
 
-fn topic_entry(meta: &ClusterMetadata, t: &TopicMeta) -> MetadataResponseTopic {
+/// How a topic is listed to a client on `listener`.
+struct View<'a> {
+    listener: &'a str,
+    version: i16,
+}
+
+fn topic_entry(meta: &ClusterMetadata, t: &TopicMeta, view: &View) -> MetadataResponseTopic {
     let mut out = MetadataResponseTopic::default();
     out.name = Some(TopicName(str_bytes(t.name.clone())));
     out.topic_id = t.id;
@@ -70,6 +76,18 @@ fn topic_entry(meta: &ClusterMetadata, t: &TopicMeta) -> MetadataResponseTopic {
                 .collect();
             if !p.has_leader() {
                 e.error_code = ResponseError::LeaderNotAvailable.code();
+            } else if meta
+                .brokers
+                .get(&p.leader)
+                .is_some_and(|b| b.endpoint(view.listener).is_none())
+            {
+                // Kafka: a leader the client cannot reach on its listener is no leader to it.
+                e.leader_id = crate::metadata::NO_LEADER.into();
+                e.error_code = if view.version >= 6 {
+                    ResponseError::ListenerNotFound.code()
+                } else {
+                    ResponseError::LeaderNotAvailable.code()
+                };
             }
             e
         })
@@ -85,20 +103,24 @@ pub fn metadata(
     rt: &Arc<ClusterRuntime>,
     req: MetadataRequest,
     version: i16,
+    listener: &str,
 ) -> MetadataResponse {
     let meta = rt.membership.metadata();
+    let view = View { listener, version };
     let mut r = MetadataResponse::default();
+    // Every broker's address on the request's listener; one without it is left out (Kafka).
     r.brokers = meta
         .brokers
         .values()
         .filter(|b| b.status != BrokerStatus::Fenced)
-        .map(|b| {
+        .filter_map(|b| {
+            let (host, port) = b.endpoint(listener)?;
             let mut m = MetadataResponseBroker::default();
             m.node_id = b.id.into();
-            m.host = str_bytes(b.host.clone());
-            m.port = i32::from(b.port);
+            m.host = str_bytes(host);
+            m.port = i32::from(port);
             m.rack = b.rack.clone().map(str_bytes);
-            m
+            Some(m)
         })
         .collect();
     r.cluster_id = Some(str_bytes(meta.cluster_id.clone()));
@@ -113,7 +135,7 @@ pub fn metadata(
         r.topics = meta
             .topics
             .values()
-            .map(|t| topic_entry(&meta, t))
+            .map(|t| topic_entry(&meta, t, &view))
             .collect();
         return r;
     }
@@ -126,7 +148,7 @@ pub fn metadata(
             None => meta.topics.values().find(|t| t.id == wanted.topic_id),
         };
         if let Some(t) = found {
-            r.topics.push(topic_entry(&meta, t));
+            r.topics.push(topic_entry(&meta, t, &view));
             continue;
         }
         let mut t = MetadataResponseTopic::default();

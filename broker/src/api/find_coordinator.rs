@@ -1,6 +1,7 @@
 //! FindCoordinator: the broker that coordinates a group (the leader of its
 //! `__consumer_offsets` partition). v4+ asks for several keys at once. Transactions are not
-//! supported, so transaction coordinators are never available.
+//! supported, so transaction coordinators are never available. The address is the
+//! coordinator's on the listener the request came in on.
 
 use std::sync::Arc;
 
@@ -19,10 +20,11 @@ fn find(
     broker: &Arc<Broker>,
     key_type: i8,
     key: &str,
+    listener: &str,
 ) -> Result<(i32, String, i32), ResponseError> {
     match key_type {
         KEY_TYPE_GROUP if key.is_empty() => Err(ResponseError::InvalidRequest),
-        KEY_TYPE_GROUP => broker.groups.find(broker, key),
+        KEY_TYPE_GROUP => broker.groups.find(broker, key, listener),
         KEY_TYPE_TRANSACTION => Err(ResponseError::CoordinatorNotAvailable),
         _ => Err(ResponseError::InvalidRequest),
     }
@@ -32,6 +34,7 @@ pub fn handle(
     broker: &Arc<Broker>,
     req: FindCoordinatorRequest,
     version: i16,
+    listener: &str,
 ) -> FindCoordinatorResponse {
     let mut r = FindCoordinatorResponse::default();
     if version >= 4 {
@@ -41,7 +44,7 @@ pub fn handle(
             .map(|key| {
                 let mut c = Coordinator::default();
                 c.key = key.clone();
-                match find(broker, req.key_type, key) {
+                match find(broker, req.key_type, key, listener) {
                     Ok((node, host, port)) => {
                         c.node_id = node.into();
                         c.host = str_bytes(host);
@@ -60,7 +63,7 @@ pub fn handle(
             .collect();
         return r;
     }
-    match find(broker, req.key_type, &req.key) {
+    match find(broker, req.key_type, &req.key, listener) {
         Ok((node, host, port)) => {
             r.node_id = node.into();
             r.host = str_bytes(host);

@@ -16,14 +16,28 @@ use crate::topic_name;
 /// Kafka's "authorized operations not requested" marker.
 const OPERATIONS_OMITTED: i32 = i32::MIN;
 
-pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
+/// Metadata as this broker alone knows it; its address is the one on `listener`, the
+/// listener the request came in on.
+pub fn handle(
+    broker: &Arc<Broker>,
+    req: MetadataRequest,
+    version: i16,
+    listener: &str,
+) -> MetadataResponse {
     let node = broker.config.node_id;
     let mut r = MetadataResponse::default();
-    let mut b = MetadataResponseBroker::default();
-    b.node_id = node.into();
-    b.host = str_bytes(broker.config.advertised_host.clone());
-    b.port = broker.config.advertised_port;
-    r.brokers = vec![b];
+    r.brokers = broker
+        .config
+        .advertised(listener)
+        .map(|(host, port)| {
+            let mut b = MetadataResponseBroker::default();
+            b.node_id = node.into();
+            b.host = str_bytes(host);
+            b.port = port;
+            b
+        })
+        .into_iter()
+        .collect();
     r.cluster_id = Some(str_bytes(broker.cluster_id()));
     r.controller_id = node.into();
     r.cluster_authorized_operations = OPERATIONS_OMITTED;

@@ -59,12 +59,15 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
 ];
 
-/// Who sent a request (JoinGroup records it for DescribeGroups).
+/// Who sent a request (JoinGroup records it for DescribeGroups), and on which listener.
 #[derive(Debug, Clone, Default)]
 pub struct Client {
     pub id: String,
     /// Kafka's form: "/<ip>".
     pub host: String,
+    /// The listener the connection came in on: Metadata and FindCoordinator answer with
+    /// addresses on that listener, as Kafka does.
+    pub listener: Arc<str>,
 }
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -111,7 +114,11 @@ pub fn dispatch(
         match request {
             RequestKind::Metadata(r) => {
                 return Reply::now(ResponseKind::Metadata(cluster_admin::metadata(
-                    broker, rt, r, version,
+                    broker,
+                    rt,
+                    r,
+                    version,
+                    &client.listener,
                 )));
             }
             RequestKind::CreateTopics(r) => return cluster_admin::create_topics(broker, rt, r),
@@ -138,9 +145,12 @@ fn dispatch_local(
         RequestKind::ApiVersions(_) => {
             Reply::now(ResponseKind::ApiVersions(api_versions::handle(0)))
         }
-        RequestKind::Metadata(r) => {
-            Reply::now(ResponseKind::Metadata(metadata::handle(broker, r, version)))
-        }
+        RequestKind::Metadata(r) => Reply::now(ResponseKind::Metadata(metadata::handle(
+            broker,
+            r,
+            version,
+            &client.listener,
+        ))),
         RequestKind::Produce(r) => produce::handle(broker, r, version),
         RequestKind::Fetch(r) => fetch::handle(broker, r, version),
         RequestKind::ListOffsets(r) => Reply::now(ResponseKind::ListOffsets(list_offsets::handle(
@@ -162,7 +172,7 @@ fn dispatch_local(
             describe_configs::handle(broker, r, version),
         )),
         RequestKind::FindCoordinator(r) => Reply::now(ResponseKind::FindCoordinator(
-            find_coordinator::handle(broker, r, version),
+            find_coordinator::handle(broker, r, version, &client.listener),
         )),
         RequestKind::JoinGroup(r) => join_group::handle(broker, r, version, client),
         RequestKind::SyncGroup(r) => sync_group::handle(broker, r, version),

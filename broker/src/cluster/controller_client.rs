@@ -27,10 +27,14 @@ pub struct Registration {
     pub id: i32,
     /// Unique per process start: a new one means the broker restarted.
     pub incarnation: String,
+    /// The default listener's advertised address.
     pub host: String,
     pub port: u16,
     #[serde(default)]
     pub rack: Option<String>,
+    /// The extra listeners' advertised addresses (absent from older brokers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<crate::listener::Endpoint>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -96,6 +96,7 @@ impl Membership {
                 host: "127.0.0.1".into(),
                 port: 9,
                 rack: None,
+                listeners: Vec::new(),
             },
             metadata_path: data_dir.join(METADATA_FILE),
             settings: Settings::default(),

@@ -321,12 +321,14 @@ impl Coordinator {
 
     // ---- FindCoordinator ----
 
-    /// The coordinator of `key` as (node id, host, port); creates `__consumer_offsets` on
-    /// first use, as Kafka does, answering COORDINATOR_NOT_AVAILABLE until it exists.
+    /// The coordinator of `key` as (node id, host, port) on `listener`; creates
+    /// `__consumer_offsets` on first use, as Kafka does, answering COORDINATOR_NOT_AVAILABLE
+    /// until it exists (and, as Kafka, when the coordinator has no such listener).
     pub fn find(
         &self,
         broker: &Arc<Broker>,
         key: &str,
+        listener: &str,
     ) -> Result<(i32, String, i32), ResponseError> {
         let Some(rt) = broker.cluster() else {
             if broker.topic(OFFSETS_TOPIC).is_none() {
@@ -344,11 +346,11 @@ impl Coordinator {
                     }
                 }
             }
-            return Ok((
-                broker.config.node_id,
-                broker.config.advertised_host.clone(),
-                broker.config.advertised_port,
-            ));
+            let (host, port) = broker
+                .config
+                .advertised(listener)
+                .ok_or(ResponseError::CoordinatorNotAvailable)?;
+            return Ok((broker.config.node_id, host, port));
         };
         let meta = rt.membership.metadata();
         let Some(topic) = meta.topics.get(OFFSETS_TOPIC) else {
@@ -364,7 +366,10 @@ impl Coordinator {
             .get(&p.leader)
             .filter(|_| p.has_leader() && meta.is_alive(p.leader))
             .ok_or(ResponseError::CoordinatorNotAvailable)?;
-        Ok((leader.id, leader.host.clone(), i32::from(leader.port)))
+        let (host, port) = leader
+            .endpoint(listener)
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        Ok((leader.id, host.to_string(), i32::from(port)))
     }
 
     fn create_in_cluster(&self, broker: &Arc<Broker>, meta: &crate::metadata::ClusterMetadata) {

@@ -51,9 +51,11 @@ enum Close {
     Malformed(ApiKey, i16, String),
 }
 
+/// Serves one connection accepted on the listener named `listener`.
 pub async fn serve(
     socket: TcpStream,
     peer: SocketAddr,
+    listener: Arc<str>,
     broker: Arc<Broker>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -79,7 +81,7 @@ pub async fn serve(
             }
         };
         let started = Instant::now();
-        match parse_and_handle(&broker, frame, &peer) {
+        match parse_and_handle(&broker, frame, &peer, &listener) {
             Ok(Some((_, api_key, version, Reply::Close))) => {
                 debug!(%peer, api = ?api_key, version, "closing connection after a failed acks=0 request");
                 break;
@@ -150,6 +152,7 @@ fn parse_and_handle(
     broker: &Arc<Broker>,
     mut frame: Bytes,
     peer: &SocketAddr,
+    listener: &Arc<str>,
 ) -> Result<Handled, Close> {
     if frame.len() < 8 {
         return Err(Close::ShortHeader(frame.len()));
@@ -182,6 +185,7 @@ fn parse_and_handle(
             .map(|c| c.to_string())
             .unwrap_or_default(),
         host: format!("/{}", peer.ip()),
+        listener: Arc::clone(listener),
     };
     if !client.id.is_empty() {
         tracing::Span::current().record("client_id", client.id.as_str());

@@ -1,55 +1,90 @@
-//! The Kafka listener: accepts connections and runs each on its own task until shutdown.
+//! The Kafka listeners: accept connections on every named listener and run each connection
+//! on its own task until shutdown.
 
 pub mod connection;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use tracing::{info, warn};
 
 use crate::state::Broker;
 
-/// Serves Kafka clients on `listener` until `shutdown` completes, then stops accepting, tells
-/// every connection to finish and waits for them.
-pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Future<Output = ()>) {
+/// A bound socket and the name of its listener (see `crate::listener`).
+pub struct NamedListener {
+    pub name: Arc<str>,
+    pub socket: TcpListener,
+}
+
+/// Accepts on one listener and hands each connection over, until the receiver is gone.
+async fn accept_loop(listener: NamedListener, tx: mpsc::Sender<(TcpStream, SocketAddr, Arc<str>)>) {
+    loop {
+        match listener.socket.accept().await {
+            Ok((socket, peer)) => {
+                if tx
+                    .send((socket, peer, Arc::clone(&listener.name)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off briefly rather than spin.
+                warn!(listener = %listener.name, error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Serves Kafka clients on every listener until `shutdown` completes, then stops accepting,
+/// tells every connection to finish and waits for them.
+pub async fn run(
+    listeners: Vec<NamedListener>,
+    broker: Arc<Broker>,
+    shutdown: impl Future<Output = ()>,
+) {
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (accepted_tx, mut accepted) = mpsc::channel(16);
+    let mut acceptors = JoinSet::new();
+    for l in listeners {
+        acceptors.spawn(accept_loop(l, accepted_tx.clone()));
+    }
+    drop(accepted_tx);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((socket, peer)) => {
-                    let _ = socket.set_nodelay(true);
-                    let broker = Arc::clone(&broker);
-                    let stop = stop_rx.clone();
-                    // Every log line of a connection says which client it is about.
-                    let span = tracing::info_span!("connection", %peer, client_id = tracing::field::Empty);
-                    connections.spawn(
-                        async move {
-                            broker.metrics.connections.inc();
-                            connection::serve(socket, peer, Arc::clone(&broker), stop).await;
-                            broker.metrics.connections.dec();
-                        }
-                        .instrument(span),
-                    );
-                }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off briefly rather than spin.
-                    warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-            },
+            next = accepted.recv() => {
+                let Some((socket, peer, listener)) = next else { break };
+                let _ = socket.set_nodelay(true);
+                let broker = Arc::clone(&broker);
+                let stop = stop_rx.clone();
+                // Every log line of a connection says which client it is about.
+                let span = tracing::info_span!("connection", %peer, %listener, client_id = tracing::field::Empty);
+                connections.spawn(
+                    async move {
+                        broker.metrics.connections.inc();
+                        connection::serve(socket, peer, listener, Arc::clone(&broker), stop).await;
+                        broker.metrics.connections.dec();
+                    }
+                    .instrument(span),
+                );
+            }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
+    acceptors.abort_all();
     info!(
         open = connections.len(),
-        "listener stopping; closing connections"
+        "listeners stopping; closing connections"
     );
     let _ = stop_tx.send(true);
     while connections.join_next().await.is_some() {}

@@ -215,6 +215,7 @@ pub fn register(state: &mut ControllerState, reg: Registration, now_ms: i64) -> 
             host: reg.host,
             port: reg.port,
             rack: reg.rack.or(known_rack),
+            listeners: reg.listeners,
             status: BrokerStatus::Alive,
             drained: false,
         },
@@ -785,6 +786,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port: 9000 + id as u16,
             rack: None,
+            listeners: Vec::new(),
         }
     }
 
@@ -1296,6 +1298,7 @@ mod properties {
                         host: "h".into(),
                         port: 1,
                         rack: None,
+                        listeners: Vec::new(),
                     },
                     now,
                 );
@@ -1366,7 +1369,7 @@ mod properties {
         fn invariants_hold_under_random_operations(ops in proptest::collection::vec(op(), 1..60)) {
             let mut s = ControllerState::new("c".into());
             for id in 0..4 {
-                register(&mut s, Registration { id, incarnation: "0".into(), host: "h".into(), port: 1, rack: None }, 0);
+                register(&mut s, Registration { id, incarnation: "0".into(), host: "h".into(), port: 1, rack: None, listeners: Vec::new() }, 0);
             }
             create_topic(&mut s, "t", 4, 3, BTreeMap::new(), uuid::Uuid::nil()).unwrap();
             for (i, op) in ops.iter().enumerate() {

@@ -241,6 +241,7 @@ mod tests {
                     host: "h".into(),
                     port: 1,
                     rack: None,
+                    listeners: Vec::new(),
                 },
                 0,
             );

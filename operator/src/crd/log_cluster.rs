@@ -58,6 +58,7 @@ use super::condition::Condition;
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.listeners) || self.listeners.all(l, !has(l.nodePortBase) || l.nodePortBase + self.replicas - 1 <= 32767)").message("a listener's nodePortBase + replicas - 1 must be at most 32767 (the NodePort range is 30000-32767)"))]
 pub struct LogClusterSpec {
     /// Number of brokers. Broker ids are the pod ordinals 0..replicas-1. Scaling down
     /// decommissions the highest brokers (moves their replicas away) before pods are removed.
@@ -87,6 +88,52 @@ pub struct LogClusterSpec {
     /// after the current step) but keeps reporting status.
     #[serde(default)]
     pub paused: bool,
+    /// Extra Kafka listeners for clients outside the Kubernetes cluster (Kafka's named
+    /// listeners). The in-cluster listener is `internal` (port 9092, the client Service); a
+    /// client bootstrapping on an external listener gets every broker's address on it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub listeners: Vec<ListenerSpec>,
+}
+
+/// One extra listener: its brokers' addresses for clients outside the cluster.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.type != 'NodePort' || has(self.nodePortBase)").message("a NodePort listener needs nodePortBase (broker N gets NodePort nodePortBase+N)"))]
+pub struct ListenerSpec {
+    /// Listener name: 1-15 of lowercase letters, digits and `-`, starting with a letter (it
+    /// names the container port and the Services `<cluster>-<ordinal>-<name>`). Not
+    /// `internal`, `kafka` or `http`.
+    #[schemars(
+        length(min = 1, max = 15),
+        regex(pattern = r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    #[x_kube(validation = Rule::new("!self.contains('--') && !(self in ['internal', 'kafka', 'http'])").message("listener names may not contain '--' or be internal, kafka or http"))]
+    pub name: String,
+    /// How clients reach the brokers. Only NodePort for now: one NodePort Service per broker.
+    #[serde(rename = "type")]
+    pub type_: ListenerType,
+    /// Container port the brokers listen on for this listener (not 9092 or 8080).
+    #[schemars(range(min = 1024, max = 65535))]
+    pub port: i32,
+    /// NodePort of broker 0; broker N gets nodePortBase+N (explicit, so a broker can compute
+    /// the port it advertises). Required for NodePort.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 30000, max = 32767))]
+    pub node_port_base: Option<i32>,
+    /// Host every broker advertises on this listener (e.g. a name that resolves to the
+    /// nodes). Unset: the IP of the node each broker's pod runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub advertised_host: Option<String>,
+}
+
+/// How an external listener is exposed.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenerType {
+    /// A NodePort Service per broker selecting that broker's pod.
+    NodePort,
 }
 
 /// Each broker's data volume.
@@ -150,6 +197,21 @@ pub struct LogClusterStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "opaque_object")]
     pub controller_state: Option<serde_json::Value>,
+    /// Where clients bootstrap, per listener: `internal` (the client Service, in-cluster) and
+    /// each of `spec.listeners` (the brokers' node addresses and NodePorts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub listeners: Vec<ListenerStatus>,
+}
+
+/// One listener's bootstrap addresses.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerStatus {
+    pub name: String,
+    /// Comma-separated host:port list for a Kafka client's `bootstrap.servers` (empty while no
+    /// broker pod has a node yet).
+    pub bootstrap_servers: String,
 }
 
 /// An object the API server keeps as is (`x-kubernetes-preserve-unknown-fields`).

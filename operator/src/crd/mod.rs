@@ -330,6 +330,7 @@ mod tests {
                     rack_label_key: None,
                     pod_template: None,
                     paused: false,
+                    listeners: Vec::new(),
                 },
             )
         };
@@ -340,6 +341,51 @@ mod tests {
         );
         let err = validate_cel_update(&cluster("20Gi", 3), &old).unwrap_err();
         assert!(err.to_string().contains("storage is immutable"), "{err}");
+    }
+
+    #[test]
+    fn cluster_listeners_are_checked_by_cel() {
+        use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+        use kube::core::cel::validate_cel;
+        use log_cluster::{ListenerSpec, ListenerType, StorageSpec};
+        let cluster = |replicas: i32, name: &str, base: Option<i32>| {
+            LogCluster::new(
+                "main",
+                LogClusterSpec {
+                    replicas,
+                    image: "strand/broker:1".into(),
+                    storage: StorageSpec {
+                        size: Quantity("1Gi".into()),
+                        storage_class_name: None,
+                    },
+                    resources: None,
+                    broker_config: Default::default(),
+                    rack_label_key: None,
+                    pod_template: None,
+                    paused: false,
+                    listeners: vec![ListenerSpec {
+                        name: name.into(),
+                        type_: ListenerType::NodePort,
+                        port: 9094,
+                        node_port_base: base,
+                        advertised_host: None,
+                    }],
+                },
+            )
+        };
+        assert!(validate_cel(&cluster(3, "external", Some(30100))).is_ok());
+        assert!(validate_cel(&cluster(3, "external", Some(32765))).is_ok());
+        let err = validate_cel(&cluster(3, "external", Some(32766))).unwrap_err();
+        assert!(err.to_string().contains("at most 32767"), "{err}");
+        let err = validate_cel(&cluster(3, "external", None)).unwrap_err();
+        assert!(err.to_string().contains("needs nodePortBase"), "{err}");
+        for reserved in ["internal", "kafka", "a--b"] {
+            let err = validate_cel(&cluster(3, reserved, Some(30100))).unwrap_err();
+            assert!(
+                err.to_string().contains("listener names"),
+                "{reserved}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::listeners;
 use super::resources::{self, Names};
 use super::{Context, condition, publish};
 use crate::controller::decisions;
@@ -67,6 +68,9 @@ pub async fn reconcile(lc: Arc<LogCluster>, ctx: Arc<Context>) -> Result<Action,
         cluster_id: state.metadata.cluster_id.clone(),
     };
     let names = resources::names(&lc);
+    if let Err(reason) = listeners::validate(&lc) {
+        return refuse_listeners(&ctx, &lc, &ns, reason).await;
+    }
 
     // Scale-down: the StatefulSet keeps the leaving pods until their replicas have moved.
     let current_replicas = current_statefulset_replicas(&ctx, &ns, &names).await?;
@@ -116,6 +120,7 @@ pub async fn reconcile(lc: Arc<LogCluster>, ctx: Arc<Context>) -> Result<Action,
     let mut sts = resources::statefulset(&lc, &rctx);
     sts.spec.replicas = Some(sts_replicas);
     let sts = apply(&ctx, &lc, &ns, sts).await?;
+    apply_listener_services(&ctx, &lc, &ns, sts_replicas).await?;
 
     let pods = broker_pods(&ctx, &ns, &lc).await?;
     if let Some(key) = &lc.spec.rack_label_key {
@@ -135,7 +140,7 @@ pub async fn reconcile(lc: Arc<LogCluster>, ctx: Arc<Context>) -> Result<Action,
     rebalance_step(&ctx, &lc, &entry.controller, may_move).await?;
     let state = entry.controller.snapshot().await;
     let rebalancing = rebalance::progress(&state).map(|p| p.to_string());
-    let status = cluster_status(
+    let mut status = cluster_status(
         &lc,
         &state,
         &pods,
@@ -144,6 +149,7 @@ pub async fn reconcile(lc: Arc<LogCluster>, ctx: Arc<Context>) -> Result<Action,
         leaving_note,
         rebalancing,
     );
+    status.listeners = listeners::status(&lc, &pods, sts_replicas);
     if lc.status.as_ref().map(without_state) != Some(without_state(&status)) {
         let api: Api<LogCluster> = Api::namespaced(ctx.client.clone(), &ns);
         // A merge patch of our fields only: status.controllerState is the controller's.
@@ -160,6 +166,94 @@ pub async fn reconcile(lc: Arc<LogCluster>, ctx: Arc<Context>) -> Result<Action,
         .await?;
     }
     Ok(Action::requeue(Duration::from_secs(15)))
+}
+
+/// `spec.listeners` cannot be applied: nothing changes until it is fixed, and Degraded says why.
+async fn refuse_listeners(
+    ctx: &Context,
+    lc: &LogCluster,
+    ns: &str,
+    reason: String,
+) -> Result<Action, ClusterError> {
+    let mut s = lc.status.clone().unwrap_or_default();
+    let degraded = condition(
+        ConditionType::Degraded,
+        true,
+        "InvalidListeners",
+        format!("spec.listeners: {reason}"),
+        lc.metadata.generation,
+    );
+    let unchanged = crate::crd::find_condition(&s.conditions, ConditionType::Degraded)
+        .is_some_and(|c| c.reason == degraded.reason && c.message == degraded.message);
+    if !unchanged {
+        publish(
+            ctx,
+            lc,
+            EventType::Warning,
+            "InvalidListeners",
+            &degraded.message,
+        )
+        .await;
+        set_condition(&mut s.conditions, degraded);
+        let api: Api<LogCluster> = Api::namespaced(ctx.client.clone(), ns);
+        api.patch_status(
+            &lc.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": { "conditions": s.conditions } })),
+        )
+        .await?;
+    }
+    Ok(Action::requeue(Duration::from_secs(60)))
+}
+
+/// The per-broker Services of the external listeners for brokers `0..replicas`; those of
+/// brokers gone by a scale-down and of removed listeners are deleted.
+async fn apply_listener_services(
+    ctx: &Context,
+    lc: &LogCluster,
+    ns: &str,
+    replicas: i32,
+) -> Result<(), ClusterError> {
+    for svc in listeners::node_port_services(lc, replicas) {
+        apply(ctx, lc, ns, svc).await?;
+    }
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = format!(
+        "{}={},{}",
+        resources::CLUSTER_LABEL,
+        lc.name_any(),
+        listeners::LISTENER_LABEL
+    );
+    let existing: Vec<_> = api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .into_iter()
+        .filter(|s| {
+            // Only Services this LogCluster owns.
+            s.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == lc.uid().as_ref())
+        })
+        .map(|s| (s.name_any(), s.labels().clone()))
+        .collect();
+    for name in listeners::stale_services(lc, replicas, &existing) {
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => continue,
+            Err(e) => return Err(e.into()),
+        }
+        info!(service = %name, "deleted");
+        publish(
+            ctx,
+            lc,
+            EventType::Normal,
+            "Deleted",
+            &format!("deleted Service {name} (its broker or listener is gone)"),
+        )
+        .await;
+    }
+    Ok(())
 }
 
 fn without_state(s: &LogClusterStatus) -> LogClusterStatus {
@@ -647,6 +741,7 @@ mod tests {
                 rack_label_key: None,
                 pod_template: None,
                 paused: false,
+                listeners: Vec::new(),
             },
         )
     }
@@ -696,6 +791,7 @@ mod tests {
                     host: "h".into(),
                     port: 1,
                     rack: None,
+                    listeners: Vec::new(),
                 },
                 0,
             );

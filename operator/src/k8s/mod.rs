@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod lease;
+pub mod listeners;
 pub mod registry;
 pub mod resources;
 pub mod run;

@@ -93,7 +93,8 @@ fn owner(lc: &LogCluster) -> Vec<OwnerReference> {
     lc.controller_owner_ref(&()).into_iter().collect()
 }
 
-fn meta(lc: &LogCluster, name: &str) -> ObjectMeta {
+/// A child's metadata: namespace, the cluster's labels, owned by the LogCluster.
+pub(super) fn meta(lc: &LogCluster, name: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.to_string()),
         namespace: lc.namespace(),
@@ -269,7 +270,7 @@ pub fn statefulset(lc: &LogCluster, ctx: &Context) -> StatefulSet {
         CONFIG_HASH_ANNOTATION.into(),
         config_hash(&broker_properties(lc)),
     );
-    let args = vec![
+    let mut args = vec![
         format!("--data-dir={DATA_MOUNT}/data"),
         format!("--listen=0.0.0.0:{KAFKA_PORT}"),
         format!("--http=0.0.0.0:{HTTP_PORT}"),
@@ -282,34 +283,41 @@ pub fn statefulset(lc: &LogCluster, ctx: &Context) -> StatefulSet {
         format!("--config-file={CONFIG_MOUNT}/{CONFIG_FILE}"),
         "--log-format=json".into(),
     ];
+    args.extend(super::listeners::broker_args(lc));
+    let mut env = vec![
+        env_field("POD_NAME", "metadata.name"),
+        env_field(
+            "STRAND_NODE_ID",
+            &format!("metadata.labels['{POD_INDEX_LABEL}']"),
+        ),
+        EnvVar {
+            name: "STRAND_CLUSTER_ID".into(),
+            value: Some(ctx.cluster_id.clone()),
+            ..EnvVar::default()
+        },
+    ];
+    if super::listeners::needs_node_ip(lc) {
+        env.push(env_field(super::listeners::NODE_IP_ENV, "status.hostIP"));
+    }
+    let mut ports = vec![
+        ContainerPort {
+            name: Some("kafka".into()),
+            container_port: KAFKA_PORT,
+            ..ContainerPort::default()
+        },
+        ContainerPort {
+            name: Some("http".into()),
+            container_port: HTTP_PORT,
+            ..ContainerPort::default()
+        },
+    ];
+    ports.extend(super::listeners::container_ports(lc));
     let container = Container {
         name: "broker".into(),
         image: Some(lc.spec.image.clone()),
         args: Some(args),
-        env: Some(vec![
-            env_field("POD_NAME", "metadata.name"),
-            env_field(
-                "STRAND_NODE_ID",
-                &format!("metadata.labels['{POD_INDEX_LABEL}']"),
-            ),
-            EnvVar {
-                name: "STRAND_CLUSTER_ID".into(),
-                value: Some(ctx.cluster_id.clone()),
-                ..EnvVar::default()
-            },
-        ]),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("kafka".into()),
-                container_port: KAFKA_PORT,
-                ..ContainerPort::default()
-            },
-            ContainerPort {
-                name: Some("http".into()),
-                container_port: HTTP_PORT,
-                ..ContainerPort::default()
-            },
-        ]),
+        env: Some(env),
+        ports: Some(ports),
         readiness_probe: Some(http_probe("/readyz", 5, 3)),
         liveness_probe: Some(http_probe("/healthz", 10, 6)),
         resources: lc.spec.resources.clone(),
@@ -449,6 +457,7 @@ mod tests {
                 rack_label_key: None,
                 pod_template: None,
                 paused: false,
+                listeners: Vec::new(),
             },
         );
         lc.metadata.namespace = Some("prod".into());
@@ -498,6 +507,38 @@ mod tests {
         let claim = &spec.volume_claim_templates.unwrap()[0];
         let claim_spec = claim.spec.as_ref().unwrap();
         assert_eq!(claim_spec.storage_class_name.as_deref(), Some("fast"));
+    }
+
+    #[test]
+    fn an_external_listener_reaches_the_broker_container() {
+        use crate::crd::log_cluster::{ListenerSpec, ListenerType};
+        let mut l = lc();
+        l.spec.listeners = vec![ListenerSpec {
+            name: "external".into(),
+            type_: ListenerType::NodePort,
+            port: 9094,
+            node_port_base: Some(30100),
+            advertised_host: None,
+        }];
+        let pod = statefulset(&l, &ctx()).spec.template.spec.unwrap();
+        let c = &pod.containers[0];
+        let args = c.args.clone().unwrap();
+        assert!(args.contains(&"--listener=external=0.0.0.0:9094".into()));
+        assert!(args.contains(&"--advertised-listener=external=$(NODE_IP):30100+id".into()));
+        let env = c.env.clone().unwrap();
+        let node_ip = env.iter().find(|e| e.name == "NODE_IP").unwrap();
+        let field = node_ip.value_from.as_ref().unwrap().field_ref.as_ref();
+        assert_eq!(field.unwrap().field_path, "status.hostIP");
+        let ports = c.ports.clone().unwrap();
+        assert!(
+            ports
+                .iter()
+                .any(|p| p.name.as_deref() == Some("external") && p.container_port == 9094)
+        );
+        // Without listeners the container is as before.
+        let plain = statefulset(&lc(), &ctx()).spec.template.spec.unwrap();
+        let env = plain.containers[0].env.clone().unwrap();
+        assert!(env.iter().all(|e| e.name != "NODE_IP"));
     }
 
     #[test]

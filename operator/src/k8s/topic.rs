@@ -789,6 +789,7 @@ mod tests {
                     host: "h".into(),
                     port: 1,
                     rack: None,
+                    listeners: Vec::new(),
                     status: broker::metadata::BrokerStatus::Alive,
                     drained: false,
                 },
