@@ -152,12 +152,7 @@ pub async fn reconcile(lc: Arc<LogCluster>, ctx: Arc<Context>) -> Result<Action,
     status.listeners = listeners::status(&lc, &pods, sts_replicas);
     if lc.status.as_ref().map(without_state) != Some(without_state(&status)) {
         let api: Api<LogCluster> = Api::namespaced(ctx.client.clone(), &ns);
-        // A merge patch of our fields only: status.controllerState is the controller's.
-        let mut body =
-            serde_json::to_value(&status).map_err(|e| ClusterError::Render("status", e))?;
-        if let Some(o) = body.as_object_mut() {
-            o.remove("controllerState");
-        }
+        let body = status_patch(&status).map_err(|e| ClusterError::Render("status", e))?;
         api.patch_status(
             &name,
             &PatchParams::default(),
@@ -254,6 +249,28 @@ async fn apply_listener_services(
         .await;
     }
     Ok(())
+}
+
+/// The body of the status merge patch: our fields only (status.controllerState is the
+/// controller's).
+pub fn status_patch(status: &LogClusterStatus) -> Result<serde_json::Value, serde_json::Error> {
+    let mut body = serde_json::to_value(status)?;
+    if let Some(o) = body.as_object_mut() {
+        o.remove("controllerState");
+    }
+    // A field left out of a merge patch keeps its old value: without explicit nulls a finished
+    // roll kept its rollingBroker, which the next roll then took as the broker in flight.
+    if let Some(r) = body.get_mut("rollout").and_then(|r| r.as_object_mut()) {
+        for key in [
+            "currentRevision",
+            "updateRevision",
+            "rollingBroker",
+            "blockedReason",
+        ] {
+            r.entry(key).or_insert(serde_json::Value::Null);
+        }
+    }
+    Ok(body)
 }
 
 fn without_state(s: &LogClusterStatus) -> LogClusterStatus {
@@ -462,27 +479,13 @@ async fn roll_step(
         rolling_broker: previous.as_ref().and_then(|r| r.rolling_broker),
     };
     let outdated = pod_states.iter().any(|p| p.revision != target);
-    match roll::plan(&input) {
-        RollAction::Done => {}
-        RollAction::Wait { reason } => {
-            status.phase = if lc.spec.paused {
-                RolloutPhase::Paused
-            } else if outdated {
-                RolloutPhase::Rolling
-            } else {
-                RolloutPhase::Idle
-            };
-            if outdated {
-                status.rolling_broker = input.rolling_broker;
-                status.blocked_reason = Some(reason);
-            }
-        }
+    let action = roll::plan(&input);
+    match &action {
+        RollAction::Done | RollAction::Wait { .. } => {}
         RollAction::Blocked { reason } => {
-            status.phase = RolloutPhase::Blocked;
-            publish(ctx, lc, EventType::Warning, "RollBlocked", &reason).await;
-            status.blocked_reason = Some(reason);
+            publish(ctx, lc, EventType::Warning, "RollBlocked", reason).await;
         }
-        RollAction::DrainBroker(b) => {
+        &RollAction::DrainBroker(b) => {
             controller.update(|s, _| decisions::drain(s, b)).await?;
             publish(
                 ctx,
@@ -492,10 +495,8 @@ async fn roll_step(
                 &format!("moving leadership off broker {b} before restarting it"),
             )
             .await;
-            status.phase = RolloutPhase::Rolling;
-            status.rolling_broker = Some(b);
         }
-        RollAction::DeletePod(b) => {
+        &RollAction::DeletePod(b) => {
             let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
             let pod = format!("{}-{b}", names.statefulset);
             match api.delete(&pod, &DeleteParams::default()).await {
@@ -511,8 +512,6 @@ async fn roll_step(
                 &format!("deleted pod {pod} to move it to revision {target}"),
             )
             .await;
-            status.phase = RolloutPhase::Rolling;
-            status.rolling_broker = Some(b);
         }
         RollAction::RestorePreferredLeaders => {
             let moved = controller
@@ -528,7 +527,63 @@ async fn roll_step(
             .await;
         }
     }
-    Ok(status)
+    Ok(rollout_after(
+        status,
+        action,
+        outdated,
+        input.rolling_broker,
+        lc.spec.paused,
+    ))
+}
+
+/// `status.rollout` once the planner answered `action` (and it was carried out). `outdated`:
+/// some pod is not on the target revision; `rolling`: the broker in flight from the previous
+/// status.
+pub fn rollout_after(
+    mut status: RolloutStatus,
+    action: RollAction,
+    outdated: bool,
+    rolling: Option<i32>,
+    paused: bool,
+) -> RolloutStatus {
+    // The roll is under way until the planner says Done, not until the last pod is on the new
+    // revision: after that it still waits for the last broker to come back into every ISR and
+    // restores leadership. Judging by revisions alone said Idle (Progressing=False) the moment
+    // the last pod was deleted, while that broker could not even fetch.
+    let under_way = outdated || rolling.is_some();
+    match action {
+        RollAction::Done => {}
+        RollAction::RestorePreferredLeaders => {
+            if under_way {
+                status.phase = RolloutPhase::Rolling;
+                status.rolling_broker = rolling;
+                status.blocked_reason = Some("restoring preferred leaders".into());
+            }
+        }
+        RollAction::Wait { reason } => {
+            status.phase = if paused {
+                RolloutPhase::Paused
+            } else if under_way {
+                RolloutPhase::Rolling
+            } else {
+                RolloutPhase::Idle
+            };
+            if under_way {
+                status.rolling_broker = rolling;
+                status.blocked_reason = Some(reason);
+            }
+        }
+        RollAction::Blocked { reason } => {
+            status.phase = RolloutPhase::Blocked;
+            status.rolling_broker = rolling;
+            status.blocked_reason = Some(reason);
+        }
+        RollAction::DrainBroker(b) | RollAction::DeletePod(b) => {
+            status.phase = RolloutPhase::Rolling;
+            status.rolling_broker = Some(b);
+        }
+    }
+    status
 }
 
 /// Spreads replicas and leaders onto brokers 0..spec.replicas once all of them are live and
@@ -777,6 +832,132 @@ mod tests {
         );
         let c = crate::crd::find_condition(&status.conditions, ConditionType::Progressing).unwrap();
         assert_eq!(c.reason, "ScalingDown");
+    }
+
+    /// The config roll seen on kind: the last broker (1) restarted, re-registered (fenced out of
+    /// every ISR) and could not fetch from leader 2, so it stayed out of 2's ISRs. Every pod was
+    /// on the new revision and the planner was (rightly) waiting, yet the LogCluster said
+    /// Progressing=False "every broker runs the current revision" and forgot the broker in
+    /// flight. The roll is under way until the planner says Done, and the status must say so,
+    /// then clear what it wrote once it is.
+    #[test]
+    fn a_roll_waiting_for_the_last_broker_to_catch_up_is_still_progressing() {
+        use crate::controller::decisions::{Registration, create_topic, drain, register};
+        use crate::roll::MIN_INSYNC_REPLICAS;
+        let reg = |id: i32, incarnation: &str| Registration {
+            id,
+            incarnation: incarnation.into(),
+            host: "h".into(),
+            port: 9092,
+            rack: None,
+            listeners: Vec::new(),
+        };
+        let mut s = ControllerState::new("c".into());
+        for id in 0..3 {
+            register(&mut s, reg(id, "old"), 0);
+        }
+        let min2 = BTreeMap::from([(MIN_INSYNC_REPLICAS.to_string(), "2".to_string())]);
+        create_topic(&mut s, "orders", 6, 3, min2, uuid::Uuid::nil()).unwrap();
+        // Brokers 0 and 2 are done; broker 1 is drained, restarted and registers anew.
+        drain(&mut s, 1).unwrap();
+        register(&mut s, reg(1, "new"), 0);
+        // Leaders 0 re-admit it; leader 2 never hears from it.
+        for t in s.metadata.topics.values_mut() {
+            for p in &mut t.partitions {
+                if p.leader != 2 {
+                    p.isr = p.replicas.clone();
+                }
+            }
+        }
+        let pods: Vec<PodState> = (0..3)
+            .map(|ordinal| PodState {
+                ordinal,
+                ready: true,
+                revision: "new".into(),
+            })
+            .collect();
+        let base = RolloutStatus {
+            phase: RolloutPhase::Idle,
+            current_revision: Some("old".into()),
+            update_revision: Some("new".into()),
+            updated_brokers: 3,
+            rolling_broker: None,
+            blocked_reason: None,
+        };
+        let step = |s: &ControllerState, rolling: Option<i32>| {
+            let action = roll::plan(&RollInput {
+                pods: &pods,
+                target_revision: "new",
+                metadata: &s.metadata,
+                default_min_insync: 2,
+                paused: false,
+                rolling_broker: rolling,
+            });
+            (
+                action.clone(),
+                rollout_after(base.clone(), action, false, rolling, false),
+            )
+        };
+        let progressing = |s: &ControllerState, rollout: RolloutStatus| {
+            let status = cluster_status(&lc(3), s, &[], 3, rollout, None, None);
+            crate::crd::find_condition(&status.conditions, ConditionType::Progressing)
+                .unwrap()
+                .clone()
+        };
+
+        let (action, rollout) = step(&s, Some(1));
+        assert!(
+            matches!(&action, RollAction::Wait { reason } if reason.contains("broker 1 (updated) is catching up")),
+            "{action:?}"
+        );
+        assert_eq!(rollout.phase, RolloutPhase::Rolling);
+        assert_eq!(
+            rollout.rolling_broker,
+            Some(1),
+            "the broker in flight is kept"
+        );
+        let c = progressing(&s, rollout);
+        assert_eq!(c.status, crate::crd::ConditionStatus::True, "{c:?}");
+        assert_eq!(c.reason, "Rolling");
+        assert!(c.message.contains("not yet in the ISR of orders-"), "{c:?}");
+
+        // Broker 1 catches up: leadership is restored, still as part of the roll.
+        for t in s.metadata.topics.values_mut() {
+            for p in &mut t.partitions {
+                p.isr = p.replicas.clone();
+            }
+        }
+        let (action, rollout) = step(&s, Some(1));
+        assert_eq!(action, RollAction::RestorePreferredLeaders);
+        assert_eq!(rollout.phase, RolloutPhase::Rolling);
+        decisions::preferred_leader_election(&mut s);
+
+        // Done: Idle, and the merge patch clears the broker in flight and the old reason (a
+        // field left out of a merge patch keeps its old value).
+        let (action, rollout) = step(&s, rollout.rolling_broker);
+        assert_eq!(action, RollAction::Done);
+        assert_eq!(rollout.phase, RolloutPhase::Idle);
+        assert_eq!(progressing(&s, rollout.clone()).reason, "Idle");
+        let status = LogClusterStatus {
+            rollout: Some(rollout),
+            ..Default::default()
+        };
+        let patch = status_patch(&status).unwrap();
+        assert_eq!(patch["rollout"]["rollingBroker"], serde_json::Value::Null);
+        assert!(
+            patch["rollout"]
+                .as_object()
+                .unwrap()
+                .contains_key("rollingBroker"),
+            "{patch}"
+        );
+        assert!(
+            patch["rollout"]
+                .as_object()
+                .unwrap()
+                .contains_key("blockedReason"),
+            "{patch}"
+        );
     }
 
     #[test]
