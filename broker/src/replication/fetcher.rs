@@ -19,12 +19,19 @@ use super::client::Connection;
 use crate::partition::{AnswerOutcome, FollowerApplied, LeaderAnswer, Partition};
 
 const FETCH_VERSION: i16 = 12;
+/// A leader unreachable this long is worth a warning; repeated at most this often.
+const UNREACHABLE_WARN_AFTER: Duration = Duration::from_secs(5);
+const UNREACHABLE_WARN_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct FetcherSettings {
     pub max_wait: Duration,
     pub partition_max_bytes: i32,
     pub backoff: Duration,
+    /// How long a connection attempt to the leader may take. Without a bound, a connect to an
+    /// address nobody answers any more (a replaced pod's IP, still in a DNS cache) waits out the
+    /// kernel's SYN retries, about two minutes, while the partition stays out of the ISR.
+    pub connect_timeout: Duration,
     /// Source address of fetch connections (a multi-homed broker's own address).
     pub source: Option<std::net::IpAddr>,
 }
@@ -35,6 +42,7 @@ impl Default for FetcherSettings {
             max_wait: Duration::from_millis(500),
             partition_max_bytes: 1 << 20,
             backoff: Duration::from_millis(200),
+            connect_timeout: Duration::from_secs(3),
             source: None,
         }
     }
@@ -250,6 +258,8 @@ async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut conn: Option<Connection> = None;
+    let mut unreachable_since: Option<Instant> = None;
+    let mut last_warn: Option<Instant> = None;
     // Partitions that failed, and until when they sit out.
     let mut delayed: HashMap<Key, Instant> = HashMap::new();
     loop {
@@ -274,16 +284,43 @@ async fn run(
             }
         }
         if conn.is_none() {
-            match Connection::connect_from(&addr, &format!("replica-{node_id}"), settings.source)
-                .await
-            {
-                Ok(c) => conn = Some(c),
-                Err(e) => {
-                    debug!(leader, %addr, error = %e, "cannot reach the leader");
-                    tokio::select! {
-                        _ = tokio::time::sleep(settings.backoff) => continue,
-                        _ = stop.changed() => return,
+            let client_id = format!("replica-{node_id}");
+            let attempt = tokio::time::timeout(
+                settings.connect_timeout,
+                Connection::connect_from(&addr, &client_id, settings.source),
+            );
+            let result = tokio::select! {
+                r = attempt => r,
+                _ = stop.changed() => return,
+            };
+            let error = match result {
+                Ok(Ok(c)) => {
+                    if let Some(since) = unreachable_since.take() {
+                        info!(leader, %addr, after_ms = since.elapsed().as_millis() as u64, "reached the leader again");
                     }
+                    conn = Some(c);
+                    None
+                }
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some(format!(
+                    "no connection within {} ms",
+                    settings.connect_timeout.as_millis()
+                )),
+            };
+            if let Some(error) = error {
+                // Debug for a blip, warn (every 30 s at most) once it lasts.
+                let since = *unreachable_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= UNREACHABLE_WARN_AFTER
+                    && last_warn.is_none_or(|t| t.elapsed() >= UNREACHABLE_WARN_EVERY)
+                {
+                    warn!(leader, %addr, %error, for_ms = since.elapsed().as_millis() as u64, "cannot reach the leader");
+                    last_warn = Some(Instant::now());
+                } else {
+                    debug!(leader, %addr, %error, "cannot reach the leader");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(settings.backoff) => continue,
+                    _ = stop.changed() => return,
                 }
             }
         }
@@ -308,6 +345,7 @@ async fn run(
                 tokio::time::sleep(settings.backoff).await;
             }
             Err(_) => {
+                debug!(leader, "no fetch answer in time; reconnecting");
                 conn = None;
             }
         }
