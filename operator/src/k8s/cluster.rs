@@ -72,9 +72,24 @@ pub async fn reconcile(lc: Arc<LogCluster>, ctx: Arc<Context>) -> Result<Action,
         return refuse_listeners(&ctx, &lc, &ns, reason).await;
     }
 
-    // Scale-down: the StatefulSet keeps the leaving pods until their replicas have moved.
+    // Scale-down: the StatefulSet keeps the leaving pods until their replicas have moved. A
+    // shrink below a topic's replication factor can never finish: refused before anything moves.
     let current_replicas = current_statefulset_replicas(&ctx, &ns, &names).await?;
-    let (sts_replicas, leaving_note) = scale_target(&lc, current_replicas, &state);
+    let refusal = scale_down_refusal(&lc, current_replicas, &state);
+    let (sts_replicas, leaving_note) = match (&refusal, current_replicas) {
+        (Some(_), Some(current)) => (current, None),
+        _ => scale_target(&lc, current_replicas, &state),
+    };
+    if let Some(reason) = &refusal {
+        let already = lc
+            .status
+            .as_ref()
+            .and_then(|s| crate::crd::find_condition(&s.conditions, ConditionType::Degraded))
+            .is_some_and(|c| c.reason == "ScaleDownRefused" && &c.message == reason);
+        if !already {
+            publish(&ctx, &*lc, EventType::Warning, "ScaleDownRefused", reason).await;
+        }
+    }
     if let Some(note) = &leaving_note {
         // A broker that never registered holds nothing; naming it would fail the whole move.
         let leaving: Vec<i32> = (lc.spec.replicas..sts_replicas)
@@ -135,6 +150,7 @@ pub async fn reconcile(lc: Arc<LogCluster>, ctx: Arc<Context>) -> Result<Action,
     let rollout = roll_step(&ctx, &lc, &ns, &names, &sts, &pods, &entry.controller).await?;
     // Only once nothing else moves brokers: a roll restarts them, a scale-down empties some.
     let may_move = leaving_note.is_none()
+        && refusal.is_none()
         && sts_replicas == lc.spec.replicas
         && rollout.phase == RolloutPhase::Idle;
     rebalance_step(&ctx, &lc, &entry.controller, may_move).await?;
@@ -150,6 +166,16 @@ pub async fn reconcile(lc: Arc<LogCluster>, ctx: Arc<Context>) -> Result<Action,
         rebalancing,
     );
     status.listeners = listeners::status(&lc, &pods, sts_replicas);
+    if let Some(reason) = refusal {
+        let refused = condition(
+            ConditionType::Degraded,
+            true,
+            "ScaleDownRefused",
+            reason,
+            lc.metadata.generation,
+        );
+        set_condition(&mut status.conditions, refused);
+    }
     if lc.status.as_ref().map(without_state) != Some(without_state(&status)) {
         let api: Api<LogCluster> = Api::namespaced(ctx.client.clone(), &ns);
         let body = status_patch(&status).map_err(|e| ClusterError::Render("status", e))?;
@@ -290,6 +316,36 @@ async fn current_statefulset_replicas(
         .get_opt(&names.statefulset)
         .await?
         .and_then(|s| s.spec.replicas))
+}
+
+/// Why a requested scale-down must not start: fewer brokers than some topic's replication
+/// factor could never hold its replicas, so no replica moves and no pod is removed. `None`
+/// when nothing shrinks or the target can hold every topic.
+pub fn scale_down_refusal(
+    lc: &LogCluster,
+    current: Option<i32>,
+    state: &ControllerState,
+) -> Option<String> {
+    let want = lc.spec.replicas;
+    current.filter(|c| *c > want)?;
+    let (topic, rf) = state
+        .metadata
+        .topics
+        .iter()
+        .map(|(name, t)| {
+            let rf = t
+                .partitions
+                .iter()
+                .map(|p| p.replicas.len())
+                .max()
+                .unwrap_or(0);
+            (name, i32::try_from(rf).unwrap_or(i32::MAX))
+        })
+        .filter(|(_, rf)| *rf > want)
+        .max_by_key(|(_, rf)| *rf)?;
+    Some(format!(
+        "scale-down to {want} brokers refused: topic {topic} has replication factor {rf}, which {want} brokers cannot hold; no broker is removed (set spec.replicas to at least {rf}, or lower the topic's replication factor first)"
+    ))
 }
 
 /// The StatefulSet size to apply: `spec.replicas`, except during a scale-down while brokers at
@@ -988,5 +1044,35 @@ mod tests {
         // Once every replica has moved, shrink.
         s.metadata.topics.clear();
         assert_eq!(scale_target(&lc(3), Some(5), &s), (3, None));
+    }
+
+    #[test]
+    fn a_shrink_below_a_replication_factor_is_refused_before_anything_moves() {
+        let mut s = ControllerState::new("c".into());
+        for id in 0..5 {
+            let reg = decisions::Registration {
+                id,
+                incarnation: "a".into(),
+                host: "h".into(),
+                port: 1,
+                rack: None,
+                listeners: Vec::new(),
+            };
+            decisions::register(&mut s, reg, 0);
+        }
+        decisions::create_topic(&mut s, "t", 5, 3, Default::default(), uuid::Uuid::nil()).unwrap();
+        decisions::create_topic(&mut s, "u", 1, 2, Default::default(), uuid::Uuid::nil()).unwrap();
+        // Below RF 3: refused, naming the topic and what to do.
+        let why = scale_down_refusal(&lc(2), Some(5), &s).unwrap();
+        assert!(why.contains("topic t has replication factor 3"), "{why}");
+        assert!(why.contains("no broker is removed"), "{why}");
+        // At the largest RF, or not shrinking at all: nothing to refuse.
+        assert_eq!(scale_down_refusal(&lc(3), Some(5), &s), None);
+        assert_eq!(scale_down_refusal(&lc(2), Some(2), &s), None);
+        assert_eq!(scale_down_refusal(&lc(2), None, &s), None);
+        assert_eq!(
+            scale_down_refusal(&lc(1), Some(2), &ControllerState::new("c".into())),
+            None
+        );
     }
 }
