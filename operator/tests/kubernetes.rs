@@ -29,6 +29,17 @@ const T: Duration = Duration::from_secs(60);
 fn logcluster(replicas: i32) -> Value {
     let mut doc = read_yaml(&repo_root().join("e2e/manifests/logcluster.yaml")).remove(0);
     doc["spec"]["replicas"] = json!(replicas);
+    // NodePorts are cluster-wide: the example's fixed base would collide between the tests
+    // running in parallel on one API server (and with a run's leftovers), so each cluster here
+    // gets a range of its own.
+    static NEXT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let base = 30200 + (std::process::id() % 100) as i32 * 20 + n * 5;
+    if let Some(listeners) = doc["spec"]["listeners"].as_array_mut() {
+        for l in listeners {
+            l["nodePortBase"] = json!(base);
+        }
+    }
     doc
 }
 
@@ -576,8 +587,8 @@ async fn hybrid_brokers_topics_failover_and_operator_restart() {
         "orders must survive its rival's deletion"
     );
 
-    // Scaling to 2 brokers cannot keep replication factor 3: the StatefulSet keeps broker 2,
-    // the status says why, and nothing is lost.
+    // Scaling to 2 brokers cannot keep replication factor 3: refused before anything moves.
+    // The StatefulSet keeps broker 2, Degraded says why, and nothing is lost.
     lcs.patch(
         "demo",
         &PatchParams::default(),
@@ -585,11 +596,12 @@ async fn hybrid_brokers_topics_failover_and_operator_restart() {
     )
     .await
     .unwrap();
-    let (_, reason, msg) = wait_for("a ScalingDown condition", T, || async {
-        condition(&get_json(&lcs, "demo").await?, "Progressing").filter(|c| c.1 == "ScalingDown")
+    let (_, reason, msg) = wait_for("a ScaleDownRefused condition", T, || async {
+        condition(&get_json(&lcs, "demo").await?, "Degraded")
+            .filter(|c| c.0 == "True" && c.1 == "ScaleDownRefused")
     })
     .await;
-    assert!(msg.contains("[2]"), "{reason}: {msg}");
+    assert!(msg.contains("replication factor 3"), "{reason}: {msg}");
     let stss: Api<StatefulSet> = Api::namespaced(c.clone(), &ns);
     assert_eq!(stss.get("demo").await.unwrap().spec.replicas, Some(3));
     drop(op2);
