@@ -53,6 +53,16 @@ fn test_dir() -> tempfile::TempDir {
     dir
 }
 
+/// The base port of test `slot`'s cluster (controller base, brokers base+10+i and
+/// base+50+i). Every port stays in 18000-32767: below the kernel's ephemeral range, where a
+/// client socket (or bash's connect loop connecting to itself) can take a port a broker is
+/// about to listen on, and clear of the control plane's 14000-17999. The process id spreads
+/// concurrent runs apart.
+fn base_port(slot: u16) -> u16 {
+    assert!(slot < 8);
+    18000 + (std::process::id() % 90) as u16 * 160 + slot * 20
+}
+
 struct Cluster {
     dir: PathBuf,
     distinct_ips: bool,
@@ -269,7 +279,7 @@ async fn killing_leaders_under_acks_all_loses_nothing() {
     eprintln!("fault schedule seed: {seed} (STRAND_FAULT_SEED={seed} replays it)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = test_dir();
-    let base = 21000 + (seed % 400) as u16 * 20;
+    let base = base_port(0);
     let cluster = Cluster::up(dir.path(), base, 3);
     cluster.create_topic("jepsen", 3).await;
     let load = Load::start(&cluster.bootstrap, ACKS_ALL_IDEMPOTENT, "jepsen");
@@ -317,7 +327,7 @@ async fn killing_leaders_under_acks_all_loses_nothing() {
 async fn drain_election_reassignment_and_decommission_under_load() {
     let _serial = SERIAL.lock().await;
     let dir = test_dir();
-    let base = 30000 + (std::process::id() % 100) as u16 * 20;
+    let base = base_port(1);
     let cluster = Cluster::up(dir.path(), base, 4);
     cluster.create_topic("ops", 4).await;
     let preferred: Vec<i32> = {
@@ -413,7 +423,7 @@ async fn drain_election_reassignment_and_decommission_under_load() {
 async fn scale_up_rebalances_onto_new_brokers_under_load() {
     let _serial = SERIAL.lock().await;
     let dir = test_dir();
-    let base = 36000 + (std::process::id() % 100) as u16 * 20;
+    let base = base_port(2);
     let cluster = Cluster::up(dir.path(), base, 3);
     cluster.create_topic("grow", 6).await;
     let load = Load::start(&cluster.bootstrap, ACKS_ALL_IDEMPOTENT, "grow");
@@ -501,7 +511,7 @@ async fn scale_up_rebalances_onto_new_brokers_under_load() {
 async fn stalled_follower_controller_loss_and_min_isr() {
     let _serial = SERIAL.lock().await;
     let dir = test_dir();
-    let base = 25000 + (std::process::id() % 100) as u16 * 20;
+    let base = base_port(3);
     let cluster = Cluster::up(dir.path(), base, 3);
     cluster.create_topic("faults", 1).await;
     let load = Load::start(&cluster.bootstrap, ACKS_ALL_IDEMPOTENT, "faults");
@@ -768,7 +778,7 @@ async fn an_isolated_leader_acknowledges_nothing() {
         return;
     }
     let dir = test_dir();
-    let base = 27000 + (std::process::id() % 100) as u16 * 20;
+    let base = base_port(4);
     let cluster = Cluster::up_with(dir.path(), base, 3, true);
     let ip = |b: i32| format!("127.0.1.{}", b + 1);
     cluster.create_topic("split", 1).await;
@@ -858,7 +868,7 @@ async fn committed_offsets_survive_killing_the_group_coordinator() {
 
     let _serial = SERIAL.lock().await;
     let dir = test_dir();
-    let base = 33000 + (std::process::id() % 100) as u16 * 20;
+    let base = base_port(5);
     let cluster = Cluster::up(dir.path(), base, 3);
     cluster.create_topic("orders", 4).await;
     let p = producer(&cluster.bootstrap, ACKS_ALL_IDEMPOTENT);
@@ -978,7 +988,7 @@ async fn the_offsets_topic_waits_for_its_replication_factor() {
 
     let _serial = SERIAL.lock().await;
     let dir = test_dir();
-    let base = 35000 + (std::process::id() % 100) as u16 * 20;
+    let base = base_port(6);
     let cluster = Cluster::up(dir.path(), base, 1);
     let mut c = Connection::connect(&cluster.bootstrap, "raw-client")
         .await
@@ -1037,7 +1047,7 @@ async fn a_forged_follower_fetch_acknowledges_nothing() {
 
     let _serial = SERIAL.lock().await;
     let dir = test_dir();
-    let base = 37000 + (std::process::id() % 100) as u16 * 20;
+    let base = base_port(7);
     let cluster = Cluster::up(dir.path(), base, 3);
     cluster.create_topic("forged", 1).await;
     cluster

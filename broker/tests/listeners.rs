@@ -140,7 +140,8 @@ async fn each_listener_answers_with_its_own_addresses() {
         .unwrap();
     // local-cluster's ports: controller base, broker i Kafka base+10+i, HTTP base+50+i; the
     // external listener of broker i is ext+i (one flag for all brokers: `BASE+id`).
-    let base: u16 = 40000 + (rand::random::<u16>() % 100) * 200;
+    // Below the control plane's 14000 and the kernel's ephemeral range (see cluster_faults).
+    let base: u16 = 2000 + (rand::random::<u16>() % 50) * 200;
     let ext = base + 100;
     let internal = |id: u16| format!("127.0.0.1:{}", base + 10 + id);
     let external = |id: u16| format!("127.0.0.1:{}", ext + id);
