@@ -302,6 +302,81 @@ async fn a_logcluster_becomes_a_statefulset_and_friends() {
     drop(op);
 }
 
+/// A NodePort already taken by another Service: that broker's external Service is refused by
+/// the API server, the LogCluster says so (Degraded ListenerServiceRefused, a Warning Event)
+/// while the rest is reconciled (StatefulSet, the other brokers' Services, status); once the
+/// port is free the Service is made and Degraded clears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_node_port_degrades_the_cluster_and_nothing_else() {
+    let Some(kc) = kubeconfig() else { return };
+    let c = client(&kc).await;
+    install_crds(&c).await;
+    let ns = namespace(&c, "nodeport").await;
+    let dir = test_dir();
+    let op = OperatorProcess::start(&kc, &ns, "op-np", dir.path());
+    let lc = logcluster(3);
+    let base = lc["spec"]["listeners"][0]["nodePortBase"].as_i64().unwrap();
+    let svcs: Api<Service> = Api::namespaced(c.clone(), &ns);
+    let squatter: Service = serde_json::from_value(json!({
+        "metadata": { "name": "squatter" },
+        "spec": {
+            "type": "NodePort",
+            "selector": { "app": "none" },
+            "ports": [{ "port": 80, "nodePort": base + 1 }]
+        }
+    }))
+    .unwrap();
+    svcs.create(&PostParams::default(), &squatter)
+        .await
+        .unwrap();
+    apply_docs(&c, &ns, &[lc]).await.unwrap();
+
+    let lcs: Api<LogCluster> = Api::namespaced(c.clone(), &ns);
+    let msg = wait_for("Degraded ListenerServiceRefused", T, || async {
+        let v = get_json(&lcs, "demo").await?;
+        let (st, reason, msg) = condition(&v, "Degraded")?;
+        (st == "True" && reason == "ListenerServiceRefused").then_some(msg)
+    })
+    .await;
+    assert!(msg.contains("demo-1-external"), "{msg}");
+    assert!(msg.contains("already allocated"), "{msg}");
+    // Everything else was reconciled.
+    let v = get_json(&lcs, "demo").await.unwrap();
+    assert_eq!(v["status"]["brokers"].as_array().unwrap().len(), 3, "{v:#}");
+    Api::<StatefulSet>::namespaced(c.clone(), &ns)
+        .get("demo")
+        .await
+        .unwrap();
+    for ok in ["demo-0-external", "demo-2-external"] {
+        svcs.get(ok).await.unwrap();
+    }
+    assert!(svcs.get_opt("demo-1-external").await.unwrap().is_none());
+    let events: Api<Event> = Api::namespaced(c.clone(), &ns);
+    wait_for("a ListenerServiceRefused Warning", T, || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("ListenerServiceRefused")
+                    && e.type_.as_deref() == Some("Warning")
+            })
+            .then_some(())
+    })
+    .await;
+
+    svcs.delete("squatter", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("demo-1-external made and Degraded cleared", T, || async {
+        svcs.get_opt("demo-1-external").await.ok()??;
+        let v = get_json(&lcs, "demo").await?;
+        let (st, _, _) = condition(&v, "Degraded")?;
+        (st == "False").then_some(())
+    })
+    .await;
+    drop(op);
+}
+
 /// Brokers on the host join the cluster through the operator; topics from YAML get spread
 /// assignments; bad topics get clear conditions; a Kafka client produces and consumes across a
 /// broker kill; the operator restarts without losing anything.

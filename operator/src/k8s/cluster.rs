@@ -81,14 +81,7 @@ pub async fn reconcile(lc: Arc<LogCluster>, ctx: Arc<Context>) -> Result<Action,
         _ => scale_target(&lc, current_replicas, &state),
     };
     if let Some(reason) = &refusal {
-        let already = lc
-            .status
-            .as_ref()
-            .and_then(|s| crate::crd::find_condition(&s.conditions, ConditionType::Degraded))
-            .is_some_and(|c| c.reason == "ScaleDownRefused" && &c.message == reason);
-        if !already {
-            publish(&ctx, &*lc, EventType::Warning, "ScaleDownRefused", reason).await;
-        }
+        warn_once(&ctx, &lc, "ScaleDownRefused", reason).await;
     }
     if let Some(note) = &leaving_note {
         // A broker that never registered holds nothing; naming it would fail the whole move.
@@ -135,7 +128,7 @@ pub async fn reconcile(lc: Arc<LogCluster>, ctx: Arc<Context>) -> Result<Action,
     let mut sts = resources::statefulset(&lc, &rctx);
     sts.spec.replicas = Some(sts_replicas);
     let sts = apply(&ctx, &lc, &ns, sts).await?;
-    apply_listener_services(&ctx, &lc, &ns, sts_replicas).await?;
+    let refused_services = apply_listener_services(&ctx, &lc, &ns, sts_replicas).await?;
 
     let pods = broker_pods(&ctx, &ns, &lc).await?;
     if let Some(key) = &lc.spec.rack_label_key {
@@ -166,15 +159,24 @@ pub async fn reconcile(lc: Arc<LogCluster>, ctx: Arc<Context>) -> Result<Action,
         rebalancing,
     );
     status.listeners = listeners::status(&lc, &pods, sts_replicas);
-    if let Some(reason) = refusal {
-        let refused = condition(
-            ConditionType::Degraded,
-            true,
-            "ScaleDownRefused",
-            reason,
-            lc.metadata.generation,
-        );
-        set_condition(&mut status.conditions, refused);
+    let listener_refusal = listener_refusal(&refused_services);
+    if let Some(reason) = &listener_refusal {
+        warn_once(&ctx, &lc, "ListenerServiceRefused", reason).await;
+    }
+    for (code, reason) in [
+        ("ListenerServiceRefused", listener_refusal),
+        ("ScaleDownRefused", refusal),
+    ] {
+        if let Some(reason) = reason {
+            let degraded = condition(
+                ConditionType::Degraded,
+                true,
+                code,
+                reason,
+                lc.metadata.generation,
+            );
+            set_condition(&mut status.conditions, degraded);
+        }
     }
     if lc.status.as_ref().map(without_state) != Some(without_state(&status)) {
         let api: Api<LogCluster> = Api::namespaced(ctx.client.clone(), &ns);
@@ -227,16 +229,52 @@ async fn refuse_listeners(
     Ok(Action::requeue(Duration::from_secs(60)))
 }
 
+/// A Warning Event for a Degraded reason, unless the status already says exactly that (every
+/// reconcile would repeat it).
+async fn warn_once(ctx: &Context, lc: &LogCluster, code: &str, message: &str) {
+    let already = lc
+        .status
+        .as_ref()
+        .and_then(|s| crate::crd::find_condition(&s.conditions, ConditionType::Degraded))
+        .is_some_and(|c| c.reason == code && c.message == message);
+    if !already {
+        publish(ctx, lc, EventType::Warning, code, message).await;
+    }
+}
+
+/// The Degraded message for listener Services the API server refused, if any.
+pub fn listener_refusal(refused: &[String]) -> Option<String> {
+    (!refused.is_empty()).then(|| {
+        format!(
+            "the API server refused external listener Services (a NodePort in \
+             spec.listeners[].nodePortBase..+replicas already allocated or out of the \
+             cluster's range?): {}",
+            refused.join("; ")
+        )
+    })
+}
+
 /// The per-broker Services of the external listeners for brokers `0..replicas`; those of
-/// brokers gone by a scale-down and of removed listeners are deleted.
+/// brokers gone by a scale-down and of removed listeners are deleted. A Service the API server
+/// refuses as invalid (its NodePort taken by another Service) is returned, not an error: the
+/// other brokers' Services and the rest of the reconcile (rolls, status) go on without it.
 async fn apply_listener_services(
     ctx: &Context,
     lc: &LogCluster,
     ns: &str,
     replicas: i32,
-) -> Result<(), ClusterError> {
+) -> Result<Vec<String>, ClusterError> {
+    let mut refused = Vec::new();
     for svc in listeners::node_port_services(lc, replicas) {
-        apply(ctx, lc, ns, svc).await?;
+        let name = svc.name_any();
+        match apply(ctx, lc, ns, svc).await {
+            Ok(_) => {}
+            Err(ClusterError::Api(kube::Error::Api(e))) if e.code == 422 => {
+                tracing::warn!(service = %name, error = %e.message, "Service refused");
+                refused.push(format!("Service {name}: {}", e.message));
+            }
+            Err(e) => return Err(e),
+        }
     }
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
     let selector = format!(
@@ -274,7 +312,7 @@ async fn apply_listener_services(
         )
         .await;
     }
-    Ok(())
+    Ok(refused)
 }
 
 /// The body of the status merge patch: our fields only (status.controllerState is the
