@@ -61,6 +61,12 @@ struct ApiError {
     error: String,
 }
 
+/// Dialing the controller (its Service or a pod address).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// One call, answer included; well under the broker session timeout (9 s by default), so a
+/// hung heartbeat is retried in time. The metadata long poll sets its own, longer one.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Clone)]
 pub struct ControllerClient {
     base: String,
@@ -74,8 +80,23 @@ impl ControllerClient {
 
     /// A client whose connections leave from `source` when given.
     pub fn new_from(base: &str, source: Option<std::net::IpAddr>) -> Self {
+        Self::with_timeouts(base, source, CONNECT_TIMEOUT, REQUEST_TIMEOUT)
+    }
+
+    /// Every call is bounded: a pooled connection to a controller pod that is gone (its IP
+    /// dead, no RST ever coming) would otherwise hang a heartbeat or an AlterPartition until
+    /// TCP gives up, minutes later, and the broker's session would expire meanwhile. A call
+    /// that times out drops its connection; the next one dials again.
+    fn with_timeouts(
+        base: &str,
+        source: Option<std::net::IpAddr>,
+        connect: Duration,
+        request: Duration,
+    ) -> Self {
         let http = reqwest::Client::builder()
             .local_address(source)
+            .connect_timeout(connect)
+            .timeout(request)
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         Self {
@@ -243,5 +264,40 @@ impl ControllerClient {
             .await?,
         )?;
         Ok(still.partitions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A controller that accepts and then never answers (what a dead pod behind a pooled
+    /// connection looks like): the call fails as Unreachable at the request timeout.
+    #[tokio::test]
+    async fn a_silent_controller_is_unreachable_at_the_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((sock, _)) = listener.accept().await {
+                open.push(sock);
+            }
+        });
+        let client = ControllerClient::with_timeouts(
+            &format!("http://{addr}"),
+            None,
+            Duration::from_secs(1),
+            Duration::from_millis(300),
+        );
+        let started = std::time::Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(10), client.heartbeat(1, 1))
+            .await
+            .expect("the call was not bounded");
+        assert!(
+            matches!(r, Err(ControllerCallError::Unreachable(_))),
+            "{r:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        held.abort();
     }
 }
