@@ -24,6 +24,7 @@ pub mod clock;
 pub mod cluster;
 pub mod group;
 pub mod listener;
+pub mod log_limit;
 pub mod metadata;
 pub mod metrics;
 pub mod partition;

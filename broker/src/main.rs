@@ -73,6 +73,28 @@ struct Cli {
     /// Largest request accepted, in bytes (Kafka's socket.request.max.bytes).
     #[arg(long, default_value_t = 104_857_600)]
     max_request_bytes: usize,
+    /// Bytes of requests over 1 MiB read (or waited for) but not yet handled, over all
+    /// connections (Kafka's queued.max.request.bytes; Kafka's default is unbounded): a
+    /// connection whose next request does not fit is not read until it does. Requests up to
+    /// 1 MiB have a 32 MiB pool of their own. Also bounds response bytes built but not yet
+    /// written: a fetch reads less (at least one batch) when they are near it.
+    #[arg(long, default_value_t = 256 << 20)]
+    queued_max_request_bytes: usize,
+    /// Most open client connections (Kafka's max.connections); past it, new ones wait in the
+    /// kernel's backlog until one closes.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Most open connections from one address (Kafka's max.connections.per.ip); past it, a new
+    /// one is closed at once.
+    #[arg(long, default_value_t = i32::MAX as usize)]
+    max_connections_per_ip: usize,
+    /// A connection that sends nothing for this long is closed (Kafka's connections.max.idle.ms).
+    #[arg(long, default_value_t = 600_000)]
+    connections_max_idle_ms: u64,
+    /// A request body that does not arrive whole within this, or a response the client does
+    /// not take within it, closes the connection and frees what it held.
+    #[arg(long, default_value_t = 30_000)]
+    socket_stall_timeout_ms: u64,
     /// How often retention runs.
     #[arg(long, default_value_t = 30_000)]
     retention_check_interval_ms: u64,
@@ -202,6 +224,17 @@ fn apply_config_file(cli: &mut Cli, path: &std::path::Path) -> anyhow::Result<()
             "offsets.retention.check.interval.ms" => {
                 cli.offsets_retention_check_interval_ms = v.parse().map_err(|e| bad(&e))?
             }
+            "socket.request.max.bytes" => cli.max_request_bytes = v.parse().map_err(|e| bad(&e))?,
+            "queued.max.request.bytes" => {
+                cli.queued_max_request_bytes = v.parse().map_err(|e| bad(&e))?
+            }
+            "max.connections" => cli.max_connections = v.parse().map_err(|e| bad(&e))?,
+            "max.connections.per.ip" => {
+                cli.max_connections_per_ip = v.parse().map_err(|e| bad(&e))?
+            }
+            "connections.max.idle.ms" => {
+                cli.connections_max_idle_ms = v.parse().map_err(|e| bad(&e))?
+            }
             // Broker-level names of topic defaults (Kafka's `log.retention.ms` is the default
             // of the topic's `retention.ms`); unknown keys are refused by the topic config.
             _ => {
@@ -271,6 +304,14 @@ fn config_from(cli: &Cli) -> anyhow::Result<BrokerConfig> {
         ),
         ..Default::default()
     };
+    let limits = broker::server::limits::Limits {
+        queued_max_request_bytes: cli.queued_max_request_bytes,
+        max_connections: cli.max_connections,
+        max_connections_per_ip: cli.max_connections_per_ip,
+        connections_max_idle: Duration::from_millis(cli.connections_max_idle_ms),
+        stall_timeout: Duration::from_millis(cli.socket_stall_timeout_ms),
+    };
+    limits.validate(cli.max_request_bytes)?;
     Ok(BrokerConfig {
         node_id: cli.node_id,
         data_dir: cli.data_dir.clone(),
@@ -284,6 +325,7 @@ fn config_from(cli: &Cli) -> anyhow::Result<BrokerConfig> {
         cluster_mode: cli.controller.is_some(),
         default_replication_factor: cli.default_replication_factor,
         groups,
+        limits,
     })
 }
 

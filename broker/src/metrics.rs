@@ -27,6 +27,12 @@ pub struct Metrics {
     pub bytes_in: Counter,
     pub bytes_out: Counter,
     pub connections: Gauge,
+    pub connections_refused: Counter,
+    /// Request bytes reserved and response bytes built but unwritten (set when rendered).
+    pub request_bytes_queued: Gauge,
+    pub response_bytes_unwritten: Gauge,
+    /// Partition reads done for Fetch requests (a parked fetch reads once, when it answers).
+    pub fetch_partition_reads: Counter,
     pub log_end_offset: Family<PartitionLabels, Gauge>,
     pub high_watermark: Family<PartitionLabels, Gauge>,
     pub recovery_seconds: Gauge<f64, AtomicU64>,
@@ -47,6 +53,10 @@ impl Default for Metrics {
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
             connections: Gauge::default(),
+            connections_refused: Counter::default(),
+            request_bytes_queued: Gauge::default(),
+            response_bytes_unwritten: Gauge::default(),
+            fetch_partition_reads: Counter::default(),
             log_end_offset: Family::default(),
             high_watermark: Family::default(),
             recovery_seconds: Gauge::default(),
@@ -78,6 +88,26 @@ impl Default for Metrics {
             "connections",
             "Open client connections",
             m.connections.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections closed at once: max.connections.per.ip reached",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "request_bytes_queued",
+            "Request bytes read or reserved and not yet handled (queued.max.request.bytes)",
+            m.request_bytes_queued.clone(),
+        );
+        registry.register(
+            "response_bytes_unwritten",
+            "Response bytes built and not yet written to their clients",
+            m.response_bytes_unwritten.clone(),
+        );
+        registry.register(
+            "fetch_partition_reads",
+            "Partition reads done for Fetch requests",
+            m.fetch_partition_reads.clone(),
         );
         registry.register(
             "log_end_offset",

@@ -559,6 +559,34 @@ impl Partition {
         FetchRead { result, proposal }
     }
 
+    /// What a parked fetch at `pos` could read now, found from log positions without reading
+    /// any data (Kafka's DelayedFetch). `None` when it must be answered now whatever it
+    /// reads: leadership or the epoch changed, its log diverged, its offset left the log, or
+    /// the positions could not be read.
+    pub fn readable_bytes(&self, pos: &FetchPosition, fetcher: Fetcher) -> Option<u64> {
+        let ours = self.leader_epoch();
+        if pos.current_leader_epoch != -1 && pos.current_leader_epoch != ours {
+            return None;
+        }
+        if !self.is_leader() {
+            return None;
+        }
+        let hw = self.high_watermark();
+        let log = self.log();
+        let leo = log.log_end_offset();
+        if diverging(&log, pos).is_some()
+            || pos.fetch_offset < log.log_start_offset()
+            || pos.fetch_offset > leo
+        {
+            return None;
+        }
+        let up_to = match fetcher {
+            Fetcher::Replica(_) => leo,
+            Fetcher::Consumer => hw,
+        };
+        log.bytes_between(pos.fetch_offset, up_to).ok()
+    }
+
     /// The read itself, and the log end it saw (-1 if it did not get that far).
     fn read_validated(
         &self,
@@ -588,20 +616,10 @@ impl Partition {
             leader_epoch: ours,
             outcome: FetchOutcome::Records(Vec::new()),
         };
-        if pos.last_fetched_epoch >= 0 {
-            // Kafka's rule: the fetcher's last epoch ends earlier here (or is unknown). This
-            // comes before the range check: an old leader's log can end past this one's.
-            let (epoch, end) = log
-                .epochs()
-                .end_offset_for(pos.last_fetched_epoch, leo)
-                .unwrap_or((-1, -1));
-            if epoch < pos.last_fetched_epoch || end < pos.fetch_offset {
-                fetched.outcome = FetchOutcome::Diverging {
-                    epoch,
-                    end_offset: end,
-                };
-                return (Ok(fetched), leo);
-            }
+        // Divergence comes before the range check: an old leader's log can end past this one's.
+        if let Some((epoch, end_offset)) = diverging(&log, &pos) {
+            fetched.outcome = FetchOutcome::Diverging { epoch, end_offset };
+            return (Ok(fetched), leo);
         }
         if pos.fetch_offset < start || pos.fetch_offset > leo {
             let out = FetchError::OffsetOutOfRange {
@@ -868,6 +886,20 @@ async fn group_commit(partition: Weak<Partition>, wanted: Arc<Notify>) {
     }
 }
 
+/// Kafka's divergence rule for a fetch with a last fetched epoch: that epoch ends earlier in
+/// this log (or is unknown here), so the fetcher must truncate before it reads. The epoch and
+/// end offset to answer with.
+fn diverging(log: &Log, pos: &FetchPosition) -> Option<(i32, i64)> {
+    if pos.last_fetched_epoch < 0 {
+        return None;
+    }
+    let (epoch, end) = log
+        .epochs()
+        .end_offset_for(pos.last_fetched_epoch, log.log_end_offset())
+        .unwrap_or((-1, -1));
+    (epoch < pos.last_fetched_epoch || end < pos.fetch_offset).then_some((epoch, end))
+}
+
 #[cfg(test)]
 mod tests {
     //! Replication safety through the partition's fetch path, on real logs in a temp dir.
@@ -941,6 +973,47 @@ mod tests {
             && !bytes.is_empty()
         {
             follower.append_replicated(bytes, 1_000).unwrap();
+        }
+    }
+
+    /// A parked fetch judges what it could read from positions alone; that figure must be
+    /// exactly what the read would return, for every start and bound, across segments.
+    #[test]
+    fn positions_tell_what_a_read_would_return() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = TopicConfig {
+            index_interval_bytes: 150,
+            ..TopicConfig::default()
+        };
+        let mut log = Log::open(dir.path(), config, OpenHints::default())
+            .unwrap()
+            .0;
+        for i in 0..12 {
+            append(&mut log, 1 + i % 4, 1);
+            if i % 5 == 4 {
+                log.roll().unwrap();
+            }
+        }
+        assert!(log.segment_count() > 2, "the case needs several segments");
+        let leo = log.log_end_offset();
+        for from in 0..=leo {
+            for to in 0..=leo + 1 {
+                // One read stops at its segment's end; the next one goes on from there.
+                let (mut at, mut read) = (from, 0u64);
+                loop {
+                    let bytes = log.read(at, 1 << 20, to).unwrap();
+                    let Some((last, _)) = Batches::new(&bytes).last() else {
+                        break;
+                    };
+                    read += bytes.len() as u64;
+                    at = last.last_offset() + 1;
+                }
+                assert_eq!(
+                    log.bytes_between(from, to).unwrap(),
+                    read,
+                    "from {from} to {to}"
+                );
+            }
         }
     }
 

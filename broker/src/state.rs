@@ -45,6 +45,8 @@ pub struct BrokerConfig {
     pub default_replication_factor: i16,
     /// Consumer groups and `__consumer_offsets`.
     pub groups: GroupConfig,
+    /// What clients may hold: memory, connections, idle and stall times.
+    pub limits: crate::server::limits::Limits,
 }
 
 impl BrokerConfig {
@@ -110,6 +112,8 @@ pub struct Broker {
     topic_changes: Mutex<()>,
     producer_ids: ProducerIdAllocator,
     pub metrics: Metrics,
+    /// Request and response bytes held for clients (see `server::limits`).
+    pub memory: crate::server::limits::Memory,
     pub signals: Arc<Signals>,
     ready: AtomicBool,
     cluster: OnceLock<Arc<ClusterRuntime>>,
@@ -131,6 +135,7 @@ impl Broker {
             topic_changes: Mutex::new(()),
             producer_ids,
             metrics: Metrics::default(),
+            memory: crate::server::limits::Memory::new(&config.limits),
             signals: Arc::new(Signals::default()),
             ready: AtomicBool::new(false),
             cluster: OnceLock::new(),
@@ -638,6 +643,11 @@ impl Broker {
 
     /// Refreshes per-partition gauges (called before rendering metrics).
     pub fn update_gauges(&self) {
+        let m = &self.metrics;
+        m.request_bytes_queued
+            .set(self.memory.request_bytes() as i64);
+        m.response_bytes_unwritten
+            .set(self.memory.response_bytes() as i64);
         for t in self.topics() {
             for p in t.partitions.iter().flatten() {
                 let labels = PartitionLabels {
@@ -727,6 +737,7 @@ mod tests {
             cluster_mode: true,
             default_replication_factor: 1,
             groups: GroupConfig::default(),
+            limits: Default::default(),
         }
     }
 

@@ -1,7 +1,9 @@
 //! Fetch: whole batches from each requested partition up to the high watermark, bounded by the
-//! request's and each partition's max bytes (the first batch is always whole, KIP-74), with long
-//! polling until min bytes arrive or max wait passes. Fetch sessions (KIP-227) are not kept:
-//! the response's session id 0 tells clients to send full fetches.
+//! request's and each partition's max bytes (the first batch is always whole, KIP-74) and by
+//! the broker's room for unwritten responses, with long polling until min bytes arrive or max
+//! wait passes. A parked fetch judges what it could read from log positions, and reads once,
+//! when it answers (Kafka's DelayedFetch). Fetch sessions (KIP-227) are not kept: the
+//! response's session id 0 tells clients to send full fetches.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,22 +46,43 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Reply {
         broker.signals.high_watermark.subscribe()
     };
     let deadline = Instant::now() + Duration::from_millis(max_wait as u64);
+    let min_bytes = req.min_bytes.max(0) as u64;
     Reply::Later(Box::pin(async move {
         loop {
             changes.borrow_and_update();
-            let (resp, bytes, has_error) = read_all(&broker, &req, version, false);
-            if bytes >= req.min_bytes.max(0) as usize || has_error || Instant::now() >= deadline {
-                return ResponseKind::Fetch(resp);
-            }
-            if tokio::time::timeout_at(deadline, changes.changed())
-                .await
-                .is_err()
+            // Positions only: nothing is read until the fetch answers.
+            if readable(&broker, &req).is_none_or(|bytes| bytes >= min_bytes)
+                || tokio::time::timeout_at(deadline, changes.changed())
+                    .await
+                    .is_err()
             {
                 let (resp, _, _) = read_all(&broker, &req, version, false);
                 return ResponseKind::Fetch(resp);
             }
         }
     }))
+}
+
+/// What the fetch could read now, from positions alone, bounded as a read would be; `None`
+/// when some partition must be answered now (an error, a leadership change, divergence).
+fn readable(broker: &Broker, req: &FetchRequest) -> Option<u64> {
+    let fetcher = fetcher(req);
+    let mut total = 0u64;
+    for topic in &req.topics {
+        let found = broker.topic(topic.topic.as_str());
+        for fp in &topic.partitions {
+            let partition = lookup(found.as_deref(), fp.partition).ok()?;
+            let pos = FetchPosition {
+                fetch_offset: fp.fetch_offset,
+                last_fetched_epoch: fp.last_fetched_epoch,
+                current_leader_epoch: fp.current_leader_epoch,
+                max_bytes: 0,
+            };
+            let bytes = partition.readable_bytes(&pos, fetcher)?;
+            total += bytes.min(fp.partition_max_bytes.max(0) as u64);
+        }
+    }
+    Some(total.min(req.max_bytes.max(0) as u64))
 }
 
 /// A follower's fetch names its broker id (v15+ in the replica state).
@@ -83,8 +106,11 @@ fn read_all(
     first_read: bool,
 ) -> (FetchResponse, usize, bool) {
     let mut r = FetchResponse::default();
-    // Kafka's fetch.max.bytes default caps what one response may carry, whatever is asked.
-    let mut remaining = (req.max_bytes.max(1) as usize).min(FETCH_MAX_BYTES);
+    // Kafka's fetch.max.bytes default caps what one response may carry, whatever is asked, and
+    // so does the room left for responses not yet written (the first batch still goes whole).
+    let mut remaining = (req.max_bytes.max(1) as usize)
+        .min(FETCH_MAX_BYTES)
+        .min(broker.memory.response_room());
     let mut total = 0usize;
     let mut has_error = false;
     let fetcher = fetcher(req);
@@ -116,6 +142,7 @@ fn read_all(
                 max_bytes: limit,
             };
             let read = partition.read_for_fetch(pos, fetcher, first_read, now);
+            broker.metrics.fetch_partition_reads.inc();
             broker.propose_isr(partition, read.proposal);
             match read.result {
                 Ok(fetched) => {

@@ -1,7 +1,9 @@
 //! One client connection: the only code that touches the socket. Frames are length-prefixed;
-//! a frame is read whole before it is parsed. Requests are handled in arrival order (so appends
-//! keep their order) and their responses are written in the same order, while later requests
-//! can be read and handled as earlier responses wait (pipelining).
+//! a frame's bytes are reserved from the broker's request pool, then it is read whole before it
+//! is parsed. Requests are handled in arrival order (so appends keep their order) and their
+//! responses are written in the same order, while later requests can be read and handled as
+//! earlier responses wait (pipelining), up to `MAX_IN_FLIGHT` responses or one large one (see
+//! `super::limits` for every bound and why).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,10 +16,11 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::Instrument;
 use tracing::{debug, warn};
 
+use super::limits::{CONNECTION_RESPONSE_BYTES, ResponseHold};
 use crate::api::{self, Reply};
 use crate::state::Broker;
 
@@ -34,6 +37,9 @@ struct Pending {
     version: i16,
     started: Instant,
     reply: Reply,
+    /// A built response's bytes, counted broker-wide and against this connection's room
+    /// (which stops reading while it is spent) until the response is written.
+    held: Option<(ResponseHold, OwnedSemaphorePermit)>,
 }
 
 /// Why a connection is closed by the broker.
@@ -49,6 +55,10 @@ enum Close {
     UnsupportedVersion(ApiKey, i16),
     #[error("malformed {0:?} v{1} request: {2}")]
     Malformed(ApiKey, i16, String),
+    #[error("idle for {0:?} (connections.max.idle.ms)")]
+    Idle(std::time::Duration),
+    #[error("a request of {0} bytes did not arrive whole within {1:?}")]
+    StalledRequest(usize, std::time::Duration),
 }
 
 /// Serves one connection accepted on the listener named `listener`.
@@ -64,35 +74,57 @@ pub async fn serve(
     let (tx, rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT);
     let writer_task =
         tokio::spawn(write_responses(writer, rx, Arc::clone(&broker), peer).in_current_span());
-    let max = broker.config.max_request_bytes;
+    let room = Arc::new(Semaphore::new(CONNECTION_RESPONSE_BYTES));
     loop {
-        // Every wait is raced against shutdown, so a silent or half-sent client cannot hold
-        // the broker up.
+        // Every wait is raced against shutdown and the writer's end (a client that stopped
+        // taking its responses), so a silent or half-sent client cannot hold the broker up.
         let frame = tokio::select! {
-            f = read_frame(&mut reader, max) => f,
+            f = read_frame(&mut reader, &broker) => f,
             _ = stopped(&mut stop) => break,
+            _ = tx.closed() => break,
         };
-        let frame = match frame {
+        let (frame, reservation) = match frame {
             Ok(Some(frame)) => frame,
             Ok(None) => break, // peer closed or reset
             Err(close) => {
-                warn!(%peer, "closing connection: {close}");
+                warn_closing(&peer, &close);
                 break;
             }
         };
         let started = Instant::now();
-        match parse_and_handle(&broker, frame, &peer, &listener) {
+        let handled = parse_and_handle(&broker, frame, &peer, &listener);
+        // The request is handled (or failed); its frame is gone. Only a built response still
+        // holds memory, and that is counted below.
+        drop(reservation);
+        match handled {
             Ok(Some((_, api_key, version, Reply::Close))) => {
                 debug!(%peer, api = ?api_key, version, "closing connection after a failed acks=0 request");
                 break;
             }
             Ok(Some((correlation_id, api_key, version, reply))) => {
+                let held = match &reply {
+                    Reply::Now(body) => {
+                        let bytes = response_bytes(body);
+                        let hold = broker.memory.hold_response(bytes);
+                        // A large response unwritten stops this connection reading more.
+                        let want = bytes.clamp(1, CONNECTION_RESPONSE_BYTES) as u32;
+                        let permit = tokio::select! {
+                            p = Arc::clone(&room).acquire_many_owned(want) => p.ok(),
+                            _ = stopped(&mut stop) => None,
+                            _ = tx.closed() => None,
+                        };
+                        let Some(permit) = permit else { break };
+                        Some((hold, permit))
+                    }
+                    _ => None,
+                };
                 let pending = Pending {
                     correlation_id,
                     api_key,
                     version,
                     started,
                     reply,
+                    held,
                 };
                 let queued = tokio::select! {
                     r = tx.send(pending) => r.is_ok(),
@@ -104,7 +136,7 @@ pub async fn serve(
             }
             Ok(None) => {}
             Err(close) => {
-                warn!(%peer, "closing connection: {close}");
+                warn_closing(&peer, &close);
                 break;
             }
         }
@@ -124,26 +156,66 @@ pub async fn serve(
     debug!(%peer, "connection closed");
 }
 
+/// About how many bytes a response holds: its record bytes (a fetch's), the rest counted as
+/// a small constant. Only fetches carry enough to matter.
+fn response_bytes(body: &ResponseKind) -> usize {
+    const SMALL: usize = 256;
+    match body {
+        ResponseKind::Fetch(r) => r
+            .responses
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .map(|p| SMALL + p.records.as_ref().map_or(0, |b| b.len()))
+            .sum(),
+        _ => SMALL,
+    }
+}
+
+/// Closing warnings clients can cause: 100 at once, then one a second, with how many were
+/// held back.
+static CLOSE_WARNINGS: crate::log_limit::Limit =
+    crate::log_limit::Limit::new(100, std::time::Duration::from_secs(1));
+
+fn warn_closing(peer: &SocketAddr, reason: &dyn std::fmt::Display) {
+    if let Some(suppressed) = CLOSE_WARNINGS.allow() {
+        warn!(%peer, suppressed, "closing connection: {reason}");
+    }
+}
+
 /// Completes once the broker is stopping.
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Reads one length-prefixed frame. `Ok(None)` when the peer closed.
-async fn read_frame(reader: &mut OwnedReadHalf, max: usize) -> Result<Option<Bytes>, Close> {
+/// Reads one length-prefixed frame once the request pool has room for it; the reservation
+/// is held until the request is handled. `Ok(None)` when the peer closed.
+async fn read_frame(
+    reader: &mut OwnedReadHalf,
+    broker: &Broker,
+) -> Result<Option<(Bytes, OwnedSemaphorePermit)>, Close> {
+    let max = broker.config.max_request_bytes;
+    let limits = &broker.config.limits;
     let mut len_buf = [0u8; 4];
-    if reader.read_exact(&mut len_buf).await.is_err() {
-        return Ok(None);
+    match tokio::time::timeout(limits.connections_max_idle, reader.read_exact(&mut len_buf)).await {
+        Err(_) => return Err(Close::Idle(limits.connections_max_idle)),
+        Ok(Err(_)) => return Ok(None),
+        Ok(Ok(_)) => {}
     }
     let len = i32::from_be_bytes(len_buf);
     if len < 0 || len as usize > max {
         return Err(Close::FrameSize(i64::from(len), max));
     }
-    let mut frame = BytesMut::zeroed(len as usize);
-    if reader.read_exact(&mut frame).await.is_err() {
-        return Ok(None);
+    let len = len as usize;
+    // Not read until it fits: the client's bytes wait in its socket, not in our memory.
+    let Some(reservation) = broker.memory.reserve_request(len).await else {
+        return Err(Close::FrameSize(len as i64, max));
+    };
+    let mut frame = BytesMut::zeroed(len);
+    match tokio::time::timeout(limits.stall_timeout, reader.read_exact(&mut frame)).await {
+        Err(_) => Err(Close::StalledRequest(len, limits.stall_timeout)),
+        Ok(Err(_)) => Ok(None),
+        Ok(Ok(_)) => Ok(Some((frame.freeze(), reservation))),
     }
-    Ok(Some(frame.freeze()))
 }
 
 type Handled = Option<(i32, ApiKey, i16, Reply)>;
@@ -202,10 +274,16 @@ async fn write_responses(
 ) {
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
     let mut buf = BytesMut::new();
+    let stall = broker.config.limits.stall_timeout;
     while let Some(p) = rx.recv().await {
-        let body = match p.reply {
-            Reply::Now(body) => *body,
-            Reply::Later(fut) => fut.await,
+        // A response finished now is counted while it is written, as a queued one was.
+        let (body, _held, _late) = match p.reply {
+            Reply::Now(body) => (*body, p.held, None),
+            Reply::Later(fut) => {
+                let body = fut.await;
+                let bytes = response_bytes(&body);
+                (body, None, Some(broker.memory.hold_response(bytes)))
+            }
             Reply::Nothing | Reply::Close => {
                 broker
                     .metrics
@@ -221,17 +299,42 @@ async fn write_responses(
             .encode(&mut buf, p.api_key.response_header_version(p.version))
             .and_then(|()| body.encode(&mut buf, p.version));
         if let Err(e) = encoded {
-            warn!(%peer, api = ?p.api_key, version = p.version, error = %e, "cannot encode response; closing connection");
+            warn_closing(
+                &peer,
+                &format!(
+                    "cannot encode the {:?} v{} response: {e}",
+                    p.api_key, p.version
+                ),
+            );
             break;
         }
+        // The encoded copy is what goes out; the response itself is not kept beside it.
+        drop(body);
         let len = (buf.len() - 4) as i32;
         buf[..4].copy_from_slice(&len.to_be_bytes());
-        if writer.write_all(&buf).await.is_err() {
-            break;
-        }
-        // Flush when nothing else is ready to go out, so pipelined responses share a write.
-        if rx.is_empty() && writer.flush().await.is_err() {
-            break;
+        // A client that does not take its response within the stall timeout is cut off, so
+        // the response's memory is not held for as long as it likes.
+        let written = tokio::time::timeout(stall, async {
+            writer.write_all(&buf).await?;
+            // Flush when nothing else is ready to go out, so pipelined responses share a write.
+            if rx.is_empty() {
+                writer.flush().await?;
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => break,
+            Err(_) => {
+                let reason = format!(
+                    "the client did not take a {:?} response of {} bytes within {stall:?}",
+                    p.api_key,
+                    buf.len()
+                );
+                warn_closing(&peer, &reason);
+                return;
+            }
         }
         broker
             .metrics

@@ -515,6 +515,42 @@ impl Log {
         Ok(Vec::new())
     }
 
+    /// Bytes of the whole batches a read from `from` bounded by `to` (exclusive) would cover,
+    /// found from positions (the sparse index and batch headers) without reading records.
+    /// 0 when `from` is at or past `to` or outside the log.
+    pub fn bytes_between(&self, from: i64, to: i64) -> io::Result<u64> {
+        if from >= to || from < self.log_start_offset || from >= self.log_end_offset() {
+            return Ok(0);
+        }
+        let floor = self
+            .segments
+            .range(..=from)
+            .next_back()
+            .map_or(self.log_start_offset, |(b, _)| *b);
+        let mut total = 0u64;
+        for (base, seg) in self.segments.range(floor..) {
+            if *base >= to {
+                break;
+            }
+            let start = if *base <= from {
+                match seg.find(from)? {
+                    Some((pos, _)) => pos,
+                    None => continue, // `from` is past this segment's batches
+                }
+            } else {
+                0
+            };
+            // A batch holding `to` is not read (its last offset is not below `to`).
+            let end = if to < seg.next_offset() {
+                seg.find(to)?.map_or(seg.size(), |(pos, _)| pos)
+            } else {
+                seg.size()
+            };
+            total += end.saturating_sub(start);
+        }
+        Ok(total)
+    }
+
     /// First record with a timestamp >= `timestamp`: its offset and timestamp, and the
     /// leader epoch of its batch.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> io::Result<Option<(i64, i64, i32)>> {
