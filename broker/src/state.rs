@@ -279,6 +279,20 @@ impl Broker {
         configs: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<Arc<Topic>, TopicError> {
+        // Thousands of partitions are thousands of directories and fsyncs.
+        crate::blocking::off_runtime(|| {
+            self.create_topic_now(name, partitions, replication_factor, configs, validate_only)
+        })
+    }
+
+    fn create_topic_now(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, TopicError> {
         topic_name::validate(name)?;
         let partitions = if partitions == -1 {
             self.config.default_partitions
@@ -356,6 +370,10 @@ impl Broker {
     }
 
     pub fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
+        crate::blocking::off_runtime(|| self.delete_topic_now(name))
+    }
+
+    fn delete_topic_now(&self, name: &str) -> Result<(), TopicError> {
         let _guard = self.topic_changes.lock().unwrap_or_else(|p| p.into_inner());
         let topic = self
             .topic(name)
@@ -434,6 +452,11 @@ impl Broker {
     /// regardless, so one bad record never stops this broker from following the controller.
     /// The controller refuses such names before they reach the metadata; this is the last line.
     pub fn apply_metadata(&self, meta: &ClusterMetadata) -> Result<(), Unapplied> {
+        // A new topic of thousands of partitions opens thousands of logs.
+        crate::blocking::off_runtime(|| self.apply_metadata_now(meta))
+    }
+
+    fn apply_metadata_now(&self, meta: &ClusterMetadata) -> Result<(), Unapplied> {
         let Some(rt) = self.cluster().cloned() else {
             return Ok(());
         };

@@ -1,10 +1,12 @@
 //! Clients that misbehave against the real `broker` process cannot make it hold unbounded
-//! memory or re-read its logs: half-sent frames wait for the request pool, a connection that
-//! pipelines fetches and never reads holds one response, parked long polls read once, and
-//! the connection limits (per address, idle, stall) close what they should.
+//! memory, re-read its logs or stall other clients: half-sent frames wait for the request
+//! pool, a connection that pipelines fetches and never reads holds one response, parked long
+//! polls read once, the connection limits (per address, idle, stall) close what they should,
+//! and a decompression bomb or a topic of thousands of partitions does not hold the runtime.
 //!
 //! Memory is judged by the broker's resident set against a bound well below what the old
-//! behaviour held (each case says both); no case depends on timing beyond generous waits.
+//! behaviour held (each case says both); stalls by the order answers arrive in, on a broker
+//! with one runtime worker; no case depends on timing beyond generous waits.
 
 mod common;
 
@@ -15,8 +17,12 @@ use std::time::{Duration, Instant};
 
 use common::BrokerProcess;
 use common::raw::{call, frame, read_response};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{ApiVersionsRequest, FetchRequest, TopicName};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiVersionsRequest, CreateTopicsRequest, FetchRequest, ProduceRequest, TopicName,
+};
 use kafka_protocol::protocol::StrBytes;
 
 const MIB: u64 = 1 << 20;
@@ -279,4 +285,107 @@ fn per_address_and_idle_limits_close_connections() {
     wait_until("room for new connections", Duration::from_secs(10), || {
         answers(&b)
     });
+}
+
+/// A zstd batch whose records inflate past the broker's 256 MiB cap, from a few hundred KiB.
+fn zstd_bomb() -> Vec<u8> {
+    const HEADER_LEN: usize = 61;
+    let plain = broker::protocol::batch::test_support::batch(300, 1_000, (-1, -1, -1), 1 << 20);
+    let compressed = zstd::encode_all(&plain[HEADER_LEN..], 1).unwrap();
+    let mut b = plain[..HEADER_LEN].to_vec();
+    b.extend(compressed);
+    b[21..23].copy_from_slice(&4i16.to_be_bytes()); // zstd
+    let len = (b.len() - 12) as i32;
+    b[8..12].copy_from_slice(&len.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// Sends `slow` on one connection, then ApiVersions on another (already connected), and says
+/// whether ApiVersions was answered while the slow request still was not.
+fn answered_while_busy(b: &BrokerProcess, slow: Vec<u8>) -> bool {
+    let mut busy = TcpStream::connect(b.kafka).unwrap();
+    let mut other = TcpStream::connect(b.kafka).unwrap();
+    assert!(answers(b));
+    other
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let sent = Instant::now();
+    busy.write_all(&slow).unwrap();
+    // Give the broker the slow request first.
+    thread::sleep(Duration::from_millis(5));
+    other
+        .write_all(&frame(&ApiVersionsRequest::default(), 3, 2))
+        .unwrap();
+    read_response::<ApiVersionsRequest>(&mut other, 3).expect("ApiVersions answered");
+    busy.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let slow_done =
+        !matches!(busy.peek(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+    busy.set_nonblocking(false).unwrap();
+    busy.set_read_timeout(Some(Duration::from_secs(300)))
+        .unwrap();
+    let mut len = [0u8; 4];
+    std::io::Read::read_exact(&mut busy, &mut len).expect("the slow request is answered");
+    eprintln!(
+        "slow request answered after {:?}; ApiVersions first: {}",
+        sent.elapsed(),
+        !slow_done
+    );
+    !slow_done
+}
+
+/// With one runtime worker, a zstd bomb being inflated and a topic of 1,000 partitions being
+/// created each held every other connection (the issue saw ApiVersions wait 28 s behind a
+/// CreateTopics and 3.3 s behind bombs). Both now run off the runtime: ApiVersions on another
+/// connection is answered first.
+#[test]
+fn slow_requests_do_not_hold_other_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = BrokerProcess::start_with_env(
+        &dir.path().join("data"),
+        &[],
+        &[("TOKIO_WORKER_THREADS", "1")],
+    );
+    // Eight bombs in one request: each inflates to the cap before it is refused.
+    let mut bombs = CreatableTopic::default();
+    bombs.name = TopicName(StrBytes::from_static_str("bombs"));
+    bombs.num_partitions = 8;
+    bombs.replication_factor = 1;
+    let mut create = CreateTopicsRequest::default();
+    create.topics = vec![bombs];
+    create.timeout_ms = 30_000;
+    call(b.kafka, &create, 5, Duration::from_secs(60)).expect("topic created");
+    let bomb = bytes::Bytes::from(zstd_bomb());
+    let mut topic = TopicProduceData::default();
+    topic.name = TopicName(StrBytes::from_static_str("bombs"));
+    topic.partition_data = (0..8)
+        .map(|i| {
+            let mut data = PartitionProduceData::default();
+            data.index = i;
+            data.records = Some(bomb.clone());
+            data
+        })
+        .collect();
+    let mut produce_req = ProduceRequest::default();
+    produce_req.acks = 1;
+    produce_req.timeout_ms = 30_000;
+    produce_req.topic_data = vec![topic];
+    assert!(
+        answered_while_busy(&b, frame(&produce_req, 8, 1)),
+        "ApiVersions waited for a decompression bomb"
+    );
+
+    let mut t = CreatableTopic::default();
+    t.name = TopicName(StrBytes::from_static_str("wide"));
+    t.num_partitions = 1_000;
+    t.replication_factor = 1;
+    let mut create = CreateTopicsRequest::default();
+    create.topics = vec![t];
+    create.timeout_ms = 120_000;
+    assert!(
+        answered_while_busy(&b, frame(&create, 5, 1)),
+        "ApiVersions waited for a topic of 1,000 partitions to be created"
+    );
 }

@@ -25,11 +25,17 @@ pub struct BrokerProcess {
     pub http: SocketAddr,
     pub log_path: PathBuf,
     extra_args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl BrokerProcess {
     /// Starts a broker on `data_dir` with fresh ports; extra args are passed through.
     pub fn start(data_dir: &Path, extra_args: &[&str]) -> Self {
+        Self::start_with_env(data_dir, extra_args, &[])
+    }
+
+    /// As `start`, with extra environment variables for the process.
+    pub fn start_with_env(data_dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut b = Self {
             child: None,
             data_dir: data_dir.to_path_buf(),
@@ -37,6 +43,10 @@ impl BrokerProcess {
             http: SocketAddr::from(([127, 0, 0, 1], free_port())),
             log_path: data_dir.with_extension("log"),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         b.spawn();
         b
@@ -59,6 +69,7 @@ impl BrokerProcess {
             .arg(self.http.to_string())
             .args(&self.extra_args)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
