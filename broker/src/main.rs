@@ -95,6 +95,10 @@ struct Cli {
     /// not take within it, closes the connection and frees what it held.
     #[arg(long, default_value_t = 30_000)]
     socket_stall_timeout_ms: u64,
+    /// Idempotent producers with no batch appended for this long are forgotten, checked as
+    /// retention runs (Kafka's producer.id.expiration.ms, 1 day).
+    #[arg(long, default_value_t = 86_400_000)]
+    producer_id_expiration_ms: i64,
     /// How often retention runs.
     #[arg(long, default_value_t = 30_000)]
     retention_check_interval_ms: u64,
@@ -229,6 +233,9 @@ fn apply_config_file(cli: &mut Cli, path: &std::path::Path) -> anyhow::Result<()
                 cli.queued_max_request_bytes = v.parse().map_err(|e| bad(&e))?
             }
             "max.connections" => cli.max_connections = v.parse().map_err(|e| bad(&e))?,
+            "producer.id.expiration.ms" => {
+                cli.producer_id_expiration_ms = v.parse().map_err(|e| bad(&e))?
+            }
             "max.connections.per.ip" => {
                 cli.max_connections_per_ip = v.parse().map_err(|e| bad(&e))?
             }
@@ -312,6 +319,9 @@ fn config_from(cli: &Cli) -> anyhow::Result<BrokerConfig> {
         stall_timeout: Duration::from_millis(cli.socket_stall_timeout_ms),
     };
     limits.validate(cli.max_request_bytes)?;
+    if cli.producer_id_expiration_ms <= 0 {
+        bail!("--producer-id-expiration-ms must be positive");
+    }
     Ok(BrokerConfig {
         node_id: cli.node_id,
         data_dir: cli.data_dir.clone(),
@@ -326,6 +336,7 @@ fn config_from(cli: &Cli) -> anyhow::Result<BrokerConfig> {
         default_replication_factor: cli.default_replication_factor,
         groups,
         limits,
+        producer_id_expiration_ms: cli.producer_id_expiration_ms,
     })
 }
 

@@ -47,6 +47,9 @@ pub struct BrokerConfig {
     pub groups: GroupConfig,
     /// What clients may hold: memory, connections, idle and stall times.
     pub limits: crate::server::limits::Limits,
+    /// Idempotent producers with no append for this long are forgotten (Kafka's
+    /// producer.id.expiration.ms).
+    pub producer_id_expiration_ms: i64,
 }
 
 impl BrokerConfig {
@@ -653,14 +656,25 @@ impl Broker {
     }
 
     /// Deletes segments past retention in every partition.
+    /// Retention, and the expiry of idle producer ids, on every hosted partition.
     pub fn apply_retention(&self, now_ms: i64) {
+        let mut expired = 0;
         for t in self.topics() {
             for p in t.partitions.iter().flatten() {
                 let hw = p.high_watermark();
-                if let Err(e) = p.log().apply_retention(now_ms, hw) {
+                let mut log = p.log();
+                if let Err(e) = log.apply_retention(now_ms, hw) {
                     warn!(topic = %t.record.name, partition = p.index, error = %e, "retention failed");
                 }
+                expired +=
+                    log.remove_expired_producers(now_ms, self.config.producer_id_expiration_ms);
             }
+        }
+        if expired > 0 {
+            tracing::info!(
+                expired,
+                "forgot idle producer ids (producer.id.expiration.ms)"
+            );
         }
     }
 
@@ -761,6 +775,7 @@ mod tests {
             default_replication_factor: 1,
             groups: GroupConfig::default(),
             limits: Default::default(),
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 
@@ -887,6 +902,35 @@ mod tests {
         let stamp = std::fs::read_to_string(data.join("again-0/partition.metadata")).unwrap();
         assert!(stamp.contains(&new.id.to_string()), "{stamp}");
         assert!(data.join("again-0/00000000000000000000.log").exists());
+    }
+
+    /// Producer ids with no append for producer.id.expiration.ms are forgotten when retention
+    /// runs (before, the table only grew).
+    #[tokio::test]
+    async fn idle_producer_ids_expire_as_retention_runs() {
+        use crate::protocol::batch::{BatchHeader, test_support::batch};
+        let root = tempfile::tempdir().unwrap();
+        let broker = Broker::open(BrokerConfig {
+            cluster_mode: false,
+            producer_id_expiration_ms: 60_000,
+            ..cluster_broker_config(&root.path().join("data"))
+        })
+        .unwrap();
+        let topic = broker
+            .create_topic("idempotent", 1, 1, BTreeMap::new(), false)
+            .unwrap();
+        let partition = topic.partitions[0].clone().unwrap();
+        let now = crate::clock::now_ms();
+        for pid in [7, 8] {
+            let b = batch(1, now, (pid, 0, 0), 10);
+            let h = BatchHeader::parse(&b).unwrap();
+            partition.log().append_as_leader(&b, &h, 0, now).unwrap();
+        }
+        assert_eq!(partition.log().producer_count(), 2);
+        broker.apply_retention(now + 59_000);
+        assert_eq!(partition.log().producer_count(), 2);
+        broker.apply_retention(now + 60_000);
+        assert_eq!(partition.log().producer_count(), 0);
     }
 
     /// Standalone, CreateTopics and auto-creation go through `create_topic`: Kafka's name rule

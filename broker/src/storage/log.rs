@@ -256,8 +256,10 @@ impl Log {
             if seg.next_offset() <= from {
                 continue;
             }
-            seg.for_each_header_from(from, &mut |h| table.record(h))?;
+            // Replayed batches count as seen when stamped, but never later than now.
+            seg.for_each_header_from(from, &mut |h| table.record(h, h.max_timestamp))?;
         }
+        table.seen_no_later_than(crate::clock::now_ms());
         self.producers = table;
         Ok(())
     }
@@ -375,7 +377,7 @@ impl Log {
         self.active_mut().append(&prefix, batch, &h)?;
         // The batch is in the log: producer state first, so a retry is a duplicate even if the
         // checkpoint write below fails (recovery rebuilds the epoch cache anyway).
-        self.producers.record(&h);
+        self.producers.record(&h, now_ms);
         if self.epochs.assign(leader_epoch, base)
             && let Err(e) = self.epochs.save()
         {
@@ -430,7 +432,7 @@ impl Log {
             let mut prefix = [0u8; 16];
             prefix.copy_from_slice(&bytes[..16]);
             self.active_mut().append(&prefix, bytes, &h)?;
-            self.producers.record(&h);
+            self.producers.record(&h, now_ms);
             if self.epochs.assign(h.partition_leader_epoch, h.base_offset)
                 && let Err(e) = self.epochs.save()
             {
@@ -593,6 +595,17 @@ impl Log {
 
     pub fn is_deleted(&self) -> bool {
         self.deleted
+    }
+
+    /// Forgets idempotent producers with no batch appended for `expiration_ms` (Kafka's
+    /// producer.id.expiration.ms); returns how many.
+    pub fn remove_expired_producers(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.producers.remove_expired(now_ms, expiration_ms)
+    }
+
+    /// Idempotent producers whose state this log keeps.
+    pub fn producer_count(&self) -> usize {
+        self.producers.len()
     }
 
     /// Deletes whole, inactive segments past retention (time, then size) that lie entirely

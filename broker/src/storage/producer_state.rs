@@ -53,10 +53,22 @@ pub enum ProducerError {
     },
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct ProducerStateTable {
     producers: HashMap<i64, ProducerEntry>,
+    /// When this broker last appended a batch of each producer (wall-clock ms): what
+    /// expiry judges, so a client's own timestamps cannot keep an id alive. Not in snapshots:
+    /// rebuilt from the newest batch timestamps, never later than the time of loading.
+    last_seen: HashMap<i64, i64>,
 }
+
+/// Equal when they hold the same producers (when each was last seen is bookkeeping).
+impl PartialEq for ProducerStateTable {
+    fn eq(&self, other: &Self) -> bool {
+        self.producers == other.producers
+    }
+}
+impl Eq for ProducerStateTable {}
 
 fn in_sequence(last_seq: i32, next_first_seq: i32) -> bool {
     next_first_seq
@@ -128,11 +140,13 @@ impl ProducerStateTable {
         }
     }
 
-    /// Records a batch that is now in the log (leader append, follower append or recovery).
-    pub fn record(&mut self, h: &BatchHeader) {
+    /// Records a batch that is now in the log (leader append, follower append or recovery),
+    /// appended at `seen_ms`.
+    pub fn record(&mut self, h: &BatchHeader, seen_ms: i64) {
         if h.producer_id == NO_PRODUCER_ID || h.is_control() {
             return;
         }
+        self.last_seen.insert(h.producer_id, seen_ms);
         let entry = self.producers.entry(h.producer_id).or_default();
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
@@ -147,6 +161,30 @@ impl ProducerStateTable {
         });
         while entry.batches.len() > RETAINED_BATCHES {
             entry.batches.pop_front();
+        }
+    }
+
+    /// Kafka's producer.id.expiration.ms: forgets every producer with no batch appended for
+    /// `expiration_ms`; returns how many. A producer that comes back later is a new one (any
+    /// sequence is accepted, as for an unknown id).
+    pub fn remove_expired(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        let before = self.producers.len();
+        let last_seen = &self.last_seen;
+        self.producers.retain(|id, _| {
+            last_seen
+                .get(id)
+                .is_some_and(|t| now_ms.saturating_sub(*t) < expiration_ms)
+        });
+        let producers = &self.producers;
+        self.last_seen.retain(|id, _| producers.contains_key(id));
+        before - self.producers.len()
+    }
+
+    /// Caps every last-seen time at `now_ms` (after loading, a batch stamped in the future
+    /// must not keep its producer forever).
+    pub fn seen_no_later_than(&mut self, now_ms: i64) {
+        for t in self.last_seen.values_mut() {
+            *t = (*t).min(now_ms);
         }
     }
 
@@ -199,7 +237,14 @@ impl ProducerStateTable {
             }
             producers.insert(id, ProducerEntry { epoch, batches });
         }
-        r.0.is_empty().then_some(Self { producers })
+        let last_seen = producers
+            .iter()
+            .map(|(id, e)| (*id, e.batches.back().map_or(i64::MIN, |b| b.timestamp)))
+            .collect();
+        r.0.is_empty().then_some(Self {
+            producers,
+            last_seen,
+        })
     }
 }
 
@@ -254,7 +299,7 @@ mod tests {
         let mut t = ProducerStateTable::default();
         let b0 = header(1, 0, 0, 3, 0);
         assert_eq!(t.check(&b0), Ok(SequenceCheck::Append));
-        t.record(&b0);
+        t.record(&b0, 0);
         // The same batch again is a duplicate carrying the original offsets.
         let retry = header(1, 0, 0, 3, 99);
         match t.check(&retry) {
@@ -263,7 +308,7 @@ mod tests {
         }
         let next = header(1, 0, 3, 2, 3);
         assert_eq!(t.check(&next), Ok(SequenceCheck::Append));
-        t.record(&next);
+        t.record(&next, 0);
         let gap = header(1, 0, 9, 1, 5);
         assert!(matches!(
             t.check(&gap),
@@ -298,7 +343,7 @@ mod tests {
     fn keeps_five_batches_and_round_trips() {
         let mut t = ProducerStateTable::default();
         for i in 0..8 {
-            t.record(&header(5, 1, i * 2, 2, i64::from(i) * 2));
+            t.record(&header(5, 1, i * 2, 2, i64::from(i) * 2), 0);
         }
         assert_eq!(t.get(5).unwrap().batches.len(), RETAINED_BATCHES);
         // The oldest batches aged out: a retry of one is no longer recognised as a duplicate.
@@ -316,6 +361,31 @@ mod tests {
         bad[6] ^= 1;
         assert_eq!(ProducerStateTable::decode(&bad), None);
         assert_eq!(ProducerStateTable::decode(&bytes[..bytes.len() - 1]), None);
+    }
+
+    /// Producer ids expire a while after their last append (Kafka's producer.id.expiration.ms),
+    /// judged by the append time, not by timestamps a client chose.
+    #[test]
+    fn producers_expire_after_their_last_append() {
+        let mut t = ProducerStateTable::default();
+        t.record(&header(1, 0, 0, 1, 0), 1_000);
+        // A client stamping its batches far in the future does not keep its id alive.
+        let mut future = header(2, 0, 0, 1, 1);
+        future.max_timestamp = i64::MAX;
+        t.record(&future, 1_000);
+        t.record(&header(3, 0, 0, 1, 2), 5_000);
+        assert_eq!(t.remove_expired(5_999, 5_000), 0);
+        assert_eq!(t.remove_expired(6_000, 5_000), 2);
+        assert!(t.get(1).is_none() && t.get(2).is_none());
+        assert!(t.get(3).is_some());
+        // An expired producer coming back is accepted like a new one.
+        assert_eq!(t.check(&header(1, 0, 42, 1, 3)), Ok(SequenceCheck::Append));
+        // Loaded from a snapshot, a future timestamp is capped at the time of loading.
+        t.record(&future, 7_000);
+        let mut loaded = ProducerStateTable::decode(&t.encode()).unwrap();
+        loaded.seen_no_later_than(8_000);
+        assert_eq!(loaded.remove_expired(13_000, 5_000), 2);
+        assert!(loaded.is_empty());
     }
 
     #[test]
