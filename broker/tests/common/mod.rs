@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 pub mod kafka;
-pub mod raw;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
