@@ -59,8 +59,8 @@ fn test_dir() -> tempfile::TempDir {
 /// about to listen on, and clear of the control plane's 14000-17999. The process id spreads
 /// concurrent runs apart.
 fn base_port(slot: u16) -> u16 {
-    assert!(slot < 8);
-    18000 + (std::process::id() % 90) as u16 * 160 + slot * 20
+    assert!(slot < 9);
+    18000 + (std::process::id() % 80) as u16 * 180 + slot * 20
 }
 
 struct Cluster {
@@ -98,6 +98,22 @@ impl Cluster {
 
     /// With `distinct_ips`, each broker uses its own loopback address (STRAND_DISTINCT_IPS).
     fn up_with(dir: &Path, base: u16, brokers: usize, distinct_ips: bool) -> Self {
+        Self::up_full(
+            dir,
+            base,
+            brokers,
+            distinct_ips,
+            "--session-timeout-ms 4000",
+        )
+    }
+
+    fn up_full(
+        dir: &Path,
+        base: u16,
+        brokers: usize,
+        distinct_ips: bool,
+        controller_args: &str,
+    ) -> Self {
         let out = Command::new(script())
             .args([
                 "up",
@@ -110,7 +126,7 @@ impl Cluster {
             .arg(dir)
             .env("STRAND_BIN_DIR", bin_dir())
             .env("STRAND_DISTINCT_IPS", if distinct_ips { "1" } else { "0" })
-            .env("STRAND_CONTROLLER_ARGS", "--session-timeout-ms 4000")
+            .env("STRAND_CONTROLLER_ARGS", controller_args)
             .env("STRAND_BROKER_ARGS", BROKER_ARGS)
             .output()
             .unwrap();
@@ -1141,4 +1157,57 @@ async fn a_forged_follower_fetch_acknowledges_nothing() {
         "writes held by the leader alone were acknowledged on forged follower fetches"
     );
     assert!(forged > 20, "the forger ran ({forged} fetches)");
+}
+
+/// The crash fast path: with a 60 s session timeout, a broker killed -9 is fenced (and its
+/// partitions led elsewhere) long before its session could expire, because its metadata watch
+/// closed and was not reopened; a broker stopped with SIGSTOP keeps its connections open and
+/// is left alone. Before the fast path, the killed broker stayed alive for the whole 60 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_broker_is_fenced_without_waiting_for_its_session() {
+    use broker::metadata::BrokerStatus;
+    let _serial = SERIAL.lock().await;
+    let dir = test_dir();
+    let c = Cluster::up_full(
+        dir.path(),
+        base_port(8),
+        3,
+        false,
+        "--session-timeout-ms 60000",
+    );
+    c.create_topic("fast-path", 6).await;
+    c.wait_for("every partition led", 60, |m| {
+        (0..6).all(|p| m.partition("fast-path", p).is_some_and(|p| p.leader >= 0))
+    })
+    .await;
+    let status =
+        |m: &broker::metadata::ClusterMetadata, b: i32| m.brokers.get(&b).map(|b| b.status);
+
+    c.signal(1, "STOP");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let m = c.metadata().await;
+    assert_eq!(
+        status(&m, 1),
+        Some(BrokerStatus::Alive),
+        "a stopped broker was fenced"
+    );
+
+    c.kill9(2);
+    c.wait_for(
+        "the killed broker fenced and its partitions led elsewhere",
+        20,
+        |m| {
+            status(m, 2) == Some(BrokerStatus::Fenced)
+                && (0..6).all(|p| m.partition("fast-path", p).is_some_and(|p| p.leader != 2))
+        },
+    )
+    .await;
+    let m = c.metadata().await;
+    assert_eq!(
+        status(&m, 1),
+        Some(BrokerStatus::Alive),
+        "a stopped broker was fenced"
+    );
+    c.signal(1, "CONT");
+    record("fast path: broker 2 killed -9 (fenced), broker 1 SIGSTOPped (left alone)");
 }

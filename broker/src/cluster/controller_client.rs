@@ -171,15 +171,21 @@ impl ControllerClient {
         Ok(())
     }
 
-    /// The metadata once it is newer than `after` (or after `wait`).
+    /// The metadata once it is newer than `after` (or after `wait`). A broker names itself
+    /// (id and epoch): the controller takes its watch closing unanswered, and not reopened,
+    /// as a sign its process died.
     pub async fn metadata(
         &self,
         after: Option<u64>,
         wait: Duration,
+        watcher: Option<(i32, i64)>,
     ) -> Result<ClusterMetadata, ControllerCallError> {
         let mut url = format!("{}/v1/metadata?wait_ms={}", self.base, wait.as_millis());
         if let Some(v) = after {
             url.push_str(&format!("&after={v}"));
+        }
+        if let Some((broker, epoch)) = watcher {
+            url.push_str(&format!("&broker={broker}&epoch={epoch}"));
         }
         Self::some(
             self.call(self.http.get(url).timeout(wait + Duration::from_secs(10)))

@@ -164,7 +164,7 @@ impl Membership {
             let known = self.metadata.borrow().version;
             let after = (known > 0).then_some(known);
             let fetched = tokio::select! {
-                r = self.client.metadata(after, self.settings.metadata_wait) => r,
+                r = self.client.metadata(after, self.settings.metadata_wait, Some((self.broker_id, self.epoch()))) => r,
                 _ = stop.changed() => return,
             };
             match fetched {

@@ -281,6 +281,26 @@ pub fn expire_sessions(
     expired
 }
 
+/// Fences `broker` if its registered incarnation is still `epoch` and it is not fenced yet:
+/// the fast path for a broker whose process went away (see `Controller::watch`). Leaders move
+/// within the ISR, as on session expiry. Returns whether it fenced.
+pub fn fence_gone(
+    state: &mut ControllerState,
+    broker: i32,
+    epoch: i64,
+) -> Result<bool, ControllerError> {
+    let Some(b) = state.metadata.brokers.get_mut(&broker) else {
+        return Ok(false);
+    };
+    if b.epoch != epoch || b.status == BrokerStatus::Fenced {
+        return Ok(false);
+    }
+    b.status = BrokerStatus::Fenced;
+    fence(state, broker);
+    bump(state);
+    Ok(true)
+}
+
 /// The request comes from the current, unfenced incarnation of `broker`.
 fn check_broker(state: &ControllerState, broker: i32, epoch: i64) -> Result<(), ControllerError> {
     let b = state
@@ -976,6 +996,31 @@ mod tests {
             heartbeat(&mut s, led, epoch, 9600),
             Err(ControllerError::Fenced(led))
         );
+    }
+
+    /// The crash fast path fences like session expiry, but only the incarnation whose watch
+    /// was lost, and only once.
+    #[test]
+    fn a_gone_broker_is_fenced_like_an_expired_one_but_only_its_own_incarnation() {
+        let mut s = cluster();
+        let led = p(&s, 0).leader;
+        let before = p(&s, 0);
+        let epoch = s.metadata.brokers[&led].epoch;
+        let version = s.metadata.version;
+        // Another incarnation's lost watch fences nothing.
+        assert_eq!(fence_gone(&mut s, led, epoch + 1), Ok(false));
+        assert_eq!(fence_gone(&mut s, 99, 1), Ok(false));
+        assert_eq!(s.metadata.version, version);
+        assert_eq!(fence_gone(&mut s, led, epoch), Ok(true));
+        let after = p(&s, 0);
+        assert_ne!(after.leader, led);
+        assert!(before.isr.contains(&after.leader));
+        assert!(!after.isr.contains(&led));
+        assert_eq!(after.leader_epoch, before.leader_epoch + 1);
+        assert_eq!(s.metadata.brokers[&led].status, BrokerStatus::Fenced);
+        let version = s.metadata.version;
+        assert_eq!(fence_gone(&mut s, led, epoch), Ok(false), "fenced once");
+        assert_eq!(s.metadata.version, version);
     }
 
     #[test]

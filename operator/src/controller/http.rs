@@ -170,17 +170,28 @@ struct MetadataQuery {
     after: Option<u64>,
     #[serde(default)]
     wait_ms: Option<u64>,
+    /// A broker's watch names the broker and its epoch (the crash fast path).
+    #[serde(default)]
+    broker: Option<i32>,
+    #[serde(default)]
+    epoch: Option<i64>,
 }
 
-async fn metadata<S: Store>(
+async fn metadata<S: Store + Send + Sync + 'static>(
     State(c): Ctl<S>,
     Query(q): Query<MetadataQuery>,
 ) -> Json<broker::metadata::ClusterMetadata> {
     let wait = Duration::from_millis(q.wait_ms.unwrap_or(0)).min(MAX_WAIT);
-    match q.after {
-        Some(after) => Json(c.metadata_after(after, wait).await),
-        None => Json(c.snapshot().await.metadata),
+    // Dropped unanswered when the broker's side closes the connection (see Controller::watch).
+    let watch = q.broker.zip(q.epoch).map(|(b, e)| c.watch(b, e));
+    let metadata = match q.after {
+        Some(after) => c.metadata_after(after, wait).await,
+        None => c.snapshot().await.metadata,
+    };
+    if let Some(w) = watch {
+        w.answered();
     }
+    Json(metadata)
 }
 
 async fn alter_partition<S: Store>(

@@ -1,9 +1,13 @@
 //! The running controller: the committed state behind a short-held mutex, every change saved
 //! to the store (compare-and-swap on the version) before it is visible, watchers woken on each
-//! new version, and the session-expiry tick. Commits are serialised by their own lock, held
+//! new version, the session-expiry tick, and the fast path for a broker whose process died
+//! (its metadata watch closed and not reopened; see `Controller::watch`). Commits are
+//! serialised by their own lock, held
 //! across the store write (on Kubernetes a PATCH); heartbeats and reads never take it, so they
 //! do not queue behind the API server. Time is the controller's own monotonic clock in ms.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use broker::metadata::ClusterMetadata;
@@ -44,7 +48,67 @@ pub struct Controller<S: Store> {
     store: S,
     started: Instant,
     versions: watch::Sender<u64>,
+    /// Each broker's open metadata watches (its long polls), for the fast path.
+    watches: Mutex<HashMap<i32, Watches>>,
     pub settings: Settings,
+}
+
+/// How long a broker has to open a new metadata watch after one was closed from its side
+/// before it counts as gone. A live broker opens the next one within milliseconds of an
+/// answer; this covers a retry after a failed poll too.
+pub const WATCH_GRACE: Duration = Duration::from_millis(300);
+
+/// One broker's metadata watches.
+#[derive(Debug, Default)]
+struct Watches {
+    epoch: i64,
+    open: usize,
+    /// Bumped whenever a watch opens: a lost watch fences only if none opened after it.
+    opened: u64,
+}
+
+/// An open metadata watch of a broker incarnation. Dropped without `answered` (the broker's
+/// side closed the connection before the answer), it starts the fast path.
+pub struct WatchGuard<S: Store + Send + Sync + 'static> {
+    controller: Arc<Controller<S>>,
+    broker: i32,
+    epoch: i64,
+    answered: bool,
+}
+
+impl<S: Store + Send + Sync + 'static> WatchGuard<S> {
+    pub fn answered(mut self) {
+        self.answered = true;
+    }
+}
+
+impl<S: Store + Send + Sync + 'static> Drop for WatchGuard<S> {
+    fn drop(&mut self) {
+        let c = &self.controller;
+        let opened = {
+            let mut watches = c.watches.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(w) = watches.get_mut(&self.broker) else {
+                return;
+            };
+            if w.epoch != self.epoch {
+                return;
+            }
+            w.open = w.open.saturating_sub(1);
+            if self.answered || w.open > 0 {
+                return;
+            }
+            w.opened
+        };
+        let (c, broker, epoch) = (Arc::clone(c), self.broker, self.epoch);
+        // Dropped outside a runtime, there is no fast path; the session timeout still holds.
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        rt.spawn(async move {
+            tokio::time::sleep(WATCH_GRACE).await;
+            c.fence_if_gone(broker, epoch, opened).await;
+        });
+    }
 }
 
 impl<S: Store> Controller<S> {
@@ -75,6 +139,7 @@ impl<S: Store> Controller<S> {
             store,
             started: Instant::now(),
             versions: watch::Sender::new(version),
+            watches: Mutex::new(HashMap::new()),
             settings,
         })
     }
@@ -151,6 +216,64 @@ impl<S: Store> Controller<S> {
     /// The committed metadata version, updated after every save.
     pub fn versions(&self) -> watch::Receiver<u64> {
         self.versions.subscribe()
+    }
+
+    /// Registers a metadata watch of `broker` at `epoch` (a long poll that names its broker).
+    ///
+    /// The fast path for a crash: a process that dies has its sockets closed by its kernel, so
+    /// its watch ends without an answer; if the broker opens no other watch within
+    /// `WATCH_GRACE`, it is fenced at once instead of after the session timeout. A broker that
+    /// is slow, stopped (SIGSTOP) or cut off from the network keeps its connection open (or
+    /// silent: no FIN crosses a cut), so only the session timeout can fence it: the fast path
+    /// never fences a broker that is alive and serving. Fencing elects new leaders from the
+    /// ISR only, as session expiry does, so an early fence can cost a leader move, never an
+    /// acknowledged write.
+    pub fn watch(self: &Arc<Self>, broker: i32, epoch: i64) -> WatchGuard<S>
+    where
+        S: Send + Sync + 'static,
+    {
+        let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+        let w = watches.entry(broker).or_default();
+        if w.epoch != epoch {
+            *w = Watches {
+                epoch,
+                ..Watches::default()
+            };
+        }
+        w.open += 1;
+        w.opened += 1;
+        WatchGuard {
+            controller: Arc::clone(self),
+            broker,
+            epoch,
+            answered: false,
+        }
+    }
+
+    /// The fast path's decision, `WATCH_GRACE` after a watch of `broker` was lost: fenced if
+    /// the same incarnation has opened no watch since (`opened` is unchanged).
+    async fn fence_if_gone(&self, broker: i32, epoch: i64, opened: u64) {
+        let gone = {
+            let watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+            watches
+                .get(&broker)
+                .is_some_and(|w| w.epoch == epoch && w.open == 0 && w.opened == opened)
+        };
+        if !gone {
+            return;
+        }
+        match self
+            .update(|s, _| decisions::fence_gone(s, broker, epoch))
+            .await
+        {
+            Ok(true) => warn!(
+                broker,
+                epoch,
+                "broker closed its metadata watch and opened no other within {WATCH_GRACE:?}: fenced without waiting for its session"
+            ),
+            Ok(false) => {}
+            Err(e) => warn!(broker, error = %e, "fencing a broker that went away failed"),
+        }
     }
 
     /// The metadata once its version is above `after`, or the current one after `timeout`.
