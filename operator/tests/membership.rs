@@ -92,7 +92,7 @@ async fn broker_membership_follows_the_controller() {
     hb.await.unwrap();
     md.await.unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let now = client.metadata(None, Duration::ZERO).await.unwrap();
+    let now = client.metadata(None, Duration::ZERO, None).await.unwrap();
     assert_eq!(now.brokers[&0].status, BrokerStatus::Fenced);
     let (stop_tx, stop_rx) = watch::channel(false);
     let hb = tokio::spawn(m.clone().heartbeat_loop(stop_rx.clone()));
@@ -110,7 +110,7 @@ async fn broker_membership_follows_the_controller() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     controller.spawn();
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let after = client.metadata(None, Duration::ZERO).await.unwrap();
+    let after = client.metadata(None, Duration::ZERO, None).await.unwrap();
     assert_eq!(
         after.brokers[&0].status,
         BrokerStatus::Alive,
