@@ -16,7 +16,10 @@
 #      rate (acks=all) on a fresh topic and logs every ack with its wall-clock
 #      time; after a warm-up the leader of partition 0 (from the producer's
 #      metadata) is kill -9'd; failover = time from the kill to the first
-#      acknowledged write on partition 0 (necessarily from a new leader)
+#      acknowledged write on partition 0 (necessarily from a new leader).
+#      Repeated $CLUSTER_FAILOVER_KILLS times (default 5; the killed broker is
+#      started again between kills): median and max. Then once more with
+#      SIGTERM instead (a planned restart: controlled shutdown moves leadership).
 #   4. peak RSS (VmHWM) of every broker and the controller, read just before the kill
 # Prints a markdown table (Strand, Kafka, Strand/Kafka) and every command run.
 #
@@ -32,6 +35,7 @@
 #   CLUSTER_E2E_RECORDS   E2eLatency round trips (default 200)
 #   CLUSTER_FAILOVER_SECONDS  probe run time (default 35); kill after CLUSTER_KILL_AFTER (default 8) s
 #   CLUSTER_FAILOVER_RATE records/s of the probe (default 500)
+#   CLUSTER_FAILOVER_KILLS  kill -9 repetitions (default 5)
 #   CLUSTER_SESSION_TIMEOUT_MS  Strand controller --session-timeout-ms (default 9000,
 #                         same as Kafka's broker.session.timeout.ms default, which is left as is)
 #   CLUSTER_TARGETS       systems to run, in order (default "strand kafka")
@@ -60,6 +64,7 @@ E2E_N="${CLUSTER_E2E_RECORDS:-200}"
 FO_SECONDS="${CLUSTER_FAILOVER_SECONDS:-35}"
 KILL_AFTER="${CLUSTER_KILL_AFTER:-8}"
 FO_RATE="${CLUSTER_FAILOVER_RATE:-500}"
+FO_KILLS="${CLUSTER_FAILOVER_KILLS:-5}"
 SESSION_MS="${CLUSTER_SESSION_TIMEOUT_MS:-9000}"
 TARGETS="${CLUSTER_TARGETS:-strand kafka}"
 STRAND_BASE="${CLUSTER_STRAND_BASE:-26190}"
@@ -77,7 +82,7 @@ now_ms() { date +%s%3N; }
 show_cmd() { printf '+'; printf ' %q' "$@"; printf '\n'; }
 load_avg() { cut -d' ' -f1-3 /proc/loadavg; }
 
-for v in N RECORD_SIZE E2E_N FO_SECONDS KILL_AFTER FO_RATE SESSION_MS; do
+for v in N RECORD_SIZE E2E_N FO_SECONDS KILL_AFTER FO_RATE SESSION_MS FO_KILLS; do
     [[ "${!v}" =~ ^[0-9]+$ && "${!v}" -gt 0 ]] || die "$v must be a positive integer, got '${!v}'"
 done
 (( KILL_AFTER + SESSION_MS / 1000 + 10 < FO_SECONDS )) \
@@ -266,12 +271,14 @@ record_rss() {
     echo "  peak RSS MiB: brokers 0/1/2 = $list, controller = ${R[$t,rss_ctrl]}"
 }
 
+# step_failover TARGET DIR TOPIC SIGNAL: sets FO_MS (kill to first ack after it) and FO_ERRS,
+# and FO_VICTIM (the broker signalled).
 step_failover() {
-    local t="$1" dir="$2" topic="$3" f="$dir/failover.log" leader kill_ms first line
+    local t="$1" dir="$2" topic="$3" sig="$4" f="$dir/failover-$3.log" leader kill_ms first line
     local probe=("$JAVA" "${CLIENT_JVM[@]}" -cp "$BENCH_CP" -Dorg.slf4j.simpleLogger.defaultLogLevel=warn
         strand.bench.FailoverProbe "$BOOTSTRAP" "$topic" 0 "$FO_SECONDS" "$FO_RATE" "$RECORD_SIZE" "$f")
     show_cmd "${probe[@]}"
-    timeout --kill-after=10 "$((FO_SECONDS + 180))" "${probe[@]}" >"$dir/failover-probe.out" 2>&1 &
+    timeout --kill-after=10 "$((FO_SECONDS + 180))" "${probe[@]}" >"$dir/failover-probe-$topic.out" 2>&1 &
     PROBE_PID=$!
     local i
     for ((i = 0; i < KILL_AFTER * 10; i++)); do sleep 0.1; done
@@ -282,14 +289,15 @@ step_failover() {
     [[ "$leader" =~ ^[0-2]$ ]] || { log "$t: unknown leader '$leader' of $topic-0"; wait "$PROBE_PID" || true; PROBE_PID=""; return 1; }
     record_rss "$t"
     local victim; victim="$(broker_pid "$leader")"
-    echo "+ kill -9 $victim   # broker $leader, leader of $topic-0 (load avg $(load_avg))"
+    echo "+ kill -$sig $victim   # broker $leader, leader of $topic-0 (load avg $(load_avg))"
     kill_ms="$(now_ms)"
-    kill -9 "$victim"
-    echo "kill $kill_ms $leader" >"$dir/failover-kill.txt"
+    kill "-$sig" "$victim"
+    FO_VICTIM="$leader"
+    echo "kill $kill_ms $leader $sig" >>"$dir/failover-kills.txt"
     local rc=0
     wait "$PROBE_PID" || rc=$?
     PROBE_PID=""
-    echo "  $(cat "$dir/failover-probe.out" | tail -n1) (exit $rc)"
+    echo "  $(tail -n1 "$dir/failover-probe-$topic.out") (exit $rc)"
     # Acks already on the wire when the leader died can arrive in the kill's millisecond; the
     # failover ends at the first ack once the probe has seen the new leader.
     local switched; switched="$(awk -v k="$kill_ms" '$1 == "leader" && $2 >= k {print $2; exit}' "$f")"
@@ -299,10 +307,10 @@ step_failover() {
     if [[ -z "$first" ]]; then
         log "$t: no acknowledged write on $topic-0 after the kill (log: $f)"; return 1
     fi
-    R[$t,failover]="$((first - kill_ms))"
-    R[$t,fo_errors]="$(grep -c '^err ' "$f" || true)"
-    echo "  failover: last ack before kill $((kill_ms - last_before)) ms before it; first ack after kill +${R[$t,failover]} ms;" \
-        "leader $leader -> ${new_leader:-?}; failed sends ${R[$t,fo_errors]}"
+    FO_MS="$((first - kill_ms))"
+    FO_ERRS="$(grep -c '^err ' "$f" || true)"
+    echo "  failover ($sig): last ack before it $((kill_ms - last_before)) ms before; first ack after +$FO_MS ms;" \
+        "leader $leader -> ${new_leader:-?}; failed sends $FO_ERRS"
     [[ -n "$new_leader" && "$new_leader" != "$leader" ]] || log "$t: WARNING: producer metadata shows no new leader"
 }
 
@@ -316,8 +324,38 @@ run_target() {
     create_topic "$t" "$dir" "$topic" || return 1
     step_produce "$t" "$dir" "$topic" || return 1
     step_e2e "$t" "$dir" "$topic" || return 1
-    create_topic "$t" "$dir" "$fo_topic" || return 1
-    step_failover "$t" "$dir" "$fo_topic" || return 1
+    local k times=() errs=0
+    for ((k = 1; k <= FO_KILLS + 1; k++)); do
+        local sig=KILL; ((k <= FO_KILLS)) || sig=TERM
+        create_topic "$t" "$dir" "$fo_topic-$k" || return 1
+        step_failover "$t" "$dir" "$fo_topic-$k" "$sig" || return 1
+        if [[ $sig == KILL ]]; then times+=("$FO_MS"); errs=$((errs + FO_ERRS)); else
+            R[$t,fo_term]="$FO_MS"; R[$t,fo_term_errors]="$FO_ERRS"; fi
+        restart_broker "$t" "$dir" "$FO_VICTIM" || return 1
+    done
+    R[$t,failover]="$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')"
+    R[$t,fo_max]="$(printf '%s\n' "${times[@]}" | sort -n | tail -n1)"
+    R[$t,fo_all]="$(IFS=/; echo "${times[*]}")"
+    R[$t,fo_errors]="$errs"
+}
+
+# The broker signalled in a failover step, started again on its data; waits until the
+# cluster has all three brokers back (a new topic with replication factor 3 needs them).
+restart_broker() {
+    local t="$1" dir="$2" id="$3"
+    for _ in $(seq 300); do kill -0 "$(broker_pid "$id")" 2>/dev/null || break; sleep 0.1; done
+    case "$UP" in
+        strand)
+            STRAND_BIN_DIR="$BIN_DIR" "$LOCAL_CLUSTER" start-broker --dir "$CLUSTER_DIR" --id "$id" \
+                >>"$dir/restart.log" 2>&1 || { log "$t: restarting broker $id failed"; return 1; }
+            ;;
+        kafka)
+            "$KAFKA_SH" start-node "$CLUSTER_DIR/broker-$id" "$((KAFKA_BASE + id))" \
+                >>"$dir/restart.log" 2>&1 || { log "$t: restarting broker $id failed"; return 1; }
+            ;;
+    esac
+    # Registration and the first heartbeats (Kafka: unfenced by the controller).
+    sleep 5
 }
 
 echo "## Strand vs Apache Kafka, 3-broker clusters"
@@ -348,7 +386,7 @@ cell() {
 {
     echo "| metric (6 partitions, RF 3, min.insync.replicas=2, acks=all) | Strand | Kafka | Strand/Kafka |"
     echo "|---|---:|---:|---:|"
-    for m in prod_rps prod_mbps prod_p50 prod_p99 e2e_avg e2e_p50 e2e_p99 failover fo_errors rss_max rss_list rss_ctrl; do
+    for m in prod_rps prod_mbps prod_p50 prod_p99 e2e_avg e2e_p50 e2e_p99 failover fo_max fo_all fo_errors fo_term fo_term_errors rss_max rss_list rss_ctrl; do
         case "$m" in
             prod_rps) name="producer records/s, $N x $RECORD_SIZE B (higher is better)" ;;
             prod_mbps) name="producer MB/s (higher is better)" ;;
@@ -357,8 +395,12 @@ cell() {
             e2e_avg) name="end-to-end latency avg ms, $E2E_N round trips (lower is better)" ;;
             e2e_p50) name="end-to-end latency p50 ms (lower is better)" ;;
             e2e_p99) name="end-to-end latency p99 ms (lower is better)" ;;
-            failover) name="failover: kill -9 of p0 leader -> first acked write, ms (lower is better)" ;;
-            fo_errors) name="failover: sends failed for good (lower is better)" ;;
+            failover) name="failover: kill -9 of p0 leader -> first acked write, median of $FO_KILLS, ms (lower is better)" ;;
+            fo_max) name="failover: kill -9, max of $FO_KILLS, ms (lower is better)" ;;
+            fo_all) name="failover: kill -9, each run, ms" ;;
+            fo_errors) name="failover: kill -9, sends failed for good, all runs (lower is better)" ;;
+            fo_term) name="planned restart: SIGTERM of p0 leader -> first acked write, ms (lower is better)" ;;
+            fo_term_errors) name="planned restart: sends failed for good (lower is better)" ;;
             rss_max) name="peak RSS of the largest broker MiB (lower is better)" ;;
             rss_list) name="peak RSS brokers 0/1/2 MiB" ;;
             rss_ctrl) name="peak RSS controller MiB" ;;

@@ -18,6 +18,9 @@
 #                               0..2 (DIR/broker-I, port BASEPORT+I); prints the
 #                               bootstrap list. Each node dir works with stop/status.
 #   kafka.sh stop-cluster DIR   SIGTERM the brokers, then the controller
+#   kafka.sh start-node NODEDIR PORT
+#                               start one node of a cluster again (e.g. DIR/broker-1 on
+#                               BASEPORT+1, after it was stopped or killed); waits until ready
 #
 # Environment:
 #   STRAND_CACHE    cache root (default ~/.cache/strand)
@@ -350,6 +353,15 @@ cmd_start_cluster() {
     echo "127.0.0.1:$base,127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2))"
 }
 
+cmd_start_node() {
+    [[ $# -eq 2 ]] || die "usage: kafka.sh start-node NODEDIR PORT"
+    local dir="$1" port="$2"
+    [[ -f "$dir/server.properties" ]] || die "$dir is not a node of a cluster (no server.properties)"
+    pid_alive "$(read_pid "$dir")" && die "$dir is already running"
+    spawn_node "$dir" "${KAFKA_HEAP_OPTS:--Xmx512m -Xms512m}"
+    wait_ready "$dir" "$port"
+}
+
 cmd_stop_cluster() {
     [[ $# -eq 1 ]] || die "usage: kafka.sh stop-cluster DIR"
     local dir="$1" i
@@ -374,7 +386,8 @@ main() {
         status) cmd_status "$@" ;;
         start-cluster) cmd_start_cluster "$@" ;;
         stop-cluster) cmd_stop_cluster "$@" ;;
-        *) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+        start-node) cmd_start_node "$@" ;;
+        *) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
     esac
 }
 
