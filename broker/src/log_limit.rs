@@ -2,8 +2,9 @@
 //! with warnings. Each site keeps one `Limit`, a token bucket (GCRA: a burst, then one line
 //! per interval); what it held back is counted and reported with the next line it lets through.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub struct Limit {
     interval_ms: i64,
@@ -28,7 +29,9 @@ impl Limit {
 
     /// `Some(lines held back since the last one let through)` when a line may be written now.
     pub fn allow(&self) -> Option<u64> {
-        self.allow_at(crate::clock::now_ms())
+        // A monotonic clock: a wall-clock step back must not silence the warnings.
+        static START: OnceLock<Instant> = OnceLock::new();
+        self.allow_at(START.get_or_init(Instant::now).elapsed().as_millis() as i64)
     }
 
     fn allow_at(&self, now_ms: i64) -> Option<u64> {

@@ -146,7 +146,7 @@ fn half_sent_frames_hold_no_more_than_the_pool() {
     }
     assert!(answers(&b));
     assert!(
-        b.log().contains("did not arrive whole"),
+        b.log().contains("stopped arriving"),
         "no stall was logged:\n{}",
         b.log()
     );
@@ -387,5 +387,76 @@ fn slow_requests_do_not_hold_other_connections() {
     assert!(
         answered_while_busy(&b, frame(&create, 5, 1)),
         "ApiVersions waited for a topic of 1,000 partitions to be created"
+    );
+}
+
+/// Forty connections each announce a 1 MiB request and send nothing, holding the whole small
+/// request pool until the stall timeout (a minute here). Requests up to 16 KiB need no
+/// reservation, so a client's ApiVersions, a small produce and a fetch (what followers and
+/// consumers send) are still answered meanwhile; before, they queued behind the pool.
+#[test]
+fn silent_announcements_do_not_hold_small_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = BrokerProcess::start(
+        &dir.path().join("data"),
+        &["--socket-stall-timeout-ms", "60000"],
+    );
+    produce(&b, "small", 1, 10);
+    let silent: Vec<TcpStream> = (0..40)
+        .map(|_| {
+            let mut s = TcpStream::connect(b.kafka).unwrap();
+            s.write_all(&(1_i32 << 20).to_be_bytes()).unwrap();
+            s
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    assert!(
+        answers(&b),
+        "ApiVersions waited behind silent announcements"
+    );
+    let fetched = call(
+        b.kafka,
+        &fetch_request("small", 0, 1, 0, 1 << 20),
+        4,
+        Duration::from_secs(20),
+    )
+    .expect("a fetch waited behind silent announcements");
+    assert!(fetched.responses[0].partitions[0].records.is_some());
+    produce(&b, "small", 3, 1000);
+    drop(silent);
+}
+
+/// The stall timeout is for no progress: a consumer taking a 40 MiB response at about 4 MiB/s
+/// (far longer than the 2 s stall timeout in all, and more than socket buffers hold) gets all
+/// of it.
+#[test]
+fn a_slow_reader_that_keeps_reading_is_not_cut_off() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let b = BrokerProcess::start(
+        &dir.path().join("data"),
+        &["--socket-stall-timeout-ms", "2000"],
+    );
+    produce(&b, "slow", 400, 100 * 1024);
+    let mut s = TcpStream::connect(b.kafka).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&frame(&fetch_request("slow", 0, 1, 0, 48 << 20), 4, 1))
+        .unwrap();
+    let started = Instant::now();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let len = i32::from_be_bytes(len) as usize;
+    assert!(len > 35 << 20, "a response of {len} bytes");
+    let mut got = 0;
+    let mut chunk = vec![0u8; 256 * 1024];
+    while got < len {
+        let n = s.read(&mut chunk[..(len - got).min(256 * 1024)]).unwrap();
+        assert!(n > 0, "cut off after {got} of {len} bytes");
+        got += n;
+        thread::sleep(Duration::from_millis(60));
+    }
+    assert!(
+        started.elapsed() > Duration::from_secs(3),
+        "the read was not slow"
     );
 }

@@ -1208,6 +1208,11 @@ async fn a_killed_broker_is_fenced_without_waiting_for_its_session() {
         Some(BrokerStatus::Alive),
         "a stopped broker was fenced"
     );
+    assert_eq!(
+        status(&m, 0),
+        Some(BrokerStatus::Alive),
+        "a healthy broker was fenced"
+    );
     c.signal(1, "CONT");
     record("fast path: broker 2 killed -9 (fenced), broker 1 SIGSTOPped (left alone)");
 }

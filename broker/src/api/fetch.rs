@@ -11,7 +11,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use tokio::time::Instant;
 
 use super::{Reply, lookup};
@@ -38,6 +39,7 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Reply {
         return Reply::now(ResponseKind::Fetch(first));
     }
     let broker = Arc::clone(broker);
+    let req = detached(req);
     // Followers wake when a log grows (their fetch carries new data and moves the high
     // watermark); consumers when a high watermark moves.
     let mut changes = if fetcher(&req) != Fetcher::Consumer {
@@ -51,7 +53,7 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Reply {
         loop {
             changes.borrow_and_update();
             // Positions only: nothing is read until the fetch answers.
-            if readable(&broker, &req).is_none_or(|bytes| bytes >= min_bytes)
+            if readable(&broker, &req, min_bytes).is_none_or(|bytes| bytes >= min_bytes)
                 || tokio::time::timeout_at(deadline, changes.changed())
                     .await
                     .is_err()
@@ -63,9 +65,29 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Reply {
     }))
 }
 
-/// What the fetch could read now, from positions alone, bounded as a read would be; `None`
-/// when some partition must be answered now (an error, a leadership change, divergence).
-fn readable(broker: &Broker, req: &FetchRequest) -> Option<u64> {
+/// The request with nothing left that points into its frame (decoded strings and unknown
+/// tagged fields are slices of it): a parked fetch would otherwise keep the whole frame alive.
+fn detached(mut req: FetchRequest) -> FetchRequest {
+    let own = |s: &StrBytes| StrBytes::from_string(s.to_string());
+    req.unknown_tagged_fields.clear();
+    req.cluster_id = req.cluster_id.as_ref().map(own);
+    req.rack_id = own(&req.rack_id);
+    req.replica_state.unknown_tagged_fields.clear();
+    req.forgotten_topics_data.clear();
+    for t in &mut req.topics {
+        t.topic = TopicName(own(&t.topic));
+        t.unknown_tagged_fields.clear();
+        for p in &mut t.partitions {
+            p.unknown_tagged_fields.clear();
+        }
+    }
+    req
+}
+
+/// What the fetch could read now, from positions alone, bounded as a read would be (and
+/// counted no further than `min_bytes`); `None` when some partition must be answered now (an
+/// error, a leadership change, divergence).
+fn readable(broker: &Broker, req: &FetchRequest, min_bytes: u64) -> Option<u64> {
     let fetcher = fetcher(req);
     let mut total = 0u64;
     for topic in &req.topics {
@@ -80,6 +102,9 @@ fn readable(broker: &Broker, req: &FetchRequest) -> Option<u64> {
             };
             let bytes = partition.readable_bytes(&pos, fetcher)?;
             total += bytes.min(fp.partition_max_bytes.max(0) as u64);
+            if total >= min_bytes {
+                return Some(total);
+            }
         }
     }
     Some(total.min(req.max_bytes.max(0) as u64))
@@ -106,14 +131,17 @@ fn read_all(
     first_read: bool,
 ) -> (FetchResponse, usize, bool) {
     let mut r = FetchResponse::default();
+    let fetcher = fetcher(req);
     // Kafka's fetch.max.bytes default caps what one response may carry, whatever is asked, and
-    // so does the room left for responses not yet written (the first batch still goes whole).
-    let mut remaining = (req.max_bytes.max(1) as usize)
-        .min(FETCH_MAX_BYTES)
-        .min(broker.memory.response_room());
+    // for consumers so does the room left for responses not yet written (the first batch
+    // still goes whole). Followers are exempt: clients that never read must not be able to
+    // starve replication, and the brokers are few.
+    let mut remaining = (req.max_bytes.max(1) as usize).min(FETCH_MAX_BYTES);
+    if fetcher == Fetcher::Consumer {
+        remaining = remaining.min(broker.memory.response_room());
+    }
     let mut total = 0usize;
     let mut has_error = false;
-    let fetcher = fetcher(req);
     let now = crate::clock::now_ms();
     for topic in &req.topics {
         let found = broker.topic(topic.topic.as_str());

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
 use tracing::{debug, warn};
 
 use super::{Reply, lookup, str_bytes};
@@ -127,11 +128,13 @@ pub fn validate_client_batch(
         _ => {}
     }
     let walk = || records::validate_client_records(records, &header, records::MAX_DECOMPRESSED);
-    // A compressed batch can inflate to the cap (a "bomb" of a few KiB does): off the runtime.
+    // A compressed batch can inflate to the cap (a "bomb" of a few KiB does): off the runtime,
+    // and only a few at once, so their memory stays bounded.
+    static INFLATING: crate::blocking::Gate = crate::blocking::Gate::new();
     let walked = if header.compression() == Some(Compression::None) {
         walk()
     } else {
-        crate::blocking::off_runtime(walk)
+        crate::blocking::off_runtime(|| INFLATING.run(walk))
     };
     if let Err(e) = walked {
         let code = match e {
@@ -304,7 +307,10 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
                 append_partition(broker, partition, records, acks, version)
             })
             .collect();
-        results.push((topic.name, outcomes));
+        // An owned copy: the decoded name is a slice of the request frame, and a reply that
+        // waits (acks=all) would keep the whole frame, records and all, alive with it.
+        let owned = kafka_protocol::messages::TopicName(StrBytes::from_string(name));
+        results.push((owned, outcomes));
     }
     if acks == 0 {
         // Kafka closes the connection when an acks=0 produce fails: the client has no other

@@ -160,6 +160,10 @@ impl Membership {
 
     /// Follows the metadata until `stop`, saving each new version to disk before publishing it.
     pub async fn metadata_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        // The first failure in a row is retried at once: a poll whose connection broke (a
+        // reset, a timeout) must be replaced within the controller's grace for lost watches,
+        // or this live broker would be taken for a dead one. Later ones back off.
+        let mut failures = 0u32;
         loop {
             let known = self.metadata.borrow().version;
             let after = (known > 0).then_some(known);
@@ -167,6 +171,9 @@ impl Membership {
                 r = self.client.metadata(after, self.settings.metadata_wait, Some((self.broker_id, self.epoch()))) => r,
                 _ = stop.changed() => return,
             };
+            if fetched.is_ok() {
+                failures = 0;
+            }
             match fetched {
                 Ok(m) if m.version != known || after.is_none() => {
                     if let Err(e) = serde_json::to_vec(&m)
@@ -180,7 +187,10 @@ impl Membership {
                 Ok(_) => {}
                 Err(e) => {
                     warn!(error = %e, "metadata poll failed");
-                    tokio::time::sleep(self.settings.retry_backoff).await;
+                    failures += 1;
+                    if failures > 1 {
+                        tokio::time::sleep(self.settings.retry_backoff).await;
+                    }
                 }
             }
         }

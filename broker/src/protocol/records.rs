@@ -16,6 +16,13 @@ use super::batch::{BatchHeader, Compression, HEADER_LEN};
 /// max.message.bytes compressed; this bounds what a decompression "bomb" can cost).
 pub const MAX_DECOMPRESSED: usize = 256 << 20;
 
+/// More than snappy's format can expand (a 3-byte copy element yields at most 64 bytes).
+const SNAPPY_MAX_RATIO: usize = 32;
+
+/// Largest zstd window a client batch may use (2^25 = 32 MiB; level 19 uses 8 MiB): a frame
+/// asking for more would make the decoder allocate it before anything is checked.
+const ZSTD_WINDOW_LOG_MAX: u32 = 25;
+
 /// Largest single record accepted while walking (the batch limit bounds it in practice).
 const MAX_RECORD_BYTES: usize = 64 << 20;
 
@@ -127,6 +134,14 @@ fn snappy(data: &[u8], cap: usize) -> Result<Vec<u8>, RecordError> {
         if out.len() + len > cap {
             return Err(RecordError::TooLarge(cap));
         }
+        // The length is the sender's word; snappy cannot expand more than ~22x (a 3-byte copy
+        // of 64 bytes), so a larger claim is a lie told to make us zero-fill memory.
+        if len > compressed.len().saturating_mul(SNAPPY_MAX_RATIO) {
+            return Err(RecordError::Decompress(format!(
+                "snappy block of {} bytes claims {len} bytes",
+                compressed.len()
+            )));
+        }
         let start = out.len();
         out.resize(start + len, 0);
         snap::raw::Decoder::new()
@@ -170,7 +185,11 @@ pub fn for_each_record(
             Box::new(&snappy_buf[..])
         }
         Compression::Lz4 => Box::new(lz4::Decoder::new(data)?),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(data)?),
+        Compression::Zstd => {
+            let mut d = zstd::stream::read::Decoder::new(data)?;
+            d.window_log_max(ZSTD_WINDOW_LOG_MAX)?;
+            Box::new(d)
+        }
     };
     // One byte over the cap tells "too large" from "exactly at the cap".
     let mut r = BufReader::new(reader.take(max_decompressed as u64 + 1));
@@ -309,6 +328,27 @@ mod tests {
         let n = evil.len();
         evil[n - 1] = 0xfe; // header count varint byte -> continuation with nothing after
         assert!(validate_client_records(&evil, &h(&evil), 1 << 20).is_err());
+    }
+
+    /// A snappy block's declared length is not believed past what snappy can expand to: ten
+    /// bytes claiming 100 MiB are refused before anything is allocated for them.
+    #[test]
+    fn a_snappy_length_lie_is_refused() {
+        let plain = batch(1, 1, (-1, -1, -1), 1);
+        let mut b = plain[..HEADER_LEN].to_vec();
+        let mut claim = 100u32 << 20;
+        while claim >= 0x80 {
+            b.push((claim as u8) | 0x80);
+            claim >>= 7;
+        }
+        b.push(claim as u8);
+        b.extend([0u8; 6]);
+        b[21..23].copy_from_slice(&2i16.to_be_bytes()); // snappy
+        let err = validate_client_records(&b, &h(&b), 256 << 20).unwrap_err();
+        assert!(
+            matches!(&err, RecordError::Decompress(m) if m.contains("claims")),
+            "{err:?}"
+        );
     }
 
     #[test]

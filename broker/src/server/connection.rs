@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -20,7 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::Instrument;
 use tracing::{debug, warn};
 
-use super::limits::{CONNECTION_RESPONSE_BYTES, ResponseHold};
+use super::limits::{CONNECTION_RESPONSE_BYTES, ResponseHold, TINY_FRAME};
 use crate::api::{self, Reply};
 use crate::state::Broker;
 
@@ -57,7 +58,7 @@ enum Close {
     Malformed(ApiKey, i16, String),
     #[error("idle for {0:?} (connections.max.idle.ms)")]
     Idle(std::time::Duration),
-    #[error("a request of {0} bytes did not arrive whole within {1:?}")]
+    #[error("a request of {0} bytes stopped arriving for {1:?}")]
     StalledRequest(usize, std::time::Duration),
 }
 
@@ -72,14 +73,24 @@ pub async fn serve(
     debug!(%peer, "connection opened");
     let (mut reader, writer) = socket.into_split();
     let (tx, rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT);
-    let writer_task =
-        tokio::spawn(write_responses(writer, rx, Arc::clone(&broker), peer).in_current_span());
+    // Requests read whose responses have not gone out yet (an idle timeout waits for them).
+    let unanswered = Arc::new(AtomicUsize::new(0));
+    let writer_task = tokio::spawn(
+        write_responses(
+            writer,
+            rx,
+            Arc::clone(&broker),
+            peer,
+            Arc::clone(&unanswered),
+        )
+        .in_current_span(),
+    );
     let room = Arc::new(Semaphore::new(CONNECTION_RESPONSE_BYTES));
     loop {
         // Every wait is raced against shutdown and the writer's end (a client that stopped
         // taking its responses), so a silent or half-sent client cannot hold the broker up.
         let frame = tokio::select! {
-            f = read_frame(&mut reader, &broker) => f,
+            f = read_frame(&mut reader, &broker, &unanswered) => f,
             _ = stopped(&mut stop) => break,
             _ = tx.closed() => break,
         };
@@ -126,6 +137,7 @@ pub async fn serve(
                     reply,
                     held,
                 };
+                unanswered.fetch_add(1, Ordering::Relaxed);
                 let queued = tokio::select! {
                     r = tx.send(pending) => r.is_ok(),
                     _ = stopped(&mut stop) => false,
@@ -154,6 +166,36 @@ pub async fn serve(
         }
     }
     debug!(%peer, "connection closed");
+}
+
+/// Bytes written per step when sending a response; each step gets the whole stall timeout.
+const WRITE_CHUNK: usize = 64 * 1024;
+
+/// Why a response write ended early.
+enum Stalled {
+    Io,
+    Timeout,
+}
+
+impl From<std::io::Error> for Stalled {
+    fn from(_: std::io::Error) -> Self {
+        Self::Io
+    }
+}
+
+impl From<tokio::time::error::Elapsed> for Stalled {
+    fn from(_: tokio::time::error::Elapsed) -> Self {
+        Self::Timeout
+    }
+}
+
+/// Counts a request as answered when its turn in the writer ends.
+struct Answered<'a>(&'a AtomicUsize);
+
+impl Drop for Answered<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// About how many bytes a response holds: its record bytes (a fetch's), the rest counted as
@@ -187,19 +229,34 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Reads one length-prefixed frame once the request pool has room for it; the reservation
-/// is held until the request is handled. `Ok(None)` when the peer closed.
+/// Reads one length-prefixed frame once the request pool has room for it (frames up to
+/// `TINY_FRAME` need none); the reservation is held until the request is handled. `Ok(None)`
+/// when the peer closed. Idle (no byte of a next request for `connections.max.idle.ms` while
+/// nothing is unanswered) and stalled (no byte of a started frame for the stall timeout)
+/// connections are closed.
 async fn read_frame(
     reader: &mut OwnedReadHalf,
     broker: &Broker,
-) -> Result<Option<(Bytes, OwnedSemaphorePermit)>, Close> {
+    unanswered: &AtomicUsize,
+) -> Result<Option<(Bytes, Option<OwnedSemaphorePermit>)>, Close> {
     let max = broker.config.max_request_bytes;
     let limits = &broker.config.limits;
     let mut len_buf = [0u8; 4];
-    match tokio::time::timeout(limits.connections_max_idle, reader.read_exact(&mut len_buf)).await {
-        Err(_) => return Err(Close::Idle(limits.connections_max_idle)),
-        Ok(Err(_)) => return Ok(None),
-        Ok(Ok(_)) => {}
+    let mut got = 0;
+    while got < len_buf.len() {
+        // `read` (not `read_exact`) so a timeout loses no byte already read.
+        let wait = if got == 0 {
+            limits.connections_max_idle
+        } else {
+            limits.stall_timeout
+        };
+        match tokio::time::timeout(wait, reader.read(&mut len_buf[got..])).await {
+            Err(_) if got == 0 && unanswered.load(Ordering::Relaxed) > 0 => continue,
+            Err(_) if got == 0 => return Err(Close::Idle(wait)),
+            Err(_) => return Err(Close::StalledRequest(4, wait)),
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
+            Ok(Ok(n)) => got += n,
+        }
     }
     let len = i32::from_be_bytes(len_buf);
     if len < 0 || len as usize > max {
@@ -207,15 +264,24 @@ async fn read_frame(
     }
     let len = len as usize;
     // Not read until it fits: the client's bytes wait in its socket, not in our memory.
-    let Some(reservation) = broker.memory.reserve_request(len).await else {
-        return Err(Close::FrameSize(len as i64, max));
+    let reservation = if len <= TINY_FRAME {
+        None
+    } else {
+        match broker.memory.reserve_request(len).await {
+            Some(r) => Some(r),
+            None => return Err(Close::FrameSize(len as i64, max)),
+        }
     };
     let mut frame = BytesMut::zeroed(len);
-    match tokio::time::timeout(limits.stall_timeout, reader.read_exact(&mut frame)).await {
-        Err(_) => Err(Close::StalledRequest(len, limits.stall_timeout)),
-        Ok(Err(_)) => Ok(None),
-        Ok(Ok(_)) => Ok(Some((frame.freeze(), reservation))),
+    let mut got = 0;
+    while got < len {
+        match tokio::time::timeout(limits.stall_timeout, reader.read(&mut frame[got..])).await {
+            Err(_) => return Err(Close::StalledRequest(len, limits.stall_timeout)),
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(None),
+            Ok(Ok(n)) => got += n,
+        }
     }
+    Ok(Some((frame.freeze(), reservation)))
 }
 
 type Handled = Option<(i32, ApiKey, i16, Reply)>;
@@ -271,15 +337,27 @@ async fn write_responses(
     mut rx: mpsc::Receiver<Pending>,
     broker: Arc<Broker>,
     peer: SocketAddr,
+    unanswered: Arc<AtomicUsize>,
 ) {
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
     let mut buf = BytesMut::new();
     let stall = broker.config.limits.stall_timeout;
     while let Some(p) = rx.recv().await {
+        // Whatever happens below, this request is answered (or the connection ends).
+        let _answered = Answered(&unanswered);
         // A response finished now is counted while it is written, as a queued one was.
         let (body, _held, _late) = match p.reply {
             Reply::Now(body) => (*body, p.held, None),
             Reply::Later(fut) => {
+                // What is already encoded goes out first, not after this one's wait.
+                if !writer.buffer().is_empty()
+                    && !matches!(
+                        tokio::time::timeout(stall, writer.flush()).await,
+                        Ok(Ok(()))
+                    )
+                {
+                    return;
+                }
                 let body = fut.await;
                 let bytes = response_bytes(&body);
                 (body, None, Some(broker.memory.hold_response(bytes)))
@@ -314,19 +392,22 @@ async fn write_responses(
         buf[..4].copy_from_slice(&len.to_be_bytes());
         // A client that does not take its response within the stall timeout is cut off, so
         // the response's memory is not held for as long as it likes.
-        let written = tokio::time::timeout(stall, async {
-            writer.write_all(&buf).await?;
+        // The stall timeout is for no progress: each chunk (and the flush) gets all of it.
+        let written = async {
+            for chunk in buf.chunks(WRITE_CHUNK) {
+                tokio::time::timeout(stall, writer.write_all(chunk)).await??;
+            }
             // Flush when nothing else is ready to go out, so pipelined responses share a write.
             if rx.is_empty() {
-                writer.flush().await?;
+                tokio::time::timeout(stall, writer.flush()).await??;
             }
-            Ok::<(), std::io::Error>(())
-        })
+            Ok::<(), Stalled>(())
+        }
         .await;
         match written {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => break,
-            Err(_) => {
+            Ok(()) => {}
+            Err(Stalled::Io) => break,
+            Err(Stalled::Timeout) => {
                 let reason = format!(
                     "the client did not take a {:?} response of {} bytes within {stall:?}",
                     p.api_key,

@@ -9,8 +9,11 @@
 //!   other connections wait (unread, as Kafka mutes them) instead of the broker growing.
 //! - Frames up to `SMALL_FRAME` (a producer's default `max.request.size`) have a pool of their
 //!   own: the pools are FIFO, and a large frame waiting must not hold up every small request.
-//! - A body must arrive, and a response must be taken, within the stall timeout; otherwise the
-//!   connection is closed and what it held is released.
+//! - Frames up to `TINY_FRAME` need no reservation, so a client holding the pools (announcing
+//!   frames and sending nothing until the stall timeout) delays only larger requests, never
+//!   fetches, follower fetches or heartbeats.
+//! - A body must keep arriving, and a response must keep being taken: no progress for the
+//!   stall timeout closes the connection and releases what it held.
 //! - A fetch reads no more than the room left for unwritten responses (at least one batch, as
 //!   KIP-74 requires), and a connection with a large response unwritten reads no further
 //!   requests: a client that asks and never reads holds one response, not a pipeline of them.
@@ -23,6 +26,11 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+/// Frames up to this size need no reservation: nearly every request (fetches, follower
+/// fetches, metadata, heartbeats, small produces) is this small, so a client that announces
+/// big frames and sends nothing can stall no one's replication or polling. What they can hold
+/// is bounded by `max.connections` times this.
+pub const TINY_FRAME: usize = 16 * 1024;
 /// Frames up to this size draw from the small-request pool.
 pub const SMALL_FRAME: usize = 1 << 20;
 /// The small-request pool: 32 full-size small requests in flight at once.

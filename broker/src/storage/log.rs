@@ -256,10 +256,9 @@ impl Log {
             if seg.next_offset() <= from {
                 continue;
             }
-            // Replayed batches count as seen when stamped, but never later than now.
-            seg.for_each_header_from(from, &mut |h| table.record(h, h.max_timestamp))?;
+            seg.for_each_header_from(from, &mut |h| table.record(h, 0))?;
         }
-        table.seen_no_later_than(crate::clock::now_ms());
+        table.seen_at(crate::clock::now_ms());
         self.producers = table;
         Ok(())
     }

@@ -58,7 +58,7 @@ pub struct ProducerStateTable {
     producers: HashMap<i64, ProducerEntry>,
     /// When this broker last appended a batch of each producer (wall-clock ms): what
     /// expiry judges, so a client's own timestamps cannot keep an id alive. Not in snapshots:
-    /// rebuilt from the newest batch timestamps, never later than the time of loading.
+    /// a rebuilt table counts every producer as seen when it was rebuilt (`seen_at`).
     last_seen: HashMap<i64, i64>,
 }
 
@@ -180,11 +180,13 @@ impl ProducerStateTable {
         before - self.producers.len()
     }
 
-    /// Caps every last-seen time at `now_ms` (after loading, a batch stamped in the future
-    /// must not keep its producer forever).
-    pub fn seen_no_later_than(&mut self, now_ms: i64) {
+    /// Counts every producer as seen at `now_ms`: after the table is rebuilt (recovery, or a
+    /// truncation on a leader change) the append times are gone, and the batches' own
+    /// timestamps are the clients' (an old one would expire a live producer at once and let a
+    /// retry in twice; a future one would keep it forever). Keeping it one more period is safe.
+    pub fn seen_at(&mut self, now_ms: i64) {
         for t in self.last_seen.values_mut() {
-            *t = (*t).min(now_ms);
+            *t = now_ms;
         }
     }
 
@@ -380,11 +382,17 @@ mod tests {
         assert!(t.get(3).is_some());
         // An expired producer coming back is accepted like a new one.
         assert_eq!(t.check(&header(1, 0, 42, 1, 3)), Ok(SequenceCheck::Append));
-        // Loaded from a snapshot, a future timestamp is capped at the time of loading.
+        // Rebuilt (from a snapshot here), every producer counts as seen at the rebuild, whatever
+        // its batches' timestamps: an old one must not expire it at once, a future one not
+        // keep it forever.
+        let mut old = header(4, 0, 0, 1, 3);
+        old.max_timestamp = 0;
+        t.record(&old, 7_000);
         t.record(&future, 7_000);
         let mut loaded = ProducerStateTable::decode(&t.encode()).unwrap();
-        loaded.seen_no_later_than(8_000);
-        assert_eq!(loaded.remove_expired(13_000, 5_000), 2);
+        loaded.seen_at(8_000);
+        assert_eq!(loaded.remove_expired(12_999, 5_000), 0);
+        assert_eq!(loaded.remove_expired(13_000, 5_000), 3);
         assert!(loaded.is_empty());
     }
 

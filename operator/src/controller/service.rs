@@ -73,6 +73,8 @@ pub struct WatchGuard<S: Store + Send + Sync + 'static> {
     controller: Arc<Controller<S>>,
     broker: i32,
     epoch: i64,
+    /// False for a watch that names no registered incarnation: its end means nothing.
+    tracked: bool,
     answered: bool,
 }
 
@@ -84,6 +86,9 @@ impl<S: Store + Send + Sync + 'static> WatchGuard<S> {
 
 impl<S: Store + Send + Sync + 'static> Drop for WatchGuard<S> {
     fn drop(&mut self) {
+        if !self.tracked {
+            return;
+        }
         let c = &self.controller;
         let opened = {
             let mut watches = c.watches.lock().unwrap_or_else(|p| p.into_inner());
@@ -232,7 +237,24 @@ impl<S: Store> Controller<S> {
     where
         S: Send + Sync + 'static,
     {
+        // Only a registered incarnation's watch is tracked: a query naming anything else (a
+        // client's curl, a stale epoch) adds nothing to the map.
+        let registered = self
+            .live()
+            .metadata
+            .brokers
+            .get(&broker)
+            .is_some_and(|b| b.epoch == epoch);
         let mut watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
+        if !registered {
+            return WatchGuard {
+                controller: Arc::clone(self),
+                broker,
+                epoch,
+                tracked: false,
+                answered: true,
+            };
+        }
         let w = watches.entry(broker).or_default();
         if w.epoch != epoch {
             *w = Watches {
@@ -246,6 +268,7 @@ impl<S: Store> Controller<S> {
             controller: Arc::clone(self),
             broker,
             epoch,
+            tracked: true,
             answered: false,
         }
     }
@@ -253,17 +276,25 @@ impl<S: Store> Controller<S> {
     /// The fast path's decision, `WATCH_GRACE` after a watch of `broker` was lost: fenced if
     /// the same incarnation has opened no watch since (`opened` is unchanged).
     async fn fence_if_gone(&self, broker: i32, epoch: i64, opened: u64) {
-        let gone = {
+        let gone = || {
             let watches = self.watches.lock().unwrap_or_else(|p| p.into_inner());
             watches
                 .get(&broker)
                 .is_some_and(|w| w.epoch == epoch && w.open == 0 && w.opened == opened)
         };
-        if !gone {
+        if !gone() {
             return;
         }
+        // Asked again under the commit lock: a watch opened while a commit was in flight
+        // (on Kubernetes, behind a PATCH) must still call the fence off.
         match self
-            .update(|s, _| decisions::fence_gone(s, broker, epoch))
+            .update(|s, _| {
+                if gone() {
+                    decisions::fence_gone(s, broker, epoch)
+                } else {
+                    Ok(false)
+                }
+            })
             .await
         {
             Ok(true) => warn!(
