@@ -38,6 +38,7 @@
 #   CLUSTER_FAILOVER_KILLS  kill -9 repetitions (default 5)
 #   CLUSTER_SESSION_TIMEOUT_MS  Strand controller --session-timeout-ms (default 9000,
 #                         same as Kafka's broker.session.timeout.ms default, which is left as is)
+#   CLUSTER_CRASH_FENCE_GRACE_MS  Strand controller --crash-fence-grace-ms (default 300; 0: off)
 #   CLUSTER_TARGETS       systems to run, in order (default "strand kafka")
 #   CLUSTER_STRAND_BASE   Strand controller port (default 26190; brokers +10..12, HTTP +50..52)
 #   CLUSTER_KAFKA_BASE    Kafka broker ports BASE..BASE+2 (default 27092; controller BASE+9)
@@ -66,6 +67,7 @@ KILL_AFTER="${CLUSTER_KILL_AFTER:-8}"
 FO_RATE="${CLUSTER_FAILOVER_RATE:-500}"
 FO_KILLS="${CLUSTER_FAILOVER_KILLS:-5}"
 SESSION_MS="${CLUSTER_SESSION_TIMEOUT_MS:-9000}"
+CRASH_GRACE_MS="${CLUSTER_CRASH_FENCE_GRACE_MS:-300}"
 TARGETS="${CLUSTER_TARGETS:-strand kafka}"
 STRAND_BASE="${CLUSTER_STRAND_BASE:-26190}"
 KAFKA_BASE="${CLUSTER_KAFKA_BASE:-27092}"
@@ -152,7 +154,7 @@ start_cluster() {
     CLUSTER_DIR="$dir"
     case "$t" in
         strand)
-            local cmd=(env STRAND_BIN_DIR="$BIN_DIR" STRAND_CONTROLLER_ARGS="--session-timeout-ms $SESSION_MS"
+            local cmd=(env STRAND_BIN_DIR="$BIN_DIR" STRAND_CONTROLLER_ARGS="--session-timeout-ms $SESSION_MS --crash-fence-grace-ms $CRASH_GRACE_MS"
                 "$LOCAL_CLUSTER" up --dir "$dir" --brokers 3 --base-port "$STRAND_BASE")
             show_cmd "${cmd[@]}"
             UP=strand

@@ -1173,7 +1173,7 @@ async fn a_killed_broker_is_fenced_without_waiting_for_its_session() {
         base_port(8),
         3,
         false,
-        "--session-timeout-ms 60000",
+        "--session-timeout-ms 60000 --crash-fence-grace-ms 300",
     );
     c.create_topic("fast-path", 6).await;
     c.wait_for("every partition led", 60, |m| {

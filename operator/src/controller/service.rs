@@ -33,6 +33,10 @@ pub struct Settings {
     pub session_timeout_ms: i64,
     /// Partitions a rebalance moves at once (each copies its data to the new replicas).
     pub rebalance_max_moves: usize,
+    /// The crash fast path's grace (`Controller::watch`): how long a broker has to open a new
+    /// metadata watch after one closed from its side. A live broker opens the next within
+    /// milliseconds of an answer, and at once after a failed poll; 300 ms is ample. None: off.
+    pub crash_fence_grace: Option<Duration>,
 }
 
 /// Default of `Settings::rebalance_max_moves`: copies share the brokers' disks and network
@@ -52,11 +56,6 @@ pub struct Controller<S: Store> {
     watches: Mutex<HashMap<i32, Watches>>,
     pub settings: Settings,
 }
-
-/// How long a broker has to open a new metadata watch after one was closed from its side
-/// before it counts as gone. A live broker opens the next one within milliseconds of an
-/// answer; this covers a retry after a failed poll too.
-pub const WATCH_GRACE: Duration = Duration::from_millis(300);
 
 /// One broker's metadata watches.
 #[derive(Debug, Default)]
@@ -105,12 +104,15 @@ impl<S: Store + Send + Sync + 'static> Drop for WatchGuard<S> {
             w.opened
         };
         let (c, broker, epoch) = (Arc::clone(c), self.broker, self.epoch);
+        let Some(grace) = c.settings.crash_fence_grace else {
+            return;
+        };
         // Dropped outside a runtime, there is no fast path; the session timeout still holds.
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
         rt.spawn(async move {
-            tokio::time::sleep(WATCH_GRACE).await;
+            tokio::time::sleep(grace).await;
             c.fence_if_gone(broker, epoch, opened).await;
         });
     }
@@ -227,7 +229,8 @@ impl<S: Store> Controller<S> {
     ///
     /// The fast path for a crash: a process that dies has its sockets closed by its kernel, so
     /// its watch ends without an answer; if the broker opens no other watch within
-    /// `WATCH_GRACE`, it is fenced at once instead of after the session timeout. A broker that
+    /// the grace (`Settings::crash_fence_grace`), it is fenced at once instead of after the
+    /// session timeout. Off unless a grace is set. A broker that
     /// is slow, stopped (SIGSTOP) or cut off from the network keeps its connection open (or
     /// silent: no FIN crosses a cut), so only the session timeout can fence it: the fast path
     /// never fences a broker that is alive and serving. Fencing elects new leaders from the
@@ -273,7 +276,7 @@ impl<S: Store> Controller<S> {
         }
     }
 
-    /// The fast path's decision, `WATCH_GRACE` after a watch of `broker` was lost: fenced if
+    /// The fast path's decision, a grace after a watch of `broker` was lost: fenced if
     /// the same incarnation has opened no watch since (`opened` is unchanged).
     async fn fence_if_gone(&self, broker: i32, epoch: i64, opened: u64) {
         let gone = || {
@@ -300,7 +303,7 @@ impl<S: Store> Controller<S> {
             Ok(true) => warn!(
                 broker,
                 epoch,
-                "broker closed its metadata watch and opened no other within {WATCH_GRACE:?}: fenced without waiting for its session"
+                "broker closed its metadata watch and opened no other within the grace: fenced without waiting for its session"
             ),
             Ok(false) => {}
             Err(e) => warn!(broker, error = %e, "fencing a broker that went away failed"),
@@ -380,6 +383,7 @@ mod tests {
         Settings {
             session_timeout_ms: 9000,
             rebalance_max_moves: DEFAULT_REBALANCE_MAX_MOVES,
+            crash_fence_grace: None,
         }
     }
 
