@@ -189,8 +189,10 @@ fn a_client_that_never_reads_holds_one_response() {
     );
     assert!(answers(&b), "a well-behaved client was not answered");
     assert!(
-        grew < 120 * MIB,
-        "resident set grew {} MiB for 5 connections that never read (bound: about 2 x 8 MiB each)",
+        // About 2 x 8 MiB per connection plus an encoding buffer each, and what the allocator
+        // keeps; the old code held 928 MiB here.
+        grew < 200 * MIB,
+        "resident set grew {} MiB for 5 connections that never read (bound: about 3 x 8 MiB each)",
         grew / MIB
     );
     // Responses nobody takes are dropped with their connection after the stall timeout.
