@@ -23,10 +23,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use broker::protocol::batch::test_support::batch;
-use broker::protocol::frames::{call, frame, read_response};
+use broker::protocol::frames::{call, consumer_fetch, frame, read_response};
 use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiVersionsRequest, CreateTopicsRequest, FetchRequest, ProduceRequest, TopicName,
@@ -65,29 +64,6 @@ fn produce_request(topic: &str, partition: i32, records: Bytes) -> ProduceReques
     req.timeout_ms = 10_000;
     req.topic_data = vec![t];
     req
-}
-
-fn fetch_request(
-    topic: &str,
-    offset: i64,
-    min_bytes: i32,
-    max_wait_ms: i32,
-    max: i32,
-) -> FetchRequest {
-    let mut p = FetchPartition::default();
-    p.partition = 0;
-    p.fetch_offset = offset;
-    p.partition_max_bytes = max;
-    let mut t = FetchTopic::default();
-    t.topic = topic_name(topic);
-    t.partitions = vec![p];
-    let mut r = FetchRequest::default();
-    r.replica_id = (-1).into();
-    r.max_wait_ms = max_wait_ms;
-    r.min_bytes = min_bytes;
-    r.max_bytes = max;
-    r.topics = vec![t];
-    r
 }
 
 /// Produces one batch on `s`; the base offset, or None on an error or no answer.
@@ -158,7 +134,7 @@ fn probe(addr: SocketAddr, stop: Arc<AtomicBool>) -> Probe {
             let Some(offset) = produce_on(s, &produce_request(PROBE_TOPIC, 0, records), cid) else {
                 return false;
             };
-            let req = fetch_request(PROBE_TOPIC, offset, 1, 5_000, MIB as i32);
+            let req = consumer_fetch(PROBE_TOPIC, offset, 1, 5_000, MIB as i32);
             s.write_all(&frame(&req, 4, cid)).is_ok()
                 && read_response::<FetchRequest>(s, 4).is_some_and(|r| {
                     r.responses[0].partitions[0]
@@ -244,7 +220,7 @@ fn attack(name: &str, addr: SocketAddr, stop: Arc<AtomicBool>) -> Vec<thread::Jo
                 let Ok(mut s) = TcpStream::connect(addr) else {
                     return;
                 };
-                let req = fetch_request(DATA_TOPIC, 0, 1, 0, 10 * MIB as i32);
+                let req = consumer_fetch(DATA_TOPIC, 0, 1, 0, 10 * MIB as i32);
                 let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
                 for cid in 0..150 {
                     if s.write_all(&frame(&req, 4, cid)).is_err() {
@@ -262,7 +238,7 @@ fn attack(name: &str, addr: SocketAddr, stop: Arc<AtomicBool>) -> Vec<thread::Jo
                         return;
                     };
                     let _ = s.set_read_timeout(Some(Duration::from_secs(40)));
-                    let req = fetch_request(DATA_TOPIC, 0, i32::MAX, 30_000, 50 * MIB as i32);
+                    let req = consumer_fetch(DATA_TOPIC, 0, i32::MAX, 30_000, 50 * MIB as i32);
                     let mut cid = 0;
                     while !stop.load(Ordering::Relaxed) {
                         cid += 1;

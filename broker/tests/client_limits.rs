@@ -15,10 +15,9 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use broker::protocol::frames::{call, frame, read_response};
+use broker::protocol::frames::{call, consumer_fetch, frame, read_response};
 use common::BrokerProcess;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
     ApiVersionsRequest, CreateTopicsRequest, FetchRequest, ProduceRequest, TopicName,
@@ -44,29 +43,6 @@ fn answers(b: &BrokerProcess) -> bool {
         Duration::from_secs(20),
     )
     .is_some()
-}
-
-fn fetch_request(
-    topic: &str,
-    offset: i64,
-    min_bytes: i32,
-    max_wait_ms: i32,
-    max: i32,
-) -> FetchRequest {
-    let mut p = FetchPartition::default();
-    p.partition = 0;
-    p.fetch_offset = offset;
-    p.partition_max_bytes = max;
-    let mut t = FetchTopic::default();
-    t.topic = TopicName(StrBytes::from_string(topic.to_string()));
-    t.partitions = vec![p];
-    let mut r = FetchRequest::default();
-    r.replica_id = (-1).into();
-    r.max_wait_ms = max_wait_ms;
-    r.min_bytes = min_bytes;
-    r.max_bytes = max;
-    r.topics = vec![t];
-    r
 }
 
 /// `n` records of `size` bytes each into partition 0 of `topic` (auto-created).
@@ -169,7 +145,7 @@ fn a_client_that_never_reads_holds_one_response() {
             let addr = b.kafka;
             thread::spawn(move || {
                 let mut s = TcpStream::connect(addr).unwrap();
-                let req = fetch_request("pipelined", 0, 1, 0, 8 << 20);
+                let req = consumer_fetch("pipelined", 0, 1, 0, 8 << 20);
                 let mut all = Vec::new();
                 for cid in 0..40 {
                     all.extend_from_slice(&frame(&req, 4, cid));
@@ -222,7 +198,7 @@ fn parked_fetches_read_once_when_they_answer() {
             thread::spawn(move || {
                 let mut s = TcpStream::connect(addr).unwrap();
                 s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-                let req = fetch_request("parked", 0, i32::MAX, 10_000, 50 << 20);
+                let req = consumer_fetch("parked", 0, i32::MAX, 10_000, 50 << 20);
                 s.write_all(&frame(&req, 4, 1)).unwrap();
                 read_response::<FetchRequest>(&mut s, 4).expect("the long poll is answered")
             })
@@ -418,7 +394,7 @@ fn silent_announcements_do_not_hold_small_requests() {
     );
     let fetched = call(
         b.kafka,
-        &fetch_request("small", 0, 1, 0, 1 << 20),
+        &consumer_fetch("small", 0, 1, 0, 1 << 20),
         4,
         Duration::from_secs(20),
     )
@@ -442,7 +418,7 @@ fn a_slow_reader_that_keeps_reading_is_not_cut_off() {
     produce(&b, "slow", 400, 100 * 1024);
     let mut s = TcpStream::connect(b.kafka).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(&frame(&fetch_request("slow", 0, 1, 0, 48 << 20), 4, 1))
+    s.write_all(&frame(&consumer_fetch("slow", 0, 1, 0, 48 << 20), 4, 1))
         .unwrap();
     let started = Instant::now();
     let mut len = [0u8; 4];

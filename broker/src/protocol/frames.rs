@@ -7,7 +7,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{ApiKey, FetchRequest, RequestHeader, ResponseHeader, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 
 /// A whole request frame (length prefix, header, body) for `req` at `version`.
@@ -60,4 +61,29 @@ where
     s.set_read_timeout(Some(timeout)).ok()?;
     s.write_all(&frame(req, version, 1)).ok()?;
     read_response::<R>(&mut s, version)
+}
+
+/// A consumer's Fetch of partition 0 of `topic` from `offset`, `max` bytes at most (request and
+/// partition), waiting up to `max_wait_ms` for `min_bytes`.
+pub fn consumer_fetch(
+    topic: &str,
+    offset: i64,
+    min_bytes: i32,
+    max_wait_ms: i32,
+    max: i32,
+) -> FetchRequest {
+    let mut p = FetchPartition::default();
+    p.partition = 0;
+    p.fetch_offset = offset;
+    p.partition_max_bytes = max;
+    let mut t = FetchTopic::default();
+    t.topic = TopicName(StrBytes::from_string(topic.to_string()));
+    t.partitions = vec![p];
+    let mut r = FetchRequest::default();
+    r.replica_id = (-1).into();
+    r.max_wait_ms = max_wait_ms;
+    r.min_bytes = min_bytes;
+    r.max_bytes = max;
+    r.topics = vec![t];
+    r
 }
