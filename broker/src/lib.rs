@@ -20,6 +20,7 @@ pub mod admin;
 #[allow(unsafe_code)] // the only unsafe code: see its SAFETY notes
 pub mod alloc_guard;
 pub mod api;
+pub mod auth;
 pub mod blocking;
 pub mod clock;
 pub mod cluster;
