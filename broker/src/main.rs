@@ -109,6 +109,12 @@ struct Cli {
     /// Without it the broker runs standalone.
     #[arg(long)]
     controller: Option<String>,
+    /// A file holding the secret this cluster's brokers and controller share (at least 32
+    /// printable characters, e.g. `openssl rand -hex 32`). With it, brokers authenticate to
+    /// each other (SASL SCRAM-SHA-512) and to the controller, and only they may fetch as
+    /// replicas. Without it anyone who reaches a port may (see the README's security section).
+    #[arg(long, env = "STRAND_CLUSTER_SECRET_FILE")]
+    cluster_secret_file: Option<PathBuf>,
     /// Rack of this broker (cluster mode), for rack-aware replica placement.
     #[arg(long)]
     rack: Option<String>,
@@ -322,6 +328,12 @@ fn config_from(cli: &Cli) -> anyhow::Result<BrokerConfig> {
     if cli.producer_id_expiration_ms <= 0 {
         bail!("--producer-id-expiration-ms must be positive");
     }
+    let cluster_secret = match &cli.cluster_secret_file {
+        Some(path) => Some(std::sync::Arc::new(broker::auth::ClusterSecret::load(
+            path,
+        )?)),
+        None => None,
+    };
     Ok(BrokerConfig {
         node_id: cli.node_id,
         data_dir: cli.data_dir.clone(),
@@ -337,6 +349,7 @@ fn config_from(cli: &Cli) -> anyhow::Result<BrokerConfig> {
         groups,
         limits,
         producer_id_expiration_ms: cli.producer_id_expiration_ms,
+        cluster_secret,
     })
 }
 
@@ -378,7 +391,8 @@ async fn join_cluster(
     };
     let mut s = stop.clone();
     let membership = Membership::join(
-        ControllerClient::new_from(url, cli.source_address),
+        ControllerClient::new_from(url, cli.source_address)
+            .with_secret(broker.config.cluster_secret.as_deref()),
         registration,
         cli.data_dir.clone(),
         Settings::default(),
@@ -390,6 +404,7 @@ async fn join_cluster(
         broker.config.node_id,
         FetcherSettings {
             source: cli.source_address,
+            secret: broker.config.cluster_secret.clone(),
             ..FetcherSettings::default()
         },
     );

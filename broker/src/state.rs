@@ -50,6 +50,9 @@ pub struct BrokerConfig {
     /// Idempotent producers with no append for this long are forgotten (Kafka's
     /// producer.id.expiration.ms).
     pub producer_id_expiration_ms: i64,
+    /// The secret the cluster's brokers and controller share (`auth`): when set, brokers
+    /// authenticate to each other and only they may fetch as replicas.
+    pub cluster_secret: Option<Arc<crate::auth::ClusterSecret>>,
 }
 
 impl BrokerConfig {
@@ -776,6 +779,7 @@ mod tests {
             groups: GroupConfig::default(),
             limits: Default::default(),
             producer_id_expiration_ms: 86_400_000,
+            cluster_secret: None,
         }
     }
 

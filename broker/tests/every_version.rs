@@ -46,7 +46,8 @@ use kafka_protocol::messages::{
     FetchResponse, FindCoordinatorRequest, GroupId, HeartbeatRequest, InitProducerIdRequest,
     JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, ListGroupsRequest, ListOffsetsRequest,
     MetadataRequest, MetadataResponse, OffsetCommitRequest, OffsetFetchRequest,
-    OffsetForLeaderEpochRequest, ProduceRequest, SyncGroupRequest, TopicName, TransactionalId,
+    OffsetForLeaderEpochRequest, ProduceRequest, SaslAuthenticateRequest, SaslHandshakeRequest,
+    SyncGroupRequest, TopicName, TransactionalId,
 };
 use kafka_protocol::protocol::{Request, StrBytes};
 
@@ -375,11 +376,113 @@ async fn probe(ctx: &mut Ctx, key: ApiKey, version: i16) -> Probe {
         ApiKey::DescribeGroups => describe_groups_at(ctx, version).await,
         ApiKey::ListGroups => list_groups_at(ctx, version).await,
         ApiKey::DeleteGroups => delete_groups_at(ctx, version).await,
+        ApiKey::SaslHandshake => sasl_handshake_at(ctx, version).await,
+        ApiKey::SaslAuthenticate => sasl_authenticate_at(ctx, version).await,
         other => panic!(
             "{other:?} is advertised (broker::api::SUPPORTED) but every_version.rs sends no \
              request for it: add one to `probe`"
         ),
     }
+}
+
+/// The broker's cluster secret: the password of the broker user.
+const SECRET: &str = "every-version-secret-0123456789abcdef";
+
+/// A connection of its own: SASL changes a connection's state (and a failure closes it).
+async fn fresh_connection(ctx: &Ctx) -> Connection {
+    Connection::connect(&ctx.bootstrap, CLIENT_ID)
+        .await
+        .unwrap()
+}
+
+async fn sasl_handshake_at(ctx: &mut Ctx, v: i16) -> Probe {
+    let mut conn = fresh_connection(ctx).await;
+    for (mechanism, want) in [
+        ("SCRAM-SHA-512", None),
+        ("PLAIN", Some(ResponseError::UnsupportedSaslMechanism)),
+    ] {
+        ctx.requests += 1;
+        let req = SaslHandshakeRequest::default().with_mechanism(sb(mechanism));
+        let r = conn.send(&req, v).await.map_err(|e| e.to_string())?;
+        expect_code(
+            &format!("SaslHandshake {mechanism}"),
+            r.error_code,
+            want,
+            &r,
+        )?;
+        let offered: Vec<&str> = r.mechanisms.iter().map(|m| m.as_str()).collect();
+        check!(
+            offered == ["SCRAM-SHA-256", "SCRAM-SHA-512"],
+            "mechanisms offered: {offered:?}"
+        );
+        // A refused mechanism ends the connection, as in Kafka.
+        conn = fresh_connection(ctx).await;
+    }
+    Ok(())
+}
+
+/// A whole SCRAM exchange at version `v`: the right password is accepted (and the server's
+/// signature verifies), a wrong one gets SASL_AUTHENTICATION_FAILED with Kafka's message.
+async fn sasl_authenticate_at(ctx: &mut Ctx, v: i16) -> Probe {
+    use broker::auth::scram::{ClientExchange, Mechanism};
+    for (password, want) in [
+        (SECRET, None),
+        (
+            "wrong-secret-0123456789abcdef0123",
+            Some(ResponseError::SaslAuthenticationFailed),
+        ),
+    ] {
+        let mut conn = fresh_connection(ctx).await;
+        let m = Mechanism::Sha256;
+        let handshake = SaslHandshakeRequest::default().with_mechanism(sb(m.name()));
+        let r = conn.send(&handshake, 1).await.map_err(|e| e.to_string())?;
+        expect_code("SaslHandshake", r.error_code, None, &r)?;
+        let mut client =
+            ClientExchange::new(m, broker::auth::BROKER_USER, password.as_bytes(), "nonce-1");
+        let first =
+            SaslAuthenticateRequest::default().with_auth_bytes(client.client_first().into());
+        ctx.requests += 2;
+        let r = conn.send(&first, v).await.map_err(|e| e.to_string())?;
+        expect_code("SaslAuthenticate client-first", r.error_code, None, &r)?;
+        let fin = client
+            .client_final(&r.auth_bytes)
+            .map_err(|e| e.to_string())?;
+        let fin = SaslAuthenticateRequest::default().with_auth_bytes(fin.into());
+        let r = conn.send(&fin, v).await.map_err(|e| e.to_string())?;
+        expect_code("SaslAuthenticate client-final", r.error_code, want, &r)?;
+        match want {
+            None => {
+                client
+                    .verify_server_final(&r.auth_bytes)
+                    .map_err(|e| e.to_string())?;
+                check!(
+                    r.session_lifetime_ms == 0,
+                    "session lifetime {}",
+                    r.session_lifetime_ms
+                );
+                // Still usable once authenticated.
+                let a = conn
+                    .send(&ApiVersionsRequest::default(), 3)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                expect_code("ApiVersions after SASL", a.error_code, None, &a)?;
+            }
+            Some(_) => {
+                let message = r.error_message.as_deref().unwrap_or_default();
+                check!(
+                    message.contains("invalid credentials with SASL mechanism SCRAM-SHA-256"),
+                    "message {message:?}"
+                );
+                // ...and the broker closes the connection.
+                let after = conn.send(&ApiVersionsRequest::default(), 3).await;
+                check!(
+                    after.is_err(),
+                    "the connection stayed open after a failed SASL exchange"
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn produce_at(ctx: &mut Ctx, v: i16) -> Probe {
@@ -1486,7 +1589,14 @@ async fn leader_epoch(bootstrap: &str) -> (i32, uuid::Uuid) {
 async fn every_advertised_version_of_every_api_encodes_decodes_and_answers() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let mut broker = BrokerProcess::start(&dir.path().join("data"), BROKER_ARGS);
+    // With a cluster secret, so SaslHandshake and SaslAuthenticate have a user to accept.
+    let secret_file = dir.path().join("cluster-secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let mut broker = BrokerProcess::start_with_env(
+        &dir.path().join("data"),
+        BROKER_ARGS,
+        &[("STRAND_CLUSTER_SECRET_FILE", secret_file.to_str().unwrap())],
+    );
 
     // Records in two leader epochs: a restart of a standalone broker starts a new one.
     let settings = [("enable.idempotence", "true"), ("linger.ms", "1")];

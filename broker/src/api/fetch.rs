@@ -15,7 +15,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind, TopicN
 use kafka_protocol::protocol::StrBytes;
 use tokio::time::Instant;
 
-use super::{Reply, lookup};
+use super::{Client, Reply, lookup};
 use crate::partition::{FetchError, FetchOutcome, FetchPosition, Fetcher};
 use crate::state::Broker;
 
@@ -26,7 +26,10 @@ const FETCH_MAX_BYTES: usize = 55 * 1024 * 1024;
 /// Longest wait honoured, whatever the client asks.
 const MAX_WAIT_CAP_MS: i32 = 30_000;
 
-pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Reply {
+pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16, client: &Client) -> Reply {
+    if let Some(refused) = refused_replica_fetch(broker, &req, client) {
+        return Reply::now(ResponseKind::Fetch(refused));
+    }
     if req.session_id != 0 {
         // Incremental fetch sessions are not kept; the client falls back to a full fetch.
         let mut r = FetchResponse::default();
@@ -108,6 +111,49 @@ fn readable(broker: &Broker, req: &FetchRequest, min_bytes: u64) -> Option<u64> 
         }
     }
     Some(total.min(req.max_bytes.max(0) as u64))
+}
+
+static REFUSED_REPLICA_WARNINGS: crate::log_limit::Limit =
+    crate::log_limit::Limit::new(10, Duration::from_secs(10));
+
+/// With a cluster secret, only an authenticated broker may fetch as a replica: a replica's
+/// fetch offsets move the high watermark, so a client claiming a follower's id could get
+/// writes acknowledged that no follower holds. Kafka asks for ClusterAction here and answers
+/// every partition TOPIC_AUTHORIZATION_FAILED; so does this. Without a secret, anyone may
+/// (the standalone default; see the README's security section).
+fn refused_replica_fetch(
+    broker: &Broker,
+    req: &FetchRequest,
+    client: &Client,
+) -> Option<FetchResponse> {
+    let Fetcher::Replica(replica) = fetcher(req) else {
+        return None;
+    };
+    if broker.config.cluster_secret.is_none()
+        || client.principal.as_deref() == Some(crate::auth::BROKER_USER)
+    {
+        return None;
+    }
+    if let Some(held_back) = REFUSED_REPLICA_WARNINGS.allow() {
+        tracing::warn!(replica, client = %client.host, principal = ?client.principal, held_back, "refused a replica fetch from a connection not authenticated as a broker");
+    }
+    let mut r = FetchResponse::default();
+    for topic in &req.topics {
+        let mut t = FetchableTopicResponse::default();
+        t.topic = topic.topic.clone();
+        t.topic_id = topic.topic_id;
+        for fp in &topic.partitions {
+            let mut p = PartitionData::default();
+            p.partition_index = fp.partition;
+            p.error_code = ResponseError::TopicAuthorizationFailed.code();
+            p.high_watermark = -1;
+            p.last_stable_offset = -1;
+            p.log_start_offset = -1;
+            t.partitions.push(p);
+        }
+        r.responses.push(t);
+    }
+    Some(r)
 }
 
 /// A follower's fetch names its broker id (v15+ in the replica state).

@@ -57,6 +57,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 6),
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    // Answered by the connection itself (`auth::sasl`): they change its state. Handshake v0
+    // (raw SASL frames after it) is not served; every current client sends v1.
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// Who sent a request (JoinGroup records it for DescribeGroups), and on which listener.
@@ -68,6 +72,8 @@ pub struct Client {
     /// The listener the connection came in on: Metadata and FindCoordinator answer with
     /// addresses on that listener, as Kafka does.
     pub listener: Arc<str>,
+    /// The SASL user this connection authenticated as, if any (`auth`).
+    pub principal: Option<Arc<str>>,
 }
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -152,7 +158,7 @@ fn dispatch_local(
             &client.listener,
         ))),
         RequestKind::Produce(r) => produce::handle(broker, r, version),
-        RequestKind::Fetch(r) => fetch::handle(broker, r, version),
+        RequestKind::Fetch(r) => fetch::handle(broker, r, version, client),
         RequestKind::ListOffsets(r) => Reply::now(ResponseKind::ListOffsets(list_offsets::handle(
             broker, r, version,
         ))),

@@ -71,6 +71,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct ControllerClient {
     base: String,
     http: reqwest::Client,
+    /// The bearer token of a cluster with a secret (`auth::ClusterSecret::controller_token`).
+    token: Option<String>,
 }
 
 impl ControllerClient {
@@ -102,13 +104,24 @@ impl ControllerClient {
         Self {
             base: base.trim_end_matches('/').to_string(),
             http,
+            token: None,
         }
+    }
+
+    /// Every call carries the cluster's controller token.
+    pub fn with_secret(mut self, secret: Option<&crate::auth::ClusterSecret>) -> Self {
+        self.token = secret.map(|s| s.controller_token());
+        self
     }
 
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<Option<T>, ControllerCallError> {
+        let req = match &self.token {
+            Some(token) => req.bearer_auth(token),
+            None => req,
+        };
         let resp = req
             .send()
             .await

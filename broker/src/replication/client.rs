@@ -2,11 +2,15 @@
 //! request with its header, reads the length-prefixed response, decodes it. One request at a
 //! time; the caller owns the connection.
 
-use bytes::{BufMut, BytesMut};
-use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{
+    RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslHandshakeRequest,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufStream};
 use tokio::net::TcpStream;
+
+use crate::auth::{self, ClusterSecret, scram::ClientExchange};
 
 /// Largest response accepted (fetch responses are capped at 55 MiB by the leader).
 const MAX_RESPONSE_BYTES: usize = 256 << 20;
@@ -23,6 +27,8 @@ pub enum ClientError {
     TooLarge(usize),
     #[error("response correlation id {got} does not match request {expected}")]
     Correlation { expected: i32, got: i32 },
+    #[error("SASL authentication failed: {0}")]
+    Auth(String),
 }
 
 pub struct Connection {
@@ -69,6 +75,52 @@ impl Connection {
             next_correlation: 1,
             client_id: client_id.to_string(),
         })
+    }
+
+    /// Authenticates as the cluster's broker user (SaslHandshake v1, then SaslAuthenticate v2
+    /// with SCRAM). The server's signature is checked too: a follower never replicates from
+    /// something that does not hold the cluster's secret.
+    pub async fn authenticate(&mut self, secret: &ClusterSecret) -> Result<(), ClientError> {
+        let mechanism = auth::INTER_BROKER_MECHANISM;
+        let mut handshake = SaslHandshakeRequest::default();
+        handshake.mechanism = StrBytes::from_static_str(mechanism.name());
+        let resp = self.send(&handshake, 1).await?;
+        if resp.error_code != 0 {
+            return Err(ClientError::Auth(format!(
+                "SaslHandshake for {} refused with error {} (offered: {:?})",
+                mechanism.name(),
+                resp.error_code,
+                resp.mechanisms
+            )));
+        }
+        let mut exchange = ClientExchange::new(
+            mechanism,
+            auth::BROKER_USER,
+            secret.password(),
+            &auth::nonce(),
+        );
+        let server_first = self.sasl_round(exchange.client_first()).await?;
+        let client_final = exchange
+            .client_final(&server_first)
+            .map_err(|e| ClientError::Auth(e.to_string()))?;
+        let server_final = self.sasl_round(client_final).await?;
+        exchange
+            .verify_server_final(&server_final)
+            .map_err(|e| ClientError::Auth(e.to_string()))
+    }
+
+    async fn sasl_round(&mut self, bytes: Vec<u8>) -> Result<Bytes, ClientError> {
+        let mut req = SaslAuthenticateRequest::default();
+        req.auth_bytes = Bytes::from(bytes);
+        let resp = self.send(&req, 2).await?;
+        if resp.error_code != 0 {
+            return Err(ClientError::Auth(format!(
+                "error {}: {}",
+                resp.error_code,
+                resp.error_message.as_deref().unwrap_or("")
+            )));
+        }
+        Ok(resp.auth_bytes)
     }
 
     /// Sends `request` at `version` and waits for its response.

@@ -34,6 +34,8 @@ pub struct FetcherSettings {
     pub connect_timeout: Duration,
     /// Source address of fetch connections (a multi-homed broker's own address).
     pub source: Option<std::net::IpAddr>,
+    /// The cluster's secret: fetch connections authenticate as the broker user with it.
+    pub secret: Option<Arc<crate::auth::ClusterSecret>>,
 }
 
 impl Default for FetcherSettings {
@@ -44,6 +46,7 @@ impl Default for FetcherSettings {
             backoff: Duration::from_millis(200),
             connect_timeout: Duration::from_secs(3),
             source: None,
+            secret: None,
         }
     }
 }
@@ -285,10 +288,13 @@ async fn run(
         }
         if conn.is_none() {
             let client_id = format!("replica-{node_id}");
-            let attempt = tokio::time::timeout(
-                settings.connect_timeout,
-                Connection::connect_from(&addr, &client_id, settings.source),
-            );
+            let attempt = tokio::time::timeout(settings.connect_timeout, async {
+                let mut c = Connection::connect_from(&addr, &client_id, settings.source).await?;
+                if let Some(secret) = &settings.secret {
+                    c.authenticate(secret).await?;
+                }
+                Ok::<_, crate::replication::client::ClientError>(c)
+            });
             let result = tokio::select! {
                 r = attempt => r,
                 _ = stop.changed() => return,

@@ -12,8 +12,11 @@ use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
-use kafka_protocol::protocol::{Decodable, Encodable};
+use kafka_protocol::messages::{
+    ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind, SaslAuthenticateRequest,
+    SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -23,6 +26,7 @@ use tracing::{debug, warn};
 
 use super::limits::{CONNECTION_RESPONSE_BYTES, ResponseHold, TINY_FRAME};
 use crate::api::{self, Reply};
+use crate::auth::sasl::SaslSession;
 use crate::state::Broker;
 
 /// Responses that may be outstanding on one connection before reading pauses.
@@ -86,6 +90,7 @@ pub async fn serve(
         .in_current_span(),
     );
     let room = Arc::new(Semaphore::new(CONNECTION_RESPONSE_BYTES));
+    let mut sasl = SaslSession::new(broker.config.cluster_secret.clone());
     loop {
         // Every wait is raced against shutdown and the writer's end (a client that stopped
         // taking its responses), so a silent or half-sent client cannot hold the broker up.
@@ -103,7 +108,7 @@ pub async fn serve(
             }
         };
         let started = Instant::now();
-        let handled = parse_and_handle(&broker, frame, &peer, &listener);
+        let handled = parse_and_handle(&broker, frame, &peer, &listener, &mut sasl);
         // The request is handled (or failed); its frame is gone. Only a built response still
         // holds memory, and that is counted below.
         drop(reservation);
@@ -143,6 +148,11 @@ pub async fn serve(
                     _ = stopped(&mut stop) => false,
                 };
                 if !queued {
+                    break;
+                }
+                if sasl.must_close() {
+                    // A failed authentication: its answer goes out, then the connection ends.
+                    debug!(%peer, "closing connection after a failed SASL exchange");
                     break;
                 }
             }
@@ -291,6 +301,7 @@ fn parse_and_handle(
     mut frame: Bytes,
     peer: &SocketAddr,
     listener: &Arc<str>,
+    sasl: &mut SaslSession,
 ) -> Result<Handled, Close> {
     if frame.len() < 8 {
         return Err(Close::ShortHeader(frame.len()));
@@ -324,12 +335,47 @@ fn parse_and_handle(
             .unwrap_or_default(),
         host: format!("/{}", peer.ip()),
         listener: Arc::clone(listener),
+        principal: sasl.principal().cloned(),
     };
     if !client.id.is_empty() {
         tracing::Span::current().record("client_id", client.id.as_str());
     }
-    let reply = api::dispatch(broker, request, version, &client);
+    let reply = match request {
+        // These change the connection's state, so the connection answers them itself.
+        RequestKind::SaslHandshake(r) => {
+            Reply::now(ResponseKind::SaslHandshake(sasl_handshake(sasl, &r)))
+        }
+        RequestKind::SaslAuthenticate(r) => {
+            Reply::now(ResponseKind::SaslAuthenticate(sasl_authenticate(sasl, &r)))
+        }
+        request => api::dispatch(broker, request, version, &client),
+    };
     Ok(Some((header.correlation_id, api_key, version, reply)))
+}
+
+fn sasl_handshake(sasl: &mut SaslSession, r: &SaslHandshakeRequest) -> SaslHandshakeResponse {
+    let mut resp = SaslHandshakeResponse::default();
+    resp.error_code = sasl.handshake(r.mechanism.as_str()).map_or(0, |e| e.code());
+    resp.mechanisms = sasl
+        .mechanisms()
+        .into_iter()
+        .map(|m| StrBytes::from_static_str(m))
+        .collect();
+    resp
+}
+
+fn sasl_authenticate(
+    sasl: &mut SaslSession,
+    r: &SaslAuthenticateRequest,
+) -> SaslAuthenticateResponse {
+    let answer = sasl.authenticate(&r.auth_bytes, crate::auth::nonce);
+    let mut resp = SaslAuthenticateResponse::default();
+    resp.error_code = answer.error.map_or(0, |e| e.code());
+    resp.error_message = answer.message.map(StrBytes::from_string);
+    resp.auth_bytes = Bytes::from(answer.bytes);
+    // 0: the session never expires, so clients do not re-authenticate (KIP-368).
+    resp.session_lifetime_ms = 0;
+    resp
 }
 
 async fn write_responses(
@@ -447,6 +493,8 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::DescribeGroups => "describe_groups",
         ApiKey::ListGroups => "list_groups",
         ApiKey::DeleteGroups => "delete_groups",
+        ApiKey::SaslHandshake => "sasl_handshake",
+        ApiKey::SaslAuthenticate => "sasl_authenticate",
         _ => "other",
     }
 }
