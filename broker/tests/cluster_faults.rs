@@ -59,8 +59,8 @@ fn test_dir() -> tempfile::TempDir {
 /// about to listen on, and clear of the control plane's 14000-17999. The process id spreads
 /// concurrent runs apart.
 fn base_port(slot: u16) -> u16 {
-    assert!(slot < 9);
-    18000 + (std::process::id() % 80) as u16 * 180 + slot * 20
+    assert!(slot < 10);
+    18000 + (std::process::id() % 70) as u16 * 200 + slot * 20
 }
 
 struct Cluster {
@@ -68,6 +68,8 @@ struct Cluster {
     distinct_ips: bool,
     base: u16,
     bootstrap: String,
+    /// The controller's token, when the cluster has a secret.
+    token: Option<String>,
 }
 
 fn script() -> PathBuf {
@@ -107,12 +109,28 @@ impl Cluster {
         )
     }
 
+    /// With a cluster secret: brokers authenticate to each other and to the controller.
+    fn up_secured(dir: &Path, base: u16, brokers: usize) -> Self {
+        Self::launch(dir, base, brokers, false, "--session-timeout-ms 4000", true)
+    }
+
     fn up_full(
         dir: &Path,
         base: u16,
         brokers: usize,
         distinct_ips: bool,
         controller_args: &str,
+    ) -> Self {
+        Self::launch(dir, base, brokers, distinct_ips, controller_args, false)
+    }
+
+    fn launch(
+        dir: &Path,
+        base: u16,
+        brokers: usize,
+        distinct_ips: bool,
+        controller_args: &str,
+        secret: bool,
     ) -> Self {
         let out = Command::new(script())
             .args([
@@ -128,6 +146,7 @@ impl Cluster {
             .env("STRAND_DISTINCT_IPS", if distinct_ips { "1" } else { "0" })
             .env("STRAND_CONTROLLER_ARGS", controller_args)
             .env("STRAND_BROKER_ARGS", BROKER_ARGS)
+            .env("STRAND_CLUSTER_SECRET", if secret { "1" } else { "0" })
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -142,11 +161,18 @@ impl Cluster {
             .unwrap()
             .trim_start_matches("BOOTSTRAP=")
             .to_string();
+        let token = secret.then(|| {
+            std::fs::read_to_string(dir.join("controller-token"))
+                .unwrap()
+                .trim()
+                .to_string()
+        });
         Self {
             dir: dir.to_path_buf(),
             distinct_ips,
             base,
             bootstrap,
+            token,
         }
     }
 
@@ -224,9 +250,24 @@ impl Cluster {
         assert!(res[0].is_ok(), "{res:?}");
     }
 
+    /// A request to the controller, with its token when the cluster has one.
+    fn controller(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let url = format!("http://127.0.0.1:{}{path}", self.base);
+        let req = reqwest::Client::new().request(method, url);
+        match &self.token {
+            Some(token) => req.bearer_auth(token),
+            None => req,
+        }
+    }
+
     async fn metadata(&self) -> broker::metadata::ClusterMetadata {
-        let url = format!("http://127.0.0.1:{}/v1/metadata", self.base);
-        reqwest::get(url).await.unwrap().json().await.unwrap()
+        self.controller(reqwest::Method::GET, "/v1/metadata")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     async fn leader_of(&self, topic: &str, partition: i32) -> i32 {
@@ -237,9 +278,8 @@ impl Cluster {
     }
 
     async fn admin(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
-        let url = format!("http://127.0.0.1:{}/v1/admin/{path}", self.base);
-        let r = reqwest::Client::new()
-            .post(url)
+        let r = self
+            .controller(reqwest::Method::POST, &format!("/v1/admin/{path}"))
             .json(&body)
             .send()
             .await
@@ -1049,26 +1089,31 @@ async fn the_offsets_topic_waits_for_its_replication_factor() {
     );
 }
 
-/// The hostile-clients issue's forged follower fetch, on real processes: both followers of a
-/// partition are stopped, and an ordinary client keeps sending Fetch requests that claim to
-/// come from them, at an offset far past the log end. None of that is what the followers
-/// hold, so no acks=all write may be acknowledged (before the fix 20 of 20 were, and a kill
-/// of the leader then lost them all).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_forged_follower_fetch_acknowledges_nothing() {
+/// What a forged-fetch attack achieved.
+struct Forgery {
+    /// acks=all writes acknowledged while both followers were stopped (of 20).
+    acked: usize,
+    /// Fetch requests sent claiming a follower's id.
+    sent: u32,
+    /// Partitions answered TOPIC_AUTHORIZATION_FAILED.
+    refused: u32,
+}
+
+/// The hostile-clients issue's forged follower fetch, on real processes: one write is
+/// acknowledged normally (so a real follower fetched), then both followers of `topic`-0 are
+/// stopped and an ordinary client keeps sending Fetch requests claiming to come from them, at
+/// each offset of `offsets` in turn, every 20 ms, while 20 acks=all writes are made
+/// (min.insync.replicas 2). Every write that is acknowledged is held by the leader alone.
+async fn forged_fetch_attack(cluster: &Cluster, topic: &'static str, offsets: Vec<i64>) -> Forgery {
     use broker::replication::client::Connection;
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
     use kafka_protocol::messages::{FetchRequest, TopicName};
     use kafka_protocol::protocol::StrBytes;
 
-    let _serial = SERIAL.lock().await;
-    let dir = test_dir();
-    let base = base_port(7);
-    let cluster = Cluster::up(dir.path(), base, 3);
-    cluster.create_topic("forged", 1).await;
+    cluster.create_topic(topic, 1).await;
     cluster
         .wait_for("a full ISR", 30, |m| {
-            m.partition("forged", 0).is_some_and(|p| p.isr.len() == 3)
+            m.partition(topic, 0).is_some_and(|p| p.isr.len() == 3)
         })
         .await;
     let strict = producer(
@@ -1081,14 +1126,17 @@ async fn a_forged_follower_fetch_acknowledges_nothing() {
     );
     let before = strict
         .send(
-            FutureRecord::to("forged").key("k").payload("before"),
+            FutureRecord::to(topic).key("k").payload("before"),
             Duration::from_secs(10),
         )
         .await;
-    assert!(before.is_ok(), "{before:?}");
+    assert!(
+        before.is_ok(),
+        "a write with the followers running: {before:?}"
+    );
 
     let m = cluster.metadata().await;
-    let p = m.partition("forged", 0).unwrap().clone();
+    let p = m.partition(topic, 0).unwrap().clone();
     let leader = &m.brokers[&p.leader];
     let followers: Vec<i32> = p
         .replicas
@@ -1104,30 +1152,42 @@ async fn a_forged_follower_fetch_acknowledges_nothing() {
     let (forged_followers, epoch) = (followers.clone(), p.leader_epoch);
     let forger = tokio::spawn(async move {
         let mut conn = Connection::connect(&addr, "forger").await.unwrap();
-        let mut sent = 0u32;
+        let (mut sent, mut refused) = (0u32, 0u32);
         loop {
             for replica in &forged_followers {
-                let mut fp = FetchPartition::default();
-                fp.partition = 0;
-                fp.fetch_offset = 1 << 62;
-                fp.current_leader_epoch = epoch;
-                fp.last_fetched_epoch = epoch;
-                fp.partition_max_bytes = 1 << 20;
-                let mut t = FetchTopic::default();
-                t.topic = TopicName(StrBytes::from_static_str("forged"));
-                t.partitions = vec![fp];
-                let mut r = FetchRequest::default();
-                r.replica_id = (*replica).into();
-                r.max_wait_ms = 0;
-                r.session_epoch = -1;
-                r.max_bytes = 1 << 20;
-                r.topics = vec![t];
-                conn.send(&r, 12).await.unwrap();
-                sent += 1;
+                for offset in &offsets {
+                    let mut fp = FetchPartition::default();
+                    fp.partition = 0;
+                    fp.fetch_offset = *offset;
+                    fp.current_leader_epoch = epoch;
+                    fp.last_fetched_epoch = epoch;
+                    fp.partition_max_bytes = 1 << 20;
+                    let mut t = FetchTopic::default();
+                    t.topic = TopicName(StrBytes::from_static_str(topic));
+                    t.partitions = vec![fp];
+                    let mut r = FetchRequest::default();
+                    r.replica_id = (*replica).into();
+                    r.max_wait_ms = 0;
+                    r.session_epoch = -1;
+                    r.max_bytes = 1 << 20;
+                    r.topics = vec![t];
+                    let resp = conn.send(&r, 12).await.unwrap();
+                    sent += 1;
+                    refused += resp
+                        .responses
+                        .iter()
+                        .flat_map(|t| &t.partitions)
+                        .filter(|p| {
+                            p.error_code
+                                == kafka_protocol::error::ResponseError::TopicAuthorizationFailed
+                                    .code()
+                        })
+                        .count() as u32;
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-                _ = stopped.changed() => return sent,
+                _ = stopped.changed() => return (sent, refused),
             }
         }
     });
@@ -1138,7 +1198,7 @@ async fn a_forged_follower_fetch_acknowledges_nothing() {
             let value = format!("forged-{i}");
             strict
                 .send(
-                    FutureRecord::to("forged").key("k").payload(&value),
+                    FutureRecord::to(topic).key("k").payload(&value),
                     Duration::from_secs(10),
                 )
                 .await
@@ -1147,16 +1207,101 @@ async fn a_forged_follower_fetch_acknowledges_nothing() {
     }
     let acked = sends.join_all().await.into_iter().filter(|ok| *ok).count();
     let _ = stop.send(true);
-    let forged = forger.await.unwrap();
+    let (sent, refused) = forger.await.unwrap();
     for f in &followers {
         cluster.signal(*f, "CONT");
     }
-    eprintln!("forged follower fetches: {forged}, acks=all writes acknowledged: {acked} of 20");
+    eprintln!(
+        "{topic}: forged follower fetches {sent} ({refused} refused), acks=all writes acknowledged: {acked} of 20"
+    );
+    assert!(sent > 20, "the forger ran ({sent} fetches)");
+    Forgery {
+        acked,
+        sent,
+        refused,
+    }
+}
+
+/// A forged fetch at an offset far past the log end counts for nothing, secret or not (before
+/// the fix 20 of 20 writes were acknowledged, and a kill of the leader then lost them all).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_follower_fetch_acknowledges_nothing() {
+    let _serial = SERIAL.lock().await;
+    let dir = test_dir();
+    let cluster = Cluster::up(dir.path(), base_port(7), 3);
+    let f = forged_fetch_attack(&cluster, "forged", vec![1 << 62]).await;
     assert_eq!(
-        acked, 0,
+        f.acked, 0,
         "writes held by the leader alone were acknowledged on forged follower fetches"
     );
-    assert!(forged > 20, "the forger ran ({forged} fetches)");
+}
+
+/// A forged fetch at offsets the leader does hold: without a cluster secret nothing tells it
+/// from the follower's own, and the leader acknowledges writes no follower has (the attack
+/// this test makes is real: it is run once that way and must succeed). With a secret, only a
+/// connection authenticated as a broker may fetch as a replica: every forged fetch is refused
+/// and nothing is acknowledged, while the real followers (authenticated) keep replicating.
+/// The controller refuses calls without its token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_authenticated_brokers_fetch_as_replicas() {
+    let _serial = SERIAL.lock().await;
+    // Offsets up to the log end after all 21 writes: the highest one the leader holds counts.
+    let held: Vec<i64> = (1..=21).collect();
+
+    let dir = test_dir();
+    let open = Cluster::up(dir.path(), base_port(9), 3);
+    let f = forged_fetch_attack(&open, "open", held.clone()).await;
+    assert!(
+        f.acked > 0,
+        "without a secret the forged fetches should get writes acknowledged (else this test \
+         proves nothing): {} sent",
+        f.sent
+    );
+    drop(open);
+
+    let dir = test_dir();
+    let secured = Cluster::up_secured(dir.path(), base_port(9), 3);
+    let f = forged_fetch_attack(&secured, "secured", held).await;
+    assert_eq!(f.refused, f.sent, "every forged fetch is refused");
+    assert_eq!(
+        f.acked, 0,
+        "writes held by the leader alone were acknowledged on forged follower fetches"
+    );
+
+    // The controller: health is open, everything else needs the token.
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("http://127.0.0.1:{}{path}", secured.base);
+    let status = |r: reqwest::Response| r.status().as_u16();
+    assert_eq!(status(http.get(url("/healthz")).send().await.unwrap()), 200);
+    assert_eq!(
+        status(http.get(url("/v1/metadata")).send().await.unwrap()),
+        401
+    );
+    let forged_isr = serde_json::json!({
+        "broker": 0, "broker_epoch": 1, "topic": "secured", "partition": 0,
+        "leader_epoch": 0, "partition_epoch": 0, "isr": [0, 1, 2]
+    });
+    for (path, body) in [
+        ("/v1/alter-partition", forged_isr),
+        ("/v1/admin/brokers/0/drain", serde_json::json!({})),
+    ] {
+        let r = http.post(url(path)).json(&body).send().await.unwrap();
+        assert_eq!(status(r), 401, "{path} without the token");
+        let r = http
+            .post(url(path))
+            .bearer_auth("0123456789abcdef")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(status(r), 401, "{path} with a wrong token");
+    }
+    // The followers came back and rejoined the ISR by authenticated fetches.
+    secured
+        .wait_for("the ISR whole again", 30, |m| {
+            m.partition("secured", 0).is_some_and(|p| p.isr.len() == 3)
+        })
+        .await;
 }
 
 /// The crash fast path: with a 60 s session timeout, a broker killed -9 is fenced (and its

@@ -92,6 +92,16 @@ enum Command {
         /// default, until the longer partition gaps seen with it on kind are understood).
         #[arg(long, default_value_t = 0)]
         crash_fence_grace_ms: u64,
+        /// The secret this cluster's brokers and controller share (see the broker's flag of
+        /// the same name): with it, every route but /healthz needs the controller token.
+        #[arg(long, env = "STRAND_CLUSTER_SECRET_FILE")]
+        cluster_secret_file: Option<PathBuf>,
+    },
+    /// Print the controller token derived from a cluster secret, for admin calls with curl
+    /// (`-H "Authorization: Bearer $(operator controller-token --cluster-secret-file F)"`).
+    ControllerToken {
+        #[arg(long, env = "STRAND_CLUSTER_SECRET_FILE")]
+        cluster_secret_file: PathBuf,
     },
 }
 
@@ -110,6 +120,13 @@ async fn main() -> anyhow::Result<()> {
     }
     match cli.command {
         None => run_on_kubernetes(cli.kube).await,
+        Some(Command::ControllerToken {
+            cluster_secret_file,
+        }) => {
+            let secret = broker::auth::ClusterSecret::load(&cluster_secret_file)?;
+            println!("{}", secret.controller_token());
+            Ok(())
+        }
         Some(Command::Local {
             state_dir,
             listen,
@@ -118,7 +135,12 @@ async fn main() -> anyhow::Result<()> {
             rebalance_max_moves,
             auto_rebalance,
             crash_fence_grace_ms,
+            cluster_secret_file,
         }) => {
+            let secret = match &cluster_secret_file {
+                Some(path) => Some(Arc::new(broker::auth::ClusterSecret::load(path)?)),
+                None => None,
+            };
             std::fs::create_dir_all(&state_dir)
                 .with_context(|| format!("cannot create {}", state_dir.display()))?;
             let store = FileStore::new(state_dir.join("controller.json"));
@@ -152,7 +174,11 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             info!(%listen, state_dir = %state_dir.display(), "controller ready");
-            axum::serve(listener, http::router(controller))
+            let router = match secret {
+                Some(secret) => http::require_token(http::router(controller), secret),
+                None => http::router(controller),
+            };
+            axum::serve(listener, router)
                 .with_graceful_shutdown(async {
                     use tokio::signal::unix::{SignalKind, signal};
                     match signal(SignalKind::terminate()) {

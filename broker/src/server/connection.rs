@@ -359,7 +359,7 @@ fn sasl_handshake(sasl: &mut SaslSession, r: &SaslHandshakeRequest) -> SaslHands
     resp.mechanisms = sasl
         .mechanisms()
         .into_iter()
-        .map(|m| StrBytes::from_static_str(m))
+        .map(StrBytes::from_static_str)
         .collect();
     resp
 }

@@ -47,6 +47,43 @@ pub fn router<S: Store + Send + Sync + 'static>(controller: Arc<Controller<S>>) 
         .with_state(controller)
 }
 
+/// With a cluster secret, every route but `/healthz` needs the controller token
+/// (`Authorization: Bearer`, see `broker::auth::ClusterSecret::controller_token`): brokers'
+/// calls (register, heartbeat, AlterPartition) and admin calls change who leads and who is
+/// in sync, and metadata carries broker epochs. Without this, anyone who reaches the port
+/// could, say, put a lagging replica into the ISR and have it elected.
+pub fn require_token(router: Router, secret: Arc<broker::auth::ClusterSecret>) -> Router {
+    use axum::extract::Request;
+    use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+    use axum::middleware::Next;
+    router.layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| {
+            let secret = Arc::clone(&secret);
+            async move {
+                let token = req
+                    .headers()
+                    .get(AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok());
+                if req.uri().path() == "/healthz" || secret.authorizes(token) {
+                    return next.run(req).await;
+                }
+                let body = ApiError {
+                    kind: "unauthorized".into(),
+                    error: "this controller needs the cluster's token: Authorization: Bearer \
+                        <token> (`operator controller-token --cluster-secret-file FILE` prints it)"
+                        .into(),
+                };
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [(WWW_AUTHENTICATE, "Bearer")],
+                    Json(body),
+                )
+                    .into_response()
+            }
+        },
+    ))
+}
+
 /// Error body: a stable `kind` for programs and a sentence for people.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ApiError {
