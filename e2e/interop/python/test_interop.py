@@ -434,3 +434,56 @@ def test_consumer_group_shares_partitions_and_resumes_from_commits(admin):
         assert time.monotonic() < deadline, f"the new member read {len(got)} of 20"
     late.close()
     assert sorted(got) == sorted(b"v%d" % i for i in range(200, 220)), "resumed at the commits"
+
+
+SECRET = os.environ.get("STRAND_TEST_SCRAM_PASSWORD")
+
+
+@pytest.mark.skipif(
+    SECRET is None,
+    reason="needs the broker's cluster secret in STRAND_TEST_SCRAM_PASSWORD (e2e/run-tests sets it)",
+)
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_scram_as_the_broker_user(mechanism):
+    """kafka-python's SCRAM against the broker's: the broker user with the cluster secret
+    produces and reads back on an authenticated connection; a wrong password is refused."""
+    sasl = dict(
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism=mechanism,
+        sasl_plain_username="strand-broker",
+    )
+    topic = topic_name("scram-%s" % mechanism.lower())
+    producer = new_producer(sasl_plain_password=SECRET, **sasl)
+    try:
+        md = producer.send(topic, b"authenticated").get(timeout=CALL_TIMEOUT_MS / 1000)
+    finally:
+        producer.close()
+    consumer = KafkaConsumer(
+        bootstrap_servers=BOOTSTRAP,
+        group_id=None,
+        auto_offset_reset="earliest",
+        sasl_plain_password=SECRET,
+        **sasl,
+    )
+    try:
+        tp = TopicPartition(topic, md.partition)
+        consumer.assign([tp])
+        consumer.seek(tp, md.offset)
+        got = []
+        deadline = time.monotonic() + CONSUME_DEADLINE_S
+        while not got and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                got.extend(r.value for r in records)
+        assert got[:1] == [b"authenticated"], got
+    finally:
+        consumer.close()
+
+    if mechanism != "SCRAM-SHA-512":
+        return  # the refusal below takes kafka-python's whole bootstrap timeout: once is enough
+    with pytest.raises(Errors.KafkaError) as refused:
+        wrong = new_producer(sasl_plain_password=SECRET + "-wrong", request_timeout_ms=5000, **sasl)
+        try:
+            wrong.send(topic, b"never").get(timeout=10)
+        finally:
+            wrong.close()
+    print("wrong password refused with %r" % refused.value)
