@@ -169,6 +169,31 @@ async fn a_logcluster_becomes_a_statefulset_and_friends() {
     );
     let container = &spec.template.spec.as_ref().unwrap().containers[0];
     assert_eq!(container.image.as_deref(), Some("strand/broker:0.1.0"));
+    // A new cluster gets a secret of its own, owned by it, and its brokers mount it.
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(c.clone(), &ns)
+        .get("demo-cluster-secret")
+        .await
+        .unwrap();
+    assert_eq!(
+        secret.metadata.owner_references.as_ref().unwrap()[0].kind,
+        "LogCluster"
+    );
+    assert!(secret.data.as_ref().unwrap()["secret"].0.len() >= 32);
+    let volumes = spec
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .volumes
+        .clone()
+        .unwrap();
+    assert!(
+        volumes.iter().any(|v| v
+            .secret
+            .as_ref()
+            .is_some_and(|s| s.secret_name.as_deref() == Some("demo-cluster-secret"))),
+        "{volumes:?}"
+    );
     let args = container.args.clone().unwrap();
     assert!(
         args.contains(&format!(
@@ -392,15 +417,26 @@ async fn hybrid_brokers_topics_failover_and_operator_restart() {
     let lcs: Api<LogCluster> = Api::namespaced(c.clone(), &ns);
     let rts: Api<ReplicatedTopic> = Api::namespaced(c.clone(), &ns);
 
-    // The controller for demo starts with the first reconcile; then brokers can register.
+    // The controller for demo starts with the first reconcile; then brokers can register,
+    // with the cluster's secret (the operator made it with the cluster).
     let url = op.controller_url(&ns, "demo");
+    let secret = cluster_secret(&c, &ns, "demo", dir.path()).await;
     wait_for("the cluster controller", T, || async {
-        let r = reqwest::get(format!("{url}/v1/metadata")).await.ok()?;
+        let r = controller_get(&format!("{url}/v1/metadata"), &secret.token)
+            .await
+            .ok()?;
         r.status().is_success().then_some(())
     })
     .await;
+    // Without the token, nothing but health and describe answers.
+    let anonymous = reqwest::get(format!("{url}/v1/metadata")).await.unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+    let described = reqwest::get(format!("{url}/v1/admin/describe"))
+        .await
+        .unwrap();
+    assert_eq!(described.status().as_u16(), 200);
     let mut brokers: Vec<HostBroker> = (0..3)
-        .map(|id| HostBroker::start(dir.path(), id, &url))
+        .map(|id| HostBroker::start(dir.path(), id, &url, &secret.path))
         .collect();
     wait_for(
         "3 brokers registered in the LogCluster status",
@@ -537,7 +573,7 @@ async fn hybrid_brokers_topics_failover_and_operator_restart() {
         note.contains("audit.log") && note.contains("audit_log"),
         "{note}"
     );
-    let md: Value = reqwest::get(format!("{url}/v1/metadata"))
+    let md: Value = controller_get(&format!("{url}/v1/metadata"), &secret.token)
         .await
         .unwrap()
         .json()
@@ -592,9 +628,8 @@ async fn hybrid_brokers_topics_failover_and_operator_restart() {
     .await;
     assert_eq!(after["status"]["topicId"].as_str(), Some(topic_id.as_str()));
     let md: Value = wait_for("metadata from the new operator", T, || async {
-        let r = reqwest::get(format!("{}/v1/metadata", op2.controller_url(&ns, "demo")))
-            .await
-            .ok()?;
+        let url = format!("{}/v1/metadata", op2.controller_url(&ns, "demo"));
+        let r = controller_get(&url, &secret.token).await.ok()?;
         r.json().await.ok()
     })
     .await;
@@ -604,7 +639,12 @@ async fn hybrid_brokers_topics_failover_and_operator_restart() {
     acked.extend(kafka::produce(&producer, "orders", "restarted", 1000).await);
 
     // The killed broker comes back, catches up and rejoins every ISR; the status shows it.
-    let back = HostBroker::start(dir.path(), victim, &op2.controller_url(&ns, "demo"));
+    let back = HostBroker::start(
+        dir.path(),
+        victim,
+        &op2.controller_url(&ns, "demo"),
+        &secret.path,
+    );
     brokers.retain(|b| b.id != victim);
     brokers.push(back);
     wait_for("every ISR full again", T, || async {
@@ -702,10 +742,12 @@ async fn two_operator_replicas_elect_one_leader() {
     .await;
     let b = OperatorProcess::start(&kc, &ns, "op-b", dir.path());
     apply_docs(&c, &ns, &[logcluster(1)]).await.unwrap();
+    let secret = cluster_secret(&c, &ns, "demo", dir.path()).await;
     let status = |p: &OperatorProcess| {
         let url = format!("{}/v1/metadata", p.controller_url(&ns, "demo"));
+        let token = secret.token.clone();
         async move {
-            reqwest::get(url)
+            controller_get(&url, &token)
                 .await
                 .map(|r| r.status().as_u16())
                 .unwrap_or(0)

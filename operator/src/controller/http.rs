@@ -47,11 +47,13 @@ pub fn router<S: Store + Send + Sync + 'static>(controller: Arc<Controller<S>>) 
         .with_state(controller)
 }
 
-/// With a cluster secret, every route but `/healthz` needs the controller token
-/// (`Authorization: Bearer`, see `broker::auth::ClusterSecret::controller_token`): brokers'
-/// calls (register, heartbeat, AlterPartition) and admin calls change who leads and who is
-/// in sync, and metadata carries broker epochs. Without this, anyone who reaches the port
-/// could, say, put a lagging replica into the ISR and have it elected.
+/// With a cluster secret, every route but `/healthz` and the read-only describe needs the
+/// controller token (`Authorization: Bearer`, see `broker::auth::ClusterSecret::
+/// controller_token`): brokers' calls (register, heartbeat, AlterPartition, the metadata
+/// watch the crash fast path reads) and admin calls change who leads and who is in sync.
+/// Without this, anyone who reaches the port could, say, put a lagging replica into the ISR
+/// and have it elected. Describe stays open (as Kafka's Metadata is): what it shows, broker
+/// epochs included, grants nothing once replica fetches need the broker's SASL login.
 pub fn require_token(router: Router, secret: Arc<broker::auth::ClusterSecret>) -> Router {
     use axum::extract::Request;
     use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
@@ -64,7 +66,12 @@ pub fn require_token(router: Router, secret: Arc<broker::auth::ClusterSecret>) -
                     .headers()
                     .get(AUTHORIZATION)
                     .and_then(|v| v.to_str().ok());
-                if req.uri().path() == "/healthz" || secret.authorizes(token) {
+                let open = match req.uri().path() {
+                    "/healthz" => true,
+                    "/v1/admin/describe" => req.method() == axum::http::Method::GET,
+                    _ => false,
+                };
+                if open || secret.authorizes(token) {
                     return next.run(req).await;
                 }
                 let body = ApiError {

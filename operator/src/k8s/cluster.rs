@@ -9,9 +9,10 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
+use broker::auth::ClusterSecret;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
@@ -43,6 +44,8 @@ pub enum ClusterError {
     Controller(#[from] crate::controller::service::ServiceError),
     #[error("cannot render {0}: {1}")]
     Render(&'static str, serde_json::Error),
+    #[error("cluster secret: {0}")]
+    Secret(String),
 }
 
 /// One reconcile, in a span naming the resource, so every log line says which one it is about.
@@ -58,23 +61,25 @@ pub async fn reconcile(lc: Arc<LogCluster>, ctx: Arc<Context>) -> Result<Action,
     // The cluster id is the resource's uid: stable for its life, new if it is recreated.
     let uid = lc.uid().unwrap_or_default();
     let cluster_id = uid.replace('-', "");
+    let names = resources::names(&lc);
+    let current_replicas = current_statefulset_replicas(&ctx, &ns, &names).await?;
+    let secret = cluster_secret(&ctx, &lc, &ns, &names, current_replicas.is_some()).await?;
     let entry = ctx
         .registry
-        .ensure(lcs, &ns, &name, &uid, &cluster_id)
+        .ensure(lcs, &ns, &name, &uid, &cluster_id, secret.clone())
         .await?;
     let state = entry.controller.snapshot().await;
     let rctx = resources::Context {
         controller_url: ctx.controller_url.clone(),
         cluster_id: state.metadata.cluster_id.clone(),
+        cluster_secret: secret.is_some(),
     };
-    let names = resources::names(&lc);
     if let Err(reason) = listeners::validate(&lc) {
         return refuse_listeners(&ctx, &lc, &ns, reason).await;
     }
 
     // Scale-down: the StatefulSet keeps the leaving pods until their replicas have moved. A
     // shrink below a topic's replication factor can never finish: refused before anything moves.
-    let current_replicas = current_statefulset_replicas(&ctx, &ns, &names).await?;
     let refusal = scale_down_refusal(&lc, current_replicas, &state);
     let (sts_replicas, leaving_note) = match (&refusal, current_replicas) {
         (Some(_), Some(current)) => (current, None),
@@ -342,6 +347,59 @@ fn without_state(s: &LogClusterStatus) -> LogClusterStatus {
         controller_state: None,
         ..s.clone()
     }
+}
+
+/// The cluster's secret, read from its Secret. A new cluster (no StatefulSet yet) gets one
+/// first, so its brokers start with it: they authenticate to each other and to this
+/// operator's controller API. A cluster whose brokers already run without one stays open,
+/// with a Warning: turning it on under running brokers would fence them (README).
+async fn cluster_secret(
+    ctx: &Context,
+    lc: &LogCluster,
+    ns: &str,
+    names: &Names,
+    brokers_exist: bool,
+) -> Result<Option<Arc<ClusterSecret>>, ClusterError> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let existing = match api.get_opt(&names.cluster_secret).await? {
+        Some(s) => Some(s),
+        None if brokers_exist => {
+            let reason = format!(
+                "no Secret {} and the brokers already run without it: this cluster's brokers \
+                 and controller API are not authenticated (any client may fetch as a replica)",
+                names.cluster_secret
+            );
+            warn_once(ctx, lc, "Unauthenticated", &reason).await;
+            return Ok(None);
+        }
+        None => {
+            let fresh = resources::cluster_secret(lc, &ClusterSecret::generate());
+            match api.create(&PostParams::default(), &fresh).await {
+                Ok(s) => {
+                    info!(secret = %names.cluster_secret, "created the cluster secret");
+                    Some(s)
+                }
+                // Created meanwhile (another reconcile): use that one.
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    api.get_opt(&names.cluster_secret).await?
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    let Some(value) = existing
+        .and_then(|s| s.data)
+        .and_then(|mut d| d.remove(resources::CLUSTER_SECRET_KEY))
+    else {
+        return Err(ClusterError::Secret(format!(
+            "Secret {} has no key {:?}",
+            names.cluster_secret,
+            resources::CLUSTER_SECRET_KEY
+        )));
+    };
+    ClusterSecret::from_bytes(&value.0)
+        .map(|s| Some(Arc::new(s)))
+        .map_err(|e| ClusterError::Secret(format!("Secret {}: {e}", names.cluster_secret)))
 }
 
 async fn current_statefulset_replicas(

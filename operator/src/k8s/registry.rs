@@ -33,6 +33,8 @@ pub struct ClusterEntry {
     pub controller: Arc<KubeController>,
     /// The LogCluster's uid: a recreated LogCluster of the same name is another cluster.
     uid: String,
+    /// The controller token its router asks for (None: an open cluster).
+    token: Option<String>,
     router: Router,
     tasks: Vec<AbortHandle>,
     active: Arc<AtomicBool>,
@@ -100,7 +102,8 @@ impl Registry {
 
     /// The controller of `ns/name` with this `uid`, opened from the state in its status (or
     /// started as a new cluster with `cluster_id`) on first use. An entry of an earlier
-    /// LogCluster of the same name is dropped, never reused.
+    /// LogCluster of the same name is dropped, never reused; so is one whose cluster secret
+    /// changed. With `secret`, the cluster's API asks for its token.
     pub async fn ensure(
         &self,
         api: Api<LogCluster>,
@@ -108,7 +111,9 @@ impl Registry {
         name: &str,
         uid: &str,
         cluster_id: &str,
+        secret: Option<Arc<broker::auth::ClusterSecret>>,
     ) -> Result<Arc<ClusterEntry>, StoreError> {
+        let token = secret.as_ref().map(|s| s.controller_token());
         let _one_at_a_time = self.opening.lock().await;
         if !self.open.load(Ordering::Acquire) {
             return Err(StoreError::Gone(format!(
@@ -116,7 +121,7 @@ impl Registry {
             )));
         }
         if let Some(e) = self.get(ns, name).await {
-            if e.uid == uid {
+            if e.uid == uid && e.token == token {
                 return Ok(e);
             }
             self.remove(ns, name).await;
@@ -155,9 +160,14 @@ impl Registry {
                 }
             }
         });
+        let router = match secret {
+            Some(secret) => http::require_token(http::router(controller.clone()), secret),
+            None => http::router(controller.clone()),
+        };
         let entry = Arc::new(ClusterEntry {
             uid: uid.to_string(),
-            router: http::router(controller.clone()),
+            token,
+            router,
             controller,
             tasks: vec![ticker.abort_handle(), forwarder.abort_handle()],
             active,

@@ -1,6 +1,7 @@
 //! What a LogCluster becomes in Kubernetes, as pure functions of the resource: the brokers'
 //! StatefulSet, a headless Service (stable DNS per broker for replication and clients), a client
-//! Service (bootstrap), a PodDisruptionBudget, the broker ConfigMap and ServiceAccount. The
+//! Service (bootstrap), a PodDisruptionBudget, the broker ConfigMap and ServiceAccount, and a new
+//! cluster's secret. The
 //! reconciler applies them with server-side apply; tests check them without an API server.
 
 use std::collections::BTreeMap;
@@ -13,8 +14,9 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar,
     EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Service, ServiceAccount, ServicePort,
-    ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    PodTemplateSpec, Probe, SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service,
+    ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -46,6 +48,26 @@ pub struct Context {
     pub controller_url: String,
     /// Cluster id (the controller's; stamped into every broker volume).
     pub cluster_id: String,
+    /// Brokers get the cluster secret (the Secret `Names::cluster_secret` exists).
+    pub cluster_secret: bool,
+}
+
+/// The key of the cluster secret in its Secret, and where brokers find it.
+pub const CLUSTER_SECRET_KEY: &str = "secret";
+const CLUSTER_SECRET_MOUNT: &str = "/etc/strand/cluster-secret";
+
+/// A new cluster's secret: brokers authenticate to each other (SASL SCRAM) and to the
+/// controller with it. Owned by the LogCluster, so it goes with it.
+pub fn cluster_secret(lc: &LogCluster, value: &str) -> Secret {
+    Secret {
+        metadata: meta(lc, &names(lc).cluster_secret),
+        string_data: Some(BTreeMap::from([(
+            CLUSTER_SECRET_KEY.to_string(),
+            value.to_string(),
+        )])),
+        type_: Some("Opaque".into()),
+        ..Secret::default()
+    }
 }
 
 /// Object names of a cluster's children.
@@ -56,6 +78,8 @@ pub struct Names {
     pub config: String,
     pub service_account: String,
     pub pdb: String,
+    /// The Secret holding the cluster secret (`broker::auth`).
+    pub cluster_secret: String,
 }
 
 pub fn names(lc: &LogCluster) -> Names {
@@ -66,6 +90,7 @@ pub fn names(lc: &LogCluster) -> Names {
         client: n.clone(),
         config: format!("{n}-config"),
         service_account: format!("{n}-broker"),
+        cluster_secret: format!("{n}-cluster-secret"),
         pdb: n,
     }
 }
@@ -299,6 +324,50 @@ pub fn statefulset(lc: &LogCluster, ctx: &Context) -> StatefulSet {
     if super::listeners::needs_node_ip(lc) {
         env.push(env_field(super::listeners::NODE_IP_ENV, "status.hostIP"));
     }
+    let mut mounts = vec![
+        VolumeMount {
+            name: "data".into(),
+            mount_path: DATA_MOUNT.into(),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "config".into(),
+            mount_path: CONFIG_MOUNT.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+    ];
+    let mut volumes = vec![Volume {
+        name: "config".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: n.config.clone(),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }];
+    if ctx.cluster_secret {
+        env.push(EnvVar {
+            name: "STRAND_CLUSTER_SECRET_FILE".into(),
+            value: Some(format!("{CLUSTER_SECRET_MOUNT}/{CLUSTER_SECRET_KEY}")),
+            ..EnvVar::default()
+        });
+        mounts.push(VolumeMount {
+            name: "cluster-secret".into(),
+            mount_path: CLUSTER_SECRET_MOUNT.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        volumes.push(Volume {
+            name: "cluster-secret".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(n.cluster_secret.clone()),
+                // Readable by the broker's group (the pod's fsGroup) only.
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
     let mut ports = vec![
         ContainerPort {
             name: Some("kafka".into()),
@@ -321,19 +390,7 @@ pub fn statefulset(lc: &LogCluster, ctx: &Context) -> StatefulSet {
         readiness_probe: Some(http_probe("/readyz", 5, 3)),
         liveness_probe: Some(http_probe("/healthz", 10, 6)),
         resources: lc.spec.resources.clone(),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "data".into(),
-                mount_path: DATA_MOUNT.into(),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "config".into(),
-                mount_path: CONFIG_MOUNT.into(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(mounts),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -362,14 +419,7 @@ pub fn statefulset(lc: &LogCluster, ctx: &Context) -> StatefulSet {
             ..PodSecurityContext::default()
         }),
         containers: vec![container],
-        volumes: Some(vec![Volume {
-            name: "config".into(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: n.config.clone(),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        }]),
+        volumes: Some(volumes),
         node_selector: (!overrides.node_selector.is_empty()).then_some(overrides.node_selector),
         tolerations: (!overrides.tolerations.is_empty()).then_some(overrides.tolerations),
         affinity: Some(overrides.affinity.unwrap_or_else(|| default_affinity(lc))),
@@ -467,9 +517,67 @@ mod tests {
 
     fn ctx() -> Context {
         Context {
+            cluster_secret: true,
             controller_url: "http://op.strand.svc:9190/".into(),
             cluster_id: "cid".into(),
         }
+    }
+
+    #[test]
+    fn brokers_get_the_cluster_secret_only_when_it_exists() {
+        let pod = |secret: bool| {
+            let ctx = Context {
+                cluster_secret: secret,
+                ..ctx()
+            };
+            statefulset(&lc(), &ctx).spec.template.spec.unwrap()
+        };
+        let with = pod(true);
+        let volume = with
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "cluster-secret")
+            .expect("a cluster-secret volume");
+        let source = volume.secret.as_ref().unwrap();
+        assert_eq!(source.secret_name.as_deref(), Some("demo-cluster-secret"));
+        assert_eq!(source.default_mode, Some(0o440));
+        let c = &with.containers[0];
+        let env = c.env.as_ref().unwrap();
+        let file = env
+            .iter()
+            .find(|e| e.name == "STRAND_CLUSTER_SECRET_FILE")
+            .and_then(|e| e.value.clone())
+            .unwrap();
+        let mount = c
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "cluster-secret")
+            .unwrap();
+        assert_eq!(file, format!("{}/{CLUSTER_SECRET_KEY}", mount.mount_path));
+        assert_eq!(mount.read_only, Some(true));
+
+        let without = pod(false);
+        assert!(without.volumes.unwrap().iter().all(|v| v.secret.is_none()));
+        let c = &without.containers[0];
+        assert!(
+            c.env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .all(|e| e.name != "STRAND_CLUSTER_SECRET_FILE")
+        );
+
+        let secret = cluster_secret(&lc(), "value");
+        assert_eq!(secret.metadata.name.as_deref(), Some("demo-cluster-secret"));
+        assert_eq!(
+            secret.metadata.owner_references.unwrap()[0].kind,
+            "LogCluster"
+        );
+        assert_eq!(secret.string_data.unwrap()[CLUSTER_SECRET_KEY], "value");
     }
 
     #[test]

@@ -347,8 +347,52 @@ pub struct HostBroker {
     pub log: PathBuf,
 }
 
+/// A LogCluster's secret as a host broker needs it: a file, and the controller token.
+pub struct ClusterSecretFile {
+    pub path: PathBuf,
+    pub token: String,
+}
+
+/// Waits for the Secret the operator creates with LogCluster `cluster` and writes it to a
+/// file in `dir`.
+pub async fn cluster_secret(c: &Client, ns: &str, cluster: &str, dir: &Path) -> ClusterSecretFile {
+    use k8s_openapi::api::core::v1::Secret;
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), ns);
+    let name = format!("{cluster}-cluster-secret");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let value = loop {
+        let found = secrets
+            .get_opt(&name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|s| s.data)
+            .and_then(|mut d| d.remove("secret"));
+        if let Some(v) = found {
+            break v.0;
+        }
+        assert!(Instant::now() < deadline, "no Secret {ns}/{name}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let path = dir.join(format!("{cluster}-cluster-secret"));
+    std::fs::write(&path, &value).unwrap();
+    let token = broker::auth::ClusterSecret::from_bytes(&value)
+        .expect("a valid cluster secret")
+        .controller_token();
+    ClusterSecretFile { path, token }
+}
+
+/// GET from a cluster's controller API with its token.
+pub async fn controller_get(url: &str, token: &str) -> reqwest::Result<reqwest::Response> {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+}
+
 impl HostBroker {
-    pub fn start(dir: &Path, id: i32, controller: &str) -> Self {
+    pub fn start(dir: &Path, id: i32, controller: &str, secret: &Path) -> Self {
         let kafka = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = dir.join(format!("broker-{id}.log"));
@@ -363,6 +407,8 @@ impl HostBroker {
             .args(["--listen", &kafka.to_string(), "--http", &http.to_string()])
             .args(["--node-id", &id.to_string(), "--controller", controller])
             .args(["--replica-lag-time-max-ms", "3000"])
+            .arg("--cluster-secret-file")
+            .arg(secret)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(out)
