@@ -301,6 +301,43 @@ async fn a_logcluster_becomes_a_statefulset_and_friends() {
     })
     .await;
 
+    // A deleted cluster secret is an error with a Warning, and the brokers keep mounting it
+    // (dropping it would roll them into a mix that cannot replicate): nothing changes.
+    let after_first = hash(&stss.get("demo").await.unwrap());
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(c.clone(), &ns)
+        .delete("demo-cluster-secret", &DeleteParams::default())
+        .await
+        .unwrap();
+    lcs.patch(
+        "demo",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"brokerConfig": {"retention.ms": "7200000"}}})),
+    )
+    .await
+    .unwrap();
+    wait_for("a ClusterSecretMissing Warning", T, || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("ClusterSecretMissing")
+                    && e.type_.as_deref() == Some("Warning")
+            })
+            .then_some(())
+    })
+    .await;
+    let kept = stss.get("demo").await.unwrap();
+    let volumes = kept.spec.template.spec.as_ref().unwrap().volumes.clone();
+    assert!(
+        volumes.unwrap().iter().any(|v| v.secret.is_some()),
+        "the brokers still mount the secret"
+    );
+    assert_eq!(
+        hash(&kept),
+        after_first,
+        "the second config change was not applied"
+    );
+
     // Deleting the cluster deletes its children (owner references, garbage collector).
     lcs.delete("demo", &DeleteParams::foreground())
         .await

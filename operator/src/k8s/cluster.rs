@@ -62,8 +62,9 @@ pub async fn reconcile(lc: Arc<LogCluster>, ctx: Arc<Context>) -> Result<Action,
     let uid = lc.uid().unwrap_or_default();
     let cluster_id = uid.replace('-', "");
     let names = resources::names(&lc);
-    let current_replicas = current_statefulset_replicas(&ctx, &ns, &names).await?;
-    let secret = cluster_secret(&ctx, &lc, &ns, &names, current_replicas.is_some()).await?;
+    let current = current_statefulset(&ctx, &ns, &names).await?;
+    let current_replicas = current.as_ref().and_then(|s| s.spec.replicas);
+    let secret = cluster_secret(&ctx, &lc, &ns, &names, current.as_ref()).await?;
     let entry = ctx
         .registry
         .ensure(lcs, &ns, &name, &uid, &cluster_id, secret.clone())
@@ -352,18 +353,42 @@ fn without_state(s: &LogClusterStatus) -> LogClusterStatus {
 /// The cluster's secret, read from its Secret. A new cluster (no StatefulSet yet) gets one
 /// first, so its brokers start with it: they authenticate to each other and to this
 /// operator's controller API. A cluster whose brokers already run without one stays open,
-/// with a Warning: turning it on under running brokers would fence them (README).
+/// with a Warning: turning it on under running brokers would fence them (README). A secured
+/// cluster whose Secret was deleted is an error, and nothing is changed: dropping the secret
+/// would roll the brokers into a mix that cannot replicate.
 async fn cluster_secret(
     ctx: &Context,
     lc: &LogCluster,
     ns: &str,
     names: &Names,
-    brokers_exist: bool,
+    current: Option<&StatefulSet>,
 ) -> Result<Option<Arc<ClusterSecret>>, ClusterError> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let existing = match api.get_opt(&names.cluster_secret).await? {
+        // An earlier LogCluster's of the same name, not collected yet: its value must not
+        // be taken over, since the garbage collector is about to delete it.
+        Some(s)
+            if s.owner_references()
+                .iter()
+                .any(|o| o.kind == "LogCluster" && Some(&o.uid) != lc.uid().as_ref()) =>
+        {
+            return Err(ClusterError::Secret(format!(
+                "Secret {} belongs to an earlier LogCluster of this name; waiting for it to be \
+                 collected",
+                names.cluster_secret
+            )));
+        }
         Some(s) => Some(s),
-        None if brokers_exist => {
+        None if current.is_some_and(|sts| mounts_secret(sts, names)) => {
+            let reason = format!(
+                "the brokers mount Secret {} but it is gone: restore it (its old value) or \
+                 recreate the cluster; nothing is changed meanwhile",
+                names.cluster_secret
+            );
+            warn_once(ctx, lc, "ClusterSecretMissing", &reason).await;
+            return Err(ClusterError::Secret(reason));
+        }
+        None if current.is_some() => {
             let reason = format!(
                 "no Secret {} and the brokers already run without it: this cluster's brokers \
                  and controller API are not authenticated (any client may fetch as a replica)",
@@ -402,16 +427,29 @@ async fn cluster_secret(
         .map_err(|e| ClusterError::Secret(format!("Secret {}: {e}", names.cluster_secret)))
 }
 
-async fn current_statefulset_replicas(
+async fn current_statefulset(
     ctx: &Context,
     ns: &str,
     names: &Names,
-) -> Result<Option<i32>, kube::Error> {
+) -> Result<Option<StatefulSet>, kube::Error> {
     let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
-    Ok(api
-        .get_opt(&names.statefulset)
-        .await?
-        .and_then(|s| s.spec.replicas))
+    api.get_opt(&names.statefulset).await
+}
+
+/// Whether the brokers' pod template mounts the cluster secret.
+fn mounts_secret(sts: &StatefulSet, names: &Names) -> bool {
+    sts.spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|p| p.volumes.as_ref())
+        .is_some_and(|vs| {
+            vs.iter().any(|v| {
+                v.secret
+                    .as_ref()
+                    .is_some_and(|s| s.secret_name.as_deref() == Some(&names.cluster_secret))
+            })
+        })
 }
 
 /// Why a requested scale-down must not start: fewer brokers than some topic's replication
