@@ -91,6 +91,8 @@ pub async fn serve(
     );
     let room = Arc::new(Semaphore::new(CONNECTION_RESPONSE_BYTES));
     let mut sasl = SaslSession::new(broker.config.cluster_secret.clone());
+    // The span has the connection's client id (recorded at its first request that names one).
+    let mut named = false;
     loop {
         // Every wait is raced against shutdown and the writer's end (a client that stopped
         // taking its responses), so a silent or half-sent client cannot hold the broker up.
@@ -108,7 +110,7 @@ pub async fn serve(
             }
         };
         let started = Instant::now();
-        let handled = parse_and_handle(&broker, frame, &peer, &listener, &mut sasl);
+        let handled = parse_and_handle(&broker, frame, &peer, &listener, &mut sasl, &mut named);
         // The request is handled (or failed); its frame is gone. Only a built response still
         // holds memory, and that is counted below.
         drop(reservation);
@@ -302,6 +304,7 @@ fn parse_and_handle(
     peer: &SocketAddr,
     listener: &Arc<str>,
     sasl: &mut SaslSession,
+    named: &mut bool,
 ) -> Result<Handled, Close> {
     if frame.len() < 8 {
         return Err(Close::ShortHeader(frame.len()));
@@ -337,8 +340,10 @@ fn parse_and_handle(
         listener: Arc::clone(listener),
         principal: sasl.principal().cloned(),
     };
-    if !client.id.is_empty() {
+    // Once per connection: the log formatter appends a field each time it is recorded.
+    if !*named && !client.id.is_empty() {
         tracing::Span::current().record("client_id", client.id.as_str());
+        *named = true;
     }
     let reply = match request {
         // These change the connection's state, so the connection answers them itself.
