@@ -329,9 +329,15 @@ fn config_from(cli: &Cli) -> anyhow::Result<BrokerConfig> {
         bail!("--producer-id-expiration-ms must be positive");
     }
     let cluster_secret = match &cli.cluster_secret_file {
-        Some(path) => Some(std::sync::Arc::new(broker::auth::ClusterSecret::load(
-            path,
-        )?)),
+        Some(path) => {
+            let secret = broker::auth::ClusterSecret::load(path)?;
+            // Derive the stored credentials now, not in the first follower's login.
+            let _ = secret.credential(
+                broker::auth::BROKER_USER,
+                broker::auth::INTER_BROKER_MECHANISM,
+            );
+            Some(std::sync::Arc::new(secret))
+        }
         None => None,
     };
     Ok(BrokerConfig {

@@ -15,6 +15,7 @@ pub mod sasl;
 pub mod scram;
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use hmac::{Hmac, Mac};
 use rand::Rng;
@@ -49,8 +50,10 @@ pub enum SecretError {
 /// The secret the cluster's brokers and controller share, and what is derived from it.
 pub struct ClusterSecret {
     secret: Vec<u8>,
-    /// The broker user's stored credentials, one per mechanism (salted at load).
-    credentials: Vec<Credential>,
+    /// The broker user's stored credentials, one per mechanism: salted and derived (4096
+    /// PBKDF2 rounds each) at first use, so the operator, which only needs the token, never
+    /// pays for them.
+    credentials: OnceLock<Vec<Credential>>,
 }
 
 impl std::fmt::Debug for ClusterSecret {
@@ -78,16 +81,9 @@ impl ClusterSecret {
         if secret.len() < MIN_SECRET_BYTES {
             return Err(SecretError::TooShort(secret.len()));
         }
-        let credentials = Mechanism::ALL
-            .into_iter()
-            .map(|m| {
-                let salt: [u8; 16] = rand::rng().random();
-                Credential::from_password(m, secret, &salt, ITERATIONS)
-            })
-            .collect();
         Ok(Self {
             secret: secret.to_vec(),
-            credentials,
+            credentials: OnceLock::new(),
         })
     }
 
@@ -108,6 +104,15 @@ impl ClusterSecret {
             return None;
         }
         self.credentials
+            .get_or_init(|| {
+                Mechanism::ALL
+                    .into_iter()
+                    .map(|m| {
+                        let salt: [u8; 16] = rand::rng().random();
+                        Credential::from_password(m, &self.secret, &salt, ITERATIONS)
+                    })
+                    .collect()
+            })
             .iter()
             .find(|c| c.mechanism == mechanism)
             .cloned()
@@ -120,6 +125,13 @@ impl ClusterSecret {
             .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
         mac.update(b"strand controller api v1");
         hex(&mac.finalize().into_bytes())
+    }
+
+    /// A short public name for this value (the first 8 bytes of a SHA-256 of the token, hex),
+    /// so the operator can tell which value a broker started with without storing it.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        hex(&sha2::Sha256::digest(self.controller_token().as_bytes())[..8])
     }
 
     /// Whether `header` (an Authorization header's value) carries the controller token;
@@ -169,6 +181,10 @@ mod tests {
         assert_eq!(a.controller_token(), b.controller_token());
         assert_ne!(a.controller_token().as_bytes(), SECRET.as_bytes());
         assert_eq!(ClusterSecret::generate().len(), 64);
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_eq!(a.fingerprint().len(), 16);
+        let other = ClusterSecret::from_bytes(&[b'x'; 40]).unwrap();
+        assert_ne!(a.fingerprint(), other.fingerprint());
     }
 
     #[test]

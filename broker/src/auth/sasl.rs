@@ -128,10 +128,14 @@ impl SaslSession {
                 }
                 Err(e) => failed(exchange.mechanism(), &e),
             },
-            (State::Authenticated, _) => Answer::refused(
-                ResponseError::IllegalSaslState,
-                "already authenticated; re-authentication (KIP-368) is not supported".into(),
-            ),
+            (State::Authenticated, _) => {
+                // Refused, but the session (and its principal) stays.
+                self.state = State::Authenticated;
+                Answer::refused(
+                    ResponseError::IllegalSaslState,
+                    "already authenticated; re-authentication (KIP-368) is not supported".into(),
+                )
+            }
             _ => Answer::refused(
                 ResponseError::IllegalSaslState,
                 "SaslAuthenticate before a successful SaslHandshake".into(),
@@ -187,12 +191,13 @@ mod tests {
             assert_eq!(login(&mut s, m, BROKER_USER, SECRET).error, None);
             assert_eq!(s.principal().map(|p| &**p), Some(BROKER_USER));
             assert!(!s.must_close());
-            // A second round is refused without dropping the principal.
+            // A second round is refused without dropping the principal or the connection.
             assert_eq!(
                 s.authenticate(b"n,,n=x,r=y", String::new).error,
                 Some(ResponseError::IllegalSaslState)
             );
             assert_eq!(s.principal().map(|p| &**p), Some(BROKER_USER));
+            assert!(!s.must_close());
         }
     }
 

@@ -251,7 +251,8 @@ impl ServerExchange {
         let gs2_header = format!("{flag},{authzid},");
         let attrs = attributes(bare)?;
         let (user, client_nonce) = match attrs.as_slice() {
-            // Extensions (Kafka's tokenauth=true) may follow; none is honoured here.
+            // Single-letter extensions may follow and are ignored. Kafka's `tokenauth=true`
+            // (delegation tokens, not supported) is not k=value with one letter: refused.
             [('n', user), ('r', nonce), ..] => (decode_name(user)?, *nonce),
             [('m', _), ..] => return Err(ScramError::Malformed("mandatory extension")),
             _ => return Err(ScramError::Malformed("client-first needs n= and r=")),

@@ -9,10 +9,9 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use broker::auth::ClusterSecret;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Node, Pod, Secret, Service};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
@@ -21,9 +20,9 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::listeners;
 use super::resources::{self, Names};
 use super::{Context, condition, publish};
+use super::{cluster_secret, listeners};
 use crate::controller::decisions;
 use crate::controller::rebalance::{self, Outcome};
 use crate::controller::state::ControllerState;
@@ -64,7 +63,18 @@ pub async fn reconcile(lc: Arc<LogCluster>, ctx: Arc<Context>) -> Result<Action,
     let names = resources::names(&lc);
     let current = current_statefulset(&ctx, &ns, &names).await?;
     let current_replicas = current.as_ref().and_then(|s| s.spec.replicas);
-    let secret = cluster_secret(&ctx, &lc, &ns, &names, current.as_ref()).await?;
+    let running = broker_pods(&ctx, &ns, &lc).await?;
+    let (secret, unauthenticated) =
+        match cluster_secret::resolve(&ctx, &lc, &names, current.as_ref(), &running).await? {
+            cluster_secret::Outcome::Use(secret) => (secret, None),
+            cluster_secret::Outcome::Open(why) => (None, Some(why)),
+            cluster_secret::Outcome::Refuse(reason, why) => {
+                return refuse(&ctx, &lc, &ns, reason, why).await;
+            }
+        };
+    if let Some(why) = &unauthenticated {
+        warn_once(&ctx, &lc, "Unauthenticated", why).await;
+    }
     let entry = ctx
         .registry
         .ensure(lcs, &ns, &name, &uid, &cluster_id, secret.clone())
@@ -73,10 +83,11 @@ pub async fn reconcile(lc: Arc<LogCluster>, ctx: Arc<Context>) -> Result<Action,
     let rctx = resources::Context {
         controller_url: ctx.controller_url.clone(),
         cluster_id: state.metadata.cluster_id.clone(),
-        cluster_secret: secret.is_some(),
+        cluster_secret: secret.as_ref().map(|s| s.fingerprint()),
     };
     if let Err(reason) = listeners::validate(&lc) {
-        return refuse_listeners(&ctx, &lc, &ns, reason).await;
+        let message = format!("spec.listeners: {reason}");
+        return refuse(&ctx, &lc, &ns, "InvalidListeners", message).await;
     }
 
     // Scale-down: the StatefulSet keeps the leaving pods until their replicas have moved. A
@@ -169,7 +180,9 @@ pub async fn reconcile(lc: Arc<LogCluster>, ctx: Arc<Context>) -> Result<Action,
     if let Some(reason) = &listener_refusal {
         warn_once(&ctx, &lc, "ListenerServiceRefused", reason).await;
     }
+    // In order of weight: the last one set is what Degraded says.
     for (code, reason) in [
+        ("Unauthenticated", unauthenticated),
         ("ListenerServiceRefused", listener_refusal),
         ("ScaleDownRefused", refusal),
     ] {
@@ -197,32 +210,28 @@ pub async fn reconcile(lc: Arc<LogCluster>, ctx: Arc<Context>) -> Result<Action,
     Ok(Action::requeue(Duration::from_secs(15)))
 }
 
-/// `spec.listeners` cannot be applied: nothing changes until it is fixed, and Degraded says why.
-async fn refuse_listeners(
+/// The cluster cannot be reconciled as it is (invalid `spec.listeners`, a cluster secret gone
+/// or changed under its brokers): nothing changes until it is fixed, Degraded says why and a
+/// Warning Event says it once.
+async fn refuse(
     ctx: &Context,
     lc: &LogCluster,
     ns: &str,
-    reason: String,
+    reason: &str,
+    message: String,
 ) -> Result<Action, ClusterError> {
     let mut s = lc.status.clone().unwrap_or_default();
     let degraded = condition(
         ConditionType::Degraded,
         true,
-        "InvalidListeners",
-        format!("spec.listeners: {reason}"),
+        reason,
+        message,
         lc.metadata.generation,
     );
     let unchanged = crate::crd::find_condition(&s.conditions, ConditionType::Degraded)
         .is_some_and(|c| c.reason == degraded.reason && c.message == degraded.message);
     if !unchanged {
-        publish(
-            ctx,
-            lc,
-            EventType::Warning,
-            "InvalidListeners",
-            &degraded.message,
-        )
-        .await;
+        publish(ctx, lc, EventType::Warning, reason, &degraded.message).await;
         set_condition(&mut s.conditions, degraded);
         let api: Api<LogCluster> = Api::namespaced(ctx.client.clone(), ns);
         api.patch_status(
@@ -350,83 +359,6 @@ fn without_state(s: &LogClusterStatus) -> LogClusterStatus {
     }
 }
 
-/// The cluster's secret, read from its Secret. A new cluster (no StatefulSet yet) gets one
-/// first, so its brokers start with it: they authenticate to each other and to this
-/// operator's controller API. A cluster whose brokers already run without one stays open,
-/// with a Warning: turning it on under running brokers would fence them (README). A secured
-/// cluster whose Secret was deleted is an error, and nothing is changed: dropping the secret
-/// would roll the brokers into a mix that cannot replicate.
-async fn cluster_secret(
-    ctx: &Context,
-    lc: &LogCluster,
-    ns: &str,
-    names: &Names,
-    current: Option<&StatefulSet>,
-) -> Result<Option<Arc<ClusterSecret>>, ClusterError> {
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-    let existing = match api.get_opt(&names.cluster_secret).await? {
-        // An earlier LogCluster's of the same name, not collected yet: its value must not
-        // be taken over, since the garbage collector is about to delete it.
-        Some(s)
-            if s.owner_references()
-                .iter()
-                .any(|o| o.kind == "LogCluster" && Some(&o.uid) != lc.uid().as_ref()) =>
-        {
-            return Err(ClusterError::Secret(format!(
-                "Secret {} belongs to an earlier LogCluster of this name; waiting for it to be \
-                 collected",
-                names.cluster_secret
-            )));
-        }
-        Some(s) => Some(s),
-        None if current.is_some_and(|sts| mounts_secret(sts, names)) => {
-            let reason = format!(
-                "the brokers mount Secret {} but it is gone: restore it (its old value) or \
-                 recreate the cluster; nothing is changed meanwhile",
-                names.cluster_secret
-            );
-            warn_once(ctx, lc, "ClusterSecretMissing", &reason).await;
-            return Err(ClusterError::Secret(reason));
-        }
-        None if current.is_some() => {
-            let reason = format!(
-                "no Secret {} and the brokers already run without it: this cluster's brokers \
-                 and controller API are not authenticated (any client may fetch as a replica)",
-                names.cluster_secret
-            );
-            warn_once(ctx, lc, "Unauthenticated", &reason).await;
-            return Ok(None);
-        }
-        None => {
-            let fresh = resources::cluster_secret(lc, &ClusterSecret::generate());
-            match api.create(&PostParams::default(), &fresh).await {
-                Ok(s) => {
-                    info!(secret = %names.cluster_secret, "created the cluster secret");
-                    Some(s)
-                }
-                // Created meanwhile (another reconcile): use that one.
-                Err(kube::Error::Api(e)) if e.code == 409 => {
-                    api.get_opt(&names.cluster_secret).await?
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    };
-    let Some(value) = existing
-        .and_then(|s| s.data)
-        .and_then(|mut d| d.remove(resources::CLUSTER_SECRET_KEY))
-    else {
-        return Err(ClusterError::Secret(format!(
-            "Secret {} has no key {:?}",
-            names.cluster_secret,
-            resources::CLUSTER_SECRET_KEY
-        )));
-    };
-    ClusterSecret::from_bytes(&value.0)
-        .map(|s| Some(Arc::new(s)))
-        .map_err(|e| ClusterError::Secret(format!("Secret {}: {e}", names.cluster_secret)))
-}
-
 async fn current_statefulset(
     ctx: &Context,
     ns: &str,
@@ -434,22 +366,6 @@ async fn current_statefulset(
 ) -> Result<Option<StatefulSet>, kube::Error> {
     let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), ns);
     api.get_opt(&names.statefulset).await
-}
-
-/// Whether the brokers' pod template mounts the cluster secret.
-fn mounts_secret(sts: &StatefulSet, names: &Names) -> bool {
-    sts.spec
-        .template
-        .spec
-        .as_ref()
-        .and_then(|p| p.volumes.as_ref())
-        .is_some_and(|vs| {
-            vs.iter().any(|v| {
-                v.secret
-                    .as_ref()
-                    .is_some_and(|s| s.secret_name.as_deref() == Some(&names.cluster_secret))
-            })
-        })
 }
 
 /// Why a requested scale-down must not start: fewer brokers than some topic's replication

@@ -4,6 +4,7 @@
 //! and the process that wires them together (`run`).
 
 pub mod cluster;
+pub mod cluster_secret;
 pub mod lease;
 pub mod listeners;
 pub mod registry;

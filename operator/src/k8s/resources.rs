@@ -48,8 +48,9 @@ pub struct Context {
     pub controller_url: String,
     /// Cluster id (the controller's; stamped into every broker volume).
     pub cluster_id: String,
-    /// Brokers get the cluster secret (the Secret `Names::cluster_secret` exists).
-    pub cluster_secret: bool,
+    /// Brokers get the cluster secret (`Names::cluster_secret`): its fingerprint, stamped on
+    /// the pod template so the operator knows which value each broker started with.
+    pub cluster_secret: Option<String>,
 }
 
 /// The key of the cluster secret in its Secret, and where brokers find it.
@@ -345,7 +346,11 @@ pub fn statefulset(lc: &LogCluster, ctx: &Context) -> StatefulSet {
         }),
         ..Volume::default()
     }];
-    if ctx.cluster_secret {
+    if let Some(fingerprint) = &ctx.cluster_secret {
+        annotations.insert(
+            super::cluster_secret::FINGERPRINT_ANNOTATION.into(),
+            fingerprint.clone(),
+        );
         env.push(EnvVar {
             name: "STRAND_CLUSTER_SECRET_FILE".into(),
             value: Some(format!("{CLUSTER_SECRET_MOUNT}/{CLUSTER_SECRET_KEY}")),
@@ -517,7 +522,7 @@ mod tests {
 
     fn ctx() -> Context {
         Context {
-            cluster_secret: true,
+            cluster_secret: Some("f1".into()),
             controller_url: "http://op.strand.svc:9190/".into(),
             cluster_id: "cid".into(),
         }
@@ -525,14 +530,26 @@ mod tests {
 
     #[test]
     fn brokers_get_the_cluster_secret_only_when_it_exists() {
-        let pod = |secret: bool| {
+        let template = |secret: Option<&str>| {
             let ctx = Context {
-                cluster_secret: secret,
+                cluster_secret: secret.map(String::from),
                 ..ctx()
             };
-            statefulset(&lc(), &ctx).spec.template.spec.unwrap()
+            statefulset(&lc(), &ctx).spec.template
         };
-        let with = pod(true);
+        let annotation = |t: &PodTemplateSpec| {
+            t.metadata
+                .as_ref()
+                .unwrap()
+                .annotations
+                .as_ref()
+                .unwrap()
+                .get(super::super::cluster_secret::FINGERPRINT_ANNOTATION)
+                .cloned()
+        };
+        let t = template(Some("f1"));
+        assert_eq!(annotation(&t).as_deref(), Some("f1"));
+        let with = t.spec.unwrap();
         let volume = with
             .volumes
             .as_ref()
@@ -560,7 +577,9 @@ mod tests {
         assert_eq!(file, format!("{}/{CLUSTER_SECRET_KEY}", mount.mount_path));
         assert_eq!(mount.read_only, Some(true));
 
-        let without = pod(false);
+        let t = template(None);
+        assert_eq!(annotation(&t), None);
+        let without = t.spec.unwrap();
         assert!(without.volumes.unwrap().iter().all(|v| v.secret.is_none()));
         let c = &without.containers[0];
         assert!(
