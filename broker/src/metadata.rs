@@ -94,6 +94,10 @@ pub struct TopicMeta {
     #[serde(default)]
     pub configs: BTreeMap<String, String>,
     pub partitions: Vec<PartitionMeta>,
+    /// The resource that declares this topic (e.g. `ReplicatedTopic shop/orders`), if any:
+    /// its partitions, configs and existence are changed there, not through Kafka's API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_by: Option<String>,
 }
 
 /// Everything a broker needs to know about the cluster, at one version.

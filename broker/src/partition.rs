@@ -17,7 +17,7 @@ use crate::replication::state::{
     Assignment, Effect, FetchRejected, FollowerFetch, LeaderState, Settings,
 };
 use crate::storage::log::{AppendError, AppendInfo, Log, ReadError};
-use crate::topic_config::FsyncPolicy;
+use crate::topic_config::{FsyncPolicy, TopicConfig};
 
 /// What this broker is for the partition.
 #[derive(Debug)]
@@ -252,6 +252,8 @@ pub struct Partition {
     /// Wakes the group-commit task.
     flush_wanted: Arc<Notify>,
     flushed: watch::Sender<Flushed>,
+    /// Whether the group-commit task runs (started by the first before-ack config).
+    group_commit: std::sync::atomic::AtomicBool,
     /// Broker-wide wake-ups for long-poll fetches.
     signals: Arc<Signals>,
 }
@@ -302,15 +304,54 @@ impl Partition {
                 offset: leo,
                 failed: false,
             }),
+            group_commit: std::sync::atomic::AtomicBool::new(false),
             signals,
         });
         if fsync == FsyncPolicy::BeforeAck {
-            tokio::spawn(group_commit(
-                Arc::downgrade(&partition),
-                Arc::clone(&partition.flush_wanted),
-            ));
+            partition.start_group_commit();
         }
         partition
+    }
+
+    fn start_group_commit(self: &Arc<Self>) {
+        if !self.group_commit.swap(true, Ordering::AcqRel) {
+            tokio::spawn(group_commit(
+                Arc::downgrade(self),
+                Arc::clone(&self.flush_wanted),
+            ));
+        }
+    }
+
+    /// Applies a changed topic config to this live replica: the log's (retention, segment
+    /// rolls, max.message.bytes, fsync policy) and, on a leader, acks=all's
+    /// min.insync.replicas, which may move the high watermark at once when it is lowered.
+    /// Returns an ISR proposal if that change leads to one.
+    pub fn reconfigure(
+        self: &Arc<Self>,
+        config: TopicConfig,
+        settings: Settings,
+    ) -> Option<IsrProposal> {
+        let fsync = config.fsync;
+        {
+            let mut log = self.log();
+            if *log.config() != config {
+                log.set_config(config);
+            }
+        }
+        if fsync == FsyncPolicy::BeforeAck {
+            self.start_group_commit();
+        }
+        // Data appended under before-ack waits for a flush; after a switch to none nothing
+        // else would wake the task for it.
+        self.flush_wanted.notify_one();
+        let (effects, epoch) = self.with_leader(|s| {
+            if s.settings() == settings {
+                Vec::new()
+            } else {
+                s.set_settings(settings)
+            }
+        })?;
+        self.apply(effects, epoch)
     }
 
     /// The log, locked. Never hold this across an await.
@@ -907,7 +948,6 @@ mod tests {
     use super::*;
     use crate::protocol::batch::{BatchHeader, Batches, test_support::batch};
     use crate::storage::log::OpenHints;
-    use crate::topic_config::TopicConfig;
 
     fn open_log(dir: &std::path::Path) -> Log {
         Log::open(dir, TopicConfig::default(), OpenHints::default())

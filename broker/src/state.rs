@@ -68,6 +68,18 @@ impl BrokerConfig {
     }
 }
 
+/// Most partitions one topic may have (CreateTopics, CreatePartitions).
+pub const MAX_PARTITIONS: i32 = 100_000;
+
+/// Replication settings of a standalone partition: acks=all still needs min.insync.replicas
+/// in-sync replicas, so a topic asking for 2 refuses acks=all writes, as Kafka would.
+fn standalone_settings(config: &TopicConfig) -> ReplicationSettings {
+    ReplicationSettings {
+        min_insync_replicas: config.min_insync_replicas.max(1) as usize,
+        ..ReplicationSettings::default()
+    }
+}
+
 pub struct Topic {
     pub record: TopicRecord,
     pub config: TopicConfig,
@@ -88,6 +100,11 @@ pub enum TopicError {
     Collision { name: String, existing: String },
     #[error("invalid number of partitions {0}: must be between 1 and 100000")]
     InvalidPartitions(i32),
+    /// Kafka's wording (CreatePartitions can only add).
+    #[error(
+        "topic currently has {have} partitions, which is higher than or equal to the requested {asked}"
+    )]
+    PartitionCount { have: i32, asked: i32 },
     #[error("replication factor {0} is not possible on a single broker")]
     InvalidReplicationFactor(i16),
     #[error(transparent)]
@@ -188,57 +205,65 @@ impl Broker {
     fn open_topic(&self, record: TopicRecord) -> Result<Arc<Topic>, TopicError> {
         topic_name::validate(&record.name)?;
         let config = self.config.topic_defaults.with_overrides(&record.configs)?;
-        let mut partitions = Vec::new();
-        for p in 0..record.partitions {
-            let dir = self.log_dir.partition_dir(&record.name, p)?;
-            self.log_dir.claim_partition_dir(&dir, record.id)?;
-            let (mut log, report) =
-                Log::open(&dir, config.clone(), self.log_dir.hints(&record.name, p))?;
-            // Standalone, every start is a new leadership: a new epoch, as Kafka's controller
-            // gives a restarted leader, so clients can detect any truncation (KIP-320).
-            log.assign_leader_epoch(log.latest_epoch().map_or(0, |e| e + 1));
-            self.metrics
-                .recovery_segments
-                .inc_by(report.segments_scanned as u64);
-            self.metrics
-                .recovery_truncated_bytes
-                .inc_by(report.truncated_bytes);
-            let node = self.config.node_id;
-            let assignment = Assignment {
-                leader: node,
-                leader_epoch: log.latest_epoch().unwrap_or(0),
-                partition_epoch: 0,
-                replicas: vec![node],
-                isr: vec![node],
-            };
-            let settings = ReplicationSettings {
-                min_insync_replicas: config.min_insync_replicas.max(1) as usize,
-                ..ReplicationSettings::default()
-            };
-            let id = PartitionId {
-                topic: record.name.clone(),
-                index: p,
-                topic_id: record.id,
-            };
-            let lead = Leadership {
-                assignment,
-                settings,
-                high_watermark: self.log_dir.high_watermark(&record.name, p),
-            };
-            partitions.push(Some(Partition::new(
-                id,
-                node,
-                log,
-                lead,
-                Arc::clone(&self.signals),
-                crate::clock::now_ms(),
-            )));
-        }
+        let partitions = (0..record.partitions)
+            .map(|p| {
+                self.open_standalone_partition(&record, p, &config)
+                    .map(Some)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Arc::new(Topic {
             record,
             config,
             partitions,
         }))
+    }
+
+    /// Opens partition `p` of a standalone topic, this broker its only replica and leader.
+    fn open_standalone_partition(
+        &self,
+        record: &TopicRecord,
+        p: i32,
+        config: &TopicConfig,
+    ) -> Result<Arc<Partition>, TopicError> {
+        let dir = self.log_dir.partition_dir(&record.name, p)?;
+        self.log_dir.claim_partition_dir(&dir, record.id)?;
+        let (mut log, report) =
+            Log::open(&dir, config.clone(), self.log_dir.hints(&record.name, p))?;
+        // Standalone, every start is a new leadership: a new epoch, as Kafka's controller
+        // gives a restarted leader, so clients can detect any truncation (KIP-320).
+        log.assign_leader_epoch(log.latest_epoch().map_or(0, |e| e + 1));
+        self.metrics
+            .recovery_segments
+            .inc_by(report.segments_scanned as u64);
+        self.metrics
+            .recovery_truncated_bytes
+            .inc_by(report.truncated_bytes);
+        let node = self.config.node_id;
+        let assignment = Assignment {
+            leader: node,
+            leader_epoch: log.latest_epoch().unwrap_or(0),
+            partition_epoch: 0,
+            replicas: vec![node],
+            isr: vec![node],
+        };
+        let id = PartitionId {
+            topic: record.name.clone(),
+            index: p,
+            topic_id: record.id,
+        };
+        let lead = Leadership {
+            assignment,
+            settings: standalone_settings(config),
+            high_watermark: self.log_dir.high_watermark(&record.name, p),
+        };
+        Ok(Partition::new(
+            id,
+            node,
+            log,
+            lead,
+            Arc::clone(&self.signals),
+            crate::clock::now_ms(),
+        ))
     }
 
     pub fn cluster_id(&self) -> &str {
@@ -305,7 +330,7 @@ impl Broker {
         } else {
             partitions
         };
-        if !(1..=100_000).contains(&partitions) {
+        if !(1..=MAX_PARTITIONS).contains(&partitions) {
             return Err(TopicError::InvalidPartitions(partitions));
         }
         if replication_factor != -1 && replication_factor != 1 {
@@ -418,6 +443,108 @@ impl Broker {
         Ok(())
     }
 
+    /// Grows a standalone topic to `total` partitions (CreatePartitions). Kafka cannot
+    /// remove partitions, and asking for the current count is an error there too.
+    pub fn add_partitions(
+        &self,
+        name: &str,
+        total: i32,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        crate::blocking::off_runtime(|| {
+            let _guard = self.topic_changes.lock().unwrap_or_else(|p| p.into_inner());
+            let topic = self
+                .topic(name)
+                .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+            let have = topic.record.partitions;
+            if total <= have {
+                return Err(TopicError::PartitionCount { have, asked: total });
+            }
+            if total > MAX_PARTITIONS {
+                return Err(TopicError::InvalidPartitions(total));
+            }
+            if validate_only {
+                return Ok(());
+            }
+            let record = TopicRecord {
+                partitions: total,
+                ..topic.record.clone()
+            };
+            let mut partitions = topic.partitions.clone();
+            for p in have..total {
+                partitions.push(Some(self.open_standalone_partition(
+                    &record,
+                    p,
+                    &topic.config,
+                )?));
+            }
+            self.replace_topic(Topic {
+                record,
+                config: topic.config.clone(),
+                partitions,
+            })?;
+            info!(topic = name, from = have, to = total, "added partitions");
+            Ok(())
+        })
+    }
+
+    /// Replaces a standalone topic's config overrides (AlterConfigs, IncrementalAlterConfigs);
+    /// its live partitions take the new config at once.
+    pub fn set_topic_configs(
+        &self,
+        name: &str,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        let config = self.config.topic_defaults.with_overrides(&configs)?;
+        crate::blocking::off_runtime(|| {
+            let _guard = self.topic_changes.lock().unwrap_or_else(|p| p.into_inner());
+            let topic = self
+                .topic(name)
+                .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+            if validate_only || topic.record.configs == configs {
+                return Ok(());
+            }
+            let record = TopicRecord {
+                configs,
+                ..topic.record.clone()
+            };
+            self.replace_topic(Topic {
+                record,
+                config: config.clone(),
+                partitions: topic.partitions.clone(),
+            })?;
+            for p in topic.partitions.iter().flatten() {
+                let proposal = p.reconfigure(config.clone(), standalone_settings(&config));
+                self.propose_isr(p, proposal);
+            }
+            info!(topic = name, "topic configs changed");
+            Ok(())
+        })
+    }
+
+    /// Saves the topics file with `topic` in place of its namesake, then swaps it in.
+    /// The caller holds `topic_changes`.
+    fn replace_topic(&self, topic: Topic) -> Result<(), TopicError> {
+        let records: Vec<TopicRecord> = self
+            .topics()
+            .iter()
+            .map(|t| {
+                if t.record.name == topic.record.name {
+                    topic.record.clone()
+                } else {
+                    t.record.clone()
+                }
+            })
+            .collect();
+        self.log_dir.save_topics(&records)?;
+        self.topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(topic.record.name.clone(), Arc::new(topic));
+        Ok(())
+    }
+
     pub fn cluster(&self) -> Option<&Arc<ClusterRuntime>> {
         self.cluster.get()
     }
@@ -502,7 +629,13 @@ impl Broker {
                 let found = existing
                     .and_then(|t| t.partitions.get(pm.partition as usize).cloned().flatten());
                 let part = match found {
-                    Some(p) => p,
+                    Some(p) => {
+                        if existing.is_some_and(|t| t.config != config) {
+                            let proposal = p.reconfigure(config.clone(), settings);
+                            self.propose_isr(&p, proposal);
+                        }
+                        p
+                    }
                     None => match self.open_replica(tm.id, &tm.name, pm, &config, settings) {
                         Ok(p) => p,
                         Err(e) => {
@@ -822,6 +955,7 @@ mod tests {
                 adding: vec![],
                 removing: vec![],
             }],
+            managed_by: None,
         }
     }
 

@@ -1361,3 +1361,267 @@ async fn a_killed_broker_is_fenced_without_waiting_for_its_session() {
     c.signal(1, "CONT");
     record("fast path: broker 2 killed -9 (fenced), broker 1 SIGSTOPped (left alone)");
 }
+
+/// Kafka's admin APIs change a running cluster under an acks=all load and lose nothing:
+/// CreatePartitions grows the topic (through librdkafka's admin client), a partition is
+/// reassigned onto another broker (AlterPartitionReassignments, listed by
+/// ListPartitionReassignments until it completes), ElectLeaders moves leadership back to the
+/// preferred replicas, and a config change reaches the live leaders at once: with
+/// min.insync.replicas raised above the replication factor (AlterConfigs, librdkafka) acks=all
+/// writes are refused, and taken again once it is removed (IncrementalAlterConfigs DELETE).
+/// Before these APIs every such call failed as unsupported; before live reconfiguration a
+/// changed min.insync.replicas took effect only when a broker restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_admin_apis_change_a_running_cluster_and_lose_nothing() {
+    use broker::replication::client::Connection;
+    use kafka_protocol::error::ResponseError;
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::{
+        AlterPartitionReassignmentsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+        ElectLeadersRequest, IncrementalAlterConfigsRequest, ListPartitionReassignmentsRequest,
+        TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    use rdkafka::admin::{AlterConfig, NewPartitions, ResourceSpecifier};
+
+    let _serial = SERIAL.lock().await;
+    let dir = test_dir();
+    let cluster = Cluster::up(dir.path(), base_port(7), 3);
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &cluster.bootstrap)
+        .create()
+        .unwrap();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+    let topics = [
+        NewTopic::new("grown", 2, TopicReplication::Fixed(2)).set("min.insync.replicas", "2"),
+        NewTopic::new("strict", 1, TopicReplication::Fixed(2)),
+    ];
+    let res = admin.create_topics(&topics, &opts).await.unwrap();
+    assert!(res.iter().all(Result::is_ok), "{res:?}");
+    cluster
+        .wait_for("both topics led", 30, |m| {
+            m.partition("grown", 1).is_some_and(|p| p.leader >= 0)
+                && m.partition("strict", 0).is_some_and(|p| p.leader >= 0)
+        })
+        .await;
+    let first = cluster.bootstrap.split(',').next().unwrap().to_string();
+    let mut conn = Connection::connect(&first, "admin-test").await.unwrap();
+    let sb = |s: &str| StrBytes::from_string(s.to_string());
+
+    let r = conn
+        .send(&DescribeClusterRequest::default().with_endpoint_type(1), 1)
+        .await
+        .unwrap();
+    assert_eq!((r.error_code, r.brokers.len()), (0, 3), "{r:?}");
+
+    let load = Load::start(&cluster.bootstrap, ACKS_ALL_IDEMPOTENT, "grown");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Grow to 4 partitions; the new ones are led and the load writes to them.
+    let res = admin
+        .create_partitions([&NewPartitions::new("grown", 4)], &opts)
+        .await
+        .unwrap();
+    assert!(res[0].is_ok(), "{res:?}");
+    cluster
+        .wait_for("four partitions led", 30, |m| {
+            (0..4).all(|p| m.partition("grown", p).is_some_and(|p| p.leader >= 0))
+        })
+        .await;
+    let res = admin
+        .create_partitions([&NewPartitions::new("grown", 3)], &opts)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            &res[0],
+            Err((_, rdkafka::types::RDKafkaErrorCode::InvalidPartitions))
+        ),
+        "shrinking: {res:?}"
+    );
+
+    // The client's own replica choice, for a new topic and for new partitions.
+    let placed = NewTopic::new("placed", 2, TopicReplication::Variable(&[&[2, 0], &[1, 2]]));
+    let res = admin.create_topics([&placed], &opts).await.unwrap();
+    assert!(res[0].is_ok(), "{res:?}");
+    let grow = NewPartitions::new("placed", 3).assign(&[&[0, 1]]);
+    let res = admin.create_partitions([&grow], &opts).await.unwrap();
+    assert!(res[0].is_ok(), "{res:?}");
+    let bad = NewPartitions::new("placed", 4).assign(&[&[0, 99]]);
+    let res = admin.create_partitions([&bad], &opts).await.unwrap();
+    assert!(
+        matches!(
+            &res[0],
+            Err((
+                _,
+                rdkafka::types::RDKafkaErrorCode::InvalidReplicaAssignment
+            ))
+        ),
+        "onto an unknown broker: {res:?}"
+    );
+    let m = cluster.metadata().await;
+    let replicas: Vec<Vec<i32>> = (0..3)
+        .map(|p| m.partition("placed", p).unwrap().replicas.clone())
+        .collect();
+    assert_eq!(replicas, [vec![2, 0], vec![1, 2], vec![0, 1]]);
+    assert!(m.partition("placed", 3).is_none());
+
+    // Move partition 0 to the broker that holds no replica of it, keeping its first replica.
+    let before = cluster.metadata().await;
+    let p0 = before.partition("grown", 0).unwrap().replicas.clone();
+    let outsider = (0..3).find(|b| !p0.contains(b)).unwrap();
+    let target = vec![outsider, p0[0]];
+    let reassign = |replicas: Option<Vec<i32>>| {
+        AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(20_000)
+            .with_topics(vec![
+                ReassignableTopic::default()
+                    .with_name(TopicName(sb("grown")))
+                    .with_partitions(vec![
+                        ReassignablePartition::default()
+                            .with_partition_index(0)
+                            .with_replicas(
+                                replicas.map(|r| r.into_iter().map(Into::into).collect()),
+                            ),
+                    ]),
+            ])
+    };
+    let r = conn.send(&reassign(Some(vec![0, 99])), 0).await.unwrap();
+    assert_eq!(
+        r.responses[0].partitions[0].error_code,
+        ResponseError::InvalidReplicaAssignment.code(),
+        "{r:?}"
+    );
+    let r = conn.send(&reassign(Some(target.clone())), 0).await.unwrap();
+    assert_eq!(r.responses[0].partitions[0].error_code, 0, "{r:?}");
+    cluster
+        .wait_for("the reassignment done", 60, |m| {
+            m.partition("grown", 0)
+                .is_some_and(|p| p.replicas == target && p.adding.is_empty())
+        })
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = conn
+            .send(&ListPartitionReassignmentsRequest::default(), 0)
+            .await
+            .unwrap();
+        if list.topics.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still listed: {list:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let r = conn.send(&reassign(None), 0).await.unwrap();
+    assert_eq!(
+        r.responses[0].partitions[0].error_code,
+        ResponseError::NoReassignmentInProgress.code(),
+        "cancel after completion: {r:?}"
+    );
+
+    // Preferred leaders everywhere.
+    let r = conn
+        .send(
+            &ElectLeadersRequest::default()
+                .with_timeout_ms(20_000)
+                .with_topic_partitions(None),
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.error_code, 0, "{r:?}");
+    cluster
+        .wait_for("preferred leaders", 30, |m| {
+            (0..4).all(|p| {
+                m.partition("grown", p)
+                    .is_some_and(|p| p.leader == p.replicas[0])
+            })
+        })
+        .await;
+
+    // min.insync.replicas 3 on a topic of 2 replicas: acks=all refused at once.
+    let strict = producer(
+        &cluster.bootstrap,
+        &[("acks", "all"), ("message.timeout.ms", "3000")],
+    );
+    let send = |v: &'static str| {
+        strict.send(
+            FutureRecord::<(), str>::to("strict").payload(v),
+            Duration::from_secs(5),
+        )
+    };
+    assert!(send("before").await.is_ok());
+    let alter =
+        AlterConfig::new(ResourceSpecifier::Topic("strict")).set("min.insync.replicas", "3");
+    let res = admin.alter_configs([&alter], &opts).await.unwrap();
+    assert!(res[0].is_ok(), "{res:?}");
+    // The controller has it; brokers apply metadata on their own time (as in Kafka), so wait
+    // until the leader describes the new value before writing.
+    let leader = cluster.leader_of("strict", 0).await;
+    let mut on_leader = Connection::connect(
+        &format!("127.0.0.1:{}", cluster.base + 10 + leader as u16),
+        "admin-test",
+    )
+    .await
+    .unwrap();
+    let describe = DescribeConfigsRequest::default().with_resources(vec![
+        DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(sb("strict"))
+            .with_configuration_keys(Some(vec![sb("min.insync.replicas")])),
+    ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = on_leader.send(&describe, 4).await.unwrap();
+        if r.results[0]
+            .configs
+            .first()
+            .and_then(|c| c.value.as_deref())
+            == Some("3")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the leader never took it: {r:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = send("refused").await;
+    assert!(
+        refused.is_err(),
+        "acks=all with 2 in-sync replicas and min.insync.replicas 3: {refused:?}"
+    );
+    let delete = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(sb("strict"))
+            .with_configs(vec![
+                AlterableConfig::default()
+                    .with_name(sb("min.insync.replicas"))
+                    .with_config_operation(1),
+            ]),
+    ]);
+    let r = conn.send(&delete, 1).await.unwrap();
+    assert_eq!(r.responses[0].error_code, 0, "{r:?}");
+    assert!(send("after").await.is_ok());
+
+    let (sent, acked, _) = load
+        .finish(&cluster.bootstrap, "grown", &[0, 1, 2, 3])
+        .await;
+    let on_new = acked.keys().filter(|(p, _)| *p >= 2).count();
+    assert!(on_new > 0, "no acknowledged write on the new partitions");
+    eprintln!(
+        "admin under load: {sent} sent, {} acknowledged ({on_new} on the new partitions), all read back",
+        acked.len()
+    );
+}

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use common::BrokerProcess;
 use common::kafka::{produce, producer};
 use kafka_protocol::error::{ParseResponseErrorCode, ResponseError};
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
@@ -40,6 +41,11 @@ use kafka_protocol::messages::offset_for_leader_epoch_request::{
 };
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+use kafka_protocol::messages::{
+    AlterConfigsRequest, AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse,
+    CreatePartitionsRequest, DescribeClusterRequest, ElectLeadersRequest, ElectLeadersResponse,
+    IncrementalAlterConfigsRequest, ListPartitionReassignmentsRequest,
+};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, CreateTopicsRequest, CreateTopicsResponse, DeleteGroupsRequest,
     DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest, FetchRequest,
@@ -190,6 +196,34 @@ impl Ctx {
             Some(ResponseError::UnknownTopicOrPartition) => Ok(false),
             Some(e) => Err(format!("Metadata for {name}: {e:?}")),
         }
+    }
+
+    /// Partitions of `name` (Metadata v4).
+    async fn partition_count(&mut self, name: &str) -> Result<usize, String> {
+        let req = MetadataRequest::default()
+            .with_allow_auto_topic_creation(false)
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(topic_name(name))),
+            ]));
+        let r = self.send(&req, 4).await?;
+        expect_code("metadata", r.topics[0].error_code, None, &r)?;
+        Ok(r.topics[0].partitions.len())
+    }
+
+    /// The value of one topic config (DescribeConfigs v4).
+    async fn topic_config(&mut self, topic: &str, key: &str) -> Result<Option<String>, String> {
+        let req = DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(RESOURCE_TOPIC)
+                .with_resource_name(sb(topic))
+                .with_configuration_keys(Some(vec![sb(key)])),
+        ]);
+        let r = self.send(&req, 4).await?;
+        expect_code("describe configs", r.results[0].error_code, None, &r)?;
+        Ok(r.results[0]
+            .configs
+            .first()
+            .and_then(|c| c.value.as_ref().map(|v| v.to_string())))
     }
 
     /// Creates a one-partition topic with CreateTopics v7; returns its id.
@@ -378,6 +412,14 @@ async fn probe(ctx: &mut Ctx, key: ApiKey, version: i16) -> Probe {
         ApiKey::DeleteGroups => delete_groups_at(ctx, version).await,
         ApiKey::SaslHandshake => sasl_handshake_at(ctx, version).await,
         ApiKey::SaslAuthenticate => sasl_authenticate_at(ctx, version).await,
+        ApiKey::CreatePartitions => create_partitions_at(ctx, version).await,
+        ApiKey::AlterConfigs => alter_configs_at(ctx, version).await,
+        ApiKey::IncrementalAlterConfigs => incremental_alter_configs_at(ctx, version).await,
+        ApiKey::ElectLeaders => elect_leaders_at(ctx, version).await,
+        ApiKey::AlterPartitionReassignments => reassignments_at(ctx, version).await,
+        ApiKey::ListPartitionReassignments => list_reassignments_at(ctx, version).await,
+        ApiKey::DescribeCluster => describe_cluster_at(ctx, version).await,
+        ApiKey::DescribeLogDirs => describe_log_dirs_at(ctx, version).await,
         other => panic!(
             "{other:?} is advertised (broker::api::SUPPORTED) but every_version.rs sends no \
              request for it: add one to `probe`"
@@ -1696,4 +1738,304 @@ async fn every_advertised_version_of_every_api_encodes_decodes_and_answers() {
         broker.log()
     );
     assert!(broker.terminate(), "broker did not stop cleanly");
+}
+
+async fn create_partitions_at(ctx: &mut Ctx, v: i16) -> Probe {
+    let name = format!("every-version-grow-v{v}");
+    ctx.create_topic(&name).await?;
+    let request = |topic: &str, count: i32, validate_only: bool| {
+        CreatePartitionsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_validate_only(validate_only)
+            .with_topics(vec![
+                CreatePartitionsTopic::default()
+                    .with_name(topic_name(topic))
+                    .with_count(count),
+            ])
+    };
+    let r = ctx.send(&request(&name, 3, false), v).await?;
+    expect_code("grow to 3", r.results[0].error_code, None, &r)?;
+    check!(
+        ctx.partition_count(&name).await? == 3,
+        "{name} did not grow"
+    );
+    let r = ctx.send(&request(&name, 5, true), v).await?;
+    expect_code("validate 5", r.results[0].error_code, None, &r)?;
+    let r = ctx.send(&request(&name, 2, false), v).await?;
+    let want = Some(ResponseError::InvalidPartitions);
+    expect_code("shrink to 2", r.results[0].error_code, want, &r)?;
+    check!(
+        ctx.partition_count(&name).await? == 3,
+        "validate_only or a refused shrink changed {name}"
+    );
+    let r = ctx
+        .send(&request("every-version-nope", 3, false), v)
+        .await?;
+    let want = Some(ResponseError::UnknownTopicOrPartition);
+    expect_code("unknown topic", r.results[0].error_code, want, &r)
+}
+
+async fn alter_configs_at(ctx: &mut Ctx, v: i16) -> Probe {
+    use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    let name = format!("every-version-alter-v{v}");
+    ctx.create_topic(&name).await?;
+    let request = |resource_type: i8, resource: &str, key: &str, value: &str| {
+        AlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(resource_type)
+                .with_resource_name(sb(resource))
+                .with_configs(vec![
+                    AlterableConfig::default()
+                        .with_name(sb(key))
+                        .with_value(Some(sb(value))),
+                ]),
+        ])
+    };
+    let r = ctx
+        .send(
+            &request(RESOURCE_TOPIC, &name, "retention.ms", "1234567"),
+            v,
+        )
+        .await?;
+    expect_code("set retention.ms", r.responses[0].error_code, None, &r)?;
+    let now = ctx.topic_config(&name, "retention.ms").await?;
+    check!(now.as_deref() == Some("1234567"), "retention.ms is {now:?}");
+    // The whole set is replaced: retention.ms goes back to its default.
+    let r = ctx
+        .send(
+            &request(RESOURCE_TOPIC, &name, "max.message.bytes", "300000"),
+            v,
+        )
+        .await?;
+    expect_code("set max.message.bytes", r.responses[0].error_code, None, &r)?;
+    let now = ctx.topic_config(&name, "retention.ms").await?;
+    check!(
+        now.as_deref() == Some("604800000"),
+        "retention.ms is {now:?}"
+    );
+    let r = ctx
+        .send(&request(RESOURCE_TOPIC, &name, "retention.ms", "banana"), v)
+        .await?;
+    let want = Some(ResponseError::InvalidConfig);
+    expect_code("bad value", r.responses[0].error_code, want, &r)?;
+    let now = ctx.topic_config(&name, "max.message.bytes").await?;
+    check!(
+        now.as_deref() == Some("300000"),
+        "a refused change changed {now:?}"
+    );
+    let r = ctx
+        .send(&request(RESOURCE_BROKER, "0", "log.retention.ms", "1"), v)
+        .await?;
+    let want = Some(ResponseError::InvalidRequest);
+    expect_code("broker config", r.responses[0].error_code, want, &r)
+}
+
+async fn incremental_alter_configs_at(ctx: &mut Ctx, v: i16) -> Probe {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    const SET: i8 = 0;
+    const DELETE: i8 = 1;
+    const APPEND: i8 = 2;
+    let name = format!("every-version-incremental-v{v}");
+    ctx.create_topic(&name).await?;
+    let request = |ops: &[(&str, i8, &str)], validate_only: bool| {
+        IncrementalAlterConfigsRequest::default()
+            .with_validate_only(validate_only)
+            .with_resources(vec![
+                AlterConfigsResource::default()
+                    .with_resource_type(RESOURCE_TOPIC)
+                    .with_resource_name(sb(&name))
+                    .with_configs(
+                        ops.iter()
+                            .map(|(k, op, value)| {
+                                AlterableConfig::default()
+                                    .with_name(sb(k))
+                                    .with_config_operation(*op)
+                                    .with_value(Some(sb(value)))
+                            })
+                            .collect(),
+                    ),
+            ])
+    };
+    let both = [
+        ("retention.ms", SET, "7654321"),
+        ("segment.ms", SET, "99999"),
+    ];
+    let r = ctx.send(&request(&both, false), v).await?;
+    expect_code("set two", r.responses[0].error_code, None, &r)?;
+    let r = ctx
+        .send(&request(&[("retention.ms", DELETE, "")], false), v)
+        .await?;
+    expect_code("delete one", r.responses[0].error_code, None, &r)?;
+    let (retention, segment) = (
+        ctx.topic_config(&name, "retention.ms").await?,
+        ctx.topic_config(&name, "segment.ms").await?,
+    );
+    check!(
+        retention.as_deref() == Some("604800000") && segment.as_deref() == Some("99999"),
+        "after DELETE: retention.ms {retention:?}, segment.ms {segment:?}"
+    );
+    let r = ctx
+        .send(&request(&[("segment.ms", SET, "11111")], true), v)
+        .await?;
+    expect_code("validate only", r.responses[0].error_code, None, &r)?;
+    let r = ctx
+        .send(&request(&[("retention.ms", APPEND, "1")], false), v)
+        .await?;
+    let want = Some(ResponseError::InvalidConfig);
+    expect_code("append to a scalar", r.responses[0].error_code, want, &r)?;
+    let segment = ctx.topic_config(&name, "segment.ms").await?;
+    check!(
+        segment.as_deref() == Some("99999"),
+        "validate_only or a refused change changed segment.ms: {segment:?}"
+    );
+    Ok(())
+}
+
+async fn elect_leaders_at(ctx: &mut Ctx, v: i16) -> Probe {
+    use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+    let request = |election_type: i8, partitions: Vec<i32>| {
+        ElectLeadersRequest::default()
+            .with_election_type(if v >= 1 { election_type } else { 0 })
+            .with_timeout_ms(10_000)
+            .with_topic_partitions(Some(vec![
+                TopicPartitions::default()
+                    .with_topic(topic_name(TOPIC))
+                    .with_partitions(partitions),
+            ]))
+    };
+    let results = |r: &ElectLeadersResponse| -> Vec<(i32, i16)> {
+        r.replica_election_results
+            .iter()
+            .flat_map(|t| {
+                t.partition_result
+                    .iter()
+                    .map(|p| (p.partition_id, p.error_code))
+            })
+            .collect()
+    };
+    let r = ctx.send(&request(0, vec![0, 99]), v).await?;
+    let got = results(&r);
+    check!(
+        got.contains(&(0, ResponseError::ElectionNotNeeded.code()))
+            && got.contains(&(99, ResponseError::UnknownTopicOrPartition.code())),
+        "preferred: {r:?}"
+    );
+    if v >= 1 {
+        let r = ctx.send(&request(1, vec![0]), v).await?;
+        check!(
+            results(&r) == [(0, ResponseError::ElectionNotNeeded.code())],
+            "unclean: {r:?}"
+        );
+    }
+    Ok(())
+}
+
+async fn reassignments_at(ctx: &mut Ctx, v: i16) -> Probe {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    let node = {
+        let r = ctx.send(&MetadataRequest::default(), 1).await?;
+        r.brokers[0].node_id.0
+    };
+    let request = |replicas: Option<Vec<i32>>| {
+        let mut r = AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(vec![
+                ReassignableTopic::default()
+                    .with_name(topic_name(TOPIC))
+                    .with_partitions(vec![
+                        ReassignablePartition::default()
+                            .with_partition_index(0)
+                            .with_replicas(
+                                replicas.map(|rs| rs.into_iter().map(Into::into).collect()),
+                            ),
+                    ]),
+            ]);
+        if v >= 1 {
+            r.allow_replication_factor_change = true;
+        }
+        r
+    };
+    let code = |r: &AlterPartitionReassignmentsResponse| r.responses[0].partitions[0].error_code;
+    let r = ctx.send(&request(Some(vec![node])), v).await?;
+    expect_code("onto itself", code(&r), None, &r)?;
+    let r = ctx.send(&request(Some(vec![node, 99])), v).await?;
+    let want = Some(ResponseError::InvalidReplicaAssignment);
+    expect_code("onto an unknown broker", code(&r), want, &r)?;
+    let r = ctx.send(&request(None), v).await?;
+    let want = Some(ResponseError::NoReassignmentInProgress);
+    expect_code("cancel", code(&r), want, &r)
+}
+
+async fn list_reassignments_at(ctx: &mut Ctx, v: i16) -> Probe {
+    let r = ctx
+        .send(
+            &ListPartitionReassignmentsRequest::default().with_timeout_ms(10_000),
+            v,
+        )
+        .await?;
+    expect_code("list", r.error_code, None, &r)?;
+    check!(
+        r.topics.is_empty(),
+        "a standalone broker moves nothing: {r:?}"
+    );
+    Ok(())
+}
+
+async fn describe_cluster_at(ctx: &mut Ctx, v: i16) -> Probe {
+    let mut req = DescribeClusterRequest::default();
+    if v >= 1 {
+        req.endpoint_type = 1;
+    }
+    let r = ctx.send(&req, v).await?;
+    expect_code("describe", r.error_code, None, &r)?;
+    check!(
+        !r.cluster_id.is_empty() && r.brokers.len() == 1 && r.brokers[0].port == ctx.port,
+        "describe cluster: {r:?}"
+    );
+    if v >= 1 {
+        req.endpoint_type = 2;
+        let r = ctx.send(&req, v).await?;
+        let want = Some(ResponseError::UnsupportedEndpointType);
+        expect_code("controllers", r.error_code, want, &r)?;
+    }
+    Ok(())
+}
+
+async fn describe_log_dirs_at(ctx: &mut Ctx, v: i16) -> Probe {
+    use kafka_protocol::messages::DescribeLogDirsRequest;
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    let one = DescribeLogDirsRequest::default().with_topics(Some(vec![
+        DescribableLogDirTopic::default()
+            .with_topic(topic_name(TOPIC))
+            .with_partitions(vec![0]),
+    ]));
+    let r = ctx.send(&one, v).await?;
+    check!(r.results.len() == 1, "one data directory: {r:?}");
+    let dir = &r.results[0];
+    expect_code("log dir", dir.error_code, None, &r)?;
+    check!(
+        dir.topics.len() == 1
+            && dir.topics[0].name.as_str() == TOPIC
+            && dir.topics[0].partitions.len() == 1
+            && dir.topics[0].partitions[0].partition_size > 0,
+        "the topic's partition and its size: {r:?}"
+    );
+    if v >= 4 {
+        check!(
+            dir.total_bytes > 0 && (0..=dir.total_bytes).contains(&dir.usable_bytes),
+            "disk space: {r:?}"
+        );
+    }
+    let all = ctx
+        .send(&DescribeLogDirsRequest::default().with_topics(None), v)
+        .await?;
+    check!(
+        all.results[0].topics.len() > 1,
+        "every hosted topic when none is named: {all:?}"
+    );
+    Ok(())
 }

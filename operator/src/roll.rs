@@ -327,6 +327,7 @@ mod tests {
                     id: uuid::Uuid::nil(),
                     configs: BTreeMap::new(),
                     partitions: vec![],
+                    managed_by: None,
                 });
             t.partitions.push(PartitionMeta {
                 partition: t.partitions.len() as i32,

@@ -1,13 +1,17 @@
 //! The controller as a real process, driven over its HTTP API: registration, topics, session
 //! expiry moving leadership, AlterPartition fencing, admin moves, clear errors for bad input,
-//! and state that survives kill -9.
+//! state that survives kill -9, and the topic and partition admin routes brokers call.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::ControllerProcess;
 
+use broker::cluster::controller_client::{
+    ControllerCallError, ControllerClient, ElectionOutcome, Registration,
+};
 use broker::metadata::{ClusterMetadata, PartitionMeta};
 use serde_json::{Value, json};
 
@@ -271,4 +275,301 @@ async fn topic_names_follow_kafkas_rule_at_the_controller() {
     let m = metadata(&c).await;
     let names: Vec<&str> = m.topics.keys().map(String::as_str).collect();
     assert_eq!(names, ["a.b", "x".repeat(249).as_str()]);
+}
+
+async fn put(c: &ControllerProcess, path: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .put(c.url(path))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// `status` and `kind` of a refusal through `ControllerClient`.
+fn refused<T: std::fmt::Debug>(r: Result<T, ControllerCallError>) -> (u16, String, String) {
+    match r {
+        Err(ControllerCallError::Refused {
+            status,
+            kind,
+            message,
+        }) => (status, kind, message),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// The topic and partition admin routes brokers call for Kafka's CreatePartitions,
+/// AlterConfigs, ElectLeaders and AlterPartitionReassignments: their refusals (status and
+/// kind), and `ControllerClient`'s methods round-tripping them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_and_partition_admin_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = ControllerProcess::start(dir.path());
+    let client = ControllerClient::new(&c.url(""));
+    let mut epochs = BTreeMap::new();
+    for id in 0..5 {
+        let reg = Registration {
+            id,
+            incarnation: "first".into(),
+            host: "127.0.0.1".into(),
+            port: 9000 + id as u16,
+            rack: None,
+            listeners: Vec::new(),
+        };
+        epochs.insert(id, client.register(&reg).await.unwrap().epoch);
+    }
+    // Sessions last 1.5 s here: keep every broker alive throughout.
+    let beating = tokio::spawn({
+        let (client, epochs) = (client.clone(), epochs.clone());
+        async move {
+            loop {
+                for (id, e) in &epochs {
+                    let _ = client.heartbeat(*id, *e).await;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+    let none = BTreeMap::new();
+    client.create_topic("orders", 2, 3, &none).await.unwrap();
+    client.create_topic("wide", 1, 5, &none).await.unwrap();
+
+    // Topic configs no broker could apply are refused at creation too.
+    let (status, body) = post(
+        &c,
+        "/v1/topics",
+        json!({"name": "bad", "partitions": 1, "replication_factor": 1, "configs": {"nope": "1"}}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["kind"].as_str(), body["error"].as_str()),
+        (
+            400,
+            Some("invalid_config"),
+            Some("unknown topic config 'nope'")
+        ),
+        "{body}"
+    );
+
+    // CreatePartitions.
+    for (path, n, want) in [
+        (
+            "/v1/topics/nope/partitions",
+            3,
+            (404, "unknown_topic_or_partition"),
+        ),
+        (
+            "/v1/topics/orders/partitions",
+            1,
+            (400, "partition_decrease"),
+        ),
+        (
+            "/v1/topics/orders/partitions",
+            100_001,
+            (400, "invalid_partitions"),
+        ),
+    ] {
+        let (status, body) = post(&c, path, json!({ "partitions": n })).await;
+        assert_eq!(
+            (status, body["kind"].as_str()),
+            (want.0, Some(want.1)),
+            "{path} {n}: {body}"
+        );
+    }
+    assert!(client.add_partitions("orders", 4).await.unwrap());
+    assert!(
+        !client.add_partitions("orders", 4).await.unwrap(),
+        "same count"
+    );
+    assert_eq!(metadata(&c).await.topics["orders"].partitions.len(), 4);
+    let (status, kind, _) = refused(client.add_partitions("orders", 2).await);
+    assert_eq!((status, kind.as_str()), (400, "partition_decrease"));
+    let (status, kind, _) = refused(client.add_partitions("../orders", 9).await);
+    assert_eq!((status, kind.as_str()), (400, "invalid_topic_name"));
+    // A legal name of dots only is a path segment like any other (not `..`).
+    client.create_topic("...", 1, 1, &none).await.unwrap();
+    assert!(client.add_partitions("...", 2).await.unwrap());
+    assert_eq!(metadata(&c).await.topics["..."].partitions.len(), 2);
+
+    // AlterConfigs.
+    let (status, body) = put(
+        &c,
+        "/v1/topics/orders/configs",
+        json!({"configs": {"nope": "1"}}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["kind"].as_str(), body["error"].as_str()),
+        (
+            400,
+            Some("invalid_config"),
+            Some("unknown topic config 'nope'")
+        ),
+        "{body}"
+    );
+    let (status, body) = put(&c, "/v1/topics/nope/configs", json!({"configs": {}})).await;
+    assert_eq!(
+        (status, body["kind"].as_str()),
+        (404, Some("unknown_topic_or_partition")),
+        "{body}"
+    );
+    let configs = BTreeMap::from([("retention.ms".to_string(), "60000".to_string())]);
+    assert!(client.set_topic_configs("orders", &configs).await.unwrap());
+    assert!(!client.set_topic_configs("orders", &configs).await.unwrap());
+    assert_eq!(metadata(&c).await.topics["orders"].configs, configs);
+    let bad = BTreeMap::from([("retention.ms".to_string(), "soon".to_string())]);
+    let (status, kind, message) = refused(client.set_topic_configs("orders", &bad).await);
+    assert_eq!((status, kind.as_str()), (400, "invalid_config"));
+    assert!(
+        message.contains("retention.ms") && message.contains("soon"),
+        "{message}"
+    );
+    assert_eq!(
+        metadata(&c).await.topics["orders"].configs,
+        configs,
+        "unchanged"
+    );
+
+    // ElectLeaders. Drain orders-0's preferred leader: it cannot take leadership back, and
+    // stays drained.
+    let m = metadata(&c).await;
+    let drained = partition(&m, 0).replicas[0];
+    let (status, body) = post(&c, &format!("/v1/admin/brokers/{drained}/drain"), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let results = client
+        .elect_preferred(Some(&[("orders".to_string(), 0), ("nope".to_string(), 0)]))
+        .await
+        .unwrap();
+    let outcomes: Vec<_> = results
+        .iter()
+        .map(|r| (r.topic.as_str(), r.partition, r.outcome.clone()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("orders", 0, ElectionOutcome::PreferredLeaderNotAvailable),
+            ("nope", 0, ElectionOutcome::UnknownTopicOrPartition),
+        ]
+    );
+    assert!(
+        results[0]
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("drained")),
+        "{results:?}"
+    );
+    // Every partition when none are named (`null` or absent).
+    let total = metadata(&c).await.partitions().count();
+    for body in [json!({"partitions": null}), json!({})] {
+        let (status, answer) = post(&c, "/v1/admin/elect-leaders", body).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(
+            answer["results"].as_array().map(Vec::len),
+            Some(total),
+            "{answer}"
+        );
+    }
+    assert!(
+        metadata(&c).await.brokers[&drained].drained,
+        "still drained"
+    );
+    // A reordering makes another replica preferred; electing it moves leadership.
+    let p1 = partition(&metadata(&c).await, 1);
+    let first = *p1
+        .replicas
+        .iter()
+        .find(|r| **r != drained && **r != p1.leader)
+        .unwrap();
+    let mut reordered = vec![first];
+    reordered.extend(p1.replicas.iter().filter(|r| **r != first));
+    let moved = client.reassign("orders", 1, &reordered).await.unwrap();
+    assert_eq!(moved.replicas, reordered);
+    assert!(moved.adding.is_empty() && moved.removing.is_empty());
+    let results = client
+        .elect_preferred(Some(&[("orders".to_string(), 1)]))
+        .await
+        .unwrap();
+    assert_eq!(results[0].outcome, ElectionOutcome::Elected, "{results:?}");
+    let p1_now = partition(&metadata(&c).await, 1);
+    assert_eq!(p1_now.leader, first);
+    assert_eq!(p1_now.leader_epoch, moved.leader_epoch + 1);
+
+    // AlterPartitionReassignments: cancelling.
+    let (status, kind, _) = refused(client.cancel_reassignment("orders", 2).await);
+    assert_eq!(
+        (status, kind.as_str()),
+        (409, "no_reassignment_in_progress")
+    );
+    let (status, body) = post(
+        &c,
+        "/v1/admin/reassign/cancel",
+        json!({"topic": "orders", "partition": 9}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["kind"].as_str()),
+        (404, Some("unknown_topic_or_partition")),
+        "{body}"
+    );
+    // An expansion whose new replica never catches up goes back where it was.
+    let p2 = partition(&metadata(&c).await, 2);
+    let spare = (0..5).find(|b| !p2.replicas.contains(b)).unwrap();
+    let mut grown = p2.replicas.clone();
+    grown.push(spare);
+    let started = client.reassign("orders", 2, &grown).await.unwrap();
+    assert_eq!(started.adding, vec![spare]);
+    let cancelled = client.cancel_reassignment("orders", 2).await.unwrap();
+    assert_eq!(cancelled.replicas, p2.replicas);
+    assert_eq!(cancelled.isr, p2.isr);
+    assert!(cancelled.adding.is_empty() && cancelled.removing.is_empty());
+    assert_eq!(partition(&metadata(&c).await, 2), cancelled);
+    // A move onto two new brokers where only the first caught up, leads, and shrank the ISR to
+    // itself: no original replica is in sync, so it cannot be cancelled.
+    let p3 = partition(&metadata(&c).await, 3);
+    let mut spares: Vec<i32> = (0..5).filter(|b| !p3.replicas.contains(b)).collect();
+    spares.sort_by_key(|b| *b == drained); // the one to lead must not be drained
+    let (s1, s2) = (spares[0], spares[1]);
+    let started = client
+        .reassign("orders", 3, &[s1, s2, p3.replicas[0]])
+        .await
+        .unwrap();
+    assert_eq!(started.adding, vec![s1, s2]);
+    let alter = |p: &PartitionMeta, broker: i32, isr: Vec<i32>| {
+        json!({"broker": broker, "broker_epoch": epochs[&broker], "topic": "orders", "partition": 3,
+               "leader_epoch": p.leader_epoch, "partition_epoch": p.partition_epoch, "isr": isr})
+    };
+    let mut isr = started.isr.clone();
+    isr.push(s1);
+    let (status, body) = post(
+        &c,
+        "/v1/alter-partition",
+        alter(&started, started.leader, isr),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let results = client
+        .elect_preferred(Some(&[("orders".to_string(), 3)]))
+        .await
+        .unwrap();
+    assert_eq!(results[0].outcome, ElectionOutcome::Elected, "{results:?}");
+    let led = partition(&metadata(&c).await, 3);
+    assert_eq!(led.leader, s1);
+    let (status, body) = post(&c, "/v1/alter-partition", alter(&led, s1, vec![s1])).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, kind, message) = refused(client.cancel_reassignment("orders", 3).await);
+    assert_eq!((status, kind.as_str()), (409, "cannot_cancel"), "{message}");
+    let still = partition(&metadata(&c).await, 3);
+    assert_eq!(still.adding, vec![s1, s2], "nothing changed");
+
+    // CreatePartitions that placement cannot satisfy: "wide" needs 5 live brokers.
+    let down = 4;
+    client
+        .controlled_shutdown(down, epochs[&down])
+        .await
+        .unwrap();
+    let (status, kind, _) = refused(client.add_partitions("wide", 2).await);
+    assert_eq!((status, kind.as_str()), (400, "invalid_replication_factor"));
+    beating.abort();
 }

@@ -627,6 +627,55 @@ async fn hybrid_brokers_topics_failover_and_operator_restart() {
     let producer = kafka::producer(&bootstrap, kafka::ACKS_ALL_IDEMPOTENT);
     let mut acked = kafka::produce(&producer, "orders", "before", 2000).await;
 
+    // A declared topic is changed through its ReplicatedTopic: Kafka's admin API is refused
+    // (POLICY_VIOLATION, naming the resource), where the reconciler would otherwise undo the
+    // change; a topic nobody declared is changed freely.
+    {
+        use rdkafka::admin::{
+            AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication,
+        };
+        use rdkafka::types::RDKafkaErrorCode;
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> =
+            rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .create()
+                .unwrap();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+        let grown = admin
+            .create_partitions([&NewPartitions::new("orders", 8)], &opts)
+            .await
+            .unwrap();
+        assert!(
+            matches!(&grown[0], Err((_, RDKafkaErrorCode::PolicyViolation))),
+            "growing a declared topic: {grown:?}"
+        );
+        let deleted = admin.delete_topics(&["orders"], &opts).await.unwrap();
+        assert!(
+            matches!(&deleted[0], Err((_, RDKafkaErrorCode::PolicyViolation))),
+            "deleting a declared topic: {deleted:?}"
+        );
+        let free = NewTopic::new("undeclared", 1, TopicReplication::Fixed(3));
+        let created = admin.create_topics([&free], &opts).await.unwrap();
+        assert!(created[0].is_ok(), "{created:?}");
+        let grown = admin
+            .create_partitions([&NewPartitions::new("undeclared", 2)], &opts)
+            .await
+            .unwrap();
+        assert!(grown[0].is_ok(), "growing an undeclared topic: {grown:?}");
+        let r = reqwest::Client::new()
+            .post(format!("{url}/v1/topics/orders/partitions"))
+            .bearer_auth(&secret.token)
+            .json(&json!({ "partitions": 8 }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 409);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["kind"], "policy_violation", "{body}");
+        let owner = format!("ReplicatedTopic {ns}/orders");
+        assert!(body["error"].as_str().unwrap().contains(&owner), "{body}");
+    }
+
     // Kill -9 the leader of partition 0; the controller moves it and the status shows it.
     let victim = parts[0]["leader"].as_i64().unwrap() as i32;
     brokers.iter_mut().find(|b| b.id == victim).unwrap().kill9();

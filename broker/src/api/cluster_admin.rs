@@ -27,16 +27,7 @@ use crate::topic_name;
 const OPERATIONS_OMITTED: i32 = i32::MIN;
 
 fn error_for(e: &ControllerCallError) -> ResponseError {
-    match e {
-        ControllerCallError::Refused { kind, .. } => match kind.as_str() {
-            "topic_exists" => ResponseError::TopicAlreadyExists,
-            "invalid_topic_name" | "topic_collision" => ResponseError::InvalidTopicException,
-            "invalid_replication_factor" => ResponseError::InvalidReplicationFactor,
-            "unknown_topic_or_partition" => ResponseError::UnknownTopicOrPartition,
-            _ => ResponseError::InvalidRequest,
-        },
-        _ => ResponseError::RequestTimedOut,
-    }
+    super::topic_admin::controller_refusal(e).0
 }
 
 fn live_brokers(meta: &ClusterMetadata) -> usize {
@@ -231,6 +222,20 @@ pub fn create_topics(
             } else {
                 topic.replication_factor
             };
+            // A client's own replica choice: one list per partition, indexes 0..n.
+            let assignment = match assignment_of(&topic) {
+                Ok(a) => a,
+                Err(refusal) => {
+                    res.error_code = refusal.0.code();
+                    res.error_message = Some(str_bytes(refusal.1));
+                    r.topics.push(res);
+                    continue;
+                }
+            };
+            let (partitions, rf) = match &assignment {
+                Some(a) => (a.len() as i32, a.first().map_or(0, Vec::len) as i16),
+                None => (partitions, rf),
+            };
             let local = topic_name::validate(&name)
                 .map_err(|e| (ResponseError::InvalidTopicException, e.to_string()))
                 .and_then(|()| {
@@ -244,8 +249,9 @@ pub fn create_topics(
                     broker.config.topic_defaults.with_overrides(&configs).map_err(|e| (ResponseError::InvalidConfig, e.to_string()))
                 })
                 .and_then(|_| {
-                    if !topic.assignments.is_empty() {
-                        return Err((ResponseError::InvalidRequest, "manual replica assignment is not supported; the controller places replicas".into()));
+                    if assignment.is_some() {
+                        // The controller checks the brokers and the lists' lengths.
+                        return Ok(());
                     }
                     if !(1..=100_000).contains(&partitions) {
                         return Err((ResponseError::InvalidPartitions, format!("invalid number of partitions {partitions}")));
@@ -258,13 +264,25 @@ pub fn create_topics(
             let outcome = match local {
                 Err(e) => Err(e),
                 Ok(()) if req.validate_only => Ok(None),
-                Ok(()) => rt
-                    .membership
-                    .client()
-                    .create_topic(&name, partitions as usize, rf as usize, &configs)
-                    .await
+                Ok(()) => {
+                    let client = rt.membership.client();
+                    let created = match &assignment {
+                        Some(a) => client.create_topic_assigned(&name, a, &configs).await,
+                        None => {
+                            client
+                                .create_topic(&name, partitions as usize, rf as usize, &configs)
+                                .await
+                        }
+                    }
                     .map(Some)
-                    .map_err(|e| (error_for(&e), e.to_string())),
+                    .map_err(|e| (error_for(&e), e.to_string()));
+                    // Answer once this broker knows it, so the client's next request here
+                    // (Metadata, CreatePartitions) finds it.
+                    if created.is_ok() {
+                        super::topic_admin::shown(&rt, |m| m.topics.contains_key(&name)).await;
+                    }
+                    created
+                }
             };
             match outcome {
                 Ok(created) => {
@@ -281,6 +299,43 @@ pub fn create_topics(
         }
         ResponseKind::CreateTopics(r)
     }))
+}
+
+/// A CreateTopics entry's manual assignment as replica lists by partition, if it has one.
+fn assignment_of(
+    topic: &kafka_protocol::messages::create_topics_request::CreatableTopic,
+) -> Result<Option<Vec<Vec<i32>>>, super::topic_admin::Refusal> {
+    if topic.assignments.is_empty() {
+        return Ok(None);
+    }
+    if topic.num_partitions != -1 || topic.replication_factor != -1 {
+        return Err((
+            ResponseError::InvalidRequest,
+            "give either assignments or partitions/replication factor".into(),
+        ));
+    }
+    let mut by_index: Vec<(i32, Vec<i32>)> = topic
+        .assignments
+        .iter()
+        .map(|a| {
+            (
+                a.partition_index,
+                a.broker_ids.iter().map(|b| b.0).collect(),
+            )
+        })
+        .collect();
+    by_index.sort_by_key(|(i, _)| *i);
+    if by_index
+        .iter()
+        .enumerate()
+        .any(|(i, (p, _))| *p != i as i32)
+    {
+        return Err((
+            ResponseError::InvalidReplicaAssignment,
+            "assignments must cover partitions 0..n, each once".into(),
+        ));
+    }
+    Ok(Some(by_index.into_iter().map(|(_, r)| r).collect()))
 }
 
 pub fn delete_topics(rt: &Arc<ClusterRuntime>, req: DeleteTopicsRequest, version: i16) -> Reply {

@@ -23,7 +23,9 @@ pub fn error_for(e: &TopicError) -> ResponseError {
         TopicError::InvalidName(_) | TopicError::Collision { .. } => {
             ResponseError::InvalidTopicException
         }
-        TopicError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        TopicError::InvalidPartitions(_) | TopicError::PartitionCount { .. } => {
+            ResponseError::InvalidPartitions
+        }
         TopicError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
         TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
         TopicError::Unknown(_) => ResponseError::UnknownTopicOrPartition,

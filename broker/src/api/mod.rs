@@ -1,13 +1,18 @@
 //! Kafka API handlers, one file per API key. Each takes the broker state and a decoded request
 //! and returns a [`Reply`]; the connection encodes and writes it in request order.
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod cluster_admin;
+pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
 pub mod delete_topics;
+pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_log_dirs;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -20,8 +25,10 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
+pub mod partition_reassignments;
 pub mod produce;
 pub mod sync_group;
+pub mod topic_admin;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -57,6 +64,15 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 6),
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    // Admin APIs onto the controller (`topic_admin`); standalone, onto this broker's topics.
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    (ApiKey::ListPartitionReassignments, 0, 0),
+    (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::DescribeLogDirs, 1, 4),
     // Answered by the connection itself (`auth::sasl`): they change its state. Handshake v0
     // (raw SASL frames after it) is not served; every current client sends v1.
     (ApiKey::SaslHandshake, 1, 1),
@@ -199,6 +215,24 @@ fn dispatch_local(
             broker, r, version,
         ))),
         RequestKind::DeleteGroups(r) => delete_groups::handle(broker, r),
+        RequestKind::CreatePartitions(r) => create_partitions::handle(broker, r),
+        RequestKind::AlterConfigs(r) => alter_configs::handle(broker, r),
+        RequestKind::IncrementalAlterConfigs(r) => alter_configs::handle_incremental(broker, r),
+        RequestKind::ElectLeaders(r) => elect_leaders::handle(broker, r, version),
+        RequestKind::AlterPartitionReassignments(r) => {
+            partition_reassignments::handle_alter(broker, r, version)
+        }
+        RequestKind::ListPartitionReassignments(r) => {
+            Reply::now(ResponseKind::ListPartitionReassignments(
+                partition_reassignments::handle_list(broker, r),
+            ))
+        }
+        RequestKind::DescribeLogDirs(r) => Reply::now(ResponseKind::DescribeLogDirs(
+            describe_log_dirs::handle(broker, r),
+        )),
+        RequestKind::DescribeCluster(r) => Reply::now(ResponseKind::DescribeCluster(
+            describe_cluster::handle(broker, r, version, &client.listener),
+        )),
         // The connection only dispatches supported API keys.
         _ => Reply::Nothing,
     }

@@ -1,5 +1,6 @@
 //! Client for the controller's internal HTTP API (JSON over HTTP/1.1).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,36 @@ pub struct AlterPartition {
     pub leader_epoch: i32,
     pub partition_epoch: i32,
     pub isr: Vec<i32>,
+}
+
+/// What a preferred-leader election did for one partition (`POST /v1/admin/elect-leaders`;
+/// Kafka's ElectLeaders with the PREFERRED type).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ElectionOutcome {
+    /// The preferred replica leads now (a new leader epoch).
+    Elected,
+    /// The preferred replica already leads.
+    ElectionNotNeeded,
+    /// The preferred replica cannot lead: not alive, not in the ISR, or drained.
+    PreferredLeaderNotAvailable,
+    UnknownTopicOrPartition,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElectionResult {
+    pub topic: String,
+    pub partition: i32,
+    pub outcome: ElectionOutcome,
+    /// Why, when the outcome is not `Elected`.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// Answer of the topic admin routes that change a topic (`{"changed": bool}`).
+#[derive(Deserialize)]
+struct Changed {
+    changed: bool,
 }
 
 #[derive(Deserialize)]
@@ -245,9 +276,140 @@ impl ControllerClient {
         name: &str,
         partitions: usize,
         replication_factor: usize,
-        configs: &std::collections::BTreeMap<String, String>,
+        configs: &BTreeMap<String, String>,
     ) -> Result<crate::metadata::TopicMeta, ControllerCallError> {
         let body = serde_json::json!({ "name": name, "partitions": partitions, "replication_factor": replication_factor, "configs": configs });
+        Self::some(
+            self.call(
+                self.http
+                    .post(format!("{}/v1/topics", self.base))
+                    .json(&body),
+            )
+            .await?,
+        )
+    }
+
+    /// `{base}/v1/topics/{name}/{rest}`. A name goes into the path only once it is a legal
+    /// Kafka name (`[a-zA-Z0-9._-]`, not `.` or `..`), so it needs no encoding and cannot
+    /// name another route; anything else a client sent is refused here, as the controller
+    /// would refuse to create it.
+    fn topic_url(&self, name: &str, rest: &str) -> Result<String, ControllerCallError> {
+        crate::topic_name::validate(name).map_err(|e| ControllerCallError::Refused {
+            status: 400,
+            kind: "invalid_topic_name".into(),
+            message: e.to_string(),
+        })?;
+        Ok(format!("{}/v1/topics/{name}/{rest}", self.base))
+    }
+
+    /// Grows `topic` to `partitions` partitions (Kafka's CreatePartitions); the controller
+    /// places the new ones. Returns whether it changed (false: it already had that many).
+    pub async fn add_partitions(
+        &self,
+        topic: &str,
+        partitions: usize,
+    ) -> Result<bool, ControllerCallError> {
+        let url = self.topic_url(topic, "partitions")?;
+        let body = serde_json::json!({ "partitions": partitions });
+        let c: Changed = Self::some(self.call(self.http.post(url).json(&body)).await?)?;
+        Ok(c.changed)
+    }
+
+    /// Grows `topic` to `partitions` with the new partitions' replicas chosen by the caller
+    /// (one list per new partition).
+    pub async fn add_partitions_assigned(
+        &self,
+        topic: &str,
+        partitions: usize,
+        assignments: &[Vec<i32>],
+    ) -> Result<bool, ControllerCallError> {
+        let url = self.topic_url(topic, "partitions")?;
+        let body = serde_json::json!({ "partitions": partitions, "assignments": assignments });
+        let c: Changed = Self::some(self.call(self.http.post(url).json(&body)).await?)?;
+        Ok(c.changed)
+    }
+
+    /// Replaces `topic`'s config overrides with `configs` (its complete override map, as
+    /// AlterConfigs sets it). Returns whether anything changed.
+    pub async fn set_topic_configs(
+        &self,
+        topic: &str,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<bool, ControllerCallError> {
+        let url = self.topic_url(topic, "configs")?;
+        let body = serde_json::json!({ "configs": configs });
+        let c: Changed = Self::some(self.call(self.http.put(url).json(&body)).await?)?;
+        Ok(c.changed)
+    }
+
+    /// Preferred-leader election for `partitions`, or for every partition when None (then
+    /// every partition has a result; the caller filters). Drained brokers stay drained.
+    pub async fn elect_preferred(
+        &self,
+        partitions: Option<&[(String, i32)]>,
+    ) -> Result<Vec<ElectionResult>, ControllerCallError> {
+        #[derive(Deserialize)]
+        struct Results {
+            results: Vec<ElectionResult>,
+        }
+        let body = serde_json::json!({ "partitions": partitions });
+        let r: Results = Self::some(
+            self.call(
+                self.http
+                    .post(format!("{}/v1/admin/elect-leaders", self.base))
+                    .json(&body),
+            )
+            .await?,
+        )?;
+        Ok(r.results)
+    }
+
+    /// Starts moving a partition to `replicas` (KIP-455); the answer is the partition with
+    /// its adding and removing sets (empty when the move completed at once).
+    pub async fn reassign(
+        &self,
+        topic: &str,
+        partition: i32,
+        replicas: &[i32],
+    ) -> Result<PartitionMeta, ControllerCallError> {
+        let body =
+            serde_json::json!({ "topic": topic, "partition": partition, "replicas": replicas });
+        Self::some(
+            self.call(
+                self.http
+                    .post(format!("{}/v1/admin/reassign", self.base))
+                    .json(&body),
+            )
+            .await?,
+        )
+    }
+
+    /// Cancels a reassignment in progress: the partition goes back to its original replicas.
+    pub async fn cancel_reassignment(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<PartitionMeta, ControllerCallError> {
+        let body = serde_json::json!({ "topic": topic, "partition": partition });
+        Self::some(
+            self.call(
+                self.http
+                    .post(format!("{}/v1/admin/reassign/cancel", self.base))
+                    .json(&body),
+            )
+            .await?,
+        )
+    }
+
+    /// Creates a topic on replicas the caller chose: one list per partition.
+    pub async fn create_topic_assigned(
+        &self,
+        name: &str,
+        assignments: &[Vec<i32>],
+        configs: &std::collections::BTreeMap<String, String>,
+    ) -> Result<crate::metadata::TopicMeta, ControllerCallError> {
+        let rf = assignments.first().map_or(0, Vec::len);
+        let body = serde_json::json!({ "name": name, "partitions": assignments.len(), "replication_factor": rf, "configs": configs, "assignments": assignments });
         Self::some(
             self.call(
                 self.http
@@ -289,6 +451,53 @@ impl ControllerClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A name that is not a legal Kafka name never reaches a URL path (`../x` would name
+    /// another route): refused before any connection, as the controller refuses it.
+    #[tokio::test]
+    async fn topic_admin_calls_refuse_illegal_names_before_calling() {
+        // Nothing listens on port 1: a call that went out would be Unreachable.
+        let client = ControllerClient::new("http://127.0.0.1:1");
+        for bad in crate::topic_name::REFUSED_EXAMPLES
+            .into_iter()
+            .chain(["a/b", "x?y", "a b", "t%2F"])
+        {
+            let r = client.add_partitions(bad, 2).await;
+            assert!(
+                matches!(&r, Err(ControllerCallError::Refused { status: 400, kind, .. }) if kind == "invalid_topic_name"),
+                "{bad:?}: {r:?}"
+            );
+            let r = client.set_topic_configs(bad, &BTreeMap::new()).await;
+            assert!(
+                matches!(&r, Err(ControllerCallError::Refused { status: 400, kind, .. }) if kind == "invalid_topic_name"),
+                "{bad:?}: {r:?}"
+            );
+        }
+        let r = client.add_partitions("legal.name_1-x", 2).await;
+        assert!(
+            matches!(r, Err(ControllerCallError::Unreachable(_))),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn election_results_have_a_stable_wire_format() {
+        let r = ElectionResult {
+            topic: "t".into(),
+            partition: 3,
+            outcome: ElectionOutcome::PreferredLeaderNotAvailable,
+            message: Some("why".into()),
+        };
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            serde_json::json!({"topic": "t", "partition": 3, "outcome": "preferred_leader_not_available", "message": "why"})
+        );
+        let back: ElectionResult =
+            serde_json::from_str(r#"{"topic":"t","partition":0,"outcome":"election_not_needed"}"#)
+                .unwrap();
+        assert_eq!(back.outcome, ElectionOutcome::ElectionNotNeeded);
+        assert_eq!(back.message, None);
+    }
 
     /// A controller that accepts and then never answers (what a dead pod behind a pooled
     /// connection looks like): the call fails as Unreachable at the request timeout.

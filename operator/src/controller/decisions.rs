@@ -12,11 +12,17 @@
 
 use std::collections::BTreeMap;
 
-pub use broker::cluster::controller_client::{AlterPartition, Registration};
+pub use broker::cluster::controller_client::{
+    AlterPartition, ElectionOutcome, ElectionResult, Registration,
+};
 use broker::metadata::{BrokerMeta, BrokerStatus, NO_LEADER, PartitionMeta, TopicMeta};
 
 use super::placement::{self, Candidate, Load, PlacementError};
 use super::state::ControllerState;
+
+/// Most partitions a topic may have: a request for more (a typo, a hostile client) would
+/// otherwise have the controller place and publish them all, and every broker open them.
+pub const MAX_PARTITIONS: usize = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ControllerError {
@@ -84,6 +90,30 @@ pub enum ControllerError {
         topic: String,
         partition: i32,
         broker: i32,
+        reason: String,
+    },
+    #[error("topic '{topic}' cannot have {asked} partitions; at most {max} are allowed")]
+    TooManyPartitions {
+        topic: String,
+        asked: usize,
+        max: usize,
+    },
+    /// A manual replica assignment (CreateTopics, CreatePartitions) that cannot be used.
+    #[error("invalid replica assignment for '{topic}': {reason}")]
+    InvalidAssignment { topic: String, reason: String },
+    /// A change through Kafka's API to a topic a resource declares (Kafka's answer for a
+    /// change its policy refuses is POLICY_VIOLATION).
+    #[error("topic '{topic}' is managed by {owner}; change it there")]
+    ManagedTopic { topic: String, owner: String },
+    /// A topic config no broker could apply (`broker::topic_config`'s validation).
+    #[error(transparent)]
+    InvalidConfig(#[from] broker::topic_config::ConfigError),
+    #[error("no reassignment of {0}-{1} is in progress")]
+    NoReassignmentInProgress(String, i32),
+    #[error("cannot cancel the reassignment of {topic}-{partition}: {reason}")]
+    CannotCancel {
+        topic: String,
+        partition: i32,
         reason: String,
     },
 }
@@ -397,32 +427,56 @@ fn complete_reassignment_if_ready(
         return false;
     }
     let target = p.target_replicas();
-    let target_isr: Vec<i32> = p
+    // Not yet when no live target replica can lead.
+    settle_on(p, target, brokers).is_ok()
+}
+
+/// Why a reassignment cannot end on a replica set (see [`settle_on`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unsettled {
+    /// No member of the set is in the ISR.
+    NoneInSync,
+    /// The leader is outside the set and no in-sync member of it can lead.
+    NoneCanLead,
+}
+
+/// Ends a reassignment on `replicas` (the target when it completes, the original replicas
+/// when it is cancelled): the ISR keeps only its members in `replicas`, a leader outside them
+/// is replaced by one elected from that ISR (a new leader epoch), adding and removing clear,
+/// and the partition epoch is bumped. Changes nothing when it cannot.
+fn settle_on(
+    p: &mut PartitionMeta,
+    replicas: Vec<i32>,
+    brokers: &BTreeMap<i32, BrokerMeta>,
+) -> Result<(), Unsettled> {
+    let isr: Vec<i32> = p
         .isr
         .iter()
         .copied()
-        .filter(|r| target.contains(r))
+        .filter(|r| replicas.contains(r))
         .collect();
-    if target_isr.is_empty() {
-        return false;
+    if isr.is_empty() {
+        return Err(Unsettled::NoneInSync);
     }
-    if !target.contains(&p.leader) {
+    if !replicas.contains(&p.leader) {
         let mut moved = p.clone();
-        moved.replicas = target.clone();
-        moved.isr = target_isr.clone();
+        moved.replicas = replicas.clone();
+        moved.isr = isr.clone();
+        moved.adding.clear();
+        moved.removing.clear();
         elect(&mut moved, brokers, None, true);
         if !moved.has_leader() {
-            return false; // no live target replica can lead yet
+            return Err(Unsettled::NoneCanLead);
         }
         p.leader = moved.leader;
         p.leader_epoch = moved.leader_epoch;
     }
-    p.replicas = target;
-    p.isr = target_isr;
+    p.replicas = replicas;
+    p.isr = isr;
     p.adding.clear();
     p.removing.clear();
     p.partition_epoch += 1;
-    true
+    Ok(())
 }
 
 /// A new partition on `replicas` (placement returns at least one): the first leads, all are
@@ -440,15 +494,31 @@ fn new_partition(index: usize, replicas: Vec<i32>) -> PartitionMeta {
     }
 }
 
-/// Creates a topic with placed replicas; every replica starts in the ISR.
-pub fn create_topic(
-    state: &mut ControllerState,
+/// Refuses a topic config override map no broker could apply (unknown keys, bad values).
+fn validate_configs(configs: &BTreeMap<String, String>) -> Result<(), ControllerError> {
+    broker::topic_config::TopicConfig::default().with_overrides(configs)?;
+    Ok(())
+}
+
+/// Refuses more than [`MAX_PARTITIONS`] partitions for one topic.
+fn check_partition_count(topic: &str, partitions: usize) -> Result<(), ControllerError> {
+    if partitions > MAX_PARTITIONS {
+        return Err(ControllerError::TooManyPartitions {
+            topic: topic.to_string(),
+            asked: partitions,
+            max: MAX_PARTITIONS,
+        });
+    }
+    Ok(())
+}
+
+/// What every new topic must satisfy, however its replicas are chosen.
+fn check_new_topic(
+    state: &ControllerState,
     name: &str,
     partitions: usize,
-    rf: usize,
-    configs: BTreeMap<String, String>,
-    id: uuid::Uuid,
-) -> Result<TopicMeta, ControllerError> {
+    configs: &BTreeMap<String, String>,
+) -> Result<(), ControllerError> {
     // Every topic enters the metadata here (the HTTP API, brokers' CreateTopics and
     // auto-creation, the ReplicatedTopic reconciler), so no broker is ever sent a name it
     // cannot hold (a path, a NUL, another topic's directory).
@@ -464,9 +534,91 @@ pub fn create_topic(
             existing: existing.to_string(),
         });
     }
+    check_partition_count(name, partitions)?;
+    // Every broker applies these (`TopicConfig::with_overrides` over its own defaults): one it
+    // cannot parse must never reach the metadata.
+    validate_configs(configs)?;
+    Ok(())
+}
+
+/// Creates a topic with placed replicas; every replica starts in the ISR. Its configs must be
+/// ones every broker can apply, and it may have at most [`MAX_PARTITIONS`] partitions.
+pub fn create_topic(
+    state: &mut ControllerState,
+    name: &str,
+    partitions: usize,
+    rf: usize,
+    configs: BTreeMap<String, String>,
+    id: uuid::Uuid,
+) -> Result<TopicMeta, ControllerError> {
+    check_new_topic(state, name, partitions, &configs)?;
     let candidates = candidates(state);
     let mut load = load(state);
     let sets = placement::assign(&candidates, partitions, rf, &mut load)?;
+    Ok(insert_topic(state, name, id, configs, sets))
+}
+
+/// Creates a topic whose replicas the caller chose (Kafka's CreateTopics with an assignment):
+/// one replica list per partition, all of one length, each broker registered and alive.
+pub fn create_topic_assigned(
+    state: &mut ControllerState,
+    name: &str,
+    assignment: Vec<Vec<i32>>,
+    configs: BTreeMap<String, String>,
+    id: uuid::Uuid,
+) -> Result<TopicMeta, ControllerError> {
+    // The same checks as a placed topic's, with what the assignment implies.
+    check_new_topic(state, name, assignment.len(), &configs)?;
+    let rf = assignment.first().map_or(0, Vec::len);
+    check_assignment(state, name, &assignment, rf)?;
+    Ok(insert_topic(state, name, id, configs, assignment))
+}
+
+/// Every list non-empty, of length `rf`, without duplicates, on registered, live brokers.
+fn check_assignment(
+    state: &ControllerState,
+    topic: &str,
+    assignment: &[Vec<i32>],
+    rf: usize,
+) -> Result<(), ControllerError> {
+    let invalid = |reason: String| ControllerError::InvalidAssignment {
+        topic: topic.to_string(),
+        reason,
+    };
+    if assignment.is_empty() {
+        return Err(invalid("no partitions assigned".into()));
+    }
+    for (i, replicas) in assignment.iter().enumerate() {
+        if replicas.is_empty() || replicas.len() != rf {
+            return Err(invalid(format!(
+                "partition {i} has {} replicas; every partition needs {rf} (at least 1)",
+                replicas.len()
+            )));
+        }
+        let mut sorted = replicas.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != replicas.len() {
+            return Err(invalid(format!(
+                "partition {i} lists a broker twice: {replicas:?}"
+            )));
+        }
+        if let Some(b) = replicas.iter().find(|b| !state.metadata.is_alive(**b)) {
+            return Err(invalid(format!(
+                "broker {b} (partition {i}) is not registered and alive"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn insert_topic(
+    state: &mut ControllerState,
+    name: &str,
+    id: uuid::Uuid,
+    configs: BTreeMap<String, String>,
+    sets: Vec<Vec<i32>>,
+) -> TopicMeta {
     let topic = TopicMeta {
         name: name.to_string(),
         id,
@@ -476,17 +628,19 @@ pub fn create_topic(
             .enumerate()
             .map(|(i, replicas)| new_partition(i, replicas))
             .collect(),
+        managed_by: None,
     };
     state
         .metadata
         .topics
         .insert(name.to_string(), topic.clone());
     bump(state);
-    Ok(topic)
+    topic
 }
 
 /// Grows `name` to `partitions` partitions, placing the new ones like a new topic's (existing
-/// load counted). Kafka cannot remove partitions, so fewer is refused; the same count is a no-op.
+/// load counted). Kafka cannot remove partitions, so fewer is refused; the same count is a no-op;
+/// more than [`MAX_PARTITIONS`] is refused.
 pub fn add_partitions(
     state: &mut ControllerState,
     name: &str,
@@ -508,6 +662,7 @@ pub fn add_partitions(
     if partitions == have {
         return Ok(false);
     }
+    check_partition_count(name, partitions)?;
     let rf = existing
         .partitions
         .first()
@@ -527,7 +682,57 @@ pub fn add_partitions(
     Ok(true)
 }
 
-/// Replaces a topic's config overrides. Returns whether anything changed.
+/// Grows `name` by the partitions of `assignment` (Kafka's CreatePartitions with an
+/// assignment: one replica list per new partition, of the topic's replication factor).
+pub fn add_partitions_assigned(
+    state: &mut ControllerState,
+    name: &str,
+    total: usize,
+    assignment: Vec<Vec<i32>>,
+) -> Result<bool, ControllerError> {
+    let existing = state
+        .metadata
+        .topics
+        .get(name)
+        .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
+    let have = existing.partitions.len();
+    if total < have {
+        return Err(ControllerError::PartitionDecrease {
+            topic: name.to_string(),
+            have,
+            asked: total,
+        });
+    }
+    if have + assignment.len() != total {
+        return Err(ControllerError::InvalidAssignment {
+            topic: name.to_string(),
+            reason: format!(
+                "growing from {have} to {total} partitions needs {} replica lists, not {}",
+                total - have,
+                assignment.len()
+            ),
+        });
+    }
+    let rf = existing
+        .partitions
+        .first()
+        .map_or(1, |p| p.target_replicas().len().max(1));
+    check_partition_count(name, have + assignment.len())?;
+    check_assignment(state, name, &assignment, rf)?;
+    let topic = state
+        .metadata
+        .topics
+        .get_mut(name)
+        .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
+    for (i, replicas) in assignment.into_iter().enumerate() {
+        topic.partitions.push(new_partition(have + i, replicas));
+    }
+    bump(state);
+    Ok(true)
+}
+
+/// Replaces a topic's config overrides (its complete override map). Overrides no broker could
+/// apply are refused and nothing changes. Returns whether anything changed.
 pub fn set_topic_configs(
     state: &mut ControllerState,
     name: &str,
@@ -538,12 +743,51 @@ pub fn set_topic_configs(
         .topics
         .get_mut(name)
         .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
+    validate_configs(&configs)?;
     if topic.configs == configs {
         return Ok(false);
     }
     topic.configs = configs;
     bump(state);
     Ok(true)
+}
+
+/// Records which resource declares `name` (None: nobody, changed freely through Kafka's API).
+/// Returns whether anything changed.
+pub fn set_topic_owner(
+    state: &mut ControllerState,
+    name: &str,
+    owner: Option<String>,
+) -> Result<bool, ControllerError> {
+    let topic = state
+        .metadata
+        .topics
+        .get_mut(name)
+        .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
+    if topic.managed_by == owner {
+        return Ok(false);
+    }
+    topic.managed_by = owner;
+    bump(state);
+    Ok(true)
+}
+
+/// For changes that come through Kafka's API (CreatePartitions, AlterConfigs, DeleteTopics):
+/// a topic a resource declares is changed there. Otherwise its reconciler would undo the
+/// change a minute later, or recreate a deleted topic empty.
+pub fn check_unmanaged(state: &ControllerState, name: &str) -> Result<(), ControllerError> {
+    match state
+        .metadata
+        .topics
+        .get(name)
+        .and_then(|t| t.managed_by.clone())
+    {
+        Some(owner) => Err(ControllerError::ManagedTopic {
+            topic: name.to_string(),
+            owner,
+        }),
+        None => Ok(()),
+    }
 }
 
 pub fn delete_topic(state: &mut ControllerState, name: &str) -> Result<(), ControllerError> {
@@ -655,6 +899,89 @@ pub fn preferred_leader_election(state: &mut ControllerState) -> usize {
     moved
 }
 
+/// Preferred-leader election for `partitions` (every partition when None, in name order; the
+/// caller filters): Kafka's ElectLeaders with the PREFERRED type. Where the preferred replica
+/// (the first of the target replicas) does not lead, it takes over if it is alive, in the ISR
+/// and not drained. Unlike [`preferred_leader_election`], drained brokers stay drained (an
+/// admin's drain is undone only by the admin route). Bumps the version only if a leader moved.
+pub fn elect_preferred(
+    state: &mut ControllerState,
+    partitions: Option<&[(String, i32)]>,
+) -> Vec<ElectionResult> {
+    let named: Vec<(String, i32)> = match partitions {
+        Some(named) => named.to_vec(),
+        None => state
+            .metadata
+            .partitions()
+            .map(|(t, p)| (t.to_string(), p.partition))
+            .collect(),
+    };
+    let brokers = &state.metadata.brokers;
+    let mut changed = false;
+    let mut results = Vec::with_capacity(named.len());
+    for (topic, partition) in named {
+        let (outcome, message) = match state
+            .metadata
+            .topics
+            .get_mut(&topic)
+            .and_then(|t| t.partitions.get_mut(usize::try_from(partition).ok()?))
+        {
+            None => (
+                ElectionOutcome::UnknownTopicOrPartition,
+                Some(format!("unknown partition {topic}-{partition}")),
+            ),
+            Some(p) => match p.target_replicas().first().copied() {
+                None => (
+                    ElectionOutcome::PreferredLeaderNotAvailable,
+                    Some("the partition has no replicas".to_string()),
+                ),
+                Some(preferred) if preferred == p.leader => (
+                    ElectionOutcome::ElectionNotNeeded,
+                    Some(format!("preferred replica {preferred} already leads")),
+                ),
+                Some(preferred) => {
+                    let why = match brokers.get(&preferred) {
+                        None => Some(format!("preferred replica {preferred} is not registered")),
+                        Some(b) if b.status != BrokerStatus::Alive => Some(format!(
+                            "preferred replica {preferred} is not alive ({:?})",
+                            b.status
+                        )),
+                        Some(_) if !p.isr.contains(&preferred) => Some(format!(
+                            "preferred replica {preferred} is not in the ISR {:?}",
+                            p.isr
+                        )),
+                        Some(b) if b.drained => Some(format!(
+                            "preferred replica {preferred} is on drained broker {}",
+                            b.id
+                        )),
+                        Some(_) => None,
+                    };
+                    match why {
+                        Some(why) => (ElectionOutcome::PreferredLeaderNotAvailable, Some(why)),
+                        None => {
+                            p.leader = preferred;
+                            p.leader_epoch += 1;
+                            p.partition_epoch += 1;
+                            changed = true;
+                            (ElectionOutcome::Elected, None)
+                        }
+                    }
+                }
+            },
+        };
+        results.push(ElectionResult {
+            topic,
+            partition,
+            outcome,
+            message,
+        });
+    }
+    if changed {
+        bump(state);
+    }
+    results
+}
+
 /// Starts moving a partition to `target` replicas (KIP-455).
 pub fn reassign(
     state: &mut ControllerState,
@@ -716,6 +1043,60 @@ pub fn reassign(
     p.partition_epoch += 1;
     // Pure reorderings or shrinks complete at once.
     complete_reassignment_if_ready(p, &brokers);
+    let result = p.clone();
+    bump(state);
+    Ok(result)
+}
+
+/// Cancels a reassignment in progress (KIP-455): the partition goes back to its original
+/// replicas (the current ones minus those being added, in their current order). The ISR keeps
+/// only original replicas; a leader that is being added hands over to one elected from them
+/// (a new leader epoch). Refused, changing nothing, when no original replica is in sync or
+/// none that is can lead: cancelling would leave the partition without an in-sync leader.
+pub fn cancel_reassignment(
+    state: &mut ControllerState,
+    topic: &str,
+    partition: i32,
+) -> Result<PartitionMeta, ControllerError> {
+    let brokers = &state.metadata.brokers;
+    let p = state
+        .metadata
+        .topics
+        .get_mut(topic)
+        .and_then(|t| t.partitions.get_mut(usize::try_from(partition).ok()?))
+        .ok_or_else(|| ControllerError::UnknownPartition(topic.to_string(), partition))?;
+    if p.adding.is_empty() && p.removing.is_empty() {
+        return Err(ControllerError::NoReassignmentInProgress(
+            topic.to_string(),
+            partition,
+        ));
+    }
+    let original: Vec<i32> = p
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| !p.adding.contains(r))
+        .collect();
+    let refuse = |reason: &str| ControllerError::CannotCancel {
+        topic: topic.to_string(),
+        partition,
+        reason: reason.to_string(),
+    };
+    match settle_on(p, original, brokers) {
+        Ok(()) => {}
+        Err(Unsettled::NoneInSync) => {
+            return Err(refuse(
+                "no replica of the original set is in sync; cancelling would leave the \
+                 partition without an in-sync replica",
+            ));
+        }
+        Err(Unsettled::NoneCanLead) => {
+            return Err(refuse(
+                "no in-sync replica of the original set is alive to lead; cancelling would \
+                 leave the partition without a leader",
+            ));
+        }
+    }
     let result = p.clone();
     bump(state);
     Ok(result)
@@ -822,6 +1203,70 @@ mod tests {
 
     fn p(s: &ControllerState, i: i32) -> PartitionMeta {
         s.metadata.partition("t", i).unwrap().clone()
+    }
+
+    /// Kafka's CreateTopics and CreatePartitions with the client's own replica lists: used as
+    /// given when every list has the topic's length, no duplicates and live brokers; refused
+    /// otherwise, with nothing changed.
+    #[test]
+    fn client_assignments_are_used_as_given_or_refused() {
+        let mut s = cluster();
+        let id = uuid::Uuid::new_v4();
+        let t = create_topic_assigned(
+            &mut s,
+            "a",
+            vec![vec![2, 0], vec![1, 2]],
+            BTreeMap::new(),
+            id,
+        )
+        .unwrap();
+        let got: Vec<(Vec<i32>, i32)> = t
+            .partitions
+            .iter()
+            .map(|p| (p.replicas.clone(), p.leader))
+            .collect();
+        assert_eq!(got, vec![(vec![2, 0], 2), (vec![1, 2], 1)]);
+        let v = s.metadata.version;
+        for bad in [
+            vec![vec![0, 1], vec![2]], // lengths differ
+            vec![vec![0, 0]],          // a broker twice
+            vec![vec![0, 9]],          // not registered
+            vec![],                    // nothing
+        ] {
+            let e = create_topic_assigned(&mut s, "b", bad.clone(), BTreeMap::new(), id);
+            assert!(
+                matches!(e, Err(ControllerError::InvalidAssignment { .. })),
+                "{bad:?}: {e:?}"
+            );
+        }
+        assert!(matches!(
+            create_topic_assigned(&mut s, "a", vec![vec![0, 1]], BTreeMap::new(), id),
+            Err(ControllerError::TopicExists(_))
+        ));
+        assert_eq!(s.metadata.version, v, "refusals change nothing");
+
+        assert_eq!(
+            add_partitions_assigned(&mut s, "a", 3, vec![vec![0, 1]]),
+            Ok(true)
+        );
+        assert_eq!(s.metadata.partition("a", 2).unwrap().replicas, vec![0, 1]);
+        let v = s.metadata.version;
+        for (total, bad) in [
+            (4, vec![vec![0]]),    // the topic has 2 replicas per partition
+            (5, vec![vec![0, 1]]), // 2 new partitions, 1 list
+            (4, vec![vec![0, 7]]), // not registered
+        ] {
+            let e = add_partitions_assigned(&mut s, "a", total, bad.clone());
+            assert!(
+                matches!(e, Err(ControllerError::InvalidAssignment { .. })),
+                "{bad:?}: {e:?}"
+            );
+        }
+        assert!(matches!(
+            add_partitions_assigned(&mut s, "a", 2, vec![]),
+            Err(ControllerError::PartitionDecrease { .. })
+        ));
+        assert_eq!(s.metadata.version, v, "refusals change nothing");
     }
 
     /// Issue part 2: every name the controller takes is a legal Kafka name, and a name that
@@ -938,6 +1383,407 @@ mod tests {
         assert!(!set_topic_configs(&mut s, "t", c.clone()).unwrap());
         assert_eq!(s.metadata.version, v + 1);
         assert_eq!(s.metadata.topics["t"].configs, c);
+    }
+
+    #[test]
+    fn a_declared_topic_refuses_changes_through_kafkas_api_until_released() {
+        let mut s = cluster();
+        assert_eq!(check_unmanaged(&s, "t"), Ok(()));
+        let owner = Some("ReplicatedTopic shop/orders".to_string());
+        let v = s.metadata.version;
+        assert_eq!(set_topic_owner(&mut s, "t", owner.clone()), Ok(true));
+        assert!(s.metadata.version > v, "brokers must learn the owner");
+        let v = s.metadata.version;
+        assert_eq!(set_topic_owner(&mut s, "t", owner), Ok(false));
+        assert_eq!(s.metadata.version, v, "no change, no new version");
+        let e = check_unmanaged(&s, "t").unwrap_err();
+        assert!(e.to_string().contains("ReplicatedTopic shop/orders"), "{e}");
+        assert_eq!(set_topic_owner(&mut s, "t", None), Ok(true));
+        assert_eq!(check_unmanaged(&s, "t"), Ok(()));
+        assert_eq!(
+            set_topic_owner(&mut s, "nope", None),
+            Err(ControllerError::UnknownTopic("nope".into()))
+        );
+    }
+
+    #[test]
+    fn invalid_topic_configs_are_refused_and_nothing_changes() {
+        let mut s = cluster();
+        let v = s.metadata.version;
+        let unknown = BTreeMap::from([("nope".to_string(), "1".to_string())]);
+        let bad_value = BTreeMap::from([("retention.ms".to_string(), "soon".to_string())]);
+        assert_eq!(
+            set_topic_configs(&mut s, "t", unknown.clone()),
+            Err(ControllerError::InvalidConfig(
+                broker::topic_config::ConfigError::Unknown("nope".into())
+            ))
+        );
+        let e = set_topic_configs(&mut s, "t", bad_value.clone()).unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                ControllerError::InvalidConfig(broker::topic_config::ConfigError::Invalid { key, .. })
+                    if key == "retention.ms"
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("retention.ms"), "{e}");
+        assert_eq!(
+            set_topic_configs(&mut s, "nope", unknown.clone()),
+            Err(ControllerError::UnknownTopic("nope".into())),
+            "an unknown topic is unknown whatever its configs"
+        );
+        assert!(s.metadata.topics["t"].configs.is_empty());
+        for bad in [unknown, bad_value] {
+            assert!(matches!(
+                create_topic(&mut s, "u", 1, 1, bad, uuid::Uuid::nil()),
+                Err(ControllerError::InvalidConfig(_))
+            ));
+        }
+        assert!(!s.metadata.topics.contains_key("u"));
+        assert_eq!(s.metadata.version, v);
+        let good = BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]);
+        create_topic(&mut s, "u", 1, 1, good.clone(), uuid::Uuid::nil()).unwrap();
+        assert_eq!(s.metadata.topics["u"].configs, good);
+    }
+
+    #[test]
+    fn a_topic_has_at_most_max_partitions() {
+        let mut s = ControllerState::new("c".into());
+        register(&mut s, reg(0, "a"), 0);
+        create_topic(&mut s, "t", 1, 1, BTreeMap::new(), uuid::Uuid::nil()).unwrap();
+        let v = s.metadata.version;
+        assert_eq!(
+            add_partitions(&mut s, "t", MAX_PARTITIONS + 1),
+            Err(ControllerError::TooManyPartitions {
+                topic: "t".into(),
+                asked: MAX_PARTITIONS + 1,
+                max: MAX_PARTITIONS
+            })
+        );
+        assert!(matches!(
+            add_partitions(&mut s, "t", usize::MAX),
+            Err(ControllerError::TooManyPartitions { .. })
+        ));
+        assert!(matches!(
+            create_topic(
+                &mut s,
+                "u",
+                MAX_PARTITIONS + 1,
+                1,
+                BTreeMap::new(),
+                uuid::Uuid::nil()
+            ),
+            Err(ControllerError::TooManyPartitions { .. })
+        ));
+        assert_eq!(s.metadata.version, v);
+        assert_eq!(s.metadata.topics["t"].partitions.len(), 1);
+        assert!(add_partitions(&mut s, "t", MAX_PARTITIONS).unwrap());
+        assert_eq!(s.metadata.topics["t"].partitions.len(), MAX_PARTITIONS);
+    }
+
+    /// The leader of t-`partition` commits `isr` at the current epochs.
+    fn set_isr(s: &mut ControllerState, partition: i32, isr: Vec<i32>) -> PartitionMeta {
+        let now = p(s, partition);
+        let req = AlterPartition {
+            broker: now.leader,
+            broker_epoch: s.metadata.brokers[&now.leader].epoch,
+            topic: "t".into(),
+            partition,
+            leader_epoch: now.leader_epoch,
+            partition_epoch: now.partition_epoch,
+            isr,
+        };
+        alter_partition(s, &req).unwrap()
+    }
+
+    fn named(parts: &[(&str, i32)]) -> Vec<(String, i32)> {
+        parts.iter().map(|(t, p)| (t.to_string(), *p)).collect()
+    }
+
+    #[test]
+    fn elect_preferred_moves_leadership_back_only_where_needed() {
+        let mut s = cluster();
+        let v = s.metadata.version;
+        let results = elect_preferred(&mut s, Some(&named(&[("t", 0)])));
+        assert_eq!(results.len(), 1);
+        assert_eq!((results[0].topic.as_str(), results[0].partition), ("t", 0));
+        assert_eq!(results[0].outcome, ElectionOutcome::ElectionNotNeeded);
+        assert_eq!(s.metadata.version, v, "nothing moved: no commit");
+        // Partition 0's preferred replica loses leadership (it is fenced and comes back, out
+        // of the ISR), then catches up.
+        let before = p(&s, 0);
+        let preferred = before.replicas[0];
+        assert_eq!(before.leader, preferred);
+        let epoch = s.metadata.brokers[&preferred].epoch;
+        controlled_shutdown(&mut s, preferred, epoch).unwrap();
+        register(&mut s, reg(preferred, "b"), 1);
+        let moved = p(&s, 0);
+        assert_ne!(moved.leader, preferred);
+        let v = s.metadata.version;
+        let results = elect_preferred(&mut s, Some(&named(&[("t", 0)])));
+        assert_eq!(
+            results[0].outcome,
+            ElectionOutcome::PreferredLeaderNotAvailable
+        );
+        assert!(
+            results[0]
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("not in the ISR")),
+            "{results:?}"
+        );
+        assert_eq!(p(&s, 0), moved);
+        assert_eq!(s.metadata.version, v);
+        let mut isr = moved.isr.clone();
+        isr.push(preferred);
+        set_isr(&mut s, 0, isr);
+        let caught_up = p(&s, 0);
+        let v = s.metadata.version;
+        let results = elect_preferred(&mut s, Some(&named(&[("t", 0)])));
+        assert_eq!(results[0].outcome, ElectionOutcome::Elected);
+        assert_eq!(results[0].message, None);
+        let elected = p(&s, 0);
+        assert_eq!(elected.leader, preferred);
+        assert_eq!(elected.leader_epoch, caught_up.leader_epoch + 1);
+        assert_eq!(elected.partition_epoch, caught_up.partition_epoch + 1);
+        assert_eq!(elected.isr, caught_up.isr);
+        assert_eq!(s.metadata.version, v + 1);
+    }
+
+    #[test]
+    fn elect_preferred_names_unknown_partitions() {
+        let mut s = cluster();
+        let v = s.metadata.version;
+        let asked = named(&[("nope", 0), ("t", 3), ("t", -1), ("t", 2)]);
+        let results = elect_preferred(&mut s, Some(&asked));
+        let outcomes: Vec<(String, i32, ElectionOutcome)> = results
+            .into_iter()
+            .map(|r| (r.topic, r.partition, r.outcome))
+            .collect();
+        use ElectionOutcome::*;
+        assert_eq!(
+            outcomes,
+            vec![
+                ("nope".into(), 0, UnknownTopicOrPartition),
+                ("t".into(), 3, UnknownTopicOrPartition),
+                ("t".into(), -1, UnknownTopicOrPartition),
+                ("t".into(), 2, ElectionNotNeeded),
+            ]
+        );
+        assert_eq!(s.metadata.version, v);
+    }
+
+    /// None covers every partition; a drained broker's partitions are refused (not elected),
+    /// and, unlike `preferred_leader_election`, the broker stays drained.
+    #[test]
+    fn elect_preferred_over_everything_leaves_drained_brokers_drained() {
+        let mut s = cluster();
+        create_topic(&mut s, "u", 2, 2, BTreeMap::new(), uuid::Uuid::nil()).unwrap();
+        let drained = p(&s, 1).replicas[0];
+        let other = (0..3).find(|b| *b != drained).unwrap();
+        drain(&mut s, drained).unwrap();
+        drain(&mut s, other).unwrap();
+        // Undo the second drain by hand, as an operator's tooling might: its partitions can
+        // take their preferred leader back, the first drained broker's cannot.
+        s.metadata.brokers.get_mut(&other).unwrap().drained = false;
+        let before = s.clone();
+        let results = elect_preferred(&mut s, None);
+        let all: Vec<(String, i32)> = before
+            .metadata
+            .partitions()
+            .map(|(t, p)| (t.to_string(), p.partition))
+            .collect();
+        assert_eq!(all.len(), 5);
+        assert_eq!(
+            results
+                .iter()
+                .map(|r| (r.topic.clone(), r.partition))
+                .collect::<Vec<_>>(),
+            all,
+            "every partition, in name order"
+        );
+        for r in &results {
+            let old = before.metadata.partition(&r.topic, r.partition).unwrap();
+            let new = s.metadata.partition(&r.topic, r.partition).unwrap();
+            let preferred = old.replicas[0];
+            let expected = if old.leader == preferred {
+                ElectionOutcome::ElectionNotNeeded
+            } else if preferred == drained {
+                ElectionOutcome::PreferredLeaderNotAvailable
+            } else {
+                ElectionOutcome::Elected
+            };
+            assert_eq!(r.outcome, expected, "{r:?} {old:?}");
+            match r.outcome {
+                ElectionOutcome::Elected => {
+                    assert_eq!(new.leader, preferred);
+                    assert_eq!(new.leader_epoch, old.leader_epoch + 1);
+                }
+                ElectionOutcome::PreferredLeaderNotAvailable => {
+                    assert!(
+                        r.message.as_deref().is_some_and(|m| m.contains("drained")),
+                        "{r:?}"
+                    );
+                    assert_eq!(new, old);
+                }
+                _ => assert_eq!(new, old),
+            }
+        }
+        assert!(
+            results
+                .iter()
+                .any(|r| r.outcome == ElectionOutcome::Elected),
+            "{results:?}"
+        );
+        assert!(
+            results
+                .iter()
+                .any(|r| r.outcome == ElectionOutcome::PreferredLeaderNotAvailable),
+            "{results:?}"
+        );
+        assert!(s.metadata.brokers[&drained].drained, "still drained");
+        assert!(!s.metadata.brokers[&other].drained);
+        assert_eq!(s.metadata.version, before.metadata.version + 1);
+    }
+
+    #[test]
+    fn cancel_without_a_reassignment_is_refused() {
+        let mut s = cluster();
+        let v = s.metadata.version;
+        assert_eq!(
+            cancel_reassignment(&mut s, "t", 0),
+            Err(ControllerError::NoReassignmentInProgress("t".into(), 0))
+        );
+        assert_eq!(
+            cancel_reassignment(&mut s, "t", 9),
+            Err(ControllerError::UnknownPartition("t".into(), 9))
+        );
+        assert_eq!(s.metadata.version, v);
+    }
+
+    /// An expansion onto a broker that has not caught up: cancelling goes back to the original
+    /// replicas and ISR, the leader stays (same leader epoch).
+    #[test]
+    fn cancel_an_expansion_goes_back_to_the_original_replicas() {
+        let mut s = cluster();
+        register(&mut s, reg(3, "a"), 0);
+        let original = p(&s, 0);
+        let mut target = original.replicas.clone();
+        target.push(3);
+        let started = reassign(&mut s, "t", 0, target.clone()).unwrap();
+        assert_eq!(started.adding, vec![3]);
+        assert_eq!(started.replicas, target);
+        assert!(!started.isr.contains(&3));
+        let v = s.metadata.version;
+        let cancelled = cancel_reassignment(&mut s, "t", 0).unwrap();
+        assert_eq!(cancelled.replicas, original.replicas);
+        assert_eq!(cancelled.isr, original.isr);
+        assert!(cancelled.adding.is_empty() && cancelled.removing.is_empty());
+        assert_eq!(cancelled.leader, original.leader);
+        assert_eq!(cancelled.leader_epoch, original.leader_epoch);
+        assert_eq!(cancelled.partition_epoch, started.partition_epoch + 1);
+        assert_eq!(p(&s, 0), cancelled);
+        assert_eq!(s.metadata.version, v + 1);
+        assert!(matches!(
+            cancel_reassignment(&mut s, "t", 0),
+            Err(ControllerError::NoReassignmentInProgress(..))
+        ));
+    }
+
+    /// Five brokers, "t" with one partition on three of them; a move onto the two others is
+    /// under way with one of them caught up and leading. Returns the original replicas, the
+    /// two being added (the caught-up leader first) and the partition.
+    fn move_led_by_an_added_replica() -> (ControllerState, Vec<i32>, [i32; 2], PartitionMeta) {
+        let mut s = ControllerState::new("c".into());
+        for id in 0..5 {
+            register(&mut s, reg(id, "a"), 0);
+        }
+        create_topic(&mut s, "t", 1, 3, BTreeMap::new(), uuid::Uuid::nil()).unwrap();
+        let original = p(&s, 0).replicas;
+        let spare: Vec<i32> = (0..5).filter(|b| !original.contains(b)).collect();
+        let (s1, s2) = (spare[0], spare[1]);
+        let started = reassign(&mut s, "t", 0, vec![s1, s2, original[0]]).unwrap();
+        assert_eq!(started.adding, vec![s1, s2]);
+        // The leader reports s1 caught up (s2 not yet): the move is still under way.
+        let mut isr = started.isr.clone();
+        isr.push(s1);
+        let now = set_isr(&mut s, 0, isr);
+        assert_eq!(now.adding, vec![s1, s2]);
+        // s1 is the target's preferred leader.
+        let r = elect_preferred(&mut s, Some(&named(&[("t", 0)])));
+        assert_eq!(r[0].outcome, ElectionOutcome::Elected, "{r:?}");
+        let led = p(&s, 0);
+        assert_eq!(led.leader, s1);
+        (s, original, [s1, s2], led)
+    }
+
+    #[test]
+    fn cancel_hands_leadership_from_an_added_replica_back_to_an_original_one() {
+        let (mut s, original, [s1, _], led) = move_led_by_an_added_replica();
+        let cancelled = cancel_reassignment(&mut s, "t", 0).unwrap();
+        assert_eq!(cancelled.replicas, original);
+        assert!(!cancelled.isr.contains(&s1));
+        assert_eq!(cancelled.isr, original);
+        assert!(original.contains(&cancelled.leader));
+        assert!(led.isr.contains(&cancelled.leader), "elected from the ISR");
+        assert_eq!(cancelled.leader, original[0], "in replica order");
+        assert_eq!(cancelled.leader_epoch, led.leader_epoch + 1);
+        assert!(cancelled.partition_epoch > led.partition_epoch);
+        assert!(cancelled.adding.is_empty() && cancelled.removing.is_empty());
+    }
+
+    #[test]
+    fn cancel_is_refused_when_no_original_replica_is_in_sync() {
+        let (mut s, original, [s1, _], led) = move_led_by_an_added_replica();
+        // The new leader shrinks the ISR to itself: no original replica is in sync.
+        assert_eq!(led.leader, s1);
+        let shrunk = set_isr(&mut s, 0, vec![s1]);
+        assert!(shrunk.isr.iter().all(|r| !original.contains(r)));
+        let before = s.clone();
+        let e = cancel_reassignment(&mut s, "t", 0).unwrap_err();
+        assert!(
+            matches!(&e, ControllerError::CannotCancel { topic, partition: 0, reason }
+                if topic == "t" && reason.contains("in sync")),
+            "{e:?}"
+        );
+        assert_eq!(s, before, "nothing changed");
+    }
+
+    /// The only in-sync original replica is gone (the partition has no leader): cancelling
+    /// is refused until it is back and leads again.
+    #[test]
+    fn cancel_is_refused_when_no_original_replica_can_lead() {
+        let mut s = ControllerState::new("c".into());
+        for id in 0..5 {
+            register(&mut s, reg(id, "a"), 0);
+        }
+        create_topic(&mut s, "t", 1, 3, BTreeMap::new(), uuid::Uuid::nil()).unwrap();
+        let original = p(&s, 0).replicas;
+        let r0 = original[0];
+        let spare: Vec<i32> = (0..5).filter(|b| !original.contains(b)).collect();
+        let started = reassign(&mut s, "t", 0, vec![spare[0], spare[1], r0]).unwrap();
+        assert_eq!(started.leader, r0);
+        // r0 shrinks the ISR to itself, then its process dies.
+        set_isr(&mut s, 0, vec![r0]);
+        let epoch = s.metadata.brokers[&r0].epoch;
+        assert_eq!(fence_gone(&mut s, r0, epoch), Ok(true));
+        let leaderless = p(&s, 0);
+        assert!(!leaderless.has_leader() && leaderless.isr == vec![r0]);
+        let before = s.clone();
+        let e = cancel_reassignment(&mut s, "t", 0).unwrap_err();
+        assert!(
+            matches!(&e, ControllerError::CannotCancel { reason, .. } if reason.contains("lead")),
+            "{e:?}"
+        );
+        assert_eq!(s, before, "nothing changed");
+        // r0 returns and leads again; now the move can be cancelled.
+        register(&mut s, reg(r0, "b"), 1);
+        assert_eq!(p(&s, 0).leader, r0);
+        let cancelled = cancel_reassignment(&mut s, "t", 0).unwrap();
+        assert_eq!(cancelled.replicas, original);
+        assert_eq!(cancelled.isr, vec![r0]);
+        assert_eq!(cancelled.leader, r0);
     }
 
     #[test]
@@ -1249,6 +2095,8 @@ mod properties {
         Preferred,
         Reassign(i32, Vec<i32>),
         Decommission(i32),
+        ElectPreferred(Option<i32>),
+        CancelReassignment(i32),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -1267,6 +2115,8 @@ mod properties {
             )
                 .prop_map(|(p, t)| Op::Reassign(p, t)),
             b.prop_map(Op::Decommission),
+            proptest::option::of(0..5i32).prop_map(Op::ElectPreferred),
+            (0..4i32).prop_map(Op::CancelReassignment),
         ]
     }
 
@@ -1404,6 +2254,40 @@ mod properties {
             }
             Op::Decommission(id) => {
                 let _ = decommission(s, *id);
+            }
+            Op::ElectPreferred(part) => {
+                let drained: Vec<bool> = s.metadata.brokers.values().map(|b| b.drained).collect();
+                let named = part.map(|p| vec![("t".to_string(), p)]);
+                let results = elect_preferred(s, named.as_deref());
+                assert_eq!(
+                    drained,
+                    s.metadata
+                        .brokers
+                        .values()
+                        .map(|b| b.drained)
+                        .collect::<Vec<_>>(),
+                    "elect_preferred undrained a broker"
+                );
+                for r in results {
+                    if r.outcome == ElectionOutcome::Elected {
+                        let p = s.metadata.partition(&r.topic, r.partition).unwrap();
+                        assert_eq!(Some(&p.leader), p.target_replicas().first());
+                    }
+                }
+            }
+            Op::CancelReassignment(part) => {
+                let before = s.metadata.partition("t", *part).cloned();
+                if let Ok(p) = cancel_reassignment(s, "t", *part) {
+                    let before = before.unwrap();
+                    let original: Vec<i32> = before
+                        .replicas
+                        .iter()
+                        .copied()
+                        .filter(|r| !before.adding.contains(r))
+                        .collect();
+                    assert_eq!(p.replicas, original);
+                    assert!(p.adding.is_empty() && p.removing.is_empty());
+                }
             }
         }
     }

@@ -1,7 +1,9 @@
 //! The controller's HTTP API (axum, JSON). Internal routes serve brokers (register,
 //! heartbeat, metadata long-poll, AlterPartition, controlled shutdown, topics, producer ids);
 //! admin routes serve users and the operator (drain, preferred-leader election, reassign,
-//! decommission, rebalance, describe).
+//! decommission, rebalance, describe). The topic and partition admin routes (add partitions,
+//! set configs, elect leaders, reassign and cancel) also serve brokers answering Kafka's
+//! CreatePartitions, AlterConfigs, ElectLeaders and AlterPartitionReassignments.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use std::time::Duration;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +36,8 @@ pub fn router<S: Store + Send + Sync + 'static>(controller: Arc<Controller<S>>) 
         .route("/v1/alter-partition", post(alter_partition::<S>))
         .route("/v1/topics", post(create_topic::<S>))
         .route("/v1/topics/{name}", delete(delete_topic::<S>))
+        .route("/v1/topics/{name}/partitions", post(add_partitions::<S>))
+        .route("/v1/topics/{name}/configs", put(set_topic_configs::<S>))
         .route("/v1/producer-ids", post(producer_ids::<S>))
         .route("/v1/admin/brokers/{id}/drain", post(drain::<S>))
         .route(
@@ -41,7 +45,9 @@ pub fn router<S: Store + Send + Sync + 'static>(controller: Arc<Controller<S>>) 
             post(decommission::<S>),
         )
         .route("/v1/admin/preferred-leader-election", post(preferred::<S>))
+        .route("/v1/admin/elect-leaders", post(elect_leaders::<S>))
         .route("/v1/admin/reassign", post(reassign::<S>))
+        .route("/v1/admin/reassign/cancel", post(cancel_reassignment::<S>))
         .route("/v1/admin/rebalance", post(rebalance::<S>))
         .route("/v1/admin/describe", get(describe::<S>))
         .with_state(controller)
@@ -143,6 +149,18 @@ impl IntoResponse for Failure {
                 ControllerError::CannotMove { .. } => (StatusCode::CONFLICT, "cannot_move"),
                 ControllerError::PartitionDecrease { .. } => {
                     (StatusCode::BAD_REQUEST, "partition_decrease")
+                }
+                ControllerError::TooManyPartitions { .. } => {
+                    (StatusCode::BAD_REQUEST, "invalid_partitions")
+                }
+                ControllerError::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "invalid_config"),
+                ControllerError::NoReassignmentInProgress(..) => {
+                    (StatusCode::CONFLICT, "no_reassignment_in_progress")
+                }
+                ControllerError::CannotCancel { .. } => (StatusCode::CONFLICT, "cannot_cancel"),
+                ControllerError::ManagedTopic { .. } => (StatusCode::CONFLICT, "policy_violation"),
+                ControllerError::InvalidAssignment { .. } => {
+                    (StatusCode::BAD_REQUEST, "invalid_replica_assignment")
                 }
             },
         };
@@ -254,6 +272,10 @@ pub struct NewTopic {
     pub replication_factor: usize,
     #[serde(default)]
     pub configs: BTreeMap<String, String>,
+    /// Replicas chosen by the caller, one list per partition (then `partitions` and
+    /// `replication_factor` are what it implies); absent, the controller places them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignments: Option<Vec<Vec<i32>>>,
 }
 
 async fn create_topic<S: Store>(
@@ -262,15 +284,18 @@ async fn create_topic<S: Store>(
 ) -> Result<Json<broker::metadata::TopicMeta>, Failure> {
     let id = uuid::Uuid::new_v4();
     Ok(Json(
-        c.update(|s, _| {
-            decisions::create_topic(
+        c.update(|s, _| match &t.assignments {
+            Some(a) => {
+                decisions::create_topic_assigned(s, &t.name, a.clone(), t.configs.clone(), id)
+            }
+            None => decisions::create_topic(
                 s,
                 &t.name,
                 t.partitions,
                 t.replication_factor,
                 t.configs.clone(),
                 id,
-            )
+            ),
         })
         .await?,
     ))
@@ -280,8 +305,67 @@ async fn delete_topic<S: Store>(
     State(c): Ctl<S>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, Failure> {
-    c.update(|s, _| decisions::delete_topic(s, &name)).await?;
+    c.update(|s, _| {
+        decisions::check_unmanaged(s, &name)?;
+        decisions::delete_topic(s, &name)
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Answer of the routes that change a topic: false when it already was so.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Changed {
+    pub changed: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PartitionCount {
+    pub partitions: usize,
+    /// Replicas for the new partitions, chosen by the caller (Kafka's CreatePartitions
+    /// assignment); absent, the controller places them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignments: Option<Vec<Vec<i32>>>,
+}
+
+/// Grows a topic (Kafka's CreatePartitions); fewer partitions than now are refused.
+async fn add_partitions<S: Store>(
+    State(c): Ctl<S>,
+    Path(name): Path<String>,
+    Json(b): Json<PartitionCount>,
+) -> Result<Json<Changed>, Failure> {
+    let changed = c
+        .update(|s, _| {
+            decisions::check_unmanaged(s, &name)?;
+            match &b.assignments {
+                Some(a) => decisions::add_partitions_assigned(s, &name, b.partitions, a.clone()),
+                None => decisions::add_partitions(s, &name, b.partitions),
+            }
+        })
+        .await?;
+    Ok(Json(Changed { changed }))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TopicConfigs {
+    /// The topic's complete override map.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// Replaces a topic's config overrides (Kafka's AlterConfigs; a broker answering
+/// IncrementalAlterConfigs sends the merged map).
+async fn set_topic_configs<S: Store>(
+    State(c): Ctl<S>,
+    Path(name): Path<String>,
+    Json(b): Json<TopicConfigs>,
+) -> Result<Json<Changed>, Failure> {
+    let changed = c
+        .update(|s, _| {
+            decisions::check_unmanaged(s, &name)?;
+            decisions::set_topic_configs(s, &name, b.configs.clone())
+        })
+        .await?;
+    Ok(Json(Changed { changed }))
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -359,6 +443,47 @@ async fn reassign<S: Store>(
 ) -> Result<Json<broker::metadata::PartitionMeta>, Failure> {
     Ok(Json(
         c.update(|s, _| decisions::reassign(s, &r.topic, r.partition, r.replicas.clone()))
+            .await?,
+    ))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ElectLeaders {
+    /// None: every partition.
+    #[serde(default)]
+    pub partitions: Option<Vec<(String, i32)>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ElectionResults {
+    pub results: Vec<decisions::ElectionResult>,
+}
+
+/// Preferred-leader election for some partitions or all (Kafka's ElectLeaders, PREFERRED);
+/// unlike `/v1/admin/preferred-leader-election` it leaves drained brokers drained.
+async fn elect_leaders<S: Store>(
+    State(c): Ctl<S>,
+    Json(b): Json<ElectLeaders>,
+) -> Result<Json<ElectionResults>, Failure> {
+    let results = c
+        .update(|s, _| Ok(decisions::elect_preferred(s, b.partitions.as_deref())))
+        .await?;
+    Ok(Json(ElectionResults { results }))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PartitionRef {
+    pub topic: String,
+    pub partition: i32,
+}
+
+/// Cancels a reassignment in progress (KIP-455): back to the original replicas.
+async fn cancel_reassignment<S: Store>(
+    State(c): Ctl<S>,
+    Json(r): Json<PartitionRef>,
+) -> Result<Json<broker::metadata::PartitionMeta>, Failure> {
+    Ok(Json(
+        c.update(|s, _| decisions::cancel_reassignment(s, &r.topic, r.partition))
             .await?,
     ))
 }

@@ -73,8 +73,9 @@ pub struct ReplicatedTopicSpec {
     #[schemars(length(min = 1))]
     #[x_kube(validation = Rule::new("self == oldSelf").message("cluster is immutable"))]
     pub cluster: String,
-    /// Number of partitions. May grow, never shrink (Kafka cannot remove partitions).
-    #[schemars(range(min = 1))]
+    /// Number of partitions (at most 100000). May grow, never shrink (Kafka cannot remove
+    /// partitions).
+    #[schemars(range(min = 1, max = 100000))]
     #[x_kube(validation = Rule::new("self >= oldSelf").message("partitions cannot be decreased"))]
     pub partitions: i32,
     /// Replicas per partition; at most the cluster's broker count. Immutable in v1alpha1

@@ -466,9 +466,25 @@ async fn apply(
         info!(topic = %name, cluster = %spec.cluster, %reason, "{note}");
         publish(ctx, &*rt, EventType::Normal, reason, &note).await;
     }
+    // The topic is this resource's: Kafka's admin API refuses to change it (see
+    // `decisions::check_unmanaged`), since this reconciler would undo the change.
+    let owner = Some(owner_label(&rt));
+    entry
+        .controller
+        .update(|s, _| decisions::set_topic_owner(s, &name, owner))
+        .await?;
     let md = entry.controller.snapshot().await.metadata;
     write_status(ctx, &rt, status(&rt, Some(&md), None, default_min)).await?;
     Ok(Action::requeue(Duration::from_secs(60)))
+}
+
+/// How a topic names the resource that declares it (`TopicMeta::managed_by`).
+fn owner_label(rt: &ReplicatedTopic) -> String {
+    format!(
+        "ReplicatedTopic {}/{}",
+        rt.namespace().unwrap_or_default(),
+        rt.name_any()
+    )
 }
 
 async fn cleanup(
@@ -479,6 +495,25 @@ async fn cleanup(
     let ns = rt.namespace().unwrap_or_default();
     let name = rt.topic_name().to_string();
     if rt.spec.deletion_policy != DeletionPolicy::Delete {
+        // Kept, and no longer declared: from now on it is managed through Kafka's API.
+        if let Some(entry) = ctx.registry.get(&ns, &rt.spec.cluster).await {
+            let label = owner_label(&rt);
+            entry
+                .controller
+                .update(|s, _| {
+                    let ours = s
+                        .metadata
+                        .topics
+                        .get(&name)
+                        .is_some_and(|t| t.managed_by.as_ref() == Some(&label));
+                    if ours {
+                        decisions::set_topic_owner(s, &name, None)
+                    } else {
+                        Ok(false)
+                    }
+                })
+                .await?;
+        }
         publish(
             ctx,
             &*rt,
@@ -627,6 +662,7 @@ mod tests {
                     }
                 })
                 .collect(),
+            managed_by: None,
         }
     }
 

@@ -1,0 +1,224 @@
+//! Where a change to a topic goes: standalone, this broker's own topics; in a cluster, the
+//! controller, whose metadata every broker follows. Shared by CreatePartitions, AlterConfigs
+//! and IncrementalAlterConfigs, which validate here first (so `validate_only` answers exactly
+//! what a real change would) and change nothing when refused.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+
+use crate::cluster::controller_client::ControllerCallError;
+use crate::cluster::runtime::ClusterRuntime;
+use crate::metadata::ClusterMetadata;
+use crate::state::{Broker, MAX_PARTITIONS, TopicError};
+
+/// A Kafka error code and the message that goes with it.
+pub type Refusal = (ResponseError, String);
+
+/// How long a change waits to show in this broker's own metadata before it is answered, so a
+/// client that asks this broker next sees it (Kafka's controller answers once committed, and
+/// brokers catch up soon after; tools describe right after they alter).
+const SHOWN_WITHIN: Duration = Duration::from_secs(3);
+
+pub enum Admin {
+    Local(Arc<Broker>),
+    Cluster(Arc<Broker>, Arc<ClusterRuntime>),
+}
+
+/// A topic as the cluster knows it now.
+pub struct TopicView {
+    pub partitions: i32,
+    /// Config overrides (Kafka's "dynamic topic configs").
+    pub overrides: BTreeMap<String, String>,
+}
+
+pub fn refusal_for(e: &TopicError) -> Refusal {
+    (super::create_topics::error_for(e), e.to_string())
+}
+
+/// The Kafka error for a controller's refusal (`kind` is its stable error kind).
+pub fn controller_refusal(e: &ControllerCallError) -> Refusal {
+    let code = match e {
+        ControllerCallError::Refused { kind, .. } => match kind.as_str() {
+            "topic_exists" => ResponseError::TopicAlreadyExists,
+            "invalid_topic_name" | "topic_collision" => ResponseError::InvalidTopicException,
+            "invalid_replication_factor" => ResponseError::InvalidReplicationFactor,
+            "unknown_topic_or_partition" => ResponseError::UnknownTopicOrPartition,
+            "partition_decrease" | "invalid_partitions" => ResponseError::InvalidPartitions,
+            "invalid_config" => ResponseError::InvalidConfig,
+            "invalid_reassignment" | "cannot_cancel" | "invalid_replica_assignment" => {
+                ResponseError::InvalidReplicaAssignment
+            }
+            "reassignment_in_progress" => ResponseError::ReassignmentInProgress,
+            "no_reassignment_in_progress" => ResponseError::NoReassignmentInProgress,
+            "unknown_broker" => ResponseError::BrokerNotAvailable,
+            "policy_violation" => ResponseError::PolicyViolation,
+            _ => ResponseError::InvalidRequest,
+        },
+        // Retriable: the client tries again (the controller may be failing over).
+        _ => ResponseError::RequestTimedOut,
+    };
+    let message = match e {
+        ControllerCallError::Refused { message, .. } => message.clone(),
+        other => other.to_string(),
+    };
+    (code, message)
+}
+
+impl Admin {
+    pub fn of(broker: &Arc<Broker>) -> Self {
+        match broker.cluster() {
+            Some(rt) => Self::Cluster(Arc::clone(broker), Arc::clone(rt)),
+            None => Self::Local(Arc::clone(broker)),
+        }
+    }
+
+    pub fn broker(&self) -> &Arc<Broker> {
+        match self {
+            Self::Local(b) | Self::Cluster(b, _) => b,
+        }
+    }
+
+    /// The topic as the cluster knows it now. In a cluster, this broker's metadata may lag
+    /// the controller's (a topic created a moment ago through another broker), so a topic it
+    /// does not know yet is looked up at the controller before it is called unknown.
+    pub async fn topic(&self, name: &str) -> Result<TopicView, Refusal> {
+        let unknown = || {
+            (
+                ResponseError::UnknownTopicOrPartition,
+                format!("unknown topic '{name}'"),
+            )
+        };
+        let view = |t: &crate::metadata::TopicMeta| TopicView {
+            partitions: t.partitions.len() as i32,
+            overrides: t.configs.clone(),
+        };
+        match self {
+            Self::Local(b) => b
+                .topic(name)
+                .map(|t| TopicView {
+                    partitions: t.record.partitions,
+                    overrides: t.record.configs.clone(),
+                })
+                .ok_or_else(unknown),
+            Self::Cluster(_, rt) => {
+                if let Some(t) = rt.membership.metadata().topics.get(name) {
+                    return Ok(view(t));
+                }
+                let latest = rt
+                    .membership
+                    .client()
+                    .metadata(None, Duration::ZERO, None)
+                    .await
+                    .map_err(|e| controller_refusal(&e))?;
+                latest.topics.get(name).map(view).ok_or_else(unknown)
+            }
+        }
+    }
+
+    /// Grows `name` to `total` partitions (Kafka cannot shrink a topic), on the replicas of
+    /// `assignment` (one list per new partition) when the client chose them.
+    pub async fn add_partitions(
+        &self,
+        name: &str,
+        total: i32,
+        assignment: Option<Vec<Vec<i32>>>,
+        validate_only: bool,
+    ) -> Result<(), Refusal> {
+        match self {
+            Self::Local(b) => {
+                let node = b.config.node_id;
+                if let Some(a) = &assignment
+                    && a.iter().any(|r| r.as_slice() != [node])
+                {
+                    return Err(standalone_assignment(node));
+                }
+                b.add_partitions(name, total, validate_only)
+                    .map_err(|e| refusal_for(&e))
+            }
+            Self::Cluster(_, rt) => {
+                let have = self.topic(name).await?.partitions;
+                if total <= have {
+                    return Err(refusal_for(&TopicError::PartitionCount {
+                        have,
+                        asked: total,
+                    }));
+                }
+                if total > MAX_PARTITIONS {
+                    return Err(refusal_for(&TopicError::InvalidPartitions(total)));
+                }
+                if validate_only {
+                    return Ok(());
+                }
+                let client = rt.membership.client();
+                match &assignment {
+                    Some(a) => {
+                        client
+                            .add_partitions_assigned(name, total as usize, a)
+                            .await
+                    }
+                    None => client.add_partitions(name, total as usize).await,
+                }
+                .map_err(|e| controller_refusal(&e))?;
+                shown(rt, |m| {
+                    m.topics
+                        .get(name)
+                        .is_some_and(|t| t.partitions.len() as i32 >= total)
+                })
+                .await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Replaces `name`'s config overrides with `overrides`, checked against the broker's
+    /// topic config rules first.
+    pub async fn set_configs(
+        &self,
+        name: &str,
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), Refusal> {
+        match self {
+            Self::Local(b) => b
+                .set_topic_configs(name, overrides, validate_only)
+                .map_err(|e| refusal_for(&e)),
+            Self::Cluster(b, rt) => {
+                self.topic(name).await?;
+                b.config
+                    .topic_defaults
+                    .with_overrides(&overrides)
+                    .map_err(|e| refusal_for(&TopicError::InvalidConfig(e)))?;
+                if validate_only {
+                    return Ok(());
+                }
+                rt.membership
+                    .client()
+                    .set_topic_configs(name, &overrides)
+                    .await
+                    .map_err(|e| controller_refusal(&e))?;
+                shown(rt, |m| {
+                    m.topics.get(name).is_none_or(|t| t.configs == overrides)
+                })
+                .await;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A standalone broker is the only replica of everything.
+pub fn standalone_assignment(node: i32) -> Refusal {
+    (
+        ResponseError::InvalidReplicaAssignment,
+        format!("this single broker (id {node}) can only host replica sets [{node}]"),
+    )
+}
+
+/// Waits (a little) until this broker's metadata satisfies `done`.
+pub async fn shown(rt: &ClusterRuntime, done: impl Fn(&ClusterMetadata) -> bool) {
+    let mut watch = rt.membership.subscribe();
+    let _ = tokio::time::timeout(SHOWN_WITHIN, watch.wait_for(|m| done(m))).await;
+}
