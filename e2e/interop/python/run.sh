@@ -3,6 +3,9 @@
 #
 #   e2e/interop/python/run.sh [BOOTSTRAP] [extra pytest args...]
 #
+# Runs test_interop.py (kafka-python), or the test files named among the extra args, e.g.
+#   run.sh BOOTSTRAP test_admin.py                  confluent-kafka AdminClient tests
+#   run.sh BOOTSTRAP test_interop.py test_admin.py  both
 # BOOTSTRAP (host:port, or a comma-separated list) defaults to $BOOTSTRAP, then 127.0.0.1:9092. Sets up the
 # venv (setup.sh, cached under ${STRAND_CACHE:-$HOME/.cache/strand}) and exits
 # with pytest's status: 0 all passed, 1 some failed, 2+ usage/connection/internal
@@ -49,5 +52,11 @@ echo "run.sh: kafka-python interop against $BOOTSTRAP" >&2
 cd "$HERE"
 # -p no:cacheprovider: leave no .pytest_cache in the source tree.
 # kafka-python 3.0 triggers stdlib importlib.resources DeprecationWarnings (noise).
+files=(test_interop.py)
+for arg in "$@"; do
+    case "$arg" in
+        *.py | *.py::*) files=() ;; # test files given: run those
+    esac
+done
 exec "$VENV/bin/python" -m pytest -v -p no:cacheprovider -rfE \
-    -W "ignore::DeprecationWarning" "$@" test_interop.py
+    -W "ignore::DeprecationWarning" "$@" "${files[@]}"

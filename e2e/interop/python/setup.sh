@@ -30,7 +30,7 @@ have=""
 [ -f "$STAMP" ] && have="$(cat "$STAMP")"
 
 if [ -x "$VENV/bin/python" ] && [ "$want" = "$have" ] \
-    && "$VENV/bin/python" -c 'import kafka, snappy, lz4.frame, zstandard, pytest' >/dev/null 2>&1; then
+    && "$VENV/bin/python" -c 'import kafka, confluent_kafka, snappy, lz4.frame, zstandard, pytest' >/dev/null 2>&1; then
     log "reusing $VENV (requirements unchanged)"
     echo "$VENV"
     exit 0
@@ -65,6 +65,8 @@ assert codec.lz4_decode(codec.lz4_encode(data)) == data
 assert codec.zstd_decode(codec.zstd_encode(data)) == data
 import kafka
 print("setup.sh: kafka-python %s with gzip/snappy/lz4/zstd OK" % kafka.__version__)
+import confluent_kafka
+print("setup.sh: confluent-kafka %s (librdkafka %s)" % (confluent_kafka.__version__, confluent_kafka.libversion()[0]))
 EOF
 
 echo "$want" > "$STAMP"
