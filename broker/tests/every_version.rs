@@ -949,6 +949,15 @@ async fn delete_topics_at(ctx: &mut Ctx, v: i16) -> Probe {
         Some(ResponseError::UnknownTopicOrPartition),
         &r,
     )?;
+    // The internal offsets topic holds every group's commits: never deleted.
+    let r = ctx.send(&by_name("__consumer_offsets"), v).await?;
+    let want = Some(ResponseError::InvalidRequest);
+    expect_code(
+        "delete __consumer_offsets",
+        r.responses[0].error_code,
+        want,
+        &r,
+    )?;
 
     if v >= 6 {
         let by_id = |id: uuid::Uuid| {
@@ -1772,7 +1781,14 @@ async fn create_partitions_at(ctx: &mut Ctx, v: i16) -> Probe {
         .send(&request("every-version-nope", 3, false), v)
         .await?;
     let want = Some(ResponseError::UnknownTopicOrPartition);
-    expect_code("unknown topic", r.results[0].error_code, want, &r)
+    expect_code("unknown topic", r.results[0].error_code, want, &r)?;
+    // Growing the offsets topic would move every group to another partition, away from its
+    // commits.
+    let r = ctx
+        .send(&request("__consumer_offsets", 8, false), v)
+        .await?;
+    let want = Some(ResponseError::InvalidRequest);
+    expect_code("grow __consumer_offsets", r.results[0].error_code, want, &r)
 }
 
 async fn alter_configs_at(ctx: &mut Ctx, v: i16) -> Probe {

@@ -363,7 +363,12 @@ pub fn delete_topics(rt: &Arc<ClusterRuntime>, req: DeleteTopicsRequest, version
                     {
                         res.topic_id = t.id;
                     }
-                    if let Err(e) = rt.membership.client().delete_topic(&n).await {
+                    if let Some((code, message)) =
+                        super::topic_admin::internal_topic_refusal(&n, "deleted")
+                    {
+                        res.error_code = code.code();
+                        res.error_message = Some(str_bytes(message));
+                    } else if let Err(e) = rt.membership.client().delete_topic(&n).await {
                         res.error_code = error_for(&e).code();
                         res.error_message = Some(str_bytes(e.to_string()));
                     }

@@ -34,7 +34,12 @@ pub fn handle(
                 {
                     result.topic_id = t.record.id;
                 }
-                if let Err(e) = broker.delete_topic(&name) {
+                if let Some((code, message)) =
+                    super::topic_admin::internal_topic_refusal(&name, "deleted")
+                {
+                    result.error_code = code.code();
+                    result.error_message = Some(str_bytes(message));
+                } else if let Err(e) = broker.delete_topic(&name) {
                     result.error_code = error_for(&e).code();
                     result.error_message = Some(str_bytes(e.to_string()));
                 }

@@ -127,6 +127,9 @@ impl Admin {
         assignment: Option<Vec<Vec<i32>>>,
         validate_only: bool,
     ) -> Result<(), Refusal> {
+        if let Some(r) = internal_topic_refusal(name, "grown") {
+            return Err(r);
+        }
         match self {
             Self::Local(b) => {
                 let node = b.config.node_id;
@@ -207,6 +210,21 @@ impl Admin {
             }
         }
     }
+}
+
+/// The internal offsets topic can neither grow nor go: a group's coordinator is the
+/// partition its id hashes to, so more partitions would strand every committed offset in the
+/// old ones, and deleting it deletes them all (Kafka refuses both as well).
+pub fn internal_topic_refusal(name: &str, change: &str) -> Option<Refusal> {
+    (name == crate::group::OFFSETS_TOPIC).then(|| {
+        (
+            ResponseError::InvalidRequest,
+            format!(
+                "the internal topic {name} cannot be {change}: it holds every group's committed \
+                 offsets, placed by hash over its partitions"
+            ),
+        )
+    })
 }
 
 /// A standalone broker is the only replica of everything.
