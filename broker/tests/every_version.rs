@@ -420,6 +420,7 @@ async fn probe(ctx: &mut Ctx, key: ApiKey, version: i16) -> Probe {
         ApiKey::ListPartitionReassignments => list_reassignments_at(ctx, version).await,
         ApiKey::DescribeCluster => describe_cluster_at(ctx, version).await,
         ApiKey::DescribeLogDirs => describe_log_dirs_at(ctx, version).await,
+        ApiKey::OffsetDelete => offset_delete_at(ctx, version).await,
         other => panic!(
             "{other:?} is advertised (broker::api::SUPPORTED) but every_version.rs sends no \
              request for it: add one to `probe`"
@@ -2052,6 +2053,59 @@ async fn describe_log_dirs_at(ctx: &mut Ctx, v: i16) -> Probe {
     check!(
         all.results[0].topics.len() > 1,
         "every hosted topic when none is named: {all:?}"
+    );
+    Ok(())
+}
+
+async fn offset_delete_at(ctx: &mut Ctx, v: i16) -> Probe {
+    use kafka_protocol::messages::OffsetDeleteRequest;
+    use kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    let request = |group: &str, topic: &str| {
+        OffsetDeleteRequest::default()
+            .with_group_id(gid(group))
+            .with_topics(vec![
+                OffsetDeleteRequestTopic::default()
+                    .with_name(topic_name(topic))
+                    .with_partitions(vec![
+                        OffsetDeleteRequestPartition::default().with_partition_index(0),
+                    ]),
+            ])
+    };
+    let code = |r: &kafka_protocol::messages::OffsetDeleteResponse| {
+        r.topics.first().map_or(-1, |t| t.partitions[0].error_code)
+    };
+    // An empty group's offsets go.
+    let group = format!("every-version-offset-delete-v{v}");
+    ctx.simple_commit(&group, 5, "doomed").await?;
+    let r = ctx.send(&request(&group, TOPIC), v).await?;
+    expect_code("delete", r.error_code, None, &r)?;
+    expect_code("delete partition", code(&r), None, &r)?;
+    let at = ctx.committed(&group).await?;
+    check!(at == -1, "still committed after OffsetDelete: {at}");
+    let r = ctx.send(&request(&group, "every-version-nope"), v).await?;
+    let want = Some(ResponseError::UnknownTopicOrPartition);
+    expect_code("unknown topic", code(&r), want, &r)?;
+    let r = ctx
+        .send(&request("every-version-no-such-group", TOPIC), v)
+        .await?;
+    let want = Some(ResponseError::GroupIdNotFound);
+    expect_code("unknown group", r.error_code, want, &r)?;
+    // A group with a member: its subscription (not a ConsumerProtocol one here, so read as
+    // every topic) keeps the offsets, which stay committed.
+    let m = ctx
+        .member(&format!("every-version-offset-keep-v{v}"), None)
+        .await?;
+    ctx.simple_commit(&m.group, 6, "kept").await.ok();
+    let before = ctx.committed(&m.group).await?;
+    let r = ctx.send(&request(&m.group, TOPIC), v).await?;
+    let want = Some(ResponseError::GroupSubscribedToTopic);
+    expect_code("subscribed", code(&r), want, &r)?;
+    let after = ctx.committed(&m.group).await?;
+    check!(
+        before == after,
+        "a refused OffsetDelete changed {before} to {after}"
     );
     Ok(())
 }

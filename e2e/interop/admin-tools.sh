@@ -33,7 +33,8 @@
 #   offsets   20 keyed records produced with the console producer; kafka-get-offsets prints the
 #             4 partitions' end offsets (summing to 20) and earliest offsets (all 0)
 #   groups    the console consumer reads the 20 records in a group; kafka-consumer-groups --list
-#             shows it, --describe shows its commits at the log end (lag 0) on all 4 partitions
+#             shows it, --describe shows its commits at the log end (lag 0) on all 4 partitions;
+#             --delete-offsets of partition 0 removes that commit and keeps the others
 #
 # Usage:
 #   admin-tools.sh BOOTSTRAP [--brokers N]
@@ -380,6 +381,18 @@ check_groups() {
         pass "kafka-consumer-groups --describe --group $group: partitions 0..3 committed at the log end, lag 0"
     else
         fail "kafka-consumer-groups --describe: want partitions 0..3 with CURRENT-OFFSET = LOG-END-OFFSET (sum $RECORDS), LAG 0"
+    fi
+    # The group is empty now (the console consumer left): its offsets of partition 0 can go.
+    tool "$GROUPS_CMD" --delete-offsets --group "$group" --topic "$T:0"
+    local deleted_out="$OUT" deleted_rc=$RC
+    tool "$GROUPS_CMD" --describe --group "$group"
+    rows="$(awk -v g="$group" -v t="$T" '$1 == g && $2 == t {print $3, $4}' <<<"$OUT" | sort -n)"
+    if [[ $deleted_rc -eq 0 ]] && grep -q "Request succeeded for deleting offsets" <<<"$deleted_out" \
+        && ! grep -qE '^0 [0-9]+$' <<<"$rows" && grep -qE '^1 [0-9]+$' <<<"$rows"; then
+        pass "kafka-consumer-groups --delete-offsets --topic $T:0: partition 0's commit gone, 1..3 kept"
+    else
+        OUT="$deleted_out"$'\n--- describe afterwards:\n'"$OUT"; RC=$deleted_rc
+        fail "kafka-consumer-groups --delete-offsets: want partition 0's commit gone and the others kept"
     fi
 }
 

@@ -23,6 +23,7 @@ pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offset_commit;
+pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod partition_reassignments;
@@ -64,6 +65,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 6),
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
     // Admin APIs onto the controller (`topic_admin`); standalone, onto this broker's topics.
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::AlterConfigs, 0, 2),
@@ -215,6 +217,7 @@ fn dispatch_local(
             broker, r, version,
         ))),
         RequestKind::DeleteGroups(r) => delete_groups::handle(broker, r),
+        RequestKind::OffsetDelete(r) => offset_delete::handle(broker, r),
         RequestKind::CreatePartitions(r) => create_partitions::handle(broker, r),
         RequestKind::AlterConfigs(r) => alter_configs::handle(broker, r),
         RequestKind::IncrementalAlterConfigs(r) => alter_configs::handle_incremental(broker, r),

@@ -209,6 +209,25 @@ impl ShardState {
     }
 }
 
+/// The topics a consumer group's members subscribe to, from their ConsumerProtocol
+/// subscriptions; None when one cannot be read (treated as subscribed to everything).
+fn subscribed_topics(group: &Group) -> Option<std::collections::HashSet<String>> {
+    use bytes::Buf;
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::Decodable;
+    let mut topics = std::collections::HashSet::new();
+    for m in group.metadata().members {
+        let mut b = m.subscription.clone();
+        if b.remaining() < 2 {
+            return None;
+        }
+        let version = b.get_i16();
+        let sub = ConsumerProtocolSubscription::decode(&mut b, version).ok()?;
+        topics.extend(sub.topics.iter().map(|t| t.to_string()));
+    }
+    Some(topics)
+}
+
 struct Shard {
     index: i32,
     partition: Arc<Partition>,
@@ -1100,6 +1119,73 @@ impl Coordinator {
             Ok(pending)
         })?;
         pending.committed().await
+    }
+
+    /// OffsetDelete (KIP-496, `kafka-consumer-groups --delete-offsets`): tombstones for the
+    /// group's committed offsets of `partitions`, answered once they are committed; one answer
+    /// per partition (None: deleted, or there was nothing to delete). A group with members
+    /// keeps the offsets of the topics they subscribe to (GROUP_SUBSCRIBED_TO_TOPIC): they are
+    /// in use. While a commit of the group is still being replicated the request is answered
+    /// COORDINATOR_LOAD_IN_PROGRESS (retriable): that commit, settling after the tombstone,
+    /// would otherwise put the offset back in memory while the log has it deleted.
+    pub async fn delete_offsets(
+        &self,
+        broker: &Arc<Broker>,
+        group_id: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<Option<ResponseError>>, ResponseError> {
+        let (pending, answers) = self.with_shard(broker, group_id, |shard, st| {
+            if st.in_flight.contains_key(group_id) {
+                return Err(ResponseError::CoordinatorLoadInProgress);
+            }
+            let Some(entry) = st.groups.get(group_id) else {
+                return Err(ResponseError::GroupIdNotFound);
+            };
+            let group = &entry.group;
+            if !group.is_empty() && group.protocol_type() != Some("consumer") {
+                return Err(ResponseError::NonEmptyGroup);
+            }
+            // None: subscriptions that cannot be read count as every topic.
+            let subscribed = (!group.is_empty()).then(|| subscribed_topics(group));
+            let mut answers = Vec::with_capacity(partitions.len());
+            let mut recs = Vec::new();
+            let mut gone = Vec::new();
+            for (topic, partition) in partitions {
+                let in_use = subscribed
+                    .as_ref()
+                    .is_some_and(|s| s.as_ref().is_none_or(|s| s.contains(topic)));
+                if in_use {
+                    answers.push(Some(ResponseError::GroupSubscribedToTopic));
+                    continue;
+                }
+                let key = records::encode_key(&RecordKey::Offset {
+                    group: group_id.to_string(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                })
+                .map_err(unwritable)?;
+                let slot = (topic.clone(), *partition);
+                if entry.offsets.contains_key(&slot) || st.image.contains_key(&key) {
+                    recs.push((key, None));
+                    gone.push(slot);
+                }
+                answers.push(None);
+            }
+            if recs.is_empty() {
+                return Ok((None, answers));
+            }
+            let pending = self.append(broker, shard, st, recs)?;
+            if let Some(entry) = st.groups.get_mut(group_id) {
+                for slot in &gone {
+                    entry.offsets.remove(slot);
+                }
+            }
+            Ok((Some(pending), answers))
+        })?;
+        if let Some(p) = pending {
+            p.committed().await?;
+        }
+        Ok(answers)
     }
 
     // ---- bounding the log ----
