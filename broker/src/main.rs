@@ -48,6 +48,11 @@ struct Cli {
     /// add).
     #[arg(long = "advertised-listener", value_name = "NAME=HOST:PORT")]
     advertised_listeners: Vec<String>,
+    /// The host other brokers dial to replicate from this one (on the internal listener's
+    /// port; default: its advertised host). On Kubernetes the pod's IP: followers then need no
+    /// DNS record for a broker that just started, which a resolver may have cached as missing.
+    #[arg(long, env = "STRAND_INTER_BROKER_HOST")]
+    inter_broker_host: Option<String>,
     /// This broker's id (stamped into the data directory). On Kubernetes: the pod ordinal.
     #[arg(long, default_value_t = 0, env = "STRAND_NODE_ID")]
     node_id: i32,
@@ -411,6 +416,7 @@ async fn join_cluster(
         host: broker.config.advertised_host.clone(),
         port: u16::try_from(broker.config.advertised_port)
             .context("advertised port out of range")?,
+        replication_host: cli.inter_broker_host.clone(),
         rack: cli.rack.clone(),
         listeners: broker.config.listeners.clone(),
     };

@@ -31,6 +31,11 @@ pub struct BrokerMeta {
     /// The default listener (`crate::listener::DEFAULT_LISTENER`): clients' and replication's.
     pub host: String,
     pub port: u16,
+    /// Where followers dial this broker instead of `host` (`--inter-broker-host`: on
+    /// Kubernetes the pod's IP, which needs no DNS record, so a follower is not held up by a
+    /// lookup made before the broker's name was published and cached as missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_host: Option<String>,
     /// Its extra listeners (`--listener`); absent from older controllers' state.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<Endpoint>,
@@ -62,6 +67,16 @@ pub struct PartitionMeta {
 
 impl BrokerMeta {
     /// This broker's address on `listener`; None when it has no such listener.
+    /// The address followers fetch from.
+    pub fn replication_address(&self) -> String {
+        match self.replication_host.as_deref() {
+            // A pod IP may be IPv6.
+            Some(ip) if ip.contains(':') && !ip.starts_with('[') => format!("[{ip}]:{}", self.port),
+            Some(host) => format!("{host}:{}", self.port),
+            None => format!("{}:{}", self.host, self.port),
+        }
+    }
+
     pub fn endpoint(&self, listener: &str) -> Option<(&str, u16)> {
         if listener == DEFAULT_LISTENER {
             return Some((&self.host, self.port));
@@ -139,6 +154,29 @@ impl ClusterMetadata {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Followers dial the inter-broker host when a broker gave one (a pod IP, v4 or v6), its
+    /// advertised host otherwise; old JSON without it parses and is written back the same.
+    #[test]
+    fn followers_dial_the_inter_broker_host_when_there_is_one() {
+        let old = r#"{"id":1,"epoch":3,"host":"demo-1.demo-brokers.ns.svc","port":9092,"status":"alive"}"#;
+        let mut b: BrokerMeta = serde_json::from_str(old).unwrap();
+        assert_eq!(b.replication_address(), "demo-1.demo-brokers.ns.svc:9092");
+        assert!(
+            !serde_json::to_string(&b)
+                .unwrap()
+                .contains("replication_host")
+        );
+        b.replication_host = Some("10.244.1.7".into());
+        assert_eq!(b.replication_address(), "10.244.1.7:9092");
+        b.replication_host = Some("fd00::7".into());
+        assert_eq!(b.replication_address(), "[fd00::7]:9092");
+        // Clients keep the advertised name.
+        assert_eq!(
+            b.endpoint(DEFAULT_LISTENER),
+            Some(("demo-1.demo-brokers.ns.svc", 9092))
+        );
+    }
 
     /// A broker or controller of before named listeners: the old JSON still parses (no extra
     /// listeners), and a broker without extra listeners writes the old shape.

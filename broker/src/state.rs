@@ -666,7 +666,7 @@ impl Broker {
                         Some(b) => rt.fetchers.follow(
                             Arc::clone(&part),
                             pm.leader,
-                            format!("{}:{}", b.host, b.port),
+                            b.replication_address(),
                         ),
                         None => rt.fetchers.unfollow(&tm.name, pm.partition),
                     }

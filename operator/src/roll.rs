@@ -293,6 +293,7 @@ mod tests {
                         epoch: 1,
                         host: "h".into(),
                         port: 9092,
+                        replication_host: None,
                         rack: None,
                         listeners: Vec::new(),
                         status: BrokerStatus::Alive,
@@ -711,6 +712,7 @@ mod tests {
             incarnation: incarnation.into(),
             host: "127.0.0.1".into(),
             port: 9092,
+            replication_host: None,
             rack: None,
             listeners: Vec::new(),
         };

@@ -315,6 +315,7 @@ async fn topic_and_partition_admin_over_http() {
             incarnation: "first".into(),
             host: "127.0.0.1".into(),
             port: 9000 + id as u16,
+            replication_host: None,
             rack: None,
             listeners: Vec::new(),
         };

@@ -45,6 +45,7 @@ async fn broker_membership_follows_the_controller() {
         incarnation: "run-1".into(),
         host: "127.0.0.1".into(),
         port: 9092,
+        replication_host: None,
         rack: Some("r1".into()),
         listeners: Vec::new(),
     };

@@ -31,6 +31,9 @@ pub struct Registration {
     /// The default listener's advertised address.
     pub host: String,
     pub port: u16,
+    /// Where followers dial this broker, if not `host` (`BrokerMeta::replication_host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_host: Option<String>,
     #[serde(default)]
     pub rack: Option<String>,
     /// The extra listeners' advertised addresses (absent from older brokers).

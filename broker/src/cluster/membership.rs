@@ -95,6 +95,7 @@ impl Membership {
                 incarnation: "test".into(),
                 host: "127.0.0.1".into(),
                 port: 9,
+                replication_host: None,
                 rack: None,
                 listeners: Vec::new(),
             },

@@ -244,6 +244,7 @@ pub fn register(state: &mut ControllerState, reg: Registration, now_ms: i64) -> 
             epoch,
             host: reg.host,
             port: reg.port,
+            replication_host: reg.replication_host,
             rack: reg.rack.or(known_rack),
             listeners: reg.listeners,
             status: BrokerStatus::Alive,
@@ -1186,6 +1187,7 @@ mod tests {
             incarnation: inc.into(),
             host: "127.0.0.1".into(),
             port: 9000 + id as u16,
+            replication_host: None,
             rack: None,
             listeners: Vec::new(),
         }
@@ -2192,6 +2194,7 @@ mod properties {
                         incarnation: inc.to_string(),
                         host: "h".into(),
                         port: 1,
+                        replication_host: None,
                         rack: None,
                         listeners: Vec::new(),
                     },
@@ -2298,7 +2301,7 @@ mod properties {
         fn invariants_hold_under_random_operations(ops in proptest::collection::vec(op(), 1..60)) {
             let mut s = ControllerState::new("c".into());
             for id in 0..4 {
-                register(&mut s, Registration { id, incarnation: "0".into(), host: "h".into(), port: 1, rack: None, listeners: Vec::new() }, 0);
+                register(&mut s, Registration { id, incarnation: "0".into(), host: "h".into(), port: 1, replication_host: None, rack: None, listeners: Vec::new() }, 0);
             }
             create_topic(&mut s, "t", 4, 3, BTreeMap::new(), uuid::Uuid::nil()).unwrap();
             for (i, op) in ops.iter().enumerate() {

@@ -398,6 +398,7 @@ mod tests {
                     incarnation: "i".into(),
                     host: "h".into(),
                     port: 1,
+                    replication_host: None,
                     rack: None,
                     listeners: Vec::new(),
                 },

@@ -955,6 +955,7 @@ mod tests {
             incarnation: incarnation.into(),
             host: "h".into(),
             port: 9092,
+            replication_host: None,
             rack: None,
             listeners: Vec::new(),
         };
@@ -1077,6 +1078,7 @@ mod tests {
                     incarnation: "a".into(),
                     host: "h".into(),
                     port: 1,
+                    replication_host: None,
                     rack: None,
                     listeners: Vec::new(),
                 },
@@ -1105,6 +1107,7 @@ mod tests {
                 incarnation: "a".into(),
                 host: "h".into(),
                 port: 1,
+                replication_host: None,
                 rack: None,
                 listeners: Vec::new(),
             };

@@ -312,6 +312,9 @@ pub fn statefulset(lc: &LogCluster, ctx: &Context) -> StatefulSet {
     args.extend(super::listeners::broker_args(lc));
     let mut env = vec![
         env_field("POD_NAME", "metadata.name"),
+        // Followers dial the pod's IP: its DNS name may not be published yet when they first
+        // look (a broker registers as soon as it starts), and a resolver caches a miss.
+        env_field("STRAND_INTER_BROKER_HOST", "status.podIP"),
         env_field(
             "STRAND_NODE_ID",
             &format!("metadata.labels['{POD_INDEX_LABEL}']"),
@@ -619,6 +622,16 @@ mod tests {
         assert!(args.contains(&"--controller=http://op.strand.svc:9190/clusters/prod/demo".into()));
         assert!(args.contains(&"--advertised=$(POD_NAME).demo-brokers.prod.svc:9092".into()));
         let env = pod.containers[0].env.clone().unwrap();
+        let field = |name: &str| {
+            env.iter()
+                .find(|e| e.name == name)
+                .and_then(|e| e.value_from.as_ref()?.field_ref.as_ref())
+                .map(|f| f.field_path.clone())
+        };
+        assert_eq!(
+            field("STRAND_INTER_BROKER_HOST").as_deref(),
+            Some("status.podIP")
+        );
         let node_id = env.iter().find(|e| e.name == "STRAND_NODE_ID").unwrap();
         assert_eq!(
             node_id

@@ -824,6 +824,7 @@ mod tests {
                     epoch: 1,
                     host: "h".into(),
                     port: 1,
+                    replication_host: None,
                     rack: None,
                     listeners: Vec::new(),
                     status: broker::metadata::BrokerStatus::Alive,
