@@ -224,6 +224,16 @@ pub enum FollowerApplied {
 }
 
 #[derive(Debug, thiserror::Error)]
+pub enum DeleteRecordsError {
+    #[error("this broker does not lead the partition")]
+    NotLeader,
+    #[error("offset {offset} is beyond the high watermark {high_watermark}")]
+    OutOfRange { offset: i64, high_watermark: i64 },
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+#[derive(Debug, thiserror::Error)]
 pub enum FollowerError {
     #[error("truncation failed: {0}")]
     Truncate(std::io::Error),
@@ -801,15 +811,38 @@ impl Partition {
         let leo = log.log_end_offset();
         drop(log);
         self.follower_high_watermark(answer.high_watermark, leo);
-        // Follow the leader's log start offset (Kafka's maybeIncrementLogStartOffset):
-        // segments the leader deleted (retention, an offsets-log snapshot) go here too.
+        // Follow the leader's log start offset (Kafka's maybeIncrementLogStartOffset): what
+        // the leader deleted (retention, an offsets-log snapshot, DeleteRecords) goes here too.
         if matches!(applied, FollowerApplied::Appended { .. }) && answer.log_start_offset > 0 {
             let below = answer.log_start_offset.min(self.high_watermark());
-            if let Err(e) = self.log().delete_segments_below(below) {
+            if let Err(e) = self.log().advance_log_start(below) {
                 warn!(topic = %self.topic, partition = self.index, error = %e, "cannot delete segments below the leader's log start");
             }
         }
         Ok(applied)
+    }
+
+    /// DeleteRecords on the leader: moves the log start offset to `offset` (-1: the high
+    /// watermark), never past the high watermark (only committed records can be deleted, so
+    /// no replica that may lead next holds less). Followers take it from the fetch answers.
+    /// Returns the new log start offset (Kafka's low watermark).
+    pub fn delete_records(&self, offset: i64) -> Result<i64, DeleteRecordsError> {
+        // Roles change under the log lock: checked under it, leadership cannot end midway.
+        let mut log = self.log();
+        if !self.is_leader() {
+            return Err(DeleteRecordsError::NotLeader);
+        }
+        let hw = self.high_watermark();
+        let offset = if offset == -1 { hw } else { offset };
+        if offset < 0 || offset > hw {
+            return Err(DeleteRecordsError::OutOfRange {
+                offset,
+                high_watermark: hw,
+            });
+        }
+        log.advance_log_start(offset)
+            .map_err(|e| DeleteRecordsError::Storage(e.to_string()))?;
+        Ok(log.log_start_offset())
     }
 
     /// A follower takes the leader's high watermark, bounded by its own log end.

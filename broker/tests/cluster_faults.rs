@@ -1624,4 +1624,89 @@ async fn kafka_admin_apis_change_a_running_cluster_and_lose_nothing() {
         "admin under load: {sent} sent, {} acknowledged ({on_new} on the new partitions), all read back",
         acked.len()
     );
+
+    // DeleteRecords on partition 1's leader: its followers follow the new log start, and it
+    // outlives the leader (killed -9): the new leader starts there too.
+    use kafka_protocol::messages::DeleteRecordsRequest;
+    use kafka_protocol::messages::ListOffsetsRequest;
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let address = |id: i32| format!("127.0.0.1:{}", cluster.base + 10 + id as u16);
+    let leader = cluster.leader_of("grown", 1).await;
+    let mut on_leader = Connection::connect(&address(leader), "admin-test")
+        .await
+        .unwrap();
+    let cut = acked.keys().filter(|(p, _)| *p == 1).count() as i64 / 2;
+    assert!(cut > 0, "no records on partition 1");
+    let delete = DeleteRecordsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![
+            DeleteRecordsTopic::default()
+                .with_name(TopicName(sb("grown")))
+                .with_partitions(vec![
+                    DeleteRecordsPartition::default()
+                        .with_partition_index(1)
+                        .with_offset(cut),
+                ]),
+        ]);
+    let r = on_leader.send(&delete, 2).await.unwrap();
+    let p = &r.topics[0].partitions[0];
+    assert_eq!((p.error_code, p.low_watermark), (0, cut), "{r:?}");
+    let replicas = cluster
+        .metadata()
+        .await
+        .partition("grown", 1)
+        .unwrap()
+        .replicas
+        .clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    for b in replicas.iter().filter(|b| **b != leader) {
+        loop {
+            let status = cluster.broker_http(*b, "/v1/partitions").await;
+            let start = status
+                .as_array()
+                .and_then(|ps| {
+                    ps.iter()
+                        .find(|p| p["topic"] == "grown" && p["partition"] == 1)
+                })
+                .and_then(|p| p["log_start_offset"].as_i64());
+            if start == Some(cut) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "follower {b} never took log start {cut}: {start:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    cluster.kill9(leader);
+    cluster
+        .wait_for("partition 1 led by another broker", 30, |m| {
+            m.partition("grown", 1)
+                .is_some_and(|p| p.leader >= 0 && p.leader != leader)
+        })
+        .await;
+    let earliest = ListOffsetsRequest::default()
+        .with_replica_id((-1).into())
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(TopicName(sb("grown")))
+                .with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_partition_index(1)
+                        .with_timestamp(-2),
+                ]),
+        ]);
+    let new_leader = cluster.leader_of("grown", 1).await;
+    let mut on_new_leader = Connection::connect(&address(new_leader), "admin-test")
+        .await
+        .unwrap();
+    let r = on_new_leader.send(&earliest, 1).await.unwrap();
+    assert_eq!(
+        r.topics[0].partitions[0].offset, cut,
+        "the new leader's earliest offset: {r:?}"
+    );
 }

@@ -421,6 +421,7 @@ async fn probe(ctx: &mut Ctx, key: ApiKey, version: i16) -> Probe {
         ApiKey::DescribeCluster => describe_cluster_at(ctx, version).await,
         ApiKey::DescribeLogDirs => describe_log_dirs_at(ctx, version).await,
         ApiKey::OffsetDelete => offset_delete_at(ctx, version).await,
+        ApiKey::DeleteRecords => delete_records_at(ctx, version).await,
         other => panic!(
             "{other:?} is advertised (broker::api::SUPPORTED) but every_version.rs sends no \
              request for it: add one to `probe`"
@@ -2107,5 +2108,73 @@ async fn offset_delete_at(ctx: &mut Ctx, v: i16) -> Probe {
         before == after,
         "a refused OffsetDelete changed {before} to {after}"
     );
+    Ok(())
+}
+
+async fn delete_records_at(ctx: &mut Ctx, v: i16) -> Probe {
+    use kafka_protocol::messages::DeleteRecordsRequest;
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    let request = |topic: &str, offset: i64| {
+        DeleteRecordsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(vec![
+                DeleteRecordsTopic::default()
+                    .with_name(topic_name(topic))
+                    .with_partitions(vec![
+                        DeleteRecordsPartition::default()
+                            .with_partition_index(0)
+                            .with_offset(offset),
+                    ]),
+            ])
+    };
+    let answer = |r: &kafka_protocol::messages::DeleteRecordsResponse| {
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.low_watermark)
+    };
+    let earliest_req = |topic: &str| {
+        ListOffsetsRequest::default()
+            .with_replica_id((-1).into())
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(topic_name(topic))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(-2),
+                    ]),
+            ])
+    };
+    let name = format!("every-version-delete-records-v{v}");
+    ctx.create_topic(&name).await?;
+    produce(&producer(&ctx.bootstrap, &[]), &name, "dr", 10).await;
+    let r = ctx.send(&request(&name, 3), v).await?;
+    check!(answer(&r) == (0, 3), "delete below 3: {r:?}");
+    let r = ctx.send(&earliest_req(&name), 1).await?;
+    let start = r.topics[0].partitions[0].offset;
+    check!(start == 3, "earliest offset after DeleteRecords: {start}");
+    let r = ctx.send(&request(&name, 11), v).await?;
+    let out_of_range = ResponseError::OffsetOutOfRange.code();
+    check!(
+        answer(&r).0 == out_of_range,
+        "past the high watermark: {r:?}"
+    );
+    let r = ctx.send(&request(&name, -1), v).await?;
+    check!(
+        answer(&r) == (0, 10),
+        "-1 deletes up to the high watermark: {r:?}"
+    );
+    let r = ctx.send(&request(&name, 2), v).await?;
+    check!(
+        answer(&r) == (0, 10),
+        "a lower offset changes nothing: {r:?}"
+    );
+    let r = ctx.send(&request("__consumer_offsets", 1), v).await?;
+    let internal = ResponseError::InvalidTopicException.code();
+    check!(answer(&r).0 == internal, "the offsets topic: {r:?}");
+    let r = ctx.send(&request("every-version-nope", 1), v).await?;
+    let unknown = ResponseError::UnknownTopicOrPartition.code();
+    check!(answer(&r).0 == unknown, "unknown topic: {r:?}");
     Ok(())
 }

@@ -12,13 +12,27 @@ use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { records: i32, value_len: usize },
+    Append {
+        records: i32,
+        value_len: usize,
+    },
     Roll,
-    Retain { keep_bytes: u64 },
-    Truncate { back: u8 },
+    Retain {
+        keep_bytes: u64,
+    },
+    Truncate {
+        back: u8,
+    },
     ReopenClean,
     ReopenUnclean,
-    Read { at: u16, max_bytes: u16 },
+    Read {
+        at: u16,
+        max_bytes: u16,
+    },
+    /// DeleteRecords: the log start moves up, to any offset up to the log end.
+    DeleteRecords {
+        ahead: u16,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -30,6 +44,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::ReopenClean),
         1 => Just(Op::ReopenUnclean),
         4 => (any::<u16>(), any::<u16>()).prop_map(|(at, max_bytes)| Op::Read { at, max_bytes }),
+        1 => any::<u16>().prop_map(|ahead| Op::DeleteRecords { ahead }),
     ]
 }
 
@@ -110,12 +125,20 @@ fn reopen(dir: &Path, log: Log, clean: bool) -> Log {
         start,
         "log start offset changed across a reopen"
     );
-    assert_eq!(log.latest_epoch(), epoch);
+    // An epoch that starts at the log end (every record deleted) holds no batch, and opening
+    // drops it, as Kafka's log loading does (`truncate_to` explains why).
+    if log.log_start_offset() < log.log_end_offset() {
+        assert_eq!(log.latest_epoch(), epoch);
+    }
     assert_eq!(
         report.truncated_bytes, 0,
         "nothing may be cut from an intact log: {report:?}"
     );
     log
+}
+
+fn last_offset(stored: &[u8]) -> i64 {
+    BatchHeader::parse(stored).unwrap().last_offset()
 }
 
 fn run(ops: Vec<Op>) {
@@ -148,7 +171,7 @@ fn run(ops: Vec<Op>) {
                 log.apply_retention(ts, i64::MAX).unwrap();
                 log.set_config(config());
                 let start = log.log_start_offset();
-                model.batches.retain(|b, _| *b >= start);
+                model.batches.retain(|_, b| last_offset(b) >= start);
             }
             Op::Truncate { back } => {
                 let bases: Vec<i64> = model.batches.keys().copied().collect();
@@ -156,6 +179,10 @@ fn run(ops: Vec<Op>) {
                     continue;
                 }
                 let to = bases[bases.len().saturating_sub(1 + back as usize % 4)];
+                // Replicas truncate only above the high watermark, so never below the start.
+                if to < log.log_start_offset() {
+                    continue;
+                }
                 log.truncate_to(to).unwrap();
                 model.batches.retain(|b, _| *b < to);
                 model.leo = to;
@@ -167,10 +194,25 @@ fn run(ops: Vec<Op>) {
                 let at = log.log_start_offset() + i64::from(at) % span;
                 check_read(&log, &model, at, usize::from(max_bytes) + 1);
             }
+            Op::DeleteRecords { ahead } => {
+                let start = log.log_start_offset();
+                let to = start + i64::from(ahead) % (model.leo - start + 1);
+                log.advance_log_start(to).unwrap();
+                assert_eq!(log.log_start_offset(), to);
+                // Batches wholly below the new start are gone; the one holding it stays.
+                model.batches.retain(|_, b| last_offset(b) >= to);
+                assert!(
+                    log.read(to - 1, 1 << 20, i64::MAX).is_err() || to == 0,
+                    "a read below the new start {to} succeeded"
+                );
+            }
         }
         assert_eq!(log.log_end_offset(), model.leo);
+        let start = log.log_start_offset();
+        assert!(start <= model.leo);
         assert!(
-            log.log_start_offset() <= model.batches.keys().next().copied().unwrap_or(model.leo)
+            model.batches.values().all(|b| last_offset(b) >= start),
+            "the model holds a batch below the log start {start}"
         );
     }
     // Finally the whole log, read batch by batch, equals the model.

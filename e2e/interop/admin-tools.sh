@@ -8,6 +8,7 @@
 #   kafka-leader-election      org.apache.kafka.tools.LeaderElectionCommand
 #   kafka-reassign-partitions  org.apache.kafka.tools.reassign.ReassignPartitionsCommand
 #   kafka-get-offsets          org.apache.kafka.tools.GetOffsetShell
+#   kafka-delete-records       org.apache.kafka.tools.DeleteRecordsCommand
 #   kafka-console-producer     org.apache.kafka.tools.ConsoleProducer
 #   kafka-console-consumer     org.apache.kafka.tools.consumer.ConsoleConsumer
 #   kafka-consumer-groups      org.apache.kafka.tools.consumer.group.ConsumerGroupCommand
@@ -35,6 +36,8 @@
 #   groups    the console consumer reads the 20 records in a group; kafka-consumer-groups --list
 #             shows it, --describe shows its commits at the log end (lag 0) on all 4 partitions;
 #             --delete-offsets of partition 0 removes that commit and keeps the others
+#   records   kafka-delete-records before offset 1 of partition 0: low_watermark 1, and
+#             kafka-get-offsets --time -2 then shows 0:1 (the other partitions still 0)
 #
 # Usage:
 #   admin-tools.sh BOOTSTRAP [--brokers N]
@@ -68,6 +71,7 @@ CONFIGS=kafka.admin.ConfigCommand
 ELECTION=org.apache.kafka.tools.LeaderElectionCommand
 REASSIGN=org.apache.kafka.tools.reassign.ReassignPartitionsCommand
 GET_OFFSETS=org.apache.kafka.tools.GetOffsetShell
+DELETE_RECORDS=org.apache.kafka.tools.DeleteRecordsCommand
 PRODUCER=org.apache.kafka.tools.ConsoleProducer
 CONSUMER=org.apache.kafka.tools.consumer.ConsoleConsumer
 GROUPS_CMD=org.apache.kafka.tools.consumer.group.ConsumerGroupCommand
@@ -359,6 +363,24 @@ check_offsets() {
     fi
 }
 
+# kafka-delete-records: partition 0 starts at offset 1 afterwards (its earliest offset), the
+# other partitions are untouched.
+check_delete_records() {
+    printf '{"partitions":[{"topic":"%s","partition":0,"offset":1}],"version":1}\n' "$T" >"$WORK/delete-records.json"
+    tool "$DELETE_RECORDS" --offset-json-file "$WORK/delete-records.json"
+    local deleted_out="$OUT" deleted_rc=$RC
+    tool "$GET_OFFSETS" --topic "$T" --time -2
+    local lines
+    lines="$(grep -E "^$T:[0-9]+:[0-9]+$" <<<"$OUT" | sort -t: -k2,2n || true)"
+    if [[ $deleted_rc -eq 0 ]] && grep -qE "partition: $T-0[[:space:]]+low_watermark: 1" <<<"$deleted_out" \
+        && [[ "$(cut -d: -f2,3 <<<"$lines" | tr '\n' ' ')" == "0:1 1:0 2:0 3:0 " ]]; then
+        pass "kafka-delete-records $T-0 before offset 1: low_watermark 1, earliest offsets now 0:1 1:0 2:0 3:0"
+    else
+        OUT="$deleted_out"$'\n--- kafka-get-offsets --time -2 afterwards:\n'"$OUT"; RC=$deleted_rc
+        fail "kafka-delete-records: want 'low_watermark: 1' for $T-0 and earliest offsets 0:1 1:0 2:0 3:0"
+    fi
+}
+
 check_groups() {
     local group="$T-group"
     tool "$CONSUMER" --topic "$T" --group "$group" --from-beginning --max-messages "$RECORDS" --timeout-ms 60000
@@ -485,7 +507,10 @@ run_checks() {
         check_configs || true
         if ((NBROKERS >= 3)); then check_reassign || true; fi
         check_election || true
-        if check_offsets; then check_groups || true; fi
+        if check_offsets; then
+            check_groups || true
+            check_delete_records || true
+        fi
         if ((NBROKERS >= 3)) && [[ -n "${BROKER_IDS:-}" ]]; then check_cancel || true; fi
     fi
     echo "admin-tools: $PASSED passed, $FAILED failed, $SKIPPED skipped in $((SECONDS - t0))s against $BOOTSTRAP"

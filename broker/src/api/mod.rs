@@ -7,6 +7,7 @@ pub mod cluster_admin;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
@@ -75,6 +76,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::DeleteRecords, 0, 2),
     // Answered by the connection itself (`auth::sasl`): they change its state. Handshake v0
     // (raw SASL frames after it) is not served; every current client sends v1.
     (ApiKey::SaslHandshake, 1, 1),
@@ -230,6 +232,9 @@ fn dispatch_local(
                 partition_reassignments::handle_list(broker, r),
             ))
         }
+        RequestKind::DeleteRecords(r) => Reply::now(ResponseKind::DeleteRecords(
+            delete_records::handle(broker, r),
+        )),
         RequestKind::DescribeLogDirs(r) => Reply::now(ResponseKind::DescribeLogDirs(
             describe_log_dirs::handle(broker, r),
         )),

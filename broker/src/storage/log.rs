@@ -80,6 +80,17 @@ pub struct Log {
     deleted: bool,
 }
 
+/// A partition's log start offset when DeleteRecords moved it inside a segment.
+const LOG_START_FILE: &str = "log-start-offset";
+
+fn read_log_start(dir: &Path) -> io::Result<Option<i64>> {
+    match fs::read_to_string(dir.join(LOG_START_FILE)) {
+        Ok(s) => Ok(s.trim().parse().ok()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn deleted_error() -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, "the partition was deleted")
 }
@@ -178,9 +189,11 @@ impl Log {
             }
             segments.insert(base, seg);
         }
-        // Without DeleteRecords the log starts where its first segment does; a checkpointed
-        // value could be stale (e.g. from a deleted topic of the same name), so it is not used.
-        let log_start_offset = segments.keys().next().copied().unwrap_or(0);
+        // The log starts where its first segment does, or later where DeleteRecords moved it
+        // (`LOG_START_FILE`, in the partition's own directory, so it goes with the directory
+        // when a deleted topic's leftovers are removed; the log-dir checkpoint could be stale).
+        let first_base = segments.keys().next().copied().unwrap_or(0);
+        let log_start_offset = read_log_start(dir)?.map_or(first_base, |o| o.max(first_base));
         if segments.is_empty() {
             segments.insert(
                 log_start_offset,
@@ -676,6 +689,30 @@ impl Log {
         Ok(deleted)
     }
 
+    /// Moves the log start offset up to `offset` (DeleteRecords on a leader; a follower taking
+    /// its leader's): records below it are gone for readers at once and whole segments below
+    /// it are deleted. Durable before it returns, so a restart never brings them back. The
+    /// caller bounds `offset` by the high watermark; beyond the log end it is clamped there.
+    /// Returns whether the start moved.
+    pub fn advance_log_start(&mut self, offset: i64) -> io::Result<bool> {
+        if self.deleted {
+            return Err(deleted_error());
+        }
+        let offset = offset.min(self.log_end_offset());
+        if offset <= self.log_start_offset {
+            return Ok(false);
+        }
+        super::checkpoint::write_atomic(
+            &self.dir.join(LOG_START_FILE),
+            format!("{offset}\n").as_bytes(),
+        )?;
+        self.log_start_offset = offset;
+        self.delete_segments_below(offset)?;
+        self.epochs.truncate_from_start(self.log_start_offset);
+        self.epochs.save()?;
+        Ok(true)
+    }
+
     /// Removes every batch at or after `offset` (follower divergence, tests).
     pub fn truncate_to(&mut self, offset: i64) -> io::Result<()> {
         if offset >= self.log_end_offset() {
@@ -745,6 +782,12 @@ impl Log {
             Segment::create(&self.dir, offset, self.config.index_interval_bytes)?,
         );
         super::checkpoint::sync_dir(&self.dir)?;
+        if self.dir.join(LOG_START_FILE).exists() {
+            super::checkpoint::write_atomic(
+                &self.dir.join(LOG_START_FILE),
+                format!("{offset}\n").as_bytes(),
+            )?;
+        }
         self.log_start_offset = offset;
         self.recovery_point = offset;
         self.epochs.truncate_from_end(i64::MIN);
