@@ -445,11 +445,17 @@ check_cancel() {
     # Kafka: a 1 B/s replication throttle keeps the move in progress. A cluster whose broker
     # processes this script may signal (STRAND_CLUSTER_DIR, e2e/local-cluster's directory):
     # the added broker is stopped (SIGSTOP) instead, so it cannot catch up, and resumed after.
-    local paused="" how="--throttle 1"
+    local paused="" how="--throttle 1" all_brokers="$BOOTSTRAP"
     if [[ -n "${STRAND_CLUSTER_DIR:-}" ]]; then
         paused="$(cat "$STRAND_CLUSTER_DIR/broker-$b2.pid")"
         kill -STOP "$paused"
         how="(broker $b2 stopped)"
+        # A stopped broker still accepts connections (the kernel does) and never answers:
+        # the tools bootstrap from the others. e2e/local-cluster lists brokers in id order.
+        local addrs
+        IFS=, read -ra addrs <<<"$BOOTSTRAP"
+        unset 'addrs[b2]'
+        BOOTSTRAP="$(IFS=,; echo "${addrs[*]}")"
         tool "$REASSIGN" --reassignment-json-file "$WORK/cancel.json" --execute
     else
         tool "$REASSIGN" --reassignment-json-file "$WORK/cancel.json" --execute --throttle 1
@@ -470,7 +476,7 @@ check_cancel() {
                     cancelled "$c" && break
                     sleep 0.2
                 done
-                kill -CONT "$paused"; paused=""
+                kill -CONT "$paused"; paused=""; BOOTSTRAP="$all_brokers"
                 wait "$bg" || true
                 OUT="$(cat "$WORK/cancel.out")"; RC="$(cat "$WORK/cancel.rc")"
             else
@@ -492,6 +498,7 @@ check_cancel() {
         fi
     fi
     [[ -n "$paused" ]] && kill -CONT "$paused"
+    BOOTSTRAP="$all_brokers"
     # Clears the throttles (topic and broker level) once nothing is in progress.
     tool "$REASSIGN" --reassignment-json-file "$WORK/cancel.json" --verify
 }
