@@ -165,6 +165,9 @@ pub struct LeaderAppend {
     /// The leadership it was appended under: an ack must not outlive it.
     pub leader_epoch: i32,
     pub log_start_offset: i64,
+    /// The fsync policy the append ran under (a live config change can switch it between a
+    /// caller's look at the config and the append): before-ack means acks=1 waits for it.
+    pub fsync: FsyncPolicy,
     /// An ISR change the append led to, for the controller.
     pub proposal: Option<IsrProposal>,
 }
@@ -547,6 +550,7 @@ impl Partition {
             info,
             leader_epoch,
             log_start_offset,
+            fsync,
             proposal,
         })
     }
@@ -799,9 +803,30 @@ impl Partition {
                 }
             }
             AnswerOutcome::Records(records) => {
-                if !records.is_empty() {
-                    log.append_replicated(records, crate::clock::now_ms())
-                        .map_err(FollowerError::Append)?;
+                let first = crate::protocol::batch::Batches::new(records).next();
+                match first {
+                    // This log restarted at the leader's log start, which DeleteRecords put
+                    // inside a batch: the leader sends that whole batch, from below this log's
+                    // end. Restart at the batch's base and keep the start where it was
+                    // (Kafka's handling of UnexpectedAppendOffsetException); appending it as
+                    // is would be refused at every fetch, and the replica never catch up.
+                    Some((h, _))
+                        if log.log_start_offset() == leo
+                            && h.base_offset < leo
+                            && leo <= h.last_offset() =>
+                    {
+                        log.truncate_fully_and_start_at(h.base_offset)
+                            .map_err(FollowerError::Truncate)?;
+                        log.append_replicated(records, crate::clock::now_ms())
+                            .map_err(FollowerError::Append)?;
+                        log.advance_log_start(leo)
+                            .map_err(FollowerError::Truncate)?;
+                    }
+                    Some(_) => {
+                        log.append_replicated(records, crate::clock::now_ms())
+                            .map_err(FollowerError::Append)?;
+                    }
+                    None => {}
                 }
                 FollowerApplied::Appended {
                     log_end_offset: log.log_end_offset(),
@@ -1274,6 +1299,35 @@ mod tests {
         )
         .unwrap();
         assert_eq!(log.latest_epoch(), Some(4));
+    }
+
+    /// A follower restarted at a log start that DeleteRecords put inside a batch (offset 4 of
+    /// the batch 3..5) gets that whole batch from the leader: it takes it, from the batch's
+    /// base, and keeps its start at 4. It used to refuse the batch at every fetch.
+    #[test]
+    fn a_follower_restarted_inside_a_batch_takes_that_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader_of_three(dir.path());
+        p.become_follower(2, 6);
+        let mut leader = open_log(&dir.path().join("leader"));
+        append(&mut leader, 3, 4);
+        append(&mut leader, 3, 4);
+        assert!(leader.advance_log_start(4).unwrap());
+        p.log().truncate_fully_and_start_at(4).unwrap();
+        let data = leader.read(4, 1 << 20, i64::MAX).unwrap();
+        let applied = p
+            .append_as_follower(LeaderAnswer {
+                fetched_epoch: 6,
+                fetch_offset: 4,
+                outcome: AnswerOutcome::Records(&data),
+                high_watermark: 6,
+                log_start_offset: 4,
+            })
+            .unwrap();
+        assert_eq!(applied, FollowerApplied::Appended { log_end_offset: 6 });
+        let log = p.log();
+        assert_eq!((log.log_start_offset(), log.log_end_offset()), (4, 6));
+        assert_eq!(lineage(&log), lineage(&leader));
     }
 
     /// An answer to a fetch the partition has moved past writes nothing: one sent under an

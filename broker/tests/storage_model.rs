@@ -580,3 +580,55 @@ fn truncate_fully_restarts_the_log_at_the_leaders_start() {
         reopened.close().unwrap();
     }
 }
+
+/// DeleteRecords recorded a log start at the log end; then the unsynced tail was lost
+/// (recovery cut the log below that start) and new records were acknowledged there. A later
+/// reopen must not move the start back above them (it did, from the recorded file).
+#[test]
+fn a_recorded_log_start_beyond_the_recovered_end_does_not_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    let (mut log, _) = Log::open(&path, config(), OpenHints::default()).unwrap();
+    for i in 0..4 {
+        let b = make_batch(3, 10 + i, (-1, -1, -1), 100);
+        log.append_as_leader(&b, &BatchHeader::parse(&b).unwrap(), 1, 10)
+            .unwrap();
+    }
+    assert!(log.advance_log_start(12).unwrap());
+    drop(log);
+    // The tail never reached the disk: half the segment survives the crash.
+    let segment = path.join(format!("{:020}.log", 0));
+    let len = std::fs::metadata(&segment).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let unclean = OpenHints {
+        clean_shutdown: false,
+        recovery_point: Some(0),
+    };
+    let (mut log, _) = Log::open(&path, config(), unclean).unwrap();
+    let end = log.log_end_offset();
+    assert!(end < 12, "the cut kept {end}");
+    assert_eq!(log.log_start_offset(), end);
+    let b = make_batch(3, 20, (-1, -1, -1), 100);
+    let info = log
+        .append_as_leader(&b, &BatchHeader::parse(&b).unwrap(), 2, 20)
+        .unwrap();
+    assert_eq!(info.base_offset, end);
+    log.close().unwrap();
+    drop(log);
+    let clean = OpenHints {
+        clean_shutdown: true,
+        recovery_point: None,
+    };
+    let (log, _) = Log::open(&path, config(), clean).unwrap();
+    assert_eq!(
+        log.log_start_offset(),
+        end,
+        "the start went back up over new records"
+    );
+    assert!(log.read(end, 1 << 20, i64::MAX).is_ok());
+}

@@ -132,7 +132,10 @@ async fn alter(
             } else {
                 topic.overrides
             };
-            let next = apply_ops(&base, &ops)?;
+            let mut next = apply_ops(&base, &ops)?;
+            if name == crate::group::OFFSETS_TOPIC {
+                next = keep_offsets_topic_configs(&ops, next)?;
+            }
             admin.set_configs(name, next, validate_only).await
         }
         // No broker config is dynamic here, so there is never one to delete.
@@ -153,6 +156,31 @@ async fn alter(
             format!("config resource type {other} is not supported (only topics and brokers)"),
         )),
     }
+}
+
+/// The offsets topic's own overrides (no retention by time or size: snapshots bound it) hold
+/// every group's committed offsets: a request may not change them, and AlterConfigs, which
+/// replaces the whole set, keeps them.
+fn keep_offsets_topic_configs(
+    ops: &[(String, Op)],
+    mut next: BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, Refusal> {
+    let fixed: BTreeMap<String, String> = crate::group::Coordinator::offsets_topic_configs()
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("retention."))
+        .collect();
+    if let Some((key, _)) = ops.iter().find(|(k, _)| fixed.contains_key(k)) {
+        return Err((
+            ResponseError::InvalidConfig,
+            format!(
+                "'{key}' of the internal topic {} is fixed: the group coordinator bounds it \
+                 with snapshots, and retention would delete committed offsets",
+                crate::group::OFFSETS_TOPIC
+            ),
+        ));
+    }
+    next.extend(fixed);
+    Ok(next)
 }
 
 /// Resource (type, name) pairs named more than once: each of them is refused.
@@ -328,6 +356,21 @@ mod tests {
             Op::parse(7, None).unwrap_err().0,
             ResponseError::InvalidRequest
         );
+    }
+
+    #[test]
+    fn the_offsets_topics_retention_stays_off() {
+        let set = |k: &str| vec![op(k, Op::Set("1000".into()))];
+        for key in ["retention.ms", "retention.bytes"] {
+            let e = keep_offsets_topic_configs(&set(key), BTreeMap::new()).unwrap_err();
+            assert_eq!(e.0, ResponseError::InvalidConfig, "{key}");
+        }
+        let kept =
+            keep_offsets_topic_configs(&set("segment.bytes"), map(&[("segment.bytes", "1000")]))
+                .unwrap();
+        assert_eq!(kept.get("retention.ms").map(String::as_str), Some("-1"));
+        assert_eq!(kept.get("retention.bytes").map(String::as_str), Some("-1"));
+        assert_eq!(kept.get("segment.bytes").map(String::as_str), Some("1000"));
     }
 
     #[test]

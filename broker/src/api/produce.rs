@@ -189,6 +189,7 @@ fn append_partition(
             info,
             leader_epoch,
             log_start_offset,
+            fsync,
             proposal,
         }) => {
             if !info.duplicate {
@@ -204,7 +205,7 @@ fn append_partition(
                     end,
                     Wait::HighWatermark { leader_epoch },
                 )),
-                1 if config.fsync == FsyncPolicy::BeforeAck => {
+                1 if fsync == FsyncPolicy::BeforeAck => {
                     Some((Arc::clone(partition), end, Wait::Flushed))
                 }
                 _ => None,

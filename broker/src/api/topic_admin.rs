@@ -32,6 +32,8 @@ pub struct TopicView {
     pub partitions: i32,
     /// Config overrides (Kafka's "dynamic topic configs").
     pub overrides: BTreeMap<String, String>,
+    /// The resource that declares it (`TopicMeta::managed_by`), if any.
+    pub managed_by: Option<String>,
 }
 
 pub fn refusal_for(e: &TopicError) -> Refusal {
@@ -94,6 +96,7 @@ impl Admin {
         let view = |t: &crate::metadata::TopicMeta| TopicView {
             partitions: t.partitions.len() as i32,
             overrides: t.configs.clone(),
+            managed_by: t.managed_by.clone(),
         };
         match self {
             Self::Local(b) => b
@@ -101,6 +104,7 @@ impl Admin {
                 .map(|t| TopicView {
                     partitions: t.record.partitions,
                     overrides: t.record.configs.clone(),
+                    managed_by: None,
                 })
                 .ok_or_else(unknown),
             Self::Cluster(_, rt) => {
@@ -133,16 +137,28 @@ impl Admin {
         match self {
             Self::Local(b) => {
                 let node = b.config.node_id;
-                if let Some(a) = &assignment
-                    && a.iter().any(|r| r.as_slice() != [node])
-                {
-                    return Err(standalone_assignment(node));
+                if let Some(a) = &assignment {
+                    if a.iter().any(|r| r.as_slice() != [node]) {
+                        return Err(standalone_assignment(node));
+                    }
+                    let have = self.topic(name).await?.partitions;
+                    if have + a.len() as i32 != total {
+                        return Err((
+                            ResponseError::InvalidReplicaAssignment,
+                            format!(
+                                "growing from {have} to {total} partitions needs {} replica lists, not {}",
+                                total - have,
+                                a.len()
+                            ),
+                        ));
+                    }
                 }
                 b.add_partitions(name, total, validate_only)
                     .map_err(|e| refusal_for(&e))
             }
             Self::Cluster(_, rt) => {
-                let have = self.topic(name).await?.partitions;
+                let topic = self.topic(name).await?;
+                let have = topic.partitions;
                 if total <= have {
                     return Err(refusal_for(&TopicError::PartitionCount {
                         have,
@@ -153,7 +169,8 @@ impl Admin {
                     return Err(refusal_for(&TopicError::InvalidPartitions(total)));
                 }
                 if validate_only {
-                    return Ok(());
+                    // What the controller would refuse, validate_only refuses too.
+                    return managed(name, &topic);
                 }
                 let client = rt.membership.client();
                 match &assignment {
@@ -189,13 +206,13 @@ impl Admin {
                 .set_topic_configs(name, overrides, validate_only)
                 .map_err(|e| refusal_for(&e)),
             Self::Cluster(b, rt) => {
-                self.topic(name).await?;
+                let topic = self.topic(name).await?;
                 b.config
                     .topic_defaults
                     .with_overrides(&overrides)
                     .map_err(|e| refusal_for(&TopicError::InvalidConfig(e)))?;
                 if validate_only {
-                    return Ok(());
+                    return managed(name, &topic);
                 }
                 rt.membership
                     .client()
@@ -233,6 +250,17 @@ pub fn standalone_assignment(node: i32) -> Refusal {
         ResponseError::InvalidReplicaAssignment,
         format!("this single broker (id {node}) can only host replica sets [{node}]"),
     )
+}
+
+/// The controller's refusal of a change through Kafka's API to a declared topic.
+fn managed(name: &str, topic: &TopicView) -> Result<(), Refusal> {
+    match &topic.managed_by {
+        Some(owner) => Err((
+            ResponseError::PolicyViolation,
+            format!("topic '{name}' is managed by {owner}; change it there"),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Waits (a little) until this broker's metadata satisfies `done`.

@@ -83,9 +83,22 @@ pub struct Log {
 /// A partition's log start offset when DeleteRecords moved it inside a segment.
 const LOG_START_FILE: &str = "log-start-offset";
 
+/// The recorded log start; an unreadable file (torn by a crash before its rename, which
+/// `write_atomic` prevents, or damaged) counts as none: the log then starts at its first
+/// segment, so deleted records may show again, never acknowledged ones hide.
 fn read_log_start(dir: &Path) -> io::Result<Option<i64>> {
-    match fs::read_to_string(dir.join(LOG_START_FILE)) {
-        Ok(s) => Ok(s.trim().parse().ok()),
+    let path = dir.join(LOG_START_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => {
+            let parsed = std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .filter(|o| *o >= 0);
+            if parsed.is_none() {
+                warn!(file = %path.display(), "ignoring an unreadable log start offset file");
+            }
+            Ok(parsed)
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
@@ -193,7 +206,8 @@ impl Log {
         // (`LOG_START_FILE`, in the partition's own directory, so it goes with the directory
         // when a deleted topic's leftovers are removed; the log-dir checkpoint could be stale).
         let first_base = segments.keys().next().copied().unwrap_or(0);
-        let log_start_offset = read_log_start(dir)?.map_or(first_base, |o| o.max(first_base));
+        let recorded_start = read_log_start(dir)?;
+        let log_start_offset = recorded_start.map_or(first_base, |o| o.max(first_base));
         if segments.is_empty() {
             segments.insert(
                 log_start_offset,
@@ -212,6 +226,17 @@ impl Log {
         };
         let leo = log.log_end_offset();
         log.log_start_offset = log.log_start_offset.min(leo);
+        // Recovery cut the log below a recorded start (its records were never fsynced): the
+        // log now starts at its end, and the file must say so before anything is appended, or
+        // the next open would put the start back above records written from here on.
+        if recorded_start.is_some_and(|r| r > log.log_start_offset) {
+            let start = log.log_start_offset;
+            warn!(dir = %dir.display(), recorded = ?recorded_start, start, "the recorded log start is past the recovered log end; recording the log end");
+            super::checkpoint::write_atomic(
+                &dir.join(LOG_START_FILE),
+                format!("{start}\n").as_bytes(),
+            )?;
+        }
         log.recovery_point = if hints.clean_shutdown {
             leo
         } else {

@@ -328,7 +328,7 @@ main() {
             --brokers) [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]*$ ]] || die "--brokers needs a number"; NBROKERS="$2"; shift 2 ;;
             --against-kafka) against=1; shift ;;
             --setup-only) setup_only=1; shift ;;
-            -h|--help) sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+            -h|--help) sed -n '2,44p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
             -*) die "unknown option $1" ;;
             *) [[ -z "$BOOTSTRAP" ]] || die "one BOOTSTRAP only"; BOOTSTRAP="$1"; shift ;;
         esac

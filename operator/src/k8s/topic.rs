@@ -495,8 +495,19 @@ async fn cleanup(
     let ns = rt.namespace().unwrap_or_default();
     let name = rt.topic_name().to_string();
     if rt.spec.deletion_policy != DeletionPolicy::Delete {
-        // Kept, and no longer declared: from now on it is managed through Kafka's API.
-        if let Some(entry) = ctx.registry.get(&ns, &rt.spec.cluster).await {
+        // Kept, and no longer declared: from now on it is managed through Kafka's API. With
+        // the cluster still there, that must happen before the finalizer goes (retried until
+        // its controller runs); a cluster being deleted takes its topics with it.
+        let lcs: Api<LogCluster> = Api::namespaced(ctx.client.clone(), &ns);
+        let cluster_lives = lcs
+            .get_opt(&rt.spec.cluster)
+            .await?
+            .is_some_and(|lc| lc.metadata.deletion_timestamp.is_none());
+        let entry = ctx.registry.get(&ns, &rt.spec.cluster).await;
+        if cluster_lives && entry.is_none() {
+            return Err(TopicError::ClusterNotStarted(rt.spec.cluster.clone()));
+        }
+        if let Some(entry) = entry {
             let label = owner_label(&rt);
             entry
                 .controller
