@@ -108,6 +108,9 @@ pub struct FetchPosition {
     /// Most record bytes to return (0: validate only). The first batch is returned whole even
     /// if it is larger (KIP-74).
     pub max_bytes: usize,
+    /// A follower's own log start offset (Fetch v5+; -1: not given), which DeleteRecords'
+    /// low watermark waits on.
+    pub log_start_offset: i64,
 }
 
 /// Who fetches: a consumer reads up to the high watermark, a follower (a broker id) up to the
@@ -603,6 +606,7 @@ impl Partition {
                     replica,
                     leader_epoch: pos.current_leader_epoch,
                     fetch_offset: pos.fetch_offset,
+                    log_start_offset: pos.log_start_offset,
                     leader_log_end,
                     valid,
                     now_ms,
@@ -870,6 +874,13 @@ impl Partition {
         Ok(log.log_start_offset())
     }
 
+    /// Kafka's low watermark, as a leader knows it: the lowest log start offset of the ISR
+    /// (a follower's as its last fetch reported it; -1 while one has not). None: not leading.
+    pub fn low_watermark(&self) -> Option<i64> {
+        let local = self.log().log_start_offset();
+        self.with_leader(|s| s.low_watermark(local)).map(|(w, _)| w)
+    }
+
     /// A follower takes the leader's high watermark, bounded by its own log end.
     fn follower_high_watermark(&self, leader_hw: i64, log_end_offset: i64) {
         let hw = leader_hw.min(log_end_offset);
@@ -1059,6 +1070,7 @@ mod tests {
             last_fetched_epoch,
             current_leader_epoch,
             max_bytes: 1 << 20,
+            log_start_offset: -1,
         }
     }
 

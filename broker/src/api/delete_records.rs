@@ -1,55 +1,111 @@
 //! DeleteRecords (`kafka-delete-records`, AdminClient.deleteRecords): the partition leader
 //! moves its log start offset up to the given offset (-1: the high watermark), never past the
-//! high watermark. The move is durable before the answer, and followers take it from the
-//! leader's fetch answers, so a new leader or a restart keeps it. The answer's low watermark is
-//! the leader's new log start (Kafka waits for every replica's; followers catch up within a
-//! fetch). The internal offsets topic is refused, as in Kafka.
+//! high watermark, durably, then answers once every in-sync replica's log start has reached it
+//! (Kafka's DelayedDeleteRecords; followers report theirs in their fetches), with that lowest
+//! start as the low watermark, so a new leader or a restart keeps the deletion. Past the
+//! request's timeout the answer is REQUEST_TIMED_OUT (the deletion stands on the leader and
+//! reaches the followers at their next fetches). The internal offsets topic is refused, as in
+//! Kafka.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
-use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse, ResponseKind};
 
-use super::lookup;
-use crate::partition::DeleteRecordsError;
+use super::{Reply, lookup};
+use crate::partition::{DeleteRecordsError, Partition};
 use crate::state::Broker;
 
-pub fn handle(broker: &Arc<Broker>, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
-    // An fsync and segment deletions per partition.
-    crate::blocking::off_runtime(|| {
-        let mut r = DeleteRecordsResponse::default();
-        for t in req.topics {
-            let topic = broker.topic(t.name.as_str());
-            let mut out = DeleteRecordsTopicResult::default();
-            for p in &t.partitions {
-                let mut res = DeleteRecordsPartitionResult::default();
-                res.partition_index = p.partition_index;
-                res.low_watermark = -1;
-                let outcome = if t.name.as_str() == crate::group::OFFSETS_TOPIC {
-                    Err(ResponseError::InvalidTopicException)
-                } else {
-                    lookup(topic.as_deref(), p.partition_index).and_then(|part| {
-                        part.delete_records(p.offset).map_err(|e| match e {
-                            DeleteRecordsError::NotLeader => ResponseError::NotLeaderOrFollower,
-                            DeleteRecordsError::OutOfRange { .. } => {
-                                ResponseError::OffsetOutOfRange
-                            }
-                            DeleteRecordsError::Storage(_) => ResponseError::KafkaStorageError,
+/// How often a waiting answer looks at the followers' reported log starts.
+const POLL: Duration = Duration::from_millis(20);
+/// The longest wait, whatever the request's timeout says.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// One partition's state after the leader's part: moved (wait for `offset`) or refused.
+enum Moved {
+    Waiting(Arc<Partition>, i64),
+    Refused(ResponseError),
+}
+
+fn move_start(broker: &Broker, topic: &str, partition: i32, offset: i64) -> Moved {
+    if topic == crate::group::OFFSETS_TOPIC {
+        return Moved::Refused(ResponseError::InvalidTopicException);
+    }
+    let found = broker.topic(topic);
+    let part = match lookup(found.as_deref(), partition) {
+        Ok(p) => Arc::clone(p),
+        Err(e) => return Moved::Refused(e),
+    };
+    match part.delete_records(offset) {
+        Ok(start) => Moved::Waiting(part, start),
+        Err(DeleteRecordsError::NotLeader) => Moved::Refused(ResponseError::NotLeaderOrFollower),
+        Err(DeleteRecordsError::OutOfRange { .. }) => {
+            Moved::Refused(ResponseError::OffsetOutOfRange)
+        }
+        Err(DeleteRecordsError::Storage(_)) => Moved::Refused(ResponseError::KafkaStorageError),
+    }
+}
+
+pub fn handle(broker: &Arc<Broker>, req: DeleteRecordsRequest) -> Reply {
+    // An fsync and segment deletions per partition, in request order.
+    let moved: Vec<(kafka_protocol::messages::TopicName, Vec<(i32, Moved)>)> =
+        crate::blocking::off_runtime(|| {
+            req.topics
+                .iter()
+                .map(|t| {
+                    let parts = t
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            let m =
+                                move_start(broker, t.name.as_str(), p.partition_index, p.offset);
+                            (p.partition_index, m)
                         })
-                    })
-                };
-                match outcome {
-                    Ok(low) => res.low_watermark = low,
-                    Err(e) => res.error_code = e.code(),
+                        .collect();
+                    (t.name.clone(), parts)
+                })
+                .collect()
+        });
+    let wait = Duration::from_millis(req.timeout_ms.max(0) as u64).min(MAX_WAIT);
+    Reply::Later(Box::pin(async move {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut r = DeleteRecordsResponse::default();
+        for (name, parts) in moved {
+            let mut out = DeleteRecordsTopicResult::default();
+            out.name = name;
+            for (index, m) in parts {
+                let mut res = DeleteRecordsPartitionResult::default();
+                res.partition_index = index;
+                res.low_watermark = -1;
+                match m {
+                    Moved::Refused(e) => res.error_code = e.code(),
+                    Moved::Waiting(part, offset) => loop {
+                        match part.low_watermark() {
+                            None => {
+                                res.error_code = ResponseError::NotLeaderOrFollower.code();
+                                break;
+                            }
+                            Some(low) if low >= offset => {
+                                res.low_watermark = low;
+                                break;
+                            }
+                            Some(low) if tokio::time::Instant::now() >= deadline => {
+                                res.low_watermark = low;
+                                res.error_code = ResponseError::RequestTimedOut.code();
+                                break;
+                            }
+                            Some(_) => tokio::time::sleep(POLL).await,
+                        }
+                    },
                 }
                 out.partitions.push(res);
             }
-            out.name = t.name;
             r.topics.push(out);
         }
-        r
-    })
+        ResponseKind::DeleteRecords(r)
+    }))
 }

@@ -102,6 +102,7 @@ fn readable(broker: &Broker, req: &FetchRequest, min_bytes: u64) -> Option<u64> 
                 last_fetched_epoch: fp.last_fetched_epoch,
                 current_leader_epoch: fp.current_leader_epoch,
                 max_bytes: 0,
+                log_start_offset: fp.log_start_offset,
             };
             let bytes = partition.readable_bytes(&pos, fetcher)?;
             total += bytes.min(fp.partition_max_bytes.max(0) as u64);
@@ -214,6 +215,7 @@ fn read_all(
                 last_fetched_epoch: fp.last_fetched_epoch,
                 current_leader_epoch: fp.current_leader_epoch,
                 max_bytes: limit,
+                log_start_offset: fp.log_start_offset,
             };
             let read = partition.read_for_fetch(pos, fetcher, first_read, now);
             broker.metrics.fetch_partition_reads.inc();

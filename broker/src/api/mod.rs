@@ -232,9 +232,7 @@ fn dispatch_local(
                 partition_reassignments::handle_list(broker, r),
             ))
         }
-        RequestKind::DeleteRecords(r) => Reply::now(ResponseKind::DeleteRecords(
-            delete_records::handle(broker, r),
-        )),
+        RequestKind::DeleteRecords(r) => delete_records::handle(broker, r),
         RequestKind::DescribeLogDirs(r) => Reply::now(ResponseKind::DescribeLogDirs(
             describe_log_dirs::handle(broker, r),
         )),

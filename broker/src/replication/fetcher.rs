@@ -148,9 +148,13 @@ fn request(
 ) -> FetchRequest {
     let mut topics: BTreeMap<&str, FetchTopic> = BTreeMap::new();
     for ((topic, _), p) in parts {
-        let (leo, last_epoch) = {
+        let (leo, last_epoch, log_start) = {
             let log = p.log();
-            (log.log_end_offset(), log.latest_epoch().unwrap_or(-1))
+            (
+                log.log_end_offset(),
+                log.latest_epoch().unwrap_or(-1),
+                log.log_start_offset(),
+            )
         };
         let mut fp = FetchPartition::default();
         fp.partition = p.index;
@@ -158,7 +162,8 @@ fn request(
         fp.last_fetched_epoch = last_epoch;
         fp.current_leader_epoch = p.leader_epoch();
         fp.partition_max_bytes = settings.partition_max_bytes;
-        fp.log_start_offset = -1;
+        // The leader's DeleteRecords waits until its followers' starts reach the offset.
+        fp.log_start_offset = log_start;
         let t = topics.entry(topic.as_str()).or_insert_with(|| {
             let mut t = FetchTopic::default();
             t.topic = TopicName(StrBytes::from_string(topic.clone()));

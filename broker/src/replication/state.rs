@@ -43,6 +43,8 @@ impl Default for Settings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FollowerState {
     pub log_end_offset: i64,
+    /// Its log start offset as its last valid fetch reported it (-1: not yet).
+    pub log_start_offset: i64,
     pub last_caught_up_ms: i64,
     pub last_fetch_ms: i64,
     /// The leader's log end offset at this follower's previous fetch.
@@ -65,6 +67,8 @@ pub struct FollowerFetch {
     /// The leader epoch the fetch was sent for (a follower always names it).
     pub leader_epoch: i32,
     pub fetch_offset: i64,
+    /// The follower's log start offset (-1: not given).
+    pub log_start_offset: i64,
     /// The leader's log end when the read ran.
     pub leader_log_end: i64,
     /// The read found `fetch_offset` inside this leader's log and (Fetch v12+) the follower's
@@ -118,6 +122,7 @@ impl LeaderState {
                     *r,
                     FollowerState {
                         log_end_offset: -1,
+                        log_start_offset: -1,
                         last_caught_up_ms: now_ms,
                         last_fetch_ms: -1,
                         last_fetch_leader_leo: -1,
@@ -217,6 +222,7 @@ impl LeaderState {
             replica,
             leader_epoch,
             fetch_offset,
+            log_start_offset,
             leader_log_end,
             valid,
             now_ms,
@@ -247,11 +253,29 @@ impl LeaderState {
             f.last_caught_up_ms = f.last_caught_up_ms.max(f.last_fetch_ms);
         }
         f.log_end_offset = fetch_offset;
+        f.log_start_offset = log_start_offset;
         f.last_fetch_leader_leo = leader_leo;
         f.last_fetch_ms = now_ms;
         let mut effects: Vec<Effect> = self.recompute_high_watermark().into_iter().collect();
         effects.extend(self.maybe_expand(replica));
         Ok(effects)
+    }
+
+    /// The lowest log start offset over the ISR, this leader's being `local_start`; -1 while
+    /// a member has not reported one (DeleteRecords waits for this to reach its offset).
+    pub fn low_watermark(&self, local_start: i64) -> i64 {
+        self.assignment
+            .isr
+            .iter()
+            .map(|r| {
+                if *r == self.local_id {
+                    local_start
+                } else {
+                    self.followers.get(r).map_or(-1, |f| f.log_start_offset)
+                }
+            })
+            .min()
+            .unwrap_or(local_start)
     }
 
     fn maybe_expand(&mut self, replica: i32) -> Option<Effect> {
@@ -315,6 +339,7 @@ impl LeaderState {
             if *r != self.local_id {
                 self.followers.entry(*r).or_insert(FollowerState {
                     log_end_offset: -1,
+                    log_start_offset: -1,
                     last_caught_up_ms: now_ms,
                     last_fetch_ms: -1,
                     last_fetch_leader_leo: -1,
@@ -354,11 +379,37 @@ mod tests {
             replica,
             leader_epoch: 5,
             fetch_offset,
+            log_start_offset: 0,
             leader_log_end,
             valid: true,
             now_ms,
         }
     }
+    /// DeleteRecords' low watermark: the lowest log start over the ISR, a follower's as its
+    /// last valid fetch reported it; unknown (-1) until every member has reported one.
+    #[test]
+    fn the_low_watermark_is_the_lowest_start_in_the_isr() {
+        let mut s = LeaderState::new(1, settings(1), assignment(&[1, 2, 3]), 10, 0, 0);
+        assert_eq!(s.low_watermark(4), -1, "no follower has reported yet");
+        let at = |replica, start| FollowerFetch {
+            log_start_offset: start,
+            ..valid(replica, 10, 10, 1)
+        };
+        s.on_fetch(at(2, 4)).unwrap();
+        assert_eq!(s.low_watermark(4), -1, "replica 3 has not reported");
+        s.on_fetch(at(3, 2)).unwrap();
+        assert_eq!(s.low_watermark(4), 2);
+        s.on_fetch(at(3, 6)).unwrap();
+        assert_eq!(s.low_watermark(5), 4);
+        // An invalid (unproven) fetch reports nothing.
+        let forged = FollowerFetch {
+            valid: false,
+            ..at(2, 100)
+        };
+        assert!(s.on_fetch(forged).is_err());
+        assert_eq!(s.low_watermark(100), 4, "replica 2 still reported 4");
+    }
+
     fn settings(min_isr: usize) -> Settings {
         Settings {
             replica_lag_time_max_ms: 1000,
