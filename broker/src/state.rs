@@ -111,6 +111,9 @@ pub enum TopicError {
     InvalidConfig(#[from] ConfigError),
     #[error("unknown topic '{0}'")]
     Unknown(String),
+    /// A compare-and-set of a topic's configs found them changed (see `set_topic_configs`).
+    #[error("the configs of topic '{0}' changed meanwhile")]
+    ConfigsChanged(String),
     #[error("storage error: {0}")]
     Storage(#[from] StorageError),
 }
@@ -494,6 +497,7 @@ impl Broker {
         &self,
         name: &str,
         configs: BTreeMap<String, String>,
+        expected: Option<&BTreeMap<String, String>>,
         validate_only: bool,
     ) -> Result<(), TopicError> {
         let config = self.config.topic_defaults.with_overrides(&configs)?;
@@ -502,6 +506,9 @@ impl Broker {
             let topic = self
                 .topic(name)
                 .ok_or_else(|| TopicError::Unknown(name.to_string()))?;
+            if expected.is_some_and(|e| *e != topic.record.configs) {
+                return Err(TopicError::ConfigsChanged(name.to_string()));
+            }
             if validate_only || topic.record.configs == configs {
                 return Ok(());
             }

@@ -432,6 +432,30 @@ async fn topic_and_partition_admin_over_http() {
         configs,
         "unchanged"
     );
+    // Compare-and-set: a change computed from overrides replaced since is refused.
+    let stale = BTreeMap::new();
+    let merged = BTreeMap::from([("segment.ms".to_string(), "99999".to_string())]);
+    let (status, kind, _) = refused(
+        client
+            .set_topic_configs_if("orders", Some(&stale), &merged)
+            .await,
+    );
+    assert_eq!((status, kind.as_str()), (409, "config_conflict"));
+    assert_eq!(
+        metadata(&c).await.topics["orders"].configs,
+        configs,
+        "unchanged"
+    );
+    let mut both = configs.clone();
+    both.extend(merged);
+    assert!(
+        client
+            .set_topic_configs_if("orders", Some(&configs), &both)
+            .await
+            .unwrap()
+    );
+    assert_eq!(metadata(&c).await.topics["orders"].configs, both);
+    assert!(client.set_topic_configs("orders", &configs).await.unwrap());
 
     // ElectLeaders. Drain orders-0's preferred leader: it cannot take leadership back, and
     // stays drained.

@@ -18,6 +18,9 @@ use super::{Reply, str_bytes};
 use crate::state::Broker;
 use crate::topic_config::KNOWN_KEYS;
 
+/// Read-merge-write rounds of one IncrementalAlterConfigs before it gives up.
+const MERGE_ATTEMPTS: usize = 5;
+
 /// Kafka's ConfigResource types.
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
@@ -125,18 +128,33 @@ async fn alter(
 ) -> Result<(), Refusal> {
     let ops = ops?;
     match resource_type {
-        TOPIC => {
-            let topic = admin.topic(name).await?;
-            let base = if replace {
-                BTreeMap::new()
-            } else {
-                topic.overrides
-            };
-            let mut next = apply_ops(&base, &ops)?;
+        TOPIC if replace => {
+            // AlterConfigs: the whole set, whatever it was (Kafka's last writer wins).
+            admin.topic(name).await?;
+            let mut next = apply_ops(&BTreeMap::new(), &ops)?;
             if name == crate::group::OFFSETS_TOPIC {
                 next = keep_offsets_topic_configs(&ops, next)?;
             }
             admin.set_configs(name, next, validate_only).await
+        }
+        TOPIC => {
+            // A merge into the overrides as read: applied only if they are still those, else
+            // read again (at the controller) and merged again, so two concurrent changes never
+            // undo one another.
+            for attempt in 0..MERGE_ATTEMPTS {
+                let topic = admin.topic_from(name, attempt > 0).await?;
+                let mut next = apply_ops(&topic.overrides, &ops)?;
+                if name == crate::group::OFFSETS_TOPIC {
+                    next = keep_offsets_topic_configs(&ops, next)?;
+                }
+                if admin
+                    .set_configs_if(name, Some(&topic.overrides), next, validate_only)
+                    .await?
+                {
+                    return Ok(());
+                }
+            }
+            Err(super::topic_admin::config_conflict(name))
         }
         // No broker config is dynamic here, so there is never one to delete.
         BROKER if ops.iter().all(|(_, op)| *op == Op::Delete) => Ok(()),

@@ -29,6 +29,7 @@ pub fn error_for(e: &TopicError) -> ResponseError {
         TopicError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
         TopicError::InvalidConfig(_) => ResponseError::InvalidConfig,
         TopicError::Unknown(_) => ResponseError::UnknownTopicOrPartition,
+        TopicError::ConfigsChanged(_) => ResponseError::RequestTimedOut,
         TopicError::Storage(_) => ResponseError::KafkaStorageError,
     }
 }

@@ -87,6 +87,12 @@ impl Admin {
     /// the controller's (a topic created a moment ago through another broker), so a topic it
     /// does not know yet is looked up at the controller before it is called unknown.
     pub async fn topic(&self, name: &str) -> Result<TopicView, Refusal> {
+        self.topic_from(name, false).await
+    }
+
+    /// As [`Self::topic`]; with `at_controller`, read from the controller itself (after a
+    /// config change was refused as computed from a stale copy).
+    pub async fn topic_from(&self, name: &str, at_controller: bool) -> Result<TopicView, Refusal> {
         let unknown = || {
             (
                 ResponseError::UnknownTopicOrPartition,
@@ -108,7 +114,7 @@ impl Admin {
                 })
                 .ok_or_else(unknown),
             Self::Cluster(_, rt) => {
-                if let Some(t) = rt.membership.metadata().topics.get(name) {
+                if !at_controller && let Some(t) = rt.membership.metadata().topics.get(name) {
                     return Ok(view(t));
                 }
                 let latest = rt
@@ -201,10 +207,30 @@ impl Admin {
         overrides: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<(), Refusal> {
+        match self
+            .set_configs_if(name, None, overrides, validate_only)
+            .await?
+        {
+            true => Ok(()),
+            false => Err(config_conflict(name)),
+        }
+    }
+
+    /// As [`Self::set_configs`], only while the overrides are still `expected` (when given):
+    /// Ok(false) when they changed meanwhile, and nothing was changed.
+    pub async fn set_configs_if(
+        &self,
+        name: &str,
+        expected: Option<&BTreeMap<String, String>>,
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<bool, Refusal> {
         match self {
-            Self::Local(b) => b
-                .set_topic_configs(name, overrides, validate_only)
-                .map_err(|e| refusal_for(&e)),
+            Self::Local(b) => match b.set_topic_configs(name, overrides, expected, validate_only) {
+                Ok(()) => Ok(true),
+                Err(TopicError::ConfigsChanged(_)) => Ok(false),
+                Err(e) => Err(refusal_for(&e)),
+            },
             Self::Cluster(b, rt) => {
                 let topic = self.topic(name).await?;
                 b.config
@@ -212,21 +238,37 @@ impl Admin {
                     .with_overrides(&overrides)
                     .map_err(|e| refusal_for(&TopicError::InvalidConfig(e)))?;
                 if validate_only {
-                    return managed(name, &topic);
+                    return managed(name, &topic).map(|()| true);
                 }
-                rt.membership
+                match rt
+                    .membership
                     .client()
-                    .set_topic_configs(name, &overrides)
+                    .set_topic_configs_if(name, expected, &overrides)
                     .await
-                    .map_err(|e| controller_refusal(&e))?;
+                {
+                    Err(ControllerCallError::Refused { kind, .. }) if kind == "config_conflict" => {
+                        return Ok(false);
+                    }
+                    other => other.map_err(|e| controller_refusal(&e))?,
+                };
                 shown(rt, |m| {
                     m.topics.get(name).is_none_or(|t| t.configs == overrides)
                 })
                 .await;
-                Ok(())
+                Ok(true)
             }
         }
     }
+}
+
+/// A topic whose configs kept changing under a read-modify-write (retriable).
+pub fn config_conflict(name: &str) -> Refusal {
+    (
+        ResponseError::RequestTimedOut,
+        format!(
+            "the configs of topic '{name}' kept changing while this change was applied; try again"
+        ),
+    )
 }
 
 /// The internal offsets topic can neither grow nor go: a group's coordinator is the

@@ -339,8 +339,22 @@ impl ControllerClient {
         topic: &str,
         configs: &BTreeMap<String, String>,
     ) -> Result<bool, ControllerCallError> {
+        self.set_topic_configs_if(topic, None, configs).await
+    }
+
+    /// As [`Self::set_topic_configs`], but only while the overrides are still `expected`
+    /// (refused as `config_conflict` otherwise).
+    pub async fn set_topic_configs_if(
+        &self,
+        topic: &str,
+        expected: Option<&BTreeMap<String, String>>,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<bool, ControllerCallError> {
         let url = self.topic_url(topic, "configs")?;
-        let body = serde_json::json!({ "configs": configs });
+        let mut body = serde_json::json!({ "configs": configs });
+        if let Some(e) = expected {
+            body["expected"] = serde_json::json!(e);
+        }
         let c: Changed = Self::some(self.call(self.http.put(url).json(&body)).await?)?;
         Ok(c.changed)
     }

@@ -101,6 +101,9 @@ pub enum ControllerError {
     /// A manual replica assignment (CreateTopics, CreatePartitions) that cannot be used.
     #[error("invalid replica assignment for '{topic}': {reason}")]
     InvalidAssignment { topic: String, reason: String },
+    /// A config change computed from overrides that another change has replaced since.
+    #[error("the configs of topic '{0}' changed meanwhile; read them again")]
+    ConfigConflict(String),
     /// A change through Kafka's API to a topic a resource declares (Kafka's answer for a
     /// change its policy refuses is POLICY_VIOLATION).
     #[error("topic '{topic}' is managed by {owner}; change it there")]
@@ -753,6 +756,24 @@ pub fn set_topic_configs(
     Ok(true)
 }
 
+/// Compare-and-set for config changes computed from a copy (IncrementalAlterConfigs merges
+/// into the overrides a broker saw): refused when the overrides are no longer `expected`.
+pub fn check_topic_configs(
+    state: &ControllerState,
+    name: &str,
+    expected: &BTreeMap<String, String>,
+) -> Result<(), ControllerError> {
+    let topic = state
+        .metadata
+        .topics
+        .get(name)
+        .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
+    if &topic.configs != expected {
+        return Err(ControllerError::ConfigConflict(name.to_string()));
+    }
+    Ok(())
+}
+
 /// Records which resource declares `name` (None: nobody, changed freely through Kafka's API).
 /// Returns whether anything changed.
 pub fn set_topic_owner(
@@ -1385,6 +1406,24 @@ mod tests {
         assert!(!set_topic_configs(&mut s, "t", c.clone()).unwrap());
         assert_eq!(s.metadata.version, v + 1);
         assert_eq!(s.metadata.topics["t"].configs, c);
+    }
+
+    #[test]
+    fn a_config_change_from_a_stale_copy_is_refused() {
+        let mut s = cluster();
+        let empty = BTreeMap::new();
+        assert_eq!(check_topic_configs(&s, "t", &empty), Ok(()));
+        let one = BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]);
+        set_topic_configs(&mut s, "t", one.clone()).unwrap();
+        assert_eq!(
+            check_topic_configs(&s, "t", &empty),
+            Err(ControllerError::ConfigConflict("t".into()))
+        );
+        assert_eq!(check_topic_configs(&s, "t", &one), Ok(()));
+        assert_eq!(
+            check_topic_configs(&s, "nope", &one),
+            Err(ControllerError::UnknownTopic("nope".into()))
+        );
     }
 
     #[test]

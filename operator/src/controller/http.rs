@@ -159,6 +159,7 @@ impl IntoResponse for Failure {
                 }
                 ControllerError::CannotCancel { .. } => (StatusCode::CONFLICT, "cannot_cancel"),
                 ControllerError::ManagedTopic { .. } => (StatusCode::CONFLICT, "policy_violation"),
+                ControllerError::ConfigConflict(_) => (StatusCode::CONFLICT, "config_conflict"),
                 ControllerError::InvalidAssignment { .. } => {
                     (StatusCode::BAD_REQUEST, "invalid_replica_assignment")
                 }
@@ -350,6 +351,11 @@ async fn add_partitions<S: Store>(
 pub struct TopicConfigs {
     /// The topic's complete override map.
     pub configs: BTreeMap<String, String>,
+    /// The overrides the caller computed `configs` from: when given and no longer current
+    /// (another change came first), nothing changes and the answer is 409 `config_conflict`,
+    /// so the caller recomputes instead of undoing that change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<BTreeMap<String, String>>,
 }
 
 /// Replaces a topic's config overrides (Kafka's AlterConfigs; a broker answering
@@ -362,6 +368,9 @@ async fn set_topic_configs<S: Store>(
     let changed = c
         .update(|s, _| {
             decisions::check_unmanaged(s, &name)?;
+            if let Some(expected) = &b.expected {
+                decisions::check_topic_configs(s, &name, expected)?;
+            }
             decisions::set_topic_configs(s, &name, b.configs.clone())
         })
         .await?;
