@@ -13,6 +13,8 @@ use kafka_protocol::messages::{
     incremental_alter_configs_response,
 };
 
+use kafka_protocol::protocol::StrBytes;
+
 use super::topic_admin::{Admin, Refusal};
 use super::{Reply, str_bytes};
 use crate::state::Broker;
@@ -201,37 +203,46 @@ fn keep_offsets_topic_configs(
     Ok(next)
 }
 
-/// Resource (type, name) pairs named more than once: each of them is refused.
-fn duplicated<'a>(resources: impl Iterator<Item = (i8, &'a str)>) -> HashSet<(i8, String)> {
-    let mut seen = HashSet::new();
-    resources
-        .map(|(t, n)| (t, n.to_string()))
-        .filter(|r| !seen.insert(r.clone()))
-        .collect()
-}
+/// One resource of either request: its type, name and the changes it asks for.
+type Resource = (i8, StrBytes, Result<Vec<(String, Op)>, Refusal>);
 
-fn duplicate_refusal() -> Refusal {
-    (
-        ResponseError::InvalidRequest,
-        "resource appears more than once in the request".into(),
-    )
+/// Applies each resource in request order; a resource named twice is refused both times
+/// (Kafka's answer), and nothing of it changes. One outcome per resource.
+async fn alter_all(
+    admin: &Admin,
+    resources: Vec<Resource>,
+    replace: bool,
+    validate_only: bool,
+) -> Vec<(i8, StrBytes, Option<Refusal>)> {
+    let mut seen = HashSet::new();
+    let repeated: HashSet<(i8, String)> = resources
+        .iter()
+        .map(|(t, n, _)| (*t, n.to_string()))
+        .filter(|r| !seen.insert(r.clone()))
+        .collect();
+    let mut out = Vec::with_capacity(resources.len());
+    for (kind, name, ops) in resources {
+        let outcome = if repeated.contains(&(kind, name.to_string())) {
+            Err((
+                ResponseError::InvalidRequest,
+                "resource appears more than once in the request".into(),
+            ))
+        } else {
+            alter(admin, kind, &name, ops, replace, validate_only).await
+        };
+        out.push((kind, name, outcome.err()));
+    }
+    out
 }
 
 pub fn handle_incremental(broker: &Arc<Broker>, req: IncrementalAlterConfigsRequest) -> Reply {
     let admin = Admin::of(broker);
     Reply::Later(Box::pin(async move {
-        let dups = duplicated(
-            req.resources
-                .iter()
-                .map(|r| (r.resource_type, r.resource_name.as_str())),
-        );
-        let mut out = IncrementalAlterConfigsResponse::default();
-        for res in req.resources {
-            let name = res.resource_name.to_string();
-            let outcome = if dups.contains(&(res.resource_type, name.clone())) {
-                Err(duplicate_refusal())
-            } else {
-                let ops = res
+        let resources = req
+            .resources
+            .into_iter()
+            .map(|r| {
+                let ops = r
                     .configs
                     .iter()
                     .map(|c| {
@@ -239,20 +250,15 @@ pub fn handle_incremental(broker: &Arc<Broker>, req: IncrementalAlterConfigsRequ
                             .map(|op| (c.name.to_string(), op))
                     })
                     .collect();
-                alter(
-                    &admin,
-                    res.resource_type,
-                    &name,
-                    ops,
-                    false,
-                    req.validate_only,
-                )
-                .await
-            };
+                (r.resource_type, r.resource_name, ops)
+            })
+            .collect();
+        let mut out = IncrementalAlterConfigsResponse::default();
+        for (kind, name, refusal) in alter_all(&admin, resources, false, req.validate_only).await {
             let mut r = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
-            r.resource_type = res.resource_type;
-            r.resource_name = res.resource_name;
-            if let Err((code, message)) = outcome {
+            r.resource_type = kind;
+            r.resource_name = name;
+            if let Some((code, message)) = refusal {
                 r.error_code = code.code();
                 r.error_message = Some(str_bytes(message));
             }
@@ -265,19 +271,12 @@ pub fn handle_incremental(broker: &Arc<Broker>, req: IncrementalAlterConfigsRequ
 pub fn handle(broker: &Arc<Broker>, req: AlterConfigsRequest) -> Reply {
     let admin = Admin::of(broker);
     Reply::Later(Box::pin(async move {
-        let dups = duplicated(
-            req.resources
-                .iter()
-                .map(|r| (r.resource_type, r.resource_name.as_str())),
-        );
-        let mut out = AlterConfigsResponse::default();
-        for res in req.resources {
-            let name = res.resource_name.to_string();
-            let outcome = if dups.contains(&(res.resource_type, name.clone())) {
-                Err(duplicate_refusal())
-            } else {
-                // The whole set: every key given is set, every other override removed.
-                let ops = Ok(res
+        // The whole set: every key given is set, every other override removed.
+        let resources = req
+            .resources
+            .into_iter()
+            .map(|r| {
+                let ops = r
                     .configs
                     .iter()
                     .map(|c| {
@@ -287,21 +286,16 @@ pub fn handle(broker: &Arc<Broker>, req: AlterConfigsRequest) -> Reply {
                         };
                         (c.name.to_string(), op)
                     })
-                    .collect());
-                alter(
-                    &admin,
-                    res.resource_type,
-                    &name,
-                    ops,
-                    true,
-                    req.validate_only,
-                )
-                .await
-            };
+                    .collect();
+                (r.resource_type, r.resource_name, Ok(ops))
+            })
+            .collect();
+        let mut out = AlterConfigsResponse::default();
+        for (kind, name, refusal) in alter_all(&admin, resources, true, req.validate_only).await {
             let mut r = alter_configs_response::AlterConfigsResourceResponse::default();
-            r.resource_type = res.resource_type;
-            r.resource_name = res.resource_name;
-            if let Err((code, message)) = outcome {
+            r.resource_type = kind;
+            r.resource_name = name;
+            if let Some((code, message)) = refusal {
                 r.error_code = code.code();
                 r.error_message = Some(str_bytes(message));
             }

@@ -3,7 +3,6 @@
 //! controller checks it: one list per new partition, the topic's replication factor, live
 //! brokers).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
@@ -17,13 +16,7 @@ use crate::state::Broker;
 pub fn handle(broker: &Arc<Broker>, req: CreatePartitionsRequest) -> Reply {
     let admin = Admin::of(broker);
     Reply::Later(Box::pin(async move {
-        let mut seen = HashSet::new();
-        let duplicated: HashSet<String> = req
-            .topics
-            .iter()
-            .map(|t| t.name.as_str().to_string())
-            .filter(|n| !seen.insert(n.clone()))
-            .collect();
+        let duplicated = super::repeated(req.topics.iter().map(|t| t.name.as_str()));
         let mut r = CreatePartitionsResponse::default();
         for topic in req.topics {
             let name = topic.name.as_str().to_string();

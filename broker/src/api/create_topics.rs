@@ -1,7 +1,7 @@
 //! CreateTopics: validates names, partition counts, replication factor and configs, then
 //! creates each topic (or only validates with validate_only).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
@@ -40,13 +40,7 @@ pub fn handle(
     version: i16,
 ) -> CreateTopicsResponse {
     let mut r = CreateTopicsResponse::default();
-    let mut seen = HashSet::new();
-    let duplicated: HashSet<String> = req
-        .topics
-        .iter()
-        .map(|t| t.name.as_str().to_string())
-        .filter(|n| !seen.insert(n.clone()))
-        .collect();
+    let duplicated = super::repeated(req.topics.iter().map(|t| t.name.as_str()));
     for topic in req.topics {
         let name = topic.name.as_str().to_string();
         let mut result = CreatableTopicResult::default();

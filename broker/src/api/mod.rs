@@ -244,6 +244,15 @@ fn dispatch_local(
     }
 }
 
+/// Names a request lists more than once (Kafka refuses each of those entries).
+pub fn repeated<'a>(names: impl Iterator<Item = &'a str>) -> std::collections::HashSet<String> {
+    let mut seen = std::collections::HashSet::new();
+    names
+        .filter(|n| !seen.insert(*n))
+        .map(str::to_string)
+        .collect()
+}
+
 pub fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }

@@ -650,40 +650,15 @@ pub fn add_partitions(
     name: &str,
     partitions: usize,
 ) -> Result<bool, ControllerError> {
-    let existing = state
-        .metadata
-        .topics
-        .get(name)
-        .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
-    let have = existing.partitions.len();
-    if partitions < have {
-        return Err(ControllerError::PartitionDecrease {
-            topic: name.to_string(),
-            have,
-            asked: partitions,
-        });
-    }
+    let (have, rf) = growth(state, name, partitions)?;
     if partitions == have {
         return Ok(false);
     }
     check_partition_count(name, partitions)?;
-    let rf = existing
-        .partitions
-        .first()
-        .map_or(1, |p| p.target_replicas().len().max(1));
     let candidates = candidates(state);
     let mut load = load(state);
     let sets = placement::assign(&candidates, partitions - have, rf, &mut load)?;
-    let topic = state
-        .metadata
-        .topics
-        .get_mut(name)
-        .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
-    for (i, replicas) in sets.into_iter().enumerate() {
-        topic.partitions.push(new_partition(have + i, replicas));
-    }
-    bump(state);
-    Ok(true)
+    append_partitions(state, name, have, sets)
 }
 
 /// Grows `name` by the partitions of `assignment` (Kafka's CreatePartitions with an
@@ -694,6 +669,29 @@ pub fn add_partitions_assigned(
     total: usize,
     assignment: Vec<Vec<i32>>,
 ) -> Result<bool, ControllerError> {
+    let (have, rf) = growth(state, name, total)?;
+    if have + assignment.len() != total {
+        return Err(ControllerError::InvalidAssignment {
+            topic: name.to_string(),
+            reason: format!(
+                "growing from {have} to {total} partitions needs {} replica lists, not {}",
+                total - have,
+                assignment.len()
+            ),
+        });
+    }
+    check_partition_count(name, total)?;
+    check_assignment(state, name, &assignment, rf)?;
+    append_partitions(state, name, have, assignment)
+}
+
+/// A topic about to grow to `total` partitions: how many it has and its replication factor.
+/// Fewer than now is refused (Kafka cannot remove partitions).
+fn growth(
+    state: &ControllerState,
+    name: &str,
+    total: usize,
+) -> Result<(usize, usize), ControllerError> {
     let existing = state
         .metadata
         .topics
@@ -707,28 +705,26 @@ pub fn add_partitions_assigned(
             asked: total,
         });
     }
-    if have + assignment.len() != total {
-        return Err(ControllerError::InvalidAssignment {
-            topic: name.to_string(),
-            reason: format!(
-                "growing from {have} to {total} partitions needs {} replica lists, not {}",
-                total - have,
-                assignment.len()
-            ),
-        });
-    }
     let rf = existing
         .partitions
         .first()
         .map_or(1, |p| p.target_replicas().len().max(1));
-    check_partition_count(name, have + assignment.len())?;
-    check_assignment(state, name, &assignment, rf)?;
+    Ok((have, rf))
+}
+
+/// Adds partitions `have..` on `sets`, one replica list each.
+fn append_partitions(
+    state: &mut ControllerState,
+    name: &str,
+    have: usize,
+    sets: Vec<Vec<i32>>,
+) -> Result<bool, ControllerError> {
     let topic = state
         .metadata
         .topics
         .get_mut(name)
         .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
-    for (i, replicas) in assignment.into_iter().enumerate() {
+    for (i, replicas) in sets.into_iter().enumerate() {
         topic.partitions.push(new_partition(have + i, replicas));
     }
     bump(state);
