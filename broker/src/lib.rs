@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod partition;
 pub mod producer_ids;
 pub mod protocol;
+pub mod quota;
 pub mod replication;
 pub mod server;
 pub mod state;

@@ -123,6 +123,9 @@ pub struct ClusterMetadata {
     pub version: u64,
     pub brokers: BTreeMap<i32, BrokerMeta>,
     pub topics: BTreeMap<String, TopicMeta>,
+    /// Client quotas (Kafka's AlterClientQuotas), in entity order; every broker enforces them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_quotas: Vec<crate::quota::ClientQuota>,
 }
 
 impl ClusterMetadata {

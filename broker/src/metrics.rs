@@ -33,6 +33,8 @@ pub struct Metrics {
     pub response_bytes_unwritten: Gauge,
     /// Partition reads done for Fetch requests (a parked fetch reads once, when it answers).
     pub fetch_partition_reads: Counter,
+    /// Responses that carried a quota throttle (their connection then paused reading).
+    pub throttled_responses: Counter,
     pub log_end_offset: Family<PartitionLabels, Gauge>,
     pub high_watermark: Family<PartitionLabels, Gauge>,
     pub recovery_seconds: Gauge<f64, AtomicU64>,
@@ -57,6 +59,7 @@ impl Default for Metrics {
             request_bytes_queued: Gauge::default(),
             response_bytes_unwritten: Gauge::default(),
             fetch_partition_reads: Counter::default(),
+            throttled_responses: Counter::default(),
             log_end_offset: Family::default(),
             high_watermark: Family::default(),
             recovery_seconds: Gauge::default(),
@@ -108,6 +111,11 @@ impl Default for Metrics {
             "fetch_partition_reads",
             "Partition reads done for Fetch requests",
             m.fetch_partition_reads.clone(),
+        );
+        registry.register(
+            "throttled_responses",
+            "Responses throttled by a client quota (throttle_time_ms > 0)",
+            m.throttled_responses.clone(),
         );
         registry.register(
             "log_end_offset",

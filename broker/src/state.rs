@@ -145,6 +145,8 @@ pub struct Broker {
     cluster: OnceLock<Arc<ClusterRuntime>>,
     /// The consumer-group coordinator (`Coordinator::run` drives its timers).
     pub groups: GroupCoordinator,
+    /// Client quotas in force and each client's measured rates (`quota`).
+    pub quotas: crate::quota::Quotas,
 }
 
 impl Broker {
@@ -166,8 +168,13 @@ impl Broker {
             ready: AtomicBool::new(false),
             cluster: OnceLock::new(),
             groups: GroupCoordinator::new(config.groups.clone()),
+            quotas: crate::quota::Quotas::default(),
             config,
         };
+        if !broker.config.cluster_mode {
+            // In a cluster they come with the controller's metadata.
+            broker.quotas.set(crate::quota::load(&broker.quota_file())?);
+        }
         let records = if broker.config.cluster_mode {
             Vec::new()
         } else {
@@ -203,6 +210,11 @@ impl Broker {
         }
         info!(ms = started.elapsed().as_millis() as u64, "logs loaded");
         Ok(Arc::new(broker))
+    }
+
+    /// Where a standalone broker keeps its client quotas.
+    pub fn quota_file(&self) -> PathBuf {
+        self.config.data_dir.join("client-quotas.json")
     }
 
     fn open_topic(&self, record: TopicRecord) -> Result<Arc<Topic>, TopicError> {
@@ -600,6 +612,9 @@ impl Broker {
         let Some(rt) = self.cluster().cloned() else {
             return Ok(());
         };
+        if *self.quotas.current() != meta.client_quotas {
+            self.quotas.set(meta.client_quotas.clone());
+        }
         let node = self.config.node_id;
         let now = crate::clock::now_ms();
         let _guard = self.topic_changes.lock().unwrap_or_else(|p| p.into_inner());

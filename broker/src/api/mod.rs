@@ -3,6 +3,7 @@
 
 pub mod alter_configs;
 pub mod api_versions;
+pub mod client_quotas;
 pub mod cluster_admin;
 pub mod create_partitions;
 pub mod create_topics;
@@ -77,6 +78,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeClientQuotas, 0, 1),
+    (ApiKey::AlterClientQuotas, 0, 1),
     // Answered by the connection itself (`auth::sasl`): they change its state. Handshake v0
     // (raw SASL frames after it) is not served; every current client sends v1.
     (ApiKey::SaslHandshake, 1, 1),
@@ -233,6 +236,10 @@ fn dispatch_local(
             ))
         }
         RequestKind::DeleteRecords(r) => delete_records::handle(broker, r),
+        RequestKind::DescribeClientQuotas(r) => Reply::now(ResponseKind::DescribeClientQuotas(
+            client_quotas::handle_describe(broker, r),
+        )),
+        RequestKind::AlterClientQuotas(r) => client_quotas::handle_alter(broker, r),
         RequestKind::DescribeLogDirs(r) => Reply::now(ResponseKind::DescribeLogDirs(
             describe_log_dirs::handle(broker, r),
         )),

@@ -305,6 +305,24 @@ impl ControllerClient {
         Ok(format!("{}/v1/topics/{name}/{rest}", self.base))
     }
 
+    /// Applies checked client-quota alterations (Kafka's AlterClientQuotas), all or none.
+    /// Returns whether anything changed.
+    pub async fn alter_client_quotas(
+        &self,
+        alterations: &[crate::quota::config::Alteration],
+    ) -> Result<bool, ControllerCallError> {
+        let body = serde_json::json!({ "alterations": alterations });
+        let c: Changed = Self::some(
+            self.call(
+                self.http
+                    .post(format!("{}/v1/client-quotas", self.base))
+                    .json(&body),
+            )
+            .await?,
+        )?;
+        Ok(c.changed)
+    }
+
     /// Grows `topic` to `partitions` partitions (Kafka's CreatePartitions); the controller
     /// places the new ones. Returns whether it changed (false: it already had that many).
     pub async fn add_partitions(

@@ -25,6 +25,7 @@ use tracing::Instrument;
 use tracing::{debug, warn};
 
 use super::limits::{CONNECTION_RESPONSE_BYTES, ResponseHold, TINY_FRAME};
+use super::throttle::{Metered, Mute, set_throttle};
 use crate::api::{self, Reply};
 use crate::auth::sasl::SaslSession;
 use crate::state::Broker;
@@ -45,6 +46,8 @@ struct Pending {
     /// A built response's bytes, counted broker-wide and against this connection's room
     /// (which stops reading while it is spent) until the response is written.
     held: Option<(ResponseHold, OwnedSemaphorePermit)>,
+    /// What it counts against its client's quotas, when any quota is set.
+    metered: Option<Metered>,
 }
 
 /// Why a connection is closed by the broker.
@@ -79,6 +82,8 @@ pub async fn serve(
     let (tx, rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT);
     // Requests read whose responses have not gone out yet (an idle timeout waits for them).
     let unanswered = Arc::new(AtomicUsize::new(0));
+    // Set by the writer when a response carries a throttle; the reader waits it out.
+    let mute = Arc::new(Mute::default());
     let writer_task = tokio::spawn(
         write_responses(
             writer,
@@ -86,6 +91,7 @@ pub async fn serve(
             Arc::clone(&broker),
             peer,
             Arc::clone(&unanswered),
+            Arc::clone(&mute),
         )
         .in_current_span(),
     );
@@ -94,6 +100,10 @@ pub async fn serve(
     // The span has the connection's client id (recorded at its first request that names one).
     let mut named = false;
     loop {
+        // A client over its quota is not read from until its throttle has passed (KIP-219).
+        if !waited_out(&mute, &mut stop, &tx).await {
+            break;
+        }
         // Every wait is raced against shutdown and the writer's end (a client that stopped
         // taking its responses), so a silent or half-sent client cannot hold the broker up.
         let frame = tokio::select! {
@@ -109,17 +119,21 @@ pub async fn serve(
                 break;
             }
         };
+        // A request read while the previous response was being throttled waits its turn too.
+        if !waited_out(&mute, &mut stop, &tx).await {
+            break;
+        }
         let started = Instant::now();
         let handled = parse_and_handle(&broker, frame, &peer, &listener, &mut sasl, &mut named);
         // The request is handled (or failed); its frame is gone. Only a built response still
         // holds memory, and that is counted below.
         drop(reservation);
         match handled {
-            Ok(Some((_, api_key, version, Reply::Close))) => {
+            Ok(Some((_, api_key, version, Reply::Close, _))) => {
                 debug!(%peer, api = ?api_key, version, "closing connection after a failed acks=0 request");
                 break;
             }
-            Ok(Some((correlation_id, api_key, version, reply))) => {
+            Ok(Some((correlation_id, api_key, version, reply, metered))) => {
                 let held = match &reply {
                     Reply::Now(body) => {
                         let bytes = response_bytes(body);
@@ -143,6 +157,7 @@ pub async fn serve(
                     started,
                     reply,
                     held,
+                    metered,
                 };
                 unanswered.fetch_add(1, Ordering::Relaxed);
                 let queued = tokio::select! {
@@ -236,6 +251,23 @@ fn warn_closing(peer: &SocketAddr, reason: &dyn std::fmt::Display) {
     }
 }
 
+/// Waits until the connection is no longer muted; false when it should close instead.
+async fn waited_out(
+    mute: &Mute,
+    stop: &mut watch::Receiver<bool>,
+    tx: &mpsc::Sender<Pending>,
+) -> bool {
+    let muted = mute.remaining();
+    if muted.is_zero() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(muted) => true,
+        _ = stopped(stop) => false,
+        _ = tx.closed() => false,
+    }
+}
+
 /// Completes once the broker is stopping.
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
@@ -296,7 +328,7 @@ async fn read_frame(
     Ok(Some((frame.freeze(), reservation)))
 }
 
-type Handled = Option<(i32, ApiKey, i16, Reply)>;
+type Handled = Option<(i32, ApiKey, i16, Reply, Option<Metered>)>;
 
 fn parse_and_handle(
     broker: &Arc<Broker>,
@@ -309,6 +341,7 @@ fn parse_and_handle(
     if frame.len() < 8 {
         return Err(Close::ShortHeader(frame.len()));
     }
+    let request_bytes = frame.len();
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
@@ -322,6 +355,7 @@ fn parse_and_handle(
                 api_key,
                 0,
                 Reply::now(ResponseKind::ApiVersions(body)),
+                None,
             )));
         }
         return Err(Close::UnsupportedVersion(api_key, version));
@@ -345,6 +379,16 @@ fn parse_and_handle(
         tracing::Span::current().record("client_id", client.id.as_str());
         *named = true;
     }
+    let replica = matches!(&request, RequestKind::Fetch(f)
+        if f.replica_id.0 >= 0 || f.replica_state.replica_id.0 >= 0);
+    let mut metered = Metered::new(
+        &broker.quotas,
+        client.principal.as_ref(),
+        &client.id,
+        request_bytes,
+        replica,
+    );
+    let handling = Instant::now();
     let reply = match request {
         // These change the connection's state, so the connection answers them itself.
         RequestKind::SaslHandshake(r) => {
@@ -355,7 +399,16 @@ fn parse_and_handle(
         }
         request => api::dispatch(broker, request, version, &client),
     };
-    Ok(Some((header.correlation_id, api_key, version, reply)))
+    if let Some(m) = &mut metered {
+        m.handler = handling.elapsed();
+    }
+    Ok(Some((
+        header.correlation_id,
+        api_key,
+        version,
+        reply,
+        metered,
+    )))
 }
 
 fn sasl_handshake(sasl: &mut SaslSession, r: &SaslHandshakeRequest) -> SaslHandshakeResponse {
@@ -389,6 +442,7 @@ async fn write_responses(
     broker: Arc<Broker>,
     peer: SocketAddr,
     unanswered: Arc<AtomicUsize>,
+    mute: Arc<Mute>,
 ) {
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
     let mut buf = BytesMut::new();
@@ -397,7 +451,7 @@ async fn write_responses(
         // Whatever happens below, this request is answered (or the connection ends).
         let _answered = Answered(&unanswered);
         // A response finished now is counted while it is written, as a queued one was.
-        let (body, _held, _late) = match p.reply {
+        let (mut body, _held, _late) = match p.reply {
             Reply::Now(body) => (*body, p.held, None),
             Reply::Later(fut) => {
                 // What is already encoded goes out first, not after this one's wait.
@@ -414,12 +468,24 @@ async fn write_responses(
                 (body, None, Some(broker.memory.hold_response(bytes)))
             }
             Reply::Nothing | Reply::Close => {
+                // acks=0: no response to carry a throttle, so the mute alone enforces it.
+                if let Some(m) = &p.metered {
+                    mute.extend(m.throttle_ms(&broker.quotas, p.api_key, 0));
+                }
                 broker
                     .metrics
                     .observe(api_name(p.api_key), p.started.elapsed().as_secs_f64());
                 continue;
             }
         };
+        if let Some(m) = &p.metered {
+            let ms = m.throttle_ms(&broker.quotas, p.api_key, response_bytes(&body));
+            if ms > 0 {
+                set_throttle(&mut body, ms);
+                mute.extend(ms);
+                broker.metrics.throttled_responses.inc();
+            }
+        }
         buf.clear();
         buf.put_i32(0); // length, patched below
         let mut header = ResponseHeader::default();

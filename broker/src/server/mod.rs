@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod limits;
+pub mod throttle;
 
 use std::future::Future;
 use std::net::SocketAddr;

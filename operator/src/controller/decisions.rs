@@ -111,6 +111,9 @@ pub enum ControllerError {
     /// A topic config no broker could apply (`broker::topic_config`'s validation).
     #[error(transparent)]
     InvalidConfig(#[from] broker::topic_config::ConfigError),
+    /// A client-quota alteration Kafka's rules refuse (`broker::quota::config`).
+    #[error(transparent)]
+    InvalidClientQuota(#[from] broker::quota::config::Invalid),
     #[error("no reassignment of {0}-{1} is in progress")]
     NoReassignmentInProgress(String, i32),
     #[error("cannot cancel the reassignment of {topic}-{partition}: {reason}")]
@@ -750,6 +753,24 @@ pub fn set_topic_configs(
     topic.configs = configs;
     bump(state);
     Ok(true)
+}
+
+/// Applies client-quota alterations (Kafka's AlterClientQuotas), all or none: a refused one
+/// leaves every quota as it was. Returns whether anything changed.
+pub fn alter_client_quotas(
+    state: &mut ControllerState,
+    alterations: &[broker::quota::config::Alteration],
+) -> Result<bool, ControllerError> {
+    let mut quotas = state.metadata.client_quotas.clone();
+    let mut changed = false;
+    for a in alterations {
+        changed |= broker::quota::config::apply(&mut quotas, a)?;
+    }
+    if changed {
+        state.metadata.client_quotas = quotas;
+        bump(state);
+    }
+    Ok(changed)
 }
 
 /// Compare-and-set for config changes computed from a copy (IncrementalAlterConfigs merges

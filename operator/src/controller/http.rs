@@ -39,6 +39,7 @@ pub fn router<S: Store + Send + Sync + 'static>(controller: Arc<Controller<S>>) 
         .route("/v1/topics/{name}/partitions", post(add_partitions::<S>))
         .route("/v1/topics/{name}/configs", put(set_topic_configs::<S>))
         .route("/v1/producer-ids", post(producer_ids::<S>))
+        .route("/v1/client-quotas", post(alter_client_quotas::<S>))
         .route("/v1/admin/brokers/{id}/drain", post(drain::<S>))
         .route(
             "/v1/admin/brokers/{id}/decommission",
@@ -154,6 +155,9 @@ impl IntoResponse for Failure {
                     (StatusCode::BAD_REQUEST, "invalid_partitions")
                 }
                 ControllerError::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "invalid_config"),
+                ControllerError::InvalidClientQuota(_) => {
+                    (StatusCode::BAD_REQUEST, "invalid_client_quota")
+                }
                 ControllerError::NoReassignmentInProgress(..) => {
                     (StatusCode::CONFLICT, "no_reassignment_in_progress")
                 }
@@ -373,6 +377,23 @@ async fn set_topic_configs<S: Store>(
             }
             decisions::set_topic_configs(s, &name, b.configs.clone())
         })
+        .await?;
+    Ok(Json(Changed { changed }))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct QuotaAlterations {
+    pub alterations: Vec<broker::quota::config::Alteration>,
+}
+
+/// Alters client quotas (a broker answering Kafka's AlterClientQuotas sends the entities it
+/// checked); brokers enforce them from the metadata.
+async fn alter_client_quotas<S: Store>(
+    State(c): Ctl<S>,
+    Json(b): Json<QuotaAlterations>,
+) -> Result<Json<Changed>, Failure> {
+    let changed = c
+        .update(|s, _| decisions::alter_client_quotas(s, &b.alterations))
         .await?;
     Ok(Json(Changed { changed }))
 }
