@@ -1625,6 +1625,106 @@ async fn kafka_admin_apis_change_a_running_cluster_and_lose_nothing() {
         acked.len()
     );
 
+    // Client quotas: altered through one broker, kept by the controller, enforced by the
+    // broker that leads the partition a client writes to.
+    {
+        use kafka_protocol::messages::alter_client_quotas_request::{
+            EntityData, EntryData, OpData,
+        };
+        use kafka_protocol::messages::describe_client_quotas_request::ComponentData;
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        use kafka_protocol::messages::{
+            AlterClientQuotasRequest, DescribeClientQuotasRequest, ProduceRequest,
+        };
+        let alter = AlterClientQuotasRequest::default().with_entries(vec![
+            EntryData::default()
+                .with_entity(vec![
+                    EntityData::default()
+                        .with_entity_type(sb("client-id"))
+                        .with_entity_name(Some(sb("quota-probe"))),
+                ])
+                .with_ops(vec![
+                    OpData::default()
+                        .with_key(sb("producer_byte_rate"))
+                        .with_value(10240.0),
+                ]),
+        ]);
+        let r = conn.send(&alter, 1).await.unwrap();
+        assert_eq!(r.entries[0].error_code, 0, "{r:?}");
+        let leader = cluster.leader_of("strict", 0).await;
+        let at = format!("127.0.0.1:{}", cluster.base + 10 + leader as u16);
+        let describe = DescribeClientQuotasRequest::default().with_components(vec![
+            ComponentData::default()
+                .with_entity_type(sb("client-id"))
+                .with_match_type(0)
+                .with_match(Some(sb("quota-probe"))),
+        ]);
+        let mut on_leader = Connection::connect(&at, "quota-probe").await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = on_leader.send(&describe, 1).await.unwrap();
+            let entries = r.entries.unwrap_or_default();
+            if entries.len() == 1 {
+                assert_eq!(entries[0].values[0].value, 10240.0);
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the leader never had the quota"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // One 64 KiB record per request: the second is over 10 KiB/s across the window.
+        let mut batch = bytes::BytesMut::new();
+        let record = kafka_protocol::records::Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: kafka_protocol::records::TimestampType::Creation,
+            offset: 0,
+            sequence: -1,
+            timestamp: 0,
+            key: None,
+            value: Some(bytes::Bytes::from(vec![b'q'; 64 * 1024])),
+            headers: Default::default(),
+        };
+        kafka_protocol::records::RecordBatchEncoder::encode(
+            &mut batch,
+            [&record],
+            &kafka_protocol::records::RecordEncodeOptions {
+                version: 2,
+                compression: kafka_protocol::records::Compression::None,
+            },
+        )
+        .unwrap();
+        let produce = ProduceRequest::default()
+            .with_acks(1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(TopicName(sb("strict")))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(batch.freeze())),
+                    ]),
+            ]);
+        let throttles: Vec<i32> = {
+            let mut t = Vec::new();
+            for _ in 0..2 {
+                let r = on_leader.send(&produce, 8).await.unwrap();
+                let p = &r.responses[0].partition_responses[0];
+                assert_eq!(p.error_code, 0, "{r:?}");
+                t.push(r.throttle_time_ms);
+            }
+            t
+        };
+        assert!(throttles[0] == 0 && throttles[1] > 1000, "{throttles:?}");
+    }
+
     // DeleteRecords on partition 1's leader: answered once its followers have the new log
     // start, which so outlives the leader (killed -9 at once): the new leader starts there.
     use kafka_protocol::messages::DeleteRecordsRequest;

@@ -457,6 +457,54 @@ async fn topic_and_partition_admin_over_http() {
     assert_eq!(metadata(&c).await.topics["orders"].configs, both);
     assert!(client.set_topic_configs("orders", &configs).await.unwrap());
 
+    // AlterClientQuotas: all or none, into the metadata every broker enforces.
+    use broker::quota::config::{Alteration, Entity, Name, Op};
+    let alter = |entity: Entity, key: &str, value: Option<f64>| Alteration {
+        entity,
+        ops: vec![Op {
+            key: key.into(),
+            value,
+        }],
+    };
+    let alice = Entity {
+        user: Some(Name::Named("alice".into())),
+        client_id: None,
+    };
+    let default_client = Entity {
+        user: None,
+        client_id: Some(Name::Default),
+    };
+    let set = [
+        alter(alice.clone(), "producer_byte_rate", Some(1024.0)),
+        alter(default_client.clone(), "consumer_byte_rate", Some(2048.0)),
+    ];
+    assert!(client.alter_client_quotas(&set).await.unwrap());
+    assert!(
+        !client.alter_client_quotas(&set).await.unwrap(),
+        "unchanged"
+    );
+    let quotas = metadata(&c).await.client_quotas;
+    assert_eq!(
+        quotas.iter().map(|q| q.entity.clone()).collect::<Vec<_>>(),
+        [default_client.clone(), alice.clone()],
+        "in entity order"
+    );
+    // One refused alteration refuses the request whole.
+    let mixed = [
+        alter(alice.clone(), "producer_byte_rate", None),
+        alter(default_client.clone(), "consumer_byte_rate", Some(0.5)),
+    ];
+    let (status, kind, message) = refused(client.alter_client_quotas(&mixed).await);
+    assert_eq!((status, kind.as_str()), (400, "invalid_client_quota"));
+    assert!(message.contains("whole number"), "{message}");
+    assert_eq!(metadata(&c).await.client_quotas, quotas, "unchanged");
+    let clear = [
+        alter(alice, "producer_byte_rate", None),
+        alter(default_client, "consumer_byte_rate", None),
+    ];
+    assert!(client.alter_client_quotas(&clear).await.unwrap());
+    assert!(metadata(&c).await.client_quotas.is_empty());
+
     // ElectLeaders. Drain orders-0's preferred leader: it cannot take leadership back, and
     // stays drained.
     let m = metadata(&c).await;
