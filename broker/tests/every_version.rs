@@ -422,6 +422,9 @@ async fn probe(ctx: &mut Ctx, key: ApiKey, version: i16) -> Probe {
         ApiKey::DescribeLogDirs => describe_log_dirs_at(ctx, version).await,
         ApiKey::OffsetDelete => offset_delete_at(ctx, version).await,
         ApiKey::DeleteRecords => delete_records_at(ctx, version).await,
+        ApiKey::DescribeClientQuotas | ApiKey::AlterClientQuotas => {
+            client_quotas_at(ctx, version).await
+        }
         other => panic!(
             "{other:?} is advertised (broker::api::SUPPORTED) but every_version.rs sends no \
              request for it: add one to `probe`"
@@ -2020,6 +2023,63 @@ async fn describe_cluster_at(ctx: &mut Ctx, v: i16) -> Probe {
         let want = Some(ResponseError::UnsupportedEndpointType);
         expect_code("controllers", r.error_code, want, &r)?;
     }
+    Ok(())
+}
+
+/// Alter then describe a quota of a user no probe connects as (so nothing is throttled), a
+/// refused entity beside it, and remove it again.
+async fn client_quotas_at(ctx: &mut Ctx, v: i16) -> Probe {
+    use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
+    use kafka_protocol::messages::describe_client_quotas_request::ComponentData;
+    use kafka_protocol::messages::{AlterClientQuotasRequest, DescribeClientQuotasRequest};
+    let user = format!("every-version-{v}");
+    let entry = |entity_type: &str, value: f64, remove: bool| {
+        EntryData::default()
+            .with_entity(vec![
+                EntityData::default()
+                    .with_entity_type(sb(entity_type))
+                    .with_entity_name(Some(sb(&user))),
+            ])
+            .with_ops(vec![
+                OpData::default()
+                    .with_key(sb("producer_byte_rate"))
+                    .with_value(value)
+                    .with_remove(remove),
+            ])
+    };
+    let set = AlterClientQuotasRequest::default().with_entries(vec![
+        entry("user", 4096.0, false),
+        entry("group", 1.0, false),
+    ]);
+    let r = ctx.send(&set, v).await?;
+    check!(r.entries.len() == 2, "two entries: {r:?}");
+    expect_code("set", r.entries[0].error_code, None, &r)?;
+    let invalid = Some(ResponseError::InvalidRequest);
+    expect_code("unknown entity type", r.entries[1].error_code, invalid, &r)?;
+    let describe = DescribeClientQuotasRequest::default().with_components(vec![
+        ComponentData::default()
+            .with_entity_type(sb("user"))
+            .with_match_type(0)
+            .with_match(Some(sb(&user))),
+    ]);
+    let r = ctx.send(&describe, v).await?;
+    expect_code("describe", r.error_code, None, &r)?;
+    let entries = r.entries.clone().unwrap_or_default();
+    check!(
+        entries.len() == 1
+            && entries[0].entity[0].entity_name.as_deref() == Some(user.as_str())
+            && entries[0].values.len() == 1
+            && entries[0].values[0].value == 4096.0,
+        "the quota set: {r:?}"
+    );
+    let remove = AlterClientQuotasRequest::default().with_entries(vec![entry("user", 0.0, true)]);
+    let r = ctx.send(&remove, v).await?;
+    expect_code("remove", r.entries[0].error_code, None, &r)?;
+    let r = ctx.send(&describe, v).await?;
+    check!(
+        r.entries.as_ref().is_some_and(|e| e.is_empty()),
+        "removed: {r:?}"
+    );
     Ok(())
 }
 
