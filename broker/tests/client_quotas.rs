@@ -165,6 +165,15 @@ fn quotas_are_altered_checked_described_and_kept_across_a_restart() {
                 &[("producer_byte_rate", Some(10.0))],
             ),
             entry(&[], &[("producer_byte_rate", Some(10.0))]),
+            // An entity listed twice: both refused, as Kafka does.
+            entry(
+                &[("user", Some("frank"))],
+                &[("producer_byte_rate", Some(10.0))],
+            ),
+            entry(
+                &[("user", Some("frank"))],
+                &[("consumer_byte_rate", Some(10.0))],
+            ),
             // One bad key refuses its whole entity.
             entry(
                 &[("user", Some("dave"))],

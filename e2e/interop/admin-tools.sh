@@ -22,6 +22,10 @@
 #             --delete-config retention.ms removes it; an invalid value (retention.ms=banana,
 #             sent together with a valid change) fails with InvalidConfigurationException and
 #             changes nothing; an unknown config name fails the same way; an unknown topic fails
+#   quotas    kafka-configs sets producer_byte_rate on a client id and consumer_byte_rate plus
+#             request_percentage on a user's default client, --describe shows them; a
+#             kafka-producer-perf-test with that client id over its rate reports
+#             produce-throttle-time-max > 0; --delete-config removes the rate
 #   reassign  (--brokers >= 3) partition 0 moved to its replica list rotated by one, --execute,
 #             --verify until complete (60 s), --describe shows the new replicas; a move to an
 #             unknown broker (99) fails; a throttled (1 B/s) move that adds a replica is
@@ -238,6 +242,62 @@ check_configs() {
     else
         fail "kafka-configs --alter of unknown topic $T-unknown: want a non-zero exit with UnknownTopicOrPartitionException"
     fi
+}
+
+# check_quotas: client quotas with kafka-configs (users and clients), enforced on a producer.
+check_quotas() {
+    local client="$T-perf"
+    tool "$CONFIGS" --alter --entity-type clients --entity-name "$client" --add-config producer_byte_rate=20480
+    if [[ $RC -eq 0 ]] && has "^Completed updating config for client $client\.$"; then
+        tool "$CONFIGS" --describe --entity-type clients --entity-name "$client"
+        if [[ $RC -eq 0 ]] && has "producer_byte_rate=20480"; then
+            pass "kafka-configs --entity-type clients --add-config producer_byte_rate=20480: --describe shows it"
+        else
+            fail "kafka-configs --describe --entity-type clients $client: want producer_byte_rate=20480"
+        fi
+    else
+        fail "kafka-configs --alter --entity-type clients --entity-name $client --add-config producer_byte_rate=20480"
+    fi
+
+    tool "$CONFIGS" --alter --entity-type users --entity-name "$T-user" --entity-type clients \
+        --entity-default --add-config consumer_byte_rate=4096,request_percentage=50
+    if [[ $RC -eq 0 ]]; then
+        tool "$CONFIGS" --describe --entity-type users --entity-name "$T-user" --entity-type clients --entity-default
+        if [[ $RC -eq 0 ]] && has "consumer_byte_rate=4096" && has "request_percentage=50"; then
+            pass "kafka-configs --entity-type users --entity-name U --entity-type clients --entity-default: set and described"
+        else
+            fail "kafka-configs --describe of user $T-user's default client: want consumer_byte_rate=4096 and request_percentage=50"
+        fi
+    else
+        fail "kafka-configs --alter --entity-type users --entity-name $T-user --entity-type clients --entity-default"
+    fi
+
+    # 300 KiB at 20 KiB/s: past the window's first ~200 KiB the broker throttles the producer,
+    # which the client's own metrics show.
+    # (--command-property takes every property at once: a second one replaces the first.)
+    tool "$TOPICS" --create --topic "$T-quota" --partitions 1 --replication-factor "$RF"
+    [[ $RC -eq 0 ]] || { fail "kafka-topics --create $T-quota"; return 0; }
+    tool "$PERF" --topic "$T-quota" --num-records 300 --record-size 1024 --throughput -1 --print-metrics \
+        --command-property "client.id=$client" acks=1 batch.size=16384
+    local throttle
+    throttle="$(grep -E "^producer-metrics:produce-throttle-time-max:\{client-id=$client\}" <<<"$OUT" \
+        | grep -oE '[0-9]+\.[0-9]+$' | head -n1 || true)"
+    if [[ $RC -eq 0 ]] && has "^300 records sent" && [[ -n "$throttle" ]] && awk -v t="$throttle" 'BEGIN { exit !(t > 0) }'; then
+        pass "kafka-producer-perf-test as client.id $client over producer_byte_rate: produce-throttle-time-max ${throttle} ms, all 300 records sent"
+    else
+        fail "kafka-producer-perf-test as $client: want 300 records sent and produce-throttle-time-max > 0 (got '${throttle}')"
+    fi
+
+    tool "$CONFIGS" --alter --entity-type clients --entity-name "$client" --delete-config producer_byte_rate
+    local deleted_rc=$RC
+    tool "$CONFIGS" --describe --entity-type clients --entity-name "$client"
+    if [[ $deleted_rc -eq 0 && $RC -eq 0 ]] && ! has "producer_byte_rate"; then
+        pass "kafka-configs --delete-config producer_byte_rate: gone from --describe"
+    else
+        fail "kafka-configs --delete-config producer_byte_rate for client $client: want it gone"
+    fi
+    tool "$CONFIGS" --alter --entity-type users --entity-name "$T-user" --entity-type clients \
+        --entity-default --delete-config consumer_byte_rate,request_percentage
 }
 
 # reassign_json FILE TOPIC PARTITION REPLICAS(comma-separated)
@@ -512,6 +572,7 @@ run_checks() {
     # Each check runs as a condition (no errexit inside): its assertions count, not stray statuses.
     if check_topics; then
         check_configs || true
+        check_quotas || true
         if ((NBROKERS >= 3)); then check_reassign || true; fi
         check_election || true
         if check_offsets; then

@@ -101,7 +101,24 @@ fn alteration(
 pub fn handle_alter(broker: &Arc<Broker>, req: AlterClientQuotasRequest) -> Reply {
     let admin = Admin::of(broker);
     Reply::Later(Box::pin(async move {
-        let parsed: Vec<Result<Alteration, Invalid>> = req.entries.iter().map(alteration).collect();
+        let mut parsed: Vec<Result<Alteration, Invalid>> =
+            req.entries.iter().map(alteration).collect();
+        // Kafka refuses an entity listed twice in one request (which change would win?).
+        let named: Vec<String> = parsed
+            .iter()
+            .filter_map(|p| p.as_ref().ok().map(|a| a.entity.to_string()))
+            .collect();
+        let twice = super::repeated(named.iter().map(String::as_str));
+        for p in &mut parsed {
+            if let Ok(a) = p
+                && twice.contains(&a.entity.to_string())
+            {
+                *p = Err(Invalid(format!(
+                    "quota entity {} is listed more than once in one request",
+                    a.entity
+                )));
+            }
+        }
         let valid: Vec<Alteration> = parsed
             .iter()
             .filter_map(|p| p.as_ref().ok().cloned())

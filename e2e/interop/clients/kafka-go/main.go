@@ -14,6 +14,8 @@
 //	    - a group Reader (GroupID, StartOffset FirstOffset): all 300 exactly once, committed;
 //	      OffsetFetch shows the commits at each partition's end
 //	    - after 10 more messages a new group Reader in the same group reads exactly those 10
+//	    - Client.AlterClientQuotas / DescribeClientQuotas: a consumer_byte_rate set on a client
+//	      id of its own (an unknown key beside it refused), described, removed
 //	kafka-go-check create-topic BOOTSTRAP TOPIC PARTITIONS RF
 //	    creates a topic and waits until every partition has a leader (for the kcat checks)
 //
@@ -351,6 +353,61 @@ func check(brokers []string, topic string, rf int) {
 		fail("second group Reader in %s: want exactly the %d new values %s..%s, got %v", group, more, value(2*wave), value(2*wave+more-1), vals)
 	} else {
 		pass("a second Reader in group %s resumed at the commit: exactly the %d new values, nothing re-read", group, more)
+	}
+
+	checkQuotas(brokers, "kafka-go-quota-"+topic)
+}
+
+// checkQuotas sets a consumer byte rate on a client id of its own (no check connects with
+// it) beside another entity with an unknown key, describes it, and removes it.
+func checkQuotas(brokers []string, clientID string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	client := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 30 * time.Second}
+	entity := []kafka.AlterClientQuotaEntity{{EntityType: "client-id", EntityName: clientID}}
+	other := []kafka.AlterClientQuotaEntity{{EntityType: "client-id", EntityName: clientID + "-other"}}
+	set, err := client.AlterClientQuotas(ctx, &kafka.AlterClientQuotasRequest{
+		Entries: []kafka.AlterClientQuotaEntry{
+			{Entities: entity, Ops: []kafka.AlterClientQuotaOps{{Key: "consumer_byte_rate", Value: 4096}}},
+			{Entities: other, Ops: []kafka.AlterClientQuotaOps{{Key: "no_such_quota", Value: 1}}},
+		},
+	})
+	switch {
+	case err != nil:
+		fail("AlterClientQuotas: %v", err)
+		return
+	case len(set.Entries) != 2 || set.Entries[0].Error != nil || set.Entries[1].Error == nil:
+		fail("AlterClientQuotas: want the rate set and the unknown key refused, got %+v", set.Entries)
+		return
+	}
+	pass("AlterClientQuotas set consumer_byte_rate for client-id %s and refused an unknown key (%v)", clientID, set.Entries[1].Error)
+	describe := &kafka.DescribeClientQuotasRequest{
+		Components: []kafka.DescribeClientQuotasRequestComponent{{EntityType: "client-id", MatchType: 0, Match: clientID}},
+	}
+	got, err := client.DescribeClientQuotas(ctx, describe)
+	switch {
+	case err != nil:
+		fail("DescribeClientQuotas: %v", err)
+	case got.Error != nil || len(got.Entries) != 1 || len(got.Entries[0].Values) != 1 ||
+		got.Entries[0].Values[0].Key != "consumer_byte_rate" || got.Entries[0].Values[0].Value != 4096:
+		fail("DescribeClientQuotas client-id %s: want consumer_byte_rate 4096, got %+v (error %v)", clientID, got.Entries, got.Error)
+	default:
+		pass("DescribeClientQuotas shows consumer_byte_rate 4096 for client-id %s", clientID)
+	}
+	removed, err := client.AlterClientQuotas(ctx, &kafka.AlterClientQuotasRequest{
+		Entries: []kafka.AlterClientQuotaEntry{
+			{Entities: entity, Ops: []kafka.AlterClientQuotaOps{{Key: "consumer_byte_rate", Remove: true}}},
+		},
+	})
+	if err != nil || len(removed.Entries) != 1 || removed.Entries[0].Error != nil {
+		fail("AlterClientQuotas remove: %v %+v", err, removed)
+		return
+	}
+	got, err = client.DescribeClientQuotas(ctx, describe)
+	if err != nil || got.Error != nil || len(got.Entries) != 0 {
+		fail("after removal DescribeClientQuotas client-id %s: want nothing, got %+v (%v, %v)", clientID, got, err, got.Error)
+	} else {
+		pass("AlterClientQuotas removed it: DescribeClientQuotas shows nothing for client-id %s", clientID)
 	}
 }
 
