@@ -1241,7 +1241,7 @@ async fn a_forged_follower_fetch_acknowledges_nothing() {
 /// this test makes is real: it is run once that way and must succeed). With a secret, only a
 /// connection authenticated as a broker may fetch as a replica: every forged fetch is refused
 /// and nothing is acknowledged, while the real followers (authenticated) keep replicating.
-/// The controller refuses calls without its token.
+/// The controller refuses calls without its token, and shows broker epochs only with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_authenticated_brokers_fetch_as_replicas() {
     let _serial = SERIAL.lock().await;
@@ -1296,6 +1296,26 @@ async fn only_authenticated_brokers_fetch_as_replicas() {
             .unwrap();
         assert_eq!(status(r), 401, "{path} with a wrong token");
     }
+    // Describe is open, but broker epochs are for brokers: hidden without the token.
+    let epochs = |d: serde_json::Value| -> Vec<i64> {
+        d["metadata"]["brokers"]
+            .as_object()
+            .map(|b| b.values().filter_map(|b| b["epoch"].as_i64()).collect())
+            .unwrap_or_default()
+    };
+    let anonymous = http.get(url("/v1/admin/describe")).send().await.unwrap();
+    assert_eq!(anonymous.status().as_u16(), 200);
+    assert_eq!(epochs(anonymous.json().await.unwrap()), [-1, -1, -1]);
+    let trusted = secured
+        .controller(reqwest::Method::GET, "/v1/admin/describe")
+        .send()
+        .await
+        .unwrap();
+    let trusted = epochs(trusted.json().await.unwrap());
+    assert!(
+        trusted.len() == 3 && trusted.iter().all(|e| *e > 0),
+        "{trusted:?}"
+    );
     // The followers came back and rejoined the ISR by authenticated fetches.
     secured
         .wait_for("the ISR whole again", 30, |m| {

@@ -78,7 +78,14 @@ pub fn require_token(router: Router, secret: Arc<broker::auth::ClusterSecret>) -
                     "/v1/admin/describe" => req.method() == axum::http::Method::GET,
                     _ => false,
                 };
-                if open || secret.authorizes(token) {
+                if secret.authorizes(token) {
+                    return next.run(req).await;
+                }
+                if open {
+                    // Read-only, but without the token broker epochs are hidden (KIP-903:
+                    // a replica's epoch is a broker's to know, not a client's).
+                    let mut req = req;
+                    req.extensions_mut().insert(Anonymous);
                     return next.run(req).await;
                 }
                 let body = ApiError {
@@ -97,6 +104,10 @@ pub fn require_token(router: Router, secret: Arc<broker::auth::ClusterSecret>) -
         },
     ))
 }
+
+/// Marks a request that came without the controller token on a route open to anyone.
+#[derive(Debug, Clone, Copy)]
+struct Anonymous;
 
 /// Error body: a stable `kind` for programs and a sentence for people.
 #[derive(Debug, Serialize, Deserialize)]
@@ -562,9 +573,18 @@ pub struct Description {
     pub rebalance: Option<super::rebalance::Rebalance>,
 }
 
-async fn describe<S: Store>(State(c): Ctl<S>) -> Json<Description> {
+/// Broker epochs read -1 for a caller without the token (when the controller wants one).
+async fn describe<S: Store>(
+    State(c): Ctl<S>,
+    anonymous: Option<axum::Extension<Anonymous>>,
+) -> Json<Description> {
     let now = c.now_ms();
-    let s = c.snapshot().await;
+    let mut s = c.snapshot().await;
+    if anonymous.is_some() {
+        for b in s.metadata.brokers.values_mut() {
+            b.epoch = -1;
+        }
+    }
     let heartbeat_age_ms = s
         .last_heartbeat_ms
         .iter()
