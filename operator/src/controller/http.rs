@@ -59,8 +59,8 @@ pub fn router<S: Store + Send + Sync + 'static>(controller: Arc<Controller<S>>) 
 /// controller_token`): brokers' calls (register, heartbeat, AlterPartition, the metadata
 /// watch the crash fast path reads) and admin calls change who leads and who is in sync.
 /// Without this, anyone who reaches the port could, say, put a lagging replica into the ISR
-/// and have it elected. Describe stays open (as Kafka's Metadata is): what it shows, broker
-/// epochs included, grants nothing once replica fetches need the broker's SASL login.
+/// and have it elected. Describe stays open (as Kafka's Metadata is), with broker epochs
+/// hidden from callers without the token.
 pub fn require_token(router: Router, secret: Arc<broker::auth::ClusterSecret>) -> Router {
     use axum::extract::Request;
     use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
