@@ -13,7 +13,8 @@
 #
 # Env: BROKER_BIN (default target/release/broker), ABUSE_BIN (default
 # target/release/examples/abuse; both built when missing), ABUSE_SECONDS (20),
-# ABUSE_ATTACKS (none half-sent pipelined-fetch parked-fetch zstd-bomb wide-topic),
+# ABUSE_ATTACKS (none half-sent pipelined-fetch parked-fetch zstd-bomb wide-topic greedy
+# greedy-quota),
 # ABUSE_TARGETS (strand kafka), ABUSE_OUT (logs; default $STRAND_CACHE/bench-runs/abuse-<time>),
 # ports ABUSE_STRAND_PORT (25092, http +1) and ABUSE_KAFKA_PORT (26092, controller +1).
 # Kafka runs with its defaults (kafka.sh: -Xmx1g), Strand with its own.
@@ -24,7 +25,7 @@ KAFKA_SH="$ROOT/e2e/kafka/kafka.sh"
 BROKER_BIN="${BROKER_BIN:-$ROOT/target/release/broker}"
 ABUSE_BIN="${ABUSE_BIN:-$ROOT/target/release/examples/abuse}"
 SECONDS_PER="${ABUSE_SECONDS:-20}"
-ATTACKS="${ABUSE_ATTACKS:-none half-sent pipelined-fetch parked-fetch zstd-bomb wide-topic}"
+ATTACKS="${ABUSE_ATTACKS:-none half-sent pipelined-fetch parked-fetch zstd-bomb wide-topic greedy greedy-quota}"
 TARGETS="${ABUSE_TARGETS:-strand kafka}"
 STRAND_PORT="${ABUSE_STRAND_PORT:-25092}"
 KAFKA_PORT="${ABUSE_KAFKA_PORT:-26092}"
@@ -85,13 +86,14 @@ done
 python3 - "$RESULTS" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print("| attack | broker | RSS start / peak MiB | ApiVersions p50 / p99 / max ms | produce+fetch p50 / p99 / max ms | failed probes | alive after |")
-print("| --- | --- | --- | --- | --- | --- | --- |")
+print("| attack | broker | RSS start / peak MiB | ApiVersions p50 / p99 / max ms | produce+fetch p50 / p99 / max ms | failed probes | alive after | attacker MiB/s written |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- |")
 for r in rows:
     res = r["result"] or {}
     a = res.get("api_versions_ms", ["-"] * 3)
     f = res.get("produce_fetch_ms", ["-"] * 3)
     print(f"| {res.get('attack', '?')} | {r['target']} | {res.get('rss_start_mib', '-')} / {res.get('rss_peak_mib', '-')} "
-          f"| {a[0]} / {a[1]} / {a[2]} | {f[0]} / {f[1]} / {f[2]} | {res.get('probe_failures', '-')} | {r['alive']} |")
+          f"| {a[0]} / {a[1]} / {a[2]} | {f[0]} / {f[1]} / {f[2]} | {res.get('probe_failures', '-')} | {r['alive']} "
+          f"| {res.get('attacker_mib_per_s', '-') if res.get('attack', '').startswith('greedy') else '-'} |")
 PY
 log "logs and results.jsonl in $OUT"

@@ -7,7 +7,11 @@
 //! pipelined-fetch (5 connections each pipeline 150 fetches of 10 MiB and never read),
 //! parked-fetch (100 long polls with min bytes 2^31-1 and max bytes 50 MiB while records
 //! arrive), zstd-bomb (2 connections producing batches that inflate past 256 MiB),
-//! wide-topic (CreateTopics of one topic with 10,000 partitions), or none (baseline).
+//! wide-topic (CreateTopics of one topic with 10,000 partitions), greedy (4 connections of
+//! client id `abuse-greedy` producing 1 MiB batches, acks=1, as fast as they are answered),
+//! greedy-quota (the same after an AlterClientQuotas of producer_byte_rate 1 MiB/s for that
+//! client id), or none (baseline). The greedy attacks also report the bytes/s the attacker got
+//! written.
 //!
 //! Meanwhile the well-behaved client, on connections of its own, times an ApiVersions round
 //! trip and a produce (acks=1, one 1 KiB record) followed by a fetch of that record, every
@@ -23,7 +27,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use broker::protocol::batch::test_support::batch;
-use broker::protocol::frames::{call, consumer_fetch, frame, read_response};
+use broker::protocol::frames::{call, consumer_fetch, frame, frame_as, read_response};
 use bytes::Bytes;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -35,6 +39,10 @@ use kafka_protocol::protocol::StrBytes;
 const PROBE_TOPIC: &str = "abuse-probe";
 const DATA_TOPIC: &str = "abuse-data";
 const BOMB_TOPIC: &str = "abuse-bomb";
+const GREEDY_TOPIC: &str = "abuse-greedy";
+const GREEDY_CLIENT: &str = "abuse-greedy";
+/// What greedy-quota allows the greedy client id.
+const GREEDY_QUOTA: f64 = MIB as f64;
 const MIB: usize = 1 << 20;
 
 fn topic_name(name: &str) -> TopicName {
@@ -179,6 +187,28 @@ fn zstd_bomb() -> Bytes {
     Bytes::from(b)
 }
 
+/// Sets `producer_byte_rate` for the greedy client id (Kafka's AlterClientQuotas, v0).
+fn limit_greedy(addr: SocketAddr) {
+    use kafka_protocol::messages::AlterClientQuotasRequest;
+    use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
+    let mut entity = EntityData::default();
+    entity.entity_type = StrBytes::from_static_str("client-id");
+    entity.entity_name = Some(StrBytes::from_static_str(GREEDY_CLIENT));
+    let mut op = OpData::default();
+    op.key = StrBytes::from_static_str("producer_byte_rate");
+    op.value = GREEDY_QUOTA;
+    let mut entry = EntryData::default();
+    entry.entity = vec![entity];
+    entry.ops = vec![op];
+    let mut req = AlterClientQuotasRequest::default();
+    req.entries = vec![entry];
+    let code = call(addr, &req, 0, Duration::from_secs(30)).map(|r| r.entries[0].error_code);
+    assert_eq!(code, Some(0), "AlterClientQuotas for {GREEDY_CLIENT}");
+}
+
+/// Record bytes the greedy attackers got written.
+static GREEDY_BYTES: AtomicU64 = AtomicU64::new(0);
+
 /// Starts the attack's threads; they run until `stop`.
 fn attack(name: &str, addr: SocketAddr, stop: Arc<AtomicBool>) -> Vec<thread::JoinHandle<()>> {
     let spawn = |n: usize, f: Arc<dyn Fn(Arc<AtomicBool>) + Send + Sync>| -> Vec<_> {
@@ -291,6 +321,36 @@ fn attack(name: &str, addr: SocketAddr, stop: Arc<AtomicBool>) -> Vec<thread::Jo
                 }),
             )
         }
+        "greedy" | "greedy-quota" => {
+            if name == "greedy-quota" {
+                limit_greedy(addr);
+            }
+            let records = Bytes::from(batch(1, now_ms(), (-1, -1, -1), MIB));
+            spawn(
+                4,
+                Arc::new(move |stop| {
+                    let Ok(mut s) = TcpStream::connect(addr) else {
+                        return;
+                    };
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(60)));
+                    let req = produce_request(GREEDY_TOPIC, 0, records.clone());
+                    let mut cid = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        cid += 1;
+                        if s.write_all(&frame_as(&req, 8, cid, GREEDY_CLIENT)).is_err() {
+                            break;
+                        }
+                        match read_response::<ProduceRequest>(&mut s, 8) {
+                            Some(r) if r.responses[0].partition_responses[0].error_code == 0 => {
+                                GREEDY_BYTES.fetch_add(records.len() as u64, Ordering::Relaxed);
+                            }
+                            Some(_) => {}
+                            None => break,
+                        }
+                    }
+                }),
+            )
+        }
         "wide-topic" => spawn(
             1,
             Arc::new(move |_stop| {
@@ -321,7 +381,12 @@ fn main() {
     let seconds: u64 = args[4].parse().expect("SECONDS");
 
     // Topics, and data for the fetch attacks (12 MiB in 100 KiB batches).
-    for (topic, partitions) in [(PROBE_TOPIC, 1), (DATA_TOPIC, 1), (BOMB_TOPIC, 1)] {
+    for (topic, partitions) in [
+        (PROBE_TOPIC, 1),
+        (DATA_TOPIC, 1),
+        (BOMB_TOPIC, 1),
+        (GREEDY_TOPIC, 1),
+    ] {
         create_topic(addr, topic, partitions, Duration::from_secs(30));
     }
     let mut s = TcpStream::connect(addr).expect("connect");
@@ -368,8 +433,9 @@ fn main() {
     drop(attackers);
     let (a50, a99, amax) = percentiles(p.api_ms);
     let (f50, f99, fmax) = percentiles(p.produce_fetch_ms);
+    let greedy = GREEDY_BYTES.load(Ordering::Relaxed) as f64 / MIB as f64 / seconds as f64;
     println!(
-        "{{\"attack\":\"{name}\",\"rss_start_mib\":{start_rss:.0},\"rss_peak_mib\":{:.0},\"api_versions_ms\":[{a50:.1},{a99:.1},{amax:.1}],\"produce_fetch_ms\":[{f50:.1},{f99:.1},{fmax:.1}],\"probe_failures\":{}}}",
+        "{{\"attack\":\"{name}\",\"rss_start_mib\":{start_rss:.0},\"rss_peak_mib\":{:.0},\"api_versions_ms\":[{a50:.1},{a99:.1},{amax:.1}],\"produce_fetch_ms\":[{f50:.1},{f99:.1},{fmax:.1}],\"probe_failures\":{},\"attacker_mib_per_s\":{greedy:.2}}}",
         peak_kib.load(Ordering::Relaxed) as f64 / 1024.0,
         p.failures
     );

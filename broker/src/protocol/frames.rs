@@ -11,13 +11,24 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{ApiKey, FetchRequest, RequestHeader, ResponseHeader, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 
-/// A whole request frame (length prefix, header, body) for `req` at `version`.
+/// A whole request frame (length prefix, header, body) for `req` at `version`, from the
+/// client id `strand-raw`.
 pub fn frame<R: Request + Encodable>(req: &R, version: i16, correlation_id: i32) -> Vec<u8> {
+    frame_as(req, version, correlation_id, "strand-raw")
+}
+
+/// As [`frame`], from another client id (client quotas are per client id).
+pub fn frame_as<R: Request + Encodable>(
+    req: &R,
+    version: i16,
+    correlation_id: i32,
+    client_id: &str,
+) -> Vec<u8> {
     let mut header = RequestHeader::default();
     header.request_api_key = R::KEY;
     header.request_api_version = version;
     header.correlation_id = correlation_id;
-    header.client_id = Some(StrBytes::from_static_str("strand-raw"));
+    header.client_id = Some(StrBytes::from_string(client_id.to_string()));
     let header_version = ApiKey::try_from(R::KEY).map_or(1, |k| k.request_header_version(version));
     let mut buf = BytesMut::new();
     buf.put_i32(0);
