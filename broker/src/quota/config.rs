@@ -316,6 +316,21 @@ pub fn resolve<'a>(
     client_id: &str,
     key: &str,
 ) -> Option<(&'a Entity, f64)> {
+    resolve_by(
+        |e| quotas.iter().find(|q| &q.entity == e),
+        user,
+        client_id,
+        key,
+    )
+}
+
+/// As [`resolve`], finding each candidate entity's quotas with `find` (an index).
+pub fn resolve_by<'a>(
+    find: impl Fn(&Entity) -> Option<&'a ClientQuota>,
+    user: &str,
+    client_id: &str,
+    key: &str,
+) -> Option<(&'a Entity, f64)> {
     let u = || Some(Name::Named(user.to_string()));
     let c = || Some(Name::Named(client_id.to_string()));
     let d = || Some(Name::Default);
@@ -331,10 +346,7 @@ pub fn resolve<'a>(
     ];
     order.into_iter().find_map(|(user, client_id)| {
         let entity = Entity { user, client_id };
-        quotas
-            .iter()
-            .find(|q| q.entity == entity)
-            .and_then(|q| q.values.get(key).map(|v| (&q.entity, v.0)))
+        find(&entity).and_then(|q| q.values.get(key).map(|v| (&q.entity, v.0)))
     })
 }
 

@@ -106,10 +106,17 @@ struct Sensor {
     last_ms: u64,
 }
 
+/// The quotas in force, indexed by entity (a request looks up to eight entities per key).
+#[derive(Default)]
+struct InForce {
+    list: Arc<Vec<ClientQuota>>,
+    by_entity: HashMap<config::Entity, usize>,
+}
+
 /// The quotas in force and each measured client's rates.
 #[derive(Default)]
 pub struct Quotas {
-    config: RwLock<Arc<Vec<ClientQuota>>>,
+    config: RwLock<Arc<InForce>>,
     sensors: Mutex<HashMap<SensorKey, Sensor>>,
     /// Serialises standalone alterations (read, apply, write the file, put in force).
     changes: Mutex<()>,
@@ -119,7 +126,20 @@ impl Quotas {
     /// Puts a new configuration in force (from the controller's metadata, or standalone from
     /// an AlterClientQuotas). Rates measured so far are kept.
     pub fn set(&self, quotas: Vec<ClientQuota>) {
-        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(quotas);
+        let by_entity = quotas
+            .iter()
+            .enumerate()
+            .map(|(i, q)| (q.entity.clone(), i))
+            .collect();
+        let in_force = InForce {
+            list: Arc::new(quotas),
+            by_entity,
+        };
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(in_force);
+    }
+
+    fn in_force(&self) -> Arc<InForce> {
+        Arc::clone(&self.config.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Held while a standalone alteration runs.
@@ -128,7 +148,7 @@ impl Quotas {
     }
 
     pub fn current(&self) -> Arc<Vec<ClientQuota>> {
-        Arc::clone(&self.config.read().unwrap_or_else(|p| p.into_inner()))
+        Arc::clone(&self.in_force().list)
     }
 
     /// Whether any quota is set (when none is, nothing is measured at all).
@@ -137,14 +157,16 @@ impl Quotas {
             .config
             .read()
             .unwrap_or_else(|p| p.into_inner())
+            .list
             .is_empty()
     }
 
     /// Counts `value` against the client's `kind` quota, if one applies, and answers the
     /// throttle time in ms (0 when within it or when no quota applies).
     pub fn record(&self, user: &str, client_id: &str, kind: Kind, value: f64, now_ms: u64) -> u64 {
-        let config = self.current();
-        let Some((entity, quota)) = config::resolve(&config, user, client_id, kind.key()) else {
+        let config = self.in_force();
+        let find = |e: &config::Entity| config.by_entity.get(e).map(|i| &config.list[*i]);
+        let Some((entity, quota)) = config::resolve_by(find, user, client_id, kind.key()) else {
             return 0;
         };
         let key = SensorKey {
