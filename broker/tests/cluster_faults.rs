@@ -1709,10 +1709,11 @@ async fn kafka_admin_apis_change_a_running_cluster_and_lose_nothing() {
 
 /// DescribeTopicPartitions shows, from every broker and three partitions at a time, exactly
 /// what that broker's Metadata shows (replicas, ISR, leaders, and a killed broker as an
-/// offline replica); DescribeProducers lists an idempotent producer on the leader only, and
-/// on the new leader after the old one is killed (followers keep producer state).
+/// offline replica); DescribeProducers lists an idempotent producer on the leader and on the
+/// followers (as Kafka), NOT_LEADER_OR_FOLLOWER on a broker without a replica, and the same
+/// producer on the new leader after the old one is killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn describe_apis_show_metadatas_view_and_producers_follow_the_leader() {
+async fn describe_apis_show_metadatas_view_and_producers_on_every_replica() {
     use broker::replication::client::Connection;
     use common::describe::{PartitionView, metadata, producers, walk};
     use kafka_protocol::error::ResponseError;
@@ -1778,13 +1779,47 @@ async fn describe_apis_show_metadatas_view_and_producers_follow_the_leader() {
         .unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!((listed[0].1, listed[0].2), (0, 19), "{listed:?}");
-    let not_leader = ResponseError::NotLeaderOrFollower.code();
+    // Followers have the producer from the batches they replicated (acks=all: they hold them).
     for b in (0..3).filter(|b| *b != leader) {
         assert_eq!(
             producers(&mut connect(b).await, "idem", 0).await,
-            Err(not_leader),
-            "broker {b}"
+            Ok(listed.clone()),
+            "follower {b}"
         );
+    }
+    // A broker without a replica of the partition.
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &cluster.bootstrap)
+        .create()
+        .unwrap();
+    let single = NewTopic::new("single", 1, TopicReplication::Fixed(1));
+    let res = admin
+        .create_topics([&single], &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(res[0].is_ok(), "{res:?}");
+    cluster
+        .wait_for("single led", 30, |m| {
+            m.partition("single", 0).is_some_and(|p| p.leader >= 0)
+        })
+        .await;
+    let holder = cluster.leader_of("single", 0).await;
+    let not_leader = ResponseError::NotLeaderOrFollower.code();
+    for b in (0..3).filter(|b| *b != holder) {
+        let mut conn = connect(b).await;
+        // Each broker applies the new topic on its own time.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = producers(&mut conn, "single", 0).await;
+            if got == Err(not_leader) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "broker {b} holds no replica of single-0: {got:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     cluster.kill9(leader);
@@ -1797,18 +1832,12 @@ async fn describe_apis_show_metadatas_view_and_producers_follow_the_leader() {
         .await;
     let new_leader = cluster.leader_of("idem", 0).await;
     let mut conn = connect(new_leader).await;
-    // The new leader applies the change on its own time.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let after = loop {
-        match producers(&mut conn, "idem", 0).await {
-            Ok(l) => break l,
-            Err(e) if e == not_leader && std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("DescribeProducers on the new leader {new_leader}: {e}"),
-        }
-    };
-    assert_eq!(after, listed, "the producer on the new leader");
+    let after = producers(&mut conn, "idem", 0).await;
+    assert_eq!(
+        after,
+        Ok(listed),
+        "the producer on the new leader {new_leader}"
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let view = loop {
         let view = agree(&mut conn, &["idem", "described"]).await;

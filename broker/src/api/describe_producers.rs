@@ -1,6 +1,9 @@
 //! DescribeProducers (`kafka-transactions describe-producers`, AdminClient.describeProducers):
-//! the idempotent producers a partition leader keeps state for (the same table that
-//! de-duplicates retries, so bounded and expired as it is: producer.id.expiration.ms).
+//! the idempotent producers a replica keeps state for (the same table that de-duplicates
+//! retries, so bounded and expired as it is: producer.id.expiration.ms). As in Kafka, any
+//! replica answers, the leader (the tool's default) or a follower (`--broker-id`: its table is
+//! built from the batches it replicated, so it may lag the leader's); a broker without a
+//! replica answers NOT_LEADER_OR_FOLLOWER.
 //!
 //! Per producer: its id and epoch, and its last batch's last sequence and max timestamp (what
 //! Kafka's ProducerStateEntry reports). There are no transactions here, so the coordinator
@@ -34,18 +37,12 @@ pub fn handle(broker: &Arc<Broker>, req: DescribeProducersRequest) -> DescribePr
         for index in wanted.partition_indexes {
             let mut p = PartitionResponse::default();
             p.partition_index = index;
-            let led = if invalid {
+            let hosted = if invalid {
                 Err(ResponseError::InvalidTopicException)
             } else {
-                lookup(found.as_deref(), index).and_then(|p| {
-                    if p.is_leader() {
-                        Ok(p)
-                    } else {
-                        Err(ResponseError::NotLeaderOrFollower)
-                    }
-                })
+                lookup(found.as_deref(), index)
             };
-            match led {
+            match hosted {
                 Ok(partition) => p.active_producers = active_producers(partition),
                 Err(code) => {
                     p.error_code = code.code();
