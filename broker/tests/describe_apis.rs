@@ -75,7 +75,7 @@ async fn describe_topic_partitions_pages_through_exactly_what_metadata_shows() {
             (p.leader, &p.replicas[..], &p.isr[..]),
             (0, &[0][..], &[0][..])
         );
-        assert!(p.offline.is_empty() && p.error == 0, "{p:?}");
+        assert!(p.offline.is_empty(), "{p:?}");
     }
 
     // Named topics (one twice), in name order; Kafka's default limit fits it in one response.

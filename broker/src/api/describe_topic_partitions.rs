@@ -174,7 +174,9 @@ fn error_topic(name: String, code: ResponseError) -> DescribeTopicPartitionsResp
     t
 }
 
-/// Metadata's entry for a topic, in this API's shape.
+/// Metadata's entry for a topic, in this API's shape. As Kafka (4.3) answers this API, a
+/// partition carries no error code: one without a leader (Metadata's LEADER_NOT_AVAILABLE) or
+/// whose leader is not on the request's listener (LISTENER_NOT_FOUND) shows leader -1.
 fn topic(m: MetadataResponseTopic) -> DescribeTopicPartitionsResponseTopic {
     let mut t = DescribeTopicPartitionsResponseTopic::default();
     t.error_code = m.error_code;
@@ -187,7 +189,6 @@ fn topic(m: MetadataResponseTopic) -> DescribeTopicPartitionsResponseTopic {
         .into_iter()
         .map(|p| {
             let mut e = DescribeTopicPartitionsResponsePartition::default();
-            e.error_code = p.error_code;
             e.partition_index = p.partition_index;
             e.leader_id = p.leader_id;
             e.leader_epoch = p.leader_epoch;
@@ -233,6 +234,10 @@ mod tests {
                     let mut p = MetadataResponsePartition::default();
                     p.partition_index = i as i32;
                     p.leader_id = 1.into();
+                    if name == "leaderless" {
+                        p.leader_id = (-1).into();
+                        p.error_code = ResponseError::LeaderNotAvailable.code();
+                    }
                     p
                 })
                 .collect();
@@ -344,6 +349,13 @@ mod tests {
         // A cursor past a topic's end shows none of it.
         let r = answer(&topics, request(&["a"], 10, Some(("a", 5))));
         assert_eq!(shown(&r), (owned(&[("a", &[])]), None));
+    }
+
+    #[test]
+    fn a_partition_without_a_leader_shows_leader_minus_one_and_no_error() {
+        let r = answer(&Fake(vec![("leaderless", 1)]), request(&[], 10, None));
+        let p = &r.topics[0].partitions[0];
+        assert_eq!((p.leader_id.0, p.error_code), (-1, 0), "{r:?}");
     }
 
     #[test]

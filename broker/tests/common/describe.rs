@@ -16,7 +16,6 @@ pub struct PartitionView {
     pub topic_id: uuid::Uuid,
     pub internal: bool,
     pub partition: i32,
-    pub error: i16,
     pub leader: i32,
     pub leader_epoch: i32,
     pub replicas: Vec<i32>,
@@ -39,8 +38,9 @@ pub struct Walk {
 }
 
 /// Walks DescribeTopicPartitions for `topics` (empty: all) `limit` partitions at a time,
-/// following `next_cursor` to the end. Panics on a topic-level error or an ELR list that is
-/// not empty.
+/// following `next_cursor` to the end. Panics on a topic-level error, on a partition error
+/// (Kafka sets none in this API: a leaderless partition shows leader -1) or an ELR list that
+/// is not empty.
 pub async fn walk(conn: &mut Connection, topics: &[&str], limit: i32) -> Walk {
     let mut out = Walk {
         partitions: Vec::new(),
@@ -64,6 +64,7 @@ pub async fn walk(conn: &mut Connection, topics: &[&str], limit: i32) -> Walk {
             assert_eq!(t.error_code, 0, "{r:?}");
             assert_eq!(t.topic_authorized_operations, i32::MIN, "{r:?}");
             for p in &t.partitions {
+                assert_eq!(p.error_code, 0, "{p:?}");
                 assert!(
                     p.eligible_leader_replicas
                         .as_ref()
@@ -76,7 +77,6 @@ pub async fn walk(conn: &mut Connection, topics: &[&str], limit: i32) -> Walk {
                     topic_id: t.topic_id,
                     internal: t.is_internal,
                     partition: p.partition_index,
-                    error: p.error_code,
                     leader: p.leader_id.0,
                     leader_epoch: p.leader_epoch,
                     replicas: ids(&p.replica_nodes),
@@ -99,7 +99,8 @@ pub async fn walk(conn: &mut Connection, topics: &[&str], limit: i32) -> Walk {
     }
 }
 
-/// Metadata v12's view of `topics` (empty: all), topics in name order.
+/// Metadata v12's view of `topics` (empty: all), topics in name order (partition error codes
+/// left out: DescribeTopicPartitions has none).
 pub async fn metadata(conn: &mut Connection, topics: &[&str]) -> Vec<PartitionView> {
     let req = MetadataRequest::default().with_topics(if topics.is_empty() {
         None
@@ -123,7 +124,6 @@ pub async fn metadata(conn: &mut Connection, topics: &[&str]) -> Vec<PartitionVi
                 topic_id: t.topic_id,
                 internal: t.is_internal,
                 partition: p.partition_index,
-                error: p.error_code,
                 leader: p.leader_id.0,
                 leader_epoch: p.leader_epoch,
                 replicas: ids(&p.replica_nodes),
