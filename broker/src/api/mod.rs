@@ -80,7 +80,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::DeleteRecords, 0, 2),
     // Read-only views: Metadata's, paged (`describe_topic_partitions`), and the idempotent
-    // producer state a partition leader keeps (`describe_producers`).
+    // producer state a replica keeps (`describe_producers`).
     (ApiKey::DescribeTopicPartitions, 0, 0),
     (ApiKey::DescribeProducers, 0, 0),
     // Answered by the connection itself (`auth::sasl`): they change its state. Handshake v0
