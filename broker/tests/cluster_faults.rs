@@ -1826,3 +1826,149 @@ async fn kafka_admin_apis_change_a_running_cluster_and_lose_nothing() {
         "the new leader's earliest offset: {r:?}"
     );
 }
+
+/// DescribeTopicPartitions shows, from every broker and three partitions at a time, exactly
+/// what that broker's Metadata shows (replicas, ISR, leaders, and a killed broker as an
+/// offline replica); DescribeProducers lists an idempotent producer on the leader and on the
+/// followers (as Kafka), NOT_LEADER_OR_FOLLOWER on a broker without a replica, and the same
+/// producer on the new leader after the old one is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_apis_show_metadatas_view_and_producers_on_every_replica() {
+    use broker::replication::client::Connection;
+    use common::describe::{PartitionView, metadata, producers, walk};
+    use kafka_protocol::error::ResponseError;
+
+    let _serial = SERIAL.lock().await;
+    let dir = test_dir();
+    let cluster = Cluster::up(dir.path(), base_port(8), 3);
+    cluster.create_topic("described", 7).await;
+    cluster.create_topic("idem", 1).await;
+    cluster
+        .wait_for("every partition led with 3 in sync", 30, |m| {
+            m.partitions()
+                .all(|(_, p)| p.leader >= 0 && p.isr.len() == 3)
+                && m.topics.contains_key("idem")
+                && m.topics.contains_key("described")
+        })
+        .await;
+    let address = |id: i32| format!("127.0.0.1:{}", cluster.base + 10 + id as u16);
+    let connect = |id: i32| {
+        let a = address(id);
+        async move { Connection::connect(&a, "describe-test").await.unwrap() }
+    };
+    // Both views of one broker agree (retried: an ISR change may land between the two).
+    async fn agree(conn: &mut Connection, topics: &[&str]) -> Vec<PartitionView> {
+        let mut last = None;
+        for _ in 0..50 {
+            let paged = walk(conn, topics, 3).await.partitions;
+            let want = metadata(conn, topics).await;
+            if paged == want {
+                return want;
+            }
+            last = Some((paged, want));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("DescribeTopicPartitions and Metadata disagree: {last:#?}");
+    }
+    for b in 0..3 {
+        let mut conn = connect(b).await;
+        let view = agree(&mut conn, &[]).await;
+        assert!(
+            view.iter()
+                .filter(|p| p.topic == "described")
+                .all(|p| p.replicas.len() == 3 && p.isr.len() == 3 && p.offline.is_empty()),
+            "{view:#?}"
+        );
+        assert_eq!(view.iter().filter(|p| p.topic == "described").count(), 7);
+    }
+
+    let p = producer(&cluster.bootstrap, ACKS_ALL_IDEMPOTENT);
+    for i in 0..20 {
+        let key = format!("k{i}");
+        p.send(
+            FutureRecord::to("idem").key(&key).payload("v"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    }
+    drop(p);
+    let leader = cluster.leader_of("idem", 0).await;
+    let listed = producers(&mut connect(leader).await, "idem", 0)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!((listed[0].1, listed[0].2), (0, 19), "{listed:?}");
+    // Followers have the producer from the batches they replicated (acks=all: they hold them).
+    for b in (0..3).filter(|b| *b != leader) {
+        assert_eq!(
+            producers(&mut connect(b).await, "idem", 0).await,
+            Ok(listed.clone()),
+            "follower {b}"
+        );
+    }
+    // A broker without a replica of the partition.
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &cluster.bootstrap)
+        .create()
+        .unwrap();
+    let single = NewTopic::new("single", 1, TopicReplication::Fixed(1));
+    let res = admin
+        .create_topics([&single], &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(res[0].is_ok(), "{res:?}");
+    cluster
+        .wait_for("single led", 30, |m| {
+            m.partition("single", 0).is_some_and(|p| p.leader >= 0)
+        })
+        .await;
+    let holder = cluster.leader_of("single", 0).await;
+    let not_leader = ResponseError::NotLeaderOrFollower.code();
+    for b in (0..3).filter(|b| *b != holder) {
+        let mut conn = connect(b).await;
+        // Each broker applies the new topic on its own time.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let got = producers(&mut conn, "single", 0).await;
+            if got == Err(not_leader) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "broker {b} holds no replica of single-0: {got:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    cluster.kill9(leader);
+    cluster
+        .wait_for("idem led elsewhere, the old leader fenced", 30, |m| {
+            m.partition("idem", 0)
+                .is_some_and(|p| p.leader >= 0 && p.leader != leader)
+                && !m.is_alive(leader)
+        })
+        .await;
+    let new_leader = cluster.leader_of("idem", 0).await;
+    let mut conn = connect(new_leader).await;
+    let after = producers(&mut conn, "idem", 0).await;
+    assert_eq!(
+        after,
+        Ok(listed),
+        "the producer on the new leader {new_leader}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let view = loop {
+        let view = agree(&mut conn, &["idem", "described"]).await;
+        if view.iter().all(|p| p.offline == [leader]) || std::time::Instant::now() > deadline {
+            break view;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        view.iter()
+            .all(|p| p.offline == [leader] && p.leader != leader && !p.isr.contains(&leader)),
+        "broker {leader} killed: {view:#?}"
+    );
+}

@@ -425,6 +425,8 @@ async fn probe(ctx: &mut Ctx, key: ApiKey, version: i16) -> Probe {
         ApiKey::DescribeClientQuotas | ApiKey::AlterClientQuotas => {
             client_quotas_at(ctx, version).await
         }
+        ApiKey::DescribeTopicPartitions => describe_topic_partitions_at(ctx, version).await,
+        ApiKey::DescribeProducers => describe_producers_at(ctx, version).await,
         other => panic!(
             "{other:?} is advertised (broker::api::SUPPORTED) but every_version.rs sends no \
              request for it: add one to `probe`"
@@ -2237,4 +2239,184 @@ async fn delete_records_at(ctx: &mut Ctx, v: i16) -> Probe {
     let unknown = ResponseError::UnknownTopicOrPartition.code();
     check!(answer(&r).0 == unknown, "unknown topic: {r:?}");
     Ok(())
+}
+
+/// The topic as Metadata shows it, paged; unknown and invalid names; all topics in name order
+/// with the offsets topic marked internal; a limit of one gives a cursor.
+async fn describe_topic_partitions_at(ctx: &mut Ctx, v: i16) -> Probe {
+    use kafka_protocol::messages::DescribeTopicPartitionsRequest;
+    use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
+    let named = |names: &[&str]| {
+        DescribeTopicPartitionsRequest::default().with_topics(
+            names
+                .iter()
+                .map(|n| TopicRequest::default().with_name(topic_name(n)))
+                .collect(),
+        )
+    };
+    let r = ctx.send(&named(&[TOPIC]), v).await?;
+    check!(r.topics.len() == 1 && r.next_cursor.is_none(), "{r:?}");
+    let t = &r.topics[0];
+    expect_code("topic", t.error_code, None, &r)?;
+    check!(
+        t.topic_id == ctx.topic_id && !t.is_internal && t.topic_authorized_operations == i32::MIN,
+        "topic {t:?}"
+    );
+    check!(t.partitions.len() == 1, "partitions {:?}", t.partitions);
+    let p = &t.partitions[0];
+    expect_code("partition", p.error_code, None, &r)?;
+    check!(
+        p.partition_index == 0
+            && p.leader_id.0 == 0
+            && p.leader_epoch == ctx.epoch
+            && p.replica_nodes.iter().map(|b| b.0).eq([0])
+            && p.isr_nodes.iter().map(|b| b.0).eq([0])
+            && p.offline_replicas.is_empty()
+            && p.eligible_leader_replicas
+                .as_ref()
+                .is_some_and(Vec::is_empty)
+            && p.last_known_elr.as_ref().is_some_and(Vec::is_empty),
+        "partition {p:?}"
+    );
+
+    let r = ctx
+        .send(&named(&["every-version-missing", "bad/name"]), v)
+        .await?;
+    // In name order: "bad/name" < "every-version-missing".
+    check!(r.topics.len() == 2, "{r:?}");
+    expect_code(
+        "invalid name",
+        r.topics[0].error_code,
+        Some(ResponseError::InvalidTopicException),
+        &r,
+    )?;
+    expect_code(
+        "unknown topic",
+        r.topics[1].error_code,
+        Some(ResponseError::UnknownTopicOrPartition),
+        &r,
+    )?;
+
+    // All topics, in name order, the offsets topic (one partition here) internal.
+    let r = ctx.send(&named(&[]), v).await?;
+    check!(r.next_cursor.is_none(), "cursor {:?}", r.next_cursor);
+    let names: Vec<&str> = r
+        .topics
+        .iter()
+        .filter_map(|t| t.name.as_deref().map(|n| n.as_str()))
+        .collect();
+    check!(names.is_sorted(), "not in name order: {names:?}");
+    let offsets = r
+        .topics
+        .iter()
+        .find(|t| {
+            t.name
+                .as_deref()
+                .is_some_and(|n| n.as_str() == "__consumer_offsets")
+        })
+        .ok_or_else(|| format!("no offsets topic in {names:?}"))?;
+    check!(
+        offsets.is_internal,
+        "offsets topic not internal: {offsets:?}"
+    );
+    check!(names.contains(&TOPIC), "{TOPIC} missing from {names:?}");
+
+    // One partition per response: the cursor walks every partition of every topic in order.
+    let every: Vec<(String, i32)> = r
+        .topics
+        .iter()
+        .flat_map(|t| {
+            let name = t.name.as_deref().map_or("", |n| n.as_str());
+            t.partitions
+                .iter()
+                .map(move |p| (name.to_string(), p.partition_index))
+        })
+        .collect();
+    let mut cursor: Option<Cursor> = None;
+    let mut walked = Vec::new();
+    for _ in 0..=every.len() {
+        let req = named(&[])
+            .with_response_partition_limit(1)
+            .with_cursor(cursor.clone());
+        let r = ctx.send(&req, v).await?;
+        let shown: usize = r.topics.iter().map(|t| t.partitions.len()).sum();
+        check!(shown <= 1, "limit 1 but {shown} partitions: {r:?}");
+        for t in &r.topics {
+            let name = t.name.as_deref().map_or("", |n| n.as_str());
+            walked.extend(
+                t.partitions
+                    .iter()
+                    .map(|p| (name.to_string(), p.partition_index)),
+            );
+        }
+        match r.next_cursor {
+            None => break,
+            Some(c) => {
+                cursor = Some(
+                    Cursor::default()
+                        .with_topic_name(c.topic_name)
+                        .with_partition_index(c.partition_index),
+                )
+            }
+        }
+    }
+    check!(walked == every, "walked {walked:?}, all topics {every:?}");
+    Ok(())
+}
+
+/// The two idempotent producers that wrote the topic (one before the restart, one after),
+/// with their epochs and last sequences; unknown partitions and topics refused.
+async fn describe_producers_at(ctx: &mut Ctx, v: i16) -> Probe {
+    use kafka_protocol::messages::DescribeProducersRequest;
+    use kafka_protocol::messages::describe_producers_request::TopicRequest;
+    let req = DescribeProducersRequest::default().with_topics(vec![
+        TopicRequest::default()
+            .with_name(topic_name(TOPIC))
+            .with_partition_indexes(vec![0, 7]),
+        TopicRequest::default()
+            .with_name(topic_name("every-version-missing"))
+            .with_partition_indexes(vec![0]),
+    ]);
+    let r = ctx.send(&req, v).await?;
+    check!(
+        r.topics.len() == 2 && r.topics[0].partitions.len() == 2,
+        "{r:?}"
+    );
+    let p = &r.topics[0].partitions[0];
+    expect_code("partition 0", p.error_code, None, &r)?;
+    let got: Vec<(i32, i32)> = p
+        .active_producers
+        .iter()
+        .map(|s| (s.producer_epoch, s.last_sequence))
+        .collect();
+    let want = vec![
+        (0, FIRST_EPOCH_RECORDS as i32 - 1),
+        (0, SECOND_EPOCH_RECORDS as i32 - 1),
+    ];
+    check!(
+        got == want,
+        "(epoch, last sequence) {got:?}, want {want:?}: {r:?}"
+    );
+    let now = now_ms();
+    check!(
+        p.active_producers.iter().all(|s| s.producer_id.0 >= 0
+            && s.coordinator_epoch == -1
+            && s.current_txn_start_offset == -1
+            && s.last_timestamp > now - 3_600_000
+            && s.last_timestamp <= now),
+        "producers {:?}",
+        p.active_producers
+    );
+    expect_code(
+        "partition 7",
+        r.topics[0].partitions[1].error_code,
+        Some(ResponseError::UnknownTopicOrPartition),
+        &r,
+    )?;
+    expect_code(
+        "unknown topic",
+        r.topics[1].partitions[0].error_code,
+        Some(ResponseError::UnknownTopicOrPartition),
+        &r,
+    )
 }

@@ -13,11 +13,24 @@
 #   kafka-console-consumer     org.apache.kafka.tools.consumer.ConsoleConsumer
 #   kafka-consumer-groups      org.apache.kafka.tools.consumer.group.ConsumerGroupCommand
 #   kafka-producer-perf-test   org.apache.kafka.tools.ProducerPerformance
+#   kafka-transactions         org.apache.kafka.tools.TransactionsCommand
+#   kafka-metadata-quorum      org.apache.kafka.tools.MetadataQuorumCommand
 #
 # Checks (each asserts the tool's exit status AND its output):
 #   topics    --create (2 partitions, rf 1, or 3 with --brokers >= 3), --alter to 4 partitions
 #             and --describe shows 4; a decrease to 3 fails with InvalidPartitionsException and
 #             the topic keeps 4; --alter of an unknown topic fails
+#   describe  kafka-topics --describe is answered by DescribeTopicPartitions (the AdminClient's
+#             debug log shows that request and its response: no fallback to Metadata); every
+#             partition has rf replicas, all in sync, the leader one of them; with
+#             STRAND_CLUSTER_DIR, leader, replicas and ISR are exactly the controller's
+#   producers 7 records with the console producer (enable.idempotence=true, acks=all) to a new
+#             one-partition topic; kafka-transactions describe-producers lists one producer:
+#             epoch 0, last sequence 6, coordinator epoch -1, no transaction (None); with
+#             --brokers >= 3 a follower (--broker-id) lists the same producer
+#   quorum    kafka-metadata-quorum describe --status: on Strand it fails with "does not support
+#             DESCRIBE_QUORUM" (the controller is the operator, not a KRaft quorum); on Kafka
+#             (--against-kafka) it prints the quorum's LeaderId
 #   configs   --add-config retention.ms,max.message.bytes then --describe shows both;
 #             --delete-config retention.ms removes it; an invalid value (retention.ms=banana,
 #             sent together with a valid change) fails with InvalidConfigurationException and
@@ -56,7 +69,8 @@
 #      admin-tools), TOOL_TIMEOUT_S (bound on each tool run, default 90), STRAND_CLUSTER_DIR
 #      (an e2e/local-cluster directory: the cancel check keeps its move in progress by stopping
 #      the added broker with SIGSTOP instead of a replication throttle, which Strand lacks; give
-#      that cluster a session timeout of 30 s so the stopped broker is not fenced meanwhile).
+#      that cluster a session timeout of 30 s so the stopped broker is not fenced meanwhile;
+#      the describe check compares kafka-topics' view with that cluster's controller).
 # Output: one PASS/FAIL/SKIP line per check. Exit status: 0 only if every check passed.
 set -euo pipefail
 
@@ -80,6 +94,8 @@ PRODUCER=org.apache.kafka.tools.ConsoleProducer
 CONSUMER=org.apache.kafka.tools.consumer.ConsoleConsumer
 GROUPS_CMD=org.apache.kafka.tools.consumer.group.ConsumerGroupCommand
 PERF=org.apache.kafka.tools.ProducerPerformance
+TXNS=org.apache.kafka.tools.TransactionsCommand
+QUORUM=org.apache.kafka.tools.MetadataQuorumCommand
 
 PASSED=0 FAILED=0 SKIPPED=0
 OUT="" RC=0
@@ -95,12 +111,13 @@ fail() {
 }
 
 # tool MAIN ARGS...: run a Kafka CLI main class with --bootstrap-server; sets OUT (stdout and
-# stderr together) and RC. Stdin comes from $TOOL_STDIN (default /dev/null).
+# stderr together) and RC. Stdin comes from $TOOL_STDIN (default /dev/null); TOOL_LOG4J is
+# another log4j2 configuration (default: errors only).
 tool() {
     local main="$1"; shift
     set +e
     OUT="$(timeout -k 5 "$TOOL_TIMEOUT_S" "$JAVA" "${JVM_OPTS[@]}" -cp "$CP" \
-        -Dlog4j2.configurationFile="$WORK/log4j2-tools.properties" "$main" \
+        -Dlog4j2.configurationFile="${TOOL_LOG4J:-$WORK/log4j2-tools.properties}" "$main" \
         --bootstrap-server "$BOOTSTRAP" "$@" <"${TOOL_STDIN:-/dev/null}" 2>&1)"
     RC=$?
     set -e
@@ -173,6 +190,130 @@ check_topics() {
         pass "kafka-topics --alter of an unknown topic fails (does not exist)"
     else
         fail "kafka-topics --alter of unknown topic $T-unknown: want a non-zero exit and 'does not exist'"
+    fi
+}
+
+# controller_partitions T: "P LEADER REPLICAS ISR" per partition of T, from the controller of
+# STRAND_CLUSTER_DIR (lists comma-separated, in the controller's order).
+controller_partitions() {
+    local base auth=()
+    base="$(cat "$STRAND_CLUSTER_DIR/base-port")"
+    [[ -f "$STRAND_CLUSTER_DIR/controller-token" ]] \
+        && auth=(-H "Authorization: Bearer $(cat "$STRAND_CLUSTER_DIR/controller-token")")
+    curl -sf "${auth[@]}" "http://127.0.0.1:$base/v1/metadata" | python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["topics"][sys.argv[1]]["partitions"]:
+    j = lambda l: ",".join(map(str, l))
+    print(p["partition"], p["leader"], j(p["replicas"]), j(p["isr"]))' "$1"
+}
+
+# described_partitions T N: the same lines for partitions 0..N-1 from DESC (kafka-topics --describe).
+described_partitions() {
+    local p
+    for ((p = 0; p < $2; p++)); do
+        echo "$p $(partition_field "$1" "$p" Leader) $(partition_field "$1" "$p" Replicas) $(partition_field "$1" "$p" Isr)"
+    done
+}
+
+# Every line of described_partitions: rf replicas, the ISR the same set, the leader among them.
+healthy() {
+    local p leader replicas isr
+    while read -r p leader replicas isr; do
+        [[ -n "$p" && "$(tr ',' '\n' <<<"$replicas" | wc -l)" == "$RF" ]] || return 1
+        [[ "$(tr ',' '\n' <<<"$replicas" | sort -n)" == "$(tr ',' '\n' <<<"$isr" | sort -n)" ]] || return 1
+        [[ ",$replicas," == *",$leader,"* ]] || return 1
+    done <<<"$1"
+}
+
+check_describe() {
+    TOOL_LOG4J="$WORK/log4j2-debug.properties" tool "$TOPICS" --describe --topic "$T"
+    local version
+    version="$(grep -m1 -oE 'apiKey=DESCRIBE_TOPIC_PARTITIONS, apiVersion=[0-9]+' <<<"$OUT" | grep -oE '[0-9]+$' || true)"
+    if [[ $RC -eq 0 ]] && has '^DEBUG .*Sending DESCRIBE_TOPIC_PARTITIONS request' \
+        && has '^DEBUG .*Received DESCRIBE_TOPIC_PARTITIONS response' \
+        && grep -v '^DEBUG ' <<<"$OUT" | grep -qE "^[[:space:]]+Topic: $T[[:space:]]+Partition: 3[[:space:]]"; then
+        pass "kafka-topics --describe is answered by DescribeTopicPartitions v$version (the AdminClient's debug log)"
+    else
+        OUT="$(grep -v '^DEBUG ' <<<"$OUT")"$'\n--- requests sent:\n'"$(grep -oE 'Sending [A-Z_]+ request' <<<"$OUT" | sort | uniq -c)"
+        fail "kafka-topics --describe: want a DESCRIBE_TOPIC_PARTITIONS request and response in the AdminClient's debug log"
+    fi
+    # A partition added a moment ago may still be catching up: up to 20 s for a healthy view.
+    local deadline=$((SECONDS + 20)) shown want=""
+    while :; do
+        describe_topic "$T"
+        shown="$(described_partitions "$T" 4)"
+        [[ -n "${STRAND_CLUSTER_DIR:-}" ]] && want="$(controller_partitions "$T" || true)"
+        if [[ $RC -eq 0 ]] && healthy "$shown" && [[ -z "${STRAND_CLUSTER_DIR:-}" || "$shown" == "$want" ]]; then
+            break
+        fi
+        ((SECONDS < deadline)) || break
+        sleep 1
+    done
+    if [[ $RC -eq 0 ]] && healthy "$shown" && [[ -z "${STRAND_CLUSTER_DIR:-}" || "$shown" == "$want" ]]; then
+        pass "kafka-topics --describe: partitions 0..3 each with $RF replica(s), all in sync, led by one of them" \
+            "${STRAND_CLUSTER_DIR:+(as the controller has them) }(partition leader replicas isr: $(tr '\n' ';' <<<"$shown"))"
+    else
+        OUT="$DESC"$'\n--- partition, leader, replicas, isr:\n'"$shown"$'\n--- the controller:\n'"$want"
+        fail "kafka-topics --describe: want $RF replicas per partition, ISR = replicas, leader among them${STRAND_CLUSTER_DIR:+, as the controller has them}"
+    fi
+}
+
+IDEMPOTENT_RECORDS=7
+PRODUCERS=""
+# describe_producers T [BROKER]: into PRODUCERS, the producer rows of T-0 (from BROKER with
+# --broker-id) as "EPOCH COORDINATOR_EPOCH LAST_SEQUENCE TXN_START".
+describe_producers() {
+    tool "$TXNS" describe-producers --topic "$1" --partition 0 ${2:+--broker-id "$2"}
+    # ProducerId ProducerEpoch LatestCoordinatorEpoch LastSequence LastTimestamp CurrentTransactionStartOffset
+    PRODUCERS="$(awk '$1 ~ /^[0-9]+$/ {print $2, $3, $4, $6}' <<<"$OUT")"
+}
+
+check_producers() {
+    local t="$T-idem" i want
+    tool "$TOPICS" --create --topic "$t" --partitions 1 --replication-factor "$RF"
+    if [[ $RC -ne 0 ]]; then fail "kafka-topics --create $t"; return 0; fi
+    for ((i = 0; i < IDEMPOTENT_RECORDS; i++)); do echo "idempotent-$i"; done >"$WORK/idempotent.txt"
+    TOOL_STDIN="$WORK/idempotent.txt" tool "$PRODUCER" --topic "$t" \
+        --command-property enable.idempotence=true --command-property acks=all
+    if [[ $RC -ne 0 ]] || has 'ERROR|Exception'; then
+        fail "kafka-console-producer --command-property enable.idempotence=true: $IDEMPOTENT_RECORDS records to $t"
+        return 0
+    fi
+    want="0 -1 $((IDEMPOTENT_RECORDS - 1)) None"
+    describe_producers "$t"
+    if [[ $RC -eq 0 && "$PRODUCERS" == "$want" ]]; then
+        pass "kafka-transactions describe-producers --topic $t --partition 0: one producer," \
+            "epoch 0, coordinator epoch -1, last sequence $((IDEMPOTENT_RECORDS - 1)), no transaction"
+    else
+        fail "kafka-transactions describe-producers $t-0: want one producer row 'epoch coordinator-epoch last-sequence txn-start' = '$want', got '$PRODUCERS'"
+        return 0
+    fi
+    ((NBROKERS >= 3)) || return 0
+    describe_topic "$t"
+    local leader follower
+    leader="$(partition_field "$t" 0 Leader)"
+    follower="$(partition_field "$t" 0 Isr | tr ',' '\n' | grep -vx -- "$leader" | head -n1 || true)"
+    if [[ -z "$follower" ]]; then fail "kafka-topics --describe $t: no in-sync follower (leader '$leader')"; return 0; fi
+    describe_producers "$t" "$follower"
+    if [[ $RC -eq 0 && "$PRODUCERS" == "$want" ]]; then
+        pass "kafka-transactions describe-producers --broker-id $follower (a follower of $t-0, led by $leader): the same producer"
+    else
+        fail "kafka-transactions describe-producers --broker-id $follower (a follower): want '$want', got '$PRODUCERS'"
+    fi
+}
+
+check_quorum() {
+    tool "$QUORUM" describe --status
+    if [[ $AGAINST_KAFKA -eq 1 ]]; then
+        if [[ $RC -eq 0 ]] && has '^LeaderId:'; then
+            pass "kafka-metadata-quorum describe --status (Kafka): $(grep -m1 '^LeaderId:' <<<"$OUT" | tr -s '[:space:]' ' ')"
+        else
+            fail "kafka-metadata-quorum describe --status against Kafka: want exit 0 and LeaderId"
+        fi
+    elif [[ $RC -ne 0 ]] && has 'UnsupportedVersionException: The node does not support DESCRIBE_QUORUM'; then
+        pass "kafka-metadata-quorum describe --status fails: UnsupportedVersionException: The node does not support DESCRIBE_QUORUM (no KRaft quorum: the controller is the operator)"
+    else
+        fail "kafka-metadata-quorum describe --status: want a non-zero exit with 'The node does not support DESCRIBE_QUORUM'"
     fi
 }
 
@@ -571,6 +712,7 @@ run_checks() {
     log "against $BOOTSTRAP ($NBROKERS broker(s), rf $RF), topic $T"
     # Each check runs as a condition (no errexit inside): its assertions count, not stray statuses.
     if check_topics; then
+        check_describe || true
         check_configs || true
         check_quotas || true
         if ((NBROKERS >= 3)); then check_reassign || true; fi
@@ -580,7 +722,9 @@ run_checks() {
             check_delete_records || true
         fi
         if ((NBROKERS >= 3)) && [[ -n "${BROKER_IDS:-}" ]]; then check_cancel || true; fi
+        check_producers || true
     fi
+    check_quorum || true
     echo "admin-tools: $PASSED passed, $FAILED failed, $SKIPPED skipped in $((SECONDS - t0))s against $BOOTSTRAP"
     [[ $FAILED -eq 0 && $PASSED -gt 0 ]]
 }
@@ -600,12 +744,12 @@ free_base() {
 
 main() {
     local against=0
-    BOOTSTRAP="" NBROKERS=1
+    BOOTSTRAP="" NBROKERS=1 AGAINST_KAFKA=0
     while [[ $# -gt 0 ]]; do
         case "$1" in
             --brokers) [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]*$ ]] || die "--brokers needs a number"; NBROKERS="$2"; shift 2 ;;
-            --against-kafka) against=1; shift ;;
-            -h|--help) sed -n '2,49p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+            --against-kafka) against=1; AGAINST_KAFKA=1; shift ;;
+            -h|--help) sed -n '2,70p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
             -*) die "unknown option $1" ;;
             *) [[ -z "$BOOTSTRAP" ]] || die "one BOOTSTRAP only"; BOOTSTRAP="$1"; shift ;;
         esac
@@ -617,6 +761,9 @@ main() {
     printf '%s\n' 'rootLogger.level=ERROR' 'rootLogger.appenderRef.e.ref=E' 'appender.e.type=Console' \
         'appender.e.name=E' 'appender.e.target=SYSTEM_ERR' 'appender.e.layout.type=PatternLayout' \
         'appender.e.layout.pattern=%p %m%n' >"$WORK/log4j2-tools.properties"
+    # The same, with the clients' requests and responses (NetworkClient at DEBUG).
+    printf '%s\n' 'logger.nc.name=org.apache.kafka.clients.NetworkClient' 'logger.nc.level=DEBUG' \
+        | cat "$WORK/log4j2-tools.properties" - >"$WORK/log4j2-debug.properties"
     local rc=0
     if [[ $against -eq 1 ]]; then
         [[ -z "$BOOTSTRAP" ]] || die "--against-kafka takes no BOOTSTRAP"

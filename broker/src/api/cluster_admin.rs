@@ -3,6 +3,7 @@
 //! InitProducerId (ids from controller blocks). Standalone mode uses the sibling modules.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
@@ -24,7 +25,7 @@ use crate::metadata::{BrokerStatus, ClusterMetadata, TopicMeta};
 use crate::state::Broker;
 use crate::topic_name;
 
-const OPERATIONS_OMITTED: i32 = i32::MIN;
+use super::metadata::{ALL_PARTITIONS, OPERATIONS_OMITTED};
 
 fn error_for(e: &ControllerCallError) -> ResponseError {
     super::topic_admin::controller_refusal(e).0
@@ -37,13 +38,21 @@ fn live_brokers(meta: &ClusterMetadata) -> usize {
         .count()
 }
 
-/// How a topic is listed to a client on `listener`.
-struct View<'a> {
-    listener: &'a str,
-    version: i16,
+/// How a topic is listed to a client on `listener`, in a response of `version`: Metadata's,
+/// or, for DescribeTopicPartitions, Metadata's newest (LISTENER_NOT_FOUND, as Kafka answers).
+pub struct View<'a> {
+    pub listener: &'a str,
+    pub version: i16,
 }
 
-fn topic_entry(meta: &ClusterMetadata, t: &TopicMeta, view: &View) -> MetadataResponseTopic {
+/// A topic as the cluster image has it, with the partitions whose indexes are in `range`
+/// (DescribeTopicPartitions pages through them).
+pub fn topic_entry(
+    meta: &ClusterMetadata,
+    t: &TopicMeta,
+    view: &View,
+    range: Range<usize>,
+) -> MetadataResponseTopic {
     let mut out = MetadataResponseTopic::default();
     out.name = Some(TopicName(str_bytes(t.name.clone())));
     out.topic_id = t.id;
@@ -52,6 +61,8 @@ fn topic_entry(meta: &ClusterMetadata, t: &TopicMeta, view: &View) -> MetadataRe
     out.partitions = t
         .partitions
         .iter()
+        .skip(range.start)
+        .take(range.len())
         .map(|p| {
             let mut e = MetadataResponsePartition::default();
             e.partition_index = p.partition;
@@ -126,7 +137,7 @@ pub fn metadata(
         r.topics = meta
             .topics
             .values()
-            .map(|t| topic_entry(&meta, t, &view))
+            .map(|t| topic_entry(&meta, t, &view, ALL_PARTITIONS))
             .collect();
         return r;
     }
@@ -139,7 +150,7 @@ pub fn metadata(
             None => meta.topics.values().find(|t| t.id == wanted.topic_id),
         };
         if let Some(t) = found {
-            r.topics.push(topic_entry(&meta, t, &view));
+            r.topics.push(topic_entry(&meta, t, &view, ALL_PARTITIONS));
             continue;
         }
         let mut t = MetadataResponseTopic::default();

@@ -1,6 +1,7 @@
 //! Metadata: brokers, cluster id, and per-partition leader, leader epoch, replicas and ISR.
 //! Unknown topics are auto-created when both the client and the broker allow it.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
@@ -14,7 +15,10 @@ use crate::state::{Broker, Topic};
 use crate::topic_name;
 
 /// Kafka's "authorized operations not requested" marker.
-const OPERATIONS_OMITTED: i32 = i32::MIN;
+pub const OPERATIONS_OMITTED: i32 = i32::MIN;
+
+/// Every partition of a topic (`topic_entry`'s range for Metadata, which does not page).
+pub const ALL_PARTITIONS: Range<usize> = 0..usize::MAX;
 
 /// Metadata as this broker alone knows it; its address is the one on `listener`, the
 /// listener the request came in on.
@@ -51,7 +55,7 @@ pub fn handle(
         r.topics = broker
             .topics()
             .iter()
-            .map(|t| topic_entry(broker, t))
+            .map(|t| topic_entry(broker, t, ALL_PARTITIONS))
             .collect();
         return r;
     }
@@ -65,7 +69,7 @@ pub fn handle(
                     broker.topic(&name)
                 };
                 match found {
-                    Some(t) => topic_entry(broker, &t),
+                    Some(t) => topic_entry(broker, &t, ALL_PARTITIONS),
                     None => {
                         let invalid = topic_name::validate(&name).is_err()
                             || (auto_create && broker.colliding_topic(&name).is_some());
@@ -79,7 +83,7 @@ pub fn handle(
                 }
             }
             None => match broker.topic_by_id(wanted.topic_id) {
-                Some(t) => topic_entry(broker, &t),
+                Some(t) => topic_entry(broker, &t, ALL_PARTITIONS),
                 None => error_entry(None, wanted.topic_id, ResponseError::UnknownTopicId),
             },
         };
@@ -97,7 +101,9 @@ fn error_entry(name: Option<String>, id: uuid::Uuid, code: ResponseError) -> Met
     t
 }
 
-fn topic_entry(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
+/// A topic as this broker alone knows it, with the partitions whose indexes are in `range`
+/// (DescribeTopicPartitions pages through them).
+pub fn topic_entry(broker: &Broker, topic: &Topic, range: Range<usize>) -> MetadataResponseTopic {
     let node = broker.config.node_id;
     let mut t = MetadataResponseTopic::default();
     t.name = Some(TopicName(str_bytes(topic.record.name.clone())));
@@ -108,6 +114,8 @@ fn topic_entry(broker: &Broker, topic: &Topic) -> MetadataResponseTopic {
         .partitions
         .iter()
         .enumerate()
+        .skip(range.start)
+        .take(range.len())
         .map(|(i, p)| {
             let mut e = MetadataResponsePartition::default();
             e.partition_index = i as i32;

@@ -14,6 +14,8 @@ pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
+pub mod describe_producers;
+pub mod describe_topic_partitions;
 pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
@@ -80,6 +82,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::DescribeClientQuotas, 0, 1),
     (ApiKey::AlterClientQuotas, 0, 1),
+    // Read-only views: Metadata's, paged (`describe_topic_partitions`), and the idempotent
+    // producer state a replica keeps (`describe_producers`).
+    (ApiKey::DescribeTopicPartitions, 0, 0),
+    (ApiKey::DescribeProducers, 0, 0),
     // Answered by the connection itself (`auth::sasl`): they change its state. Handshake v0
     // (raw SASL frames after it) is not served; every current client sends v1.
     (ApiKey::SaslHandshake, 1, 1),
@@ -245,6 +251,14 @@ fn dispatch_local(
         )),
         RequestKind::DescribeCluster(r) => Reply::now(ResponseKind::DescribeCluster(
             describe_cluster::handle(broker, r, version, &client.listener),
+        )),
+        RequestKind::DescribeTopicPartitions(r) => {
+            Reply::now(ResponseKind::DescribeTopicPartitions(
+                describe_topic_partitions::handle(broker, r, &client.listener),
+            ))
+        }
+        RequestKind::DescribeProducers(r) => Reply::now(ResponseKind::DescribeProducers(
+            describe_producers::handle(broker, r),
         )),
         // The connection only dispatches supported API keys.
         _ => Reply::Nothing,

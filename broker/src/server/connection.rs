@@ -566,6 +566,8 @@ pub fn api_name(key: ApiKey) -> &'static str {
         ApiKey::DeleteGroups => "delete_groups",
         ApiKey::SaslHandshake => "sasl_handshake",
         ApiKey::SaslAuthenticate => "sasl_authenticate",
+        ApiKey::DescribeTopicPartitions => "describe_topic_partitions",
+        ApiKey::DescribeProducers => "describe_producers",
         _ => "other",
     }
 }

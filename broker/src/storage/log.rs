@@ -645,6 +645,11 @@ impl Log {
         self.producers.len()
     }
 
+    /// The idempotent producers whose state this log keeps (DescribeProducers).
+    pub fn producers(&self) -> &ProducerStateTable {
+        &self.producers
+    }
+
     /// Deletes whole, inactive segments past retention (time, then size) that lie entirely
     /// below the high watermark; returns how many.
     pub fn apply_retention(&mut self, now_ms: i64, high_watermark: i64) -> io::Result<usize> {

@@ -89,6 +89,10 @@ impl ProducerStateTable {
     pub fn get(&self, producer_id: i64) -> Option<&ProducerEntry> {
         self.producers.get(&producer_id)
     }
+    /// Every producer this table keeps, by id.
+    pub fn iter(&self) -> impl Iterator<Item = (i64, &ProducerEntry)> {
+        self.producers.iter().map(|(id, e)| (*id, e))
+    }
 
     /// Decides what to do with a client batch from an idempotent producer.
     pub fn check(&self, h: &BatchHeader) -> Result<SequenceCheck, ProducerError> {

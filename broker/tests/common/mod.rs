@@ -2,6 +2,7 @@
 //! wait for readiness, stop it with real signals.
 #![allow(dead_code)]
 
+pub mod describe;
 pub mod kafka;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
