@@ -204,11 +204,22 @@ pub fn check(alteration: &Alteration) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Most entities with quotas: they travel in every metadata image, so they are bounded.
+pub const MAX_ENTITIES: usize = 100_000;
+
 /// Applies a checked alteration; an entity left with no quota is dropped. Returns whether
 /// anything changed.
 pub fn apply(quotas: &mut Vec<ClientQuota>, alteration: &Alteration) -> Result<bool, Invalid> {
     check(alteration)?;
     let at = quotas.iter().position(|q| q.entity == alteration.entity);
+    if at.is_none()
+        && quotas.len() >= MAX_ENTITIES
+        && alteration.ops.iter().any(|o| o.value.is_some())
+    {
+        return Err(invalid(format!(
+            "at most {MAX_ENTITIES} entities may have quotas; remove some first"
+        )));
+    }
     let mut values = at.map(|i| quotas[i].values.clone()).unwrap_or_default();
     for op in &alteration.ops {
         match op.value {
@@ -453,6 +464,16 @@ mod tests {
         };
         assert!(apply(&mut q, &bad).is_err());
         assert!(q.is_empty());
+        // Bounded: a new entity past the limit is refused; existing ones still change.
+        for i in 0..MAX_ENTITIES {
+            q.push(ClientQuota {
+                entity: e(Some(Some(&format!("u{i}"))), None),
+                values: BTreeMap::from([(PRODUCER_BYTE_RATE.to_string(), Value(1.0))]),
+            });
+        }
+        assert!(apply(&mut q, &set(&alice, PRODUCER_BYTE_RATE, 1.0)).is_err());
+        let u0 = e(Some(Some("u0")), None);
+        assert!(apply(&mut q, &set(&u0, PRODUCER_BYTE_RATE, 2.0)).unwrap());
     }
 
     #[test]
