@@ -8,7 +8,7 @@
 //! parked-fetch (100 long polls with min bytes 2^31-1 and max bytes 50 MiB while records
 //! arrive), zstd-bomb (2 connections producing batches that inflate past 256 MiB),
 //! wide-topic (CreateTopics of one topic with 10,000 partitions), greedy (4 connections of
-//! client id `abuse-greedy` producing 1 MiB batches, acks=1, as fast as they are answered),
+//! client id `abuse-greedy` producing 512 KiB batches, acks=1, as fast as they are answered),
 //! greedy-quota (the same after an AlterClientQuotas of producer_byte_rate 1 MiB/s for that
 //! client id), or none (baseline). The greedy attacks also report the bytes/s the attacker got
 //! written.
@@ -325,7 +325,8 @@ fn attack(name: &str, addr: SocketAddr, stop: Arc<AtomicBool>) -> Vec<thread::Jo
             if name == "greedy-quota" {
                 limit_greedy(addr);
             }
-            let records = Bytes::from(batch(1, now_ms(), (-1, -1, -1), MIB));
+            // Under max.message.bytes (1 MiB on both brokers).
+            let records = Bytes::from(batch(1, now_ms(), (-1, -1, -1), MIB / 2));
             spawn(
                 4,
                 Arc::new(move |stop| {
