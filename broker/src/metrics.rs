@@ -33,6 +33,12 @@ pub struct Metrics {
     pub response_bytes_unwritten: Gauge,
     /// Partition reads done for Fetch requests (a parked fetch reads once, when it answers).
     pub fetch_partition_reads: Counter,
+    /// Fetch sessions (KIP-227) cached, the partitions they hold, incremental fetches
+    /// accepted and sessions evicted.
+    pub fetch_sessions: Gauge,
+    pub fetch_session_partitions: Gauge,
+    pub incremental_fetches: Counter,
+    pub fetch_session_evictions: Counter,
     pub log_end_offset: Family<PartitionLabels, Gauge>,
     pub high_watermark: Family<PartitionLabels, Gauge>,
     pub recovery_seconds: Gauge<f64, AtomicU64>,
@@ -57,6 +63,10 @@ impl Default for Metrics {
             request_bytes_queued: Gauge::default(),
             response_bytes_unwritten: Gauge::default(),
             fetch_partition_reads: Counter::default(),
+            fetch_sessions: Gauge::default(),
+            fetch_session_partitions: Gauge::default(),
+            incremental_fetches: Counter::default(),
+            fetch_session_evictions: Counter::default(),
             log_end_offset: Family::default(),
             high_watermark: Family::default(),
             recovery_seconds: Gauge::default(),
@@ -108,6 +118,26 @@ impl Default for Metrics {
             "fetch_partition_reads",
             "Partition reads done for Fetch requests",
             m.fetch_partition_reads.clone(),
+        );
+        registry.register(
+            "fetch_sessions",
+            "Fetch sessions cached (max.incremental.fetch.session.cache.slots)",
+            m.fetch_sessions.clone(),
+        );
+        registry.register(
+            "fetch_session_partitions",
+            "Partitions held by all cached fetch sessions",
+            m.fetch_session_partitions.clone(),
+        );
+        registry.register(
+            "incremental_fetches",
+            "Incremental fetches (KIP-227) accepted",
+            m.incremental_fetches.clone(),
+        );
+        registry.register(
+            "fetch_session_evictions",
+            "Fetch sessions evicted to make room for new ones",
+            m.fetch_session_evictions.clone(),
         );
         registry.register(
             "log_end_offset",

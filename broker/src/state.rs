@@ -53,6 +53,8 @@ pub struct BrokerConfig {
     /// The secret the cluster's brokers and controller share (`auth`): when set, brokers
     /// authenticate to each other and only they may fetch as replicas.
     pub cluster_secret: Option<Arc<crate::auth::ClusterSecret>>,
+    /// Fetch sessions (KIP-227): how many, and how many partitions they may hold.
+    pub fetch_sessions: crate::api::fetch_session::Settings,
 }
 
 impl BrokerConfig {
@@ -145,6 +147,8 @@ pub struct Broker {
     cluster: OnceLock<Arc<ClusterRuntime>>,
     /// The consumer-group coordinator (`Coordinator::run` drives its timers).
     pub groups: GroupCoordinator,
+    /// Incremental fetch sessions (`api::fetch_session`).
+    pub fetch_sessions: Mutex<crate::api::fetch_session::SessionCache>,
 }
 
 impl Broker {
@@ -166,6 +170,9 @@ impl Broker {
             ready: AtomicBool::new(false),
             cluster: OnceLock::new(),
             groups: GroupCoordinator::new(config.groups.clone()),
+            fetch_sessions: Mutex::new(crate::api::fetch_session::SessionCache::new(
+                config.fetch_sessions,
+            )),
             config,
         };
         let records = if broker.config.cluster_mode {
@@ -920,6 +927,7 @@ mod tests {
             limits: Default::default(),
             producer_id_expiration_ms: 86_400_000,
             cluster_secret: None,
+            fetch_sessions: Default::default(),
         }
     }
 

@@ -15,6 +15,7 @@ pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod elect_leaders;
 pub mod fetch;
+pub mod fetch_session;
 pub mod find_coordinator;
 pub mod heartbeat;
 pub mod init_producer_id;
