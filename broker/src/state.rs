@@ -1057,21 +1057,11 @@ mod tests {
         assert!(data.join("again-0/00000000000000000000.log").exists());
     }
 
-    /// Fetch sessions and follower progress: a follower's offset counts only as it names it. A
-    /// partition it leaves out of an incremental fetch is read at the offset it last named,
-    /// even after the session returned it records beyond that offset: had the cache advanced
-    /// the offset from the response, this follower, which never said it holds offsets 0-9,
-    /// would have moved the high watermark to 10 and acknowledged writes only the leader has.
-    #[tokio::test]
-    async fn an_omitted_partition_never_counts_as_progress_its_follower_did_not_name() {
-        use crate::api::{Client, Reply};
+    /// A broker leading "followed" (replicas this one and 3, both in the ISR) with offsets 0-9
+    /// written and not yet fetched by broker 3.
+    fn leading_for_follower_3(data: &Path) -> (Arc<Broker>, Arc<crate::partition::Partition>) {
         use crate::protocol::batch::{BatchHeader, test_support::batch};
-        use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-        use kafka_protocol::messages::{FetchRequest, ResponseKind, TopicName};
-        use kafka_protocol::protocol::StrBytes;
-
-        let root = tempfile::tempdir().unwrap();
-        let broker = cluster_broker(&root.path().join("data"));
+        let broker = cluster_broker(data);
         let mut topic = led_here("followed");
         topic.partitions[0].replicas = vec![NODE, 3];
         topic.partitions[0].isr = vec![NODE, 3];
@@ -1087,64 +1077,120 @@ mod tests {
         let h = BatchHeader::parse(&b).unwrap();
         p.append_as_leader(&b, &h, None, false, now).unwrap();
         assert_eq!(p.high_watermark(), 0, "follower 3 holds nothing yet");
+        (broker, p)
+    }
 
+    /// Broker 3's Fetch v12 of "followed" (`at`: the partition named, at (offset, current
+    /// leader epoch); None: left out), answered at once; returns the response and its record
+    /// bytes.
+    fn follower_3_fetch(
+        broker: &Arc<Broker>,
+        session_id: i32,
+        epoch: i32,
+        at: Option<(i64, i32)>,
+    ) -> (kafka_protocol::messages::FetchResponse, usize) {
+        use crate::api::{Client, Reply};
+        use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+        use kafka_protocol::messages::{FetchRequest, ResponseKind, TopicName};
+        use kafka_protocol::protocol::StrBytes;
         let client = Client {
             id: "follower".into(),
             host: "/127.0.0.1".into(),
             listener: Arc::from("internal"),
             principal: None,
         };
-        let fetch = |session_id: i32, epoch: i32, offset: Option<i64>| {
-            let mut r = FetchRequest::default();
-            r.replica_id = 3.into();
-            r.max_bytes = 1 << 20;
-            r.session_id = session_id;
-            r.session_epoch = epoch;
-            if let Some(offset) = offset {
-                let mut fp = FetchPartition::default();
-                fp.partition = 0;
-                fp.fetch_offset = offset;
-                fp.current_leader_epoch = 1;
-                fp.partition_max_bytes = 1 << 20;
-                let mut t = FetchTopic::default();
-                t.topic = TopicName(StrBytes::from_static_str("followed"));
-                t.partitions = vec![fp];
-                r.topics = vec![t];
-            }
-            match crate::api::fetch::handle(&broker, r, 12, &client) {
-                Reply::Now(k) => match *k {
-                    ResponseKind::Fetch(f) => f,
-                    other => panic!("{other:?}"),
-                },
-                _ => panic!("a fetch with max wait 0 answers now"),
-            }
+        let mut r = FetchRequest::default();
+        r.replica_id = 3.into();
+        r.max_bytes = 1 << 20;
+        r.session_id = session_id;
+        r.session_epoch = epoch;
+        if let Some((offset, leader_epoch)) = at {
+            let mut fp = FetchPartition::default();
+            fp.partition = 0;
+            fp.fetch_offset = offset;
+            fp.current_leader_epoch = leader_epoch;
+            fp.partition_max_bytes = 1 << 20;
+            let mut t = FetchTopic::default();
+            t.topic = TopicName(StrBytes::from_static_str("followed"));
+            t.partitions = vec![fp];
+            r.topics = vec![t];
+        }
+        let resp = match crate::api::fetch::handle(broker, r, 12, &client) {
+            Reply::Now(k) => match *k {
+                ResponseKind::Fetch(f) => f,
+                other => panic!("{other:?}"),
+            },
+            _ => panic!("a fetch with max wait 0 answers now"),
         };
-        let records = |r: &kafka_protocol::messages::FetchResponse| {
-            r.responses
-                .iter()
-                .flat_map(|t| &t.partitions)
-                .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
-                .sum::<usize>()
-        };
+        let records = resp
+            .responses
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+            .sum::<usize>();
+        (resp, records)
+    }
+
+    /// Fetch sessions and follower progress: a follower's offset counts only as it names it. A
+    /// partition it leaves out of an incremental fetch is read at the offset it last named,
+    /// even after the session returned it records beyond that offset: had the cache advanced
+    /// the offset from the response, this follower, which never said it holds offsets 0-9,
+    /// would have moved the high watermark to 10 and acknowledged writes only the leader has.
+    #[tokio::test]
+    async fn an_omitted_partition_never_counts_as_progress_its_follower_did_not_name() {
+        let root = tempfile::tempdir().unwrap();
+        let (broker, p) = leading_for_follower_3(&root.path().join("data"));
         // A full fetch at 0 opens the session and returns offsets 0-9.
-        let r = fetch(0, 0, Some(0));
+        let (r, records) = follower_3_fetch(&broker, 0, 0, Some((0, 1)));
         let id = r.session_id;
         assert!(id > 0);
-        assert!(records(&r) > 0);
+        assert!(records > 0);
         assert_eq!(p.high_watermark(), 0);
         // Incremental fetches leaving the partition out: read at 0 again, never counted past it.
         for epoch in 1..=3 {
-            let r = fetch(id, epoch, None);
+            let (r, records) = follower_3_fetch(&broker, id, epoch, None);
             assert_eq!((r.error_code, r.session_id), (0, id));
-            assert!(records(&r) > 0, "the session still reads from 0");
+            assert!(records > 0, "the session still reads from 0");
             assert_eq!(p.high_watermark(), 0, "epoch {epoch}");
         }
         // Naming 10 proves it.
-        let r = fetch(id, 4, Some(10));
+        let (r, _) = follower_3_fetch(&broker, id, 4, Some((10, 1)));
         assert_eq!(r.error_code, 0);
         assert_eq!(p.high_watermark(), 10);
-        assert_eq!(records(&fetch(id, 5, None)), 0);
+        assert_eq!(follower_3_fetch(&broker, id, 5, None).1, 0);
         assert_eq!(p.high_watermark(), 10);
+    }
+
+    /// A partition left out of an incremental fetch keeps its follower caught up: a follower
+    /// names only partitions whose position changed, so without this an idle follower would
+    /// leave the ISR after replica.lag.time.max.ms.
+    #[tokio::test]
+    async fn an_omitted_partition_keeps_its_follower_caught_up() {
+        let root = tempfile::tempdir().unwrap();
+        let (broker, p) = leading_for_follower_3(&root.path().join("data"));
+        let caught_up_ms_ago = || {
+            let s = p.status(crate::clock::now_ms());
+            s.followers
+                .iter()
+                .find(|f| f.broker == 3)
+                .map(|f| f.caught_up_ms_ago)
+                .unwrap()
+        };
+        let (r, _) = follower_3_fetch(&broker, 0, 0, Some((10, 1)));
+        let id = r.session_id;
+        assert!(id > 0);
+        assert_eq!(p.high_watermark(), 10);
+        for epoch in 1..=2 {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            assert!(caught_up_ms_ago() >= 300);
+            let (r, records) = follower_3_fetch(&broker, id, epoch, None);
+            assert_eq!((r.error_code, records), (0, 0));
+            assert!(
+                caught_up_ms_ago() < 300,
+                "the omitted partition did not count"
+            );
+        }
+        assert_eq!(p.status(crate::clock::now_ms()).isr, vec![NODE, 3]);
     }
 
     /// Producer ids with no append for producer.id.expiration.ms are forgotten when retention

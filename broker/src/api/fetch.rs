@@ -129,11 +129,13 @@ struct Read {
 }
 
 /// Reads the request's session fields (v7+) and finds what the fetch reads. In an incremental
-/// fetch a follower's omitted partitions are read at their cached offsets; such an offset
-/// counts as the follower's progress only if the follower stated it under a leader epoch,
-/// since then a read at any other epoch is fenced: the follower said it holds that offset to
-/// this very leadership, and its log cannot have shrunk since without it naming the partition
-/// again (a truncation changes its fetch offset; a restart opens a new session).
+/// fetch a follower's omitted partitions are read at their cached offsets, the ones it last
+/// named; such an offset counts as the follower's progress only if the follower named it under
+/// a leader epoch, since then a read at any other epoch is fenced: the follower said it holds
+/// that offset to this very leadership, and its log cannot have shrunk since without it naming
+/// the partition again (a truncation changes its fetch offset; a restart opens a new session).
+/// (The replication state also counts no fetch that was not sent for the current epoch; this
+/// keeps the rule where sessions are, should that change.)
 fn plan(
     broker: &Broker,
     req: &FetchRequest,
