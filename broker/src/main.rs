@@ -63,7 +63,8 @@ struct Cli {
     /// Broker settings in Kafka's properties format (`key=value` lines, `#` comments): topic
     /// defaults by their topic or broker names (`retention.ms` or `log.retention.ms`,
     /// `min.insync.replicas`, ...) and `num.partitions`, `default.replication.factor`,
-    /// `auto.create.topics.enable`, `replica.lag.time.max.ms`. The file wins over those flags.
+    /// `auto.create.topics.enable`, `replica.lag.time.max.ms`, the limits' Kafka names and
+    /// `max.incremental.fetch.session.cache.slots`. The file wins over those flags.
     #[arg(long, value_name = "FILE")]
     config_file: Option<PathBuf>,
     /// Create unknown topics when clients first use them.
@@ -165,6 +166,15 @@ struct Cli {
     /// How often expired offsets are looked for (offsets.retention.check.interval.ms).
     #[arg(long, default_value_t = 600_000)]
     offsets_retention_check_interval_ms: u64,
+    /// Most fetch sessions (KIP-227) kept (Kafka's max.incremental.fetch.session.cache.slots;
+    /// 0: none, every fetch is a full one). Sessions hold at most 250000 partitions in all;
+    /// a fetch that does not fit gets no session.
+    #[arg(
+        long,
+        default_value_t = 1000,
+        env = "STRAND_MAX_INCREMENTAL_FETCH_SESSION_CACHE_SLOTS"
+    )]
+    max_incremental_fetch_session_cache_slots: usize,
     /// Log format: text or json (use json in containers).
     #[arg(long, default_value = "text", env = "STRAND_LOG_FORMAT")]
     log_format: String,
@@ -252,6 +262,9 @@ fn apply_config_file(cli: &mut Cli, path: &std::path::Path) -> anyhow::Result<()
             }
             "connections.max.idle.ms" => {
                 cli.connections_max_idle_ms = v.parse().map_err(|e| bad(&e))?
+            }
+            "max.incremental.fetch.session.cache.slots" => {
+                cli.max_incremental_fetch_session_cache_slots = v.parse().map_err(|e| bad(&e))?
             }
             // Broker-level names of topic defaults (Kafka's `log.retention.ms` is the default
             // of the topic's `retention.ms`); unknown keys are refused by the topic config.
@@ -361,6 +374,10 @@ fn config_from(cli: &Cli) -> anyhow::Result<BrokerConfig> {
         limits,
         producer_id_expiration_ms: cli.producer_id_expiration_ms,
         cluster_secret,
+        fetch_sessions: broker::api::fetch_session::Settings {
+            slots: cli.max_incremental_fetch_session_cache_slots,
+            ..Default::default()
+        },
     })
 }
 

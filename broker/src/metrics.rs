@@ -35,6 +35,12 @@ pub struct Metrics {
     pub fetch_partition_reads: Counter,
     /// Responses that carried a quota throttle (their connection then paused reading).
     pub throttled_responses: Counter,
+    /// Fetch sessions (KIP-227) cached, the partitions they hold, incremental fetches
+    /// accepted and sessions evicted.
+    pub fetch_sessions: Gauge,
+    pub fetch_session_partitions: Gauge,
+    pub incremental_fetches: Counter,
+    pub fetch_session_evictions: Counter,
     pub log_end_offset: Family<PartitionLabels, Gauge>,
     pub high_watermark: Family<PartitionLabels, Gauge>,
     pub recovery_seconds: Gauge<f64, AtomicU64>,
@@ -60,6 +66,10 @@ impl Default for Metrics {
             response_bytes_unwritten: Gauge::default(),
             fetch_partition_reads: Counter::default(),
             throttled_responses: Counter::default(),
+            fetch_sessions: Gauge::default(),
+            fetch_session_partitions: Gauge::default(),
+            incremental_fetches: Counter::default(),
+            fetch_session_evictions: Counter::default(),
             log_end_offset: Family::default(),
             high_watermark: Family::default(),
             recovery_seconds: Gauge::default(),
@@ -116,6 +126,26 @@ impl Default for Metrics {
             "throttled_responses",
             "Responses throttled by a client quota (throttle_time_ms > 0)",
             m.throttled_responses.clone(),
+        );
+        registry.register(
+            "fetch_sessions",
+            "Fetch sessions cached (max.incremental.fetch.session.cache.slots)",
+            m.fetch_sessions.clone(),
+        );
+        registry.register(
+            "fetch_session_partitions",
+            "Partitions held by all cached fetch sessions",
+            m.fetch_session_partitions.clone(),
+        );
+        registry.register(
+            "incremental_fetches",
+            "Incremental fetches (KIP-227) accepted",
+            m.incremental_fetches.clone(),
+        );
+        registry.register(
+            "fetch_session_evictions",
+            "Fetch sessions evicted to make room for new ones",
+            m.fetch_session_evictions.clone(),
         );
         registry.register(
             "log_end_offset",

@@ -53,6 +53,8 @@ pub struct BrokerConfig {
     /// The secret the cluster's brokers and controller share (`auth`): when set, brokers
     /// authenticate to each other and only they may fetch as replicas.
     pub cluster_secret: Option<Arc<crate::auth::ClusterSecret>>,
+    /// Fetch sessions (KIP-227): how many, and how many partitions they may hold.
+    pub fetch_sessions: crate::api::fetch_session::Settings,
 }
 
 impl BrokerConfig {
@@ -147,6 +149,8 @@ pub struct Broker {
     pub groups: GroupCoordinator,
     /// Client quotas in force and each client's measured rates (`quota`).
     pub quotas: crate::quota::Quotas,
+    /// Incremental fetch sessions (`api::fetch_session`).
+    pub fetch_sessions: Mutex<crate::api::fetch_session::SessionCache>,
 }
 
 impl Broker {
@@ -169,6 +173,9 @@ impl Broker {
             cluster: OnceLock::new(),
             groups: GroupCoordinator::new(config.groups.clone()),
             quotas: crate::quota::Quotas::default(),
+            fetch_sessions: Mutex::new(crate::api::fetch_session::SessionCache::new(
+                config.fetch_sessions,
+            )),
             config,
         };
         if !broker.config.cluster_mode {
@@ -935,6 +942,7 @@ mod tests {
             limits: Default::default(),
             producer_id_expiration_ms: 86_400_000,
             cluster_secret: None,
+            fetch_sessions: Default::default(),
         }
     }
 
@@ -1062,6 +1070,142 @@ mod tests {
         let stamp = std::fs::read_to_string(data.join("again-0/partition.metadata")).unwrap();
         assert!(stamp.contains(&new.id.to_string()), "{stamp}");
         assert!(data.join("again-0/00000000000000000000.log").exists());
+    }
+
+    /// A broker leading "followed" (replicas this one and 3, both in the ISR) with offsets 0-9
+    /// written and not yet fetched by broker 3.
+    fn leading_for_follower_3(data: &Path) -> (Arc<Broker>, Arc<crate::partition::Partition>) {
+        use crate::protocol::batch::{BatchHeader, test_support::batch};
+        let broker = cluster_broker(data);
+        let mut topic = led_here("followed");
+        topic.partitions[0].replicas = vec![NODE, 3];
+        topic.partitions[0].isr = vec![NODE, 3];
+        let mut meta = ClusterMetadata {
+            version: 1,
+            ..ClusterMetadata::default()
+        };
+        meta.topics.insert("followed".into(), topic);
+        broker.apply_metadata(&meta).unwrap();
+        let p = broker.partition("followed", 0).unwrap();
+        let now = crate::clock::now_ms();
+        let b = batch(10, now, (-1, -1, -1), 10);
+        let h = BatchHeader::parse(&b).unwrap();
+        p.append_as_leader(&b, &h, None, false, now).unwrap();
+        assert_eq!(p.high_watermark(), 0, "follower 3 holds nothing yet");
+        (broker, p)
+    }
+
+    /// Broker 3's Fetch v12 of "followed" (`at`: the partition named, at (offset, current
+    /// leader epoch); None: left out), answered at once; returns the response and its record
+    /// bytes.
+    fn follower_3_fetch(
+        broker: &Arc<Broker>,
+        session_id: i32,
+        epoch: i32,
+        at: Option<(i64, i32)>,
+    ) -> (kafka_protocol::messages::FetchResponse, usize) {
+        use crate::api::{Client, Reply};
+        use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+        use kafka_protocol::messages::{FetchRequest, ResponseKind, TopicName};
+        use kafka_protocol::protocol::StrBytes;
+        let client = Client {
+            id: "follower".into(),
+            host: "/127.0.0.1".into(),
+            listener: Arc::from("internal"),
+            principal: None,
+        };
+        let mut r = FetchRequest::default();
+        r.replica_id = 3.into();
+        r.max_bytes = 1 << 20;
+        r.session_id = session_id;
+        r.session_epoch = epoch;
+        if let Some((offset, leader_epoch)) = at {
+            let mut fp = FetchPartition::default();
+            fp.partition = 0;
+            fp.fetch_offset = offset;
+            fp.current_leader_epoch = leader_epoch;
+            fp.partition_max_bytes = 1 << 20;
+            let mut t = FetchTopic::default();
+            t.topic = TopicName(StrBytes::from_static_str("followed"));
+            t.partitions = vec![fp];
+            r.topics = vec![t];
+        }
+        let resp = match crate::api::fetch::handle(broker, r, 12, &client) {
+            Reply::Now(k) => match *k {
+                ResponseKind::Fetch(f) => f,
+                other => panic!("{other:?}"),
+            },
+            _ => panic!("a fetch with max wait 0 answers now"),
+        };
+        let records = resp
+            .responses
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+            .sum::<usize>();
+        (resp, records)
+    }
+
+    /// Fetch sessions and follower progress: a follower's offset counts only as it names it. A
+    /// partition it leaves out of an incremental fetch is read at the offset it last named,
+    /// even after the session returned it records beyond that offset: had the cache advanced
+    /// the offset from the response, this follower, which never said it holds offsets 0-9,
+    /// would have moved the high watermark to 10 and acknowledged writes only the leader has.
+    #[tokio::test]
+    async fn an_omitted_partition_never_counts_as_progress_its_follower_did_not_name() {
+        let root = tempfile::tempdir().unwrap();
+        let (broker, p) = leading_for_follower_3(&root.path().join("data"));
+        // A full fetch at 0 opens the session and returns offsets 0-9.
+        let (r, records) = follower_3_fetch(&broker, 0, 0, Some((0, 1)));
+        let id = r.session_id;
+        assert!(id > 0);
+        assert!(records > 0);
+        assert_eq!(p.high_watermark(), 0);
+        // Incremental fetches leaving the partition out: read at 0 again, never counted past it.
+        for epoch in 1..=3 {
+            let (r, records) = follower_3_fetch(&broker, id, epoch, None);
+            assert_eq!((r.error_code, r.session_id), (0, id));
+            assert!(records > 0, "the session still reads from 0");
+            assert_eq!(p.high_watermark(), 0, "epoch {epoch}");
+        }
+        // Naming 10 proves it.
+        let (r, _) = follower_3_fetch(&broker, id, 4, Some((10, 1)));
+        assert_eq!(r.error_code, 0);
+        assert_eq!(p.high_watermark(), 10);
+        assert_eq!(follower_3_fetch(&broker, id, 5, None).1, 0);
+        assert_eq!(p.high_watermark(), 10);
+    }
+
+    /// A partition left out of an incremental fetch keeps its follower caught up: a follower
+    /// names only partitions whose position changed, so without this an idle follower would
+    /// leave the ISR after replica.lag.time.max.ms.
+    #[tokio::test]
+    async fn an_omitted_partition_keeps_its_follower_caught_up() {
+        let root = tempfile::tempdir().unwrap();
+        let (broker, p) = leading_for_follower_3(&root.path().join("data"));
+        let caught_up_ms_ago = || {
+            let s = p.status(crate::clock::now_ms());
+            s.followers
+                .iter()
+                .find(|f| f.broker == 3)
+                .map(|f| f.caught_up_ms_ago)
+                .unwrap()
+        };
+        let (r, _) = follower_3_fetch(&broker, 0, 0, Some((10, 1)));
+        let id = r.session_id;
+        assert!(id > 0);
+        assert_eq!(p.high_watermark(), 10);
+        for epoch in 1..=2 {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            assert!(caught_up_ms_ago() >= 300);
+            let (r, records) = follower_3_fetch(&broker, id, epoch, None);
+            assert_eq!((r.error_code, records), (0, 0));
+            assert!(
+                caught_up_ms_ago() < 300,
+                "the omitted partition did not count"
+            );
+        }
+        assert_eq!(p.status(crate::clock::now_ms()).isr, vec![NODE, 3]);
     }
 
     /// Producer ids with no append for producer.id.expiration.ms are forgotten when retention

@@ -235,6 +235,18 @@ impl Cluster {
         reqwest::get(url).await.unwrap().json().await.unwrap()
     }
 
+    /// A counter or gauge from broker `id`'s /metrics (0 when absent or unreachable).
+    async fn broker_metric(&self, id: i32, name: &str) -> f64 {
+        let url = format!("http://127.0.0.1:{}/metrics", self.base + 50 + id as u16);
+        let Ok(r) = reqwest::get(url).await else {
+            return 0.0;
+        };
+        let body = r.text().await.unwrap_or_default();
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// A topic with replication factor 3 and min.insync.replicas 2.
     async fn create_topic(&self, name: &str, partitions: i32) {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -365,6 +377,14 @@ async fn killing_leaders_under_acks_all_loses_nothing() {
         cluster.start_broker(victim);
     }
     tokio::time::sleep(Duration::from_millis(3000)).await;
+    // The followers fetch through sessions (KIP-227) across the kills and restarts.
+    let mut incremental = 0.0;
+    for id in 0..3 {
+        incremental += cluster
+            .broker_metric(id, "strand_incremental_fetches_total")
+            .await;
+    }
+    assert!(incremental > 0.0, "no broker served an incremental fetch");
     let (sent, acked, read) = load.finish(&cluster.bootstrap, "jepsen", &[0, 1, 2]).await;
     let line = format!(
         "killing_leaders seed={seed}: sent {sent}, acknowledged {}, stored {}, violations 0",

@@ -2,10 +2,12 @@
 //! request's and each partition's max bytes (the first batch is always whole, KIP-74) and by
 //! the broker's room for unwritten responses, with long polling until min bytes arrive or max
 //! wait passes. A parked fetch judges what it could read from log positions, and reads once,
-//! when it answers (Kafka's DelayedFetch). Fetch sessions (KIP-227) are not kept: the
-//! response's session id 0 tells clients to send full fetches.
+//! when it answers (Kafka's DelayedFetch). Fetch v7+ may use a fetch session (KIP-227,
+//! `fetch_session`): an incremental fetch reads every partition of its session and answers
+//! only those whose answer changed.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,6 +17,9 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind, TopicN
 use kafka_protocol::protocol::StrBytes;
 use tokio::time::Instant;
 
+use super::fetch_session::{
+    Answer, Context, INVALID_SESSION_ID, Key, Session, SessionError, Told, Wanted,
+};
 use super::{Client, Reply, lookup};
 use crate::partition::{FetchError, FetchOutcome, FetchPosition, Fetcher};
 use crate::state::Broker;
@@ -26,92 +31,331 @@ const FETCH_MAX_BYTES: usize = 55 * 1024 * 1024;
 /// Longest wait honoured, whatever the client asks.
 const MAX_WAIT_CAP_MS: i32 = 30_000;
 
+/// First Fetch version with session fields.
+const SESSION_VERSION: i16 = 7;
+
 pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16, client: &Client) -> Reply {
     if let Some(refused) = refused_replica_fetch(broker, &req, client) {
         return Reply::now(ResponseKind::Fetch(refused));
     }
-    if req.session_id != 0 {
-        // Incremental fetch sessions are not kept; the client falls back to a full fetch.
-        let mut r = FetchResponse::default();
-        r.error_code = ResponseError::FetchSessionIdNotFound.code();
-        return Reply::now(ResponseKind::Fetch(r));
-    }
-    let (first, bytes, has_error) = read_all(broker, &req, version, true);
+    let fetcher = fetcher(&req);
+    let plan = match plan(broker, &req, version, fetcher) {
+        Ok(plan) => plan,
+        Err(e) => {
+            tracing::debug!(error = %e, client = %client.host, "fetch session refused");
+            let mut r = FetchResponse::default();
+            r.error_code = match e {
+                SessionError::InvalidEpoch { .. } => ResponseError::InvalidFetchSessionEpoch,
+                SessionError::NotFound(_) | SessionError::TooLarge(_) => {
+                    ResponseError::FetchSessionIdNotFound
+                }
+            }
+            .code();
+            return Reply::now(ResponseKind::Fetch(r));
+        }
+    };
+    let fetch = Fetch {
+        plan,
+        fetcher,
+        max_bytes: req.max_bytes,
+    };
+    let first = fetch.read(broker, true);
     let max_wait = req.max_wait_ms.clamp(0, MAX_WAIT_CAP_MS);
-    if bytes >= req.min_bytes.max(0) as usize || has_error || max_wait == 0 {
-        return Reply::now(ResponseKind::Fetch(first));
+    if first.bytes >= req.min_bytes.max(0) as usize || first.has_error || max_wait == 0 {
+        return Reply::now(ResponseKind::Fetch(fetch.answer(broker, first)));
     }
+    let min_bytes = req.min_bytes.max(0) as u64;
+    // The parked fetch holds its partitions (owned names) or its session, never the request:
+    // decoded strings are slices of the request's frame, which would otherwise stay alive.
+    drop(req);
     let broker = Arc::clone(broker);
-    let req = detached(req);
     // Followers wake when a log grows (their fetch carries new data and moves the high
     // watermark); consumers when a high watermark moves.
-    let mut changes = if fetcher(&req) != Fetcher::Consumer {
+    let mut changes = if fetcher != Fetcher::Consumer {
         broker.signals.log_end.subscribe()
     } else {
         broker.signals.high_watermark.subscribe()
     };
     let deadline = Instant::now() + Duration::from_millis(max_wait as u64);
-    let min_bytes = req.min_bytes.max(0) as u64;
     Reply::Later(Box::pin(async move {
         loop {
             changes.borrow_and_update();
             // Positions only: nothing is read until the fetch answers.
-            if readable(&broker, &req, min_bytes).is_none_or(|bytes| bytes >= min_bytes)
+            if fetch
+                .readable(&broker, min_bytes)
+                .is_none_or(|bytes| bytes >= min_bytes)
                 || tokio::time::timeout_at(deadline, changes.changed())
                     .await
                     .is_err()
             {
-                let (resp, _, _) = read_all(&broker, &req, version, false);
-                return ResponseKind::Fetch(resp);
+                let read = fetch.read(&broker, false);
+                return ResponseKind::Fetch(fetch.answer(&broker, read));
             }
         }
     }))
 }
 
-/// The request with nothing left that points into its frame (decoded strings and unknown
-/// tagged fields are slices of it): a parked fetch would otherwise keep the whole frame alive.
-fn detached(mut req: FetchRequest) -> FetchRequest {
-    let own = |s: &StrBytes| StrBytes::from_string(s.to_string());
-    req.unknown_tagged_fields.clear();
-    req.cluster_id = req.cluster_id.as_ref().map(own);
-    req.rack_id = own(&req.rack_id);
-    req.replica_state.unknown_tagged_fields.clear();
-    req.forgotten_topics_data.clear();
-    for t in &mut req.topics {
-        t.topic = TopicName(own(&t.topic));
-        t.unknown_tagged_fields.clear();
-        for p in &mut t.partitions {
-            p.unknown_tagged_fields.clear();
-        }
-    }
-    req
+/// One partition to read, as asked for.
+struct Target {
+    key: Key,
+    wanted: Wanted,
+    /// A follower's fetch at this offset may count as its progress (see `plan`).
+    proves: bool,
 }
 
-/// What the fetch could read now, from positions alone, bounded as a read would be (and
-/// counted no further than `min_bytes`); `None` when some partition must be answered now (an
-/// error, a leadership change, divergence).
-fn readable(broker: &Broker, req: &FetchRequest, min_bytes: u64) -> Option<u64> {
-    let fetcher = fetcher(req);
-    let mut total = 0u64;
+/// What a fetch reads.
+enum Plan {
+    /// The request's partitions; `open` a session with them when answering.
+    Listed { targets: Vec<Target>, open: bool },
+    /// Every partition of the session; `listed` those this request named.
+    Session {
+        session: Arc<Mutex<Session>>,
+        listed: HashSet<Key>,
+    },
+}
+
+struct Fetch {
+    plan: Plan,
+    fetcher: Fetcher,
+    max_bytes: i32,
+}
+
+/// One pass over the fetch's partitions: each partition's answer, the record bytes read, and
+/// whether any partition has an error (which ends a long poll at once).
+struct Read {
+    parts: Vec<(Key, PartitionData)>,
+    bytes: usize,
+    has_error: bool,
+}
+
+/// Reads the request's session fields (v7+) and finds what the fetch reads. In an incremental
+/// fetch a follower's omitted partitions are read at their cached offsets, the ones it last
+/// named; such an offset counts as the follower's progress only if the follower named it under
+/// a leader epoch, since then a read at any other epoch is fenced: the follower said it holds
+/// that offset to this very leadership, and its log cannot have shrunk since without it naming
+/// the partition again (a truncation changes its fetch offset; a restart opens a new session).
+/// (The replication state also counts no fetch that was not sent for the current epoch; this
+/// keeps the rule where sessions are, should that change.)
+fn plan(
+    broker: &Broker,
+    req: &FetchRequest,
+    version: i16,
+    fetcher: Fetcher,
+) -> Result<Plan, SessionError> {
+    let mut listed = Vec::new();
     for topic in &req.topics {
-        let found = broker.topic(topic.topic.as_str());
+        let name: Arc<str> = Arc::from(topic.topic.as_str());
         for fp in &topic.partitions {
-            let partition = lookup(found.as_deref(), fp.partition).ok()?;
-            let pos = FetchPosition {
+            let key = Key {
+                topic: Arc::clone(&name),
+                partition: fp.partition,
+            };
+            let wanted = Wanted {
                 fetch_offset: fp.fetch_offset,
                 last_fetched_epoch: fp.last_fetched_epoch,
                 current_leader_epoch: fp.current_leader_epoch,
-                max_bytes: 0,
                 log_start_offset: fp.log_start_offset,
+                partition_max_bytes: fp.partition_max_bytes,
             };
-            let bytes = partition.readable_bytes(&pos, fetcher)?;
-            total += bytes.min(fp.partition_max_bytes.max(0) as u64);
-            if total >= min_bytes {
-                return Some(total);
+            listed.push((key, wanted));
+        }
+    }
+    let as_listed = |listed: Vec<(Key, Wanted)>, open| Plan::Listed {
+        targets: listed
+            .into_iter()
+            .map(|(key, wanted)| Target {
+                key,
+                wanted,
+                proves: true,
+            })
+            .collect(),
+        open,
+    };
+    if version < SESSION_VERSION {
+        return Ok(as_listed(listed, false));
+    }
+    let forgotten = req.forgotten_topics_data.iter().flat_map(|t| {
+        let name: Arc<str> = Arc::from(t.topic.as_str());
+        t.partitions.iter().map(move |p| Key {
+            topic: Arc::clone(&name),
+            partition: *p,
+        })
+    });
+    let now = crate::clock::now_ms();
+    let mut cache = broker
+        .fetch_sessions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let context = cache.begin(
+        req.session_id,
+        req.session_epoch,
+        fetcher,
+        now,
+        listed.iter().cloned(),
+        forgotten,
+    );
+    broker.metrics.fetch_sessions.set(cache.len() as i64);
+    broker
+        .metrics
+        .fetch_session_partitions
+        .set(cache.partitions() as i64);
+    drop(cache);
+    Ok(match context? {
+        Context::Sessionless => as_listed(listed, false),
+        Context::Full => as_listed(listed, true),
+        Context::Incremental(session) => {
+            broker.metrics.incremental_fetches.inc();
+            Plan::Session {
+                session,
+                listed: listed.into_iter().map(|(k, _)| k).collect(),
+            }
+        }
+    })
+}
+
+impl Fetch {
+    /// The partitions to read now, in order.
+    fn targets(&self) -> Vec<Target> {
+        match &self.plan {
+            Plan::Listed { targets, .. } => targets
+                .iter()
+                .map(|t| Target {
+                    key: t.key.clone(),
+                    wanted: t.wanted,
+                    proves: t.proves,
+                })
+                .collect(),
+            Plan::Session { session, listed } => {
+                let s = session.lock().unwrap_or_else(|p| p.into_inner());
+                s.partitions()
+                    .map(|(key, wanted)| Target {
+                        key: key.clone(),
+                        wanted: *wanted,
+                        proves: wanted.current_leader_epoch >= 0 || listed.contains(key),
+                    })
+                    .collect()
             }
         }
     }
-    Some(total.min(req.max_bytes.max(0) as u64))
+
+    /// What the fetch could read now, from positions alone, bounded as a read would be (and
+    /// counted no further than `min_bytes`); `None` when some partition must be answered now
+    /// (an error, a leadership change, divergence).
+    fn readable(&self, broker: &Broker, min_bytes: u64) -> Option<u64> {
+        let mut total = 0u64;
+        let mut add = |topic: &str, partition: i32, wanted: &Wanted| -> Option<bool> {
+            let found = broker.topic(topic);
+            let partition = lookup(found.as_deref(), partition).ok()?;
+            let bytes = partition.readable_bytes(&position(wanted, 0), self.fetcher)?;
+            total += bytes.min(wanted.partition_max_bytes.max(0) as u64);
+            Some(total >= min_bytes)
+        };
+        match &self.plan {
+            Plan::Listed { targets, .. } => {
+                for t in targets {
+                    if add(&t.key.topic, t.key.partition, &t.wanted)? {
+                        return Some(total);
+                    }
+                }
+            }
+            Plan::Session { session, .. } => {
+                let s = session.lock().unwrap_or_else(|p| p.into_inner());
+                for (key, wanted) in s.partitions() {
+                    if add(&key.topic, key.partition, wanted)? {
+                        return Some(total);
+                    }
+                }
+            }
+        }
+        Some(total.min(self.max_bytes.max(0) as u64))
+    }
+
+    /// One pass over the fetch's partitions. `first_read` is the fetch's first pass, the one
+    /// whose offsets count as a follower's progress.
+    fn read(&self, broker: &Broker, first_read: bool) -> Read {
+        read_all(
+            broker,
+            &self.targets(),
+            self.fetcher,
+            self.max_bytes,
+            first_read,
+        )
+    }
+
+    /// The response to send, from a read; records what the fetcher is told in its session
+    /// (opening one for a full fetch), and leaves out of an incremental response the
+    /// partitions whose answer did not change.
+    fn answer(&self, broker: &Broker, read: Read) -> FetchResponse {
+        let mut r = FetchResponse::default();
+        let answer_of = |p: &PartitionData| Answer {
+            told: Told {
+                high_watermark: p.high_watermark,
+                last_stable_offset: p.last_stable_offset,
+                log_start_offset: p.log_start_offset,
+                leader_epoch: p.current_leader.leader_epoch,
+            },
+            records: p.records.as_ref().is_some_and(|r| !r.is_empty()),
+            error: p.error_code != 0,
+            diverging: p.diverging_epoch.epoch >= 0,
+        };
+        let parts = match &self.plan {
+            Plan::Listed { targets, open } => {
+                r.session_id = INVALID_SESSION_ID;
+                if *open {
+                    let mut cache = broker
+                        .fetch_sessions
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    let evicted = cache.evictions();
+                    let session = targets
+                        .iter()
+                        .zip(&read.parts)
+                        .map(|(t, (_, p))| (t.key.clone(), t.wanted, answer_of(p)));
+                    let mut random = rand::random::<i32>;
+                    r.session_id =
+                        cache.open(self.fetcher, crate::clock::now_ms(), session, &mut random);
+                    let m = &broker.metrics;
+                    m.fetch_session_evictions
+                        .inc_by(cache.evictions() - evicted);
+                    m.fetch_sessions.set(cache.len() as i64);
+                    m.fetch_session_partitions.set(cache.partitions() as i64);
+                }
+                read.parts
+            }
+            Plan::Session { session, .. } => {
+                let mut s = session.lock().unwrap_or_else(|p| p.into_inner());
+                r.session_id = s.id();
+                read.parts
+                    .into_iter()
+                    .filter(|(key, p)| s.answered(key, &answer_of(p)))
+                    .collect()
+            }
+        };
+        // Consecutive partitions of a topic share its entry (a topic may appear twice when
+        // its partitions are not consecutive in the session's order, as in Kafka).
+        for (key, p) in parts {
+            match r.responses.last_mut() {
+                Some(t) if t.topic.as_str() == &*key.topic => t.partitions.push(p),
+                _ => {
+                    let mut t = FetchableTopicResponse::default();
+                    t.topic = TopicName(StrBytes::from_string(key.topic.to_string()));
+                    t.partitions.push(p);
+                    r.responses.push(t);
+                }
+            }
+        }
+        r
+    }
+}
+
+fn position(wanted: &Wanted, max_bytes: usize) -> FetchPosition {
+    FetchPosition {
+        fetch_offset: wanted.fetch_offset,
+        last_fetched_epoch: wanted.last_fetched_epoch,
+        current_leader_epoch: wanted.current_leader_epoch,
+        max_bytes,
+        log_start_offset: wanted.log_start_offset,
+    }
 }
 
 static REFUSED_REPLICA_WARNINGS: crate::log_limit::Limit =
@@ -168,89 +412,86 @@ fn fetcher(req: &FetchRequest) -> Fetcher {
     }
 }
 
-/// One pass over the requested partitions: the response, the record bytes in it, and whether
-/// any partition has an error (which ends a long poll at once). `first_read` is the fetch's
-/// first pass, the one whose offsets count as a follower's progress.
+/// Reads `targets` in order, within `max_bytes` and the broker's room for responses.
 fn read_all(
     broker: &Broker,
-    req: &FetchRequest,
-    _version: i16,
+    targets: &[Target],
+    fetcher: Fetcher,
+    max_bytes: i32,
     first_read: bool,
-) -> (FetchResponse, usize, bool) {
-    let mut r = FetchResponse::default();
-    let fetcher = fetcher(req);
+) -> Read {
     // Kafka's fetch.max.bytes default caps what one response may carry, whatever is asked, and
     // for consumers so does the room left for responses not yet written (the first batch
     // still goes whole). Followers are exempt: clients that never read must not be able to
     // starve replication, and the brokers are few.
-    let mut remaining = (req.max_bytes.max(1) as usize).min(FETCH_MAX_BYTES);
+    let mut remaining = (max_bytes.max(1) as usize).min(FETCH_MAX_BYTES);
     if fetcher == Fetcher::Consumer {
         remaining = remaining.min(broker.memory.response_room());
     }
     let mut total = 0usize;
     let mut has_error = false;
     let now = crate::clock::now_ms();
-    for topic in &req.topics {
-        let found = broker.topic(topic.topic.as_str());
-        let mut t = FetchableTopicResponse::default();
-        t.topic = topic.topic.clone();
-        t.topic_id = topic.topic_id;
-        for fp in &topic.partitions {
-            let mut p = PartitionData::default();
-            p.partition_index = fp.partition;
-            let partition = match lookup(found.as_deref(), fp.partition) {
-                Ok(partition) => partition,
-                Err(code) => {
-                    p.error_code = code.code();
-                    has_error = true;
-                    t.partitions.push(p);
-                    continue;
-                }
-            };
-            let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
-            // Only the first partition with data may exceed the limits (to make progress).
-            let limit = if total == 0 { limit.max(1) } else { limit };
-            let pos = FetchPosition {
-                fetch_offset: fp.fetch_offset,
-                last_fetched_epoch: fp.last_fetched_epoch,
-                current_leader_epoch: fp.current_leader_epoch,
-                max_bytes: limit,
-                log_start_offset: fp.log_start_offset,
-            };
-            let read = partition.read_for_fetch(pos, fetcher, first_read, now);
-            broker.metrics.fetch_partition_reads.inc();
-            broker.propose_isr(partition, read.proposal);
-            match read.result {
-                Ok(fetched) => {
-                    p.high_watermark = fetched.high_watermark;
-                    p.last_stable_offset = fetched.high_watermark;
-                    p.log_start_offset = fetched.log_start_offset;
-                    p.current_leader.leader_id = broker.config.node_id.into();
-                    p.current_leader.leader_epoch = fetched.leader_epoch;
-                    match fetched.outcome {
-                        FetchOutcome::Diverging { epoch, end_offset } => {
-                            p.diverging_epoch.epoch = epoch;
-                            p.diverging_epoch.end_offset = end_offset;
-                        }
-                        FetchOutcome::Records(bytes) => {
-                            // Later partitions get only what fits.
-                            let bytes = if total > 0 && bytes.len() > limit {
-                                Vec::new()
-                            } else {
-                                bytes
-                            };
-                            total += bytes.len();
-                            remaining = remaining.saturating_sub(bytes.len());
-                            broker.metrics.bytes_out.inc_by(bytes.len() as u64);
-                            if limit > 0 {
-                                p.records = Some(Bytes::from(bytes));
-                            }
+    let mut parts = Vec::with_capacity(targets.len());
+    let mut found: Option<(&str, Option<Arc<crate::state::Topic>>)> = None;
+    for target in targets {
+        let topic = match &found {
+            Some((name, t)) if *name == &*target.key.topic => t.clone(),
+            _ => {
+                let t = broker.topic(&target.key.topic);
+                found = Some((&target.key.topic, t.clone()));
+                t
+            }
+        };
+        let fp = &target.wanted;
+        let mut p = PartitionData::default();
+        p.partition_index = target.key.partition;
+        let partition = match lookup(topic.as_deref(), target.key.partition) {
+            Ok(partition) => partition,
+            Err(code) => {
+                p.error_code = code.code();
+                has_error = true;
+                parts.push((target.key.clone(), p));
+                continue;
+            }
+        };
+        let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
+        // Only the first partition with data may exceed the limits (to make progress).
+        let limit = if total == 0 { limit.max(1) } else { limit };
+        let pos = position(fp, limit);
+        let read = partition.read_for_fetch(pos, fetcher, first_read && target.proves, now);
+        broker.metrics.fetch_partition_reads.inc();
+        broker.propose_isr(partition, read.proposal);
+        match read.result {
+            Ok(fetched) => {
+                p.high_watermark = fetched.high_watermark;
+                p.last_stable_offset = fetched.high_watermark;
+                p.log_start_offset = fetched.log_start_offset;
+                p.current_leader.leader_id = broker.config.node_id.into();
+                p.current_leader.leader_epoch = fetched.leader_epoch;
+                match fetched.outcome {
+                    FetchOutcome::Diverging { epoch, end_offset } => {
+                        p.diverging_epoch.epoch = epoch;
+                        p.diverging_epoch.end_offset = end_offset;
+                    }
+                    FetchOutcome::Records(bytes) => {
+                        // Later partitions get only what fits.
+                        let bytes = if total > 0 && bytes.len() > limit {
+                            Vec::new()
+                        } else {
+                            bytes
+                        };
+                        total += bytes.len();
+                        remaining = remaining.saturating_sub(bytes.len());
+                        broker.metrics.bytes_out.inc_by(bytes.len() as u64);
+                        if limit > 0 {
+                            p.records = Some(Bytes::from(bytes));
                         }
                     }
                 }
-                Err(e) => {
-                    has_error = true;
-                    p.error_code = match e {
+            }
+            Err(e) => {
+                has_error = true;
+                p.error_code = match e {
                         FetchError::FencedLeaderEpoch(_) => ResponseError::FencedLeaderEpoch,
                         FetchError::UnknownLeaderEpoch(_) => ResponseError::UnknownLeaderEpoch,
                         FetchError::NotLeader {
@@ -275,11 +516,13 @@ fn read_all(
                         }
                     }
                     .code();
-                }
             }
-            t.partitions.push(p);
         }
-        r.responses.push(t);
+        parts.push((target.key.clone(), p));
     }
-    (r, total, has_error)
+    Read {
+        parts,
+        bytes: total,
+        has_error,
+    }
 }

@@ -1,14 +1,15 @@
 //! Follower fetch: one task per leader broker fetches every partition this broker follows
 //! from it (Fetch v12 with our replica id and each partition's last fetched epoch), truncates
 //! where the leader reports a diverging epoch, appends what it gets verbatim, and takes the
-//! leader's high watermark.
+//! leader's high watermark. It keeps a fetch session (KIP-227) with each leader: a fetch names
+//! only the partitions whose position changed since the leader last heard it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::{Notify, watch};
@@ -141,13 +142,14 @@ impl FetcherManager {
     }
 }
 
-fn request(
-    node_id: i32,
+/// Where this follower stands in each partition, as a Fetch names it; computed from the logs
+/// every round.
+fn positions(
     settings: &FetcherSettings,
     parts: &BTreeMap<Key, Arc<Partition>>,
-) -> FetchRequest {
-    let mut topics: BTreeMap<&str, FetchTopic> = BTreeMap::new();
-    for ((topic, _), p) in parts {
+) -> BTreeMap<Key, FetchPartition> {
+    let mut out = BTreeMap::new();
+    for (key, p) in parts {
         let (leo, last_epoch, log_start) = {
             let log = p.log();
             (
@@ -164,21 +166,122 @@ fn request(
         fp.partition_max_bytes = settings.partition_max_bytes;
         // The leader's DeleteRecords waits until its followers' starts reach the offset.
         fp.log_start_offset = log_start;
+        out.insert(key.clone(), fp);
+    }
+    out
+}
+
+/// This follower's fetch session with one leader (KIP-227; Kafka's FetchSessionHandler): the
+/// positions the leader's session holds for it. A request names only the partitions whose
+/// position differs from those (an append, a truncation, a restart at the log start, a new
+/// leader epoch: anything), so the leader never reads an omitted partition at an offset this
+/// log does not end at, and forgets the partitions no longer fetched (moved away, or sitting
+/// out a backoff). Any doubt (an error, a lost answer, a reconnect) falls back to a full fetch.
+#[derive(Debug, Default)]
+struct Session {
+    /// 0: none.
+    id: i32,
+    /// 0: the next fetch is a full one (closing `id` if set, opening a new session).
+    next_epoch: i32,
+    held: HashMap<Key, FetchPartition>,
+}
+
+impl Session {
+    /// Starts over with a full fetch that also closes the current session on the leader.
+    fn restart(&mut self) {
+        self.next_epoch = 0;
+        self.held.clear();
+    }
+
+    /// Records the leader's answer to `req` (which `request` built from this state).
+    fn answered(
+        &mut self,
+        req: &FetchRequest,
+        resp: &FetchResponse,
+        positions: &BTreeMap<Key, FetchPartition>,
+    ) {
+        if resp.error_code != 0 || resp.session_id == 0 {
+            // FETCH_SESSION_ID_NOT_FOUND, INVALID_FETCH_SESSION_EPOCH, or no session given.
+            if resp.session_id == 0 && resp.error_code == 0 {
+                self.id = 0;
+            }
+            self.restart();
+            return;
+        }
+        if req.session_epoch == 0 {
+            self.id = resp.session_id;
+            self.held = positions
+                .iter()
+                .map(|(k, p)| (k.clone(), p.clone()))
+                .collect();
+        } else {
+            if resp.session_id != self.id {
+                self.restart();
+                return;
+            }
+            for t in &req.forgotten_topics_data {
+                for p in &t.partitions {
+                    self.held.remove(&(t.topic.as_str().to_string(), *p));
+                }
+            }
+            for t in &req.topics {
+                for p in &t.partitions {
+                    self.held
+                        .insert((t.topic.as_str().to_string(), p.partition), p.clone());
+                }
+            }
+        }
+        self.next_epoch = if req.session_epoch == i32::MAX {
+            1
+        } else {
+            req.session_epoch + 1
+        };
+    }
+}
+
+/// The next Fetch: full (every partition) when there is no session, incremental otherwise.
+fn request(
+    node_id: i32,
+    settings: &FetcherSettings,
+    positions: &BTreeMap<Key, FetchPartition>,
+    session: &Session,
+) -> FetchRequest {
+    let full = session.next_epoch == 0;
+    let mut topics: BTreeMap<&str, FetchTopic> = BTreeMap::new();
+    for ((topic, _), fp) in positions
+        .iter()
+        .filter(|(key, fp)| full || session.held.get(*key) != Some(*fp))
+    {
         let t = topics.entry(topic.as_str()).or_insert_with(|| {
             let mut t = FetchTopic::default();
             t.topic = TopicName(StrBytes::from_string(topic.clone()));
             t
         });
-        t.partitions.push(fp);
+        t.partitions.push(fp.clone());
     }
     let mut r = FetchRequest::default();
     r.replica_id = node_id.into();
     r.max_wait_ms = settings.max_wait.as_millis() as i32;
     r.min_bytes = 1;
     r.max_bytes = 16 << 20;
-    r.session_id = 0;
-    r.session_epoch = -1;
+    r.session_id = session.id;
+    r.session_epoch = session.next_epoch;
     r.topics = topics.into_values().collect();
+    if !full {
+        let mut forgotten: BTreeMap<&str, ForgottenTopic> = BTreeMap::new();
+        for (topic, index) in session.held.keys().filter(|k| !positions.contains_key(*k)) {
+            forgotten
+                .entry(topic.as_str())
+                .or_insert_with(|| {
+                    let mut t = ForgottenTopic::default();
+                    t.topic = TopicName(StrBytes::from_string(topic.clone()));
+                    t
+                })
+                .partitions
+                .push(*index);
+        }
+        r.forgotten_topics_data = forgotten.into_values().collect();
+    }
     r
 }
 
@@ -187,27 +290,17 @@ fn request(
 /// backoff before being fetched again (Kafka's delayed partitions), so an error the leader
 /// answers at once cannot make the fetcher spin.
 fn apply(
-    req: &FetchRequest,
+    positions: &BTreeMap<Key, FetchPartition>,
     resp: &FetchResponse,
     parts: &BTreeMap<Key, Arc<Partition>>,
 ) -> Vec<Key> {
-    let sent: HashMap<(&str, i32), &FetchPartition> = req
-        .topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions
-                .iter()
-                .map(move |p| ((t.topic.as_str(), p.partition), p))
-        })
-        .collect();
     let mut failed = Vec::new();
     for t in &resp.responses {
         for pd in &t.partitions {
             let key = (t.topic.as_str().to_string(), pd.partition_index);
-            let (Some(p), Some(fp)) = (
-                parts.get(&key),
-                sent.get(&(t.topic.as_str(), pd.partition_index)),
-            ) else {
+            // A partition the request left out was read at the position the session holds,
+            // which is this one (else the request would have named it).
+            let (Some(p), Some(fp)) = (parts.get(&key), positions.get(&key)) else {
                 continue;
             };
             let outcome = if pd.error_code == ResponseError::OffsetOutOfRange.code() {
@@ -270,6 +363,7 @@ async fn run(
     let mut last_warn: Option<Instant> = None;
     // Partitions that failed, and until when they sit out.
     let mut delayed: HashMap<Key, Instant> = HashMap::new();
+    let mut session = Session::default();
     loop {
         if *stop.borrow() {
             return;
@@ -335,7 +429,8 @@ async fn run(
                 }
             }
         }
-        let req = request(node_id, &settings, &parts);
+        let positions = positions(&settings, &parts);
+        let req = request(node_id, &settings, &positions, &session);
         let Some(c) = conn.as_mut() else { continue };
         let sent = tokio::select! {
             r = tokio::time::timeout(settings.max_wait + Duration::from_secs(10), c.send(&req, FETCH_VERSION)) => r,
@@ -346,19 +441,124 @@ async fn run(
                 // A failed partition (e.g. not leader any more: wait for metadata) sits out
                 // the backoff; when all have, the loop waits above.
                 let until = Instant::now() + settings.backoff;
-                for key in apply(&req, &resp, &parts) {
+                for key in apply(&positions, &resp, &parts) {
                     delayed.insert(key, until);
                 }
+                session.answered(&req, &resp, &positions);
             }
             Ok(Err(e)) => {
                 debug!(leader, error = %e, "fetch failed; reconnecting");
                 conn = None;
+                session.restart();
                 tokio::time::sleep(settings.backoff).await;
             }
             Err(_) => {
                 debug!(leader, "no fetch answer in time; reconnecting");
                 conn = None;
+                session.restart();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::error::ResponseError;
+
+    fn pos(offset: i64) -> FetchPartition {
+        let mut fp = FetchPartition::default();
+        fp.fetch_offset = offset;
+        fp.current_leader_epoch = 3;
+        fp
+    }
+
+    fn key(p: i32) -> Key {
+        ("t".to_string(), p)
+    }
+
+    fn named(r: &FetchRequest) -> Vec<(i32, i64)> {
+        r.topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| (p.partition, p.fetch_offset)))
+            .collect()
+    }
+
+    fn positions(offsets: &[(i32, i64)]) -> BTreeMap<Key, FetchPartition> {
+        offsets
+            .iter()
+            .map(|(p, o)| {
+                let mut fp = pos(*o);
+                fp.partition = *p;
+                (key(*p), fp)
+            })
+            .collect()
+    }
+
+    fn answer(session_id: i32, error: Option<ResponseError>) -> FetchResponse {
+        let mut r = FetchResponse::default();
+        r.session_id = session_id;
+        r.error_code = error.map_or(0, |e| e.code());
+        r
+    }
+
+    /// A partition is left out of a fetch only while its position is exactly what the
+    /// leader's session holds; anything else names it, and any doubt is a full fetch.
+    #[test]
+    fn a_follower_names_every_partition_whose_position_changed() {
+        let s_ = FetcherSettings::default();
+        let mut s = Session::default();
+        let at = positions(&[(0, 10), (1, 20), (2, 30)]);
+        let r = request(1, &s_, &at, &s);
+        assert_eq!((r.session_id, r.session_epoch), (0, 0));
+        assert_eq!(named(&r), vec![(0, 10), (1, 20), (2, 30)]);
+        s.answered(&r, &answer(7, None), &at);
+
+        // Nothing moved: an empty incremental fetch.
+        let r = request(1, &s_, &at, &s);
+        assert_eq!((r.session_id, r.session_epoch), (7, 1));
+        assert!(named(&r).is_empty() && r.forgotten_topics_data.is_empty());
+        s.answered(&r, &answer(7, None), &at);
+
+        // An append on 0, a truncation on 1, a new leader epoch on 2... all named; a
+        // partition no longer fetched is forgotten.
+        let mut moved = positions(&[(0, 15), (1, 12), (2, 30)]);
+        moved.get_mut(&key(2)).unwrap().current_leader_epoch = 4;
+        let r = request(1, &s_, &moved, &s);
+        assert_eq!(r.session_epoch, 2);
+        assert_eq!(named(&r), vec![(0, 15), (1, 12), (2, 30)]);
+        s.answered(&r, &answer(7, None), &moved);
+        let fewer = positions(&[(0, 15), (2, 30)]);
+        let mut fewer = fewer;
+        fewer.get_mut(&key(2)).unwrap().current_leader_epoch = 4;
+        let r = request(1, &s_, &fewer, &s);
+        assert!(named(&r).is_empty());
+        assert_eq!(r.forgotten_topics_data.len(), 1);
+        assert_eq!(r.forgotten_topics_data[0].partitions, vec![1]);
+        s.answered(&r, &answer(7, None), &fewer);
+        // Back again: named.
+        let r = request(1, &s_, &moved, &s);
+        assert_eq!(named(&r), vec![(1, 12)]);
+
+        // The leader refuses the epoch: a full fetch that closes session 7.
+        s.answered(
+            &r,
+            &answer(0, Some(ResponseError::InvalidFetchSessionEpoch)),
+            &moved,
+        );
+        let r = request(1, &s_, &moved, &s);
+        assert_eq!((r.session_id, r.session_epoch), (7, 0));
+        assert_eq!(named(&r).len(), 3);
+        // No session given (the leader's cache is full): full fetches from then on.
+        s.answered(&r, &answer(0, None), &moved);
+        let r = request(1, &s_, &moved, &s);
+        assert_eq!((r.session_id, r.session_epoch), (0, 0));
+        assert_eq!(named(&r).len(), 3);
+        // A lost answer: full again.
+        s.answered(&r, &answer(9, None), &moved);
+        s.restart();
+        let r = request(1, &s_, &moved, &s);
+        assert_eq!((r.session_id, r.session_epoch), (9, 0));
+        assert_eq!(named(&r).len(), 3);
     }
 }
