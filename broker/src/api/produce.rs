@@ -166,6 +166,13 @@ pub fn validate_client_batch(
     Ok(header)
 }
 
+/// Appends of this size or more run off the runtime's workers (same thread, same order): one
+/// may roll a segment, whose fsync of a whole segment of dirty pages (1 GiB by default) holds
+/// the thread for hundreds of milliseconds, and writes this large can stall in the kernel's
+/// dirty-page throttling. On the runtime that held up every other connection (bench/abuse.sh
+/// greedy: a well-behaved client's ApiVersions p99 went to 500 ms).
+pub const LARGE_APPEND: usize = 64 * 1024;
+
 fn append_partition(
     broker: &Broker,
     partition: &Arc<Partition>,
@@ -184,7 +191,13 @@ fn append_partition(
             return Outcome::failed(index, code, message);
         }
     };
-    match partition.append_as_leader(records, &header, None, acks == -1, now_ms) {
+    let append = || partition.append_as_leader(records, &header, None, acks == -1, now_ms);
+    let appended = if records.len() >= LARGE_APPEND {
+        crate::blocking::off_runtime(append)
+    } else {
+        append()
+    };
+    match appended {
         Ok(LeaderAppend {
             info,
             leader_epoch,

@@ -441,7 +441,20 @@ async fn run(
                 // A failed partition (e.g. not leader any more: wait for metadata) sits out
                 // the backoff; when all have, the loop waits above.
                 let until = Instant::now() + settings.backoff;
-                for key in apply(&positions, &resp, &parts) {
+                // Large appends (they may roll a segment: an fsync of up to a segment) run off
+                // the runtime, as a leader's do (`api::produce::LARGE_APPEND`).
+                let bytes: usize = resp
+                    .responses
+                    .iter()
+                    .flat_map(|t| &t.partitions)
+                    .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+                    .sum();
+                let failed = if bytes >= crate::api::produce::LARGE_APPEND {
+                    crate::blocking::off_runtime(|| apply(&positions, &resp, &parts))
+                } else {
+                    apply(&positions, &resp, &parts)
+                };
+                for key in failed {
                     delayed.insert(key, until);
                 }
                 session.answered(&req, &resp, &positions);
