@@ -152,6 +152,11 @@ pub fn entity_from_parts<'a>(
                 "empty {entity_type} name (the default is a null name)"
             )));
         }
+        if name.is_some_and(|n| n.len() > MAX_NAME_BYTES) {
+            return Err(invalid(format!(
+                "{entity_type} names for quotas are limited to {MAX_NAME_BYTES} bytes"
+            )));
+        }
         *slot = Some(Name::from_wire(name));
     }
     if entity.user.is_none() && entity.client_id.is_none() {
@@ -204,22 +209,19 @@ pub fn check(alteration: &Alteration) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// Most entities with quotas: they travel in every metadata image, so they are bounded.
-pub const MAX_ENTITIES: usize = 100_000;
+/// Most bytes the quota configuration may take as JSON: it travels in every metadata image,
+/// and on Kubernetes the controller's whole state lives in one object (etcd keeps objects
+/// under 1.5 MiB). Some 3,000 entities with short names.
+pub const MAX_QUOTA_BYTES: usize = 256 * 1024;
+
+/// Longest user or client id name a quota may be set on.
+pub const MAX_NAME_BYTES: usize = 1024;
 
 /// Applies a checked alteration; an entity left with no quota is dropped. Returns whether
 /// anything changed.
 pub fn apply(quotas: &mut Vec<ClientQuota>, alteration: &Alteration) -> Result<bool, Invalid> {
     check(alteration)?;
     let at = quotas.iter().position(|q| q.entity == alteration.entity);
-    if at.is_none()
-        && quotas.len() >= MAX_ENTITIES
-        && alteration.ops.iter().any(|o| o.value.is_some())
-    {
-        return Err(invalid(format!(
-            "at most {MAX_ENTITIES} entities may have quotas; remove some first"
-        )));
-    }
     let mut values = at.map(|i| quotas[i].values.clone()).unwrap_or_default();
     for op in &alteration.ops {
         match op.value {
@@ -237,10 +239,18 @@ pub fn apply(quotas: &mut Vec<ClientQuota>, alteration: &Alteration) -> Result<b
         }
         (Some(i), false) => quotas[i].values = values,
         (None, _) => {
-            quotas.push(ClientQuota {
+            let added = ClientQuota {
                 entity: alteration.entity.clone(),
                 values,
-            });
+            };
+            let size = |q: &[ClientQuota]| serde_json::to_vec(q).map_or(usize::MAX, |v| v.len());
+            if size(quotas).saturating_add(size(std::slice::from_ref(&added))) > MAX_QUOTA_BYTES {
+                return Err(invalid(format!(
+                    "the quota configuration is limited to {MAX_QUOTA_BYTES} bytes; remove \
+                     some entities first"
+                )));
+            }
+            quotas.push(added);
             quotas.sort_by(|a, b| a.entity.cmp(&b.entity));
         }
     }
@@ -465,15 +475,29 @@ mod tests {
         assert!(apply(&mut q, &bad).is_err());
         assert!(q.is_empty());
         // Bounded: a new entity past the limit is refused; existing ones still change.
-        for i in 0..MAX_ENTITIES {
-            q.push(ClientQuota {
-                entity: e(Some(Some(&format!("u{i}"))), None),
-                values: BTreeMap::from([(PRODUCER_BYTE_RATE.to_string(), Value(1.0))]),
-            });
+        let mut i = 0;
+        while serde_json::to_vec(&q).unwrap().len() < MAX_QUOTA_BYTES - 100 {
+            for _ in 0..50 {
+                q.push(ClientQuota {
+                    entity: e(Some(Some(&format!("u{i}"))), None),
+                    values: BTreeMap::from([(PRODUCER_BYTE_RATE.to_string(), Value(1.0))]),
+                });
+                i += 1;
+            }
         }
-        assert!(apply(&mut q, &set(&alice, PRODUCER_BYTE_RATE, 1.0)).is_err());
+        while q.len() > 1 && serde_json::to_vec(&q).unwrap().len() > MAX_QUOTA_BYTES - 100 {
+            q.pop();
+            i -= 1;
+        }
+        q.sort_by(|a, b| a.entity.cmp(&b.entity));
+        assert!(i > 2000, "only {i} entities fit");
+        assert!(serde_json::to_vec(&q).unwrap().len() <= MAX_QUOTA_BYTES);
+        let wide = e(Some(Some(&"w".repeat(MAX_NAME_BYTES))), None);
+        assert!(apply(&mut q, &set(&wide, PRODUCER_BYTE_RATE, 1.0)).is_err());
         let u0 = e(Some(Some("u0")), None);
         assert!(apply(&mut q, &set(&u0, PRODUCER_BYTE_RATE, 2.0)).unwrap());
+        let long = "n".repeat(MAX_NAME_BYTES + 1);
+        assert!(entity_from_parts([(USER, Some(long.as_str()))]).is_err());
     }
 
     #[test]

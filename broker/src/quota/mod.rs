@@ -94,16 +94,36 @@ impl Kind {
 /// Whose rate: the parts of the client's identity that the applying entity names (a quota on
 /// `user=alice` is shared by all of alice's clients; one on `client-id=<default>` is each
 /// client id's own).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Names are kept as keyed hashes: a client id may be 32 KiB long, and 50,000 of those must
+/// not cost more than 50,000 small keys. (Two names colliding under a random 64-bit key only
+/// share a rate.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct SensorKey {
     kind: Kind,
-    user: Option<String>,
-    client_id: Option<String>,
+    user: Option<u64>,
+    client_id: Option<u64>,
 }
 
 struct Sensor {
     rate: Rate,
     last_ms: u64,
+}
+
+#[derive(Default)]
+struct Sensors {
+    by_key: HashMap<SensorKey, Sensor>,
+    /// Names are hashed with a key of this process's own.
+    names: std::collections::hash_map::RandomState,
+    /// When idle sensors were last swept (at most once a window, so a full table costs a
+    /// sweep per window, not per request).
+    swept_ms: Option<u64>,
+}
+
+impl Sensors {
+    fn hash(&self, name: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.names.hash_one(name)
+    }
 }
 
 /// The quotas in force, indexed by entity (a request looks up to eight entities per key).
@@ -117,7 +137,9 @@ struct InForce {
 #[derive(Default)]
 pub struct Quotas {
     config: RwLock<Arc<InForce>>,
-    sensors: Mutex<HashMap<SensorKey, Sensor>>,
+    /// Whether any quota is set: when none is (the default), a request costs one load.
+    any: std::sync::atomic::AtomicBool,
+    sensors: Mutex<Sensors>,
     /// Serialises standalone alterations (read, apply, write the file, put in force).
     changes: Mutex<()>,
 }
@@ -131,6 +153,8 @@ impl Quotas {
             .enumerate()
             .map(|(i, q)| (q.entity.clone(), i))
             .collect();
+        self.any
+            .store(!quotas.is_empty(), std::sync::atomic::Ordering::Relaxed);
         let in_force = InForce {
             list: Arc::new(quotas),
             by_entity,
@@ -153,12 +177,7 @@ impl Quotas {
 
     /// Whether any quota is set (when none is, nothing is measured at all).
     pub fn any(&self) -> bool {
-        !self
-            .config
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .list
-            .is_empty()
+        self.any.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Counts `value` against the client's `kind` quota, if one applies, and answers the
@@ -169,39 +188,44 @@ impl Quotas {
         let Some((entity, quota)) = config::resolve_by(find, user, client_id, kind.key()) else {
             return 0;
         };
+        let mut sensors = self.sensors.lock().unwrap_or_else(|p| p.into_inner());
         let key = SensorKey {
             kind,
-            user: entity.user.as_ref().map(|_| user.to_string()),
-            client_id: entity.client_id.as_ref().map(|_| client_id.to_string()),
+            user: entity.user.as_ref().map(|_| sensors.hash(user)),
+            client_id: entity.client_id.as_ref().map(|_| sensors.hash(client_id)),
         };
-        let mut sensors = self.sensors.lock().unwrap_or_else(|p| p.into_inner());
-        let key = if sensors.contains_key(&key) || sensors.len() < MAX_SENSORS {
-            key
-        } else {
-            // A sensor idle for a whole window holds nothing; drop those first.
-            let window = rate::SAMPLES as u64 * rate::SAMPLE_MS;
-            sensors.retain(|_, s| s.last_ms + window > now_ms);
-            if sensors.len() < MAX_SENSORS {
-                key
-            } else {
-                SensorKey {
-                    kind,
-                    user: None,
-                    client_id: None,
-                }
+        let window = rate::SAMPLES as u64 * rate::SAMPLE_MS;
+        let full = |s: &Sensors| s.by_key.len() >= MAX_SENSORS && !s.by_key.contains_key(&key);
+        if full(&sensors) && sensors.swept_ms.is_none_or(|t| t + window <= now_ms) {
+            // A sensor idle for a whole window holds nothing; drop those.
+            sensors.by_key.retain(|_, s| s.last_ms + window > now_ms);
+            sensors.swept_ms = Some(now_ms);
+        }
+        let key = if full(&sensors) {
+            SensorKey {
+                kind,
+                user: None,
+                client_id: None,
             }
+        } else {
+            key
         };
-        let sensor = sensors.entry(key).or_insert_with(|| Sensor {
+        let sensor = sensors.by_key.entry(key).or_insert_with(|| Sensor {
             rate: Rate::default(),
             last_ms: now_ms,
         });
         sensor.last_ms = now_ms;
-        sensor.rate.record(now_ms, value, quota)
+        // Kafka caps only the request-time throttle, at one sample window.
+        let cap = match kind {
+            Kind::Request => rate::SAMPLE_MS,
+            Kind::Produce | Kind::Fetch => u64::MAX,
+        };
+        sensor.rate.record(now_ms, value, quota, cap)
     }
 
     #[cfg(test)]
     fn sensors(&self) -> usize {
-        self.sensors.lock().unwrap().len()
+        self.sensors.lock().unwrap().by_key.len()
     }
 }
 
