@@ -385,13 +385,28 @@ check_configs() {
     fi
 }
 
+# describe_quota ENTITY-ARGS... -- PATTERN...: kafka-configs --describe until every PATTERN
+# shows (a cluster's other brokers apply the controller's metadata a moment later), 10 tries.
+describe_quota() {
+    local args=() try p ok
+    while [[ $1 != -- ]]; do args+=("$1"); shift; done
+    shift
+    for try in 1 2 3 4 5 6 7 8 9 10; do
+        tool "$CONFIGS" --describe "${args[@]}"
+        ok=1
+        for p in "$@"; do has "$p" || ok=0; done
+        [[ $RC -eq 0 && $ok -eq 1 ]] && return 0
+        sleep 0.5
+    done
+    return 1
+}
+
 # check_quotas: client quotas with kafka-configs (users and clients), enforced on a producer.
 check_quotas() {
     local client="$T-perf"
     tool "$CONFIGS" --alter --entity-type clients --entity-name "$client" --add-config producer_byte_rate=20480
     if [[ $RC -eq 0 ]] && has "^Completed updating config for client $client\.$"; then
-        tool "$CONFIGS" --describe --entity-type clients --entity-name "$client"
-        if [[ $RC -eq 0 ]] && has "producer_byte_rate=20480"; then
+        if describe_quota --entity-type clients --entity-name "$client" -- "producer_byte_rate=20480"; then
             pass "kafka-configs --entity-type clients --add-config producer_byte_rate=20480: --describe shows it"
         else
             fail "kafka-configs --describe --entity-type clients $client: want producer_byte_rate=20480"
@@ -403,8 +418,8 @@ check_quotas() {
     tool "$CONFIGS" --alter --entity-type users --entity-name "$T-user" --entity-type clients \
         --entity-default --add-config consumer_byte_rate=4096,request_percentage=50
     if [[ $RC -eq 0 ]]; then
-        tool "$CONFIGS" --describe --entity-type users --entity-name "$T-user" --entity-type clients --entity-default
-        if [[ $RC -eq 0 ]] && has "consumer_byte_rate=4096" && has "request_percentage=50"; then
+        if describe_quota --entity-type users --entity-name "$T-user" --entity-type clients --entity-default \
+            -- "consumer_byte_rate=4096" "request_percentage=50"; then
             pass "kafka-configs --entity-type users --entity-name U --entity-type clients --entity-default: set and described"
         else
             fail "kafka-configs --describe of user $T-user's default client: want consumer_byte_rate=4096 and request_percentage=50"

@@ -4,6 +4,7 @@
 //! metadata carries. Alterations are checked here first, so `validate_only` answers exactly
 //! what a real change would, and an entity refused changes nothing.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
@@ -16,9 +17,10 @@ use kafka_protocol::messages::{
     DescribeClientQuotasResponse, ResponseKind,
 };
 
-use super::topic_admin::{Admin, Refusal, controller_refusal, shown};
+use super::topic_admin::{Admin, Refusal, SHOWN_WITHIN, controller_refusal};
 use super::{Reply, str_bytes};
-use crate::quota::config::{self, Alteration, Filter, Invalid, Op};
+use crate::quota::ClientQuota;
+use crate::quota::config::{self, Alteration, Entity, Filter, Invalid, Op};
 use crate::state::Broker;
 
 pub fn handle_describe(
@@ -75,50 +77,59 @@ pub fn handle_describe(
     r
 }
 
-/// One request entry, parsed and checked.
-fn alteration(
-    entry: &kafka_protocol::messages::alter_client_quotas_request::EntryData,
-) -> Result<Alteration, Invalid> {
-    let entity = config::entity_from_parts(
-        entry
-            .entity
-            .iter()
-            .map(|e| (e.entity_type.as_str(), e.entity_name.as_deref())),
-    )?;
-    let ops = entry
-        .ops
+/// Each request entry, parsed and checked: its entity, an entity listed twice (Kafka refuses
+/// both: which change would win?), its keys and values, and whether it fits beside the
+/// quotas this broker knows (so `validate_only` answers what a real change would).
+fn alterations(
+    entries: &[kafka_protocol::messages::alter_client_quotas_request::EntryData],
+    known: &[ClientQuota],
+) -> Vec<Result<Alteration, Invalid>> {
+    let entities: Vec<Result<Entity, Invalid>> = entries
         .iter()
-        .map(|o| Op {
-            key: o.key.to_string(),
-            value: (!o.remove).then_some(o.value),
+        .map(|entry| {
+            config::entity_from_parts(
+                entry
+                    .entity
+                    .iter()
+                    .map(|e| (e.entity_type.as_str(), e.entity_name.as_deref())),
+            )
         })
         .collect();
-    let alteration = Alteration { entity, ops };
-    config::check(&alteration)?;
-    Ok(alteration)
+    let mut listed: HashMap<&Entity, usize> = HashMap::new();
+    for e in entities.iter().flatten() {
+        *listed.entry(e).or_default() += 1;
+    }
+    let mut simulated = known.to_vec();
+    entries
+        .iter()
+        .zip(&entities)
+        .map(|(entry, entity)| {
+            let entity = entity.clone()?;
+            if listed.get(&entity).is_some_and(|n| *n > 1) {
+                return Err(Invalid(format!(
+                    "quota entity {entity} is listed more than once in one request"
+                )));
+            }
+            let ops = entry
+                .ops
+                .iter()
+                .map(|o| Op {
+                    key: o.key.to_string(),
+                    value: (!o.remove).then_some(o.value),
+                })
+                .collect();
+            let alteration = Alteration { entity, ops };
+            config::apply(&mut simulated, &alteration)?;
+            Ok(alteration)
+        })
+        .collect()
 }
 
 pub fn handle_alter(broker: &Arc<Broker>, req: AlterClientQuotasRequest) -> Reply {
     let admin = Admin::of(broker);
     Reply::Later(Box::pin(async move {
-        let mut parsed: Vec<Result<Alteration, Invalid>> =
-            req.entries.iter().map(alteration).collect();
-        // Kafka refuses an entity listed twice in one request (which change would win?).
-        let named: Vec<String> = parsed
-            .iter()
-            .filter_map(|p| p.as_ref().ok().map(|a| a.entity.to_string()))
-            .collect();
-        let twice = super::repeated(named.iter().map(String::as_str));
-        for p in &mut parsed {
-            if let Ok(a) = p
-                && twice.contains(&a.entity.to_string())
-            {
-                *p = Err(Invalid(format!(
-                    "quota entity {} is listed more than once in one request",
-                    a.entity
-                )));
-            }
-        }
+        let known = admin.broker().quotas.current();
+        let parsed = alterations(&req.entries, &known);
         let valid: Vec<Alteration> = parsed
             .iter()
             .filter_map(|p| p.as_ref().ok().cloned())
@@ -174,14 +185,20 @@ async fn alter(admin: &Admin, alterations: &[Alteration]) -> Result<(), Refusal>
                 .alter_client_quotas(alterations)
                 .await
                 .map_err(|e| controller_refusal(&e))?;
-            // Answered once this broker enforces it, so the client's next request here does.
-            shown(rt, |m| {
-                let mut q = m.client_quotas.clone();
-                alterations
+            // Answered once this broker enforces it (its metadata applied, not just received),
+            // so the client's next request here meets it.
+            let deadline = tokio::time::Instant::now() + SHOWN_WITHIN;
+            let broker = admin.broker();
+            while tokio::time::Instant::now() < deadline {
+                let mut q = broker.quotas.current().as_ref().clone();
+                if alterations
                     .iter()
                     .all(|a| !config::apply(&mut q, a).unwrap_or(true))
-            })
-            .await;
+                {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
             Ok(())
         }
     }

@@ -20,7 +20,7 @@ pub type Refusal = (ResponseError, String);
 /// How long a change waits to show in this broker's own metadata before it is answered, so a
 /// client that asks this broker next sees it (Kafka's controller answers once committed, and
 /// brokers catch up soon after; tools describe right after they alter).
-const SHOWN_WITHIN: Duration = Duration::from_secs(3);
+pub const SHOWN_WITHIN: Duration = Duration::from_secs(3);
 
 pub enum Admin {
     Local(Arc<Broker>),

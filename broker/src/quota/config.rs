@@ -301,11 +301,22 @@ impl Filter {
                         "an exact match for '{entity_type}' needs a name"
                     )));
                 }
-                (1, _) => Match::Default,
-                (2, _) => Match::Any,
+                (1 | 2, Some(_)) => {
+                    return Err(invalid(format!(
+                        "a name is only given with an exact match (of '{entity_type}')"
+                    )));
+                }
+                (1, None) => Match::Default,
+                (2, None) => Match::Any,
                 (other, _) => return Err(invalid(format!("unknown match type {other}"))),
             };
             parsed.push((entity_type.to_string(), m));
+        }
+        let has = |t: &str| parsed.iter().any(|(p, _)| p == t);
+        if has(IP) && (has(USER) || has(CLIENT_ID)) {
+            return Err(invalid(
+                "ip filters cannot be combined with user or client-id filters",
+            ));
         }
         Ok(Self {
             components: parsed,
@@ -578,6 +589,8 @@ mod tests {
             vec![(USER, 0, None)],
             vec![(USER, 7, None)],
             vec![(USER, 2, None), (USER, 1, None)],
+            vec![(USER, 1, Some("alice"))],
+            vec![(IP, 2, None), (USER, 2, None)],
         ] {
             assert!(Filter::from_wire(bad.clone(), false).is_err(), "{bad:?}");
         }

@@ -55,7 +55,19 @@ pub fn load(path: &Path) -> Result<Vec<ClientQuota>, crate::storage::StorageErro
     };
     let quotas: Vec<ClientQuota> =
         serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let mut seen = std::collections::HashSet::new();
     for q in &quotas {
+        if !seen.insert(&q.entity) {
+            return Err(corrupt(format!("{} is listed twice", q.entity)));
+        }
+        for (_, name) in q.entity.parts() {
+            if name
+                .to_wire()
+                .is_some_and(|n| n.is_empty() || n.len() > config::MAX_NAME_BYTES)
+            {
+                return Err(corrupt(format!("{}: a name out of bounds", q.entity)));
+            }
+        }
         for (key, value) in &q.values {
             let op = config::Op {
                 key: key.clone(),

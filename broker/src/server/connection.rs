@@ -25,7 +25,7 @@ use tracing::Instrument;
 use tracing::{debug, warn};
 
 use super::limits::{CONNECTION_RESPONSE_BYTES, ResponseHold, TINY_FRAME};
-use super::throttle::{Metered, Mute, set_throttle};
+use super::throttle::{Metered, Mute, counted_bytes, set_throttle};
 use crate::api::{self, Reply};
 use crate::auth::sasl::SaslSession;
 use crate::state::Broker;
@@ -379,14 +379,17 @@ fn parse_and_handle(
         tracing::Span::current().record("client_id", client.id.as_str());
         *named = true;
     }
-    let replica = matches!(&request, RequestKind::Fetch(f)
-        if f.replica_id.0 >= 0 || f.replica_state.replica_id.0 >= 0);
+    let exempt = match &request {
+        RequestKind::Fetch(f) => f.replica_id.0 >= 0 || f.replica_state.replica_id.0 >= 0,
+        RequestKind::SaslHandshake(_) | RequestKind::SaslAuthenticate(_) => true,
+        _ => false,
+    };
     let mut metered = Metered::new(
         &broker.quotas,
         client.principal.as_ref(),
         &client.id,
         request_bytes,
-        replica,
+        exempt,
     );
     let handling = Instant::now();
     let reply = match request {
@@ -479,7 +482,7 @@ async fn write_responses(
             }
         };
         if let Some(m) = &p.metered {
-            let ms = m.throttle_ms(&broker.quotas, p.api_key, response_bytes(&body));
+            let ms = m.throttle_ms(&broker.quotas, p.api_key, counted_bytes(&body, p.version));
             if ms > 0 {
                 set_throttle(&mut body, ms);
                 mute.extend(ms);

@@ -19,21 +19,20 @@ pub struct Metered {
     request_bytes: usize,
     /// Time its handler ran before returning (a long poll's wait is not in it).
     pub handler: Duration,
-    /// A follower's fetch: exempt from consumer quotas (Kafka has replication quotas for it).
-    replica: bool,
 }
 
 impl Metered {
-    /// None when the request is not metered: no quota is set anywhere, or the connection
-    /// is a broker's.
+    /// None when the request is not metered: no quota is set anywhere, the connection is a
+    /// broker's, or the request is `exempt` (a follower's fetch, which Kafka leaves to
+    /// replication quotas; a SASL step, whose response cannot carry a throttle).
     pub fn new(
         quotas: &Quotas,
         principal: Option<&Arc<str>>,
         client_id: &str,
         request_bytes: usize,
-        replica: bool,
+        exempt: bool,
     ) -> Option<Self> {
-        if !quotas.any() || principal.is_some_and(|p| &**p == crate::auth::BROKER_USER) {
+        if exempt || !quotas.any() || principal.is_some_and(|p| &**p == crate::auth::BROKER_USER) {
             return None;
         }
         Some(Self {
@@ -41,7 +40,6 @@ impl Metered {
             client_id: client_id.to_string(),
             request_bytes,
             handler: Duration::ZERO,
-            replica,
         })
     }
 
@@ -53,12 +51,20 @@ impl Metered {
         let mut ms = record(Kind::Request, self.handler.as_secs_f64() * 100.0);
         match api {
             ApiKey::Produce => ms = ms.max(record(Kind::Produce, self.request_bytes as f64)),
-            ApiKey::Fetch if !self.replica => {
-                ms = ms.max(record(Kind::Fetch, response_bytes as f64));
-            }
+            ApiKey::Fetch => ms = ms.max(record(Kind::Fetch, response_bytes as f64)),
             _ => {}
         }
         ms
+    }
+}
+
+/// What a response counts against a consumer byte rate: a Fetch response's encoded size, as
+/// Kafka counts it (an empty partition costs its few dozen bytes, not a guess); 0 otherwise.
+pub fn counted_bytes(body: &ResponseKind, version: i16) -> usize {
+    use kafka_protocol::protocol::Encodable;
+    match body {
+        ResponseKind::Fetch(r) => r.compute_size(version).unwrap_or(0),
+        _ => 0,
     }
 }
 

@@ -384,7 +384,15 @@ func checkQuotas(brokers []string, clientID string) {
 	describe := &kafka.DescribeClientQuotasRequest{
 		Components: []kafka.DescribeClientQuotasRequestComponent{{EntityType: "client-id", MatchType: 0, Match: clientID}},
 	}
-	got, err := client.DescribeClientQuotas(ctx, describe)
+	// A cluster's other brokers apply the controller's metadata a moment later: a few tries.
+	var got *kafka.DescribeClientQuotasResponse
+	for try := 0; try < 10; try++ {
+		got, err = client.DescribeClientQuotas(ctx, describe)
+		if err == nil && got.Error == nil && len(got.Entries) == 1 {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 	switch {
 	case err != nil:
 		fail("DescribeClientQuotas: %v", err)
@@ -403,7 +411,13 @@ func checkQuotas(brokers []string, clientID string) {
 		fail("AlterClientQuotas remove: %v %+v", err, removed)
 		return
 	}
-	got, err = client.DescribeClientQuotas(ctx, describe)
+	for try := 0; try < 10; try++ {
+		got, err = client.DescribeClientQuotas(ctx, describe)
+		if err == nil && got.Error == nil && len(got.Entries) == 0 {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 	if err != nil || got.Error != nil || len(got.Entries) != 0 {
 		fail("after removal DescribeClientQuotas client-id %s: want nothing, got %+v (%v, %v)", clientID, got, err, got.Error)
 	} else {
