@@ -259,8 +259,15 @@ impl Fetch {
                 }
             }
             Plan::Session { session, .. } => {
-                let s = session.lock().unwrap_or_else(|p| p.into_inner());
-                for (key, wanted) in s.partitions() {
+                // Copied out: the scan takes log locks, and a pipelined fetch on this session
+                // must not wait for it while holding the whole session cache.
+                let wanted: Vec<(Key, Wanted)> = session
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .partitions()
+                    .map(|(k, w)| (k.clone(), *w))
+                    .collect();
+                for (key, wanted) in &wanted {
                     if add(&key.topic, key.partition, wanted)? {
                         return Some(total);
                     }

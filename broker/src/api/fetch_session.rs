@@ -297,7 +297,13 @@ impl SessionCache {
         forgotten: impl IntoIterator<Item = Key>,
     ) -> Result<Context, SessionError> {
         if epoch == FINAL_EPOCH || epoch == INITIAL_EPOCH {
-            if session_id != INVALID_SESSION_ID {
+            // Only its own fetcher may close a session (a consumer naming a follower's session
+            // id would otherwise send that follower back to full fetches).
+            let owned = self
+                .sessions
+                .get(&session_id)
+                .is_some_and(|slot| lock(&slot.session).fetcher == fetcher);
+            if session_id != INVALID_SESSION_ID && owned {
                 self.remove(session_id);
             }
             return Ok(if epoch == INITIAL_EPOCH && self.settings.slots > 0 {
@@ -555,12 +561,22 @@ mod tests {
             Err(SessionError::InvalidEpoch { expected: 2, .. })
         ));
         incremental(&mut c, id, 2, vec![], vec![]).unwrap();
-        // Another fetcher cannot use the session.
+        // Another fetcher cannot use the session, nor close it.
         assert_eq!(
             c.begin(id, 3, Fetcher::Replica(1), 0, vec![], vec![])
                 .unwrap_err(),
             SessionError::NotFound(id)
         );
+        for close in [INITIAL_EPOCH, FINAL_EPOCH] {
+            c.begin(id, close, Fetcher::Replica(1), 0, vec![], vec![])
+                .unwrap();
+        }
+        assert_eq!(c.len(), 1, "another fetcher's close left it open");
+        incremental(&mut c, id, 3, vec![], vec![]).unwrap();
+        // Its own fetcher closes it.
+        c.begin(id, FINAL_EPOCH, Fetcher::Consumer, 0, vec![], vec![])
+            .unwrap();
+        assert!(c.is_empty());
     }
 
     #[test]

@@ -288,13 +288,15 @@ fn request(
 /// Applies one fetch response through each partition's `append_as_follower`. Returns the
 /// partitions that failed (an error code, a failed append or truncation): they sit out the
 /// backoff before being fetched again (Kafka's delayed partitions), so an error the leader
-/// answers at once cannot make the fetcher spin.
+/// answers at once cannot make the fetcher spin; and whether an answer was dropped as stale
+/// (the leader's session then holds as told what this follower never took in).
 fn apply(
     positions: &BTreeMap<Key, FetchPartition>,
     resp: &FetchResponse,
     parts: &BTreeMap<Key, Arc<Partition>>,
-) -> Vec<Key> {
+) -> (Vec<Key>, bool) {
     let mut failed = Vec::new();
+    let mut stale = false;
     for t in &resp.responses {
         for pd in &t.partitions {
             let key = (t.topic.as_str().to_string(), pd.partition_index);
@@ -327,6 +329,7 @@ fn apply(
             match p.append_as_follower(answer) {
                 Ok(FollowerApplied::Appended { .. }) => {}
                 Ok(FollowerApplied::Stale) => {
+                    stale = true;
                     debug!(topic = %p.topic, partition = p.index, fetched_at_epoch = fp.current_leader_epoch, "dropping a fetch answer the partition has moved past");
                 }
                 Ok(FollowerApplied::Truncated { to }) => {
@@ -346,7 +349,7 @@ fn apply(
             }
         }
     }
-    failed
+    (failed, stale)
 }
 
 async fn run(
@@ -449,7 +452,7 @@ async fn run(
                     .flat_map(|t| &t.partitions)
                     .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
                     .sum();
-                let failed = if bytes >= crate::api::produce::LARGE_APPEND {
+                let (failed, stale) = if bytes >= crate::api::produce::LARGE_APPEND {
                     crate::blocking::off_runtime(|| apply(&positions, &resp, &parts))
                 } else {
                     apply(&positions, &resp, &parts)
@@ -458,6 +461,11 @@ async fn run(
                     delayed.insert(key, until);
                 }
                 session.answered(&req, &resp, &positions);
+                if stale {
+                    // The leader counts that answer as told (a high watermark, say) and
+                    // would not send it again: start over with a full fetch.
+                    session.restart();
+                }
             }
             Ok(Err(e)) => {
                 debug!(leader, error = %e, "fetch failed; reconnecting");
