@@ -1202,12 +1202,16 @@ mod tests {
 
     /// A leader with ISR {1, 2, 3} and min.insync.replicas 2 whose followers are stopped.
     fn leader_of_three(dir: &std::path::Path) -> Arc<Partition> {
+        leader_of_three_at(dir, 4)
+    }
+
+    fn leader_of_three_at(dir: &std::path::Path, leader_epoch: i32) -> Arc<Partition> {
         let mut log = open_log(dir);
-        log.assign_leader_epoch(4);
+        log.assign_leader_epoch(leader_epoch);
         let lead = Leadership {
             assignment: Assignment {
                 leader: 1,
-                leader_epoch: 4,
+                leader_epoch,
                 partition_epoch: 9,
                 replicas: vec![1, 2, 3],
                 isr: vec![1, 2, 3],
@@ -1257,6 +1261,43 @@ mod tests {
             0,
             "acks=all writes held by the leader alone"
         );
+    }
+
+    /// A topic deleted and recreated under its name, while both followers' metadata lags: they
+    /// still fetch the old topic's partition, by name (Fetch v12 has no topic id), at offset 15,
+    /// which the new topic's log has reached. Only the leader epoch tells the two apart, so the
+    /// controller never gives a recreated topic an epoch its predecessor had
+    /// (`first_leader_epoch`). Under a colliding epoch the leader is fooled, which is why.
+    #[test]
+    fn a_follower_of_a_deleted_topic_counts_only_under_a_colliding_epoch() {
+        const OLD_EPOCH: i32 = 4;
+        for (new_epoch, fooled) in [(OLD_EPOCH, true), (OLD_EPOCH + 1, false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let p = leader_of_three_at(dir.path(), new_epoch);
+            let leo = append(&mut p.log(), 20, new_epoch);
+            p.appended(leo, FsyncPolicy::None);
+            for replica in [2, 3] {
+                let read = p.read_for_fetch(
+                    pos(15, OLD_EPOCH, OLD_EPOCH),
+                    Fetcher::Replica(replica),
+                    true,
+                    5,
+                );
+                if !fooled {
+                    assert!(
+                        matches!(read.result, Err(FetchError::FencedLeaderEpoch(_))),
+                        "{:?}",
+                        read.result
+                    );
+                }
+            }
+            let expected = if fooled { 15 } else { 0 };
+            assert_eq!(
+                p.high_watermark(),
+                expected,
+                "leader epoch {new_epoch}: the followers hold none of this topic's records"
+            );
+        }
     }
 
     /// A follower's log with `(epoch, records)` batches appended in order.

@@ -487,14 +487,14 @@ fn settle_on(
 }
 
 /// A new partition on `replicas` (placement returns at least one): the first leads, all are
-/// in sync, epochs start at 0.
-fn new_partition(index: usize, replicas: Vec<i32>) -> PartitionMeta {
+/// in sync, the leader epoch starts past every deleted topic's (`first_leader_epoch`).
+fn new_partition(index: usize, replicas: Vec<i32>, leader_epoch: i32) -> PartitionMeta {
     PartitionMeta {
         partition: index as i32,
         leader: replicas.first().copied().unwrap_or(NO_LEADER),
         isr: replicas.clone(),
         replicas,
-        leader_epoch: 0,
+        leader_epoch,
         partition_epoch: 0,
         adding: Vec::new(),
         removing: Vec::new(),
@@ -633,7 +633,7 @@ fn insert_topic(
         partitions: sets
             .into_iter()
             .enumerate()
-            .map(|(i, replicas)| new_partition(i, replicas))
+            .map(|(i, replicas)| new_partition(i, replicas, state.first_leader_epoch))
             .collect(),
         managed_by: None,
     };
@@ -722,13 +722,16 @@ fn append_partitions(
     have: usize,
     sets: Vec<Vec<i32>>,
 ) -> Result<bool, ControllerError> {
+    let first_epoch = state.first_leader_epoch;
     let topic = state
         .metadata
         .topics
         .get_mut(name)
         .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
     for (i, replicas) in sets.into_iter().enumerate() {
-        topic.partitions.push(new_partition(have + i, replicas));
+        topic
+            .partitions
+            .push(new_partition(have + i, replicas, first_epoch));
     }
     bump(state);
     Ok(true)
@@ -829,12 +832,21 @@ pub fn check_unmanaged(state: &ControllerState, name: &str) -> Result<(), Contro
     }
 }
 
+/// Deletes a topic. Partitions created later (a topic of the same name included) start past
+/// its leader epochs, so no replica fetch naming an epoch of this topic counts for them.
 pub fn delete_topic(state: &mut ControllerState, name: &str) -> Result<(), ControllerError> {
-    state
+    let deleted = state
         .metadata
         .topics
         .remove(name)
         .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
+    let past = deleted
+        .partitions
+        .iter()
+        .map(|p| p.leader_epoch.saturating_add(1))
+        .max()
+        .unwrap_or(0);
+    state.first_leader_epoch = state.first_leader_epoch.max(past);
     bump(state);
     Ok(())
 }
@@ -1864,6 +1876,43 @@ mod tests {
             decommission_all(&mut s, &[9]),
             Err(ControllerError::UnknownBroker(9))
         );
+    }
+
+    /// A replica fetch names its topic by name, so a leader tells a deleted topic from its
+    /// successor of the same name only by the leader epoch (see `first_leader_epoch`).
+    #[test]
+    fn a_recreated_topic_never_reuses_a_leader_epoch() {
+        let mut s = cluster();
+        // Elections moved partition 1 on to epoch 6 (the rest stay at 0).
+        s.metadata.partition_mut("t", 1).unwrap().leader_epoch = 6;
+        create_topic(&mut s, "low", 1, 3, BTreeMap::new(), uuid::Uuid::nil()).unwrap();
+        delete_topic(&mut s, "t").unwrap();
+        assert_eq!(s.first_leader_epoch, 7);
+        // Deleting a topic whose epochs are lower never lowers the start.
+        delete_topic(&mut s, "low").unwrap();
+        assert_eq!(s.first_leader_epoch, 7);
+        create_topic(&mut s, "t", 2, 3, BTreeMap::new(), uuid::Uuid::max()).unwrap();
+        assert!(add_partitions(&mut s, "t", 4).unwrap());
+        create_topic_assigned(
+            &mut s,
+            "other",
+            vec![vec![0, 1, 2]],
+            BTreeMap::new(),
+            uuid::Uuid::nil(),
+        )
+        .unwrap();
+        for (topic, p) in s.metadata.partitions() {
+            assert_eq!(p.leader_epoch, 7, "{topic}-{}", p.partition);
+        }
+        // A controller restarted from a state saved before this rule starts at 0, as before.
+        let mut saved = serde_json::to_value(&s).unwrap();
+        saved.as_object_mut().unwrap().remove("first_leader_epoch");
+        let loaded: ControllerState = serde_json::from_value(saved).unwrap();
+        assert_eq!(loaded.first_leader_epoch, 0);
+        // And the rule survives a save and load.
+        let reloaded: ControllerState =
+            serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
+        assert_eq!(reloaded.first_leader_epoch, 7);
     }
 
     #[test]

@@ -27,6 +27,14 @@ pub struct ControllerState {
     /// The brokers replicas were last balanced over; a scale-up is a broker outside it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub balanced_brokers: Vec<i32>,
+    /// The leader epoch every partition created from now on starts at: one past the highest
+    /// leader epoch of any deleted topic. A topic deleted and recreated under the same name
+    /// must not reuse an epoch, because a replica fetch names its topic by name and (with no
+    /// topic id, Fetch v12) the leader tells incarnations apart only by the leader epoch: a
+    /// follower still fetching the old incarnation at an offset the new one has reached would
+    /// otherwise count as holding records it never had.
+    #[serde(default)]
+    pub first_leader_epoch: i32,
     /// The rebalance under way, if any (persisted so a restarted controller resumes it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rebalance: Option<Rebalance>,
