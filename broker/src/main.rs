@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use broker::replication::read_replica::ReplicaSelector;
 use broker::state::{Broker, BrokerConfig};
 use broker::topic_config::TopicConfig;
 use clap::Parser;
@@ -175,6 +176,12 @@ struct Cli {
         env = "STRAND_MAX_INCREMENTAL_FETCH_SESSION_CACHE_SLOTS"
     )]
     max_incremental_fetch_session_cache_slots: usize,
+    /// Which replica a consumer that names its rack (client.rack) reads from (Kafka's
+    /// replica.selector.class): org.apache.kafka.common.replica.RackAwareReplicaSelector sends
+    /// it to an in-sync replica in its rack; the default, LeaderSelector, to the leader.
+    /// Followers serve consumers that come to them (Fetch v11+) either way, as in Kafka.
+    #[arg(long, default_value = "")]
+    replica_selector_class: String,
     /// Log format: text or json (use json in containers).
     #[arg(long, default_value = "text", env = "STRAND_LOG_FORMAT")]
     log_format: String,
@@ -263,6 +270,8 @@ fn apply_config_file(cli: &mut Cli, path: &std::path::Path) -> anyhow::Result<()
             "connections.max.idle.ms" => {
                 cli.connections_max_idle_ms = v.parse().map_err(|e| bad(&e))?
             }
+            "replica.selector.class" => cli.replica_selector_class = v.to_string(),
+            "broker.rack" => cli.rack = Some(v.to_string()),
             "max.incremental.fetch.session.cache.slots" => {
                 cli.max_incremental_fetch_session_cache_slots = v.parse().map_err(|e| bad(&e))?
             }
@@ -378,6 +387,8 @@ fn config_from(cli: &Cli) -> anyhow::Result<BrokerConfig> {
             slots: cli.max_incremental_fetch_session_cache_slots,
             ..Default::default()
         },
+        replica_selector: ReplicaSelector::from_class(&cli.replica_selector_class)
+            .map_err(|e| anyhow::anyhow!(e))?,
     })
 }
 

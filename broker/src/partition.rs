@@ -117,8 +117,18 @@ pub struct FetchPosition {
 /// log end, and a follower's valid fetches are its progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fetcher {
+    /// A consumer of Fetch v10 or older: only the leader serves it.
     Consumer,
+    /// A consumer of Fetch v11+ (KIP-392): a follower serves it too, up to the follower's own
+    /// high watermark (records every ISR member held when the leader last said so).
+    AnyReplicaConsumer,
     Replica(i32),
+}
+
+impl Fetcher {
+    pub fn is_consumer(self) -> bool {
+        !matches!(self, Fetcher::Replica(_))
+    }
 }
 
 /// Why a fetch of this partition gets no records.
@@ -627,11 +637,11 @@ impl Partition {
         if pos.current_leader_epoch != -1 && pos.current_leader_epoch != ours {
             return None;
         }
-        if !self.is_leader() {
-            return None;
-        }
         let hw = self.high_watermark();
         let log = self.log();
+        if !self.serves(fetcher, &log) {
+            return None;
+        }
         let leo = log.log_end_offset();
         if diverging(&log, pos).is_some()
             || pos.fetch_offset < log.log_start_offset()
@@ -641,7 +651,7 @@ impl Partition {
         }
         let up_to = match fetcher {
             Fetcher::Replica(_) => leo,
-            Fetcher::Consumer => hw,
+            Fetcher::Consumer | Fetcher::AnyReplicaConsumer => hw,
         };
         log.bytes_between(pos.fetch_offset, up_to).ok()
     }
@@ -659,15 +669,16 @@ impl Partition {
             e if e > ours => return (Err(FetchError::UnknownLeaderEpoch(ours)), -1),
             _ => {}
         }
-        if !self.is_leader() {
+        let hw = self.high_watermark();
+        let log = self.log();
+        if !self.serves(fetcher, &log) {
+            drop(log);
             let not_leader = FetchError::NotLeader {
                 leader: self.leader_id(),
                 leader_epoch: ours,
             };
             return (Err(not_leader), -1);
         }
-        let hw = self.high_watermark();
-        let log = self.log();
         let (start, leo) = (log.log_start_offset(), log.log_end_offset());
         let mut fetched = FetchedPartition {
             high_watermark: hw,
@@ -693,7 +704,7 @@ impl Partition {
         }
         let max_offset = match fetcher {
             Fetcher::Replica(_) => leo,
-            Fetcher::Consumer => hw,
+            Fetcher::Consumer | Fetcher::AnyReplicaConsumer => hw,
         };
         let result = match log.read(pos.fetch_offset, pos.max_bytes, max_offset) {
             Ok(bytes) => {
@@ -706,6 +717,50 @@ impl Partition {
             Err(ReadError::Storage(e)) => Err(FetchError::Storage(e.to_string())),
         };
         (result, leo)
+    }
+
+    /// Whether this replica answers `fetcher` with records: the leader always; a follower only
+    /// a consumer that may read from followers, and only while it still holds the replica.
+    /// Called under the log lock, which role changes take.
+    fn serves(&self, fetcher: Fetcher, log: &Log) -> bool {
+        match &*self.role() {
+            Role::Leader(_) => true,
+            Role::Follower { leader, .. } => {
+                fetcher == Fetcher::AnyReplicaConsumer
+                    && *leader != crate::metadata::NO_LEADER
+                    && !log.is_deleted()
+            }
+        }
+    }
+
+    /// The followers a consumer could be sent to (KIP-392), as this leader sees them; None when
+    /// not leading. `rack_of` and `alive` come from the cluster's metadata.
+    pub fn read_candidates(
+        &self,
+        rack_of: impl Fn(i32) -> Option<String>,
+        alive: impl Fn(i32) -> bool,
+    ) -> Option<Vec<crate::replication::read_replica::Candidate>> {
+        let role = self.role();
+        let Role::Leader(state) = &*role else {
+            return None;
+        };
+        let isr = state.isr();
+        let candidates = state
+            .assignment()
+            .replicas
+            .iter()
+            .filter_map(|id| Some((*id, state.follower(*id)?)))
+            .map(|(id, f)| crate::replication::read_replica::Candidate {
+                id,
+                rack: rack_of(id),
+                log_start_offset: f.log_start_offset,
+                log_end_offset: f.log_end_offset,
+                last_caught_up_ms: f.last_caught_up_ms,
+                in_isr: isr.contains(&id),
+                alive: alive(id),
+            })
+            .collect();
+        Some(candidates)
     }
 
     /// A follower's fetch, once read (see `LeaderState::on_fetch`).
@@ -1419,6 +1474,72 @@ mod tests {
             FollowerApplied::Appended { log_end_offset: 5 }
         );
         assert_eq!(p.high_watermark(), 5);
+    }
+
+    /// KIP-392: a follower serves a consumer of Fetch v11+ up to its own high watermark (what
+    /// the leader said every ISR member holds), never past it, and refuses older consumers and
+    /// every consumer once its replica is removed.
+    #[test]
+    fn a_follower_serves_consumers_up_to_its_high_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader_of_three(dir.path());
+        p.become_follower(2, 6);
+        let mut leader = open_log(&dir.path().join("leader"));
+        append(&mut leader, 5, 6);
+        append(&mut leader, 5, 6);
+        let data = leader.read(0, 1 << 20, i64::MAX).unwrap();
+        let applied = p.append_as_follower(LeaderAnswer {
+            fetched_epoch: 6,
+            fetch_offset: 0,
+            outcome: AnswerOutcome::Records(&data),
+            high_watermark: 5,
+            log_start_offset: 0,
+        });
+        assert_eq!(
+            applied.unwrap(),
+            FollowerApplied::Appended { log_end_offset: 10 }
+        );
+        assert_eq!(p.high_watermark(), 5);
+
+        let read = p.read_for_fetch(pos(0, -1, 6), Fetcher::AnyReplicaConsumer, true, 5);
+        let Ok(FetchedPartition {
+            outcome: FetchOutcome::Records(bytes),
+            high_watermark: 5,
+            ..
+        }) = &read.result
+        else {
+            panic!("{:?}", read.result);
+        };
+        let offsets: Vec<i64> = Batches::new(bytes).map(|(h, _)| h.last_offset()).collect();
+        assert_eq!(offsets, vec![4], "records up to the high watermark only");
+        let parked = p.readable_bytes(&pos(5, -1, 6), Fetcher::AnyReplicaConsumer);
+        assert_eq!(parked, Some(0), "above the high watermark a consumer waits");
+        // An older epoch is fenced here as at the leader.
+        let read = p.read_for_fetch(pos(0, -1, 5), Fetcher::AnyReplicaConsumer, true, 5);
+        assert!(matches!(read.result, Err(FetchError::FencedLeaderEpoch(6))));
+
+        for fetcher in [Fetcher::Consumer, Fetcher::Replica(3)] {
+            let read = p.read_for_fetch(pos(0, -1, 6), fetcher, true, 5);
+            assert!(
+                matches!(
+                    read.result,
+                    Err(FetchError::NotLeader {
+                        leader: 2,
+                        leader_epoch: 6
+                    })
+                ),
+                "{fetcher:?}: {:?}",
+                read.result
+            );
+            assert_eq!(p.readable_bytes(&pos(0, -1, 6), fetcher), None);
+        }
+        p.remove();
+        let read = p.read_for_fetch(pos(0, -1, 6), Fetcher::AnyReplicaConsumer, true, 5);
+        assert!(
+            matches!(read.result, Err(FetchError::NotLeader { .. })),
+            "{:?}",
+            read.result
+        );
     }
 
     /// A leader whose replica is removed (reassigned away in one metadata step) answers its

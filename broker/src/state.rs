@@ -55,6 +55,9 @@ pub struct BrokerConfig {
     pub cluster_secret: Option<Arc<crate::auth::ClusterSecret>>,
     /// Fetch sessions (KIP-227): how many, and how many partitions they may hold.
     pub fetch_sessions: crate::api::fetch_session::Settings,
+    /// Which replica a consumer that names its rack is sent to (Kafka's
+    /// replica.selector.class, KIP-392).
+    pub replica_selector: crate::replication::read_replica::ReplicaSelector,
 }
 
 impl BrokerConfig {
@@ -943,6 +946,7 @@ mod tests {
             producer_id_expiration_ms: 86_400_000,
             cluster_secret: None,
             fetch_sessions: Default::default(),
+            replica_selector: Default::default(),
         }
     }
 

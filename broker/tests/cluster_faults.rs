@@ -114,6 +114,29 @@ impl Cluster {
         Self::launch(dir, base, brokers, false, "--session-timeout-ms 4000", true)
     }
 
+    /// Broker N in rack `rack-N`, consumers sent to a replica in their rack (KIP-392).
+    fn up_in_racks(dir: &Path, base: u16, brokers: usize) -> Self {
+        let racks: Vec<String> = (0..brokers).map(|b| format!("rack-{b}")).collect();
+        Self::launch_env(
+            dir,
+            base,
+            brokers,
+            false,
+            "--session-timeout-ms 4000",
+            false,
+            &[
+                ("STRAND_RACKS", racks.join(" ")),
+                (
+                    "STRAND_BROKER_ARGS",
+                    format!(
+                        "{BROKER_ARGS} --replica-selector-class \
+                         org.apache.kafka.common.replica.RackAwareReplicaSelector"
+                    ),
+                ),
+            ],
+        )
+    }
+
     fn up_full(
         dir: &Path,
         base: u16,
@@ -132,6 +155,27 @@ impl Cluster {
         controller_args: &str,
         secret: bool,
     ) -> Self {
+        Self::launch_env(
+            dir,
+            base,
+            brokers,
+            distinct_ips,
+            controller_args,
+            secret,
+            &[],
+        )
+    }
+
+    /// `env` is set last, so it may replace the defaults (STRAND_BROKER_ARGS).
+    fn launch_env(
+        dir: &Path,
+        base: u16,
+        brokers: usize,
+        distinct_ips: bool,
+        controller_args: &str,
+        secret: bool,
+        env: &[(&str, String)],
+    ) -> Self {
         let out = Command::new(script())
             .args([
                 "up",
@@ -147,6 +191,7 @@ impl Cluster {
             .env("STRAND_CONTROLLER_ARGS", controller_args)
             .env("STRAND_BROKER_ARGS", BROKER_ARGS)
             .env("STRAND_CLUSTER_SECRET", if secret { "1" } else { "0" })
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -1990,5 +2035,129 @@ async fn describe_apis_show_metadatas_view_and_producers_on_every_replica() {
         view.iter()
             .all(|p| p.offline == [leader] && p.leader != leader && !p.isr.contains(&leader)),
         "broker {leader} killed: {view:#?}"
+    );
+}
+
+/// KIP-392 with brokers in racks and the rack-aware selector: the leader sends a consumer that
+/// names a follower's rack to that follower (offsets, no records); a follower serves consumers
+/// of Fetch v11+ up to its high watermark and refuses older ones; librdkafka's own
+/// fetch-from-follower (`client.rack`) reads every acknowledged record from the follower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_read_from_a_replica_in_their_rack() {
+    use broker::replication::client::Connection;
+    use kafka_protocol::error::ResponseError;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::fetch_response::PartitionData;
+    use kafka_protocol::messages::{FetchRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    let _serial = SERIAL.lock().await;
+    let dir = test_dir();
+    let cluster = Cluster::up_in_racks(dir.path(), base_port(6), 3);
+    cluster.create_topic("near", 1).await;
+    cluster
+        .wait_for("a full ISR", 30, |m| {
+            m.partition("near", 0).is_some_and(|p| p.isr.len() == 3)
+        })
+        .await;
+    let acked = common::kafka::produce(
+        &producer(&cluster.bootstrap, &[("acks", "all")]),
+        "near",
+        "r",
+        200,
+    )
+    .await;
+    let m = cluster.metadata().await;
+    let part = m.partition("near", 0).unwrap().clone();
+    let follower = *part.replicas.iter().find(|r| **r != part.leader).unwrap();
+    let rack = |id: i32| format!("rack-{id}");
+    let connect = |id: i32| {
+        let a = format!("127.0.0.1:{}", cluster.base + 10 + id as u16);
+        async move { Connection::connect(&a, "rack-test").await.unwrap() }
+    };
+    let fetch = |rack: String| {
+        let mut fp = FetchPartition::default();
+        fp.partition = 0;
+        fp.current_leader_epoch = part.leader_epoch;
+        fp.last_fetched_epoch = -1;
+        fp.partition_max_bytes = 1 << 20;
+        let mut t = FetchTopic::default();
+        t.topic = TopicName(StrBytes::from_static_str("near"));
+        t.partitions = vec![fp];
+        let mut r = FetchRequest::default();
+        r.replica_id = (-1).into();
+        r.max_wait_ms = 0;
+        r.session_epoch = -1;
+        r.max_bytes = 1 << 20;
+        r.rack_id = StrBytes::from_string(rack);
+        r.topics = vec![t];
+        r
+    };
+    let only = |r: kafka_protocol::messages::FetchResponse| -> PartitionData {
+        r.responses
+            .into_iter()
+            .next()
+            .unwrap()
+            .partitions
+            .into_iter()
+            .next()
+            .unwrap()
+    };
+    let records = |p: &PartitionData| p.records.as_ref().map_or(0, |r| r.len());
+
+    let mut leader = connect(part.leader).await;
+    let sent = only(leader.send(&fetch(rack(follower)), 11).await.unwrap());
+    assert_eq!(sent.error_code, 0, "{sent:?}");
+    assert_eq!(sent.preferred_read_replica.0, follower, "{sent:?}");
+    assert_eq!((records(&sent), sent.high_watermark), (0, 200), "{sent:?}");
+    for here in [rack(part.leader), String::new(), "nowhere".into()] {
+        let read = only(leader.send(&fetch(here.clone()), 11).await.unwrap());
+        assert_eq!(read.preferred_read_replica.0, -1, "rack {here:?}: {read:?}");
+        assert!(records(&read) > 0, "rack {here:?}: {read:?}");
+    }
+    let size = records(&only(leader.send(&fetch(String::new()), 12).await.unwrap()));
+
+    let mut near = connect(follower).await;
+    // The follower learns the high watermark at its next fetch.
+    let mut served = None;
+    for _ in 0..100 {
+        let read = only(near.send(&fetch(rack(follower)), 12).await.unwrap());
+        assert_eq!(read.error_code, 0, "{read:?}");
+        if read.high_watermark == 200 {
+            served = Some(read);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let served = served.expect("the follower's high watermark reached 200");
+    assert_eq!(
+        records(&served),
+        size,
+        "the follower serves what the leader does"
+    );
+    let old = only(near.send(&fetch(rack(follower)), 10).await.unwrap());
+    assert_eq!(
+        old.error_code,
+        ResponseError::NotLeaderOrFollower.code(),
+        "Fetch v10: {old:?}"
+    );
+
+    let out = "strand_bytes_out_total";
+    let (leader_before, near_before) = (
+        cluster.broker_metric(part.leader, out).await,
+        cluster.broker_metric(follower, out).await,
+    );
+    let (bootstrap, client_rack) = (cluster.bootstrap.clone(), rack(follower));
+    let read = tokio::task::spawn_blocking(move || {
+        common::kafka::consume_all_with(&bootstrap, &[("client.rack", &client_rack)], "near", &[0])
+    })
+    .await
+    .unwrap();
+    common::kafka::assert_acked_present(&acked, &read);
+    let from_leader = cluster.broker_metric(part.leader, out).await - leader_before;
+    let from_near = cluster.broker_metric(follower, out).await - near_before;
+    assert!(
+        from_near >= size as f64 && from_leader < size as f64,
+        "{size} record bytes: {from_near} read from the follower, {from_leader} from the leader"
     );
 }

@@ -21,7 +21,9 @@ use super::fetch_session::{
     Answer, Context, INVALID_SESSION_ID, Key, Session, SessionError, Told, Wanted,
 };
 use super::{Client, Reply, lookup};
-use crate::partition::{FetchError, FetchOutcome, FetchPosition, Fetcher};
+use crate::metadata::ClusterMetadata;
+use crate::partition::{FetchError, FetchOutcome, FetchPosition, Fetcher, Partition};
+use crate::replication::read_replica::{self, ReplicaSelector};
 use crate::state::Broker;
 
 /// Most record bytes in one response (Kafka's fetch.max.bytes default); a first batch larger
@@ -38,7 +40,7 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16, client: &Cl
     if let Some(refused) = refused_replica_fetch(broker, &req, client) {
         return Reply::now(ResponseKind::Fetch(refused));
     }
-    let fetcher = fetcher(&req);
+    let fetcher = fetcher(&req, version);
     let plan = match plan(broker, &req, version, fetcher) {
         Ok(plan) => plan,
         Err(e) => {
@@ -54,14 +56,18 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16, client: &Cl
             return Reply::now(ResponseKind::Fetch(r));
         }
     };
+    // Owned, like the partitions' names: a parked fetch must not pin the request's frame.
+    let client_rack = (fetcher.is_consumer() && !req.rack_id.is_empty())
+        .then(|| Arc::<str>::from(req.rack_id.as_str()));
     let fetch = Fetch {
         plan,
         fetcher,
         max_bytes: req.max_bytes,
+        client_rack,
     };
     let first = fetch.read(broker, true);
     let max_wait = req.max_wait_ms.clamp(0, MAX_WAIT_CAP_MS);
-    if first.bytes >= req.min_bytes.max(0) as usize || first.has_error || max_wait == 0 {
+    if first.bytes >= req.min_bytes.max(0) as usize || first.answer_now || max_wait == 0 {
         return Reply::now(ResponseKind::Fetch(fetch.answer(broker, first)));
     }
     let min_bytes = req.min_bytes.max(0) as u64;
@@ -71,7 +77,7 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16, client: &Cl
     let broker = Arc::clone(broker);
     // Followers wake when a log grows (their fetch carries new data and moves the high
     // watermark); consumers when a high watermark moves.
-    let mut changes = if fetcher != Fetcher::Consumer {
+    let mut changes = if !fetcher.is_consumer() {
         broker.signals.log_end.subscribe()
     } else {
         broker.signals.high_watermark.subscribe()
@@ -118,14 +124,17 @@ struct Fetch {
     plan: Plan,
     fetcher: Fetcher,
     max_bytes: i32,
+    /// The consumer's `client.rack` (Fetch v11+), for the replica selector.
+    client_rack: Option<Arc<str>>,
 }
 
 /// One pass over the fetch's partitions: each partition's answer, the record bytes read, and
-/// whether any partition has an error (which ends a long poll at once).
+/// whether any partition must be answered at once (an error, or a consumer sent to another
+/// replica), which ends a long poll.
 struct Read {
     parts: Vec<(Key, PartitionData)>,
     bytes: usize,
-    has_error: bool,
+    answer_now: bool,
 }
 
 /// Reads the request's session fields (v7+) and finds what the fetch reads. In an incremental
@@ -286,6 +295,7 @@ impl Fetch {
             self.fetcher,
             self.max_bytes,
             first_read,
+            self.client_rack.as_deref(),
         )
     }
 
@@ -302,7 +312,8 @@ impl Fetch {
                 leader_epoch: p.current_leader.leader_epoch,
             },
             records: p.records.as_ref().is_some_and(|r| !r.is_empty()),
-            error: p.error_code != 0,
+            // A consumer sent to another replica is told so in every answer, as an error is.
+            error: p.error_code != 0 || p.preferred_read_replica.0 >= 0,
             diverging: p.diverging_epoch.epoch >= 0,
         };
         let parts = match &self.plan {
@@ -378,9 +389,7 @@ fn refused_replica_fetch(
     req: &FetchRequest,
     client: &Client,
 ) -> Option<FetchResponse> {
-    let Fetcher::Replica(replica) = fetcher(req) else {
-        return None;
-    };
+    let replica = replica_id(req)?;
     if broker.config.cluster_secret.is_none()
         || client.principal.as_deref() == Some(crate::auth::BROKER_USER)
     {
@@ -408,15 +417,48 @@ fn refused_replica_fetch(
     Some(r)
 }
 
-/// A follower's fetch names its broker id (v15+ in the replica state).
-fn fetcher(req: &FetchRequest) -> Fetcher {
-    match [req.replica_id.0, req.replica_state.replica_id.0]
-        .into_iter()
-        .find(|id| *id >= 0)
-    {
+/// A follower's fetch names its broker id (v15+ in the replica state). A consumer's Fetch v11+
+/// may be served by a follower (KIP-392: that version brought `rack_id` and
+/// `preferred_read_replica`, and Kafka lets followers serve consumers from it on).
+fn fetcher(req: &FetchRequest, version: i16) -> Fetcher {
+    match replica_id(req) {
         Some(id) => Fetcher::Replica(id),
+        None if version >= FOLLOWER_READS_VERSION => Fetcher::AnyReplicaConsumer,
         None => Fetcher::Consumer,
     }
+}
+
+fn replica_id(req: &FetchRequest) -> Option<i32> {
+    [req.replica_id.0, req.replica_state.replica_id.0]
+        .into_iter()
+        .find(|id| *id >= 0)
+}
+
+/// First Fetch version a follower serves consumers at (KIP-392).
+const FOLLOWER_READS_VERSION: i16 = 11;
+
+/// The follower a consumer in `rack` should read `partition` from (KIP-392), if this broker
+/// leads it and the replica selector picks another replica.
+fn preferred_read_replica(
+    broker: &Broker,
+    meta: &ClusterMetadata,
+    partition: &Partition,
+    rack: &str,
+    fetch_offset: i64,
+) -> Option<i32> {
+    let selector = broker.config.replica_selector;
+    if selector == ReplicaSelector::Leader {
+        return None;
+    }
+    let candidates = partition.read_candidates(
+        |id| meta.brokers.get(&id).and_then(|b| b.rack.clone()),
+        |id| meta.is_alive(id),
+    )?;
+    let own_rack = meta
+        .brokers
+        .get(&broker.config.node_id)
+        .and_then(|b| b.rack.as_deref());
+    read_replica::select(selector, rack, own_rack, fetch_offset, &candidates)
 }
 
 /// Reads `targets` in order, within `max_bytes` and the broker's room for responses.
@@ -426,17 +468,22 @@ fn read_all(
     fetcher: Fetcher,
     max_bytes: i32,
     first_read: bool,
+    client_rack: Option<&str>,
 ) -> Read {
     // Kafka's fetch.max.bytes default caps what one response may carry, whatever is asked, and
     // for consumers so does the room left for responses not yet written (the first batch
     // still goes whole). Followers are exempt: clients that never read must not be able to
     // starve replication, and the brokers are few.
     let mut remaining = (max_bytes.max(1) as usize).min(FETCH_MAX_BYTES);
-    if fetcher == Fetcher::Consumer {
+    if fetcher.is_consumer() {
         remaining = remaining.min(broker.memory.response_room());
     }
+    // The cluster's view of racks and live brokers, for a consumer that names its rack.
+    let meta = client_rack
+        .and_then(|_| broker.cluster())
+        .map(|rt| rt.membership.metadata());
     let mut total = 0usize;
-    let mut has_error = false;
+    let mut answer_now = false;
     let now = crate::clock::now_ms();
     let mut parts = Vec::with_capacity(targets.len());
     let mut found: Option<(&str, Option<Arc<crate::state::Topic>>)> = None;
@@ -456,7 +503,7 @@ fn read_all(
             Ok(partition) => partition,
             Err(code) => {
                 p.error_code = code.code();
-                has_error = true;
+                answer_now = true;
                 parts.push((target.key.clone(), p));
                 continue;
             }
@@ -464,16 +511,29 @@ fn read_all(
         let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
         // Only the first partition with data may exceed the limits (to make progress).
         let limit = if total == 0 { limit.max(1) } else { limit };
+        let redirect = match (client_rack, &meta) {
+            (Some(rack), Some(meta)) => {
+                preferred_read_replica(broker, meta, partition, rack, fp.fetch_offset)
+            }
+            _ => None,
+        };
+        // A consumer sent elsewhere gets the partition's offsets and no records (Kafka's
+        // answer): a read of no bytes still checks its epoch and offset.
+        let limit = if redirect.is_some() { 0 } else { limit };
         let pos = position(fp, limit);
         let read = partition.read_for_fetch(pos, fetcher, first_read && target.proves, now);
         broker.metrics.fetch_partition_reads.inc();
         broker.propose_isr(partition, read.proposal);
         match read.result {
             Ok(fetched) => {
+                if let Some(replica) = redirect {
+                    p.preferred_read_replica = replica.into();
+                    answer_now = true;
+                }
                 p.high_watermark = fetched.high_watermark;
                 p.last_stable_offset = fetched.high_watermark;
                 p.log_start_offset = fetched.log_start_offset;
-                p.current_leader.leader_id = broker.config.node_id.into();
+                p.current_leader.leader_id = partition.leader_id().into();
                 p.current_leader.leader_epoch = fetched.leader_epoch;
                 match fetched.outcome {
                     FetchOutcome::Diverging { epoch, end_offset } => {
@@ -497,7 +557,7 @@ fn read_all(
                 }
             }
             Err(e) => {
-                has_error = true;
+                answer_now = true;
                 p.error_code = match e {
                         FetchError::FencedLeaderEpoch(_) => ResponseError::FencedLeaderEpoch,
                         FetchError::UnknownLeaderEpoch(_) => ResponseError::UnknownLeaderEpoch,
@@ -530,6 +590,6 @@ fn read_all(
     Read {
         parts,
         bytes: total,
-        has_error,
+        answer_now,
     }
 }

@@ -4,4 +4,5 @@
 
 pub mod client;
 pub mod fetcher;
+pub mod read_replica;
 pub mod state;

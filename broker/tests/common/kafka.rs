@@ -53,19 +53,37 @@ pub async fn produce(p: &FutureProducer, topic: &str, prefix: &str, n: usize) ->
 }
 
 pub fn consumer(bootstrap: &str) -> BaseConsumer {
-    ClientConfig::new()
+    consumer_with(bootstrap, &[])
+}
+
+/// A consumer with extra librdkafka `settings`.
+pub fn consumer_with(bootstrap: &str, settings: &[(&str, &str)]) -> BaseConsumer {
+    let mut config = ClientConfig::new();
+    config
         .set("bootstrap.servers", bootstrap)
         // librdkafka needs a group id even for assign(); nothing is committed.
         .set("group.id", "strand-tests")
         .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .create()
-        .expect("consumer")
+        .set("enable.auto.offset.store", "false");
+    for (k, v) in settings {
+        config.set(*k, *v);
+    }
+    config.create().expect("consumer")
 }
 
 /// Reads `partitions` of `topic` from the beginning to their high watermarks.
 pub fn consume_all(bootstrap: &str, topic: &str, partitions: &[i32]) -> Records {
-    let c = consumer(bootstrap);
+    consume_all_with(bootstrap, &[], topic, partitions)
+}
+
+/// [`consume_all`] by a consumer with extra librdkafka `settings`.
+pub fn consume_all_with(
+    bootstrap: &str,
+    settings: &[(&str, &str)],
+    topic: &str,
+    partitions: &[i32],
+) -> Records {
+    let c = consumer_with(bootstrap, settings);
     let mut ends = BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
     for &p in partitions {
