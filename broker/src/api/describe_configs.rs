@@ -93,6 +93,10 @@ pub fn handle(
                             "socket.request.max.bytes",
                             broker.config.max_request_bytes.to_string(),
                         ),
+                        (
+                            "replica.selector.class",
+                            broker.config.replica_selector.class().to_string(),
+                        ),
                     ];
                     out.configs = settings
                         .into_iter()
