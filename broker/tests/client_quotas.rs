@@ -23,9 +23,6 @@ use kafka_protocol::messages::{
     TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -267,35 +264,13 @@ fn quotas_are_altered_checked_described_and_kept_across_a_restart() {
 }
 
 fn records(n: usize, size: usize) -> bytes::Bytes {
-    let value = bytes::Bytes::from(vec![b'q'; size]);
-    let recs: Vec<Record> = (0..n)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1,
-            timestamp: 0,
-            key: None,
-            value: Some(value.clone()),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = bytes::BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &recs,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf.freeze()
+    let n = i32::try_from(n).unwrap();
+    bytes::Bytes::from(broker::protocol::batch::test_support::batch(
+        n,
+        0,
+        (-1, -1, -1),
+        size,
+    ))
 }
 
 fn produce_request(topic: &str, batch: bytes::Bytes) -> ProduceRequest {

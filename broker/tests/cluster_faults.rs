@@ -1760,31 +1760,12 @@ async fn kafka_admin_apis_change_a_running_cluster_and_lose_nothing() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         // One 64 KiB record per request: the second is over 10 KiB/s across the window.
-        let mut batch = bytes::BytesMut::new();
-        let record = kafka_protocol::records::Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: kafka_protocol::records::TimestampType::Creation,
-            offset: 0,
-            sequence: -1,
-            timestamp: 0,
-            key: None,
-            value: Some(bytes::Bytes::from(vec![b'q'; 64 * 1024])),
-            headers: Default::default(),
-        };
-        kafka_protocol::records::RecordBatchEncoder::encode(
-            &mut batch,
-            [&record],
-            &kafka_protocol::records::RecordEncodeOptions {
-                version: 2,
-                compression: kafka_protocol::records::Compression::None,
-            },
-        )
-        .unwrap();
+        let batch = bytes::Bytes::from(broker::protocol::batch::test_support::batch(
+            1,
+            0,
+            (-1, -1, -1),
+            64 * 1024,
+        ));
         let produce = ProduceRequest::default()
             .with_acks(1)
             .with_timeout_ms(10_000)
@@ -1794,7 +1775,7 @@ async fn kafka_admin_apis_change_a_running_cluster_and_lose_nothing() {
                     .with_partition_data(vec![
                         PartitionProduceData::default()
                             .with_index(0)
-                            .with_records(Some(batch.freeze())),
+                            .with_records(Some(batch)),
                     ]),
             ]);
         let throttles: Vec<i32> = {

@@ -15,6 +15,8 @@
 #     4. StaticRestartCheck: a static member restarts without a rebalance
 #     5. Kafka's own kafka-console-consumer with --group: reads everything, then resumes
 #        at its commit
+#   run.sh --rack-reads BOOTSTRAP  fetch from follower (KIP-392; brokers with racks and
+#                              RackAwareReplicaSelector): RackReadCheck
 #
 # Env: STRAND_CACHE (default ~/.cache/strand), KAFKA_VERSION (client version
 #      override), TOPIC_PREFIX (default interop), INTEROP_RECORDS, INTEROP_TIMEOUT_S,
@@ -175,6 +177,12 @@ main() {
             [[ $rc -eq 0 ]] && echo "interop/java: group checks passed against $2" \
                 || echo "interop/java: group checks FAILED against $2" >&2
             return $rc
+            ;;
+        --rack-reads)
+            [[ $# -ge 2 ]] || die "usage: run.sh --rack-reads BOOTSTRAP"
+            build
+            log "RackReadCheck against $2"
+            run_java strand.interop.RackReadCheck "$2"
             ;;
         -*)
             die "unknown option $1"
