@@ -2,6 +2,7 @@
 //! wait for readiness, stop it with real signals.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod describe;
 pub mod kafka;
 
