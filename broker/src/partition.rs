@@ -719,6 +719,15 @@ impl Partition {
         (result, leo)
     }
 
+    /// While leading: whether the high watermark is still below the log end this leadership
+    /// began at. The previous leader may have shown clients a high watermark up to there, so
+    /// until then this one's must not be shown as the latest offset (Kafka answers
+    /// OFFSET_NOT_AVAILABLE), or a consumer would see the end of the partition move back.
+    pub fn high_watermark_behind_epoch_start(&self) -> bool {
+        self.with_leader(|s| s.high_watermark() < s.epoch_start_offset())
+            .is_some_and(|(behind, _)| behind)
+    }
+
     /// Whether this replica answers `fetcher` with records: the leader always; a follower only
     /// a consumer that may read from followers, and only while it still holds the replica.
     /// Called under the log lock, which role changes take.
@@ -1540,6 +1549,49 @@ mod tests {
             "{:?}",
             read.result
         );
+    }
+
+    /// KIP-207: a new leader whose high watermark is below the log end it took over at must
+    /// not show its high watermark as the latest offset: the previous leader may have shown
+    /// one up to there. It may once followers hold that much.
+    #[test]
+    fn a_new_leader_hides_its_high_watermark_until_it_reaches_the_epoch_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader_of_three(dir.path());
+        p.become_follower(2, 6);
+        let mut leader = open_log(&dir.path().join("leader"));
+        append(&mut leader, 10, 6);
+        let data = leader.read(0, 1 << 20, i64::MAX).unwrap();
+        let applied = p.append_as_follower(LeaderAnswer {
+            fetched_epoch: 6,
+            fetch_offset: 0,
+            outcome: AnswerOutcome::Records(&data),
+            high_watermark: 4,
+            log_start_offset: 0,
+        });
+        assert!(applied.is_ok());
+        assert!(
+            !p.high_watermark_behind_epoch_start(),
+            "a follower shows no latest offset"
+        );
+        let assignment = Assignment {
+            leader: 1,
+            leader_epoch: 7,
+            partition_epoch: 10,
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2, 3],
+        };
+        let settings = Settings {
+            replica_lag_time_max_ms: 30_000,
+            min_insync_replicas: 2,
+        };
+        p.become_leader(assignment, settings, 5);
+        assert!(p.high_watermark_behind_epoch_start());
+        for replica in [2, 3] {
+            p.read_for_fetch(pos(10, 6, 7), Fetcher::Replica(replica), true, 6);
+        }
+        assert_eq!(p.high_watermark(), 10);
+        assert!(!p.high_watermark_behind_epoch_start());
     }
 
     /// A leader whose replica is removed (reassigned away in one metadata step) answers its

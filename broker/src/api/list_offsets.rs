@@ -46,6 +46,19 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
                 t.partitions.push(p);
                 continue;
             }
+            // Kafka's rule for a new leader (KIP-207): the latest offset waits until the high
+            // watermark reaches this leadership's start, so it never moves back across a
+            // leader change. Older versions get LEADER_NOT_AVAILABLE, as from Kafka.
+            if lp.timestamp == LATEST && partition.high_watermark_behind_epoch_start() {
+                p.error_code = if version >= 5 {
+                    ResponseError::OffsetNotAvailable
+                } else {
+                    ResponseError::LeaderNotAvailable
+                }
+                .code();
+                t.partitions.push(p);
+                continue;
+            }
             let hw = partition.high_watermark();
             let log = partition.log();
             let result = match lp.timestamp {

@@ -144,6 +144,11 @@ impl LeaderState {
         s
     }
 
+    /// The log end when this leadership began (Kafka's leaderEpochStartOffset): every record
+    /// the previous leader acknowledged lies below it.
+    pub fn epoch_start_offset(&self) -> i64 {
+        self.epoch_start_offset
+    }
     pub fn high_watermark(&self) -> i64 {
         self.high_watermark
     }
