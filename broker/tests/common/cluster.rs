@@ -321,6 +321,55 @@ impl Cluster {
             .unwrap()
     }
 
+    /// The controller's metadata, or None while it cannot answer (killed, restarting).
+    pub async fn try_metadata(&self) -> Option<broker::metadata::ClusterMetadata> {
+        let r = self
+            .controller(reqwest::Method::GET, "/v1/metadata")
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .ok()?;
+        r.json().await.ok()
+    }
+
+    /// An admin call that may be refused (the reason is returned, nothing asserted).
+    pub async fn try_admin(&self, path: &str, body: serde_json::Value) -> Result<(), String> {
+        let r = self
+            .controller(reqwest::Method::POST, &format!("/v1/admin/{path}"))
+            .timeout(Duration::from_secs(10))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if r.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}: {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            ))
+        }
+    }
+
+    pub async fn delete_topic(&self, name: &str) {
+        let r = self
+            .controller(reqwest::Method::DELETE, &format!("/v1/topics/{name}"))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "deleting {name}: {}", r.status());
+    }
+
+    /// Whether broker `id`'s process is alive (stopped counts as alive).
+    pub fn is_running(&self, broker: i32) -> bool {
+        process_alive(&self.dir.join(format!("broker-{broker}.pid")))
+    }
+
+    pub fn controller_running(&self) -> bool {
+        process_alive(&self.dir.join("controller.pid"))
+    }
+
     pub async fn leader_of(&self, topic: &str, partition: i32) -> i32 {
         self.metadata()
             .await
@@ -434,5 +483,23 @@ impl Drop for Isolation {
         for r in &self.rules {
             let _ = Command::new("iptables").arg("-D").args(r).status();
         }
+    }
+}
+
+/// Whether the process whose id is in `pid_file` exists (`kill -0`; a zombie counts as gone
+/// only once reaped, which the launching shell does).
+fn process_alive(pid_file: &Path) -> bool {
+    let Some(pid) = std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+    else {
+        return false;
+    };
+    // A killed child of this process stays a zombie until waited for: read its state.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
     }
 }
