@@ -12,7 +12,9 @@
 //!   offsets, leader epochs and CRCs) below the lowest high watermark among them, read from
 //!   each replica (followers serve Fetch v11+);
 //! - no delivery failed, every acknowledged write is read back at its offset, and nothing
-//!   is stored twice or invented (`Load::finish`).
+//!   is stored twice or invented (`Load::finish`);
+//! - a consumer group member committing its positions every 200 ms: every commit it had
+//!   acknowledged is still there (the group's committed offsets at least as high).
 //!
 //! `STRAND_FAULT_SCHEDULES` (default 50) sets how many run; `STRAND_FAULT_SEED` replays one
 //! schedule exactly (its faults and times; the processes' own timing still varies);
@@ -350,6 +352,93 @@ async fn replicas_agree(
     Ok(())
 }
 
+/// A consumer group member reading the schedule's topic and committing its positions every
+/// 200 ms (synchronously); the highest commit acknowledged per partition is what the group
+/// must never lose.
+struct GroupCommits {
+    stop: Arc<AtomicBool>,
+    handle: tokio::task::JoinHandle<BTreeMap<i32, i64>>,
+}
+
+impl GroupCommits {
+    fn start(bootstrap: &str, topic: &'static str, group: &str) -> Self {
+        use rdkafka::consumer::{CommitMode, Consumer};
+        use rdkafka::message::Message;
+        let consumer = common::kafka::consumer_with(
+            bootstrap,
+            &[
+                ("group.id", group),
+                ("auto.offset.reset", "earliest"),
+                ("session.timeout.ms", "6000"),
+            ],
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let handle = tokio::task::spawn_blocking(move || {
+            consumer.subscribe(&[topic]).expect("subscribe");
+            let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+            let mut acked: BTreeMap<i32, i64> = BTreeMap::new();
+            let mut last_commit = Instant::now();
+            while !stopping.load(Ordering::Relaxed) {
+                if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
+                    next.insert(m.partition(), m.offset() + 1);
+                }
+                if last_commit.elapsed() < Duration::from_millis(200) || next.is_empty() {
+                    continue;
+                }
+                last_commit = Instant::now();
+                let mut tpl = rdkafka::TopicPartitionList::new();
+                for (p, o) in &next {
+                    let _ = tpl.add_partition_offset(topic, *p, rdkafka::Offset::Offset(*o));
+                }
+                if consumer.commit(&tpl, CommitMode::Sync).is_ok() {
+                    for (p, o) in &next {
+                        let best = acked.entry(*p).or_insert(*o);
+                        *best = (*best).max(*o);
+                    }
+                }
+            }
+            acked
+        });
+        Self { stop, handle }
+    }
+
+    /// Stops the member; then every acknowledged commit must still be there (the group's
+    /// committed offset per partition at least as high).
+    async fn check(self, bootstrap: &str, topic: &str, group: &str) -> Result<usize, String> {
+        use rdkafka::consumer::Consumer;
+        self.stop.store(true, Ordering::Relaxed);
+        let acked = self.handle.await.map_err(|e| e.to_string())?;
+        let (bootstrap, topic, group) =
+            (bootstrap.to_string(), topic.to_string(), group.to_string());
+        let commits = acked.len();
+        tokio::task::spawn_blocking(move || {
+            let reader = common::kafka::consumer_with(&bootstrap, &[("group.id", &group)]);
+            let mut tpl = rdkafka::TopicPartitionList::new();
+            for p in acked.keys() {
+                tpl.add_partition(&topic, *p);
+            }
+            let committed = reader
+                .committed_offsets(tpl, Duration::from_secs(20))
+                .map_err(|e| format!("OffsetFetch for group {group}: {e}"))?;
+            for (p, want) in &acked {
+                let got = committed
+                    .find_partition(&topic, *p)
+                    .map(|e| e.offset())
+                    .ok_or_else(|| format!("no committed offset for {topic}-{p}"))?;
+                if got.to_raw().unwrap_or(-1) < *want {
+                    return Err(format!(
+                        "group {group} lost a commit on {topic}-{p}: {want} was acknowledged, {got:?} is committed"
+                    ));
+                }
+            }
+            Ok(commits)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+}
+
 /// Makes every process run again, whatever a failed schedule left: SIGCONT to every broker, a
 /// start for any process that is gone (iptables cuts go with their step).
 fn heal(cluster: &Cluster) {
@@ -385,6 +474,8 @@ async fn run_schedule(
         })
         .await;
     let load = Load::start(&cluster.bootstrap, ACKS_ALL_IDEMPOTENT, topic);
+    let group = format!("{topic}-group");
+    let commits = GroupCommits::start(&cluster.bootstrap, topic, &group);
     let stop = Arc::new(AtomicBool::new(false));
     let ends = tokio::spawn(watch_ends(Arc::clone(&cluster), topic, Arc::clone(&stop)));
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -412,6 +503,10 @@ async fn run_schedule(
     if let Some(moved_back) = ends.await.unwrap() {
         panic!("{moved_back}");
     }
+    let committed = match commits.check(&cluster.bootstrap, topic, &group).await {
+        Ok(n) => n,
+        Err(e) => panic!("{e}"),
+    };
     let partitions: Vec<i32> = (0..PARTITIONS).collect();
     let (sent, acked, read) = load.finish(&cluster.bootstrap, topic, &partitions).await;
     for partition in 0..PARTITIONS {
@@ -421,7 +516,7 @@ async fn run_schedule(
     }
     cluster.delete_topic(topic).await;
     format!(
-        "schedule seed={seed} faults={steps:?}: sent {sent}, acknowledged {}, stored {}, violations 0",
+        "schedule seed={seed} faults={steps:?}: sent {sent}, acknowledged {}, stored {}, group commits kept on {committed} partitions, violations 0",
         acked.len(),
         read.len()
     )
