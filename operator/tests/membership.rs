@@ -137,3 +137,86 @@ async fn broker_membership_follows_the_controller() {
         "a broker of another cluster must not join"
     );
 }
+
+/// A restarted broker (a new incarnation) must act on nothing its previous life knew: its
+/// saved copy may name it the leader of an epoch it led then, with a log that has since lost
+/// its unsynced tail. Once `join` returns, the metadata is the controller's from after the
+/// registration, in which the previous life was fenced (its leadership moved to the other
+/// in-sync replica at a new epoch). Before, `join` returned with the saved copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_broker_acts_on_no_metadata_from_its_previous_life() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = ControllerProcess::start(&dir.path().join("controller"));
+    let client = ControllerClient::new(&controller.url(""));
+    let settings = Settings {
+        heartbeat_interval: Duration::from_millis(300),
+        metadata_wait: Duration::from_millis(1000),
+        retry_backoff: Duration::from_millis(100),
+    };
+    let registration = |id: i32, incarnation: &str| Registration {
+        id,
+        incarnation: incarnation.into(),
+        host: "127.0.0.1".into(),
+        port: 9092 + id as u16,
+        replication_host: None,
+        rack: None,
+        listeners: Vec::new(),
+    };
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let mut members = Vec::new();
+    for id in [0, 1] {
+        let data = dir.path().join(format!("broker-{id}"));
+        std::fs::create_dir_all(&data).unwrap();
+        let m = Membership::join(
+            client.clone(),
+            registration(id, "run-1"),
+            data,
+            settings.clone(),
+            &mut stop_rx,
+        )
+        .await
+        .unwrap();
+        tokio::spawn(m.clone().heartbeat_loop(stop_rx.clone()));
+        tokio::spawn(m.clone().metadata_loop(stop_rx.clone()));
+        members.push(m);
+    }
+    let r = reqwest::Client::new()
+        .post(controller.url("/v1/topics"))
+        .json(&serde_json::json!({"name": "t", "partitions": 1, "replication_factor": 2, "assignments": [[0, 1]]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut rx = members[0].subscribe();
+    let led = wait_for(&mut rx, "broker 0 leading t-0", |m| {
+        m.partition("t", 0).is_some_and(|p| p.leader == 0)
+    })
+    .await;
+    let old_epoch = led.partition("t", 0).unwrap().leader_epoch;
+    // Its disk copy says so too (the copy is written before it is published).
+    let saved: ClusterMetadata = serde_json::from_slice(
+        &std::fs::read(dir.path().join("broker-0").join(METADATA_FILE)).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(saved.partition("t", 0).unwrap().leader, 0);
+
+    // Broker 0 crashes and comes back at once (its session has not expired).
+    stop_tx.send(true).unwrap();
+    let (_keep, mut s) = watch::channel(false);
+    let restarted = Membership::join(
+        client.clone(),
+        registration(0, "run-2"),
+        dir.path().join("broker-0"),
+        settings,
+        &mut s,
+    )
+    .await
+    .unwrap();
+    let first = restarted.metadata();
+    let p = first.partition("t", 0).unwrap();
+    assert!(
+        p.leader == 1 && p.leader_epoch > old_epoch && !p.isr.contains(&0),
+        "the first metadata a restarted broker acts on must come after its registration: {p:?}"
+    );
+    assert_eq!(first.brokers[&0].epoch, restarted.epoch());
+}

@@ -70,7 +70,7 @@ impl Membership {
         });
         loop {
             match m.register().await {
-                Ok(()) => return Ok(m),
+                Ok(()) => break,
                 Err(e @ ControllerCallError::Refused { .. }) => return Err(e),
                 Err(e) => warn!(error = %e, "cannot register yet; retrying"),
             }
@@ -79,6 +79,36 @@ impl Membership {
                 _ = stop.changed() => return Err(ControllerCallError::Unreachable("stopped".into())),
             }
         }
+        // The saved copy is what this broker's previous life knew: it may name this broker
+        // the leader of an epoch it led then, with a log that has since lost its unsynced
+        // tail. Acting on it would start a new leadership in that old epoch, appending other
+        // records at offsets its followers already hold in that epoch (found by the
+        // simulation). The registration fenced that life (its leaderships moved, it left the
+        // ISRs), so only metadata from after it is applied.
+        loop {
+            match m.client.metadata(None, Duration::ZERO, None).await {
+                Ok(fresh) => {
+                    m.publish(fresh);
+                    return Ok(m);
+                }
+                Err(e) => warn!(error = %e, "cannot read the metadata after registering; retrying"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(m.settings.retry_backoff) => {}
+                _ = stop.changed() => return Err(ControllerCallError::Unreachable("stopped".into())),
+            }
+        }
+    }
+
+    /// Saves `m` to disk, then publishes it.
+    fn publish(&self, m: ClusterMetadata) {
+        if let Err(e) = serde_json::to_vec(&m)
+            .map_err(std::io::Error::other)
+            .and_then(|b| write_atomic(&self.metadata_path, &b))
+        {
+            warn!(error = %e, "cannot save cluster metadata");
+        }
+        self.metadata.send_replace(Arc::new(m));
     }
 
     /// A membership that never reaches a controller (none is listening at its address): for
@@ -176,15 +206,7 @@ impl Membership {
                 failures = 0;
             }
             match fetched {
-                Ok(m) if m.version != known || after.is_none() => {
-                    if let Err(e) = serde_json::to_vec(&m)
-                        .map_err(std::io::Error::other)
-                        .and_then(|b| write_atomic(&self.metadata_path, &b))
-                    {
-                        warn!(error = %e, "cannot save cluster metadata");
-                    }
-                    self.metadata.send_replace(Arc::new(m));
-                }
+                Ok(m) if m.version != known || after.is_none() => self.publish(m),
                 Ok(_) => {}
                 Err(e) => {
                     warn!(error = %e, "metadata poll failed");
