@@ -637,8 +637,10 @@ impl Partition {
         if pos.current_leader_epoch != -1 && pos.current_leader_epoch != ours {
             return None;
         }
-        let hw = self.high_watermark();
+        // Under the log lock, which a follower's appends and truncations hold while they move
+        // it: the high watermark and the log are read as one.
         let log = self.log();
+        let hw = self.high_watermark();
         if !self.serves(fetcher, &log) {
             return None;
         }
@@ -669,8 +671,8 @@ impl Partition {
             e if e > ours => return (Err(FetchError::UnknownLeaderEpoch(ours)), -1),
             _ => {}
         }
-        let hw = self.high_watermark();
         let log = self.log();
+        let hw = self.high_watermark();
         if !self.serves(fetcher, &log) {
             drop(log);
             let not_leader = FetchError::NotLeader {
@@ -807,6 +809,10 @@ impl Partition {
             log.assign_leader_epoch(epoch);
             let (leo, hw) = (log.log_end_offset(), self.high_watermark());
             let state = LeaderState::new(self.node_id, settings, assignment, leo, hw, now_ms);
+            // An ISR of this broker alone puts the high watermark at the log end at once; with
+            // nothing published, it would wait for the next append (an idle partition would
+            // hide committed records, and show an older end than the last leader did).
+            self.publish_high_watermark(state.high_watermark());
             *self.role() = Role::Leader(Box::new(state));
             self.leader_epoch.store(epoch, Ordering::Release);
         }
@@ -856,6 +862,12 @@ impl Partition {
             AnswerOutcome::Diverging { epoch, end_offset } => {
                 let to = truncation_offset(&log, epoch, end_offset);
                 log.truncate_to(to).map_err(FollowerError::Truncate)?;
+                // Never a high watermark past the log end: a follower serves consumers up to
+                // it (KIP-392). (A clean election never truncates below it; this keeps that
+                // from being something reads rely on.)
+                if self.high_watermark() > to {
+                    self.follower_high_watermark(to, to);
+                }
                 return Ok(FollowerApplied::Truncated { to });
             }
             AnswerOutcome::OutOfRange if answer.log_start_offset <= leo => {
@@ -1585,13 +1597,71 @@ mod tests {
             replica_lag_time_max_ms: 30_000,
             min_insync_replicas: 2,
         };
-        p.become_leader(assignment, settings, 5);
+        p.become_leader(assignment.clone(), settings, 5);
         assert!(p.high_watermark_behind_epoch_start());
         for replica in [2, 3] {
             p.read_for_fetch(pos(10, 6, 7), Fetcher::Replica(replica), true, 6);
         }
         assert_eq!(p.high_watermark(), 10);
         assert!(!p.high_watermark_behind_epoch_start());
+
+        // Elected with an ISR of itself alone: everything it holds is committed, and shown at
+        // once, not at the next append (an idle partition would hide it).
+        let dir = tempfile::tempdir().unwrap();
+        let alone = leader_of_three(dir.path());
+        alone.become_follower(2, 6);
+        let applied = alone.append_as_follower(LeaderAnswer {
+            fetched_epoch: 6,
+            fetch_offset: 0,
+            outcome: AnswerOutcome::Records(&data),
+            high_watermark: 4,
+            log_start_offset: 0,
+        });
+        assert!(applied.is_ok());
+        let only_me = Assignment {
+            isr: vec![1],
+            ..assignment
+        };
+        let settings = Settings {
+            min_insync_replicas: 1,
+            ..settings
+        };
+        alone.become_leader(only_me, settings, 5);
+        assert_eq!(alone.high_watermark(), 10);
+        assert!(!alone.high_watermark_behind_epoch_start());
+    }
+
+    /// A follower told to truncate below its high watermark (no clean election does that)
+    /// brings the high watermark down with the log, so follower reads never pass the log end.
+    #[test]
+    fn a_truncating_follower_keeps_its_high_watermark_within_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader_of_three(dir.path());
+        p.become_follower(2, 6);
+        let mut leader = open_log(&dir.path().join("leader"));
+        append(&mut leader, 10, 6);
+        let data = leader.read(0, 1 << 20, i64::MAX).unwrap();
+        let answer = |fetch_offset, outcome| LeaderAnswer {
+            fetched_epoch: 6,
+            fetch_offset,
+            outcome,
+            high_watermark: 10,
+            log_start_offset: 0,
+        };
+        assert!(
+            p.append_as_follower(answer(0, AnswerOutcome::Records(&data)))
+                .is_ok()
+        );
+        assert_eq!(p.high_watermark(), 10);
+        let diverging = AnswerOutcome::Diverging {
+            epoch: 6,
+            end_offset: 0,
+        };
+        assert_eq!(
+            p.append_as_follower(answer(10, diverging)).unwrap(),
+            FollowerApplied::Truncated { to: 0 }
+        );
+        assert_eq!(p.high_watermark(), 0);
     }
 
     /// A leader whose replica is removed (reassigned away in one metadata step) answers its
