@@ -251,7 +251,8 @@ impl Broker {
         config: &TopicConfig,
     ) -> Result<Arc<Partition>, TopicError> {
         let dir = self.log_dir.partition_dir(&record.name, p)?;
-        self.log_dir.claim_partition_dir(&dir, record.id)?;
+        self.log_dir
+            .claim_partition_dir(&dir, record.id, &record.name, p)?;
         let (mut log, report) =
             Log::open(&dir, config.clone(), self.log_dir.hints(&record.name, p))?;
         // Standalone, every start is a new leadership: a new epoch, as Kafka's controller
@@ -772,7 +773,8 @@ impl Broker {
         settings: ReplicationSettings,
     ) -> Result<Arc<Partition>, StorageError> {
         let dir = self.log_dir.partition_dir(name, pm.partition)?;
-        self.log_dir.claim_partition_dir(&dir, topic_id)?;
+        self.log_dir
+            .claim_partition_dir(&dir, topic_id, name, pm.partition)?;
         let (mut log, report) =
             Log::open(&dir, config.clone(), self.log_dir.hints(name, pm.partition))?;
         self.metrics

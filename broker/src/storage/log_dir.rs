@@ -3,10 +3,11 @@
 //! checkpoints (`recovery-point-offset-checkpoint`, `log-start-offset-checkpoint`,
 //! `replication-offset-checkpoint` for high watermarks) and the clean-shutdown marker.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 use tracing::info;
@@ -44,8 +45,12 @@ pub struct LogDir {
     cluster_id: String,
     node_id: i32,
     clean_shutdown: bool,
-    recovery_points: OffsetMap,
-    high_watermarks: OffsetMap,
+    /// The checkpoints as read at start, for logs opened later. Checkpoints are keyed by
+    /// topic name, so an entry can outlive its topic: see [`LogDir::claim_partition_dir`].
+    recovery_points: Mutex<OffsetMap>,
+    high_watermarks: Mutex<OffsetMap>,
+    /// The partitions named in the checkpoint files on disk; held while they are written.
+    checkpointed: Mutex<BTreeSet<(String, i32)>>,
 }
 
 /// Stamps a new data directory with `cluster_id` (and `node_id`), or checks an existing stamp:
@@ -137,14 +142,24 @@ impl LogDir {
             fs::remove_file(&marker)?;
             sync_dir(path)?;
         }
+        let recovery_points = checkpoint::read_offsets(&path.join(RECOVERY_POINTS))?;
+        let high_watermarks = checkpoint::read_offsets(&path.join(HIGH_WATERMARKS))?;
+        let checkpointed = [RECOVERY_POINTS, LOG_START_OFFSETS, HIGH_WATERMARKS]
+            .iter()
+            .map(|f| checkpoint::read_offsets(&path.join(f)))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .flat_map(|m| m.into_keys())
+            .collect();
         let dir = Self {
             path: path.to_path_buf(),
             _lock: lock,
             cluster_id,
             node_id,
             clean_shutdown,
-            recovery_points: checkpoint::read_offsets(&path.join(RECOVERY_POINTS))?,
-            high_watermarks: checkpoint::read_offsets(&path.join(HIGH_WATERMARKS))?,
+            recovery_points: Mutex::new(recovery_points),
+            high_watermarks: Mutex::new(high_watermarks),
+            checkpointed: Mutex::new(checkpointed),
         };
         info!(dir = %path.display(), cluster_id = %dir.cluster_id, clean_shutdown, "opened data directory");
         Ok(dir)
@@ -194,12 +209,12 @@ impl LogDir {
         let key = (topic.to_string(), partition);
         OpenHints {
             clean_shutdown: self.clean_shutdown,
-            recovery_point: self.recovery_points.get(&key).copied(),
+            recovery_point: lock(&self.recovery_points).get(&key).copied(),
         }
     }
 
     pub fn high_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
-        self.high_watermarks
+        lock(&self.high_watermarks)
             .get(&(topic.to_string(), partition))
             .copied()
     }
@@ -233,9 +248,49 @@ impl LogDir {
         start: &OffsetMap,
         hw: &OffsetMap,
     ) -> io::Result<()> {
+        let mut named = lock(&self.checkpointed);
+        // Whatever was named before stays named until all three files are written.
+        named.extend(
+            recovery
+                .keys()
+                .chain(start.keys())
+                .chain(hw.keys())
+                .cloned(),
+        );
         checkpoint::write_offsets(&self.path.join(RECOVERY_POINTS), recovery)?;
         checkpoint::write_offsets(&self.path.join(LOG_START_OFFSETS), start)?;
-        checkpoint::write_offsets(&self.path.join(HIGH_WATERMARKS), hw)
+        checkpoint::write_offsets(&self.path.join(HIGH_WATERMARKS), hw)?;
+        *named = recovery
+            .keys()
+            .chain(start.keys())
+            .chain(hw.keys())
+            .cloned()
+            .collect();
+        Ok(())
+    }
+
+    /// Drops `topic`-`partition` from the checkpoints, in memory and on disk, before a new log
+    /// takes that name. Checkpoints are keyed by name: a deleted topic's entry, left there
+    /// until the next checkpoint, would otherwise be read for its successor after a crash (a
+    /// recovery point past what the new log synced, so a torn tail would be trusted; a high
+    /// watermark over records never committed).
+    fn forget_checkpoints(&self, topic: &str, partition: i32) -> io::Result<()> {
+        let key = (topic.to_string(), partition);
+        lock(&self.recovery_points).remove(&key);
+        lock(&self.high_watermarks).remove(&key);
+        let mut named = lock(&self.checkpointed);
+        if !named.contains(&key) {
+            return Ok(());
+        }
+        for file in [RECOVERY_POINTS, LOG_START_OFFSETS, HIGH_WATERMARKS] {
+            let path = self.path.join(file);
+            let mut offsets = checkpoint::read_offsets(&path).map_err(io::Error::other)?;
+            if offsets.remove(&key).is_some() {
+                checkpoint::write_offsets(&path, &offsets)?;
+            }
+        }
+        named.remove(&key);
+        Ok(())
     }
 
     /// Written last on a clean stop, after every log is flushed and checkpointed.
@@ -263,17 +318,30 @@ impl LogDir {
         )
     }
 
-    /// Makes `dir` the directory of topic `topic_id`: a directory stamped with another topic id
-    /// is a deleted topic's leftover and is removed, never adopted; an unstamped one is
-    /// adopted and stamped.
-    pub fn claim_partition_dir(&self, dir: &Path, topic_id: uuid::Uuid) -> io::Result<()> {
+    /// Makes `dir` (partition `partition` of `topic`) the directory of topic `topic_id`: a
+    /// directory stamped with another topic id is a deleted topic's leftover and is removed,
+    /// never adopted; an unstamped one is adopted and stamped. A new directory, or one taken
+    /// from a deleted topic, starts with no checkpointed offsets.
+    pub fn claim_partition_dir(
+        &self,
+        dir: &Path,
+        topic_id: uuid::Uuid,
+        topic: &str,
+        partition: i32,
+    ) -> io::Result<()> {
         match self.stamp(dir)? {
             Some(id) if id == topic_id => Ok(()),
             Some(id) => {
                 tracing::warn!(dir = %dir.display(), stale_topic_id = %id, "removing a deleted topic's leftover directory");
                 self.remove_partition_dir(dir)?;
+                self.forget_checkpoints(topic, partition)?;
                 self.write_stamp(dir, topic_id)
             }
+            None if !dir.exists() => {
+                self.forget_checkpoints(topic, partition)?;
+                self.write_stamp(dir, topic_id)
+            }
+            // A log from before directories were stamped: its checkpoints are its own.
             None => self.write_stamp(dir, topic_id),
         }
     }
@@ -325,6 +393,10 @@ impl LogDir {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,6 +425,51 @@ mod tests {
             Err(StorageError::Refused(msg)) => assert!(msg.contains("node.id"), "{msg}"),
             other => panic!("expected refusal, got {:?}", other.map(|_| ())),
         }
+    }
+
+    /// Checkpoints are keyed by topic name. A topic deleted and created again under its name
+    /// must not inherit the old one's recovery point or high watermark, in memory or (after a
+    /// crash before the next checkpoint) on disk; a directory of the same topic keeps them.
+    #[test]
+    fn a_new_topic_under_an_old_name_inherits_no_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = |p: i32| ("t".to_string(), p);
+        let offsets = |v: i64| OffsetMap::from([(key(0), v), (key(1), v)]);
+        let (old, new) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        {
+            let d = LogDir::open(dir.path(), 1).unwrap();
+            for p in [0, 1] {
+                d.claim_partition_dir(&d.partition_dir("t", p).unwrap(), old, "t", p)
+                    .unwrap();
+            }
+            d.write_checkpoints(&offsets(5000), &offsets(0), &offsets(1000))
+                .unwrap();
+        }
+        let d = LogDir::open(dir.path(), 1).unwrap();
+        // Partition 1 is still the old topic's: its checkpoints stay.
+        d.claim_partition_dir(&d.partition_dir("t", 1).unwrap(), old, "t", 1)
+            .unwrap();
+        assert_eq!(d.high_watermark("t", 1), Some(1000));
+        // Partition 0's directory belongs to a deleted topic: taken over, checkpoints dropped.
+        d.claim_partition_dir(&d.partition_dir("t", 0).unwrap(), new, "t", 0)
+            .unwrap();
+        assert_eq!(d.high_watermark("t", 0), None);
+        assert_eq!(d.hints("t", 0).recovery_point, None);
+        for file in [RECOVERY_POINTS, LOG_START_OFFSETS, HIGH_WATERMARKS] {
+            let on_disk = checkpoint::read_offsets(&dir.path().join(file)).unwrap();
+            assert!(!on_disk.contains_key(&key(0)), "{file}: {on_disk:?}");
+            assert!(on_disk.contains_key(&key(1)), "{file}: {on_disk:?}");
+        }
+        // A directory that was removed (the topic deleted) and is created again: the same.
+        d.remove_partition_dir(&d.partition_dir("t", 1).unwrap())
+            .unwrap();
+        d.claim_partition_dir(&d.partition_dir("t", 1).unwrap(), new, "t", 1)
+            .unwrap();
+        assert_eq!(d.high_watermark("t", 1), None);
+        drop(d);
+        let reopened = LogDir::open(dir.path(), 1).unwrap();
+        assert_eq!(reopened.high_watermark("t", 0), None);
+        assert_eq!(reopened.high_watermark("t", 1), None);
     }
 
     #[test]
