@@ -138,6 +138,25 @@ fn schedule(seed: u64, isolation: bool) -> Vec<Step> {
     steps
 }
 
+/// The topic's min.insync.replicas for a schedule: 2 mostly, 1 for every third seed (the high
+/// watermark then moves with an ISR of the leader alone, a path min.insync.replicas=2 holds
+/// back).
+fn min_insync(seed: u64) -> i32 {
+    if seed.is_multiple_of(3) { 1 } else { 2 }
+}
+
+/// Sets every flag when dropped: a schedule that fails midway stops its producer, its group
+/// member (a blocking thread the runtime would otherwise wait for forever) and its watcher.
+struct StopOnDrop(Vec<Arc<AtomicBool>>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        for flag in &self.0 {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Carries out one step: the fault, the wait, and its end.
 async fn run_step(cluster: Arc<Cluster>, step: Step, ip: fn(i32) -> String) {
     tokio::time::sleep(Duration::from_millis(step.at_ms)).await;
@@ -264,12 +283,40 @@ async fn watch_ends(
 }
 
 /// Each replica's batches of `topic`-`partition` (base offset, last offset, leader epoch,
-/// CRC) below the lowest high watermark among the replicas, read from every replica.
+/// CRC) below the lowest high watermark among the replicas, read from every replica, once
+/// that high watermark covers `acked_end` (so the comparison covers every acknowledged write;
+/// retried for a while, as followers learn the high watermark at their next fetch).
 async fn replicas_agree(
     cluster: &Cluster,
     topic: &'static str,
     partition: i32,
+    acked_end: i64,
 ) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match replica_batches(cluster, topic, partition).await {
+            Ok((lowest_hw, logs)) if lowest_hw >= acked_end => {
+                return compare(topic, partition, lowest_hw, &logs);
+            }
+            Ok((lowest_hw, _)) if Instant::now() > deadline => {
+                return Err(format!(
+                    "{topic}-{partition}: a replica's high watermark stayed at {lowest_hw}, below the acknowledged {acked_end}"
+                ));
+            }
+            Err(e) if Instant::now() > deadline => return Err(e),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+type Lineage = Vec<(i64, i64, i32, u32)>;
+
+/// Each replica's batches and the lowest high watermark among them.
+async fn replica_batches(
+    cluster: &Cluster,
+    topic: &'static str,
+    partition: i32,
+) -> Result<(i64, BTreeMap<i32, Lineage>), String> {
     let m = cluster.metadata().await;
     let p = m
         .partition(topic, partition)
@@ -331,9 +378,18 @@ async fn replicas_agree(
         lowest_hw = lowest_hw.min(hw);
         logs.insert(*replica, batches);
     }
-    let below = |b: &Vec<(i64, i64, i32, u32)>| -> Vec<(i64, i64, i32, u32)> {
-        b.iter().copied().filter(|x| x.0 < lowest_hw).collect()
-    };
+    Ok((lowest_hw, logs))
+}
+
+/// Every replica holds the same batches below `lowest_hw`.
+fn compare(
+    topic: &str,
+    partition: i32,
+    lowest_hw: i64,
+    logs: &BTreeMap<i32, Lineage>,
+) -> Result<(), String> {
+    let below =
+        |b: &Lineage| -> Lineage { b.iter().copied().filter(|x| x.0 < lowest_hw).collect() };
     let mut views = logs.iter().map(|(r, b)| (r, below(b)));
     let Some((first, want)) = views.next() else {
         return Ok(());
@@ -464,7 +520,9 @@ async fn run_schedule(
     seed: u64,
     steps: Vec<Step>,
 ) -> String {
-    cluster.create_topic(topic, PARTITIONS).await;
+    cluster
+        .create_topic_with(topic, PARTITIONS, min_insync(seed))
+        .await;
     cluster
         .wait_for("the schedule's topic fully in sync", 30, |m| {
             (0..PARTITIONS).all(|i| {
@@ -477,14 +535,21 @@ async fn run_schedule(
     let group = format!("{topic}-group");
     let commits = GroupCommits::start(&cluster.bootstrap, topic, &group);
     let stop = Arc::new(AtomicBool::new(false));
+    let _stop_all = StopOnDrop(vec![
+        load.stop_flag(),
+        Arc::clone(&commits.stop),
+        Arc::clone(&stop),
+    ]);
     let ends = tokio::spawn(watch_ends(Arc::clone(&cluster), topic, Arc::clone(&stop)));
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let tasks: Vec<_> = steps
-        .iter()
-        .map(|s| tokio::spawn(run_step(Arc::clone(&cluster), *s, broker_ip)))
-        .collect();
-    for t in tasks {
-        t.await.expect("a fault step failed");
+    // In a JoinSet: if this schedule fails, the steps not yet run are aborted with it (an
+    // aborted cut drops its iptables rules) instead of firing into the next schedule.
+    let mut faults = tokio::task::JoinSet::new();
+    for s in &steps {
+        faults.spawn(run_step(Arc::clone(&cluster), *s, broker_ip));
+    }
+    while let Some(done) = faults.join_next().await {
+        done.expect("a fault step failed");
     }
     cluster
         .wait_for(
@@ -510,7 +575,14 @@ async fn run_schedule(
     let partitions: Vec<i32> = (0..PARTITIONS).collect();
     let (sent, acked, read) = load.finish(&cluster.bootstrap, topic, &partitions).await;
     for partition in 0..PARTITIONS {
-        if let Err(e) = replicas_agree(&cluster, topic, partition).await {
+        // Every replica must hold at least every acknowledged write of the partition.
+        let acked_end = acked
+            .keys()
+            .filter(|(p, _)| *p == partition)
+            .map(|(_, o)| o + 1)
+            .max()
+            .unwrap_or(0);
+        if let Err(e) = replicas_agree(&cluster, topic, partition, acked_end).await {
             panic!("{e}");
         }
     }
@@ -549,6 +621,10 @@ async fn attempt(
             Err(e) => e.to_string(),
         }),
     };
+    if result.is_err() {
+        // Aborted steps end at their next await; let them go before healing.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
     heal(cluster);
     result
 }

@@ -288,12 +288,18 @@ impl Cluster {
 
     /// A topic with replication factor 3 and min.insync.replicas 2.
     pub async fn create_topic(&self, name: &str, partitions: i32) {
+        self.create_topic_with(name, partitions, 2).await
+    }
+
+    /// A topic with replication factor 3 and `min_insync` min.insync.replicas.
+    pub async fn create_topic_with(&self, name: &str, partitions: i32, min_insync: i32) {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)
             .create()
             .unwrap();
+        let min_insync = min_insync.to_string();
         let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(3))
-            .set("min.insync.replicas", "2");
+            .set("min.insync.replicas", &min_insync);
         let res = admin
             .create_topics([&topic], &AdminOptions::new())
             .await

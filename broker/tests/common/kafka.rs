@@ -256,6 +256,11 @@ impl Load {
         }
     }
 
+    /// The flag that stops the producer (for a guard that stops it if a test fails first).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.stop)
+    }
+
     pub fn acked_count(&self) -> usize {
         self.acked.lock().unwrap().len()
     }
