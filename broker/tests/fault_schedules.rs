@@ -331,20 +331,7 @@ async fn replica_batches(
         let mut batches = Vec::new();
         let mut offset = 0;
         let hw = loop {
-            let mut fp = FetchPartition::default();
-            fp.partition = partition;
-            fp.fetch_offset = offset;
-            fp.current_leader_epoch = -1;
-            fp.last_fetched_epoch = -1;
-            fp.partition_max_bytes = 1 << 20;
-            let mut t = FetchTopic::default();
-            t.topic = TopicName(StrBytes::from_static_str(topic));
-            t.partitions = vec![fp];
-            let mut r = FetchRequest::default();
-            r.replica_id = (-1).into();
-            r.session_epoch = -1;
-            r.max_bytes = 1 << 20;
-            r.topics = vec![t];
+            let r = fetch_request(topic, partition, offset);
             let resp = conn
                 .send(&r, 12)
                 .await
@@ -621,12 +608,90 @@ async fn attempt(
             Err(e) => e.to_string(),
         }),
     };
-    if result.is_err() {
-        // Aborted steps end at their next await; let them go before healing.
-        tokio::time::sleep(Duration::from_millis(1000)).await;
-    }
+    let result = match result {
+        Err(why) => {
+            // Aborted steps end at their next await; let them go before healing.
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            let detail = describe_duplicate(cluster, topic, &why).await;
+            Err(format!("{why}{detail}"))
+        }
+        ok => ok,
+    };
     heal(cluster);
     result
+}
+
+/// For a value stored twice ("stored twice: at (P, O1) and (P, O2)"), the batch holding each
+/// copy as the partition's leader has it: whether both carry one producer id, epoch and
+/// sequence (the broker appended a retry twice) or not (the client sent it again as new).
+async fn describe_duplicate(cluster: &Cluster, topic: &'static str, why: &str) -> String {
+    let Some(rest) = why.split("stored twice: at ").nth(1) else {
+        return String::new();
+    };
+    let numbers: Vec<i64> = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|t| !t.is_empty())
+        .take(4)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let [p, first, _, second] = numbers[..] else {
+        return String::new();
+    };
+    let partition = p as i32;
+    let Some(m) = cluster.try_metadata().await else {
+        return "(no metadata to describe the duplicate)".into();
+    };
+    let Some(leader) = m.partition(topic, partition).map(|p| p.leader) else {
+        return String::new();
+    };
+    let Ok(mut conn) = Connection::connect(&broker_addr(cluster, leader), "describe").await else {
+        return "(leader unreachable)".into();
+    };
+    let mut out = String::new();
+    for offset in [first, second] {
+        let r = fetch_request(topic, partition, offset);
+        let Ok(resp) = conn.send(&r, 12).await else {
+            continue;
+        };
+        let data = resp
+            .responses
+            .first()
+            .and_then(|t| t.partitions.first())
+            .and_then(|p| p.records.clone())
+            .unwrap_or_default();
+        if let Some((h, _)) = Batches::new(&data).next() {
+            out.push_str(&format!(
+                "\n  offset {offset}: batch {}..={} leader epoch {} producer id {} epoch {} sequence {}..={}",
+                h.base_offset,
+                h.last_offset(),
+                h.partition_leader_epoch,
+                h.producer_id,
+                h.producer_epoch,
+                h.base_sequence,
+                h.last_sequence()
+            ));
+        }
+    }
+    out
+}
+
+/// A consumer's Fetch v12 of one partition from `offset`.
+fn fetch_request(topic: &'static str, partition: i32, offset: i64) -> FetchRequest {
+    let mut fp = FetchPartition::default();
+    fp.partition = partition;
+    fp.fetch_offset = offset;
+    fp.current_leader_epoch = -1;
+    fp.last_fetched_epoch = -1;
+    fp.partition_max_bytes = 1 << 20;
+    let mut t = FetchTopic::default();
+    t.topic = TopicName(StrBytes::from_static_str(topic));
+    t.partitions = vec![fp];
+    let mut r = FetchRequest::default();
+    r.replica_id = (-1).into();
+    r.session_epoch = -1;
+    r.max_bytes = 1 << 20;
+    r.topics = vec![t];
+    r
 }
 
 /// Drops each fault in turn, keeping it out when the schedule still fails without it.
@@ -683,6 +748,9 @@ async fn random_fault_schedules_lose_no_acknowledged_write() {
             Err(why) => {
                 eprintln!("schedule seed {seed} FAILED: {why}");
                 let shrunk = shrink(&cluster, &mut n, seed, steps.clone()).await;
+                // The logs and data stay for a look (the processes are stopped).
+                let kept = dir.keep();
+                eprintln!("cluster directory kept: {}", kept.display());
                 panic!(
                     "fault schedule seed {seed} failed: {why}\nfaults: {steps:?}\nshrunk to (may not fail every time): {shrunk:?}\nreplay: STRAND_FAULT_SEED={seed} STRAND_FAULT_SCHEDULES=1 cargo test -p broker --test fault_schedules -- --nocapture"
                 );

@@ -145,9 +145,19 @@ pub fn assert_acked_present(acked: &Records, read: &Records) {
             "acknowledged record at {at:?} missing or different"
         );
     }
-    let mut values = std::collections::HashSet::new();
-    for rec in read.values() {
-        assert!(values.insert(&rec.1), "value {:.60} stored twice", rec.1);
+    let mut values = std::collections::HashMap::new();
+    for (at, rec) in read {
+        if let Some(first) = values.insert(&rec.1, *at) {
+            let acked_at: Vec<_> = acked
+                .iter()
+                .filter(|(_, r)| r.1 == rec.1)
+                .map(|(a, _)| *a)
+                .collect();
+            panic!(
+                "value {:.60} stored twice: at {first:?} and {at:?} (partition, offset); acknowledged at {acked_at:?}",
+                rec.1
+            );
+        }
     }
 }
 
