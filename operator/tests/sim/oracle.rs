@@ -16,7 +16,9 @@
 //!    policy: only the leader fsyncs before the ack, a follower's copy is never fsynced, so
 //!    when that follower is left as the last ISR member a power loss takes the write.
 //! 5. Below the leader's high watermark, every in-sync follower's log equals the leader's.
-//! 6. A broker acknowledges only writes appended in a leadership it still holds; a broker the
+//! 6. An acknowledged write had reached at least min.insync.replicas replicas when the ack
+//!    was sent (counting copies a power loss took since).
+//! 7. A broker acknowledges only writes appended in a leadership it still holds; a broker the
 //!    controller fenced may still acknowledge (its followers may not have heard yet, as in
 //!    Kafka), but never a write the next leaders lack, which 4 checks.
 
@@ -25,6 +27,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use broker::metadata::PartitionMeta;
 
 use super::broker::{Note, SimBroker};
+
+/// The topic's min.insync.replicas.
+pub const MIN_INSYNC_REPLICAS: usize = 2;
 
 #[derive(Default)]
 pub struct Oracle {
@@ -100,11 +105,19 @@ impl Oracle {
                             "broker {broker} acknowledged offset {offset} it does not hold"
                         ));
                     };
-                    let holders = brokers
+                    let holders: BTreeSet<i32> = brokers
                         .iter()
                         .filter(|o| o.log.value_at(offset) == Some(v))
                         .map(|o| o.id)
                         .collect();
+                    // Copies a power loss took since the followers fetched them still count.
+                    let lost = self.power_lost.get(&v).cloned().unwrap_or_default();
+                    let copies = holders.union(&lost).count();
+                    if copies < MIN_INSYNC_REPLICAS {
+                        return Err(format!(
+                            "broker {broker} acknowledged offset {offset} (value {v}) held by {holders:?} only"
+                        ));
+                    }
                     self.holders.insert(v, holders);
                 }
                 Ok(())

@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 
 use super::broker::{Note, Out, SimBroker, TOPIC};
 use super::net::{Event, Fault, Msg, Network, Node, Queue, Timer};
-use super::oracle::Oracle;
+use super::oracle::{MIN_INSYNC_REPLICAS, Oracle};
 
 const BROKERS: i32 = 3;
 const SESSION_TIMEOUT_MS: i64 = 1_000;
@@ -79,7 +79,7 @@ impl World {
         };
         let settings = Settings {
             replica_lag_time_max_ms: REPLICA_LAG_MAX_MS,
-            min_insync_replicas: 2,
+            min_insync_replicas: MIN_INSYNC_REPLICAS,
         };
         let net = Network::new(rng.random_range(2..=40), rng.random_range(0..=80));
         let mut w = Self {
@@ -491,7 +491,10 @@ impl World {
         if alive < BROKERS as usize {
             return;
         }
-        let configs = BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]);
+        let configs = BTreeMap::from([(
+            "min.insync.replicas".to_string(),
+            MIN_INSYNC_REPLICAS.to_string(),
+        )]);
         let id = uuid::Uuid::from_u128(1);
         if let Err(e) = decisions::create_topic(&mut self.controller, TOPIC, 1, 3, configs, id) {
             self.log(format!("cannot create the topic: {e}"));
