@@ -10,17 +10,32 @@ use broker::topic_config::FsyncPolicy;
 use rand::rngs::SmallRng;
 
 use super::log::LogModel;
-use super::net::{Answer, Msg, Node, Timer};
+use super::net::{Answer, IsrAnswer, Msg, Node, Timer};
 
 pub const TOPIC: &str = "sim";
 const FETCH_EVERY_MS: u64 = 25;
-const FETCH_TIMEOUT_MS: u64 = 300;
+const FETCH_TIMEOUT_MS: i64 = 300;
 const ALTER_PARTITION_TIMEOUT_MS: u64 = 300;
 const HEARTBEAT_EVERY_MS: u64 = 200;
 const ISR_TICK_EVERY_MS: u64 = 200;
 const REGISTER_RETRY_MS: u64 = 300;
 /// Most batches one fetch answer carries.
 const FETCH_MAX_BATCHES: usize = 4;
+
+/// Broker behaviours the simulation runs as the code is today or with a proposed fix (see
+/// the known-bug test in `tests/simulation.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Behaviour {
+    /// Today (`broker/src/main.rs`): a restarted broker applies the metadata it saved before
+    /// the crash once registered. Fixed: it waits for the controller's.
+    pub apply_saved_metadata: bool,
+}
+
+impl Behaviour {
+    pub const FIXED: Self = Self {
+        apply_saved_metadata: false,
+    };
+}
 
 /// What a broker did that the invariants look at.
 #[derive(Debug, Clone)]
@@ -89,8 +104,11 @@ pub struct SimBroker {
     cached_meta: Option<PartitionMeta>,
     fsync: FsyncPolicy,
     settings: Settings,
-    apply_saved_metadata: bool,
-    fetch_in_flight: Option<u64>,
+    behaviour: Behaviour,
+    /// When the fetch in flight was sent; unanswered for FETCH_TIMEOUT_MS it is given up.
+    fetch_in_flight: Option<i64>,
+    /// The fetch timer runs only while this broker follows.
+    fetch_timer_armed: bool,
     alter_in_flight: Option<u64>,
     generation: u64,
     timers_started: bool,
@@ -98,12 +116,7 @@ pub struct SimBroker {
 }
 
 impl SimBroker {
-    pub fn new(
-        id: i32,
-        fsync: FsyncPolicy,
-        settings: Settings,
-        apply_saved_metadata: bool,
-    ) -> Self {
+    pub fn new(id: i32, fsync: FsyncPolicy, settings: Settings, behaviour: Behaviour) -> Self {
         Self {
             id,
             up: false,
@@ -117,8 +130,9 @@ impl SimBroker {
             cached_meta: None,
             fsync,
             settings,
-            apply_saved_metadata,
+            behaviour,
             fetch_in_flight: None,
+            fetch_timer_armed: false,
             alter_in_flight: None,
             generation: 0,
             timers_started: false,
@@ -152,6 +166,7 @@ impl SimBroker {
         self.role = Role::Unknown;
         self.follower_hw = self.hw_checkpoint.min(end);
         self.fetch_in_flight = None;
+        self.fetch_timer_armed = false;
         self.alter_in_flight = None;
         self.timers_started = false;
         self.waiters.clear();
@@ -197,12 +212,11 @@ impl SimBroker {
             self.timers_started = true;
             out.timers.push((HEARTBEAT_EVERY_MS, Timer::Heartbeat));
             out.timers.push((ISR_TICK_EVERY_MS, Timer::IsrTick));
-            out.timers.push((FETCH_EVERY_MS, Timer::Fetch));
             out.timers.push((500, Timer::Writeback));
             if let Some(pm) = self
                 .cached_meta
                 .clone()
-                .filter(|_| self.apply_saved_metadata)
+                .filter(|_| self.behaviour.apply_saved_metadata)
             {
                 self.apply(pm, now, out);
             }
@@ -278,6 +292,10 @@ impl SimBroker {
                     epoch: pm.leader_epoch,
                 };
                 self.fetch_in_flight = None;
+                if !self.fetch_timer_armed {
+                    self.fetch_timer_armed = true;
+                    out.timers.push((FETCH_EVERY_MS, Timer::Fetch));
+                }
                 self.fail_waiters(out);
             }
         }
@@ -359,14 +377,6 @@ impl SimBroker {
                     else {
                         continue;
                     };
-                    self.generation += 1;
-                    self.alter_in_flight = Some(self.generation);
-                    out.timers.push((
-                        ALTER_PARTITION_TIMEOUT_MS,
-                        Timer::AlterPartitionTimeout {
-                            generation: self.generation,
-                        },
-                    ));
                     let request = AlterPartition {
                         broker: self.id,
                         broker_epoch,
@@ -376,16 +386,28 @@ impl SimBroker {
                         partition_epoch,
                         isr,
                     };
-                    out.msgs.push((
-                        Node::Controller,
-                        Msg::AlterPartition {
-                            incarnation: self.incarnation,
-                            request,
-                        },
-                    ));
+                    self.send_alter_partition(request, out);
                 }
             }
         }
+    }
+
+    fn send_alter_partition(&mut self, request: AlterPartition, out: &mut Out) {
+        self.generation += 1;
+        self.alter_in_flight = Some(self.generation);
+        out.timers.push((
+            ALTER_PARTITION_TIMEOUT_MS,
+            Timer::AlterPartitionTimeout {
+                generation: self.generation,
+            },
+        ));
+        out.msgs.push((
+            Node::Controller,
+            Msg::AlterPartition {
+                incarnation: self.incarnation,
+                request,
+            },
+        ));
     }
 
     /// `Partition::wait_high_watermark`: a write is acknowledged only while its leadership
@@ -424,7 +446,7 @@ impl SimBroker {
     pub fn on_alter_partition_answer(
         &mut self,
         leader_epoch: i32,
-        committed: Option<PartitionMeta>,
+        answer: IsrAnswer,
         now: i64,
         out: &mut Out,
     ) {
@@ -435,22 +457,26 @@ impl SimBroker {
             return;
         }
         self.alter_in_flight = None;
-        match committed {
-            Some(pm) => {
+        match answer {
+            IsrAnswer::Committed(pm) => {
                 if let Some(effects) = s.on_assignment(assignment(&pm), now) {
                     self.apply_effects(effects, out);
                 }
             }
-            None => s.on_proposal_rejected(),
+            // `ClusterRuntime::propose_isr`: any refusal forgets the proposal.
+            IsrAnswer::Superseded | IsrAnswer::Invalid => s.on_proposal_rejected(),
         }
     }
 
+    /// No answer: the HTTP call failed, and `ClusterRuntime::propose_isr` forgets the
+    /// proposal (the next metadata brings whatever the controller committed).
     pub fn on_alter_partition_timeout(&mut self, generation: u64) {
-        if self.alter_in_flight == Some(generation) {
-            self.alter_in_flight = None;
-            if let Role::Leader(s) = &mut self.role {
-                s.on_proposal_rejected();
-            }
+        if self.alter_in_flight != Some(generation) {
+            return;
+        }
+        self.alter_in_flight = None;
+        if let Role::Leader(s) = &mut self.role {
+            s.on_proposal_rejected();
         }
     }
 
@@ -463,22 +489,20 @@ impl SimBroker {
     }
 
     /// The fetcher: one fetch in flight at a time, from the log end, naming the last epoch.
-    pub fn on_fetch_timer(&mut self, out: &mut Out) {
-        out.timers.push((FETCH_EVERY_MS, Timer::Fetch));
+    pub fn on_fetch_timer(&mut self, now: i64, out: &mut Out) {
         let Role::Follower { leader, epoch } = self.role else {
+            self.fetch_timer_armed = false;
             return;
         };
-        if leader == NO_LEADER || self.fetch_in_flight.is_some() {
+        out.timers.push((FETCH_EVERY_MS, Timer::Fetch));
+        if self
+            .fetch_in_flight
+            .is_some_and(|sent| now - sent < FETCH_TIMEOUT_MS)
+            || leader == NO_LEADER
+        {
             return;
         }
-        self.generation += 1;
-        self.fetch_in_flight = Some(self.generation);
-        out.timers.push((
-            FETCH_TIMEOUT_MS,
-            Timer::FetchTimeout {
-                generation: self.generation,
-            },
-        ));
+        self.fetch_in_flight = Some(now);
         out.msgs.push((
             Node::Broker(leader),
             Msg::Fetch {
@@ -489,12 +513,6 @@ impl SimBroker {
                 last_fetched_epoch: self.log.latest_epoch(),
             },
         ));
-    }
-
-    pub fn on_fetch_timeout(&mut self, generation: u64) {
-        if self.fetch_in_flight == Some(generation) {
-            self.fetch_in_flight = None;
-        }
     }
 
     /// The leader's side of a follower fetch: `Partition::read_for_fetch` over the model.

@@ -31,6 +31,18 @@ pub enum Answer {
     Refused,
 }
 
+/// The controller's answer to an AlterPartition.
+#[derive(Debug, Clone)]
+pub enum IsrAnswer {
+    Committed(PartitionMeta),
+    /// The partition (or the broker's registration) moved on: a newer partition epoch,
+    /// another leader, a newer broker epoch. An earlier try of this very proposal may be what
+    /// moved it, so whether it was committed is unknown until the metadata arrives.
+    Superseded,
+    /// Refused as invalid at the current partition epoch: nothing was committed.
+    Invalid,
+}
+
 #[derive(Debug, Clone)]
 pub enum Msg {
     Register {
@@ -57,7 +69,7 @@ pub enum Msg {
     AlterPartitionAnswer {
         incarnation: u32,
         leader_epoch: i32,
-        committed: Option<PartitionMeta>,
+        answer: IsrAnswer,
     },
     /// The controller's answer to a broker process's metadata long poll: the version and the
     /// one partition the simulation runs. A poll belongs to one process (incarnation), so a
@@ -113,10 +125,6 @@ pub enum Timer {
     Heartbeat,
     IsrTick,
     Fetch,
-    /// A fetch unanswered this long is given up (the connection timed out).
-    FetchTimeout {
-        generation: u64,
-    },
     /// An AlterPartition unanswered this long failed (the HTTP call timed out).
     AlterPartitionTimeout {
         generation: u64,

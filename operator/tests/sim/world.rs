@@ -12,8 +12,8 @@ use operator::controller::decisions;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use super::broker::{Note, Out, SimBroker, TOPIC};
-use super::net::{Event, Fault, Msg, Network, Node, Queue, Timer};
+use super::broker::{Behaviour, Note, Out, SimBroker, TOPIC};
+use super::net::{Event, Fault, IsrAnswer, Msg, Network, Node, Queue, Timer};
 use super::oracle::{MIN_INSYNC_REPLICAS, Oracle};
 
 const BROKERS: i32 = 3;
@@ -60,17 +60,8 @@ pub struct World {
     trace: Vec<String>,
 }
 
-/// How brokers behave on a restart (see `SimBroker::on_registered`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnRestart {
-    /// As `broker/src/main.rs` does today: apply the saved metadata once registered.
-    ApplySavedMetadata,
-    /// Wait for the controller's current metadata (the proposed fix).
-    WaitForController,
-}
-
 impl World {
-    pub fn new(seed: u64, on_restart: OnRestart, tracing: bool) -> Self {
+    pub fn new(seed: u64, behaviour: Behaviour, tracing: bool) -> Self {
         let mut rng = SmallRng::seed_from_u64(seed);
         let fsync = if rng.random_bool(0.5) {
             FsyncPolicy::None
@@ -90,10 +81,7 @@ impl World {
             controller: ControllerState::new("sim".into()),
             pushed_version: 0,
             brokers: (0..BROKERS)
-                .map(|id| {
-                    let saved = on_restart == OnRestart::ApplySavedMetadata;
-                    SimBroker::new(id, fsync, settings, saved)
-                })
+                .map(|id| SimBroker::new(id, fsync, settings, behaviour))
                 .collect(),
             producer: Producer {
                 next_value: 1,
@@ -301,9 +289,9 @@ impl World {
             Msg::AlterPartitionAnswer {
                 incarnation,
                 leader_epoch,
-                committed,
+                answer,
             } if incarnation == mine => {
-                b.on_alter_partition_answer(leader_epoch, committed, now, &mut out)
+                b.on_alter_partition_answer(leader_epoch, answer, now, &mut out)
             }
             Msg::Metadata {
                 incarnation,
@@ -373,11 +361,21 @@ impl World {
                 incarnation,
                 request,
             } => {
-                let committed = decisions::alter_partition(&mut self.controller, &request).ok();
+                use operator::controller::ControllerError as E;
+                let answer = match decisions::alter_partition(&mut self.controller, &request) {
+                    Ok(pm) => IsrAnswer::Committed(pm),
+                    Err(
+                        E::StalePartitionEpoch { .. }
+                        | E::NotLeader { .. }
+                        | E::StaleBrokerEpoch { .. }
+                        | E::Fenced(_),
+                    ) => IsrAnswer::Superseded,
+                    Err(_) => IsrAnswer::Invalid,
+                };
                 Some(Msg::AlterPartitionAnswer {
                     incarnation,
                     leader_epoch: request.leader_epoch,
-                    committed,
+                    answer,
                 })
             }
             _ => None,
@@ -465,8 +463,7 @@ impl World {
                 match kind {
                     Timer::Heartbeat => b.on_heartbeat_timer(&mut out),
                     Timer::IsrTick => b.on_isr_tick(now, &mut out),
-                    Timer::Fetch => b.on_fetch_timer(&mut out),
-                    Timer::FetchTimeout { generation } => b.on_fetch_timeout(generation),
+                    Timer::Fetch => b.on_fetch_timer(now, &mut out),
                     Timer::AlterPartitionTimeout { generation } => {
                         b.on_alter_partition_timeout(generation)
                     }
