@@ -606,7 +606,7 @@ mod tests {
     /// state again whenever anything else changes. That is no answer to a pending proposal:
     /// forgetting it there let the leader propose another ISR from a stale view while the
     /// controller had committed the first, and run the high watermark over a set that left
-    /// out a committed ISR member (found by `operator/tests/simulation.rs`, seed 44623).
+    /// out a committed ISR member (found by `operator/tests/simulation.rs` in a long run).
     #[test]
     fn the_same_partition_epoch_again_keeps_a_pending_proposal() {
         let mut s = LeaderState::new(1, settings(2), assignment(&[1, 2]), 10, 0, 0);
