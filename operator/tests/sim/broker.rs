@@ -105,8 +105,9 @@ pub struct SimBroker {
     fsync: FsyncPolicy,
     settings: Settings,
     behaviour: Behaviour,
-    /// When the fetch in flight was sent; unanswered for FETCH_TIMEOUT_MS it is given up.
-    fetch_in_flight: Option<i64>,
+    /// The fetch in flight (its number, when it was sent); unanswered for FETCH_TIMEOUT_MS
+    /// it is given up.
+    fetch_in_flight: Option<(u64, i64)>,
     /// The fetch timer runs only while this broker follows.
     fetch_timer_armed: bool,
     alter_in_flight: Option<u64>,
@@ -497,17 +498,19 @@ impl SimBroker {
         out.timers.push((FETCH_EVERY_MS, Timer::Fetch));
         if self
             .fetch_in_flight
-            .is_some_and(|sent| now - sent < FETCH_TIMEOUT_MS)
+            .is_some_and(|(_, sent)| now - sent < FETCH_TIMEOUT_MS)
             || leader == NO_LEADER
         {
             return;
         }
-        self.fetch_in_flight = Some(now);
+        self.generation += 1;
+        self.fetch_in_flight = Some((self.generation, now));
         out.msgs.push((
             Node::Broker(leader),
             Msg::Fetch {
                 from: self.id,
                 incarnation: self.incarnation,
+                fetch: self.generation,
                 leader_epoch: epoch,
                 fetch_offset: self.log.end(),
                 last_fetched_epoch: self.log.latest_epoch(),
@@ -521,6 +524,7 @@ impl SimBroker {
         &mut self,
         from: i32,
         incarnation: u32,
+        fetch: u64,
         leader_epoch: i32,
         fetch_offset: i64,
         last_fetched_epoch: i32,
@@ -532,6 +536,7 @@ impl SimBroker {
                 Node::Broker(from),
                 Msg::FetchAnswer {
                     incarnation,
+                    fetch,
                     fetched_epoch,
                     fetch_offset,
                     answer,
@@ -574,11 +579,15 @@ impl SimBroker {
     /// changed since the fetch was sent.
     pub fn on_fetch_answer(
         &mut self,
+        fetch: u64,
         fetched_epoch: i32,
         fetch_offset: i64,
         answer: Answer,
         high_watermark: i64,
     ) -> Result<(), String> {
+        if self.fetch_in_flight.map(|(n, _)| n) != Some(fetch) {
+            return Ok(()); // its connection was given up
+        }
         self.fetch_in_flight = None;
         if self.following() != Some(fetched_epoch) || self.log.end() != fetch_offset {
             return Ok(());

@@ -79,15 +79,19 @@ pub enum Msg {
         version: u64,
         partition: PartitionMeta,
     },
+    /// A follower's fetch. `fetch` numbers it: a follower gives up an unanswered fetch by
+    /// reconnecting (as `replication::fetcher` does), so an answer to any other is dropped.
     Fetch {
         from: i32,
         incarnation: u32,
+        fetch: u64,
         leader_epoch: i32,
         fetch_offset: i64,
         last_fetched_epoch: i32,
     },
     FetchAnswer {
         incarnation: u32,
+        fetch: u64,
         fetched_epoch: i32,
         fetch_offset: i64,
         answer: Answer,

@@ -9,7 +9,7 @@
 //!    leading that epoch) holds every acknowledged record at its offset, and no offset is
 //!    acknowledged with two values. The one loss Kafka's rules allow (without KIP-966's
 //!    eligible leader replicas) is counted, not failed: the leader lacks the write because it
-//!    lost it itself in a power loss, its copy still in the page cache. With unclean election
+//!    lost it itself in a power loss, before its copy reached the disk. With unclean election
 //!    off, that broker can lead again only as the last ISR member (registering fences a
 //!    restarted broker out of every other ISR). Under `fsync.policy=none` that is the policy's
 //!    known limit (durability comes from replication); under `before-ack` it is a gap of the
@@ -21,6 +21,9 @@
 //! 7. A broker acknowledges only writes appended in a leadership it still holds; a broker the
 //!    controller fenced may still acknowledge (its followers may not have heard yet, as in
 //!    Kafka), but never a write the next leaders lack, which 4 checks.
+//!
+//! After the faults end, the network heals and every broker is back, a quiet period later
+//! the controller's leader must lead its epoch, and 4 and 5 are checked once more there.
 
 use std::collections::{BTreeMap, BTreeSet};
 

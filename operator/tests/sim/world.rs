@@ -33,7 +33,7 @@ pub struct Outcome {
     pub events: u64,
     pub acked: usize,
     pub page_cache_losses: usize,
-    /// Acks sent by a broker the controller had fenced (allowed; invariant 6).
+    /// Acks sent by a broker the controller had fenced (allowed; invariant 7).
     pub fenced_acks: u64,
     pub trace: Vec<String>,
 }
@@ -301,12 +301,14 @@ impl World {
             Msg::Fetch {
                 from,
                 incarnation,
+                fetch,
                 leader_epoch,
                 fetch_offset,
                 last_fetched_epoch,
             } => b.on_fetch(
                 from,
                 incarnation,
+                fetch,
                 leader_epoch,
                 fetch_offset,
                 last_fetched_epoch,
@@ -315,12 +317,13 @@ impl World {
             ),
             Msg::FetchAnswer {
                 incarnation,
+                fetch,
                 fetched_epoch,
                 fetch_offset,
                 answer,
                 high_watermark,
             } if incarnation == mine => {
-                b.on_fetch_answer(fetched_epoch, fetch_offset, answer, high_watermark)?
+                b.on_fetch_answer(fetch, fetched_epoch, fetch_offset, answer, high_watermark)?
             }
             Msg::Produce { request, values } => b.on_produce(request, values, &mut out),
             _ => {}
