@@ -16,6 +16,7 @@ use crate::protocol::batch::BatchHeader;
 use crate::replication::state::{
     Assignment, Effect, FetchRejected, FollowerFetch, LeaderState, Settings,
 };
+use crate::storage::epoch_cache::EpochCache;
 use crate::storage::log::{AppendError, AppendInfo, Log, ReadError};
 use crate::topic_config::{FsyncPolicy, TopicConfig};
 
@@ -1031,8 +1032,19 @@ impl Partition {
 /// leader answers again. Truncating only to the leader's end, as before, kept a tail of a
 /// newer epoch the leader never had, and the follower asked the same question forever.
 fn truncation_offset(log: &Log, leader_epoch: i32, leader_end: i64) -> i64 {
-    let leo = log.log_end_offset();
-    match log.epochs().end_offset_for(leader_epoch, leo) {
+    truncation_offset_in(log.epochs(), log.log_end_offset(), leader_epoch, leader_end)
+}
+
+/// [`truncation_offset`] over a log's epoch cache and end offset (pure: the simulation's log
+/// model uses the same rule).
+pub fn truncation_offset_in(
+    epochs: &EpochCache,
+    log_end_offset: i64,
+    leader_epoch: i32,
+    leader_end: i64,
+) -> i64 {
+    let leo = log_end_offset;
+    match epochs.end_offset_for(leader_epoch, leo) {
         Some((epoch, end)) if epoch == leader_epoch => end.min(leader_end).min(leo),
         Some((_, end)) => end.min(leo),
         None => leader_end.min(leo),
@@ -1076,14 +1088,29 @@ async fn group_commit(partition: Weak<Partition>, wanted: Arc<Notify>) {
 /// this log (or is unknown here), so the fetcher must truncate before it reads. The epoch and
 /// end offset to answer with.
 fn diverging(log: &Log, pos: &FetchPosition) -> Option<(i32, i64)> {
-    if pos.last_fetched_epoch < 0 {
+    diverging_in(
+        log.epochs(),
+        log.log_end_offset(),
+        pos.last_fetched_epoch,
+        pos.fetch_offset,
+    )
+}
+
+/// [`diverging`] over a leader's epoch cache and end offset (pure: the simulation's log model
+/// uses the same rule).
+pub fn diverging_in(
+    epochs: &EpochCache,
+    log_end_offset: i64,
+    last_fetched_epoch: i32,
+    fetch_offset: i64,
+) -> Option<(i32, i64)> {
+    if last_fetched_epoch < 0 {
         return None;
     }
-    let (epoch, end) = log
-        .epochs()
-        .end_offset_for(pos.last_fetched_epoch, log.log_end_offset())
+    let (epoch, end) = epochs
+        .end_offset_for(last_fetched_epoch, log_end_offset)
         .unwrap_or((-1, -1));
-    (epoch < pos.last_fetched_epoch || end < pos.fetch_offset).then_some((epoch, end))
+    (epoch < last_fetched_epoch || end < fetch_offset).then_some((epoch, end))
 }
 
 #[cfg(test)]

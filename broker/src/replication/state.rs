@@ -337,8 +337,13 @@ impl LeaderState {
         {
             return None;
         }
-        if assignment.partition_epoch < self.assignment.partition_epoch {
-            return Some(Vec::new()); // stale
+        // Every change bumps the partition epoch, so the same epoch is the state already known
+        // (the metadata carries every partition at every version): no news on a pending
+        // proposal either, which must stay pending until the controller's answer or a newer
+        // state settles it. Clearing it here let the high watermark run over a proposed ISR
+        // while a change the controller had committed meanwhile was forgotten.
+        if assignment.partition_epoch <= self.assignment.partition_epoch {
+            return Some(Vec::new());
         }
         for r in &assignment.replicas {
             if *r != self.local_id {
@@ -599,6 +604,33 @@ mod tests {
             ..assignment(&[1])
         };
         assert_eq!(s.on_assignment(stale, 2), Some(vec![]));
+        assert_eq!(s.isr(), &[1, 2, 3]);
+    }
+
+    /// The metadata carries every partition at every version, so the leader sees its current
+    /// state again whenever anything else changes. That is no answer to a pending proposal:
+    /// forgetting it there let the leader propose another ISR from a stale view while the
+    /// controller had committed the first, and run the high watermark over a set that left
+    /// out a committed ISR member (found by `operator/tests/simulation.rs` in a long run).
+    #[test]
+    fn the_same_partition_epoch_again_keeps_a_pending_proposal() {
+        let mut s = LeaderState::new(1, settings(2), assignment(&[1, 2]), 10, 0, 0);
+        s.on_fetch(valid(2, 10, 10, 1)).unwrap();
+        let proposed = s.on_fetch(valid(3, 10, 10, 2)).unwrap();
+        let expand = Effect::ProposeIsr {
+            isr: vec![1, 2, 3],
+            partition_epoch: 10,
+        };
+        assert!(proposed.contains(&expand), "{proposed:?}");
+        assert_eq!(s.on_assignment(assignment(&[1, 2]), 3), Some(vec![]));
+        assert_eq!(s.pending_isr(), Some(&[1, 2, 3][..]), "still pending");
+        assert_eq!(s.on_tick(4), vec![], "no second proposal");
+        let committed = Assignment {
+            partition_epoch: 11,
+            ..assignment(&[1, 2, 3])
+        };
+        s.on_assignment(committed, 5);
+        assert_eq!(s.pending_isr(), None, "a newer state settles it");
         assert_eq!(s.isr(), &[1, 2, 3]);
     }
 

@@ -51,6 +51,14 @@ impl EpochCache {
         Ok(Self { path, entries })
     }
 
+    /// An empty cache with no file behind it (for models and tests; `save` needs a path).
+    pub fn in_memory() -> Self {
+        Self {
+            path: PathBuf::new(),
+            entries: Vec::new(),
+        }
+    }
+
     pub fn entries(&self) -> &[EpochEntry] {
         &self.entries
     }

@@ -1,0 +1,169 @@
+//! Deterministic simulation of the cluster's decision cores (issue 12): the real
+//! replication state machine (`broker::replication::state::LeaderState`), the broker's
+//! follower rules (`broker::partition::{diverging_in, truncation_offset_in}` over an in-memory
+//! log model) and the real controller decisions (`operator::controller::decisions`), composed
+//! in one process with a simulated network (delay, drop, reorder, partitions), crashes (kill
+//! -9, or a power loss that takes the unflushed tail per `fsync.policy`), restarts with new
+//! broker epochs, and virtual time, all drawn from one seed. `sim::oracle` states the
+//! invariants, checked after every event and once more after healing and a quiet period.
+//!
+//! A harness of our own rather than turmoil or madsim: those simulate tokio's sockets and
+//! clocks under the real async code, while these cores are pure functions with the time
+//! passed in, so a plain event queue drives them directly, runs thousands of schedules a
+//! second in a debug build, and replays one exactly from its seed. Not simulated yet: the
+//! consumer group state machine, reassignment, and the controller's own restarts.
+//!
+//! - `cargo test -p operator --test simulation`: 10,000 schedules (seeds 0..10000).
+//! - `STRAND_SIM_SCHEDULES=200000` runs more; `STRAND_SIM_FIRST_SEED=n` starts elsewhere.
+//! - `STRAND_SIM_SEED=n` replays one schedule and prints its event trace.
+
+mod sim;
+
+use std::time::Instant;
+
+use broker::topic_config::FsyncPolicy;
+use sim::broker::Behaviour;
+use sim::world::World;
+
+const DEFAULT_SCHEDULES: u64 = 10_000;
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+fn replay_command(seed: u64, test: &str) -> String {
+    format!(
+        "STRAND_SIM_SEED={seed} cargo test -p operator --test simulation {test} -- --nocapture --include-ignored"
+    )
+}
+
+/// Replays one seed with its trace (`STRAND_SIM_SEED`), or runs the seeded schedules.
+fn run(behaviour: Behaviour, default_first_seed: u64, test: &str) {
+    if let Some(seed) = env_u64("STRAND_SIM_SEED") {
+        let outcome = World::new(seed, behaviour, true).run();
+        for line in &outcome.trace {
+            println!("{line}");
+        }
+        println!(
+            "seed {seed}: {} events, {} acknowledged records, {} lost with a leader's page cache",
+            outcome.events, outcome.acked, outcome.page_cache_losses
+        );
+        if let Err(e) = outcome.result {
+            panic!("seed {seed} failed: {e}");
+        }
+        return;
+    }
+    let schedules = env_u64("STRAND_SIM_SCHEDULES").unwrap_or(DEFAULT_SCHEDULES);
+    let first = env_u64("STRAND_SIM_FIRST_SEED").unwrap_or(default_first_seed);
+    let started = Instant::now();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let total = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                s.spawn(move || {
+                    let mut sum = Summary::default();
+                    let mut seed = first + w;
+                    while seed < first + schedules {
+                        sum.add(seed, World::new(seed, behaviour, false).run());
+                        seed += workers;
+                    }
+                    sum
+                })
+            })
+            .collect();
+        let mut total = Summary::default();
+        for h in handles {
+            match h.join() {
+                Ok(sum) => total.merge(sum),
+                Err(_) => total.failures.push((u64::MAX, "a worker panicked".into())),
+            }
+        }
+        total
+    });
+    let mut failures = total.failures;
+    failures.sort();
+    println!(
+        "{schedules} schedules (seeds {first}..{}) in {:.1} s: {} events, {} acknowledged records ({} acks from fenced brokers); lost with the last in-sync replica's page cache: {} under fsync.policy=none, {} under before-ack; {} failed",
+        first + schedules,
+        started.elapsed().as_secs_f64(),
+        total.events,
+        total.acked,
+        total.fenced_acks,
+        total.page_cache_losses_none,
+        total.page_cache_losses_before_ack,
+        failures.len()
+    );
+    for (seed, e) in failures.iter().take(10) {
+        println!(
+            "seed {seed} failed: {e}\n  replay: {}",
+            replay_command(*seed, test)
+        );
+    }
+    if let Some((seed, e)) = failures.first() {
+        panic!(
+            "{} of {schedules} schedules failed; first: seed {seed}: {e}\nreplay: {}",
+            failures.len(),
+            replay_command(*seed, test)
+        );
+    }
+}
+
+/// The brokers as they would behave with the fix proposed below.
+#[test]
+fn seeded_schedules_keep_kafkas_invariants() {
+    run(Behaviour::FIXED, 0, "seeded_schedules");
+}
+
+/// KNOWN BUG, left failing on purpose: a restarted broker applies the metadata it saved
+/// before it crashed (`broker/src/main.rs`, the first value of the membership's watch)
+/// right after registering, so for a moment it leads an epoch it led in its previous life,
+/// with a new `LeaderState` and possibly a shorter log. Its high watermark goes back within
+/// that epoch (seed 0; 2828 of seeds 0..10000 fail), and it appends its own records in that
+/// epoch, so two different logs carry it: with the high-watermark check set aside, seeds
+/// 770, 1329 and 1525 end with in-sync logs that differ below the high watermark, 535 with a
+/// follower that cannot append the leader's batches, 1683 with an acknowledged write lost.
+/// Proposed fix: act only on metadata the controller sent after the registration (Kafka's
+/// brokers stay fenced until they caught up with the metadata log).
+#[test]
+#[ignore = "known bug: a restarted broker acts on its saved metadata; see the doc comment"]
+fn known_bug_restarted_broker_applies_saved_metadata() {
+    let today = Behaviour {
+        apply_saved_metadata: true,
+    };
+    run(today, 0, "known_bug_restarted");
+}
+
+#[derive(Default)]
+struct Summary {
+    events: u64,
+    acked: u64,
+    fenced_acks: u64,
+    page_cache_losses_none: u64,
+    page_cache_losses_before_ack: u64,
+    failures: Vec<(u64, String)>,
+}
+
+impl Summary {
+    fn add(&mut self, seed: u64, o: sim::world::Outcome) {
+        self.events += o.events;
+        self.acked += o.acked as u64;
+        self.fenced_acks += o.fenced_acks;
+        let losses = o.page_cache_losses as u64;
+        match o.fsync {
+            FsyncPolicy::None => self.page_cache_losses_none += losses,
+            FsyncPolicy::BeforeAck => self.page_cache_losses_before_ack += losses,
+        }
+        if let Err(e) = o.result {
+            self.failures.push((seed, e));
+        }
+    }
+
+    fn merge(&mut self, other: Summary) {
+        self.events += other.events;
+        self.acked += other.acked;
+        self.fenced_acks += other.fenced_acks;
+        self.page_cache_losses_none += other.page_cache_losses_none;
+        self.page_cache_losses_before_ack += other.page_cache_losses_before_ack;
+        self.failures.extend(other.failures);
+    }
+}
