@@ -22,12 +22,12 @@ const REGISTER_RETRY_MS: u64 = 300;
 /// Most batches one fetch answer carries.
 const FETCH_MAX_BATCHES: usize = 4;
 
-/// Broker behaviours the simulation runs as the code is today or with a proposed fix (see
-/// the known-bug test in `tests/simulation.rs`).
+/// Broker behaviours the simulation runs: as the code is, or as it was before a fix (see the
+/// old-bug test in `tests/simulation.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Behaviour {
-    /// Today (`broker/src/main.rs`): a restarted broker applies the metadata it saved before
-    /// the crash once registered. Fixed: it waits for the controller's.
+    /// Before the fix in `Membership::join`: a restarted broker applied the metadata it saved
+    /// before the crash once registered. Now (`FIXED`) it waits for the controller's.
     pub apply_saved_metadata: bool,
 }
 
@@ -203,9 +203,9 @@ impl SimBroker {
         }
     }
 
-    /// Registered. The real broker (`Membership::join`, then the metadata task in `main.rs`)
-    /// first applies the metadata it saved on disk, then the controller's newer versions;
-    /// with `apply_saved_metadata` off it waits for the controller's (see the known bug in
+    /// Registered. The real broker (`Membership::join`) reads the controller's metadata once
+    /// registered and acts on nothing older; with `apply_saved_metadata` on it applies the
+    /// copy it saved on disk first, as it did before that fix (the old-bug test in
     /// `tests/simulation.rs`).
     pub fn on_registered(&mut self, epoch: i64, now: i64, out: &mut Out) {
         self.broker_epoch = Some(epoch);
