@@ -796,6 +796,15 @@ impl Partition {
         self.apply(effects?, epoch)
     }
 
+    /// Whether `proposal` is still this leader's pending ISR proposal, from the same state.
+    pub fn is_pending(&self, proposal: &IsrProposal) -> bool {
+        self.with_leader(|s| {
+            s.pending_isr() == Some(proposal.isr.as_slice())
+                && s.assignment().partition_epoch == proposal.partition_epoch
+        })
+        .is_some_and(|(pending, epoch)| pending && epoch == proposal.leader_epoch)
+    }
+
     pub fn proposal_rejected(&self) {
         self.with_leader(|s| s.on_proposal_rejected());
     }

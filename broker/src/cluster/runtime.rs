@@ -14,6 +14,9 @@ use crate::partition::{IsrProposal, Partition};
 use crate::replication::fetcher::FetcherManager;
 use crate::replication::state::{Assignment, Settings as ReplicationSettings};
 
+/// How long a leader waits before asking again for an ISR change the controller did not answer.
+const ALTER_PARTITION_RETRY: Duration = Duration::from_millis(500);
+
 const PRODUCER_ID_BLOCK: i64 = 1000;
 
 pub struct ClusterRuntime {
@@ -76,9 +79,29 @@ impl ClusterRuntime {
                         next = partition
                             .assignment_committed(assignment(&meta), crate::clock::now_ms());
                     }
-                    Err(e) => {
-                        warn!(topic = %partition.topic, partition = partition.index, isr = ?p.isr, error = %e, "ISR change refused");
+                    // Kafka's handleAlterPartitionError: only a refusal that proves nothing was
+                    // applied resets the proposal. Otherwise the controller may have committed
+                    // it (an answer lost to a timeout) or holds a newer state (a stale
+                    // partition or leader epoch); forgetting the proposal would have the high
+                    // watermark move over the old, smaller ISR while the committed one names
+                    // a replica that lacks those writes. It stays pending (counted in the
+                    // high watermark) until the metadata brings the controller's state, and
+                    // an answer that never came is asked again.
+                    Err(ControllerCallError::Refused { kind, message, .. })
+                        if kind == "invalid_isr" =>
+                    {
+                        warn!(topic = %partition.topic, partition = partition.index, isr = ?p.isr, error = %message, "ISR change refused");
                         partition.proposal_rejected();
+                    }
+                    Err(e @ ControllerCallError::Refused { .. }) => {
+                        debug!(topic = %partition.topic, partition = partition.index, isr = ?p.isr, error = %e, "ISR change refused; waiting for the controller's metadata");
+                    }
+                    Err(e) => {
+                        warn!(topic = %partition.topic, partition = partition.index, isr = ?p.isr, error = %e, "ISR change not answered; asking again");
+                        tokio::time::sleep(ALTER_PARTITION_RETRY).await;
+                        if partition.is_pending(&p) {
+                            next = Some(p);
+                        }
                     }
                 }
             }
