@@ -52,16 +52,40 @@ struct KubeArgs {
     /// A leader that stops renewing is replaced after this long.
     #[arg(long, default_value_t = 15)]
     lease_duration_secs: u64,
-    /// A broker that misses heartbeats this long is fenced.
-    #[arg(long, default_value_t = 9000)]
-    session_timeout_ms: i64,
     /// Manage only this namespace's LogClusters and ReplicatedTopics (default: all).
     #[arg(long, env = "WATCH_NAMESPACE")]
     watch_namespace: Option<String>,
-    /// When a LogCluster scales up, move replicas and leaders onto the new brokers, this many
-    /// partitions at a time; 0 leaves new brokers empty.
+    #[command(flatten)]
+    controller: ControllerArgs,
+}
+
+/// How a cluster controller fences brokers and moves partitions, in either mode.
+#[derive(clap::Args)]
+struct ControllerArgs {
+    /// A broker that misses heartbeats this long is fenced.
+    #[arg(long, env = "STRAND_SESSION_TIMEOUT_MS", default_value_t = 9000)]
+    session_timeout_ms: i64,
+    /// The crash fast path: a broker whose metadata watch closed from its side (its process
+    /// died, so its kernel closed the socket) and was not reopened within this many ms is
+    /// fenced without waiting for its session. A stopped or cut-off broker still waits out the
+    /// session. 0 turns it off.
+    #[arg(long, env = "STRAND_CRASH_FENCE_GRACE_MS", default_value_t = 300)]
+    crash_fence_grace_ms: u64,
+    /// Partitions a rebalance moves at once: a scale-up on Kubernetes, POST
+    /// /v1/admin/rebalance or --auto-rebalance locally; 0 leaves new brokers empty.
     #[arg(long, default_value_t = DEFAULT_REBALANCE_MAX_MOVES)]
     rebalance_max_moves: usize,
+}
+
+impl ControllerArgs {
+    fn settings(&self) -> Settings {
+        Settings {
+            session_timeout_ms: self.session_timeout_ms,
+            rebalance_max_moves: self.rebalance_max_moves,
+            crash_fence_grace: (self.crash_fence_grace_ms > 0)
+                .then(|| Duration::from_millis(self.crash_fence_grace_ms)),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -74,24 +98,15 @@ enum Command {
         /// Address of the controller's HTTP API (brokers and admin).
         #[arg(long, default_value = "127.0.0.1:9190")]
         listen: SocketAddr,
-        /// A broker that misses heartbeats this long is fenced.
-        #[arg(long, default_value_t = 9000)]
-        session_timeout_ms: i64,
         /// Cluster id for a new cluster (default: random).
         #[arg(long)]
         cluster_id: Option<String>,
-        /// Partitions a rebalance (POST /v1/admin/rebalance, or --auto-rebalance) moves at once.
-        #[arg(long, default_value_t = DEFAULT_REBALANCE_MAX_MOVES)]
-        rebalance_max_moves: usize,
+        #[command(flatten)]
+        controller: ControllerArgs,
         /// Rebalance whenever a broker that was not live before registers (the set of live
         /// brokers is all this mode knows of the cluster, so a restarted broker counts too).
         #[arg(long)]
         auto_rebalance: bool,
-        /// The crash fast path: fence a broker whose metadata watch closed from its side and
-        /// was not reopened within this many ms, without waiting for its session (0: off, the
-        /// default, until the longer partition gaps seen with it on kind are understood).
-        #[arg(long, default_value_t = 0)]
-        crash_fence_grace_ms: u64,
         /// The secret this cluster's brokers and controller share (see the broker's flag of
         /// the same name): with it, every route but /healthz needs the controller token.
         #[arg(long, env = "STRAND_CLUSTER_SECRET_FILE")]
@@ -130,11 +145,9 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Local {
             state_dir,
             listen,
-            session_timeout_ms,
             cluster_id,
-            rebalance_max_moves,
+            controller,
             auto_rebalance,
-            crash_fence_grace_ms,
             cluster_secret_file,
         }) => {
             let secret = match &cluster_secret_file {
@@ -146,19 +159,8 @@ async fn main() -> anyhow::Result<()> {
             let store = FileStore::new(state_dir.join("controller.json"));
             let cluster_id =
                 cluster_id.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-            let controller = Arc::new(
-                Controller::open(
-                    store,
-                    cluster_id,
-                    Settings {
-                        session_timeout_ms,
-                        rebalance_max_moves,
-                        crash_fence_grace: (crash_fence_grace_ms > 0)
-                            .then(|| Duration::from_millis(crash_fence_grace_ms)),
-                    },
-                )
-                .await?,
-            );
+            let controller =
+                Arc::new(Controller::open(store, cluster_id, controller.settings()).await?);
             let ticker = tokio::spawn({
                 let c = controller.clone();
                 async move {
@@ -227,8 +229,7 @@ async fn run_on_kubernetes(a: KubeArgs) -> anyhow::Result<()> {
         identity,
         pod,
         lease_duration: Duration::from_secs(a.lease_duration_secs.max(3)),
-        session_timeout_ms: a.session_timeout_ms,
-        rebalance_max_moves: a.rebalance_max_moves,
+        controller: a.controller.settings(),
         watch_namespace: a.watch_namespace.filter(|n| !n.is_empty()),
     })
     .await

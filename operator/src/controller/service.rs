@@ -29,6 +29,7 @@ pub enum ServiceError {
     Store(#[from] StoreError),
 }
 
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub session_timeout_ms: i64,
     /// Partitions a rebalance moves at once (each copies its data to the new replicas).

@@ -64,26 +64,20 @@ pub struct Registry {
     /// Bumped whenever any cluster's controller commits a new version, so topic statuses follow.
     changes: watch::Sender<u64>,
     leading: watch::Receiver<bool>,
-    session_timeout_ms: i64,
-    rebalance_max_moves: usize,
+    /// Every cluster's controller runs with these.
+    settings: Settings,
     /// False once `clear` ran: no cluster is (re)opened while shutting down.
     open: Arc<AtomicBool>,
 }
 
 impl Registry {
-    /// `rebalance_max_moves`: partitions a scale-up rebalance moves at once.
-    pub fn new(
-        leading: watch::Receiver<bool>,
-        session_timeout_ms: i64,
-        rebalance_max_moves: usize,
-    ) -> Self {
+    pub fn new(leading: watch::Receiver<bool>, settings: Settings) -> Self {
         Self {
             clusters: Arc::default(),
             opening: Arc::default(),
             changes: watch::Sender::new(0),
             leading,
-            session_timeout_ms,
-            rebalance_max_moves,
+            settings,
             open: Arc::new(AtomicBool::new(true)),
         }
     }
@@ -131,13 +125,7 @@ impl Registry {
             Controller::open(
                 KubeStore::new(api, name, uid, active.clone()),
                 cluster_id.to_string(),
-                Settings {
-                    session_timeout_ms: self.session_timeout_ms,
-                    rebalance_max_moves: self.rebalance_max_moves,
-                    // Off on Kubernetes until the longer partition gaps seen with it on kind
-                    // are understood (see `Controller::watch`).
-                    crash_fence_grace: None,
-                },
+                self.settings.clone(),
             )
             .await?,
         );

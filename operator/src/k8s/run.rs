@@ -27,6 +27,8 @@ use serde_json::json;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::controller::service::Settings;
+
 use super::lease::Elector;
 use super::registry::Registry;
 use super::{Context, cluster, topic};
@@ -50,9 +52,9 @@ pub struct Options {
     /// The pod to label while leading (needs POD_NAME/POD_NAMESPACE).
     pub pod: Option<(String, String)>,
     pub lease_duration: Duration,
-    pub session_timeout_ms: i64,
-    /// Partitions a scale-up rebalance moves at once; 0 turns rebalancing off.
-    pub rebalance_max_moves: usize,
+    /// Each LogCluster's controller: session timeout, crash fast path, rebalance moves at
+    /// once (0 turns scale-up rebalancing off).
+    pub controller: Settings,
     /// Watch only this namespace (a namespaced install); None: every namespace.
     pub watch_namespace: Option<String>,
 }
@@ -89,11 +91,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .context("cannot configure a Kubernetes client (KUBECONFIG or in-cluster config)")?;
     let (leading_tx, leading) = watch::channel(false);
     let (stop_tx, stop) = watch::channel(false);
-    let registry = Registry::new(
-        leading.clone(),
-        opts.session_timeout_ms,
-        opts.rebalance_max_moves,
-    );
+    let registry = Registry::new(leading.clone(), opts.controller.clone());
 
     // Health and metrics answer from the start, leader or not.
     let mut metrics = Metrics::default();
