@@ -12,7 +12,7 @@ use broker::state::{Broker, BrokerConfig};
 use broker::topic_config::TopicConfig;
 use clap::Parser;
 use tokio::net::TcpListener;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[global_allocator]
 static ALLOC: broker::alloc_guard::GuardedAlloc = broker::alloc_guard::GuardedAlloc;
@@ -131,6 +131,11 @@ struct Cli {
     /// A follower that has not caught up for this long leaves the ISR.
     #[arg(long, default_value_t = 30_000)]
     replica_lag_time_max_ms: i64,
+    /// On SIGTERM, how long to keep serving while asking the controller to move this broker's
+    /// leaderships away, when no controller answers (one is restarting, or on Kubernetes the
+    /// operator's leader is moving). Keep it under the pod's termination grace period.
+    #[arg(long, default_value_t = 30_000)]
+    controlled_shutdown_timeout_ms: u64,
     /// Source address for this broker's own connections (to the controller and leaders), for
     /// hosts with several addresses.
     #[arg(long)]
@@ -407,22 +412,53 @@ async fn shutdown_signal() {
     }
 }
 
-/// Asks the controller to move this broker's leaderships away (bounded: a controller that is
-/// gone must not hold the shutdown).
-async fn controlled_shutdown(rt: &broker::cluster::runtime::ClusterRuntime) {
+/// Asks the controller to move this broker's leaderships away, while this broker still serves.
+/// A controller that does not answer (unreachable, restarting, or on Kubernetes between two
+/// operator leaders) is asked again until `timeout`: leaving with the leaderships in place
+/// would stall their partitions until a controller fences this broker, which a controller that
+/// just took over does only after a whole session timeout.
+async fn controlled_shutdown(rt: &broker::cluster::runtime::ClusterRuntime, timeout: Duration) {
+    use broker::cluster::controller_client::ControllerCallError;
     let m = &rt.membership;
-    match tokio::time::timeout(
-        Duration::from_secs(5),
-        m.client().controlled_shutdown(m.broker_id, m.epoch()),
-    )
-    .await
-    {
-        Ok(Ok(still)) if !still.is_empty() => {
-            info!(partitions = ?still, "still leading partitions no other replica can take")
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let answer = tokio::time::timeout(
+            Duration::from_secs(5),
+            m.client().controlled_shutdown(m.broker_id, m.epoch()),
+        )
+        .await;
+        let failure = match answer {
+            Ok(Ok(still)) if !still.is_empty() => {
+                info!(partitions = ?still, "still leading partitions no other replica can take");
+                return;
+            }
+            Ok(Ok(_)) => {
+                info!(attempts, "controlled shutdown: leadership moved away");
+                return;
+            }
+            // A refusal names this incarnation as fenced or replaced: it leads nothing.
+            Ok(Err(ControllerCallError::Refused { kind, .. }))
+                if matches!(
+                    kind.as_str(),
+                    "fenced" | "stale_broker_epoch" | "unknown_broker"
+                ) =>
+            {
+                info!(reason = %kind, "controlled shutdown: the controller no longer counts this broker");
+                return;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer within 5 s".to_string(),
+        };
+        if tokio::time::Instant::now() + Duration::from_millis(500) >= deadline {
+            error!(error = %failure, attempts, "controlled shutdown failed; stopping with leaderships in place");
+            return;
         }
-        Ok(Ok(_)) => info!("controlled shutdown: leadership moved away"),
-        Ok(Err(e)) => error!(error = %e, "controlled shutdown failed"),
-        Err(_) => error!("controlled shutdown timed out"),
+        if attempts == 1 {
+            warn!(error = %failure, "controlled shutdown: no controller answers yet; still serving and asking again");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -579,10 +615,11 @@ async fn main() -> anyhow::Result<()> {
     // stale metadata until the move (a planned restart took 910 ms to the first ack).
     let stopping = {
         let broker = broker.clone();
+        let shutdown_timeout = Duration::from_millis(cli.controlled_shutdown_timeout_ms);
         async move {
             shutdown_signal().await;
             if let Some(rt) = broker.cluster() {
-                controlled_shutdown(rt).await;
+                controlled_shutdown(rt, shutdown_timeout).await;
             }
         }
     };

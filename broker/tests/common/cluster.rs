@@ -241,11 +241,15 @@ impl Cluster {
     }
 
     pub fn start_controller(&self) {
+        self.start_controller_with("--session-timeout-ms 4000");
+    }
+
+    pub fn start_controller_with(&self, controller_args: &str) {
         let ok = Command::new(script())
             .args(["start-controller", "--dir"])
             .arg(&self.dir)
             .env("STRAND_BIN_DIR", bin_dir())
-            .env("STRAND_CONTROLLER_ARGS", "--session-timeout-ms 4000")
+            .env("STRAND_CONTROLLER_ARGS", controller_args)
             .status()
             .unwrap()
             .success();
