@@ -9,12 +9,18 @@ use tracing::{error, warn};
 
 use crate::state::Broker;
 
+static TRANSACTIONAL_WARNINGS: crate::log_limit::Limit =
+    crate::log_limit::Limit::new(10, std::time::Duration::from_secs(1));
+
 pub fn handle(broker: &Arc<Broker>, req: InitProducerIdRequest) -> InitProducerIdResponse {
     let mut r = InitProducerIdResponse::default();
     r.producer_id = (-1).into();
     r.producer_epoch = -1;
     if let Some(txn) = req.transactional_id.as_ref().filter(|t| !t.is_empty()) {
-        warn!(transactional_id = %txn.as_str(), "transactions are not supported; refusing InitProducerId");
+        // A client retrying in a loop must not fill the disk with this line.
+        if let Some(held_back) = TRANSACTIONAL_WARNINGS.allow() {
+            warn!(transactional_id = %txn.as_str(), held_back, "transactions are not supported; refusing InitProducerId");
+        }
         r.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
         return r;
     }
