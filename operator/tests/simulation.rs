@@ -6,16 +6,22 @@
 //! -9, or a power loss that takes the unflushed tail per `fsync.policy`), restarts with new
 //! broker epochs, and virtual time, all drawn from one seed. `sim::oracle` states the
 //! invariants, checked after every event and once more after healing and a quiet period.
+//! In one schedule of two the partition is also a consumer group's `__consumer_offsets`
+//! partition: the real group state machine (`broker::group::state`) behind a coordinator on
+//! each broker that mirrors `broker::group::coordinator` (`sim::coordinator`), with 2-4
+//! consumers (`sim::members`) and the group invariants of `sim::group_oracle`.
 //!
 //! A harness of our own rather than turmoil or madsim: those simulate tokio's sockets and
 //! clocks under the real async code, while these cores are pure functions with the time
 //! passed in, so a plain event queue drives them directly, runs thousands of schedules a
-//! second in a debug build, and replays one exactly from its seed. Not simulated yet: the
-//! consumer group state machine, reassignment, and the controller's own restarts.
+//! second in a debug build, and replays one exactly from its seed. Not simulated yet:
+//! reassignment, the controller's own restarts, and of the groups static members, offsets
+//! expiry, group deletion and snapshots of the offsets log.
 //!
 //! - `cargo test -p operator --test simulation`: 10,000 schedules (seeds 0..10000).
 //! - `STRAND_SIM_SCHEDULES=200000` runs more; `STRAND_SIM_FIRST_SEED=n` starts elsewhere.
 //! - `STRAND_SIM_SEED=n` replays one schedule and prints its event trace.
+//! - `STRAND_SIM_GROUPS_ONE_IN=n`: a consumer group in one schedule of n (default 2).
 
 mod sim;
 
@@ -39,7 +45,10 @@ fn replay_command(seed: u64, test: &str) -> String {
 }
 
 /// Replays one seed with its trace (`STRAND_SIM_SEED`), or runs the seeded schedules.
-fn run(behaviour: Behaviour, default_first_seed: u64, test: &str) {
+fn run(mut behaviour: Behaviour, default_first_seed: u64, test: &str) {
+    if let (Some(n), Some((glue, _))) = (env_u64("STRAND_SIM_GROUPS_ONE_IN"), behaviour.groups) {
+        behaviour.groups = Some((glue, n.max(1)));
+    }
     if let Some(seed) = env_u64("STRAND_SIM_SEED") {
         let outcome = World::new(seed, behaviour, true).run();
         for line in &outcome.trace {

@@ -60,7 +60,7 @@ impl GroupOracle {
                     // The excused loss: the generations after the loaded one will be handed
                     // out again, so G2-G4 start over from what was loaded.
                     let loaded = metadata.map_or(0, |(_, g)| g);
-                    self.stored = metadata.map(|(at, g)| (at, u64::MAX, g));
+                    self.stored = None;
                     self.assigned.retain(|g, _| *g <= loaded);
                     self.committers.retain(|(g, _), _| *g <= loaded);
                 }
@@ -162,20 +162,30 @@ impl GroupOracle {
     /// G1 against what `broker` serves (loaded, or at the end): partition -> (offset, log
     /// offset of its record).
     pub fn check_served(
-        &self,
+        &mut self,
         broker: i32,
         epoch: i32,
         served: &BTreeMap<i32, (i64, i64)>,
         oracle: &Oracle,
     ) -> Result<(), String> {
+        let mut excused = Vec::new();
         for (p, (at, value, offset)) in &self.acked {
             let kept = served.get(p).is_some_and(|(_, s_at)| s_at >= at);
-            if !kept && !oracle.lost_by(*value, broker) {
+            if kept {
+                continue;
+            }
+            if !oracle.lost_by(*value, broker) {
                 return Err(format!(
                     "acknowledged commit lost: partition {p} offset {offset} (log offset {at}); broker {broker} coordinating in epoch {epoch} serves {:?}",
                     served.get(p)
                 ));
             }
+            excused.push(*p);
+        }
+        // After the excused loss the partition's history starts over from the next
+        // acknowledged commit (what was served may itself be an unreplicated tail).
+        for p in excused {
+            self.acked.remove(&p);
         }
         Ok(())
     }

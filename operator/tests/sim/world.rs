@@ -320,7 +320,7 @@ impl World {
         let (leader, epoch) = (pm.leader, pm.leader_epoch);
         self.check().map_err(|e| format!("after healing: {e}"))?;
         // G1 on what the settled coordinator serves.
-        if let Some(g) = &self.groups {
+        if let Some(g) = &mut self.groups {
             let Some(served) = g.coordinators[leader as usize].served(epoch) else {
                 return Err(format!(
                     "after healing broker {leader} leads epoch {epoch} but has not loaded the group"
