@@ -168,7 +168,9 @@ fn old_bug_restarted_broker_applied_saved_metadata() {
 
 /// The group coordinator's glue broken on purpose (sim-side only, `sim::coordinator::Glue`),
 /// with a consumer group in every schedule: an OffsetCommit answered as soon as it is
-/// appended rather than once the high watermark passes it. Run with `--ignored`: it must fail.
+/// appended rather than once the high watermark passes it. Run with `--ignored`: it must fail
+/// (5759 of seeds 0..10000 did: 710 with the commit's record missing from the next leader's
+/// log, 5049 with the settled coordinator not serving an acknowledged commit at the end).
 #[test]
 #[ignore = "a broken coordinator rule; run with --ignored to see the simulation catch it"]
 fn broken_glue_commit_answered_before_committed() {
@@ -179,7 +181,8 @@ fn broken_glue_commit_answered_before_committed() {
     run(broken, 0, "broken_glue_commit_answered");
 }
 
-/// The same, with a new coordinator that does not load the group from the log.
+/// The same, with a new coordinator that does not load the group from the log (2672 of seeds
+/// 0..10000 fail: 1531 lose an acknowledged commit, 1141 the committed group metadata).
 #[test]
 #[ignore = "a broken coordinator rule; run with --ignored to see the simulation catch it"]
 fn broken_glue_coordinator_skips_load() {
