@@ -9,6 +9,7 @@ use broker::replication::state::{Assignment, Effect, FollowerFetch, LeaderState,
 use broker::topic_config::FsyncPolicy;
 use rand::rngs::SmallRng;
 
+use super::coordinator::Glue;
 use super::log::LogModel;
 use super::net::{Answer, IsrAnswer, Msg, Node, Timer};
 
@@ -29,11 +30,16 @@ pub struct Behaviour {
     /// Before the fix in `Membership::join`: a restarted broker applied the metadata it saved
     /// before the crash once registered. Now (`FIXED`) it waits for the controller's.
     pub apply_saved_metadata: bool,
+    /// Whether schedules run a consumer group, with which coordinator glue
+    /// (`sim::coordinator::Glue`), and in one schedule of how many (seeds divisible by it).
+    pub groups: Option<(Glue, u64)>,
 }
 
 impl Behaviour {
+    /// One schedule in two runs a consumer group (its events cost more).
     pub const FIXED: Self = Self {
         apply_saved_metadata: false,
+        groups: Some((Glue::Real, 2)),
     };
 }
 
@@ -66,6 +72,23 @@ pub struct Out {
     /// (delay ms, timer) for this broker's current incarnation.
     pub timers: Vec<(u64, Timer)>,
     pub notes: Vec<Note>,
+    /// The group coordinator's writes that finished waiting: (wait id, committed), as
+    /// `Partition::wait_high_watermark` answers (false: the leadership ended).
+    pub waits: Vec<(u64, bool)>,
+}
+
+/// Who waits for an acks=all write: the producer, or the group coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WaitFor {
+    Produce(u64),
+    Coordinator(u64),
+}
+
+/// Why the coordinator's append was refused (`AppendRefused`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendRefusal {
+    NotLeader,
+    NotEnoughReplicas,
 }
 
 enum Role {
@@ -80,7 +103,7 @@ enum Role {
 
 /// An acks=all produce waiting for the high watermark to pass `end`.
 struct Waiter {
-    request: u64,
+    who: WaitFor,
     epoch: i32,
     base: i64,
     end: i64,
@@ -305,13 +328,16 @@ impl SimBroker {
     /// Leadership ended: every waiting acks=all write is answered as not written.
     fn fail_waiters(&mut self, out: &mut Out) {
         for w in self.waiters.drain(..) {
-            out.msgs.push((
-                Node::Producer,
-                Msg::ProduceAnswer {
-                    request: w.request,
-                    base: None,
-                },
-            ));
+            match w.who {
+                WaitFor::Produce(request) => out.msgs.push((
+                    Node::Producer,
+                    Msg::ProduceAnswer {
+                        request,
+                        base: None,
+                    },
+                )),
+                WaitFor::Coordinator(id) => out.waits.push((id, false)),
+            }
         }
     }
 
@@ -332,10 +358,40 @@ impl SimBroker {
             return refuse(out);
         }
         let epoch = s.assignment().leader_epoch;
+        self.append(WaitFor::Produce(request), epoch, values, out);
+    }
+
+    /// The group coordinator's write (`Partition::append_as_leader` with the shard's epoch and
+    /// acks=all): [base, end) once appended; `wait` is answered in `Out::waits`.
+    pub fn coordinator_append(
+        &mut self,
+        epoch: i32,
+        values: Vec<u64>,
+        wait: u64,
+        out: &mut Out,
+    ) -> Result<(i64, i64), AppendRefusal> {
+        let Role::Leader(s) = &self.role else {
+            return Err(AppendRefusal::NotLeader);
+        };
+        if s.assignment().leader_epoch != epoch {
+            return Err(AppendRefusal::NotLeader);
+        }
+        if !s.enough_replicas() {
+            return Err(AppendRefusal::NotEnoughReplicas);
+        }
+        Ok(self.append(WaitFor::Coordinator(wait), epoch, values, out))
+    }
+
+    /// The coordinator stopped waiting (its commit timeout).
+    pub fn cancel_wait(&mut self, wait: u64) {
+        self.waiters.retain(|w| w.who != WaitFor::Coordinator(wait));
+    }
+
+    fn append(&mut self, who: WaitFor, epoch: i32, values: Vec<u64>, out: &mut Out) -> (i64, i64) {
         let base = self.log.append_as_leader(epoch, values);
         let end = self.log.end();
         self.waiters.push(Waiter {
-            request,
+            who,
             epoch,
             base,
             end,
@@ -344,6 +400,7 @@ impl SimBroker {
             FsyncPolicy::None => self.local_progress(end, out),
             FsyncPolicy::BeforeAck => out.timers.push((1, Timer::Flushed { offset: end })),
         }
+        (base, end)
     }
 
     /// The group commit's fsync finished.
@@ -434,13 +491,16 @@ impl SimBroker {
                 base: w.base,
                 end: w.end,
             });
-            out.msgs.push((
-                Node::Producer,
-                Msg::ProduceAnswer {
-                    request: w.request,
-                    base: Some(w.base),
-                },
-            ));
+            match w.who {
+                WaitFor::Produce(request) => out.msgs.push((
+                    Node::Producer,
+                    Msg::ProduceAnswer {
+                        request,
+                        base: Some(w.base),
+                    },
+                )),
+                WaitFor::Coordinator(id) => out.waits.push((id, true)),
+            }
         }
     }
 

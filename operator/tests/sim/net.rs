@@ -5,7 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use broker::cluster::controller_client::AlterPartition;
+use broker::group::state::{JoinResponse, SyncResponse};
 use broker::metadata::PartitionMeta;
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use rand::Rng;
 use rand::rngs::SmallRng;
 
@@ -16,6 +19,47 @@ pub enum Node {
     Controller,
     Producer,
     Broker(i32),
+    /// A consumer group member (`sim::members`).
+    Member(u8),
+}
+
+/// A group request from a member to the broker it takes for the coordinator.
+#[derive(Debug, Clone)]
+pub enum GroupReq {
+    Join {
+        member_id: String,
+    },
+    Sync {
+        member_id: String,
+        generation: i32,
+        assignments: Vec<(String, Bytes)>,
+    },
+    Heartbeat {
+        member_id: String,
+        generation: i32,
+    },
+    Leave {
+        member_id: String,
+    },
+    /// (partition, position) of the member's assigned partitions.
+    Commit {
+        member_id: String,
+        generation: i32,
+        offsets: Vec<(i32, i64)>,
+    },
+    OffsetFetch {
+        partitions: Vec<i32>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum GroupAns {
+    Join(JoinResponse),
+    Sync(SyncResponse),
+    /// Heartbeat, LeaveGroup, OffsetCommit: the error, if any.
+    Done(Option<ResponseError>),
+    /// OffsetFetch: (partition, committed offset).
+    Offsets(Vec<(i32, Option<i64>)>),
 }
 
 /// A leader's answer to a follower's fetch.
@@ -106,6 +150,20 @@ pub enum Msg {
         request: u64,
         base: Option<i64>,
     },
+    /// `request` numbers the member's requests; `incarnation` is the member process's.
+    Group {
+        member: u8,
+        incarnation: u32,
+        request: u64,
+        body: GroupReq,
+    },
+    /// Err: the coordinator refused before the group saw it (NOT_COORDINATOR,
+    /// COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE).
+    GroupAnswer {
+        incarnation: u32,
+        request: u64,
+        answer: Result<GroupAns, ResponseError>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -142,6 +200,17 @@ pub enum Timer {
     Register,
     ControllerTick,
     Produce,
+    /// The group coordinator's timer task (`Coordinator::run`): leadership, group ticks.
+    GroupTick,
+    /// Loading the offsets partition for this leader epoch finished reading.
+    GroupLoaded {
+        epoch: i32,
+    },
+    /// The coordinator's write waited offsets.commit.timeout.ms.
+    GroupWaitTimeout {
+        wait: u64,
+    },
+    MemberTick,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,14 +227,18 @@ pub enum Fault {
     Restart {
         broker: i32,
     },
-    /// Cut every path between `node` and the nodes in the mask (bit i: broker i; bit 7:
-    /// controller; bit 6: producer).
+    /// Cut every path between `node` and the nodes in the mask (bits 0-2: brokers 0-2; bit 3:
+    /// producer; bit 4: controller; bits 5-7: members 0-2).
     Isolate {
         node: Node,
         mask: u8,
     },
     Heal,
     ElectPreferred,
+    /// A consumer's process dies (a new one starts later as a new member).
+    MemberCrash {
+        member: u8,
+    },
 }
 
 /// Events by (virtual ms, sequence number): equal times run in the order they were made.

@@ -160,6 +160,11 @@ impl Oracle {
         Ok(())
     }
 
+    /// `broker` lost `value` with its page cache, as a leader (see 4 above) or not yet known.
+    pub fn lost_by(&self, value: u64, broker: i32) -> bool {
+        self.page_cache_losses.contains(&value) || self.lost_with_page_cache(value, broker)
+    }
+
     /// The leader lost `value` itself with its page cache (see 4 above).
     fn lost_with_page_cache(&self, value: u64, leader: i32) -> bool {
         self.power_lost

@@ -13,6 +13,9 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::broker::{Behaviour, Note, Out, SimBroker, TOPIC};
+use super::coordinator::{self, Ctx, RecordTable, SimCoordinator};
+use super::group_oracle::GroupOracle;
+use super::members::{self, Member};
 use super::net::{Event, Fault, IsrAnswer, Msg, Network, Node, Queue, Timer};
 use super::oracle::{MIN_INSYNC_REPLICAS, Oracle};
 
@@ -35,7 +38,20 @@ pub struct Outcome {
     pub page_cache_losses: usize,
     /// Acks sent by a broker the controller had fenced (allowed; invariant 7).
     pub fenced_acks: u64,
+    pub groups: bool,
+    /// OffsetCommits acknowledged to members, and group loads by coordinators.
+    pub commits_acked: u64,
+    pub group_loads: u64,
     pub trace: Vec<String>,
+}
+
+/// The consumer group: its members, the coordinator of each broker, their invariants.
+struct Groups {
+    rng: SmallRng,
+    members: Vec<Member>,
+    coordinators: Vec<SimCoordinator>,
+    records: RecordTable,
+    oracle: GroupOracle,
 }
 
 struct Producer {
@@ -56,6 +72,7 @@ pub struct World {
     oracle: Oracle,
     fsync: FsyncPolicy,
     fenced_acks: u64,
+    groups: Option<Groups>,
     tracing: bool,
     trace: Vec<String>,
 }
@@ -73,6 +90,23 @@ impl World {
             min_insync_replicas: MIN_INSYNC_REPLICAS,
         };
         let net = Network::new(rng.random_range(2..=40), rng.random_range(0..=80));
+        // The group draws from its own generator, so schedules without one stay as they were.
+        let groups = behaviour
+            .groups
+            .filter(|(_, one_in)| seed.is_multiple_of(*one_in))
+            .map(|(glue, _)| {
+                let mut rng = SmallRng::seed_from_u64(seed ^ 0x6772_6f75_7073);
+                let count = rng.random_range(2..=4u8);
+                Groups {
+                    members: (0..count)
+                        .map(|i| Member::new(i, rng.random_range(300..800)))
+                        .collect(),
+                    coordinators: (0..BROKERS).map(|_| SimCoordinator::new(glue)).collect(),
+                    records: RecordTable::default(),
+                    oracle: GroupOracle::default(),
+                    rng,
+                }
+            });
         let mut w = Self {
             rng,
             now: 0,
@@ -91,19 +125,23 @@ impl World {
             oracle: Oracle::default(),
             fsync,
             fenced_acks: 0,
+            groups,
             tracing,
             trace: Vec::new(),
         };
         w.log(format!(
-            "seed {seed}: fsync.policy={fsync:?}, delay 1..={} ms, drop {}/1000",
-            w.net.max_delay_ms, w.net.drop_per_mille
+            "seed {seed}: fsync.policy={fsync:?}, delay 1..={} ms, drop {}/1000, group members {}",
+            w.net.max_delay_ms,
+            w.net.drop_per_mille,
+            w.groups.as_ref().map_or(0, |g| g.members.len())
         ));
         for id in 0..BROKERS {
             let mut out = Out::default();
-            w.brokers[id as usize].start(&mut out);
+            w.start_broker(id, &mut out);
             // A start notes nothing, so the oracle has nothing to refuse.
             let _ = w.emit(Node::Broker(id), out);
         }
+        w.plan_members();
         w.queue.push(
             CONTROLLER_TICK_MS,
             Event::Timer {
@@ -122,6 +160,39 @@ impl World {
         );
         w.plan_faults();
         w
+    }
+
+    /// Member ticks, and the members' crashes (before the faults end).
+    fn plan_members(&mut self) {
+        let Some(g) = &mut self.groups else { return };
+        let mut events = Vec::new();
+        for m in &g.members {
+            let node = Node::Member(m.index);
+            let kind = Timer::MemberTick;
+            events.push((
+                members::TICK_MS,
+                Event::Timer {
+                    node,
+                    incarnation: 0,
+                    kind,
+                },
+            ));
+        }
+        for _ in 0..g.rng.random_range(0..=3) {
+            let at = g.rng.random_range(400..FAULTS_UNTIL_MS);
+            let member = g.rng.random_range(0..g.members.len() as u8);
+            events.push((at, Event::Fault(Fault::MemberCrash { member })));
+        }
+        for (at, e) in events {
+            self.queue.push(at, e);
+        }
+    }
+
+    fn start_broker(&mut self, id: i32, out: &mut Out) {
+        self.brokers[id as usize].start(out);
+        if self.groups.is_some() {
+            out.timers.push((coordinator::TICK_MS, Timer::GroupTick));
+        }
     }
 
     fn log(&mut self, line: String) {
@@ -216,6 +287,9 @@ impl World {
             acked: self.oracle.acked_count(),
             page_cache_losses: self.oracle.page_cache_losses.len(),
             fenced_acks: self.fenced_acks,
+            groups: self.groups.is_some(),
+            commits_acked: self.groups.as_ref().map_or(0, |g| g.oracle.commits_acked),
+            group_loads: self.groups.as_ref().map_or(0, |g| g.oracle.loads),
             trace: self.trace,
         }
     }
@@ -243,7 +317,20 @@ impl World {
                 pm.leader, pm.leader_epoch
             ));
         }
-        self.check().map_err(|e| format!("after healing: {e}"))
+        let (leader, epoch) = (pm.leader, pm.leader_epoch);
+        self.check().map_err(|e| format!("after healing: {e}"))?;
+        // G1 on what the settled coordinator serves.
+        if let Some(g) = &mut self.groups {
+            let Some(served) = g.coordinators[leader as usize].served(epoch) else {
+                return Err(format!(
+                    "after healing broker {leader} leads epoch {epoch} but has not loaded the group"
+                ));
+            };
+            g.oracle
+                .check_served(leader, epoch, &served, &self.oracle)
+                .map_err(|e| format!("after healing: {e}"))?;
+        }
+        Ok(())
     }
 
     fn step(&mut self, event: Event) -> Result<(), String> {
@@ -268,6 +355,7 @@ impl World {
             Node::Controller => self.controller_receives(from, msg),
             Node::Producer => self.producer_receives(msg),
             Node::Broker(id) => self.broker_receives(id, msg),
+            Node::Member(i) => self.member_receives(i, msg),
         }
     }
 
@@ -326,9 +414,131 @@ impl World {
                 b.on_fetch_answer(fetch, fetched_epoch, fetch_offset, answer, high_watermark)?
             }
             Msg::Produce { request, values } => b.on_produce(request, values, &mut out),
+            Msg::Group {
+                member,
+                incarnation,
+                request,
+                body,
+            } => {
+                return self.with_coordinator(id, out, |c, cx| {
+                    c.on_request(cx, member, incarnation, request, body)
+                });
+            }
             _ => {}
         }
+        self.broker_out(id, out)
+    }
+
+    /// Runs `f` on broker `id`'s group coordinator, then delivers what came of it.
+    fn with_coordinator(
+        &mut self,
+        id: i32,
+        mut out: Out,
+        f: impl FnOnce(&mut SimCoordinator, &mut Ctx),
+    ) -> Result<(), String> {
+        let mut notes = Vec::new();
+        if let Some(g) = &mut self.groups {
+            let mut cx = Ctx {
+                broker: &mut self.brokers[id as usize],
+                records: &mut g.records,
+                now: self.now as i64,
+                out: &mut out,
+                notes: &mut notes,
+            };
+            f(&mut g.coordinators[id as usize], &mut cx);
+        }
+        self.group_notes(notes)?;
+        self.broker_out(id, out)
+    }
+
+    fn group_notes(&mut self, notes: Vec<coordinator::GroupNote>) -> Result<(), String> {
+        let Some(g) = &mut self.groups else {
+            return Ok(());
+        };
+        for n in notes {
+            if self.tracing {
+                self.trace.push(format!("      {n:?}"));
+            }
+            g.oracle.coordinator(n, &self.oracle)?;
+        }
+        Ok(())
+    }
+
+    /// Hands the coordinator's writes that finished waiting back to it, then emits.
+    fn broker_out(&mut self, id: i32, mut out: Out) -> Result<(), String> {
+        while !out.waits.is_empty() {
+            let waits = std::mem::take(&mut out.waits);
+            let mut notes = Vec::new();
+            if let Some(g) = &mut self.groups {
+                let mut cx = Ctx {
+                    broker: &mut self.brokers[id as usize],
+                    records: &mut g.records,
+                    now: self.now as i64,
+                    out: &mut out,
+                    notes: &mut notes,
+                };
+                for (wait, committed) in waits {
+                    g.coordinators[id as usize].on_wait(&mut cx, wait, committed);
+                }
+            }
+            self.group_notes(notes)?;
+        }
         self.emit(Node::Broker(id), out)
+    }
+
+    fn member_receives(&mut self, i: u8, msg: Msg) -> Result<(), String> {
+        let Msg::GroupAnswer {
+            incarnation,
+            request,
+            answer,
+        } = msg
+        else {
+            return Ok(());
+        };
+        let Some(g) = &mut self.groups else {
+            return Ok(());
+        };
+        let mut notes = Vec::new();
+        g.members[i as usize].on_answer(incarnation, request, answer, self.now as i64, &mut notes);
+        for n in notes {
+            if self.tracing {
+                self.trace.push(format!("      {n:?}"));
+            }
+            if let Some((base, values)) = g.oracle.member(n)? {
+                // The commit's records count as acknowledged writes for invariants 4-6.
+                self.oracle.acked(base, &values)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn member_tick(&mut self, i: u8) {
+        let now = self.now;
+        let leader = self
+            .controller
+            .metadata
+            .partition(TOPIC, 0)
+            .map_or(-1, |p| p.leader);
+        let Some(g) = &mut self.groups else { return };
+        let to = if leader >= 0 && g.rng.random_bool(0.9) {
+            leader
+        } else {
+            g.rng.random_range(0..BROKERS)
+        };
+        let sent = g.members[i as usize].tick(now as i64, to, &mut g.rng);
+        let node = Node::Member(i);
+        let kind = Timer::MemberTick;
+        self.queue.push(
+            now + members::TICK_MS,
+            Event::Timer {
+                node,
+                incarnation: 0,
+                kind,
+            },
+        );
+        if let Some((to, msg)) = sent {
+            self.send(node, to, msg);
+        }
     }
 
     fn controller_receives(&mut self, from: Node, msg: Msg) -> Result<(), String> {
@@ -457,6 +667,10 @@ impl World {
                 self.produce();
                 Ok(())
             }
+            Node::Member(i) => {
+                self.member_tick(i);
+                Ok(())
+            }
             Node::Broker(id) => {
                 let b = &mut self.brokers[id as usize];
                 if !b.up || b.incarnation != incarnation {
@@ -473,9 +687,18 @@ impl World {
                     Timer::Flushed { offset } => b.on_flushed(offset, &mut out),
                     Timer::Writeback => b.on_writeback(&mut out),
                     Timer::Register => b.on_register_timer(&mut out),
-                    Timer::ControllerTick | Timer::Produce => {}
+                    Timer::GroupTick => {
+                        return self.with_coordinator(id, out, |c, cx| c.on_tick(cx));
+                    }
+                    Timer::GroupLoaded { epoch } => {
+                        return self.with_coordinator(id, out, |c, cx| c.on_loaded(cx, epoch));
+                    }
+                    Timer::GroupWaitTimeout { wait } => {
+                        return self.with_coordinator(id, out, |c, cx| c.on_wait_timeout(cx, wait));
+                    }
+                    Timer::ControllerTick | Timer::Produce | Timer::MemberTick => {}
                 }
-                self.emit(node, out)
+                self.broker_out(id, out)
             }
         }
     }
@@ -548,6 +771,7 @@ impl World {
                         ));
                     }
                     self.oracle.power_loss(broker, lost);
+                    self.coordinator_crash(broker);
                 }
             }
             Fault::Shutdown { broker } => {
@@ -556,21 +780,22 @@ impl World {
                     // The broker waits for its controlled shutdown to be committed.
                     let _ = decisions::controlled_shutdown(&mut self.controller, broker, epoch);
                     b.crash(false, &mut self.rng);
+                    self.coordinator_crash(broker);
                     self.push_metadata(false);
                 }
             }
             Fault::Restart { broker } => {
-                let b = &mut self.brokers[broker as usize];
-                if !b.up {
+                if !self.brokers[broker as usize].up {
                     let mut out = Out::default();
-                    b.start(&mut out);
+                    self.start_broker(broker, &mut out);
                     self.emit(Node::Broker(broker), out)?;
                 }
             }
             Fault::Isolate { node, mask } => {
                 let others = (0..BROKERS)
                     .map(Node::Broker)
-                    .chain([Node::Producer, Node::Controller]);
+                    .chain([Node::Producer, Node::Controller])
+                    .chain((0..3).map(Node::Member));
                 for (bit, other) in others.enumerate() {
                     if other != node && mask & (1 << bit) != 0 {
                         self.net.cut(node, other);
@@ -582,8 +807,19 @@ impl World {
                 decisions::elect_preferred(&mut self.controller, None);
                 self.push_metadata(false);
             }
+            Fault::MemberCrash { member } => {
+                if let Some(g) = &mut self.groups {
+                    g.members[member as usize].crash(self.now as i64, &mut g.rng);
+                }
+            }
         }
         Ok(())
+    }
+
+    fn coordinator_crash(&mut self, broker: i32) {
+        if let Some(g) = &mut self.groups {
+            g.coordinators[broker as usize].crash();
+        }
     }
 
     /// The controller fenced this broker's incarnation (session expired, or replaced).
