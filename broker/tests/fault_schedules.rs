@@ -51,10 +51,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use broker::protocol::batch::Batches;
+use broker::protocol::frames::consumer_fetch;
 use broker::replication::client::Connection;
 use common::cluster::{Cluster, Isolation, SERIAL, base_port, record, test_dir};
 use common::kafka::{ACKS_ALL_IDEMPOTENT, Load};
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{FetchRequest, ListOffsetsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -1045,23 +1045,9 @@ async fn describe_duplicate(cluster: &Cluster, topic: &'static str, why: &str) -
     out
 }
 
-/// A consumer's Fetch v12 of one partition from `offset`.
+/// A consumer's Fetch (sent as v12) of one partition from `offset`.
 fn fetch_request(topic: &'static str, partition: i32, offset: i64) -> FetchRequest {
-    let mut fp = FetchPartition::default();
-    fp.partition = partition;
-    fp.fetch_offset = offset;
-    fp.current_leader_epoch = -1;
-    fp.last_fetched_epoch = -1;
-    fp.partition_max_bytes = 1 << 20;
-    let mut t = FetchTopic::default();
-    t.topic = TopicName(StrBytes::from_static_str(topic));
-    t.partitions = vec![fp];
-    let mut r = FetchRequest::default();
-    r.replica_id = (-1).into();
-    r.session_epoch = -1;
-    r.max_bytes = 1 << 20;
-    r.topics = vec![t];
-    r
+    consumer_fetch(topic, partition, offset, 0, 0, 1 << 20, "")
 }
 
 /// Each broker's data directory on a tmpfs of its own (so a ballast fills one broker's disk
