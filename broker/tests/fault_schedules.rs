@@ -200,8 +200,8 @@ impl Kinds {
 
 /// The schedule a seed stands for. Faults overlap freely, except that one broker has one
 /// fault at a time (a stopped process cannot also be killed and restarted), admin calls
-/// never overlap the controller's kill (they would only fail), and reassignments do not
-/// overlap each other. A torn tail is drawn at most once, and only with min.insync.replicas 2
+/// never overlap the controller's kill (they would only fail), reassignments do not
+/// overlap each other, and a torn tail does not overlap a reassignment of its partition. A torn tail is drawn at most once, and only with min.insync.replicas 2
 /// (it destroys acknowledged data on one replica). Isolation is left out where iptables
 /// cannot be used, a full disk where no tmpfs could be mounted (both replaced by a pause).
 fn schedule(seed: u64, kinds: &Kinds) -> Vec<Step> {
@@ -250,6 +250,12 @@ fn schedule(seed: u64, kinds: &Kinds) -> Vec<Step> {
         };
         let tear = |s: &Step| matches!(s.fault, Fault::Tear { .. });
         let reassign = |s: &Step| matches!(s.fault, Fault::Reassign { .. });
+        // A torn tail and a reassignment of one partition do not overlap: the shrink may
+        // have removed the replica to tear.
+        let partition = |s: &Step| match s.fault {
+            Fault::Tear { partition, .. } | Fault::Reassign { partition, .. } => Some(partition),
+            _ => None,
+        };
         if !kinds.allows(fault) || (tear(&step) && (min_insync(seed) < 2 || steps.iter().any(tear)))
         {
             continue;
@@ -260,7 +266,8 @@ fn schedule(seed: u64, kinds: &Kinds) -> Vec<Step> {
                     || (s.fault == Fault::KillController && step.fault.calls_controller())
                     || (step.fault == Fault::KillController && s.fault.calls_controller())
                     || (s.fault == Fault::KillController && step.fault == Fault::KillController)
-                    || (reassign(s) && reassign(&step)))
+                    || (reassign(s) && reassign(&step))
+                    || (partition(s).is_some() && partition(s) == partition(&step)))
         });
         if !clash {
             steps.push(step);
@@ -502,7 +509,12 @@ impl Drop for Ballast {
 /// was done, or None when the segment holds no batch to damage.
 fn tear(dir: &std::path::Path, damage: Damage) -> std::io::Result<Option<String>> {
     use std::io::Write;
-    let mut logs: Vec<std::path::PathBuf> = std::fs::read_dir(dir)?
+    let entries = match std::fs::read_dir(dir) {
+        // Not hosted here (any more): nothing to damage.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        entries => entries?,
+    };
+    let mut logs: Vec<std::path::PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "log"))
         .collect();
@@ -1273,6 +1285,16 @@ fn schedules_are_reproducible_and_well_formed() {
                 assert!(
                     !(a.fault.kind() == "reassign" && b.fault.kind() == "reassign"),
                     "seed {seed}: two reassignments at once: {a:?} {b:?}"
+                );
+                let partition = |s: &Step| match s.fault {
+                    Fault::Tear { partition, .. } | Fault::Reassign { partition, .. } => {
+                        Some(partition)
+                    }
+                    _ => None,
+                };
+                assert!(
+                    partition(a).is_none() || partition(a) != partition(b),
+                    "seed {seed}: a torn tail and a reassignment of one partition at once: {a:?} {b:?}"
                 );
             }
         }
