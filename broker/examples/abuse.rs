@@ -142,7 +142,7 @@ fn probe(addr: SocketAddr, stop: Arc<AtomicBool>) -> Probe {
             let Some(offset) = produce_on(s, &produce_request(PROBE_TOPIC, 0, records), cid) else {
                 return false;
             };
-            let req = consumer_fetch(PROBE_TOPIC, offset, 1, 5_000, MIB as i32);
+            let req = consumer_fetch(PROBE_TOPIC, 0, offset, 1, 5_000, MIB as i32, "");
             s.write_all(&frame(&req, 4, cid)).is_ok()
                 && read_response::<FetchRequest>(s, 4).is_some_and(|r| {
                     r.responses[0].partitions[0]
@@ -250,7 +250,7 @@ fn attack(name: &str, addr: SocketAddr, stop: Arc<AtomicBool>) -> Vec<thread::Jo
                 let Ok(mut s) = TcpStream::connect(addr) else {
                     return;
                 };
-                let req = consumer_fetch(DATA_TOPIC, 0, 1, 0, 10 * MIB as i32);
+                let req = consumer_fetch(DATA_TOPIC, 0, 0, 1, 0, 10 * MIB as i32, "");
                 let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
                 for cid in 0..150 {
                     if s.write_all(&frame(&req, 4, cid)).is_err() {
@@ -268,7 +268,8 @@ fn attack(name: &str, addr: SocketAddr, stop: Arc<AtomicBool>) -> Vec<thread::Jo
                         return;
                     };
                     let _ = s.set_read_timeout(Some(Duration::from_secs(40)));
-                    let req = consumer_fetch(DATA_TOPIC, 0, i32::MAX, 30_000, 50 * MIB as i32);
+                    let req =
+                        consumer_fetch(DATA_TOPIC, 0, 0, i32::MAX, 30_000, 50 * MIB as i32, "");
                     let mut cid = 0;
                     while !stop.load(Ordering::Relaxed) {
                         cid += 1;

@@ -509,21 +509,11 @@ async fn join_cluster(
     tokio::spawn(membership.clone().metadata_loop(stop.clone()));
     let b = broker.clone();
     tokio::spawn(rt.tick_loop(move || b.hosted_partitions(), stop.clone()));
-    let b = broker.clone();
-    let mut rx = membership.subscribe();
-    let mut stop = stop;
-    tokio::spawn(async move {
-        loop {
-            let m = rx.borrow_and_update().clone();
-            if let Err(e) = b.apply_metadata(&m) {
-                error!(error = %e, version = m.version, "cannot apply part of the cluster metadata; the rest is applied");
-            }
-            tokio::select! {
-                r = rx.changed() => if r.is_err() { return },
-                _ = stop.changed() => return,
-            }
-        }
-    });
+    tokio::spawn(broker.clone().follow_metadata(
+        membership.subscribe(),
+        stop,
+        std::time::Duration::from_secs(1),
+    ));
     info!(controller = url, "joined the cluster");
     Ok(())
 }

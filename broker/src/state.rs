@@ -7,9 +7,9 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::cluster::runtime::{ClusterRuntime, assignment};
 use crate::group::{Coordinator as GroupCoordinator, GroupConfig};
@@ -611,12 +611,51 @@ impl Broker {
     /// A topic record this broker cannot apply (an illegal name, a name that differs from its
     /// key, partitions out of order) is refused on its own, logged with a warning naming it,
     /// and reported in the returned [`Unapplied`]; a replica whose log cannot be opened is
-    /// left out until the next metadata change. Everything else in `meta` is applied
+    /// left out and reported too ([`Broker::follow_metadata`] tries it again). Everything
+    /// else in `meta` is applied
     /// regardless, so one bad record never stops this broker from following the controller.
     /// The controller refuses such names before they reach the metadata; this is the last line.
     pub fn apply_metadata(&self, meta: &ClusterMetadata) -> Result<(), Unapplied> {
         // A new topic of thousands of partitions opens thousands of logs.
         crate::blocking::off_runtime(|| self.apply_metadata_now(meta))
+    }
+
+    /// Applies each metadata version `metadata` publishes, until `stop`. When part of one
+    /// could not be applied it is applied again after `retry` (doubling, up to 30 s) without
+    /// waiting for the next version: a replica whose log could not be opened (its directory
+    /// or first files not creatable on a full disk) used to wait for the next metadata change,
+    /// and when nothing else changed (a reassignment adding this broker waits on exactly that
+    /// replica) it was never opened, the reassignment never completed.
+    pub async fn follow_metadata(
+        self: Arc<Self>,
+        mut metadata: tokio::sync::watch::Receiver<Arc<ClusterMetadata>>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+        retry: Duration,
+    ) {
+        const MAX_RETRY: Duration = Duration::from_secs(30);
+        let mut backoff = retry;
+        loop {
+            let m = metadata.borrow_and_update().clone();
+            let unapplied = self.apply_metadata(&m).is_err_and(|e| {
+                error!(error = %e, version = m.version, retry_ms = backoff.as_millis() as u64, "cannot apply part of the cluster metadata; the rest is applied, and it is applied again");
+                true
+            });
+            if !unapplied {
+                backoff = retry;
+            }
+            tokio::select! {
+                r = metadata.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    backoff = retry;
+                }
+                () = tokio::time::sleep(backoff), if unapplied => {
+                    backoff = (backoff * 2).min(MAX_RETRY);
+                }
+                _ = stop.changed() => return,
+            }
+        }
     }
 
     fn apply_metadata_now(&self, meta: &ClusterMetadata) -> Result<(), Unapplied> {
@@ -672,7 +711,7 @@ impl Broker {
                     None => match self.open_replica(tm.id, &tm.name, pm, &config, settings) {
                         Ok(p) => p,
                         Err(e) => {
-                            warn!(topic = %tm.name, partition = pm.partition, error = %e, "cannot open a replica; it is left out until the next metadata change");
+                            warn!(topic = %tm.name, partition = pm.partition, error = %e, "cannot open a replica; it is left out until metadata is applied again");
                             refused.push(format!("{:?} partition {}: {e}", tm.name, pm.partition));
                             partitions.push(None);
                             continue;
@@ -1050,6 +1089,46 @@ mod tests {
             "later topic applied"
         );
         assert!(broker.partition("good", 0).is_some());
+    }
+
+    /// A replica whose log could not be opened (here a file takes its directory's name; on a
+    /// full disk its first files cannot be written) is opened once that is fixed, without
+    /// another metadata version: nothing else may change (a reassignment adding this broker
+    /// waits on exactly this replica).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_that_could_not_be_opened_is_opened_without_a_metadata_change() {
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        let broker = cluster_broker(&data);
+        let blocker = data.join("blocked-0");
+        std::fs::write(&blocker, b"in the way").unwrap();
+        let mut meta = ClusterMetadata {
+            version: 1,
+            ..ClusterMetadata::default()
+        };
+        meta.topics.insert("blocked".into(), led_here("blocked"));
+        let (metadata, rx) = tokio::sync::watch::channel(Arc::new(meta));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let following = tokio::spawn(Arc::clone(&broker).follow_metadata(
+            rx,
+            stopped,
+            Duration::from_millis(50),
+        ));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(broker.partition("blocked", 0).is_none());
+        std::fs::remove_file(&blocker).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while broker.partition("blocked", 0).is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the replica was not opened again"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(broker.partition("blocked", 0).unwrap().is_leader());
+        stop.send(true).unwrap();
+        following.await.unwrap();
+        drop(metadata);
     }
 
     /// A topic deleted and created again under the same name, both seen in one metadata

@@ -145,7 +145,7 @@ fn a_client_that_never_reads_holds_one_response() {
             let addr = b.kafka;
             thread::spawn(move || {
                 let mut s = TcpStream::connect(addr).unwrap();
-                let req = consumer_fetch("pipelined", 0, 1, 0, 8 << 20);
+                let req = consumer_fetch("pipelined", 0, 0, 1, 0, 8 << 20, "");
                 let mut all = Vec::new();
                 for cid in 0..40 {
                     all.extend_from_slice(&frame(&req, 4, cid));
@@ -198,7 +198,7 @@ fn parked_fetches_read_once_when_they_answer() {
             thread::spawn(move || {
                 let mut s = TcpStream::connect(addr).unwrap();
                 s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-                let req = consumer_fetch("parked", 0, i32::MAX, 10_000, 50 << 20);
+                let req = consumer_fetch("parked", 0, 0, i32::MAX, 10_000, 50 << 20, "");
                 s.write_all(&frame(&req, 4, 1)).unwrap();
                 read_response::<FetchRequest>(&mut s, 4).expect("the long poll is answered")
             })
@@ -394,7 +394,7 @@ fn silent_announcements_do_not_hold_small_requests() {
     );
     let fetched = call(
         b.kafka,
-        &consumer_fetch("small", 0, 1, 0, 1 << 20),
+        &consumer_fetch("small", 0, 0, 1, 0, 1 << 20, ""),
         4,
         Duration::from_secs(20),
     )
@@ -418,8 +418,12 @@ fn a_slow_reader_that_keeps_reading_is_not_cut_off() {
     produce(&b, "slow", 400, 100 * 1024);
     let mut s = TcpStream::connect(b.kafka).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(&frame(&consumer_fetch("slow", 0, 1, 0, 48 << 20), 4, 1))
-        .unwrap();
+    s.write_all(&frame(
+        &consumer_fetch("slow", 0, 0, 1, 0, 48 << 20, ""),
+        4,
+        1,
+    ))
+    .unwrap();
     let started = Instant::now();
     let mut len = [0u8; 4];
     s.read_exact(&mut len).unwrap();

@@ -389,7 +389,7 @@ fn clients_over_their_byte_rates_are_throttled_and_muted() {
     );
     let mut fetcher = TcpStream::connect(b.kafka).unwrap();
     fetcher.set_read_timeout(Some(WAIT)).unwrap();
-    let fetch = |offset| consumer_fetch("metered", offset, 1, 0, 70 * 1024);
+    let fetch = |offset| consumer_fetch("metered", 0, offset, 1, 0, 70 * 1024, "");
     let (r1, _, _) = round_trip::<FetchRequest>(&mut fetcher, &fetch(0), 11);
     let got = r1.responses[0].partitions[0]
         .records

@@ -742,10 +742,8 @@ struct Forgery {
 /// each offset of `offsets` in turn, every 20 ms, while 20 acks=all writes are made
 /// (min.insync.replicas 2). Every write that is acknowledged is held by the leader alone.
 async fn forged_fetch_attack(cluster: &Cluster, topic: &'static str, offsets: Vec<i64>) -> Forgery {
+    use broker::protocol::frames::consumer_fetch;
     use broker::replication::client::Connection;
-    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-    use kafka_protocol::messages::{FetchRequest, TopicName};
-    use kafka_protocol::protocol::StrBytes;
 
     cluster.create_topic(topic, 1).await;
     cluster
@@ -793,21 +791,12 @@ async fn forged_fetch_attack(cluster: &Cluster, topic: &'static str, offsets: Ve
         loop {
             for replica in &forged_followers {
                 for offset in &offsets {
-                    let mut fp = FetchPartition::default();
-                    fp.partition = 0;
-                    fp.fetch_offset = *offset;
+                    // A consumer's Fetch, claiming to come from a follower.
+                    let mut r = consumer_fetch(topic, 0, *offset, 0, 0, 1 << 20, "");
+                    r.replica_id = (*replica).into();
+                    let fp = &mut r.topics[0].partitions[0];
                     fp.current_leader_epoch = epoch;
                     fp.last_fetched_epoch = epoch;
-                    fp.partition_max_bytes = 1 << 20;
-                    let mut t = FetchTopic::default();
-                    t.topic = TopicName(StrBytes::from_static_str(topic));
-                    t.partitions = vec![fp];
-                    let mut r = FetchRequest::default();
-                    r.replica_id = (*replica).into();
-                    r.max_wait_ms = 0;
-                    r.session_epoch = -1;
-                    r.max_bytes = 1 << 20;
-                    r.topics = vec![t];
                     let resp = conn.send(&r, 12).await.unwrap();
                     sent += 1;
                     refused += resp
@@ -1642,12 +1631,10 @@ async fn describe_apis_show_metadatas_view_and_producers_on_every_replica() {
 /// fetch-from-follower (`client.rack`) reads every acknowledged record from the follower.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumers_read_from_a_replica_in_their_rack() {
+    use broker::protocol::frames::consumer_fetch;
     use broker::replication::client::Connection;
     use kafka_protocol::error::ResponseError;
-    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
     use kafka_protocol::messages::fetch_response::PartitionData;
-    use kafka_protocol::messages::{FetchRequest, TopicName};
-    use kafka_protocol::protocol::StrBytes;
 
     let _serial = SERIAL.lock().await;
     let dir = test_dir();
@@ -1674,21 +1661,8 @@ async fn consumers_read_from_a_replica_in_their_rack() {
         async move { Connection::connect(&a, "rack-test").await.unwrap() }
     };
     let fetch = |rack: String| {
-        let mut fp = FetchPartition::default();
-        fp.partition = 0;
-        fp.current_leader_epoch = part.leader_epoch;
-        fp.last_fetched_epoch = -1;
-        fp.partition_max_bytes = 1 << 20;
-        let mut t = FetchTopic::default();
-        t.topic = TopicName(StrBytes::from_static_str("near"));
-        t.partitions = vec![fp];
-        let mut r = FetchRequest::default();
-        r.replica_id = (-1).into();
-        r.max_wait_ms = 0;
-        r.session_epoch = -1;
-        r.max_bytes = 1 << 20;
-        r.rack_id = StrBytes::from_string(rack);
-        r.topics = vec![t];
+        let mut r = consumer_fetch("near", 0, 0, 0, 0, 1 << 20, &rack);
+        r.topics[0].partitions[0].current_leader_epoch = part.leader_epoch;
         r
     };
     let only = |r: kafka_protocol::messages::FetchResponse| -> PartitionData {

@@ -2,8 +2,16 @@
 //! loopback address), many per run. Each schedule is drawn from a seed: one to four faults,
 //! overlapping at random, among kill -9 and restart of a broker or of the controller,
 //! SIGSTOP/SIGCONT of a broker (sometimes past its session timeout), a broker cut off from the
-//! controller and the other brokers (iptables), a leader drain, and a preferred-leader
-//! election; meanwhile an idempotent acks=all producer writes to a fresh topic.
+//! controller and the other brokers (iptables), a leader drain, a preferred-leader election,
+//! a full disk (each broker's data directory is its own small tmpfs, filled with a ballast
+//! file until writes fail with ENOSPC, the ballast deleted when the step ends), a torn segment
+//! tail (kill -9, then the tail of the broker's active segment of one partition cut inside its
+//! last batch, followed by garbage, or followed by part of a next batch; restarted when the
+//! step ends, its log must say recovery truncated that segment), and a reassignment (one
+//! partition shrunk to two replicas, the dropped broker's copy deleted, then grown back to
+//! three in a new order, so the dropped broker copies the partition from scratch and the
+//! preferred leader may change; it must have completed once the faults are healed).
+//! Meanwhile an idempotent acks=all producer writes to a fresh topic.
 //!
 //! Checked for every schedule:
 //! - the end of each partition as consumers see it (ListOffsets latest at the leader) never
@@ -14,13 +22,25 @@
 //! - no delivery failed, every acknowledged write is read back at its offset, and nothing
 //!   is stored twice or invented (`Load::finish`);
 //! - a consumer group member committing its positions every 200 ms: every commit it had
-//!   acknowledged is still there (the group's committed offsets at least as high).
+//!   acknowledged is still there (the group's committed offsets at least as high);
+//! - once the faults are healed, every partition is led with 3 replicas in sync, and every
+//!   reassignment has completed (the replicas are the target, none being added or removed);
+//! - a broker restarted on a torn tail logs that recovery truncated that segment.
+//!
+//! The topic has small segments (128 KiB), so logs roll a few times per schedule.
 //!
 //! `STRAND_FAULT_SCHEDULES` (default 50) sets how many run; `STRAND_FAULT_SEED` replays one
 //! schedule exactly (its faults and times; the processes' own timing still varies);
 //! `STRAND_FAULT_SOAK_SECS` keeps drawing schedules for that long. A failing schedule is
 //! shrunk (each fault dropped in turn, kept out if the failure remains) and printed with the
-//! command that replays it. Not yet drawn: a full disk, a torn segment tail, reassignment.
+//! command that replays it. `STRAND_FAULT_KINDS` (a comma-separated list of `kill`, `pause`,
+//! `isolate`, `kill-controller`, `drain`, `elect`, `fill-disk`, `tear`, `reassign`) draws only
+//! those kinds, to focus a run on some. Isolation and the full disk need root (iptables, mount);
+//! `STRAND_SKIP_ROOT_TESTS=1` leaves them out, and a full disk is also left out, with the
+//! reason printed, when mounting a tmpfs fails.
+//!
+//! A torn tail is drawn at most once per schedule and only with min.insync.replicas 2: it
+//! destroys acknowledged data on one replica, which the others must still hold.
 
 mod common;
 
@@ -31,10 +51,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use broker::protocol::batch::Batches;
+use broker::protocol::frames::consumer_fetch;
 use broker::replication::client::Connection;
 use common::cluster::{Cluster, Isolation, SERIAL, base_port, record, test_dir};
 use common::kafka::{ACKS_ALL_IDEMPOTENT, Load};
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{FetchRequest, ListOffsetsRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
@@ -43,6 +63,7 @@ use rand::{Rng, SeedableRng};
 
 const BROKERS: i32 = 3;
 const PARTITIONS: i32 = 3;
+const SEGMENT_BYTES: &str = "131072";
 
 /// What one step of a schedule does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,20 +80,82 @@ enum Fault {
     Drain(i32),
     /// A preferred-leader election.
     Elect,
+    /// A broker's data filesystem filled with a ballast file until writes fail with ENOSPC;
+    /// the ballast deleted when the step ends.
+    FillDisk(i32),
+    /// kill -9 of a broker, the tail of its active segment of `partition` damaged; restarted
+    /// when the step ends.
+    Tear {
+        broker: i32,
+        partition: i32,
+        damage: Damage,
+    },
+    /// `partition` shrunk to the two replicas other than `dropped`; when the step ends grown
+    /// back to three with `first` as the preferred leader.
+    Reassign {
+        partition: i32,
+        dropped: i32,
+        first: i32,
+    },
+}
+
+/// How a torn tail is damaged (the numbers are drawn; each is mapped onto the segment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Damage {
+    /// The last batch cut short (by 1 to its length - 1 bytes).
+    Cut(u16),
+    /// Random bytes appended after the last batch.
+    Garbage(u16),
+    /// A copy of the last batch, as the next one, of which only a part (percent) was written.
+    PartialBatch(u8),
 }
 
 impl Fault {
     fn broker(self) -> Option<i32> {
         match self {
-            Fault::Kill(b) | Fault::Pause(b) | Fault::Isolate(b) | Fault::Drain(b) => Some(b),
-            Fault::KillController | Fault::Elect => None,
+            Fault::Kill(b)
+            | Fault::Pause(b)
+            | Fault::Isolate(b)
+            | Fault::Drain(b)
+            | Fault::FillDisk(b)
+            | Fault::Tear { broker: b, .. } => Some(b),
+            Fault::KillController | Fault::Elect | Fault::Reassign { .. } => None,
         }
     }
     /// Needs the controller up (an admin call).
     fn calls_controller(self) -> bool {
-        matches!(self, Fault::Drain(_) | Fault::Elect)
+        matches!(
+            self,
+            Fault::Drain(_) | Fault::Elect | Fault::Reassign { .. }
+        )
+    }
+    /// The name `STRAND_FAULT_KINDS` uses.
+    fn kind(self) -> &'static str {
+        match self {
+            Fault::Kill(_) => "kill",
+            Fault::Pause(_) => "pause",
+            Fault::Isolate(_) => "isolate",
+            Fault::KillController => "kill-controller",
+            Fault::Drain(_) => "drain",
+            Fault::Elect => "elect",
+            Fault::FillDisk(_) => "fill-disk",
+            Fault::Tear { .. } => "tear",
+            Fault::Reassign { .. } => "reassign",
+        }
     }
 }
+
+const KINDS: [&str; 9] = [
+    "kill",
+    "pause",
+    "isolate",
+    "kill-controller",
+    "drain",
+    "elect",
+    "fill-disk",
+    "tear",
+    "reassign",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Step {
@@ -91,26 +174,68 @@ impl Step {
     }
 }
 
+/// What this run can draw: iptables and tmpfs need root, and `STRAND_FAULT_KINDS` may
+/// narrow the kinds down.
+#[derive(Debug, Clone)]
+struct Kinds {
+    isolation: bool,
+    full_disk: bool,
+    only: Option<Vec<String>>,
+}
+
+impl Kinds {
+    fn all() -> Self {
+        Self {
+            isolation: true,
+            full_disk: true,
+            only: None,
+        }
+    }
+    fn allows(&self, fault: Fault) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|k| k == fault.kind()))
+    }
+}
+
 /// The schedule a seed stands for. Faults overlap freely, except that one broker has one
-/// fault at a time (a stopped process cannot also be killed and restarted), and admin calls
-/// never overlap the controller's kill (they would only fail). `isolation` is false where
-/// iptables cannot be used.
-fn schedule(seed: u64, isolation: bool) -> Vec<Step> {
+/// fault at a time (a stopped process cannot also be killed and restarted), admin calls
+/// never overlap the controller's kill (they would only fail), reassignments do not
+/// overlap each other, and a torn tail does not overlap a reassignment of its partition. A torn tail is drawn at most once, and only with min.insync.replicas 2
+/// (it destroys acknowledged data on one replica). Isolation is left out where iptables
+/// cannot be used, a full disk where no tmpfs could be mounted (both replaced by a pause).
+fn schedule(seed: u64, kinds: &Kinds) -> Vec<Step> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut steps: Vec<Step> = Vec::new();
     let wanted = rng.random_range(1..=4);
     let mut tries = 0;
-    while steps.len() < wanted && tries < 100 {
+    while steps.len() < wanted && tries < 200 {
         tries += 1;
         let broker = rng.random_range(0..BROKERS);
-        let fault = match rng.random_range(0..12) {
+        let fault = match rng.random_range(0..15) {
             0..=3 => Fault::Kill(broker),
             4..=5 => Fault::Pause(broker),
-            6..=7 if isolation => Fault::Isolate(broker),
+            6..=7 if kinds.isolation => Fault::Isolate(broker),
             6..=7 => Fault::Pause(broker),
             8..=9 => Fault::KillController,
             10 => Fault::Drain(broker),
-            _ => Fault::Elect,
+            11 => Fault::Elect,
+            12 if kinds.full_disk => Fault::FillDisk(broker),
+            12 => Fault::Pause(broker),
+            13 => Fault::Tear {
+                broker,
+                partition: rng.random_range(0..PARTITIONS),
+                damage: match rng.random_range(0..3) {
+                    0 => Damage::Cut(rng.random()),
+                    1 => Damage::Garbage(rng.random_range(1..4096)),
+                    _ => Damage::PartialBatch(rng.random_range(0..100)),
+                },
+            },
+            _ => Fault::Reassign {
+                partition: rng.random_range(0..PARTITIONS),
+                dropped: broker,
+                first: rng.random_range(0..BROKERS),
+            },
         };
         let for_ms = match fault {
             Fault::Elect => 0,
@@ -123,12 +248,26 @@ fn schedule(seed: u64, isolation: bool) -> Vec<Step> {
             for_ms,
             fault,
         };
+        let tear = |s: &Step| matches!(s.fault, Fault::Tear { .. });
+        let reassign = |s: &Step| matches!(s.fault, Fault::Reassign { .. });
+        // A torn tail and a reassignment of one partition do not overlap: the shrink may
+        // have removed the replica to tear.
+        let partition = |s: &Step| match s.fault {
+            Fault::Tear { partition, .. } | Fault::Reassign { partition, .. } => Some(partition),
+            _ => None,
+        };
+        if !kinds.allows(fault) || (tear(&step) && (min_insync(seed) < 2 || steps.iter().any(tear)))
+        {
+            continue;
+        }
         let clash = steps.iter().any(|s| {
             s.overlaps(&step)
                 && ((s.fault.broker().is_some() && s.fault.broker() == step.fault.broker())
                     || (s.fault == Fault::KillController && step.fault.calls_controller())
                     || (step.fault == Fault::KillController && s.fault.calls_controller())
-                    || (s.fault == Fault::KillController && step.fault == Fault::KillController))
+                    || (s.fault == Fault::KillController && step.fault == Fault::KillController)
+                    || (reassign(s) && reassign(&step))
+                    || (partition(s).is_some() && partition(s) == partition(&step)))
         });
         if !clash {
             steps.push(step);
@@ -157,8 +296,14 @@ impl Drop for StopOnDrop {
     }
 }
 
-/// Carries out one step: the fault, the wait, and its end.
-async fn run_step(cluster: Arc<Cluster>, step: Step, ip: fn(i32) -> String) {
+/// Carries out one step: the fault, the wait, and its end. A reassignment returns the
+/// partition and the replicas it must end with.
+async fn run_step(
+    cluster: Arc<Cluster>,
+    topic: &'static str,
+    step: Step,
+    ip: fn(i32) -> String,
+) -> Option<(i32, Vec<i32>)> {
     tokio::time::sleep(Duration::from_millis(step.at_ms)).await;
     let hold = Duration::from_millis(step.for_ms);
     match step.fault {
@@ -200,7 +345,226 @@ async fn run_step(cluster: Arc<Cluster>, step: Step, ip: fn(i32) -> String) {
                 .await;
             eprintln!("preferred-leader election: {elected:?}");
         }
+        Fault::FillDisk(b) => {
+            let dir = cluster.dir.join(format!("broker-{b}"));
+            let ballast = tokio::task::spawn_blocking(move || Ballast::fill(&dir))
+                .await
+                .expect("the ballast task");
+            let ballast = match ballast {
+                Ok(ballast) => ballast,
+                Err(e) => panic!("filling broker {b}'s disk: {e}"),
+            };
+            eprintln!(
+                "broker {b}'s disk full: ballast of {} MiB",
+                ballast.bytes >> 20
+            );
+            tokio::time::sleep(hold).await;
+            drop(ballast);
+        }
+        Fault::Tear {
+            broker: b,
+            partition,
+            damage,
+        } => {
+            cluster.kill9(b);
+            let gone = Instant::now() + Duration::from_secs(10);
+            while cluster.is_running(b) {
+                assert!(Instant::now() < gone, "broker {b} outlived kill -9");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let dir = cluster.dir.join(format!("broker-{b}/{topic}-{partition}"));
+            let torn = match tear(&dir, damage) {
+                Ok(torn) => torn,
+                Err(e) => panic!("tearing {}: {e}", dir.display()),
+            };
+            eprintln!("broker {b}, {topic}-{partition}: {torn:?}");
+            let log_path = cluster.dir.join(format!("broker-{b}.log"));
+            let log_from = std::fs::metadata(&log_path).map_or(0, |m| m.len());
+            tokio::time::sleep(hold).await;
+            cluster.start_broker(b);
+            // Recovery runs before the broker serves: its log must say where it cut.
+            if torn.is_some() {
+                let wanted = format!("{topic}-{partition}");
+                let deadline = Instant::now() + Duration::from_secs(20);
+                loop {
+                    let log = std::fs::read(&log_path).unwrap_or_default();
+                    let new = String::from_utf8_lossy(log.get(log_from as usize..).unwrap_or(&[]));
+                    if new
+                        .lines()
+                        .any(|l| l.contains("recovery truncated the log") && l.contains(&wanted))
+                    {
+                        break;
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "broker {b} did not report cutting the torn tail of {wanted} ({torn:?}); its log since the restart:\n{new}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        Fault::Reassign {
+            partition,
+            dropped,
+            first,
+        } => {
+            let Some(replicas) = cluster
+                .try_metadata()
+                .await
+                .and_then(|m| m.partition(topic, partition).map(|p| p.replicas.clone()))
+            else {
+                eprintln!("reassignment of {topic}-{partition}: no metadata, not started");
+                return None;
+            };
+            let kept: Vec<i32> = replicas.iter().copied().filter(|r| *r != dropped).collect();
+            let shrunk = cluster
+                .try_admin(
+                    "reassign",
+                    serde_json::json!({"topic": topic, "partition": partition, "replicas": kept}),
+                )
+                .await;
+            eprintln!(
+                "reassignment of {topic}-{partition} from {replicas:?} to {kept:?}: {shrunk:?}"
+            );
+            tokio::time::sleep(hold).await;
+            if shrunk.is_err() {
+                return None;
+            }
+            let mut grown = vec![first];
+            grown.extend((0..BROKERS).filter(|b| *b != first));
+            // Refused while a target broker is down (a fault still on) or the shrink is still
+            // in flight: asked again until the faults let it through.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let body =
+                serde_json::json!({"topic": topic, "partition": partition, "replicas": grown});
+            loop {
+                match cluster.try_admin("reassign", body.clone()).await {
+                    Ok(()) => break,
+                    Err(e) if Instant::now() < deadline => {
+                        eprintln!(
+                            "reassignment of {topic}-{partition} to {grown:?} refused, asking again: {e}"
+                        );
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(e) => panic!(
+                        "reassignment of {topic}-{partition} to {grown:?} refused for 60 s: {e}"
+                    ),
+                }
+            }
+            eprintln!("reassignment of {topic}-{partition} to {grown:?} started");
+            return Some((partition, grown));
+        }
     }
+    None
+}
+
+/// A file filling a broker's data filesystem (a tmpfs of its own); deleted when dropped, so
+/// an aborted step frees the disk too.
+struct Ballast {
+    path: std::path::PathBuf,
+    bytes: u64,
+}
+
+impl Ballast {
+    const NAME: &str = "ballast";
+
+    /// Writes until the filesystem refuses more (ENOSPC), in ever smaller pieces, then checks
+    /// that a new file cannot take a byte either.
+    fn fill(dir: &std::path::Path) -> std::io::Result<Self> {
+        use std::io::Write;
+        let path = dir.join(Self::NAME);
+        let mut file = std::fs::File::create(&path)?;
+        let mut ballast = Self { path, bytes: 0 };
+        let chunk = vec![0u8; 1 << 20];
+        for size in [1 << 20, 4096, 1] {
+            loop {
+                match file.write(&chunk[..size]) {
+                    Ok(0) => break,
+                    Ok(n) => ballast.bytes += n as u64,
+                    Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let probe = dir.join("ballast-probe");
+        let wrote = std::fs::File::create(&probe).and_then(|mut f| f.write_all(&[0; 4096]));
+        let _ = std::fs::remove_file(&probe);
+        match wrote {
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => Ok(ballast),
+            Err(e) => Err(e),
+            Ok(()) => Err(std::io::Error::other(
+                "the filesystem still takes writes after the ballast",
+            )),
+        }
+    }
+}
+
+impl Drop for Ballast {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Damages the tail of the active (last) segment in partition directory `dir`; returns what
+/// was done, or None when the segment holds no batch to damage.
+fn tear(dir: &std::path::Path, damage: Damage) -> std::io::Result<Option<String>> {
+    use std::io::Write;
+    let entries = match std::fs::read_dir(dir) {
+        // Not hosted here (any more): nothing to damage.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        entries => entries?,
+    };
+    let mut logs: Vec<std::path::PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    let Some(segment) = logs.pop() else {
+        return Ok(None);
+    };
+    let bytes = std::fs::read(&segment)?;
+    let Some((last, range)) = Batches::new(&bytes).last() else {
+        return Ok(None);
+    };
+    let len = range.len() as u64;
+    let name = segment.file_name().unwrap_or_default().to_string_lossy();
+    let mut file = std::fs::OpenOptions::new().write(true).open(&segment)?;
+    let what = match damage {
+        Damage::Cut(n) => {
+            let cut = 1 + u64::from(n) % (len - 1);
+            file.set_len(range.end as u64 - cut)?;
+            format!(
+                "{name}: cut {cut} of the last batch's {len} bytes (offsets {}..={})",
+                last.base_offset,
+                last.last_offset()
+            )
+        }
+        Damage::Garbage(n) => {
+            let mut rng = StdRng::seed_from_u64(u64::from(n));
+            let garbage: Vec<u8> = (0..n).map(|_| rng.random()).collect();
+            file.set_len(range.end as u64)?;
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))?;
+            file.write_all(&garbage)?;
+            format!(
+                "{name}: {n} bytes of garbage after the last batch (offsets {}..={})",
+                last.base_offset,
+                last.last_offset()
+            )
+        }
+        Damage::PartialBatch(percent) => {
+            let mut next = bytes[range.clone()].to_vec();
+            next[..8].copy_from_slice(&(last.last_offset() + 1).to_be_bytes());
+            let part = 1 + (len - 1) * u64::from(percent) / 100;
+            file.set_len(range.end as u64)?;
+            std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))?;
+            file.write_all(&next[..part as usize])?;
+            format!(
+                "{name}: {part} of {len} bytes of a next batch at offset {} after the last one",
+                last.last_offset() + 1
+            )
+        }
+    };
+    Ok(Some(what))
 }
 
 fn broker_ip(id: i32) -> String {
@@ -483,9 +847,11 @@ impl GroupCommits {
 }
 
 /// Makes every process run again, whatever a failed schedule left: SIGCONT to every broker, a
-/// start for any process that is gone (iptables cuts go with their step).
+/// start for any process that is gone, no ballast left (iptables cuts and ballasts go with
+/// their step; this is in case one outlived it).
 fn heal(cluster: &Cluster) {
     for b in 0..BROKERS {
+        let _ = std::fs::remove_file(cluster.dir.join(format!("broker-{b}/{}", Ballast::NAME)));
         if cluster.is_running(b) {
             let pid = cluster.pid(b).to_string();
             let _ = std::process::Command::new("kill")
@@ -507,8 +873,15 @@ async fn run_schedule(
     seed: u64,
     steps: Vec<Step>,
 ) -> String {
+    // Small segments: a schedule rolls each partition's log a few times, so full disks meet
+    // rolls (new files, producer snapshots) and torn tails are not always in the first segment.
     cluster
-        .create_topic_with(topic, PARTITIONS, min_insync(seed))
+        .create_topic_configured(
+            topic,
+            PARTITIONS,
+            min_insync(seed),
+            &[("segment.bytes", SEGMENT_BYTES)],
+        )
         .await;
     cluster
         .wait_for("the schedule's topic fully in sync", 30, |m| {
@@ -533,19 +906,28 @@ async fn run_schedule(
     // aborted cut drops its iptables rules) instead of firing into the next schedule.
     let mut faults = tokio::task::JoinSet::new();
     for s in &steps {
-        faults.spawn(run_step(Arc::clone(&cluster), *s, broker_ip));
+        faults.spawn(run_step(Arc::clone(&cluster), topic, *s, broker_ip));
     }
+    let mut moved: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
     while let Some(done) = faults.join_next().await {
-        done.expect("a fault step failed");
+        if let Some((partition, replicas)) = done.expect("a fault step failed") {
+            moved.insert(partition, replicas);
+        }
     }
+    // Reassignments complete too: the new replicas caught up and in sync, none in flight.
     cluster
         .wait_for(
-            "every partition led with 3 in sync after the faults",
+            "every partition led with 3 in sync and every reassignment complete after the faults",
             60,
             |m| {
                 (0..PARTITIONS).all(|i| {
-                    m.partition(topic, i)
-                        .is_some_and(|p| p.leader >= 0 && p.isr.len() == 3)
+                    m.partition(topic, i).is_some_and(|p| {
+                        p.leader >= 0
+                            && p.isr.len() == 3
+                            && p.adding.is_empty()
+                            && p.removing.is_empty()
+                            && moved.get(&i).is_none_or(|r| *r == p.replicas)
+                    })
                 })
             },
         )
@@ -675,23 +1057,75 @@ async fn describe_duplicate(cluster: &Cluster, topic: &'static str, why: &str) -
     out
 }
 
-/// A consumer's Fetch v12 of one partition from `offset`.
+/// A consumer's Fetch (sent as v12) of one partition from `offset`.
 fn fetch_request(topic: &'static str, partition: i32, offset: i64) -> FetchRequest {
-    let mut fp = FetchPartition::default();
-    fp.partition = partition;
-    fp.fetch_offset = offset;
-    fp.current_leader_epoch = -1;
-    fp.last_fetched_epoch = -1;
-    fp.partition_max_bytes = 1 << 20;
-    let mut t = FetchTopic::default();
-    t.topic = TopicName(StrBytes::from_static_str(topic));
-    t.partitions = vec![fp];
-    let mut r = FetchRequest::default();
-    r.replica_id = (-1).into();
-    r.session_epoch = -1;
-    r.max_bytes = 1 << 20;
-    r.topics = vec![t];
-    r
+    consumer_fetch(topic, partition, offset, 0, 0, 1 << 20, "")
+}
+
+/// Each broker's data directory on a tmpfs of its own (so a ballast fills one broker's disk
+/// only), unmounted when dropped, on a failing run's unwinding too (after a copy of the data
+/// next to it, when `keep` is set). A tmpfs holds the broker's data only: its log is next to
+/// the data directory, on the ordinary disk.
+struct Disks {
+    mounts: Vec<std::path::PathBuf>,
+    keep: AtomicBool,
+}
+
+impl Disks {
+    /// Big enough for a run's data (each schedule's topic is deleted after it), small enough
+    /// to fill in a moment.
+    const SIZE: &str = "size=64m";
+
+    fn mount(dir: &std::path::Path) -> Result<Self, String> {
+        let mut disks = Self {
+            mounts: Vec::new(),
+            keep: AtomicBool::new(false),
+        };
+        for b in 0..BROKERS {
+            let mnt = dir.join(format!("broker-{b}"));
+            std::fs::create_dir_all(&mnt).map_err(|e| format!("{}: {e}", mnt.display()))?;
+            let out = std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", Self::SIZE, "tmpfs"])
+                .arg(&mnt)
+                .output()
+                .map_err(|e| format!("running mount: {e}"))?;
+            if !out.status.success() {
+                // Dropping `disks` unmounts those already mounted.
+                return Err(format!(
+                    "mount -t tmpfs on {} failed: {}",
+                    mnt.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            disks.mounts.push(mnt);
+        }
+        Ok(disks)
+    }
+}
+
+impl Drop for Disks {
+    fn drop(&mut self) {
+        for mnt in &self.mounts {
+            if self.keep.load(Ordering::Relaxed) {
+                let _ = std::process::Command::new("cp")
+                    .arg("-a")
+                    .arg(mnt)
+                    .arg(mnt.with_extension("kept"))
+                    .status();
+            }
+            let unmounted = std::process::Command::new("umount")
+                .arg(mnt)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !unmounted {
+                // Busy (a process still in it): detached now, freed once it lets go.
+                let _ = std::process::Command::new("umount")
+                    .arg("-l")
+                    .arg(mnt)
+                    .status();
+            }
+        }
+    }
 }
 
 /// Drops each fault in turn, keeping it out when the schedule still fails without it.
@@ -726,6 +1160,34 @@ async fn random_fault_schedules_lose_no_acknowledged_write() {
         .and_then(|s| s.parse().ok())
         .map(Duration::from_secs);
     let dir = test_dir();
+    // Declared before the cluster, so dropped after it: the brokers are stopped before their
+    // filesystems go.
+    let disks = if isolation {
+        Disks::mount(dir.path())
+    } else {
+        Err("STRAND_SKIP_ROOT_TESTS is set".into())
+    };
+    let disks = match disks {
+        Ok(d) => Some(d),
+        Err(why) => {
+            eprintln!("full disks are not drawn: {why}");
+            None
+        }
+    };
+    let only: Option<Vec<String>> = std::env::var("STRAND_FAULT_KINDS").ok().map(|v| {
+        v.split(',')
+            .map(|k| k.trim().to_string())
+            .filter(|k| !k.is_empty())
+            .collect()
+    });
+    if let Some(unknown) = only.iter().flatten().find(|k| !KINDS.contains(&k.as_str())) {
+        panic!("STRAND_FAULT_KINDS names {unknown:?}; the kinds are {KINDS:?}");
+    }
+    let kinds = Kinds {
+        isolation,
+        full_disk: disks.is_some(),
+        only,
+    };
     let cluster = Arc::new(Cluster::up_with(
         dir.path(),
         base_port(1),
@@ -738,7 +1200,7 @@ async fn random_fault_schedules_lose_no_acknowledged_write() {
     let mut ran = 0u32;
     loop {
         let seed = first.wrapping_add(u64::from(ran));
-        let steps = schedule(seed, isolation);
+        let steps = schedule(seed, &kinds);
         eprintln!("schedule {ran}: seed {seed}: {steps:?}");
         match attempt(&cluster, &mut n, seed, &steps).await {
             Ok(line) => {
@@ -748,11 +1210,18 @@ async fn random_fault_schedules_lose_no_acknowledged_write() {
             Err(why) => {
                 eprintln!("schedule seed {seed} FAILED: {why}");
                 let shrunk = shrink(&cluster, &mut n, seed, steps.clone()).await;
-                // The logs and data stay for a look (the processes are stopped).
+                // The logs and data stay for a look (the processes are stopped; the data
+                // directories are copied off their tmpfs before it is unmounted).
+                if let Some(d) = &disks {
+                    d.keep.store(true, Ordering::Relaxed);
+                }
                 let kept = dir.keep();
                 eprintln!("cluster directory kept: {}", kept.display());
+                let focus = std::env::var("STRAND_FAULT_KINDS")
+                    .map(|k| format!("STRAND_FAULT_KINDS={k} "))
+                    .unwrap_or_default();
                 panic!(
-                    "fault schedule seed {seed} failed: {why}\nfaults: {steps:?}\nshrunk to (may not fail every time): {shrunk:?}\nreplay: STRAND_FAULT_SEED={seed} STRAND_FAULT_SCHEDULES=1 cargo test -p broker --test fault_schedules -- --nocapture"
+                    "fault schedule seed {seed} failed: {why}\nfaults: {steps:?}\nshrunk to (may not fail every time): {shrunk:?}\nreplay: {focus}STRAND_FAULT_SEED={seed} STRAND_FAULT_SCHEDULES=1 cargo test -p broker --test fault_schedules -- --nocapture"
                 );
             }
         }
@@ -777,16 +1246,27 @@ async fn random_fault_schedules_lose_no_acknowledged_write() {
 }
 
 /// The generator keeps its promises: one fault per broker at a time, no admin call while the
-/// controller is down, times in range, and the same schedule for the same seed.
+/// controller is down, reassignments one at a time, at most one torn tail and never with
+/// min.insync.replicas 1, times in range, no kind drawn that the run cannot or may not use, and
+/// the same schedule for the same seed.
 #[test]
 fn schedules_are_reproducible_and_well_formed() {
+    let all = Kinds::all();
     let mut kinds = std::collections::HashSet::new();
     for seed in 0..2000 {
-        let steps = schedule(seed, true);
-        assert_eq!(steps, schedule(seed, true), "seed {seed}");
+        let steps = schedule(seed, &all);
+        assert_eq!(steps, schedule(seed, &all), "seed {seed}");
         assert!((1..=4).contains(&steps.len()), "seed {seed}: {steps:?}");
+        let tears = steps
+            .iter()
+            .filter(|s| matches!(s.fault, Fault::Tear { .. }))
+            .count();
+        assert!(
+            tears <= 1 && (tears == 0 || min_insync(seed) == 2),
+            "seed {seed}: {steps:?}"
+        );
         for (i, a) in steps.iter().enumerate() {
-            kinds.insert(std::mem::discriminant(&a.fault));
+            kinds.insert(a.fault.kind());
             assert!(a.at_ms < 6000 && a.for_ms < 7000, "{a:?}");
             for b in &steps[i + 1..] {
                 if !a.overlaps(b) {
@@ -802,14 +1282,47 @@ fn schedules_are_reproducible_and_well_formed() {
                         && !(down(b) && a.fault.calls_controller()),
                     "seed {seed}: an admin call while the controller is down: {a:?} {b:?}"
                 );
+                assert!(
+                    !(a.fault.kind() == "reassign" && b.fault.kind() == "reassign"),
+                    "seed {seed}: two reassignments at once: {a:?} {b:?}"
+                );
+                let partition = |s: &Step| match s.fault {
+                    Fault::Tear { partition, .. } | Fault::Reassign { partition, .. } => {
+                        Some(partition)
+                    }
+                    _ => None,
+                };
+                assert!(
+                    partition(a).is_none() || partition(a) != partition(b),
+                    "seed {seed}: a torn tail and a reassignment of one partition at once: {a:?} {b:?}"
+                );
             }
         }
+        let without_root = Kinds {
+            isolation: false,
+            full_disk: false,
+            only: None,
+        };
         assert!(
-            schedule(seed, false)
+            schedule(seed, &without_root)
                 .iter()
-                .all(|s| !matches!(s.fault, Fault::Isolate(_))),
-            "seed {seed}: isolation where iptables is off"
+                .all(|s| !matches!(s.fault, Fault::Isolate(_) | Fault::FillDisk(_))),
+            "seed {seed}: isolation or a full disk where root is not available"
+        );
+        let focused = Kinds {
+            only: Some(vec!["tear".into(), "fill-disk".into()]),
+            ..Kinds::all()
+        };
+        assert!(
+            schedule(seed, &focused)
+                .iter()
+                .all(|s| matches!(s.fault.kind(), "tear" | "fill-disk")),
+            "seed {seed}: a kind STRAND_FAULT_KINDS left out"
         );
     }
-    assert_eq!(kinds.len(), 6, "every kind of fault is drawn");
+    assert_eq!(
+        kinds.len(),
+        KINDS.len(),
+        "every kind of fault is drawn: {kinds:?}"
+    );
 }

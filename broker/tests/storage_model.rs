@@ -632,3 +632,47 @@ fn a_recorded_log_start_beyond_the_recovered_end_does_not_come_back() {
     );
     assert!(log.read(end, 1 << 20, i64::MAX).is_ok());
 }
+
+/// A leader-epoch checkpoint write that failed (a full disk) is not forgotten: recovery after
+/// a crash rebuilds epochs only from the recovery point on, so the checkpoint must be written
+/// before a roll moves the recovery point past the epoch's start. (It used to be only logged:
+/// after a roll and a kill -9 epoch 5 started at the new segment instead of where it did.)
+#[test]
+fn an_epoch_whose_checkpoint_write_failed_survives_a_roll_and_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t-0");
+    let (mut log, _) = Log::open(&path, config(), OpenHints::default()).unwrap();
+    let append = |log: &mut Log, epoch: i32| {
+        let b = make_batch(2, 1_000, (-1, -1, -1), 10);
+        let h = BatchHeader::parse(&b).unwrap();
+        log.append_as_leader(&b, &h, epoch, 1_000)
+            .unwrap()
+            .base_offset
+    };
+    append(&mut log, 3);
+    append(&mut log, 3);
+    // The checkpoint's temporary file cannot be created: every save fails from here on.
+    let blocker = path.join("leader-epoch-checkpoint.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    let epoch_5_start = append(&mut log, 5);
+    append(&mut log, 5);
+    std::fs::remove_dir(&blocker).unwrap();
+    log.roll().unwrap();
+    append(&mut log, 5);
+    let recovery_point = log.recovery_point();
+    assert!(recovery_point > epoch_5_start);
+    // kill -9: no close.
+    drop(log);
+    let hints = OpenHints {
+        clean_shutdown: false,
+        recovery_point: Some(recovery_point),
+    };
+    let (log, _) = Log::open(&path, config(), hints).unwrap();
+    let epochs: Vec<(i32, i64)> = log
+        .epochs()
+        .entries()
+        .iter()
+        .map(|e| (e.epoch, e.start_offset))
+        .collect();
+    assert_eq!(epochs, vec![(3, 0), (5, epoch_5_start)]);
+}

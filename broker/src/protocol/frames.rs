@@ -74,17 +74,20 @@ where
     read_response::<R>(&mut s, version)
 }
 
-/// A consumer's Fetch of partition 0 of `topic` from `offset`, `max` bytes at most (request and
-/// partition), waiting up to `max_wait_ms` for `min_bytes`.
+/// A consumer's Fetch (no session, no leader epoch) of `partition` of `topic` from `offset`,
+/// `max` bytes at most (request and partition), waiting up to `max_wait_ms` for `min_bytes`;
+/// `rack` is the client's rack id (KIP-392; empty for none).
 pub fn consumer_fetch(
     topic: &str,
+    partition: i32,
     offset: i64,
     min_bytes: i32,
     max_wait_ms: i32,
     max: i32,
+    rack: &str,
 ) -> FetchRequest {
     let mut p = FetchPartition::default();
-    p.partition = 0;
+    p.partition = partition;
     p.fetch_offset = offset;
     p.partition_max_bytes = max;
     let mut t = FetchTopic::default();
@@ -92,9 +95,11 @@ pub fn consumer_fetch(
     t.partitions = vec![p];
     let mut r = FetchRequest::default();
     r.replica_id = (-1).into();
+    r.session_epoch = -1;
     r.max_wait_ms = max_wait_ms;
     r.min_bytes = min_bytes;
     r.max_bytes = max;
+    r.rack_id = StrBytes::from_string(rack.to_string());
     r.topics = vec![t];
     r
 }

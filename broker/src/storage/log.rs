@@ -75,6 +75,9 @@ pub struct Log {
     log_start_offset: i64,
     recovery_point: i64,
     epochs: EpochCache,
+    /// The last leader-epoch checkpoint write failed (a full disk), so the file lags the cache.
+    /// Written again before the recovery point moves: recovery rebuilds epochs only from there.
+    epochs_unsaved: bool,
     producers: ProducerStateTable,
     /// The topic was deleted: nothing may touch the files any more.
     deleted: bool,
@@ -221,6 +224,7 @@ impl Log {
             log_start_offset,
             recovery_point: 0,
             epochs,
+            epochs_unsaved: false,
             producers: ProducerStateTable::default(),
             deleted: false,
         };
@@ -247,7 +251,7 @@ impl Log {
         log.epochs.truncate_from_start(log.log_start_offset);
         // Write only on change, so a full disk does not stop a broker from opening its logs.
         if log.epochs.entries() != epochs_before.as_slice() || !log.epochs.path().exists() {
-            log.epochs.save()?;
+            log.save_epochs()?;
         }
         log.rebuild_producer_state()?;
         if !hints.clean_shutdown && log.config.fsync == FsyncPolicy::BeforeAck {
@@ -416,7 +420,7 @@ impl Log {
         // checkpoint write below fails (recovery rebuilds the epoch cache anyway).
         self.producers.record(&h, now_ms);
         if self.epochs.assign(leader_epoch, base)
-            && let Err(e) = self.epochs.save()
+            && let Err(e) = self.save_epochs()
         {
             warn!(dir = %self.dir.display(), error = %e, "cannot write leader-epoch checkpoint");
         }
@@ -471,7 +475,7 @@ impl Log {
             self.active_mut().append(&prefix, bytes, &h)?;
             self.producers.record(&h, now_ms);
             if self.epochs.assign(h.partition_leader_epoch, h.base_offset)
-                && let Err(e) = self.epochs.save()
+                && let Err(e) = self.save_epochs()
             {
                 warn!(dir = %self.dir.display(), error = %e, "cannot write leader-epoch checkpoint");
             }
@@ -513,6 +517,7 @@ impl Log {
         if self.active().is_empty() {
             return Ok(());
         }
+        self.save_unsaved_epochs()?;
         self.active_mut().flush(true)?;
         self.recovery_point = self.recovery_point.max(leo);
         let seg = Segment::create(&self.dir, leo, self.config.index_interval_bytes)?;
@@ -618,7 +623,7 @@ impl Log {
     pub fn assign_leader_epoch(&mut self, epoch: i32) {
         let leo = self.log_end_offset();
         if self.epochs.assign(epoch, leo)
-            && let Err(e) = self.epochs.save()
+            && let Err(e) = self.save_epochs()
         {
             warn!(dir = %self.dir.display(), error = %e, "cannot write leader-epoch checkpoint");
         }
@@ -686,7 +691,7 @@ impl Log {
         }
         if deleted > 0 {
             self.epochs.truncate_from_start(self.log_start_offset);
-            self.epochs.save()?;
+            self.save_epochs()?;
         }
         Ok(deleted)
     }
@@ -714,7 +719,7 @@ impl Log {
         }
         if deleted > 0 {
             self.epochs.truncate_from_start(self.log_start_offset);
-            self.epochs.save()?;
+            self.save_epochs()?;
         }
         Ok(deleted)
     }
@@ -739,7 +744,7 @@ impl Log {
         self.log_start_offset = offset;
         self.delete_segments_below(offset)?;
         self.epochs.truncate_from_start(self.log_start_offset);
-        self.epochs.save()?;
+        self.save_epochs()?;
         Ok(true)
     }
 
@@ -753,7 +758,7 @@ impl Log {
             let before = self.epochs.entries().len();
             self.epochs.truncate_from_end(self.log_end_offset());
             if self.epochs.entries().len() != before {
-                self.epochs.save()?;
+                self.save_epochs()?;
             }
             return Ok(());
         }
@@ -785,7 +790,7 @@ impl Log {
         }
         self.recovery_point = self.recovery_point.min(self.log_end_offset());
         self.epochs.truncate_from_end(self.log_end_offset());
-        self.epochs.save()?;
+        self.save_epochs()?;
         self.rebuild_producer_state()
     }
 
@@ -821,7 +826,7 @@ impl Log {
         self.log_start_offset = offset;
         self.recovery_point = offset;
         self.epochs.truncate_from_end(i64::MIN);
-        self.epochs.save()?;
+        self.save_epochs()?;
         self.producers = ProducerStateTable::default();
         Ok(())
     }
@@ -841,6 +846,7 @@ impl Log {
         if self.deleted {
             return Ok(());
         }
+        self.save_unsaved_epochs()?;
         for seg in self.segments.values_mut() {
             seg.flush(true)?;
         }
@@ -855,7 +861,25 @@ impl Log {
         }
         self.flush()?;
         self.take_producer_snapshot()?;
-        self.epochs.save()
+        self.save_epochs()
+    }
+
+    /// Writes the leader-epoch checkpoint, remembering whether the file is behind the cache.
+    fn save_epochs(&mut self) -> io::Result<()> {
+        let saved = self.epochs.save();
+        self.epochs_unsaved = saved.is_err();
+        saved
+    }
+
+    /// Writes the leader-epoch checkpoint if an earlier write failed. Called before the
+    /// recovery point moves: recovery after a crash reassigns epochs only from the batches
+    /// at and after it, so an epoch that started below it would be lost (or placed at the
+    /// first batch recovery sees), and with it the divergence answers built on it.
+    fn save_unsaved_epochs(&mut self) -> io::Result<()> {
+        if self.epochs_unsaved {
+            self.save_epochs()?;
+        }
+        Ok(())
     }
 
     pub fn fsync_policy(&self) -> FsyncPolicy {

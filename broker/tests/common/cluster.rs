@@ -297,13 +297,28 @@ impl Cluster {
 
     /// A topic with replication factor 3 and `min_insync` min.insync.replicas.
     pub async fn create_topic_with(&self, name: &str, partitions: i32, min_insync: i32) {
+        self.create_topic_configured(name, partitions, min_insync, &[])
+            .await
+    }
+
+    /// A topic with replication factor 3, `min_insync` min.insync.replicas and `configs`.
+    pub async fn create_topic_configured(
+        &self,
+        name: &str,
+        partitions: i32,
+        min_insync: i32,
+        configs: &[(&str, &str)],
+    ) {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)
             .create()
             .unwrap();
         let min_insync = min_insync.to_string();
-        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(3))
+        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(3))
             .set("min.insync.replicas", &min_insync);
+        for (k, v) in configs {
+            topic = topic.set(k, v);
+        }
         let res = admin
             .create_topics([&topic], &AdminOptions::new())
             .await
