@@ -125,10 +125,9 @@ pub fn consume_all_with(
     out
 }
 
-/// Jepsen-style check: every acknowledged record is read back at its offset (or, when the
-/// client did not learn the offset, somewhere in its partition), no offset holds two values,
-/// and no value appears twice.
-pub fn assert_acked_present(acked: &Records, read: &Records) {
+/// Every acknowledged record is read back at its offset (or, when the client did not learn the
+/// offset, somewhere in its partition).
+pub fn assert_acked_read_back(acked: &Records, read: &Records) {
     for (at, rec) in acked {
         if at.1 < 0 {
             let found = read.iter().any(|((p, _), r)| *p == at.0 && r == rec);
@@ -145,20 +144,48 @@ pub fn assert_acked_present(acked: &Records, read: &Records) {
             "acknowledged record at {at:?} missing or different"
         );
     }
+}
+
+/// Jepsen-style check: every acknowledged record is read back at its offset (or, when the
+/// client did not learn the offset, somewhere in its partition), no offset holds two values,
+/// and no value appears twice.
+pub fn assert_acked_present(acked: &Records, read: &Records) {
+    assert_acked_read_back(acked, read);
+    if let Some(d) = duplicates(read).first() {
+        let acked_at: Vec<_> = acked
+            .iter()
+            .filter(|(_, r)| r.1 == d.value)
+            .map(|(a, _)| *a)
+            .collect();
+        panic!(
+            "value {:.60} stored twice: at {:?} and {:?} (partition, offset); acknowledged at {acked_at:?}",
+            d.value, d.first, d.second
+        );
+    }
+}
+
+/// A value read back at two places, (partition, offset) each.
+#[derive(Debug, Clone)]
+pub struct Duplicate {
+    pub value: String,
+    pub first: (i32, i64),
+    pub second: (i32, i64),
+}
+
+/// Every value `read` holds more than once (the load's values are unique).
+pub fn duplicates(read: &Records) -> Vec<Duplicate> {
     let mut values = std::collections::HashMap::new();
+    let mut out = Vec::new();
     for (at, rec) in read {
         if let Some(first) = values.insert(&rec.1, *at) {
-            let acked_at: Vec<_> = acked
-                .iter()
-                .filter(|(_, r)| r.1 == rec.1)
-                .map(|(a, _)| *a)
-                .collect();
-            panic!(
-                "value {:.60} stored twice: at {first:?} and {at:?} (partition, offset); acknowledged at {acked_at:?}",
-                rec.1
-            );
+            out.push(Duplicate {
+                value: rec.1.clone(),
+                first,
+                second: *at,
+            });
         }
     }
+    out
 }
 
 /// Producer settings of the load in fault tests: Kafka's defaults for Java clients
@@ -284,6 +311,23 @@ impl Load {
         topic: &str,
         partitions: &[i32],
     ) -> (u64, Records, Records) {
+        let (sent, acked, read, twice) = self
+            .finish_listing_duplicates(bootstrap, topic, partitions)
+            .await;
+        if !twice.is_empty() {
+            assert_acked_present(&acked, &read);
+        }
+        (sent, acked, read)
+    }
+
+    /// `finish`, except that values stored twice are returned instead of failing the check,
+    /// for a caller that tells a client's re-send from a broker's double append.
+    pub async fn finish_listing_duplicates(
+        self,
+        bootstrap: &str,
+        topic: &str,
+        partitions: &[i32],
+    ) -> (u64, Records, Records, Vec<Duplicate>) {
         self.stop.store(true, Ordering::Relaxed);
         let sent = tokio::time::timeout(Duration::from_secs(150), self.handle)
             .await
@@ -303,7 +347,7 @@ impl Load {
             acked.len()
         );
         let read = consume_all(bootstrap, topic, partitions);
-        assert_acked_present(&acked, &read);
+        assert_acked_read_back(&acked, &read);
         // Every stored value was sent by the load: nothing invented, torn or doubled.
         for (key, value) in read.values().filter(|(k, _)| k.starts_with('k')) {
             let i: u64 = value
@@ -315,6 +359,7 @@ impl Load {
                 "unexpected record {key}={value}"
             );
         }
-        (sent, acked, read)
+        let twice = duplicates(&read);
+        (sent, acked, read, twice)
     }
 }
