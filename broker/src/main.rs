@@ -420,13 +420,16 @@ async fn shutdown_signal() {
 async fn controlled_shutdown(rt: &broker::cluster::runtime::ClusterRuntime, timeout: Duration) {
     use broker::cluster::controller_client::ControllerCallError;
     let m = &rt.membership;
-    let deadline = tokio::time::Instant::now() + timeout;
+    m.begin_shutdown();
+    let now = tokio::time::Instant::now();
+    let deadline = now.checked_add(timeout).unwrap_or(now);
     let mut attempts = 0u32;
     loop {
         attempts += 1;
+        let epoch = m.epoch();
         let answer = tokio::time::timeout(
             Duration::from_secs(5),
-            m.client().controlled_shutdown(m.broker_id, m.epoch()),
+            m.client().controlled_shutdown(m.broker_id, epoch),
         )
         .await;
         let failure = match answer {
@@ -437,6 +440,12 @@ async fn controlled_shutdown(rt: &broker::cluster::runtime::ClusterRuntime, time
             Ok(Ok(_)) => {
                 info!(attempts, "controlled shutdown: leadership moved away");
                 return;
+            }
+            // A registration that landed just before this shutdown began: ask as it.
+            Ok(Err(ControllerCallError::Refused { kind, .. }))
+                if kind == "stale_broker_epoch" && m.epoch() != epoch =>
+            {
+                continue;
             }
             // A refusal names this incarnation as fenced or replaced: it leads nothing.
             Ok(Err(ControllerCallError::Refused { kind, .. }))

@@ -635,6 +635,9 @@ impl Broker {
         const MAX_RETRY: Duration = Duration::from_secs(30);
         let mut backoff = retry;
         loop {
+            if *stop.borrow() {
+                return;
+            }
             let m = metadata.borrow_and_update().clone();
             let unapplied = self.apply_metadata(&m).is_err_and(|e| {
                 error!(error = %e, version = m.version, retry_ms = backoff.as_millis() as u64, "cannot apply part of the cluster metadata; the rest is applied, and it is applied again");
@@ -644,6 +647,9 @@ impl Broker {
                 backoff = retry;
             }
             tokio::select! {
+                // Stopping wins over a change or a retry that is ready at the same time.
+                biased;
+                _ = stop.changed() => return,
                 r = metadata.changed() => {
                     if r.is_err() {
                         return;
@@ -653,7 +659,6 @@ impl Broker {
                 () = tokio::time::sleep(backoff), if unapplied => {
                     backoff = (backoff * 2).min(MAX_RETRY);
                 }
-                _ = stop.changed() => return,
             }
         }
     }

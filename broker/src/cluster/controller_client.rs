@@ -129,7 +129,10 @@ impl ControllerClient {
         connect: Duration,
         request: Duration,
     ) -> Self {
+        // No proxy from the environment: a proxy that cuts a metadata long poll would look to
+        // the controller like this broker's death (the crash fast path).
         let http = reqwest::Client::builder()
+            .no_proxy()
             .local_address(source)
             .connect_timeout(connect)
             .timeout(request)

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -42,6 +42,9 @@ pub struct Membership {
     registration: Registration,
     metadata_path: PathBuf,
     settings: Settings,
+    /// Set when the broker begins its controlled shutdown: a fence from then on is final, not
+    /// a reason to register again (a new epoch would make a stopping broker a leader again).
+    stopping: AtomicBool,
 }
 
 impl Membership {
@@ -67,6 +70,7 @@ impl Membership {
             registration,
             metadata_path,
             settings,
+            stopping: AtomicBool::new(false),
         });
         loop {
             match m.register().await {
@@ -131,6 +135,7 @@ impl Membership {
             },
             metadata_path: data_dir.join(METADATA_FILE),
             settings: Settings::default(),
+            stopping: AtomicBool::new(false),
         })
     }
 
@@ -150,6 +155,11 @@ impl Membership {
         self.epoch.store(r.epoch, Ordering::Release);
         info!(broker = self.broker_id, epoch = r.epoch, cluster_id = %r.cluster_id, "registered with the controller");
         Ok(())
+    }
+
+    /// The broker is stopping: it no longer registers again when fenced.
+    pub fn begin_shutdown(&self) {
+        self.stopping.store(true, Ordering::Release);
     }
 
     pub fn epoch(&self) -> i64 {
@@ -179,6 +189,9 @@ impl Membership {
                         || kind == "stale_broker_epoch"
                         || kind == "unknown_broker" =>
                 {
+                    if self.stopping.load(Ordering::Acquire) {
+                        continue;
+                    }
                     warn!(broker = self.broker_id, reason = %kind, "fenced by the controller; registering again");
                     if let Err(e) = self.register().await {
                         warn!(error = %e, "re-registration failed");

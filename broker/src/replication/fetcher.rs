@@ -66,6 +66,9 @@ pub struct FetcherManager {
     node_id: i32,
     settings: FetcherSettings,
     fetchers: Mutex<HashMap<i32, Fetcher>>,
+    /// Set by `shutdown`: metadata applied after it (a late apply, a retry) starts nothing
+    /// that would append while the broker closes its logs.
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl FetcherManager {
@@ -74,6 +77,7 @@ impl FetcherManager {
             node_id,
             settings,
             fetchers: Mutex::new(HashMap::new()),
+            stopped: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -86,6 +90,10 @@ impl FetcherManager {
     pub fn follow(&self, partition: Arc<Partition>, leader: i32, addr: String) {
         let key = (partition.topic.clone(), partition.index);
         let mut fetchers = self.lock();
+        // Checked under the lock `shutdown` drains with, so no fetcher starts after it.
+        if self.stopped.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         for (id, f) in fetchers.iter() {
             if *id != leader {
                 f.partitions
@@ -136,7 +144,10 @@ impl FetcherManager {
 
     /// Stops every fetcher.
     pub fn shutdown(&self) {
-        for (_, f) in self.lock().drain() {
+        let mut fetchers = self.lock();
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Release);
+        for (_, f) in fetchers.drain() {
             let _ = f.stop.send(true);
         }
     }

@@ -846,10 +846,13 @@ impl Log {
         if self.deleted {
             return Ok(());
         }
-        self.save_unsaved_epochs()?;
+        // The data is fsynced whatever happens to the epoch checkpoint; only the recovery
+        // point waits for the checkpoint (see `save_unsaved_epochs`).
+        let epochs = self.save_unsaved_epochs();
         for seg in self.segments.values_mut() {
             seg.flush(true)?;
         }
+        epochs?;
         self.recovery_point = self.log_end_offset();
         Ok(())
     }
