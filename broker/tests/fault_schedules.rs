@@ -62,6 +62,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 const BROKERS: i32 = 3;
+/// Longest a schedule may take, its checks included (they take seconds normally).
+const SCHEDULE_LIMIT: Duration = Duration::from_secs(300);
 const PARTITIONS: i32 = 3;
 const SEGMENT_BYTES: &str = "131072";
 
@@ -979,13 +981,22 @@ async fn attempt(
 ) -> Result<String, String> {
     *n += 1;
     let topic: &'static str = Box::leak(format!("sched-{n}").into_boxed_str());
-    let run = tokio::spawn(run_schedule(
+    let mut run = tokio::spawn(run_schedule(
         Arc::clone(cluster),
         topic,
         seed,
         steps.to_vec(),
     ));
-    let result = match run.await {
+    // A schedule takes seconds; one that hangs must fail the run, not hold CI to its limit.
+    let Ok(joined) = tokio::time::timeout(SCHEDULE_LIMIT, &mut run).await else {
+        run.abort();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        heal(cluster);
+        return Err(format!(
+            "the schedule did not finish within {SCHEDULE_LIMIT:?} (a hang: see the cluster logs)"
+        ));
+    };
+    let result = match joined {
         Ok(line) => Ok(line),
         Err(e) => Err(match e.try_into_panic() {
             Ok(p) => p
@@ -1121,9 +1132,11 @@ struct Disks {
 }
 
 impl Disks {
-    /// Big enough for a run's data (each schedule's topic is deleted after it), small enough
-    /// to fill in a moment.
-    const SIZE: &str = "size=64m";
+    /// Big enough for a schedule's data (each schedule's topic is deleted after it): on an
+    /// idle machine one schedule's load wrote 65 MB to every replica, filling 64 MiB disks
+    /// with no fault drawn. Still filled by a ballast in a moment (tmpfs takes RAM only for
+    /// what is written).
+    const SIZE: &str = "size=512m";
 
     fn mount(dir: &std::path::Path) -> Result<Self, String> {
         let mut disks = Self {
