@@ -256,6 +256,8 @@ pub enum FollowerError {
     Truncate(std::io::Error),
     #[error("follower append failed: {0}")]
     Append(AppendError),
+    #[error("an earlier fsync failed; the replica takes nothing more until the broker restarts")]
+    StorageFailed,
 }
 
 /// Group-commit progress: everything below `offset` is fsynced, unless `failed`.
@@ -868,10 +870,14 @@ impl Partition {
         {
             return Ok(FollowerApplied::Stale);
         }
+        if self.storage_failed() {
+            return Err(FollowerError::StorageFailed);
+        }
         let applied = match answer.outcome {
             AnswerOutcome::Diverging { epoch, end_offset } => {
                 let to = truncation_offset(&log, epoch, end_offset);
                 log.truncate_to(to).map_err(FollowerError::Truncate)?;
+                self.flushed_at_most(to);
                 // Never a high watermark past the log end: a follower serves consumers up to
                 // it (KIP-392). (A clean election never truncates below it; this keeps that
                 // from being something reads rely on.)
@@ -888,6 +894,7 @@ impl Partition {
                 // snapshot, a new replica starting at 0): Kafka's truncateFullyAndStartAt.
                 log.truncate_fully_and_start_at(answer.log_start_offset)
                     .map_err(FollowerError::Truncate)?;
+                self.flushed_at_most(answer.log_start_offset);
                 FollowerApplied::Restarted {
                     at: answer.log_start_offset,
                 }
@@ -907,6 +914,7 @@ impl Partition {
                     {
                         log.truncate_fully_and_start_at(h.base_offset)
                             .map_err(FollowerError::Truncate)?;
+                        self.flushed_at_most(h.base_offset);
                         log.append_replicated(records, crate::clock::now_ms())
                             .map_err(FollowerError::Append)?;
                         log.advance_log_start(leo)
@@ -1006,6 +1014,48 @@ impl Partition {
     /// An fsync failed earlier: the partition refuses writes until the broker restarts.
     pub fn storage_failed(&self) -> bool {
         self.flushed.borrow().failed
+    }
+
+    /// The log was cut back to `offset`: the records fsynced above it are gone, and those
+    /// appended there next are not on disk yet. Left higher, the group commit would skip
+    /// them (it fsyncs only past `flushed`), and acks=1 would not wait for them.
+    fn flushed_at_most(&self, offset: i64) {
+        self.flushed.send_if_modified(|f| {
+            let lowered = f.offset > offset;
+            f.offset = f.offset.min(offset);
+            lowered
+        });
+    }
+
+    /// `fsync.policy=before-ack` on a follower (Kafka's `flush.messages=1`): what it appended
+    /// reaches the disk before its next fetch reports the new log end, since the leader
+    /// counts that report toward acks=all. Without it a follower's copy of an acknowledged
+    /// write sat in the page cache, so a power loss of the follower left as the last ISR
+    /// member took the write. Blocks: run it off the async runtime. A failed fsync marks the
+    /// partition failed, and the fetcher never fetches it again (its next fetch would report
+    /// what may not be on disk); the leader drops it from the ISR.
+    pub fn flush_as_follower(&self) -> std::io::Result<()> {
+        let (file, leo) = {
+            let log = self.log();
+            if log.fsync_policy() != FsyncPolicy::BeforeAck || log.is_deleted() {
+                return Ok(());
+            }
+            log.flush_target()
+        };
+        if leo <= self.flushed.borrow().offset {
+            return Ok(());
+        }
+        match file.sync_data() {
+            Ok(()) => {
+                self.log().mark_flushed(leo);
+                self.flushed.send_modify(|f| f.offset = f.offset.max(leo));
+                Ok(())
+            }
+            Err(e) => {
+                self.flushed.send_modify(|f| f.failed = true);
+                Err(e)
+            }
+        }
     }
 
     /// This broker no longer holds the replica (its topic was deleted, or it was reassigned
@@ -1464,6 +1514,63 @@ mod tests {
         )
         .unwrap();
         assert_eq!(log.latest_epoch(), Some(4));
+    }
+
+    /// fsync.policy=before-ack on a follower: what it took in is fsynced (the recovery point
+    /// moves to its log end) before the fetcher reports it; under none, nothing is.
+    #[test]
+    fn a_follower_under_before_ack_fsyncs_what_it_took_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut leader = open_log(&dir.path().join("leader"));
+        append(&mut leader, 4, 6);
+        let data = leader.read(0, 1 << 20, i64::MAX).unwrap();
+        for (fsync, recovered) in [(FsyncPolicy::None, 0), (FsyncPolicy::BeforeAck, 4)] {
+            let p = leader_of_three(&dir.path().join(format!("{fsync:?}")));
+            p.become_follower(2, 6);
+            p.log().set_config(TopicConfig {
+                fsync,
+                ..TopicConfig::default()
+            });
+            let applied = p
+                .append_as_follower(LeaderAnswer {
+                    fetched_epoch: 6,
+                    fetch_offset: 0,
+                    outcome: AnswerOutcome::Records(&data),
+                    high_watermark: 0,
+                    log_start_offset: 0,
+                })
+                .unwrap();
+            assert_eq!(applied, FollowerApplied::Appended { log_end_offset: 4 });
+            assert_eq!(p.log().recovery_point(), 0);
+            p.flush_as_follower().unwrap();
+            assert_eq!(p.log().recovery_point(), recovered, "{fsync:?}");
+        }
+    }
+
+    /// A truncation takes the group commit's mark down with the log: records appended again
+    /// below the old mark are not on disk, and the group commit (which fsyncs only past the
+    /// mark) and acks=1 (which waits for it) must not take them as fsynced.
+    #[test]
+    fn a_truncation_lowers_what_counts_as_fsynced() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader_of_three(dir.path());
+        append(&mut p.log(), 10, 4);
+        p.flushed.send_modify(|f| f.offset = 10);
+        p.become_follower(2, 6);
+        let applied = p
+            .append_as_follower(LeaderAnswer {
+                fetched_epoch: 6,
+                fetch_offset: 10,
+                outcome: AnswerOutcome::Diverging {
+                    epoch: 4,
+                    end_offset: 5,
+                },
+                high_watermark: 5,
+                log_start_offset: 0,
+            })
+            .unwrap();
+        assert_eq!(applied, FollowerApplied::Truncated { to: 5 });
+        assert_eq!(p.flushed.borrow().offset, 5);
     }
 
     /// A follower restarted at a log start that DeleteRecords put inside a batch (offset 4 of

@@ -1733,3 +1733,46 @@ async fn consumers_read_from_a_replica_in_their_rack() {
         "{size} record bytes: {from_near} read from the follower, {from_leader} from the leader"
     );
 }
+
+/// `fsync.policy=before-ack` (Kafka's `flush.messages=1`): every replica that acks=all counts
+/// fsyncs its copy before it counts, followers included, so a power loss of whichever replica
+/// is left to lead cannot take an acknowledged write. Seen from outside through each broker's
+/// recovery-point checkpoint (written every 5 s): it reaches the log end only once the
+/// records are fsynced, and with segments too large to roll nothing else moves it. Followers
+/// that appended without fsyncing kept it at 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_under_before_ack_fsync_what_they_fetched() {
+    let _serial = SERIAL.lock().await;
+    let dir = test_dir();
+    let c = Cluster::up(dir.path(), base_port(8), 3);
+    c.create_topic_configured("synced", 1, 2, &[("fsync.policy", "before-ack")])
+        .await;
+    let p = producer(&c.bootstrap, ACKS_ALL_IDEMPOTENT);
+    let sent = common::kafka::produce(&p, "synced", "fsync", 300).await;
+    assert_eq!(sent.len(), 300);
+    let recovery_point = |broker: i32| {
+        let path = dir
+            .path()
+            .join(format!("broker-{broker}/recovery-point-offset-checkpoint"));
+        broker::storage::checkpoint::read_offsets(&path)
+            .ok()
+            .and_then(|m| m.get(&("synced".to_string(), 0)).copied())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let points: Vec<i64> = (0..3).map(recovery_point).collect();
+        if points.iter().all(|p| *p >= 300) {
+            record(&format!(
+                "before-ack: recovery points {points:?} after 300 acks=all records"
+            ));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "recovery points {points:?} after 300 acknowledged records (leader {}): a replica counted toward acks=all holds them unsynced",
+            c.leader_of("synced", 0).await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

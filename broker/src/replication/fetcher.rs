@@ -14,10 +14,11 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::client::Connection;
 use crate::partition::{AnswerOutcome, FollowerApplied, LeaderAnswer, Partition};
+use crate::topic_config::FsyncPolicy;
 
 const FETCH_VERSION: i16 = 12;
 /// A leader unreachable this long is worth a warning; repeated at most this often.
@@ -299,15 +300,17 @@ fn request(
 /// Applies one fetch response through each partition's `append_as_follower`. Returns the
 /// partitions that failed (an error code, a failed append or truncation): they sit out the
 /// backoff before being fetched again (Kafka's delayed partitions), so an error the leader
-/// answers at once cannot make the fetcher spin; and whether an answer was dropped as stale
-/// (the leader's session then holds as told what this follower never took in).
+/// answers at once cannot make the fetcher spin; whether an answer was dropped as stale
+/// (the leader's session then holds as told what this follower never took in); and the
+/// partitions that took records, for [`flush`].
 fn apply(
     positions: &BTreeMap<Key, FetchPartition>,
     resp: &FetchResponse,
     parts: &BTreeMap<Key, Arc<Partition>>,
-) -> (Vec<Key>, bool) {
+) -> (Vec<Key>, bool, Vec<Arc<Partition>>) {
     let mut failed = Vec::new();
     let mut stale = false;
+    let mut grew = Vec::new();
     for t in &resp.responses {
         for pd in &t.partitions {
             let key = (t.topic.as_str().to_string(), pd.partition_index);
@@ -338,7 +341,7 @@ fn apply(
                 log_start_offset: pd.log_start_offset,
             };
             match p.append_as_follower(answer) {
-                Ok(FollowerApplied::Appended { .. }) => {}
+                Ok(FollowerApplied::Appended { .. }) => grew.push(Arc::clone(p)),
                 Ok(FollowerApplied::Stale) => {
                     stale = true;
                     debug!(topic = %p.topic, partition = p.index, fetched_at_epoch = fp.current_leader_epoch, "dropping a fetch answer the partition has moved past");
@@ -348,6 +351,7 @@ fn apply(
                 }
                 Ok(FollowerApplied::Restarted { at }) => {
                     warn!(topic = %p.topic, partition = p.index, fetch_offset = fp.fetch_offset, leader_log_start = at, "behind the leader's log start; restarted the log there");
+                    grew.push(Arc::clone(p));
                 }
                 Ok(FollowerApplied::Retry) => {
                     warn!(topic = %p.topic, partition = p.index, fetch_offset = fp.fetch_offset, leader_log_start = pd.log_start_offset, "fetch offset out of range on the leader, not below its log start; retrying");
@@ -360,7 +364,17 @@ fn apply(
             }
         }
     }
-    (failed, stale)
+    (failed, stale, grew)
+}
+
+/// fsyncs what the partitions under `fsync.policy=before-ack` took in, before the next fetch
+/// reports it (see `Partition::flush_as_follower`). Off the runtime: an fsync blocks.
+fn flush(grew: &[Arc<Partition>]) {
+    for p in grew {
+        if let Err(e) = p.flush_as_follower() {
+            error!(topic = %p.topic, partition = p.index, error = %e, "fsync failed; this replica is no longer fetched until the broker restarts");
+        }
+    }
 }
 
 async fn run(
@@ -385,7 +399,9 @@ async fn run(
         let mut parts = partitions.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let now = Instant::now();
         delayed.retain(|k, until| *until > now && parts.contains_key(k));
-        parts.retain(|k, _| !delayed.contains_key(k));
+        // A replica whose fsync failed is never fetched again: its fetch offset would
+        // report records that may not be on disk.
+        parts.retain(|k, p| !delayed.contains_key(k) && !p.storage_failed());
         if parts.is_empty() {
             let until = delayed.values().min().copied();
             tokio::select! {
@@ -463,11 +479,17 @@ async fn run(
                     .flat_map(|t| &t.partitions)
                     .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
                     .sum();
-                let (failed, stale) = if bytes >= crate::api::produce::LARGE_APPEND {
+                let (failed, stale, grew) = if bytes >= crate::api::produce::LARGE_APPEND {
                     crate::blocking::off_runtime(|| apply(&positions, &resp, &parts))
                 } else {
                     apply(&positions, &resp, &parts)
                 };
+                if grew
+                    .iter()
+                    .any(|p| p.log().fsync_policy() == FsyncPolicy::BeforeAck)
+                {
+                    crate::blocking::off_runtime(|| flush(&grew));
+                }
                 for key in failed {
                     delayed.insert(key, until);
                 }

@@ -661,6 +661,10 @@ impl SimBroker {
             Answer::Records(batches) => {
                 self.log.append_replicated(&batches)?;
                 self.follower_hw = high_watermark.min(self.log.end());
+                // `Partition::flush_as_follower`, before the next fetch reports the new end.
+                if self.fsync == FsyncPolicy::BeforeAck {
+                    self.log.flush_to(self.log.end());
+                }
             }
         }
         Ok(())

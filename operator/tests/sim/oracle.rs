@@ -12,9 +12,9 @@
 //!    lost it itself in a power loss, before its copy reached the disk. With unclean election
 //!    off, that broker can lead again only as the last ISR member (registering fences a
 //!    restarted broker out of every other ISR). Under `fsync.policy=none` that is the policy's
-//!    known limit (durability comes from replication); under `before-ack` it is a gap of the
-//!    policy: only the leader fsyncs before the ack, a follower's copy is never fsynced, so
-//!    when that follower is left as the last ISR member a power loss takes the write.
+//!    known limit (durability comes from replication). Under `before-ack` it fails: the
+//!    leader fsyncs before its own copy counts and a follower before its next fetch reports
+//!    what it took in, so every copy an ack counted is on disk.
 //! 5. Below the leader's high watermark, every in-sync follower's log equals the leader's.
 //! 6. An acknowledged write had reached at least min.insync.replicas replicas when the ack
 //!    was sent (counting copies a power loss took since).
@@ -55,9 +55,18 @@ pub struct Oracle {
     power_lost: BTreeMap<u64, BTreeSet<i32>>,
     /// Acknowledged writes a leader lost with its own page cache (reported, not failures).
     pub page_cache_losses: BTreeSet<u64>,
+    /// `fsync.policy=before-ack`: a page-cache loss of an acknowledged write fails (see 4).
+    every_ack_fsynced: bool,
 }
 
 impl Oracle {
+    pub fn new(every_ack_fsynced: bool) -> Self {
+        Self {
+            every_ack_fsynced,
+            ..Self::default()
+        }
+    }
+
     pub fn acked_count(&self) -> usize {
         self.acked.len()
     }
@@ -240,7 +249,7 @@ impl Oracle {
             {
                 continue;
             }
-            if self.lost_with_page_cache(*value, leader.id) {
+            if self.lost_with_page_cache(*value, leader.id) && !self.every_ack_fsynced {
                 self.page_cache_losses.insert(*value);
                 continue;
             }

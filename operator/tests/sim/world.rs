@@ -32,7 +32,6 @@ const REPLICA_LAG_MAX_MS: i64 = 600;
 /// How a schedule ended.
 pub struct Outcome {
     pub result: Result<(), String>,
-    pub fsync: FsyncPolicy,
     pub events: u64,
     pub acked: usize,
     pub page_cache_losses: usize,
@@ -70,7 +69,6 @@ pub struct World {
     brokers: Vec<SimBroker>,
     producer: Producer,
     oracle: Oracle,
-    fsync: FsyncPolicy,
     fenced_acks: u64,
     groups: Option<Groups>,
     tracing: bool,
@@ -122,8 +120,7 @@ impl World {
                 next_request: 1,
                 in_flight: BTreeMap::new(),
             },
-            oracle: Oracle::default(),
-            fsync,
+            oracle: Oracle::new(fsync == FsyncPolicy::BeforeAck),
             fenced_acks: 0,
             groups,
             tracing,
@@ -282,7 +279,6 @@ impl World {
         }
         Outcome {
             result,
-            fsync: self.fsync,
             events,
             acked: self.oracle.acked_count(),
             page_cache_losses: self.oracle.page_cache_losses.len(),
