@@ -1179,6 +1179,13 @@ pub fn decommission_all(
         .filter(|c| !leaving.contains(&c.id))
         .collect();
     let mut load = load(state);
+    // Preferred leaders that stay: each partition whose first replica is not leaving.
+    let mut leaders: BTreeMap<i32, usize> = BTreeMap::new();
+    for (_, p) in state.metadata.partitions() {
+        if let Some(l) = p.target_replicas().first().filter(|l| !leaving.contains(l)) {
+            *leaders.entry(*l).or_default() += 1;
+        }
+    }
     let holding: Vec<(String, i32, Vec<i32>)> = state
         .metadata
         .partitions()
@@ -1208,8 +1215,21 @@ pub fn decommission_all(
                     reason: "no other live broker can take the replica".into(),
                 });
             };
-            load.add(&[new]);
+            load.add_replica(new);
             target.push(new);
+        }
+        // The leaving broker was the preferred leader: the member of the new set that is
+        // preferred leader of the fewest partitions takes its slot (the replacement on a tie).
+        // Filling slot 0 with whichever broker the set lacked crowded leaders onto a few
+        // brokers when a scale-down left no choice of replicas (5 to 3 brokers at RF 3 led
+        // 4, 0 and 2 of 6 partitions), and a preferred election then kept them there.
+        if replicas.first().is_some_and(|l| leaving.contains(l)) {
+            let count = |id: &i32| leaders.get(id).copied().unwrap_or(0);
+            if let Some(i) = (0..target.len()).min_by_key(|&i| (count(&target[i]), i)) {
+                let leader = target.remove(i);
+                target.insert(0, leader);
+            }
+            *leaders.entry(target[0]).or_default() += 1;
         }
         reassign(state, &topic, partition, target.clone())?;
         started.push((topic, partition, target));
@@ -2165,6 +2185,31 @@ mod tests {
         for (_, _, target) in &started {
             assert!(!target.contains(&0) && target.contains(&3));
         }
+    }
+
+    /// Scaling 5 brokers down to 3 at RF 3 leaves no choice of replicas, only of order: the
+    /// preferred leaders that the leaving brokers held are spread over those that stay.
+    #[test]
+    fn a_scale_down_spreads_the_preferred_leaders_it_moves() {
+        let mut s = ControllerState::new("c".into());
+        for id in 0..5 {
+            register(&mut s, reg(id, "a"), 0);
+        }
+        create_topic(&mut s, "t", 10, 3, BTreeMap::new(), uuid::Uuid::nil()).unwrap();
+        let started = decommission_all(&mut s, &[3, 4]).unwrap();
+        assert!(!started.is_empty());
+        let mut leaders: BTreeMap<i32, usize> = BTreeMap::new();
+        for (_, p) in s.metadata.partitions() {
+            let target = p.target_replicas();
+            assert!(!target.contains(&3) && !target.contains(&4), "{target:?}");
+            *leaders.entry(target[0]).or_default() += 1;
+        }
+        let (min, max) = (
+            leaders.values().min().copied().unwrap_or(0),
+            leaders.values().max().copied().unwrap_or(0),
+        );
+        assert_eq!(leaders.len(), 3, "{leaders:?}");
+        assert!(max - min <= 1, "preferred leaders {leaders:?}");
     }
 
     #[test]

@@ -26,6 +26,10 @@ impl Load {
             *self.leaders.entry(*l).or_default() += 1;
         }
     }
+    /// One more replica on `id`, not a leader (a replacement in an existing set).
+    pub fn add_replica(&mut self, id: i32) {
+        *self.replicas.entry(id).or_default() += 1;
+    }
     fn replicas_of(&self, id: i32) -> usize {
         self.replicas.get(&id).copied().unwrap_or(0)
     }
