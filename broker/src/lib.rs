@@ -37,5 +37,6 @@ pub mod replication;
 pub mod server;
 pub mod state;
 pub mod storage;
+pub mod tls;
 pub mod topic_config;
 pub mod topic_name;

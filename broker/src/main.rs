@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -65,7 +66,9 @@ struct Cli {
     /// defaults by their topic or broker names (`retention.ms` or `log.retention.ms`,
     /// `min.insync.replicas`, ...) and `num.partitions`, `default.replication.factor`,
     /// `auto.create.topics.enable`, `replica.lag.time.max.ms`, the limits' Kafka names and
-    /// `max.incremental.fetch.session.cache.slots`. The file wins over those flags.
+    /// `max.incremental.fetch.session.cache.slots`, and TLS's `listener.security.protocol.map`,
+    /// `ssl.keystore.*`, `ssl.truststore.*` and `ssl.client.auth`. The file wins over those
+    /// flags.
     #[arg(long, value_name = "FILE")]
     config_file: Option<PathBuf>,
     /// Create unknown topics when clients first use them.
@@ -187,6 +190,31 @@ struct Cli {
     /// Followers serve consumers that come to them (Fetch v11+) either way, as in Kafka.
     #[arg(long, default_value = "")]
     replica_selector_class: String,
+    /// Which listeners speak TLS (Kafka's listener.security.protocol.map), e.g.
+    /// external:SSL,internal:PLAINTEXT. Protocols: PLAINTEXT (the default) and SSL. In a
+    /// cluster the internal listener stays PLAINTEXT (brokers and the controller dial it).
+    #[arg(
+        long,
+        default_value = "",
+        env = "STRAND_LISTENER_SECURITY_PROTOCOL_MAP"
+    )]
+    listener_security_protocol_map: String,
+    /// PEM file with the private key and certificate chain of SSL listeners
+    /// (ssl.keystore.location, ssl.keystore.type=PEM); read again when it changes.
+    #[arg(long, env = "STRAND_SSL_KEYSTORE_LOCATION")]
+    ssl_keystore_location: Option<PathBuf>,
+    /// PEM file with the CAs client certificates must chain to (ssl.truststore.location).
+    #[arg(long, env = "STRAND_SSL_TRUSTSTORE_LOCATION")]
+    ssl_truststore_location: Option<PathBuf>,
+    /// Client certificates on SSL listeners (ssl.client.auth): none, requested or required.
+    #[arg(long, default_value = "none", env = "STRAND_SSL_CLIENT_AUTH")]
+    ssl_client_auth: String,
+    /// How often key and certificate files are checked for a change, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    ssl_reload_check_ms: u64,
+    /// Kafka's other ssl.* settings, from --config-file (inline PEM, store types).
+    #[arg(skip)]
+    ssl_extra: broker::tls::SslSettings,
     /// Log format: text or json (use json in containers).
     #[arg(long, default_value = "text", env = "STRAND_LOG_FORMAT")]
     log_format: String,
@@ -276,6 +304,32 @@ fn apply_config_file(cli: &mut Cli, path: &std::path::Path) -> anyhow::Result<()
                 cli.connections_max_idle_ms = v.parse().map_err(|e| bad(&e))?
             }
             "replica.selector.class" => cli.replica_selector_class = v.to_string(),
+            "listener.security.protocol.map" => cli.listener_security_protocol_map = v.into(),
+            "ssl.keystore.location" => cli.ssl_keystore_location = Some(v.into()),
+            "ssl.truststore.location" => cli.ssl_truststore_location = Some(v.into()),
+            "ssl.client.auth" => cli.ssl_client_auth = v.into(),
+            "ssl.keystore.type" => cli.ssl_extra.keystore_type = Some(v.into()),
+            "ssl.truststore.type" => cli.ssl_extra.truststore_type = Some(v.into()),
+            // Inline PEM: Kafka writes it on one line, with literal \n or none.
+            "ssl.keystore.key" => cli.ssl_extra.keystore_key = Some(unescape_pem(v)),
+            "ssl.keystore.certificate.chain" => {
+                cli.ssl_extra.keystore_certificate_chain = Some(unescape_pem(v))
+            }
+            "ssl.truststore.certificates" => {
+                cli.ssl_extra.truststore_certificates = Some(unescape_pem(v))
+            }
+            k if k.starts_with("ssl.")
+                || k.starts_with("listener.name.")
+                || k == "listeners"
+                || k == "advertised.listeners"
+                || k.starts_with("sasl.")
+                || k == "security.inter.broker.protocol"
+                || k == "inter.broker.listener.name" =>
+            {
+                return Err(bad(
+                    &"not served: listeners are --listen/--listener, TLS takes ssl.keystore.*, ssl.truststore.*, ssl.client.auth and listener.security.protocol.map",
+                ));
+            }
             "broker.rack" => cli.rack = Some(v.to_string()),
             "max.incremental.fetch.session.cache.slots" => {
                 cli.max_incremental_fetch_session_cache_slots = v.parse().map_err(|e| bad(&e))?
@@ -289,6 +343,51 @@ fn apply_config_file(cli: &mut Cli, path: &std::path::Path) -> anyhow::Result<()
         }
     }
     Ok(())
+}
+
+/// Inline PEM from a properties file: `\n` escapes become line breaks.
+fn unescape_pem(v: &str) -> String {
+    v.replace("\\n", "\n")
+}
+
+/// The TLS server side of every SSL listener, or `None` when every listener is plaintext.
+/// Names in the protocol map must be listeners of this broker; in a cluster the internal
+/// listener stays plaintext.
+fn tls_from(cli: &Cli) -> anyhow::Result<Option<(Arc<broker::tls::Tls>, Vec<String>)>> {
+    use broker::tls::SecurityProtocol;
+    let map = broker::tls::parse_protocol_map(&cli.listener_security_protocol_map)?;
+    let extra = broker::listener::resolve(&cli.listeners, &cli.advertised_listeners, cli.node_id)?;
+    let names: Vec<String> = std::iter::once(broker::listener::DEFAULT_LISTENER.to_string())
+        .chain(extra.into_iter().map(|l| l.name))
+        .collect();
+    if let Some(unknown) = map.keys().find(|k| !names.contains(k)) {
+        bail!(
+            "listener.security.protocol.map names {unknown:?}, which is not a listener of this broker (listeners: {})",
+            names.join(", ")
+        );
+    }
+    let ssl: Vec<String> = map
+        .iter()
+        .filter(|(_, p)| **p == SecurityProtocol::Ssl)
+        .map(|(n, _)| n.clone())
+        .collect();
+    if ssl.is_empty() {
+        return Ok(None);
+    }
+    if cli.controller.is_some() && ssl.iter().any(|n| n == broker::listener::DEFAULT_LISTENER) {
+        bail!(
+            "listener {:?} cannot speak SSL in a cluster: brokers replicate over it and the controller dials it, and inter-broker TLS is not built yet; put TLS on an extra --listener",
+            broker::listener::DEFAULT_LISTENER
+        );
+    }
+    let settings = broker::tls::SslSettings {
+        keystore_location: cli.ssl_keystore_location.clone(),
+        truststore_location: cli.ssl_truststore_location.clone(),
+        client_auth: cli.ssl_client_auth.parse()?,
+        ..cli.ssl_extra.clone()
+    };
+    let tls = broker::tls::Tls::load(settings).context("TLS for the SSL listeners")?;
+    Ok(Some((tls, ssl)))
 }
 
 fn config_from(cli: &Cli) -> anyhow::Result<BrokerConfig> {
@@ -538,6 +637,18 @@ async fn main() -> anyhow::Result<()> {
         broker::storage::log_dir::stamp_cluster_id(&cli.data_dir, cli.node_id, id)?;
     }
     let config = config_from(&cli)?;
+    let tls = tls_from(&cli)?;
+    let tls_for = |name: &str| {
+        tls.as_ref()
+            .filter(|(_, ssl)| ssl.iter().any(|n| n == name))
+            .map(|(t, _)| Arc::clone(t))
+    };
+    if let Some((t, ssl)) = &tls {
+        t.watch(std::time::Duration::from_millis(
+            cli.ssl_reload_check_ms.max(100),
+        ));
+        info!(listeners = %ssl.join(","), "TLS on");
+    }
     let broker = Broker::open(config)
         .with_context(|| format!("cannot open data directory {}", cli.data_dir.display()))?;
     let mut listeners = vec![broker::server::NamedListener {
@@ -545,6 +656,7 @@ async fn main() -> anyhow::Result<()> {
         socket: TcpListener::bind(cli.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cli.listen))?,
+        tls: tls_for(broker::listener::DEFAULT_LISTENER),
     }];
     // Resolved again (pure, and already checked by config_from) for the bind addresses.
     for l in broker::listener::resolve(&cli.listeners, &cli.advertised_listeners, cli.node_id)? {
@@ -553,6 +665,7 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {} (listener {})", l.bind, l.name))?;
         info!(listener = %l.name, bind = %l.bind, advertised = %format!("{}:{}", l.advertised.host, l.advertised.port), "listener");
         listeners.push(broker::server::NamedListener {
+            tls: tls_for(&l.name),
             name: l.name.into(),
             socket,
         });

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub bytes_out: Counter,
     pub connections: Gauge,
     pub connections_refused: Counter,
+    /// TLS handshakes that failed on SSL listeners (the connection was closed).
+    pub tls_handshakes_failed: Counter,
     /// Request bytes reserved and response bytes built but unwritten (set when rendered).
     pub request_bytes_queued: Gauge,
     pub response_bytes_unwritten: Gauge,
@@ -62,6 +64,7 @@ impl Default for Metrics {
             bytes_out: Counter::default(),
             connections: Gauge::default(),
             connections_refused: Counter::default(),
+            tls_handshakes_failed: Counter::default(),
             request_bytes_queued: Gauge::default(),
             response_bytes_unwritten: Gauge::default(),
             fetch_partition_reads: Counter::default(),
@@ -106,6 +109,11 @@ impl Default for Metrics {
             "connections_refused",
             "Connections closed at once: max.connections.per.ip reached",
             m.connections_refused.clone(),
+        );
+        registry.register(
+            "tls_handshakes_failed",
+            "TLS handshakes that failed on SSL listeners (plaintext on a TLS port, an untrusted or missing client certificate, a timeout)",
+            m.tls_handshakes_failed.clone(),
         );
         registry.register(
             "request_bytes_queued",

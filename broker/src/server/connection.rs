@@ -17,9 +17,7 @@ use kafka_protocol::messages::{
     SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::Instrument;
 use tracing::{debug, warn};
@@ -69,16 +67,20 @@ enum Close {
     StalledRequest(usize, std::time::Duration),
 }
 
-/// Serves one connection accepted on the listener named `listener`.
-pub async fn serve(
-    socket: TcpStream,
+/// Serves one connection accepted on the listener named `listener`, given as its two halves
+/// (a TCP socket's, or a TLS session's).
+pub async fn serve<R, W>(
+    mut reader: R,
+    writer: W,
     peer: SocketAddr,
     listener: Arc<str>,
     broker: Arc<Broker>,
     mut stop: watch::Receiver<bool>,
-) {
+) where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     debug!(%peer, "connection opened");
-    let (mut reader, writer) = socket.into_split();
     let (tx, rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT);
     // Requests read whose responses have not gone out yet (an idle timeout waits for them).
     let unanswered = Arc::new(AtomicUsize::new(0));
@@ -278,8 +280,8 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// when the peer closed. Idle (no byte of a next request for `connections.max.idle.ms` while
 /// nothing is unanswered) and stalled (no byte of a started frame for the stall timeout)
 /// connections are closed.
-async fn read_frame(
-    reader: &mut OwnedReadHalf,
+async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
     broker: &Broker,
     unanswered: &AtomicUsize,
 ) -> Result<Option<(Bytes, Option<OwnedSemaphorePermit>)>, Close> {
@@ -439,8 +441,8 @@ fn sasl_authenticate(
     resp
 }
 
-async fn write_responses(
-    writer: OwnedWriteHalf,
+async fn write_responses<W: AsyncWrite + Unpin + Send + 'static>(
+    writer: W,
     mut rx: mpsc::Receiver<Pending>,
     broker: Arc<Broker>,
     peer: SocketAddr,

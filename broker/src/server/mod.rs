@@ -16,14 +16,46 @@ use tracing::Instrument;
 use tracing::{info, warn};
 
 use crate::state::Broker;
+use crate::tls::Tls;
 
-/// A bound socket and the name of its listener (see `crate::listener`).
+/// The TLS handshake of a connection on an SSL listener, within the stall timeout (a client
+/// that connects and says nothing holds nothing for long). A failed one (plaintext Kafka on a
+/// TLS port, an untrusted or missing client certificate) closes the connection; its log line
+/// is rate-limited, as a misbehaving client can cause it at will.
+async fn handshake(
+    tls: &Tls,
+    socket: TcpStream,
+    broker: &Broker,
+    failed: &crate::log_limit::Limit,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let wait = broker.config.limits.stall_timeout;
+    let error = match tokio::time::timeout(wait, tls.acceptor().accept(socket)).await {
+        Ok(Ok(session)) => return Some(session),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no handshake within {wait:?}"),
+    };
+    broker.metrics.tls_handshakes_failed.inc();
+    if let Some(suppressed) = failed.allow() {
+        warn!(error = %error, suppressed, "TLS handshake failed; connection closed");
+    }
+    None
+}
+
+/// A bound socket and the name of its listener (see `crate::listener`), with its TLS server
+/// side when the listener speaks SSL.
 pub struct NamedListener {
     pub name: Arc<str>,
     pub socket: TcpListener,
+    pub tls: Option<Arc<Tls>>,
 }
 
-type Accepted = (TcpStream, SocketAddr, Arc<str>, OwnedSemaphorePermit);
+type Accepted = (
+    TcpStream,
+    SocketAddr,
+    Arc<str>,
+    Option<Arc<Tls>>,
+    OwnedSemaphorePermit,
+);
 
 /// Accepts on one listener and hands each connection over, until the receiver is gone. At
 /// `max.connections` it stops accepting (new clients wait in the kernel's backlog, as Kafka's
@@ -36,7 +68,13 @@ async fn accept_loop(listener: NamedListener, slots: Arc<Semaphore>, tx: mpsc::S
         match listener.socket.accept().await {
             Ok((socket, peer)) => {
                 if tx
-                    .send((socket, peer, Arc::clone(&listener.name), slot))
+                    .send((
+                        socket,
+                        peer,
+                        Arc::clone(&listener.name),
+                        listener.tls.clone(),
+                        slot,
+                    ))
                     .await
                     .is_err()
                 {
@@ -67,6 +105,10 @@ pub async fn run(
     ));
     let per_ip = limits::PerIp::new(limits.max_connections_per_ip);
     let refused = crate::log_limit::Limit::new(10, std::time::Duration::from_secs(10));
+    let handshakes_failed = Arc::new(crate::log_limit::Limit::new(
+        10,
+        std::time::Duration::from_secs(10),
+    ));
     let mut acceptors = JoinSet::new();
     for l in listeners {
         acceptors.spawn(accept_loop(l, Arc::clone(&slots), accepted_tx.clone()));
@@ -78,7 +120,7 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => break,
             next = accepted.recv() => {
-                let Some((socket, peer, listener, slot)) = next else { break };
+                let Some((socket, peer, listener, tls, slot)) = next else { break };
                 // Over max.connections.per.ip: closed at once, as Kafka does.
                 let Some(ip_slot) = per_ip.admit(peer.ip()) else {
                     broker.metrics.connections_refused.inc();
@@ -90,12 +132,24 @@ pub async fn run(
                 let _ = socket.set_nodelay(true);
                 let broker = Arc::clone(&broker);
                 let stop = stop_rx.clone();
+                let handshakes_failed = Arc::clone(&handshakes_failed);
                 // Every log line of a connection says which client it is about.
                 let span = tracing::info_span!("connection", %peer, %listener, client_id = tracing::field::Empty);
                 connections.spawn(
                     async move {
                         broker.metrics.connections.inc();
-                        connection::serve(socket, peer, listener, Arc::clone(&broker), stop).await;
+                        match tls {
+                            None => {
+                                let (reader, writer) = socket.into_split();
+                                connection::serve(reader, writer, peer, listener, Arc::clone(&broker), stop).await;
+                            }
+                            Some(tls) => {
+                                if let Some(session) = handshake(&tls, socket, &broker, &handshakes_failed).await {
+                                    let (reader, writer) = tokio::io::split(session);
+                                    connection::serve(reader, writer, peer, listener, Arc::clone(&broker), stop).await;
+                                }
+                            }
+                        }
                         broker.metrics.connections.dec();
                         drop((slot, ip_slot));
                     }

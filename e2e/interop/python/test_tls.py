@@ -1,0 +1,239 @@
+"""Kafka clients over TLS (the SSL security protocol) against a broker this module starts.
+
+The broker gets a plaintext `internal` listener and an `external` one speaking TLS, with a
+certificate from a CA made here and ssl.client.auth=required (mutual TLS):
+
+- kafka-python (Python's ssl) and confluent-kafka (librdkafka's OpenSSL) with a client
+  certificate from that CA produce and consume over TLS;
+- a client certificate from another CA, or none, is refused, and so is a broker certificate
+  the client does not trust: the client reports the failure and nothing is written.
+
+Run with e2e/interop/python/run.sh BOOTSTRAP test_tls.py, STRAND_BROKER_BIN naming the broker
+binary (default: target/debug/broker).
+"""
+
+import datetime
+import ipaddress
+import os
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+import confluent_kafka
+from confluent_kafka.admin import AdminClient
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+pytestmark = pytest.mark.timeout(180)
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+RUN_ID = uuid.uuid4().hex[:8]
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Ca:
+    def __init__(self, name):
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(self.name)
+            .issuer_name(self.name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True, key_cert_sign=True, crl_sign=True,
+                    content_commitment=False, key_encipherment=False, data_encipherment=False,
+                    key_agreement=False, encipher_only=False, decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+
+    def pem(self):
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def leaf(self, cn, dns=(), ips=(), client=False):
+        """A certificate for `cn` signed by this CA: (cert PEM, key PEM)."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        names = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+        usage = x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH if client else x509.oid.ExtendedKeyUsageOID.SERVER_AUTH
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(self.name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                critical=False,
+            )
+        )
+        if names:
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        cert = builder.sign(self.key, hashes.SHA256())
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tls")
+    ca, foreign = Ca("strand interop CA"), Ca("someone else's CA")
+    cert, key = ca.leaf("broker", dns=["localhost"], ips=["127.0.0.1"])
+    files = {}
+
+    def put(name, data):
+        path = d / name
+        path.write_bytes(data)
+        files[name] = str(path)
+
+    put("broker.pem", key + cert)
+    put("ca.pem", ca.pem())
+    put("foreign-ca.pem", foreign.pem())
+    for who, issuer in (("alice", ca), ("mallory", foreign)):
+        c, k = issuer.leaf(who, client=True)
+        put(who + ".crt", c)
+        put(who + ".key", k)
+    binary = os.environ.get("STRAND_BROKER_BIN") or os.path.join(
+        os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "debug", "broker"
+    )
+    port, tls_port, http = free_port(), free_port(), free_port()
+    log = open(d / "broker.log", "wb")
+    proc = subprocess.Popen(
+        [
+            binary, "--data-dir", str(d / "data"),
+            "--listen", "127.0.0.1:%d" % port, "--http", "127.0.0.1:%d" % http,
+            "--listener", "external=127.0.0.1:%d" % tls_port,
+            "--listener-security-protocol-map", "EXTERNAL:SSL,INTERNAL:PLAINTEXT",
+            "--ssl-keystore-location", files["broker.pem"],
+            "--ssl-truststore-location", files["ca.pem"],
+            "--ssl-client-auth", "required",
+        ],
+        stdout=subprocess.DEVNULL, stderr=log,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", tls_port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("broker did not start: %s" % (d / "broker.log").read_text())
+            time.sleep(0.1)
+    yield {"bootstrap": "127.0.0.1:%d" % tls_port, "files": files}
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_kafka_python_produces_and_consumes_over_tls(tls):
+    topic = "strand-tls-py-" + RUN_ID
+    common = dict(
+        bootstrap_servers=tls["bootstrap"], security_protocol="SSL",
+        ssl_cafile=tls["files"]["ca.pem"],
+        ssl_certfile=tls["files"]["alice.crt"], ssl_keyfile=tls["files"]["alice.key"],
+    )
+    producer = KafkaProducer(acks="all", **common)
+    for i in range(20):
+        producer.send(topic, b"tls-%d" % i).get(timeout=30)
+    producer.close()
+    consumer = KafkaConsumer(consumer_timeout_ms=15000, **common)
+    tp = TopicPartition(topic, 0)
+    consumer.assign([tp])
+    consumer.seek_to_beginning(tp)
+    got = [m.value for m in consumer]
+    consumer.close()
+    assert got == [b"tls-%d" % i for i in range(20)]
+
+
+def test_confluent_kafka_with_a_client_certificate(tls):
+    topic = "strand-tls-ck-" + RUN_ID
+    f = tls["files"]
+    common = {
+        "bootstrap.servers": tls["bootstrap"], "security.protocol": "SSL",
+        "ssl.ca.location": f["ca.pem"],
+        "ssl.certificate.location": f["alice.crt"], "ssl.key.location": f["alice.key"],
+    }
+    producer = confluent_kafka.Producer(dict(common, acks="all", **{"enable.idempotence": True}))
+    failed = []
+    for i in range(20):
+        producer.produce(topic, b"mtls-%d" % i, on_delivery=lambda e, m: e and failed.append(e))
+    assert producer.flush(30) == 0
+    assert failed == []
+    consumer = confluent_kafka.Consumer(dict(common, **{"group.id": "tls-" + RUN_ID, "auto.offset.reset": "earliest"}))
+    consumer.assign([confluent_kafka.TopicPartition(topic, 0, confluent_kafka.OFFSET_BEGINNING)])
+    got, deadline = [], time.monotonic() + 30
+    while len(got) < 20 and time.monotonic() < deadline:
+        m = consumer.poll(1.0)
+        if m is not None and m.error() is None:
+            got.append(m.value())
+    consumer.close()
+    assert got == [b"mtls-%d" % i for i in range(20)]
+
+
+@pytest.mark.parametrize("who", ["mallory", None])
+def test_a_foreign_client_certificate_or_none_is_refused(tls, who):
+    f = tls["files"]
+    conf = {
+        "bootstrap.servers": tls["bootstrap"], "security.protocol": "SSL",
+        "ssl.ca.location": f["ca.pem"], "message.timeout.ms": 5000,
+        # Fewer retries of the refused handshake, each of which librdkafka logs.
+        "reconnect.backoff.ms": 1000, "reconnect.backoff.max.ms": 2000,
+    }
+    if who:
+        conf.update({"ssl.certificate.location": f[who + ".crt"], "ssl.key.location": f[who + ".key"]})
+    producer = confluent_kafka.Producer(conf)
+    errors = []
+    topic = "strand-tls-refused-%s-%s" % (who, RUN_ID)
+    producer.produce(topic, b"never", on_delivery=lambda e, m: errors.append(e))
+    producer.flush(15)
+    assert len(errors) == 1 and errors[0] is not None, errors
+    # Nothing was written: the topic was never created.
+    admin = AdminClient({
+        "bootstrap.servers": tls["bootstrap"], "security.protocol": "SSL",
+        "ssl.ca.location": f["ca.pem"],
+        "ssl.certificate.location": f["alice.crt"], "ssl.key.location": f["alice.key"],
+    })
+    assert topic not in admin.list_topics(timeout=15).topics
+
+
+def test_an_untrusted_broker_certificate_is_refused_by_the_client(tls):
+    topic = "strand-tls-untrusted-" + RUN_ID
+    with pytest.raises((KafkaConnectionError, KafkaTimeoutError)):
+        producer = KafkaProducer(
+            bootstrap_servers=tls["bootstrap"], security_protocol="SSL",
+            ssl_cafile=tls["files"]["foreign-ca.pem"], request_timeout_ms=5000,
+            max_block_ms=5000,
+        )
+        producer.send(topic, b"never").get(timeout=10)
