@@ -3,7 +3,8 @@
 The broker gets a plaintext `internal` listener and an `external` one speaking TLS, with a
 certificate from a CA made here and ssl.client.auth=required (mutual TLS):
 
-- kafka-python (Python's ssl) and confluent-kafka (librdkafka's OpenSSL) with a client
+- kafka-python (Python's ssl), confluent-kafka (librdkafka's OpenSSL) and Kafka 4.3's own
+  console producer and consumer (the Java client's JSSE, PEM stores) with a client
   certificate from that CA produce and consume over TLS;
 - a client certificate from another CA, or none, is refused, and so is a broker certificate
   the client does not trust: the client reports the failure and nothing is written.
@@ -120,12 +121,15 @@ def tls(tmp_path_factory):
         files[name] = str(path)
 
     put("broker.pem", key + cert)
+    alice_cert, alice_key = ca.leaf("alice", client=True)
+    put("alice.pem", alice_key + alice_cert)
     put("ca.pem", ca.pem())
     put("foreign-ca.pem", foreign.pem())
-    for who, issuer in (("alice", ca), ("mallory", foreign)):
-        c, k = issuer.leaf(who, client=True)
-        put(who + ".crt", c)
-        put(who + ".key", k)
+    put("alice.crt", alice_cert)
+    put("alice.key", alice_key)
+    c, k = foreign.leaf("mallory", client=True)
+    put("mallory.crt", c)
+    put("mallory.key", k)
     binary = os.environ.get("STRAND_BROKER_BIN") or os.path.join(
         os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "debug", "broker"
     )
@@ -200,6 +204,40 @@ def test_confluent_kafka_with_a_client_certificate(tls):
             got.append(m.value())
     consumer.close()
     assert got == [b"mtls-%d" % i for i in range(20)]
+
+
+def test_kafkas_console_tools_over_mutual_tls(tls, tmp_path):
+    """The Java client (kafka-clients 4.3, JSSE) with Kafka's PEM key and trust stores."""
+    f = tls["files"]
+    cp = subprocess.run(
+        ["bash", os.path.join(ROOT, "e2e", "kafka", "kafka.sh"), "classpath"],
+        capture_output=True, text=True, timeout=900, check=True,
+    ).stdout.strip().splitlines()[-1]
+    props = tmp_path / "client-ssl.properties"
+    props.write_text(
+        "security.protocol=SSL\n"
+        "ssl.truststore.type=PEM\nssl.truststore.location=%s\n"
+        "ssl.keystore.type=PEM\nssl.keystore.location=%s\n" % (f["ca.pem"], f["alice.pem"])
+    )
+    java = os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else "java"
+    topic = "strand-tls-java-" + RUN_ID
+    lines = ["java-%d" % i for i in range(5)]
+    produced = subprocess.run(
+        [java, "-cp", cp, "org.apache.kafka.tools.ConsoleProducer",
+         "--bootstrap-server", tls["bootstrap"], "--topic", topic,
+         "--command-config", str(props), "--producer-property", "acks=all"],
+        input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120,
+    )
+    assert produced.returncode == 0, produced.stderr[-3000:]
+    consumed = subprocess.run(
+        [java, "-cp", cp, "org.apache.kafka.tools.consumer.ConsoleConsumer",
+         "--bootstrap-server", tls["bootstrap"], "--topic", topic, "--from-beginning",
+         "--max-messages", str(len(lines)), "--timeout-ms", "60000",
+         "--command-config", str(props)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert consumed.returncode == 0, consumed.stderr[-3000:]
+    assert consumed.stdout.split() == lines, consumed.stdout
 
 
 @pytest.mark.parametrize("who", ["mallory", None])
