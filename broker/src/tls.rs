@@ -323,9 +323,97 @@ impl Tls {
     }
 }
 
+/// Kafka's principal name for a client certificate under the default
+/// `ssl.principal.mapping.rules`: the subject's distinguished name in RFC 2253 form, as Java's
+/// `X500Principal.getName()` writes it (most specific first, `,` between RDNs, `+` within
+/// one, special characters escaped): `CN=alice,OU=payments,O=Example`. `None` for an empty
+/// subject or one that does not parse. A DN always holds `=`, so it can never equal the
+/// brokers' SASL user name, which replica fetches check.
+pub fn principal_of(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let mut rdns = Vec::new();
+    for rdn in cert.subject().iter() {
+        let mut parts = Vec::new();
+        for attr in rdn.iter() {
+            let oid = attr.attr_type().to_id_string();
+            let key = match oid.as_str() {
+                "2.5.4.3" => "CN",
+                "2.5.4.6" => "C",
+                "2.5.4.7" => "L",
+                "2.5.4.8" => "ST",
+                "2.5.4.9" => "STREET",
+                "2.5.4.10" => "O",
+                "2.5.4.11" => "OU",
+                "0.9.2342.19200300.100.1.25" => "DC",
+                "0.9.2342.19200300.100.1.1" => "UID",
+                _ => oid.as_str(),
+            };
+            let value = attr.as_str().ok()?;
+            parts.push(format!("{key}={}", rfc2253_escape(value)));
+        }
+        rdns.push(parts.join("+"));
+    }
+    rdns.reverse();
+    let name = rdns.join(",");
+    (!name.is_empty()).then_some(name)
+}
+
+/// RFC 2253 section 2.4: `,+"\<>;` escaped, and a leading `#` or space and a trailing space.
+fn rfc2253_escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let last = value.chars().count().saturating_sub(1);
+    for (i, c) in value.chars().enumerate() {
+        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+            || (i == 0 && (c == '#' || c == ' '))
+            || (i == last && c == ' ');
+        if special {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_certificate_names_its_subject_as_kafka_does() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        // Encoded in push order, most general first, as CAs issue them.
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        let dn = &mut params.distinguished_name;
+        dn.push(rcgen::DnType::CountryName, "DE");
+        dn.push(rcgen::DnType::OrganizationName, "Example, Inc.");
+        dn.push(rcgen::DnType::OrganizationalUnitName, "payments");
+        dn.push(rcgen::DnType::CommonName, "alice");
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(
+            principal_of(cert.der()).as_deref(),
+            Some("CN=alice,OU=payments,O=Example\\, Inc.,C=DE")
+        );
+        let empty = rcgen::CertificateParams::new(vec!["x".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["x".to_string()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        let none = params.self_signed(&key).unwrap();
+        assert_eq!(principal_of(none.der()), None);
+        // rcgen's default subject: a CN only.
+        assert!(principal_of(empty.der()).is_some_and(|p| p.starts_with("CN=")));
+        assert_eq!(principal_of(&CertificateDer::from(vec![1, 2, 3])), None);
+    }
+
+    #[test]
+    fn rfc2253_escapes_as_java_does() {
+        assert_eq!(rfc2253_escape("alice"), "alice");
+        assert_eq!(rfc2253_escape("Smith, John"), "Smith\\, John");
+        assert_eq!(rfc2253_escape("#1 "), "\\#1\\ ");
+        assert_eq!(rfc2253_escape("a+b;c<d>\"e\\"), "a\\+b\\;c\\<d\\>\\\"e\\\\");
+    }
 
     #[test]
     fn the_protocol_map_takes_kafkas_spelling() {

@@ -102,7 +102,8 @@ pub struct Client {
     /// The listener the connection came in on: Metadata and FindCoordinator answer with
     /// addresses on that listener, as Kafka does.
     pub listener: Arc<str>,
-    /// The SASL user this connection authenticated as, if any (`auth`).
+    /// The SASL user this connection authenticated as (`auth`), else the subject of its
+    /// verified client certificate (`tls::principal_of`), if any.
     pub principal: Option<Arc<str>>,
 }
 

@@ -68,12 +68,15 @@ enum Close {
 }
 
 /// Serves one connection accepted on the listener named `listener`, given as its two halves
-/// (a TCP socket's, or a TLS session's).
+/// (a TCP socket's, or a TLS session's); `certified` is the principal of a verified client
+/// certificate.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve<R, W>(
     mut reader: R,
     writer: W,
     peer: SocketAddr,
     listener: Arc<str>,
+    certified: Option<Arc<str>>,
     broker: Arc<Broker>,
     mut stop: watch::Receiver<bool>,
 ) where
@@ -126,7 +129,15 @@ pub async fn serve<R, W>(
             break;
         }
         let started = Instant::now();
-        let handled = parse_and_handle(&broker, frame, &peer, &listener, &mut sasl, &mut named);
+        let handled = parse_and_handle(
+            &broker,
+            frame,
+            &peer,
+            &listener,
+            certified.as_ref(),
+            &mut sasl,
+            &mut named,
+        );
         // The request is handled (or failed); its frame is gone. Only a built response still
         // holds memory, and that is counted below.
         drop(reservation);
@@ -337,6 +348,7 @@ fn parse_and_handle(
     mut frame: Bytes,
     peer: &SocketAddr,
     listener: &Arc<str>,
+    certified: Option<&Arc<str>>,
     sasl: &mut SaslSession,
     named: &mut bool,
 ) -> Result<Handled, Close> {
@@ -374,7 +386,8 @@ fn parse_and_handle(
             .unwrap_or_default(),
         host: format!("/{}", peer.ip()),
         listener: Arc::clone(listener),
-        principal: sasl.principal().cloned(),
+        // The SASL user, else the client certificate's subject.
+        principal: sasl.principal().or(certified).cloned(),
     };
     // Once per connection: the log formatter appends a field each time it is recorded.
     if !*named && !client.id.is_empty() {

@@ -141,12 +141,21 @@ pub async fn run(
                         match tls {
                             None => {
                                 let (reader, writer) = socket.into_split();
-                                connection::serve(reader, writer, peer, listener, Arc::clone(&broker), stop).await;
+                                connection::serve(reader, writer, peer, listener, None, Arc::clone(&broker), stop).await;
                             }
                             Some(tls) => {
                                 if let Some(session) = handshake(&tls, socket, &broker, &handshakes_failed).await {
+                                    // A verified client certificate names the client (Kafka's
+                                    // principal for quotas; ACLs will use it too).
+                                    let principal = session
+                                        .get_ref()
+                                        .1
+                                        .peer_certificates()
+                                        .and_then(|c| c.first())
+                                        .and_then(crate::tls::principal_of)
+                                        .map(Arc::from);
                                     let (reader, writer) = tokio::io::split(session);
-                                    connection::serve(reader, writer, peer, listener, Arc::clone(&broker), stop).await;
+                                    connection::serve(reader, writer, peer, listener, principal, Arc::clone(&broker), stop).await;
                                 }
                             }
                         }
