@@ -830,6 +830,7 @@ impl Partition {
         }
         // Wake acks=all waiters: their leadership ended.
         self.hw_watch.send_modify(|_| {});
+        self.flushed.send_modify(|_| {});
         self.signals.high_watermark_moved();
     }
 
@@ -844,6 +845,7 @@ impl Partition {
             self.leader_epoch.store(leader_epoch, Ordering::Release);
         }
         self.hw_watch.send_modify(|_| {});
+        self.flushed.send_modify(|_| {});
         self.signals.high_watermark_moved();
     }
 
@@ -1001,12 +1003,19 @@ impl Partition {
         done && still_ours() && self.high_watermark() >= offset
     }
 
-    /// Waits until everything below `offset` is fsynced (before-ack, acks=1). False if an
-    /// fsync failed: the data may not be on disk and must not be acknowledged.
-    pub async fn wait_flushed(&self, offset: i64) -> bool {
+    /// Waits until everything below `offset` is fsynced (before-ack, acks=1), while the
+    /// leadership the write was appended under lasts. False if an fsync failed (the data may
+    /// not be on disk) or the leadership ended (the write may have been truncated, and the
+    /// offsets filled again from the new leader and fsynced by this broker as a follower):
+    /// either way it must not be acknowledged.
+    pub async fn wait_flushed(&self, offset: i64, leader_epoch: i32) -> bool {
+        let still_ours = || self.is_leader() && self.leader_epoch() == leader_epoch;
         let mut rx = self.flushed.subscribe();
-        match rx.wait_for(|f| f.failed || f.offset >= offset).await {
-            Ok(f) => !f.failed,
+        match rx
+            .wait_for(|f| f.failed || f.offset >= offset || !still_ours())
+            .await
+        {
+            Ok(f) => !f.failed && f.offset >= offset && still_ours(),
             Err(_) => false,
         }
     }
@@ -1035,27 +1044,49 @@ impl Partition {
     /// partition failed, and the fetcher never fetches it again (its next fetch would report
     /// what may not be on disk); the leader drops it from the ISR.
     pub fn flush_as_follower(&self) -> std::io::Result<()> {
-        let (file, leo) = {
-            let log = self.log();
-            if log.fsync_policy() != FsyncPolicy::BeforeAck || log.is_deleted() {
+        // Again while a truncation overtook the fsync (a leader's group commit, or another
+        // fetcher after a leader change, may truncate meanwhile).
+        loop {
+            let target = {
+                let log = self.log();
+                if log.fsync_policy() != FsyncPolicy::BeforeAck || log.is_deleted() {
+                    return Ok(());
+                }
+                log.flush_target()
+            };
+            if target.end <= self.flushed.borrow().offset {
                 return Ok(());
             }
-            log.flush_target()
-        };
-        if leo <= self.flushed.borrow().offset {
-            return Ok(());
-        }
-        match file.sync_data() {
-            Ok(()) => {
-                self.log().mark_flushed(leo);
-                self.flushed.send_modify(|f| f.offset = f.offset.max(leo));
-                Ok(())
-            }
-            Err(e) => {
+            if let Err(e) = target.file.sync_data() {
                 self.flushed.send_modify(|f| f.failed = true);
-                Err(e)
+                return Err(e);
+            }
+            if self.flushed_through(&target) {
+                return Ok(());
             }
         }
+    }
+
+    /// Whether this follower holds records that `fsync.policy=before-ack` wants on disk
+    /// before a fetch reports them (cheap: the fetcher asks before every fetch).
+    pub fn unflushed_as_follower(&self) -> bool {
+        let log = self.log();
+        log.fsync_policy() == FsyncPolicy::BeforeAck
+            && !log.is_deleted()
+            && log.log_end_offset() > self.flushed.borrow().offset
+    }
+
+    /// The fsync of `target` finished: marks it, under the log lock so that no truncation
+    /// (which lowers the mark under the same lock) falls between the check and the mark.
+    /// False if a truncation came after `target` was taken: nothing is marked.
+    fn flushed_through(&self, target: &crate::storage::log::FlushTarget) -> bool {
+        let mut log = self.log();
+        if !log.mark_flushed(target) {
+            return false;
+        }
+        self.flushed
+            .send_modify(|f| f.offset = f.offset.max(target.end));
+        true
     }
 
     /// This broker no longer holds the replica (its topic was deleted, or it was reassigned
@@ -1074,6 +1105,7 @@ impl Partition {
             };
         }
         self.hw_watch.send_modify(|_| {});
+        self.flushed.send_modify(|_| {});
         self.signals.high_watermark_moved();
         self.shutdown();
     }
@@ -1121,13 +1153,16 @@ async fn group_commit(partition: Weak<Partition>, wanted: Arc<Notify>) {
             if p.storage_failed() {
                 return;
             }
-            let (file, leo) = p.log().flush_target();
-            if leo > p.flushed.borrow().offset {
+            let target = p.log().flush_target();
+            if target.end > p.flushed.borrow().offset {
+                let file = Arc::clone(&target.file);
                 match tokio::task::spawn_blocking(move || file.sync_data()).await {
                     Ok(Ok(())) => {
-                        p.log().mark_flushed(leo);
-                        p.flushed.send_modify(|f| f.offset = f.offset.max(leo));
-                        p.local_progress(leo);
+                        // Truncated meanwhile (this leader was demoted): nothing counts,
+                        // and the loop fsyncs again from the log as it is now.
+                        if p.flushed_through(&target) {
+                            p.local_progress(target.end);
+                        }
                         continue;
                     }
                     Ok(Err(e)) => {
@@ -1571,6 +1606,63 @@ mod tests {
             .unwrap();
         assert_eq!(applied, FollowerApplied::Truncated { to: 5 });
         assert_eq!(p.flushed.borrow().offset, 5);
+    }
+
+    /// An fsync begun before a truncation (a demoted leader's group commit still running when
+    /// its fetcher truncates and takes other records at those offsets) marks nothing: those
+    /// records came after it and are not on disk.
+    #[test]
+    fn an_fsync_overtaken_by_a_truncation_marks_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader_of_three(dir.path());
+        append(&mut p.log(), 10, 4);
+        p.flushed.send_modify(|f| f.offset = 0);
+        let target = p.log().flush_target();
+        p.become_follower(2, 6);
+        let applied = p
+            .append_as_follower(LeaderAnswer {
+                fetched_epoch: 6,
+                fetch_offset: 10,
+                outcome: AnswerOutcome::Diverging {
+                    epoch: 4,
+                    end_offset: 5,
+                },
+                high_watermark: 5,
+                log_start_offset: 0,
+            })
+            .unwrap();
+        assert_eq!(applied, FollowerApplied::Truncated { to: 5 });
+        append(&mut p.log(), 5, 6);
+        target.file.sync_data().unwrap();
+        assert!(!p.flushed_through(&target));
+        assert_eq!(p.flushed.borrow().offset, 0);
+        assert_eq!(p.log().recovery_point(), 0);
+        assert!(p.unflushed_as_follower() || p.log().fsync_policy() == FsyncPolicy::None);
+        let again = p.log().flush_target();
+        assert!(p.flushed_through(&again));
+        assert_eq!(
+            p.flushed.borrow().offset,
+            p.log().log_end_offset(),
+            "{}",
+            p.log().log_end_offset()
+        );
+    }
+
+    /// acks=1 under before-ack waits for the fsync only while the leadership lasts: once it
+    /// ends, the write may be truncated and its offsets fsynced again holding other records.
+    #[tokio::test]
+    async fn an_acks_1_wait_ends_with_the_leadership() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = leader_of_three(dir.path());
+        let waiting = tokio::spawn({
+            let p = Arc::clone(&p);
+            async move { p.wait_flushed(100, 4).await }
+        });
+        tokio::task::yield_now().await;
+        p.become_follower(2, 6);
+        p.flushed.send_modify(|f| f.offset = 200);
+        assert!(!waiting.await.unwrap());
+        assert!(!p.wait_flushed(100, 4).await);
     }
 
     /// A follower restarted at a log start that DeleteRecords put inside a batch (offset 4 of

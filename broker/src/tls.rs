@@ -6,7 +6,8 @@
 //! text itself); `ssl.truststore.type=PEM` with `ssl.truststore.location` or
 //! `ssl.truststore.certificates`, the CAs that client certificates must chain to; and
 //! `ssl.client.auth=none|requested|required`. Key and certificates given as files are read
-//! again every few seconds and a change is taken up by new connections without a restart
+//! again every few seconds and a change (once two reads in a row agree) is taken up by new
+//! connections without a restart
 //! (open connections keep the session they have); a change that does not load (a key that
 //! does not match its certificate, a half-written file) is refused with a warning and the
 //! previous material stays in use.
@@ -261,6 +262,10 @@ impl SslSettings {
 pub struct Tls {
     settings: SslSettings,
     current: RwLock<(Material, Arc<ServerConfig>)>,
+    /// Changed material seen at the last check: taken up only when the next check reads the
+    /// same bytes, so a file caught mid-write (a chain missing its intermediates, which still
+    /// loads) is never served.
+    pending: std::sync::Mutex<Option<Material>>,
 }
 
 impl Tls {
@@ -272,6 +277,7 @@ impl Tls {
         Ok(Arc::new(Self {
             settings,
             current: RwLock::new((material, config)),
+            pending: std::sync::Mutex::new(None),
         }))
     }
 
@@ -282,11 +288,18 @@ impl Tls {
         TlsAcceptor::from(Arc::clone(&current.1))
     }
 
-    /// Reads the files again; true if they changed and the new material is in use. A change
-    /// that does not load is an error and leaves the old material in place.
+    /// Reads the files again; true if they changed, read the same at the check before, and
+    /// the new material is in use. A change that does not load is an error and leaves the
+    /// old material in place.
     pub fn reload(&self) -> Result<bool, TlsConfigError> {
         let material = self.settings.read()?;
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if self.current.read().unwrap_or_else(|p| p.into_inner()).0 == material {
+            *pending = None;
+            return Ok(false);
+        }
+        if pending.as_ref() != Some(&material) {
+            *pending = Some(material);
             return Ok(false);
         }
         let config = self.settings.build(&material)?;

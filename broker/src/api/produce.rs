@@ -26,10 +26,9 @@ use crate::topic_config::FsyncPolicy;
 enum Wait {
     /// Until the high watermark passes the write, while the leadership it was appended
     /// under lasts.
-    HighWatermark {
-        leader_epoch: i32,
-    },
-    Flushed,
+    HighWatermark { leader_epoch: i32 },
+    /// Until the write is fsynced (before-ack, acks=1), while that leadership lasts.
+    Flushed { leader_epoch: i32 },
 }
 
 /// A partition's outcome, before any wait for durability.
@@ -219,7 +218,7 @@ fn append_partition(
                     Wait::HighWatermark { leader_epoch },
                 )),
                 1 if fsync == FsyncPolicy::BeforeAck => {
-                    Some((Arc::clone(partition), end, Wait::Flushed))
+                    Some((Arc::clone(partition), end, Wait::Flushed { leader_epoch }))
                 }
                 _ => None,
             };
@@ -356,8 +355,9 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
                     )
                     .await
                 }
-                Wait::Flushed => {
-                    tokio::time::timeout(timeout, partition.wait_flushed(offset)).await
+                Wait::Flushed { leader_epoch } => {
+                    tokio::time::timeout(timeout, partition.wait_flushed(offset, leader_epoch))
+                        .await
                 }
             };
             outcome.error = match waited {

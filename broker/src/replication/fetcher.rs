@@ -18,7 +18,6 @@ use tracing::{debug, error, info, warn};
 
 use super::client::Connection;
 use crate::partition::{AnswerOutcome, FollowerApplied, LeaderAnswer, Partition};
-use crate::topic_config::FsyncPolicy;
 
 const FETCH_VERSION: i16 = 12;
 /// A leader unreachable this long is worth a warning; repeated at most this often.
@@ -300,17 +299,15 @@ fn request(
 /// Applies one fetch response through each partition's `append_as_follower`. Returns the
 /// partitions that failed (an error code, a failed append or truncation): they sit out the
 /// backoff before being fetched again (Kafka's delayed partitions), so an error the leader
-/// answers at once cannot make the fetcher spin; whether an answer was dropped as stale
-/// (the leader's session then holds as told what this follower never took in); and the
-/// partitions that took records, for [`flush`].
+/// answers at once cannot make the fetcher spin; and whether an answer was dropped as stale
+/// (the leader's session then holds as told what this follower never took in).
 fn apply(
     positions: &BTreeMap<Key, FetchPartition>,
     resp: &FetchResponse,
     parts: &BTreeMap<Key, Arc<Partition>>,
-) -> (Vec<Key>, bool, Vec<Arc<Partition>>) {
+) -> (Vec<Key>, bool) {
     let mut failed = Vec::new();
     let mut stale = false;
-    let mut grew = Vec::new();
     for t in &resp.responses {
         for pd in &t.partitions {
             let key = (t.topic.as_str().to_string(), pd.partition_index);
@@ -341,7 +338,7 @@ fn apply(
                 log_start_offset: pd.log_start_offset,
             };
             match p.append_as_follower(answer) {
-                Ok(FollowerApplied::Appended { .. }) => grew.push(Arc::clone(p)),
+                Ok(FollowerApplied::Appended { .. }) => {}
                 Ok(FollowerApplied::Stale) => {
                     stale = true;
                     debug!(topic = %p.topic, partition = p.index, fetched_at_epoch = fp.current_leader_epoch, "dropping a fetch answer the partition has moved past");
@@ -351,7 +348,6 @@ fn apply(
                 }
                 Ok(FollowerApplied::Restarted { at }) => {
                     warn!(topic = %p.topic, partition = p.index, fetch_offset = fp.fetch_offset, leader_log_start = at, "behind the leader's log start; restarted the log there");
-                    grew.push(Arc::clone(p));
                 }
                 Ok(FollowerApplied::Retry) => {
                     warn!(topic = %p.topic, partition = p.index, fetch_offset = fp.fetch_offset, leader_log_start = pd.log_start_offset, "fetch offset out of range on the leader, not below its log start; retrying");
@@ -364,17 +360,29 @@ fn apply(
             }
         }
     }
-    (failed, stale, grew)
+    (failed, stale)
 }
 
-/// fsyncs what the partitions under `fsync.policy=before-ack` took in, before the next fetch
-/// reports it (see `Partition::flush_as_follower`). Off the runtime: an fsync blocks.
-fn flush(grew: &[Arc<Partition>]) {
-    for p in grew {
-        if let Err(e) = p.flush_as_follower() {
-            error!(topic = %p.topic, partition = p.index, error = %e, "fsync failed; this replica is no longer fetched until the broker restarts");
-        }
+/// fsyncs what partitions under `fsync.policy=before-ack` hold beyond their last fsync, before
+/// a fetch reports it (see `Partition::flush_as_follower`). Asked before every fetch rather
+/// than after each append, so that nothing reaches a report unsynced: not records an append
+/// wrote before failing midway, nor those a partition brought from another fetcher. Off the
+/// runtime: an fsync blocks.
+fn flush_before_reporting(parts: &BTreeMap<Key, Arc<Partition>>) {
+    let unflushed: Vec<&Arc<Partition>> = parts
+        .values()
+        .filter(|p| p.unflushed_as_follower())
+        .collect();
+    if unflushed.is_empty() {
+        return;
     }
+    crate::blocking::off_runtime(|| {
+        for p in unflushed {
+            if let Err(e) = p.flush_as_follower() {
+                error!(topic = %p.topic, partition = p.index, error = %e, "fsync failed; this replica is no longer fetched until the broker restarts");
+            }
+        }
+    });
 }
 
 async fn run(
@@ -399,9 +407,11 @@ async fn run(
         let mut parts = partitions.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let now = Instant::now();
         delayed.retain(|k, until| *until > now && parts.contains_key(k));
+        parts.retain(|k, _| !delayed.contains_key(k));
+        flush_before_reporting(&parts);
         // A replica whose fsync failed is never fetched again: its fetch offset would
         // report records that may not be on disk.
-        parts.retain(|k, p| !delayed.contains_key(k) && !p.storage_failed());
+        parts.retain(|_, p| !p.storage_failed());
         if parts.is_empty() {
             let until = delayed.values().min().copied();
             tokio::select! {
@@ -479,17 +489,11 @@ async fn run(
                     .flat_map(|t| &t.partitions)
                     .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
                     .sum();
-                let (failed, stale, grew) = if bytes >= crate::api::produce::LARGE_APPEND {
+                let (failed, stale) = if bytes >= crate::api::produce::LARGE_APPEND {
                     crate::blocking::off_runtime(|| apply(&positions, &resp, &parts))
                 } else {
                     apply(&positions, &resp, &parts)
                 };
-                if grew
-                    .iter()
-                    .any(|p| p.log().fsync_policy() == FsyncPolicy::BeforeAck)
-                {
-                    crate::blocking::off_runtime(|| flush(&grew));
-                }
                 for key in failed {
                     delayed.insert(key, until);
                 }

@@ -472,13 +472,13 @@ async fn write_responses<W: AsyncWrite + Unpin + Send + 'static>(
         let (mut body, _held, _late) = match p.reply {
             Reply::Now(body) => (*body, p.held, None),
             Reply::Later(fut) => {
-                // What is already encoded goes out first, not after this one's wait.
-                if !writer.buffer().is_empty()
-                    && !matches!(
-                        tokio::time::timeout(stall, writer.flush()).await,
-                        Ok(Ok(()))
-                    )
-                {
+                // What is already encoded goes out first, not after this one's wait. Flushed
+                // even with the buffer empty: over TLS, bytes the buffer passed on may still
+                // sit encrypted in the session until a flush.
+                if !matches!(
+                    tokio::time::timeout(stall, writer.flush()).await,
+                    Ok(Ok(()))
+                ) {
                     return;
                 }
                 let body = fut.await;

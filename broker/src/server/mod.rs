@@ -144,7 +144,13 @@ pub async fn run(
                                 connection::serve(reader, writer, peer, listener, None, Arc::clone(&broker), stop).await;
                             }
                             Some(tls) => {
-                                if let Some(session) = handshake(&tls, socket, &broker, &handshakes_failed).await {
+                                // A handshake in progress does not hold up a shutdown.
+                                let mut stopping = stop.clone();
+                                let session = tokio::select! {
+                                    s = handshake(&tls, socket, &broker, &handshakes_failed) => s,
+                                    _ = stopping.wait_for(|s| *s) => None,
+                                };
+                                if let Some(session) = session {
                                     // A verified client certificate names the client (Kafka's
                                     // principal for quotas; ACLs will use it too).
                                     let principal = session

@@ -81,6 +81,16 @@ pub struct Log {
     producers: ProducerStateTable,
     /// The topic was deleted: nothing may touch the files any more.
     deleted: bool,
+    /// Bumped by every truncation: an fsync begun before one must not mark what was appended
+    /// after it (at offsets the truncation freed) as on disk.
+    truncations: u64,
+}
+
+/// See [`Log::flush_target`].
+pub struct FlushTarget {
+    pub file: std::sync::Arc<fs::File>,
+    pub end: i64,
+    truncations: u64,
 }
 
 /// A partition's log start offset when DeleteRecords moved it inside a segment.
@@ -227,6 +237,7 @@ impl Log {
             epochs_unsaved: false,
             producers: ProducerStateTable::default(),
             deleted: false,
+            truncations: 0,
         };
         let leo = log.log_end_offset();
         log.log_start_offset = log.log_start_offset.min(leo);
@@ -750,6 +761,7 @@ impl Log {
 
     /// Removes every batch at or after `offset` (follower divergence, tests).
     pub fn truncate_to(&mut self, offset: i64) -> io::Result<()> {
+        self.truncations += 1;
         if offset >= self.log_end_offset() {
             // Nothing to remove, but an epoch may start at the log end with no batch in it:
             // this broker was leader of it for a moment and appended nothing. Kept, it is the
@@ -802,6 +814,7 @@ impl Log {
         if self.deleted {
             return Err(deleted_error());
         }
+        self.truncations += 1;
         // Newest first, so a crash midway leaves a contiguous log that simply starts over.
         let doomed: Vec<i64> = self.segments.keys().rev().copied().collect();
         for base in doomed {
@@ -831,14 +844,28 @@ impl Log {
         Ok(())
     }
 
-    /// Handle and log end offset for an fsync done outside the lock (group commit).
-    pub fn flush_target(&self) -> (std::sync::Arc<fs::File>, i64) {
-        (self.active().file_handle(), self.log_end_offset())
+    /// What an fsync done outside the lock (group commit, a follower's flush) covers: the
+    /// active segment's file, the log end, and the truncation count to hand back to
+    /// [`Log::mark_flushed`]. (A roll fsyncs the segment it closes.)
+    pub fn flush_target(&self) -> FlushTarget {
+        FlushTarget {
+            file: self.active().file_handle(),
+            end: self.log_end_offset(),
+            truncations: self.truncations,
+        }
     }
 
-    /// Records that everything below `offset` is on disk.
-    pub fn mark_flushed(&mut self, offset: i64) {
-        self.recovery_point = self.recovery_point.max(offset.min(self.log_end_offset()));
+    /// Records that the fsync of `target` finished: everything below its end is on disk,
+    /// unless the log was truncated since it was taken (records appended again below that
+    /// end came after the fsync). False then: nothing is marked, and the caller fsyncs again.
+    pub fn mark_flushed(&mut self, target: &FlushTarget) -> bool {
+        if target.truncations != self.truncations {
+            return false;
+        }
+        self.recovery_point = self
+            .recovery_point
+            .max(target.end.min(self.log_end_offset()));
+        true
     }
 
     /// fsyncs all data and indexes; the recovery point becomes the log end.
