@@ -160,6 +160,7 @@ pub async fn run(
                                         .and_then(|c| c.first())
                                         .and_then(crate::tls::principal_of)
                                         .map(Arc::from);
+                                    tracing::debug!(principal = ?principal, certificates = session.get_ref().1.peer_certificates().map_or(0, |c| c.len()), "TLS session established");
                                     let (reader, writer) = tokio::io::split(session);
                                     connection::serve(reader, writer, peer, listener, principal, Arc::clone(&broker), stop).await;
                                 }
