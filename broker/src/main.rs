@@ -731,7 +731,14 @@ async fn main() -> anyhow::Result<()> {
         async move {
             shutdown_signal().await;
             if let Some(rt) = broker.cluster() {
-                controlled_shutdown(rt, shutdown_timeout).await;
+                // A second signal stops at once: an operator who asks twice means it (the
+                // wait for a controller lasts up to --controlled-shutdown-timeout-ms).
+                tokio::select! {
+                    _ = controlled_shutdown(rt, shutdown_timeout) => {}
+                    _ = shutdown_signal() => {
+                        warn!("second signal: stopping without waiting for the controlled shutdown; leaderships here move when the controller fences this broker");
+                    }
+                }
             }
         }
     };

@@ -1050,7 +1050,28 @@ async fn a_stopping_broker_waits_for_a_controller_to_move_its_leaderships() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    record("controlled shutdown: waited out a controller restart, then moved every leadership");
+    // A second SIGTERM ends the wait: with the controller gone again, another broker asked
+    // twice stops without its controlled shutdown.
+    let other = (0..3).find(|b| *b != victim).unwrap();
+    c.kill9_controller();
+    c.signal(other, "TERM");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        c.is_running(other),
+        "broker {other} stopped without a controller"
+    );
+    c.signal(other, "TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.is_running(other) {
+        assert!(
+            Instant::now() < deadline,
+            "broker {other} did not stop on a second SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    record(
+        "controlled shutdown: waited out a controller restart, then moved every leadership; a second SIGTERM stops at once",
+    );
 }
 
 /// Kafka's admin APIs change a running cluster under an acks=all load and lose nothing:
