@@ -27,7 +27,9 @@
 //!   reassignment has completed (the replicas are the target, none being added or removed);
 //! - a broker restarted on a torn tail logs that recovery truncated that segment.
 //!
-//! The topic has small segments (128 KiB), so logs roll a few times per schedule.
+//! The topic has small segments (128 KiB), so logs roll a few times per schedule, and
+//! `fsync.policy=before-ack` for half the seeds (leaders and followers fsync before what they
+//! hold counts toward an ack), `none` for the others.
 //!
 //! `STRAND_FAULT_SCHEDULES` (default 50) sets how many run; `STRAND_FAULT_SEED` replays one
 //! schedule exactly (its faults and times; the processes' own timing still varies);
@@ -284,6 +286,17 @@ fn schedule(seed: u64, kinds: &Kinds) -> Vec<Step> {
 /// back).
 fn min_insync(seed: u64) -> i32 {
     if seed.is_multiple_of(3) { 1 } else { 2 }
+}
+
+/// The topic's fsync.policy for a schedule, independent of `min_insync`: before-ack for half
+/// the seeds (the leader's group commit and every follower's fsync before its next fetch
+/// reports what it took in are then on the path of every ack), none otherwise.
+fn fsync_policy(seed: u64) -> &'static str {
+    if (seed / 3).is_multiple_of(2) {
+        "none"
+    } else {
+        "before-ack"
+    }
 }
 
 /// Sets every flag when dropped: a schedule that fails midway stops its producer, its group
@@ -882,7 +895,10 @@ async fn run_schedule(
             topic,
             PARTITIONS,
             min_insync(seed),
-            &[("segment.bytes", SEGMENT_BYTES)],
+            &[
+                ("segment.bytes", SEGMENT_BYTES),
+                ("fsync.policy", fsync_policy(seed)),
+            ],
         )
         .await;
     cluster
@@ -1263,7 +1279,11 @@ async fn random_fault_schedules_lose_no_acknowledged_write() {
     loop {
         let seed = first.wrapping_add(u64::from(ran));
         let steps = schedule(seed, &kinds);
-        eprintln!("schedule {ran}: seed {seed}: {steps:?}");
+        eprintln!(
+            "schedule {ran}: seed {seed} (min.insync.replicas={}, fsync.policy={}): {steps:?}",
+            min_insync(seed),
+            fsync_policy(seed)
+        );
         match attempt(&cluster, &mut n, seed, &steps).await {
             Ok(line) => {
                 eprintln!("{line}");
