@@ -496,18 +496,44 @@ fn config_from(cli: &Cli) -> anyhow::Result<BrokerConfig> {
     })
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            error!(error = %e, "cannot listen for SIGTERM");
-            return std::future::pending().await;
+/// SIGTERM and SIGINT (Ctrl-C), listened for once from the start, so that a signal sent
+/// between two waits is not lost.
+struct StopSignals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn new() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let listen = |kind, name| match signal(kind) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                error!(error = %e, "cannot listen for {name}");
+                None
+            }
+        };
+        Self {
+            term: listen(SignalKind::terminate(), "SIGTERM"),
+            int: listen(SignalKind::interrupt(), "SIGINT"),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM received, shutting down"),
-        _ = tokio::signal::ctrl_c() => info!("SIGINT received, shutting down"),
+    }
+
+    /// The next SIGTERM or SIGINT; its name.
+    async fn recv(&mut self) -> &'static str {
+        async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+            let received = match s {
+                Some(s) => s.recv().await.is_some(),
+                None => false,
+            };
+            if !received {
+                std::future::pending::<()>().await;
+            }
+        }
+        tokio::select! {
+            _ = one(&mut self.term) => "SIGTERM",
+            _ = one(&mut self.int) => "SIGINT",
+        }
     }
 }
 
@@ -728,14 +754,16 @@ async fn main() -> anyhow::Result<()> {
     let stopping = {
         let broker = broker.clone();
         let shutdown_timeout = Duration::from_millis(cli.controlled_shutdown_timeout_ms);
+        let mut signals = StopSignals::new();
         async move {
-            shutdown_signal().await;
+            let signal = signals.recv().await;
+            info!("{signal} received, shutting down");
             if let Some(rt) = broker.cluster() {
                 // A second signal stops at once: an operator who asks twice means it (the
                 // wait for a controller lasts up to --controlled-shutdown-timeout-ms).
                 tokio::select! {
                     _ = controlled_shutdown(rt, shutdown_timeout) => {}
-                    _ = shutdown_signal() => {
+                    _ = signals.recv() => {
                         warn!("second signal: stopping without waiting for the controlled shutdown; leaderships here move when the controller fences this broker");
                     }
                 }

@@ -820,7 +820,16 @@ impl Partition {
             let mut log = self.log();
             log.assign_leader_epoch(epoch);
             let (leo, hw) = (log.log_end_offset(), self.high_watermark());
-            let state = LeaderState::new(self.node_id, settings, assignment, leo, hw, now_ms);
+            // Under before-ack the leader's own copy counts only once fsynced: the tail it
+            // fetched as a follower may not be yet (the fetcher fsyncs before its next fetch).
+            // Counted at once, an ISR of this broker alone would acknowledge records no disk
+            // holds; the group commit (woken below) counts them when it has fsynced them.
+            let counted = match log.fsync_policy() {
+                FsyncPolicy::BeforeAck => self.flushed.borrow().offset.min(leo),
+                FsyncPolicy::None => leo,
+            };
+            let state =
+                LeaderState::counting(self.node_id, settings, assignment, leo, counted, hw, now_ms);
             // An ISR of this broker alone puts the high watermark at the log end at once; with
             // nothing published, it would wait for the next append (an idle partition would
             // hide committed records, and show an older end than the last leader did).
@@ -832,6 +841,7 @@ impl Partition {
         self.hw_watch.send_modify(|_| {});
         self.flushed.send_modify(|_| {});
         self.signals.high_watermark_moved();
+        self.flush_wanted.notify_one();
     }
 
     /// Becomes a follower of `leader` at `leader_epoch` (cluster mode).
@@ -1663,6 +1673,50 @@ mod tests {
         p.flushed.send_modify(|f| f.offset = 200);
         assert!(!waiting.await.unwrap());
         assert!(!p.wait_flushed(100, 4).await);
+    }
+
+    /// Under before-ack a new leader counts its own copy only once fsynced: with an ISR of
+    /// itself, records it fetched as a follower and has not fsynced are not acknowledged (nor
+    /// shown to consumers) until its group commit has them on disk.
+    #[test]
+    fn a_new_leader_under_before_ack_counts_only_its_fsynced_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut leader = open_log(&dir.path().join("leader"));
+        append(&mut leader, 4, 6);
+        let data = leader.read(0, 1 << 20, i64::MAX).unwrap();
+        let p = leader_of_three(&dir.path().join("p"));
+        p.become_follower(2, 6);
+        p.log().set_config(TopicConfig {
+            fsync: FsyncPolicy::BeforeAck,
+            ..TopicConfig::default()
+        });
+        p.append_as_follower(LeaderAnswer {
+            fetched_epoch: 6,
+            fetch_offset: 0,
+            outcome: AnswerOutcome::Records(&data),
+            high_watermark: 0,
+            log_start_offset: 0,
+        })
+        .unwrap();
+        let alone = Assignment {
+            leader: 1,
+            leader_epoch: 7,
+            partition_epoch: 10,
+            replicas: vec![1, 2, 3],
+            isr: vec![1],
+        };
+        let settings = Settings {
+            replica_lag_time_max_ms: 30_000,
+            min_insync_replicas: 1,
+        };
+        p.become_leader(alone, settings, 0);
+        assert_eq!(p.high_watermark(), 0, "an unsynced tail was counted");
+        // The group commit's round: fsync, mark, count.
+        let target = p.log().flush_target();
+        target.file.sync_data().unwrap();
+        assert!(p.flushed_through(&target));
+        p.local_progress(target.end);
+        assert_eq!(p.high_watermark(), 4);
     }
 
     /// A follower restarted at a log start that DeleteRecords put inside a batch (offset 4 of

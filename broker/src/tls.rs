@@ -337,32 +337,56 @@ impl Tls {
 }
 
 /// Kafka's principal name for a client certificate under the default
-/// `ssl.principal.mapping.rules`: the subject's distinguished name in RFC 2253 form, as Java's
-/// `X500Principal.getName()` writes it (most specific first, `,` between RDNs, `+` within
-/// one, special characters escaped): `CN=alice,OU=payments,O=Example`. `None` for an empty
-/// subject or one that does not parse. A DN always holds `=`, so it can never equal the
+/// `ssl.principal.mapping.rules`: the subject's distinguished name as Java's
+/// `X500Principal.getName()` writes it (RFC 2253: most specific RDN first, `,` between RDNs,
+/// `+` within one): `CN=alice,OU=payments,O=Example`. As in Java, the nine keywords (CN, C,
+/// L, ST, STREET, O, OU, DC, UID) with string values are written as text, with `,=+<>#;"\`
+/// escaped, NUL as `\00` and leading and trailing spaces escaped; every other attribute as its
+/// dotted OID and `#` with the hex of its DER encoding. `None` when the certificate does not
+/// parse or its subject is empty: the connection is refused then, so that a verified client
+/// never silently becomes ANONYMOUS. A DN always holds `=`, so it can never equal the
 /// brokers' SASL user name, which replica fetches check.
 pub fn principal_of(cert: &CertificateDer<'_>) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    use x509_parser::nom::Parser;
+    use x509_parser::prelude::X509CertificateParser;
+    // The subject only: an extension this parser reads differently from webpki (which
+    // verified the chain) must not cost the client its name.
+    let mut parser = X509CertificateParser::new().with_deep_parse_extensions(false);
+    let (_, cert) = parser.parse(cert.as_ref()).ok()?;
     let mut rdns = Vec::new();
     for rdn in cert.subject().iter() {
         let mut parts = Vec::new();
         for attr in rdn.iter() {
             let oid = attr.attr_type().to_id_string();
-            let key = match oid.as_str() {
-                "2.5.4.3" => "CN",
-                "2.5.4.6" => "C",
-                "2.5.4.7" => "L",
-                "2.5.4.8" => "ST",
-                "2.5.4.9" => "STREET",
-                "2.5.4.10" => "O",
-                "2.5.4.11" => "OU",
-                "0.9.2342.19200300.100.1.25" => "DC",
-                "0.9.2342.19200300.100.1.1" => "UID",
-                _ => oid.as_str(),
+            let keyword = match oid.as_str() {
+                "2.5.4.3" => Some("CN"),
+                "2.5.4.6" => Some("C"),
+                "2.5.4.7" => Some("L"),
+                "2.5.4.8" => Some("ST"),
+                "2.5.4.9" => Some("STREET"),
+                "2.5.4.10" => Some("O"),
+                "2.5.4.11" => Some("OU"),
+                "0.9.2342.19200300.100.1.25" => Some("DC"),
+                "0.9.2342.19200300.100.1.1" => Some("UID"),
+                _ => None,
             };
-            let value = attr.as_str().ok()?;
-            parts.push(format!("{key}={}", rfc2253_escape(value)));
+            let value = attr.attr_value();
+            // Java's DER strings: UTF8, Printable, Teletex, IA5, General and BMP (whose bytes
+            // Java, too, reads as UTF-8).
+            let text = matches!(value.tag().0, 12 | 19 | 20 | 22 | 27 | 30);
+            parts.push(match keyword {
+                Some(k) if text => {
+                    format!(
+                        "{k}={}",
+                        rfc2253_escape(&String::from_utf8_lossy(value.data))
+                    )
+                }
+                _ => format!(
+                    "{}=#{}",
+                    keyword.unwrap_or(&oid),
+                    der_hex(value.tag().0, value.data)
+                ),
+            });
         }
         rdns.push(parts.join("+"));
     }
@@ -371,18 +395,47 @@ pub fn principal_of(cert: &CertificateDer<'_>) -> Option<String> {
     (!name.is_empty()).then_some(name)
 }
 
-/// RFC 2253 section 2.4: `,+"\<>;` escaped, and a leading `#` or space and a trailing space.
+/// Lowercase hex of a universal primitive DER value: tag, length, contents.
+fn der_hex(tag: u32, data: &[u8]) -> String {
+    let mut der = vec![tag as u8];
+    let len = data.len();
+    if len < 0x80 {
+        der.push(len as u8);
+    } else {
+        let bytes: Vec<u8> = len
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|b| *b == 0)
+            .collect();
+        der.push(0x80 | bytes.len() as u8);
+        der.extend(bytes);
+    }
+    der.extend_from_slice(data);
+    der.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Java's RFC 2253 escaping (`AVA.toRFC2253String`): `,=+<>#;"\` anywhere, NUL as `\00`, and
+/// every leading and trailing space or carriage return.
 fn rfc2253_escape(value: &str) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    let lead = chars.iter().take_while(|c| matches!(c, ' ' | '\r')).count();
+    let trail = chars.len()
+        - chars
+            .iter()
+            .rev()
+            .take_while(|c| matches!(c, ' ' | '\r'))
+            .count()
+            .min(chars.len() - lead);
     let mut out = String::with_capacity(value.len());
-    let last = value.chars().count().saturating_sub(1);
-    for (i, c) in value.chars().enumerate() {
-        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
-            || (i == 0 && (c == '#' || c == ' '))
-            || (i == last && c == ' ');
-        if special {
+    for (i, c) in chars.iter().enumerate() {
+        if *c == '\0' {
+            out.push_str("\\00");
+            continue;
+        }
+        if ",=+<>#;\"\\".contains(*c) || i < lead || i >= trail {
             out.push('\\');
         }
-        out.push(c);
+        out.push(*c);
     }
     out
 }
@@ -425,7 +478,34 @@ mod tests {
         assert_eq!(rfc2253_escape("alice"), "alice");
         assert_eq!(rfc2253_escape("Smith, John"), "Smith\\, John");
         assert_eq!(rfc2253_escape("#1 "), "\\#1\\ ");
+        assert_eq!(rfc2253_escape("a=b#c"), "a\\=b\\#c");
+        assert_eq!(rfc2253_escape("  x  "), "\\ \\ x\\ \\ ");
+        assert_eq!(rfc2253_escape("   "), "\\ \\ \\ ");
+        assert_eq!(rfc2253_escape("n\0l"), "n\\00l");
         assert_eq!(rfc2253_escape("a+b;c<d>\"e\\"), "a\\+b\\;c\\<d\\>\\\"e\\\\");
+    }
+
+    #[test]
+    fn other_attributes_are_written_as_hex_der_as_java_does() {
+        assert_eq!(der_hex(22, b"a@x"), "1603614078");
+        let long = vec![b'a'; 200];
+        assert!(der_hex(12, &long).starts_with("0c81c8"));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(
+            rcgen::DnType::CustomDnType(vec![1, 2, 840, 113549, 1, 9, 1]),
+            "a@x",
+        );
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "a=b");
+        let cert = params.self_signed(&key).unwrap();
+        let p = principal_of(cert.der()).unwrap();
+        assert!(
+            p.starts_with("CN=a\\=b,1.2.840.113549.1.9.1=#0c03614078"),
+            "{p}"
+        );
     }
 
     #[test]

@@ -113,6 +113,31 @@ impl LeaderState {
         high_watermark: i64,
         now_ms: i64,
     ) -> Self {
+        Self::counting(
+            local_id,
+            settings,
+            assignment,
+            local_leo,
+            local_leo,
+            high_watermark,
+            now_ms,
+        )
+    }
+
+    /// As [`LeaderState::new`] for a log ending at `log_end` of which only what lies below
+    /// `counted` counts as the leader's own copy (`fsync.policy=before-ack`: a new leader's
+    /// tail, fetched as a follower, may not be fsynced yet; its group commit counts it once it
+    /// is). The epoch still starts at `log_end`.
+    pub fn counting(
+        local_id: i32,
+        settings: Settings,
+        assignment: Assignment,
+        log_end: i64,
+        counted: i64,
+        high_watermark: i64,
+        now_ms: i64,
+    ) -> Self {
+        let local_leo = counted.min(log_end);
         let followers = assignment
             .replicas
             .iter()
@@ -134,9 +159,9 @@ impl LeaderState {
             local_id,
             settings,
             assignment,
-            epoch_start_offset: local_leo,
+            epoch_start_offset: log_end,
             local_leo,
-            high_watermark: high_watermark.min(local_leo),
+            high_watermark: high_watermark.min(log_end),
             followers,
             pending_isr: None,
         };

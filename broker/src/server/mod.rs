@@ -153,14 +153,19 @@ pub async fn run(
                                 if let Some(session) = session {
                                     // A verified client certificate names the client (Kafka's
                                     // principal for quotas; ACLs will use it too).
-                                    let principal = session
-                                        .get_ref()
-                                        .1
-                                        .peer_certificates()
-                                        .and_then(|c| c.first())
-                                        .and_then(crate::tls::principal_of)
-                                        .map(Arc::from);
-                                    tracing::debug!(principal = ?principal, certificates = session.get_ref().1.peer_certificates().map_or(0, |c| c.len()), "TLS session established");
+                                    let certificate = session.get_ref().1.peer_certificates().and_then(|c| c.first());
+                                    let principal = certificate.and_then(crate::tls::principal_of).map(Arc::from);
+                                    if certificate.is_some() && principal.is_none() {
+                                        // Verified, but its subject is empty or unreadable:
+                                        // refused rather than served as ANONYMOUS.
+                                        broker.metrics.tls_handshakes_failed.inc();
+                                        if let Some(suppressed) = handshakes_failed.allow() {
+                                            warn!(suppressed, "client certificate without a readable subject; connection closed");
+                                        }
+                                        broker.metrics.connections.dec();
+                                        return;
+                                    }
+                                    tracing::debug!(principal = ?principal, "TLS session established");
                                     let (reader, writer) = tokio::io::split(session);
                                     connection::serve(reader, writer, peer, listener, principal, Arc::clone(&broker), stop).await;
                                 }
