@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use broker::auth::scram::Mechanism;
 use broker::replication::read_replica::ReplicaSelector;
 use broker::state::{Broker, BrokerConfig};
 use broker::topic_config::TopicConfig;
@@ -190,15 +191,25 @@ struct Cli {
     /// Followers serve consumers that come to them (Fetch v11+) either way, as in Kafka.
     #[arg(long, default_value = "")]
     replica_selector_class: String,
-    /// Which listeners speak TLS (Kafka's listener.security.protocol.map), e.g.
-    /// external:SSL,internal:PLAINTEXT. Protocols: PLAINTEXT (the default) and SSL. In a
-    /// cluster the internal listener stays PLAINTEXT (brokers and the controller dial it).
+    /// Each listener's security protocol (Kafka's listener.security.protocol.map), e.g.
+    /// external:SASL_SSL,internal:PLAINTEXT. Protocols: PLAINTEXT (the default), SSL,
+    /// SASL_PLAINTEXT and SASL_SSL. In a cluster the internal listener stays PLAINTEXT
+    /// (brokers and the controller dial it).
     #[arg(
         long,
         default_value = "",
         env = "STRAND_LISTENER_SECURITY_PROTOCOL_MAP"
     )]
     listener_security_protocol_map: String,
+    /// The SASL mechanisms of SASL_PLAINTEXT and SASL_SSL listeners (Kafka's
+    /// sasl.enabled.mechanisms): SCRAM-SHA-256 and SCRAM-SHA-512 are served. Users are made
+    /// with kafka-configs --entity-type users (AlterUserScramCredentials).
+    #[arg(
+        long,
+        default_value = "SCRAM-SHA-256,SCRAM-SHA-512",
+        env = "STRAND_SASL_ENABLED_MECHANISMS"
+    )]
+    sasl_enabled_mechanisms: String,
     /// PEM file with the private key and certificate chain of SSL listeners
     /// (ssl.keystore.location, ssl.keystore.type=PEM); read again when it changes.
     #[arg(long, env = "STRAND_SSL_KEYSTORE_LOCATION")]
@@ -305,6 +316,7 @@ fn apply_config_file(cli: &mut Cli, path: &std::path::Path) -> anyhow::Result<()
             }
             "replica.selector.class" => cli.replica_selector_class = v.to_string(),
             "listener.security.protocol.map" => cli.listener_security_protocol_map = v.into(),
+            "sasl.enabled.mechanisms" => cli.sasl_enabled_mechanisms = v.into(),
             "ssl.keystore.location" => cli.ssl_keystore_location = Some(v.into()),
             "ssl.truststore.location" => cli.ssl_truststore_location = Some(v.into()),
             "ssl.client.auth" => cli.ssl_client_auth = v.into(),
@@ -327,7 +339,7 @@ fn apply_config_file(cli: &mut Cli, path: &std::path::Path) -> anyhow::Result<()
                 || k == "inter.broker.listener.name" =>
             {
                 return Err(bad(
-                    &"not served: listeners are --listen/--listener, TLS takes ssl.keystore.*, ssl.truststore.*, ssl.client.auth and listener.security.protocol.map",
+                    &"not served: listeners are --listen/--listener, TLS takes ssl.keystore.*, ssl.truststore.*, ssl.client.auth and listener.security.protocol.map, SASL takes sasl.enabled.mechanisms",
                 ));
             }
             "broker.rack" => cli.rack = Some(v.to_string()),
@@ -366,19 +378,23 @@ fn tls_from(cli: &Cli) -> anyhow::Result<Option<(Arc<broker::tls::Tls>, Vec<Stri
             names.join(", ")
         );
     }
+    if cli.controller.is_some()
+        && map
+            .get(broker::listener::DEFAULT_LISTENER)
+            .is_some_and(|p| *p != SecurityProtocol::Plaintext)
+    {
+        bail!(
+            "listener {:?} must stay PLAINTEXT in a cluster: brokers replicate over it and the controller dials it, and inter-broker TLS is not built yet; put TLS and SASL on an extra --listener",
+            broker::listener::DEFAULT_LISTENER
+        );
+    }
     let ssl: Vec<String> = map
         .iter()
-        .filter(|(_, p)| **p == SecurityProtocol::Ssl)
+        .filter(|(_, p)| p.tls())
         .map(|(n, _)| n.clone())
         .collect();
     if ssl.is_empty() {
         return Ok(None);
-    }
-    if cli.controller.is_some() && ssl.iter().any(|n| n == broker::listener::DEFAULT_LISTENER) {
-        bail!(
-            "listener {:?} cannot speak SSL in a cluster: brokers replicate over it and the controller dials it, and inter-broker TLS is not built yet; put TLS on an extra --listener",
-            broker::listener::DEFAULT_LISTENER
-        );
     }
     let settings = broker::tls::SslSettings {
         keystore_location: cli.ssl_keystore_location.clone(),
@@ -388,6 +404,45 @@ fn tls_from(cli: &Cli) -> anyhow::Result<Option<(Arc<broker::tls::Tls>, Vec<Stri
     };
     let tls = broker::tls::Tls::load(settings).context("TLS for the SSL listeners")?;
     Ok(Some((tls, ssl)))
+}
+
+/// The SASL listeners (SASL_PLAINTEXT, SASL_SSL) and the mechanisms they offer. In a cluster
+/// the credentials come with the controller's metadata, so that must be authenticated: a
+/// cluster secret is required.
+fn sasl_from(cli: &Cli) -> anyhow::Result<(Vec<String>, Arc<[Mechanism]>)> {
+    let map = broker::tls::parse_protocol_map(&cli.listener_security_protocol_map)?;
+    let sasl: Vec<String> = map
+        .iter()
+        .filter(|(_, p)| p.sasl())
+        .map(|(n, _)| n.clone())
+        .collect();
+    let mut mechanisms = Vec::new();
+    for name in cli
+        .sasl_enabled_mechanisms
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
+        match Mechanism::from_name(&name.to_ascii_uppercase()) {
+            Some(m) if !mechanisms.contains(&m) => mechanisms.push(m),
+            Some(_) => {}
+            None => bail!(
+                "sasl.enabled.mechanisms: {name:?} is not served; SCRAM-SHA-256 and SCRAM-SHA-512 are"
+            ),
+        }
+    }
+    if !sasl.is_empty() && mechanisms.is_empty() {
+        bail!(
+            "listeners {} speak SASL but sasl.enabled.mechanisms is empty",
+            sasl.join(", ")
+        );
+    }
+    if !sasl.is_empty() && cli.controller.is_some() && cli.cluster_secret_file.is_none() {
+        bail!(
+            "SASL listeners in a cluster need --cluster-secret-file: client users' credentials come with the controller's metadata, which is open to anyone without it"
+        );
+    }
+    Ok((sasl, mechanisms.into()))
 }
 
 fn config_from(cli: &Cli) -> anyhow::Result<BrokerConfig> {
@@ -664,6 +719,16 @@ async fn main() -> anyhow::Result<()> {
     }
     let config = config_from(&cli)?;
     let tls = tls_from(&cli)?;
+    let (sasl, mechanisms) = sasl_from(&cli)?;
+    let sasl_for = |name: &str| {
+        sasl.iter()
+            .any(|n| n == name)
+            .then(|| Arc::clone(&mechanisms))
+    };
+    if !sasl.is_empty() {
+        let names: Vec<&str> = mechanisms.iter().map(|m| m.name()).collect();
+        info!(listeners = %sasl.join(","), mechanisms = %names.join(","), "SASL on");
+    }
     let tls_for = |name: &str| {
         tls.as_ref()
             .filter(|(_, ssl)| ssl.iter().any(|n| n == name))
@@ -683,6 +748,7 @@ async fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", cli.listen))?,
         tls: tls_for(broker::listener::DEFAULT_LISTENER),
+        sasl: sasl_for(broker::listener::DEFAULT_LISTENER),
     }];
     // Resolved again (pure, and already checked by config_from) for the bind addresses.
     for l in broker::listener::resolve(&cli.listeners, &cli.advertised_listeners, cli.node_id)? {
@@ -692,6 +758,7 @@ async fn main() -> anyhow::Result<()> {
         info!(listener = %l.name, bind = %l.bind, advertised = %format!("{}:{}", l.advertised.host, l.advertised.port), "listener");
         listeners.push(broker::server::NamedListener {
             tls: tls_for(&l.name),
+            sasl: sasl_for(&l.name),
             name: l.name.into(),
             socket,
         });

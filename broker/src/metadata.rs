@@ -126,6 +126,10 @@ pub struct ClusterMetadata {
     /// Client quotas (Kafka's AlterClientQuotas), in entity order; every broker enforces them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub client_quotas: Vec<crate::quota::ClientQuota>,
+    /// Client users' SCRAM credentials (Kafka's AlterUserScramCredentials), in (user,
+    /// mechanism) order: salts and derived keys, never passwords.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scram_credentials: Vec<crate::auth::users::UserCredential>,
 }
 
 impl ClusterMetadata {

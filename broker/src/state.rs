@@ -152,6 +152,8 @@ pub struct Broker {
     pub groups: GroupCoordinator,
     /// Client quotas in force and each client's measured rates (`quota`).
     pub quotas: crate::quota::Quotas,
+    /// Client users' SCRAM credentials in force (`auth::users`).
+    pub scram_users: Arc<crate::auth::users::ScramUsers>,
     /// Incremental fetch sessions (`api::fetch_session`).
     pub fetch_sessions: Mutex<crate::api::fetch_session::SessionCache>,
 }
@@ -176,6 +178,7 @@ impl Broker {
             cluster: OnceLock::new(),
             groups: GroupCoordinator::new(config.groups.clone()),
             quotas: crate::quota::Quotas::default(),
+            scram_users: Arc::default(),
             fetch_sessions: Mutex::new(crate::api::fetch_session::SessionCache::new(
                 config.fetch_sessions,
             )),
@@ -184,6 +187,9 @@ impl Broker {
         if !broker.config.cluster_mode {
             // In a cluster they come with the controller's metadata.
             broker.quotas.set(crate::quota::load(&broker.quota_file())?);
+            broker
+                .scram_users
+                .set(crate::auth::users::load(&broker.scram_file())?);
         }
         let records = if broker.config.cluster_mode {
             Vec::new()
@@ -225,6 +231,11 @@ impl Broker {
     /// Where a standalone broker keeps its client quotas.
     pub fn quota_file(&self) -> PathBuf {
         self.config.data_dir.join("client-quotas.json")
+    }
+
+    /// Where a standalone broker keeps its client users' SCRAM credentials.
+    pub fn scram_file(&self) -> PathBuf {
+        self.config.data_dir.join("scram-credentials.json")
     }
 
     fn open_topic(&self, record: TopicRecord) -> Result<Arc<Topic>, TopicError> {
@@ -669,6 +680,9 @@ impl Broker {
         };
         if *self.quotas.current() != meta.client_quotas {
             self.quotas.set(meta.client_quotas.clone());
+        }
+        if *self.scram_users.current() != meta.scram_credentials {
+            self.scram_users.set(meta.scram_credentials.clone());
         }
         let node = self.config.node_id;
         let now = crate::clock::now_ms();

@@ -29,6 +29,20 @@ use tracing::{info, warn};
 pub enum SecurityProtocol {
     Plaintext,
     Ssl,
+    /// SASL authentication (`auth::sasl`) on plain TCP.
+    SaslPlaintext,
+    /// SASL authentication inside TLS.
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    pub fn tls(self) -> bool {
+        matches!(self, Self::Ssl | Self::SaslSsl)
+    }
+
+    pub fn sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
 }
 
 /// Kafka's `ssl.client.auth`.
@@ -50,7 +64,7 @@ pub enum TlsConfigError {
     #[error("listener.security.protocol.map names listener {0:?} twice")]
     MapDuplicate(String),
     #[error(
-        "security protocol {0:?} is not served: PLAINTEXT and SSL are (SASL_PLAINTEXT and SASL_SSL need client users, not built yet)"
+        "security protocol {0:?} is unknown: PLAINTEXT, SSL, SASL_PLAINTEXT and SASL_SSL are served"
     )]
     Protocol(String),
     #[error("ssl.client.auth expects none, requested or required, got {0:?}")]
@@ -87,6 +101,8 @@ impl std::str::FromStr for SecurityProtocol {
         match s.trim().to_ascii_uppercase().as_str() {
             "PLAINTEXT" => Ok(Self::Plaintext),
             "SSL" => Ok(Self::Ssl),
+            "SASL_PLAINTEXT" => Ok(Self::SaslPlaintext),
+            "SASL_SSL" => Ok(Self::SaslSsl),
             _ => Err(TlsConfigError::Protocol(s.trim().to_string())),
         }
     }
@@ -517,8 +533,11 @@ mod tests {
         for bad in ["external", "external:", ":SSL", "a:SSL,a:PLAINTEXT"] {
             assert!(parse_protocol_map(bad).is_err(), "{bad}");
         }
-        let e = parse_protocol_map("external:SASL_SSL").unwrap_err();
-        assert!(e.to_string().contains("SASL_SSL"), "{e}");
+        let m = parse_protocol_map("a:SASL_SSL,b:sasl_plaintext").unwrap();
+        assert!(m["a"].tls() && m["a"].sasl());
+        assert!(!m["b"].tls() && m["b"].sasl());
+        let e = parse_protocol_map("external:SASL_GSSAPI").unwrap_err();
+        assert!(e.to_string().contains("SASL_GSSAPI"), "{e}");
     }
 
     #[test]

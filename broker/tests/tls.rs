@@ -258,7 +258,16 @@ fn bad_tls_settings_are_refused_at_start() {
         ),
         (
             &["--listener-security-protocol-map", "external:SASL_SSL"],
-            "SASL_SSL",
+            "ssl.keystore.location",
+        ),
+        (
+            &[
+                "--listener-security-protocol-map",
+                "external:SASL_PLAINTEXT",
+                "--sasl-enabled-mechanisms",
+                "SCRAM-SHA-512,PLAIN",
+            ],
+            "\"PLAIN\" is not served",
         ),
         (
             &[

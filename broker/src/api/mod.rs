@@ -33,6 +33,7 @@ pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod partition_reassignments;
 pub mod produce;
+pub mod scram_credentials;
 pub mod sync_group;
 pub mod topic_admin;
 
@@ -83,6 +84,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::DescribeClientQuotas, 0, 1),
     (ApiKey::AlterClientQuotas, 0, 1),
+    // Client users' SCRAM credentials (`scram_credentials`, `auth::users`).
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
     // Read-only views: Metadata's, paged (`describe_topic_partitions`), and the idempotent
     // producer state a replica keeps (`describe_producers`).
     (ApiKey::DescribeTopicPartitions, 0, 0),
@@ -248,6 +252,12 @@ fn dispatch_local(
             client_quotas::handle_describe(broker, r),
         )),
         RequestKind::AlterClientQuotas(r) => client_quotas::handle_alter(broker, r),
+        RequestKind::DescribeUserScramCredentials(r) => {
+            Reply::now(ResponseKind::DescribeUserScramCredentials(
+                scram_credentials::handle_describe(broker, r),
+            ))
+        }
+        RequestKind::AlterUserScramCredentials(r) => scram_credentials::handle_alter(broker, r),
         RequestKind::DescribeLogDirs(r) => Reply::now(ResponseKind::DescribeLogDirs(
             describe_log_dirs::handle(broker, r),
         )),

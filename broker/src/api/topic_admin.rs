@@ -57,6 +57,10 @@ pub fn controller_refusal(e: &ControllerCallError) -> Refusal {
             "no_reassignment_in_progress" => ResponseError::NoReassignmentInProgress,
             "unknown_broker" => ResponseError::BrokerNotAvailable,
             "policy_violation" => ResponseError::PolicyViolation,
+            "resource_not_found" => ResponseError::ResourceNotFound,
+            "unsupported_sasl_mechanism" => ResponseError::UnsupportedSaslMechanism,
+            "duplicate_resource" => ResponseError::DuplicateResource,
+            "unacceptable_credential" => ResponseError::UnacceptableCredential,
             _ => ResponseError::InvalidRequest,
         },
         // Retriable: the client tries again (the controller may be failing over).

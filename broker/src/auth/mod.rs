@@ -8,11 +8,16 @@
 //! - On the controller's HTTP API a broker sends a bearer token derived from the secret
 //!   ([`ClusterSecret::controller_token`]), never the secret itself.
 //!
-//! Authentication is optional on every listener: anonymous clients keep producing and
-//! consuming. Nothing is encrypted yet, so whoever can read the traffic sees the token.
+//! - Client users (`users`) have SCRAM credentials made with Kafka's AlterUserScramCredentials.
+//!   On a SASL_PLAINTEXT or SASL_SSL listener a client must authenticate as one of them (or as
+//!   the broker user) before anything but ApiVersions; on PLAINTEXT and SSL listeners only the
+//!   broker user may authenticate, and anonymous clients are served.
+//!
+//! The controller's HTTP API is not encrypted: put it on a network only the cluster reaches.
 
 pub mod sasl;
 pub mod scram;
+pub mod users;
 
 use std::path::Path;
 use std::sync::OnceLock;

@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 
-use super::ClusterSecret;
-use super::scram::{Mechanism, ScramError, ServerExchange};
+use super::scram::{Credential, Mechanism, ScramError, ServerExchange};
+use super::users::ScramUsers;
+use super::{BROKER_USER, ClusterSecret};
 
 #[derive(Debug)]
 enum State {
@@ -50,18 +51,56 @@ impl Answer {
 
 pub struct SaslSession {
     secret: Option<Arc<ClusterSecret>>,
+    /// Client users: on SASL listeners only.
+    users: Option<Arc<ScramUsers>>,
+    /// The mechanisms offered (none: this listener has no SASL at all).
+    mechanisms: Vec<Mechanism>,
     state: State,
     principal: Option<Arc<str>>,
 }
 
 impl SaslSession {
-    /// `secret` None: this broker has no SASL users, and every handshake is refused.
-    pub fn new(secret: Option<Arc<ClusterSecret>>) -> Self {
+    /// A PLAINTEXT or SSL listener: only the broker user may authenticate, and only when
+    /// there is a cluster secret; otherwise every handshake is refused.
+    pub fn brokers_only(secret: Option<Arc<ClusterSecret>>) -> Self {
+        let mechanisms = match secret {
+            Some(_) => Mechanism::ALL.to_vec(),
+            None => Vec::new(),
+        };
         Self {
             secret,
+            users: None,
+            mechanisms,
             state: State::Start,
             principal: None,
         }
+    }
+
+    /// A SASL_PLAINTEXT or SASL_SSL listener: client users (and the broker user), with the
+    /// mechanisms of `sasl.enabled.mechanisms`.
+    pub fn for_clients(
+        secret: Option<Arc<ClusterSecret>>,
+        users: Arc<ScramUsers>,
+        mechanisms: Vec<Mechanism>,
+    ) -> Self {
+        Self {
+            secret,
+            users: Some(users),
+            mechanisms,
+            state: State::Start,
+            principal: None,
+        }
+    }
+
+    /// Whether this is a SASL listener, where nothing but ApiVersions and the exchange is
+    /// served before it succeeds.
+    pub fn requires_authentication(&self) -> bool {
+        self.users.is_some()
+    }
+
+    /// Whether an exchange has succeeded on this connection.
+    pub fn authenticated(&self) -> bool {
+        matches!(self.state, State::Authenticated)
     }
 
     /// The authenticated user, if any.
@@ -74,17 +113,14 @@ impl SaslSession {
         matches!(self.state, State::Failed)
     }
 
-    /// The mechanisms this broker offers.
+    /// The mechanisms this listener offers.
     pub fn mechanisms(&self) -> Vec<&'static str> {
-        match self.secret {
-            Some(_) => Mechanism::ALL.iter().map(|m| m.name()).collect(),
-            None => Vec::new(),
-        }
+        self.mechanisms.iter().map(|m| m.name()).collect()
     }
 
     /// SaslHandshake: the error to answer, if any (the answer always lists the mechanisms).
     pub fn handshake(&mut self, mechanism: &str) -> Option<ResponseError> {
-        if self.secret.is_none() {
+        if self.mechanisms.is_empty() {
             // Kafka's answer on a listener without SASL.
             return Some(ResponseError::IllegalSaslState);
         }
@@ -92,7 +128,7 @@ impl SaslSession {
             self.state = State::Failed;
             return Some(ResponseError::IllegalSaslState);
         }
-        match Mechanism::from_name(mechanism) {
+        match Mechanism::from_name(mechanism).filter(|m| self.mechanisms.contains(m)) {
             Some(m) => {
                 self.state = State::Handshaken(m);
                 None
@@ -104,15 +140,23 @@ impl SaslSession {
         }
     }
 
+    /// The stored credential of `user`: the broker user's from the cluster secret, a client
+    /// user's from the credentials in force (on SASL listeners).
+    fn credential(&self, user: &str, m: Mechanism) -> Option<Credential> {
+        if user == BROKER_USER {
+            return self.secret.as_ref()?.credential(user, m);
+        }
+        self.users.as_ref()?.credential(user, m)
+    }
+
     /// SaslAuthenticate: one round of the exchange. `nonce` is asked for only when a
     /// server nonce is needed.
     pub fn authenticate(&mut self, bytes: &[u8], nonce: impl FnOnce() -> String) -> Answer {
         let state = std::mem::replace(&mut self.state, State::Failed);
-        let secret = self.secret.clone();
-        match (state, secret) {
-            (State::Handshaken(m), Some(secret)) => {
+        match state {
+            State::Handshaken(m) => {
                 let mut exchange = ServerExchange::new(m);
-                match exchange.client_first(bytes, &nonce(), |user| secret.credential(user, m)) {
+                match exchange.client_first(bytes, &nonce(), |user| self.credential(user, m)) {
                     Ok(server_first) => {
                         self.state = State::Exchanging(exchange);
                         Answer::ok(server_first)
@@ -120,7 +164,7 @@ impl SaslSession {
                     Err(e) => failed(m, &e),
                 }
             }
-            (State::Exchanging(mut exchange), Some(_)) => match exchange.client_final(bytes) {
+            State::Exchanging(mut exchange) => match exchange.client_final(bytes) {
                 Ok((server_final, user)) => {
                     self.principal = Some(Arc::from(user));
                     self.state = State::Authenticated;
@@ -128,7 +172,7 @@ impl SaslSession {
                 }
                 Err(e) => failed(exchange.mechanism(), &e),
             },
-            (State::Authenticated, _) => {
+            State::Authenticated => {
                 // Refused, but the session (and its principal) stays.
                 self.state = State::Authenticated;
                 Answer::refused(
@@ -160,13 +204,13 @@ fn failed(m: Mechanism, e: &ScramError) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::super::scram::ClientExchange;
-    use super::super::{BROKER_USER, ClusterSecret};
+    use super::super::users::UserCredential;
     use super::*;
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 
     fn session() -> SaslSession {
-        SaslSession::new(Some(Arc::new(ClusterSecret::from_bytes(SECRET).unwrap())))
+        SaslSession::brokers_only(Some(Arc::new(ClusterSecret::from_bytes(SECRET).unwrap())))
     }
 
     fn login(s: &mut SaslSession, m: Mechanism, user: &str, password: &[u8]) -> Answer {
@@ -237,7 +281,7 @@ mod tests {
             Some(ResponseError::IllegalSaslState)
         );
 
-        let mut s = SaslSession::new(None);
+        let mut s = SaslSession::brokers_only(None);
         assert!(s.mechanisms().is_empty());
         assert_eq!(
             s.handshake("SCRAM-SHA-512"),
@@ -245,5 +289,55 @@ mod tests {
         );
         assert!(!s.must_close());
         assert!(s.principal().is_none());
+    }
+
+    fn with_alice(enabled: Vec<Mechanism>) -> SaslSession {
+        let users = Arc::new(ScramUsers::default());
+        users.set(vec![UserCredential::new(
+            "alice",
+            Credential::from_password(Mechanism::Sha512, b"alice-secret", b"salt", 4096),
+        )]);
+        SaslSession::for_clients(
+            Some(Arc::new(ClusterSecret::from_bytes(SECRET).unwrap())),
+            users,
+            enabled,
+        )
+    }
+
+    #[test]
+    fn client_users_authenticate_on_sasl_listeners_only() {
+        let mut s = with_alice(Mechanism::ALL.to_vec());
+        assert!(!s.authenticated());
+        assert_eq!(
+            login(&mut s, Mechanism::Sha512, "alice", b"alice-secret").error,
+            None
+        );
+        assert!(s.authenticated());
+        assert_eq!(s.principal().map(|p| &**p), Some("alice"));
+        // Her credential is for SHA-512 only; a wrong password fails.
+        let mut s = with_alice(Mechanism::ALL.to_vec());
+        let a = login(&mut s, Mechanism::Sha256, "alice", b"alice-secret");
+        assert_eq!(a.error, Some(ResponseError::SaslAuthenticationFailed));
+        let mut s = with_alice(Mechanism::ALL.to_vec());
+        let a = login(&mut s, Mechanism::Sha512, "alice", b"alice-secreT");
+        assert_eq!(a.error, Some(ResponseError::SaslAuthenticationFailed));
+        assert!(s.must_close() && !s.authenticated());
+        // The broker user still authenticates on a client listener.
+        let mut s = with_alice(Mechanism::ALL.to_vec());
+        assert_eq!(
+            login(&mut s, Mechanism::Sha512, BROKER_USER, SECRET).error,
+            None
+        );
+        // A mechanism left out of sasl.enabled.mechanisms is refused by name.
+        let mut s = with_alice(vec![Mechanism::Sha256]);
+        assert_eq!(s.mechanisms(), vec!["SCRAM-SHA-256"]);
+        assert_eq!(
+            s.handshake("SCRAM-SHA-512"),
+            Some(ResponseError::UnsupportedSaslMechanism)
+        );
+        // On a listener without SASL, client users do not exist.
+        let mut s = session();
+        let a = login(&mut s, Mechanism::Sha512, "alice", b"alice-secret");
+        assert_eq!(a.error, Some(ResponseError::SaslAuthenticationFailed));
     }
 }

@@ -39,6 +39,27 @@ impl Mechanism {
         Self::ALL.into_iter().find(|m| m.name() == name)
     }
 
+    /// Kafka's ScramMechanism type on the wire (AlterUserScramCredentials and
+    /// DescribeUserScramCredentials): 1 and 2; 0 is UNKNOWN.
+    pub fn wire_type(self) -> i8 {
+        match self {
+            Mechanism::Sha256 => 1,
+            Mechanism::Sha512 => 2,
+        }
+    }
+
+    pub fn from_wire_type(t: i8) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.wire_type() == t)
+    }
+
+    /// The length of this mechanism's hash, and so of a SaltedPassword.
+    pub fn hash_len(self) -> usize {
+        match self {
+            Mechanism::Sha256 => 32,
+            Mechanism::Sha512 => 64,
+        }
+    }
+
     fn hmac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
         // HMAC takes keys of any length, so `new_from_slice` cannot fail.
         match self {
@@ -126,13 +147,24 @@ impl Credential {
         iterations: u32,
     ) -> Self {
         let salted = mechanism.salted_password(password, salt, iterations);
-        let client_key = mechanism.hmac(&salted, b"Client Key");
+        Self::from_salted_password(mechanism, &salted, salt, iterations)
+    }
+
+    /// From SaltedPassword (Hi(password, salt, i)), what Kafka's AlterUserScramCredentials
+    /// carries: the client salts, so the password itself never reaches the broker.
+    pub fn from_salted_password(
+        mechanism: Mechanism,
+        salted: &[u8],
+        salt: &[u8],
+        iterations: u32,
+    ) -> Self {
+        let client_key = mechanism.hmac(salted, b"Client Key");
         Self {
             mechanism,
             salt: salt.to_vec(),
             iterations,
             stored_key: mechanism.hash(&client_key),
-            server_key: mechanism.hmac(&salted, b"Server Key"),
+            server_key: mechanism.hmac(salted, b"Server Key"),
         }
     }
 }

@@ -326,6 +326,24 @@ impl ControllerClient {
         Ok(c.changed)
     }
 
+    /// Applies checked SCRAM credential alterations (Kafka's AlterUserScramCredentials), all
+    /// or none. Returns whether anything changed.
+    pub async fn alter_scram_credentials(
+        &self,
+        alterations: &[crate::auth::users::Alteration],
+    ) -> Result<bool, ControllerCallError> {
+        let body = serde_json::json!({ "alterations": alterations });
+        let c: Changed = Self::some(
+            self.call(
+                self.http
+                    .post(format!("{}/v1/scram-credentials", self.base))
+                    .json(&body),
+            )
+            .await?,
+        )?;
+        Ok(c.changed)
+    }
+
     /// Grows `topic` to `partitions` partitions (Kafka's CreatePartitions); the controller
     /// places the new ones. Returns whether it changed (false: it already had that many).
     pub async fn add_partitions(

@@ -26,6 +26,7 @@ use super::limits::{CONNECTION_RESPONSE_BYTES, ResponseHold, TINY_FRAME};
 use super::throttle::{Metered, Mute, counted_bytes, set_throttle};
 use crate::api::{self, Reply};
 use crate::auth::sasl::SaslSession;
+use crate::auth::scram::Mechanism;
 use crate::state::Broker;
 
 /// Responses that may be outstanding on one connection before reading pauses.
@@ -57,6 +58,10 @@ enum Close {
     ShortHeader(usize),
     #[error("unknown API key {0}")]
     UnknownApi(i16),
+    #[error(
+        "{0:?} before SASL authentication on a SASL listener (is the client configured with security.protocol=SASL_*?)"
+    )]
+    Unauthenticated(ApiKey),
     #[error("unsupported version {1} of {0:?}")]
     UnsupportedVersion(ApiKey, i16),
     #[error("malformed {0:?} v{1} request: {2}")]
@@ -69,7 +74,8 @@ enum Close {
 
 /// Serves one connection accepted on the listener named `listener`, given as its two halves
 /// (a TCP socket's, or a TLS session's); `certified` is the principal of a verified client
-/// certificate.
+/// certificate; `sasl` the mechanisms of a SASL listener, where a client must authenticate
+/// before anything but ApiVersions is served.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve<R, W>(
     mut reader: R,
@@ -77,6 +83,7 @@ pub async fn serve<R, W>(
     peer: SocketAddr,
     listener: Arc<str>,
     certified: Option<Arc<str>>,
+    sasl: Option<Arc<[Mechanism]>>,
     broker: Arc<Broker>,
     mut stop: watch::Receiver<bool>,
 ) where
@@ -101,7 +108,14 @@ pub async fn serve<R, W>(
         .in_current_span(),
     );
     let room = Arc::new(Semaphore::new(CONNECTION_RESPONSE_BYTES));
-    let mut sasl = SaslSession::new(broker.config.cluster_secret.clone());
+    let secret = broker.config.cluster_secret.clone();
+    let mut sasl = match sasl {
+        Some(mechanisms) => {
+            SaslSession::for_clients(secret, Arc::clone(&broker.scram_users), mechanisms.to_vec())
+        }
+        None => SaslSession::brokers_only(secret),
+    };
+    let sasl_required = sasl.requires_authentication();
     // The span has the connection's client id (recorded at its first request that names one).
     let mut named = false;
     loop {
@@ -136,6 +150,7 @@ pub async fn serve<R, W>(
             &listener,
             certified.as_ref(),
             &mut sasl,
+            sasl_required,
             &mut named,
         );
         // The request is handled (or failed); its frame is gone. Only a built response still
@@ -350,6 +365,7 @@ fn parse_and_handle(
     listener: &Arc<str>,
     certified: Option<&Arc<str>>,
     sasl: &mut SaslSession,
+    sasl_required: bool,
     named: &mut bool,
 ) -> Result<Handled, Close> {
     if frame.len() < 8 {
@@ -373,6 +389,17 @@ fn parse_and_handle(
             )));
         }
         return Err(Close::UnsupportedVersion(api_key, version));
+    }
+    // Kafka's SASL listeners serve nothing else before authentication, and close the
+    // connection of a client that asks (it is misconfigured: no SASL settings).
+    if sasl_required
+        && !sasl.authenticated()
+        && !matches!(
+            api_key,
+            ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+        )
+    {
+        return Err(Close::Unauthenticated(api_key));
     }
     let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
         .map_err(|e| Close::Malformed(api_key, version, format!("header: {e}")))?;

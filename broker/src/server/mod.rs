@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 use tracing::{info, warn};
 
+use crate::auth::scram::Mechanism;
 use crate::state::Broker;
 use crate::tls::Tls;
 
@@ -47,6 +48,9 @@ pub struct NamedListener {
     pub name: Arc<str>,
     pub socket: TcpListener,
     pub tls: Option<Arc<Tls>>,
+    /// A SASL_PLAINTEXT or SASL_SSL listener: the mechanisms its clients authenticate with
+    /// before anything else is served.
+    pub sasl: Option<Arc<[Mechanism]>>,
 }
 
 type Accepted = (
@@ -54,6 +58,7 @@ type Accepted = (
     SocketAddr,
     Arc<str>,
     Option<Arc<Tls>>,
+    Option<Arc<[Mechanism]>>,
     OwnedSemaphorePermit,
 );
 
@@ -73,6 +78,7 @@ async fn accept_loop(listener: NamedListener, slots: Arc<Semaphore>, tx: mpsc::S
                         peer,
                         Arc::clone(&listener.name),
                         listener.tls.clone(),
+                        listener.sasl.clone(),
                         slot,
                     ))
                     .await
@@ -120,7 +126,7 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => break,
             next = accepted.recv() => {
-                let Some((socket, peer, listener, tls, slot)) = next else { break };
+                let Some((socket, peer, listener, tls, sasl, slot)) = next else { break };
                 // Over max.connections.per.ip: closed at once, as Kafka does.
                 let Some(ip_slot) = per_ip.admit(peer.ip()) else {
                     broker.metrics.connections_refused.inc();
@@ -141,7 +147,7 @@ pub async fn run(
                         match tls {
                             None => {
                                 let (reader, writer) = socket.into_split();
-                                connection::serve(reader, writer, peer, listener, None, Arc::clone(&broker), stop).await;
+                                connection::serve(reader, writer, peer, listener, None, sasl, Arc::clone(&broker), stop).await;
                             }
                             Some(tls) => {
                                 // A handshake in progress does not hold up a shutdown.
@@ -167,7 +173,7 @@ pub async fn run(
                                     }
                                     tracing::debug!(principal = ?principal, "TLS session established");
                                     let (reader, writer) = tokio::io::split(session);
-                                    connection::serve(reader, writer, peer, listener, principal, Arc::clone(&broker), stop).await;
+                                    connection::serve(reader, writer, peer, listener, principal, sasl, Arc::clone(&broker), stop).await;
                                 }
                             }
                         }

@@ -144,6 +144,8 @@ pub fn set_throttle(body: &mut ResponseKind, ms: u64) {
         AlterClientQuotas,
         DescribeTopicPartitions,
         DescribeProducers,
+        DescribeUserScramCredentials,
+        AlterUserScramCredentials,
     );
 }
 

@@ -114,6 +114,9 @@ pub enum ControllerError {
     /// A client-quota alteration Kafka's rules refuse (`broker::quota::config`).
     #[error(transparent)]
     InvalidClientQuota(#[from] broker::quota::config::Invalid),
+    /// A SCRAM credential alteration Kafka's rules refuse (`broker::auth::users`).
+    #[error(transparent)]
+    InvalidScramCredential(#[from] broker::auth::users::Refused),
     #[error("no reassignment of {0}-{1} is in progress")]
     NoReassignmentInProgress(String, i32),
     #[error("cannot cancel the reassignment of {topic}-{partition}: {reason}")]
@@ -771,6 +774,24 @@ pub fn alter_client_quotas(
     }
     if changed {
         state.metadata.client_quotas = quotas;
+        bump(state);
+    }
+    Ok(changed)
+}
+
+/// Applies client users' SCRAM credential alterations (Kafka's AlterUserScramCredentials,
+/// checked by the broker that took the request), all or none.
+pub fn alter_scram_credentials(
+    state: &mut ControllerState,
+    alterations: &[broker::auth::users::Alteration],
+) -> Result<bool, ControllerError> {
+    let mut creds = state.metadata.scram_credentials.clone();
+    let mut changed = false;
+    for a in alterations {
+        changed |= broker::auth::users::apply(&mut creds, a)?;
+    }
+    if changed {
+        state.metadata.scram_credentials = creds;
         bump(state);
     }
     Ok(changed)

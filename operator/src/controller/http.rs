@@ -40,6 +40,7 @@ pub fn router<S: Store + Send + Sync + 'static>(controller: Arc<Controller<S>>) 
         .route("/v1/topics/{name}/configs", put(set_topic_configs::<S>))
         .route("/v1/producer-ids", post(producer_ids::<S>))
         .route("/v1/client-quotas", post(alter_client_quotas::<S>))
+        .route("/v1/scram-credentials", post(alter_scram_credentials::<S>))
         .route("/v1/admin/brokers/{id}/drain", post(drain::<S>))
         .route(
             "/v1/admin/brokers/{id}/decommission",
@@ -168,6 +169,23 @@ impl IntoResponse for Failure {
                 ControllerError::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "invalid_config"),
                 ControllerError::InvalidClientQuota(_) => {
                     (StatusCode::BAD_REQUEST, "invalid_client_quota")
+                }
+                ControllerError::InvalidScramCredential(r) => {
+                    use broker::auth::users::Refused;
+                    match r {
+                        Refused::NoSuchCredential | Refused::NoSuchUser => {
+                            (StatusCode::NOT_FOUND, "resource_not_found")
+                        }
+                        Refused::UnknownMechanism => {
+                            (StatusCode::BAD_REQUEST, "unsupported_sasl_mechanism")
+                        }
+                        Refused::AlteredTwice | Refused::DescribedTwice => {
+                            (StatusCode::BAD_REQUEST, "duplicate_resource")
+                        }
+                        Refused::Unacceptable(_) => {
+                            (StatusCode::BAD_REQUEST, "unacceptable_credential")
+                        }
+                    }
                 }
                 ControllerError::NoReassignmentInProgress(..) => {
                     (StatusCode::CONFLICT, "no_reassignment_in_progress")
@@ -410,6 +428,23 @@ async fn alter_client_quotas<S: Store>(
 }
 
 #[derive(Debug, Serialize, Deserialize)]
+pub struct ScramAlterations {
+    pub alterations: Vec<broker::auth::users::Alteration>,
+}
+
+/// Alters client users' SCRAM credentials (a broker answering Kafka's
+/// AlterUserScramCredentials sends what it checked); brokers authenticate from the metadata.
+async fn alter_scram_credentials<S: Store>(
+    State(c): Ctl<S>,
+    Json(b): Json<ScramAlterations>,
+) -> Result<Json<Changed>, Failure> {
+    let changed = c
+        .update(|s, _| decisions::alter_scram_credentials(s, &b.alterations))
+        .await?;
+    Ok(Json(Changed { changed }))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
 pub struct IdBlock {
     pub start: i64,
     pub end: i64,
@@ -580,6 +615,8 @@ async fn describe<S: Store>(
 ) -> Json<Description> {
     let now = c.now_ms();
     let mut s = c.snapshot().await;
+    // Never shown, token or not: salts and derived keys serve offline password guessing.
+    s.metadata.scram_credentials.clear();
     if anonymous.is_some() {
         for b in s.metadata.brokers.values_mut() {
             b.epoch = -1;
