@@ -425,6 +425,9 @@ async fn probe(ctx: &mut Ctx, key: ApiKey, version: i16) -> Probe {
         ApiKey::DescribeClientQuotas | ApiKey::AlterClientQuotas => {
             client_quotas_at(ctx, version).await
         }
+        ApiKey::DescribeUserScramCredentials | ApiKey::AlterUserScramCredentials => {
+            scram_credentials_at(ctx, version).await
+        }
         ApiKey::DescribeTopicPartitions => describe_topic_partitions_at(ctx, version).await,
         ApiKey::DescribeProducers => describe_producers_at(ctx, version).await,
         other => panic!(
@@ -2082,6 +2085,59 @@ async fn client_quotas_at(ctx: &mut Ctx, v: i16) -> Probe {
         r.entries.as_ref().is_some_and(|e| e.is_empty()),
         "removed: {r:?}"
     );
+    Ok(())
+}
+
+/// Create a user's SCRAM-SHA-512 credential beside a refused one (unknown mechanism), describe
+/// it (mechanism and iterations, nothing else), delete it, and find it gone.
+async fn scram_credentials_at(ctx: &mut Ctx, v: i16) -> Probe {
+    use kafka_protocol::messages::alter_user_scram_credentials_request::{
+        ScramCredentialDeletion, ScramCredentialUpsertion,
+    };
+    use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
+    use kafka_protocol::messages::{
+        AlterUserScramCredentialsRequest, DescribeUserScramCredentialsRequest,
+    };
+    let user = format!("every-version-{v}");
+    let upsert = |name: &str, mechanism: i8| {
+        ScramCredentialUpsertion::default()
+            .with_name(sb(name))
+            .with_mechanism(mechanism)
+            .with_iterations(8192)
+            .with_salt(bytes::Bytes::from_static(b"salt"))
+            .with_salted_password(bytes::Bytes::from(vec![7u8; 64]))
+    };
+    let create = AlterUserScramCredentialsRequest::default()
+        .with_upsertions(vec![upsert(&user, 2), upsert("every-version-bad", 9)]);
+    let r = ctx.send(&create, v).await?;
+    check!(r.results.len() == 2, "two users: {r:?}");
+    expect_code("create", r.results[0].error_code, None, &r)?;
+    let unsupported = Some(ResponseError::UnsupportedSaslMechanism);
+    expect_code("mechanism 9", r.results[1].error_code, unsupported, &r)?;
+    let describe = DescribeUserScramCredentialsRequest::default().with_users(Some(vec![
+        UserName::default().with_name(sb(&user)),
+        UserName::default().with_name(sb("every-version-bad")),
+    ]));
+    let r = ctx.send(&describe, v).await?;
+    expect_code("describe", r.error_code, None, &r)?;
+    check!(
+        r.results.len() == 2
+            && r.results[0].credential_infos.len() == 1
+            && r.results[0].credential_infos[0].mechanism == 2
+            && r.results[0].credential_infos[0].iterations == 8192,
+        "the credential: {r:?}"
+    );
+    let not_found = Some(ResponseError::ResourceNotFound);
+    expect_code("refused user", r.results[1].error_code, not_found, &r)?;
+    let delete = AlterUserScramCredentialsRequest::default().with_deletions(vec![
+        ScramCredentialDeletion::default()
+            .with_name(sb(&user))
+            .with_mechanism(2),
+    ]);
+    let r = ctx.send(&delete, v).await?;
+    expect_code("delete", r.results[0].error_code, None, &r)?;
+    let r = ctx.send(&describe, v).await?;
+    expect_code("deleted", r.results[0].error_code, not_found, &r)?;
     Ok(())
 }
 

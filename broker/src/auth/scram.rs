@@ -85,8 +85,9 @@ impl Mechanism {
         }
     }
 
-    /// Hi() of RFC 5802: PBKDF2 with this HMAC, one block.
-    fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
+    /// Hi() of RFC 5802: PBKDF2 with this HMAC, one block (what a client sends in Kafka's
+    /// AlterUserScramCredentials).
+    pub fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Vec<u8> {
         match self {
             Mechanism::Sha256 => {
                 pbkdf2::pbkdf2_hmac_array::<Sha256, 32>(password, salt, iterations).to_vec()

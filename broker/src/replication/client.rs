@@ -10,7 +10,8 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, Str
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufStream};
 use tokio::net::TcpStream;
 
-use crate::auth::{self, ClusterSecret, scram::ClientExchange};
+use crate::auth::scram::{ClientExchange, Mechanism};
+use crate::auth::{self, ClusterSecret};
 
 /// Largest response accepted (fetch responses are capped at 55 MiB by the leader).
 const MAX_RESPONSE_BYTES: usize = 256 << 20;
@@ -81,7 +82,21 @@ impl Connection {
     /// with SCRAM). The server's signature is checked too: a follower never replicates from
     /// something that does not hold the cluster's secret.
     pub async fn authenticate(&mut self, secret: &ClusterSecret) -> Result<(), ClientError> {
-        let mechanism = auth::INTER_BROKER_MECHANISM;
+        self.authenticate_as(
+            auth::INTER_BROKER_MECHANISM,
+            auth::BROKER_USER,
+            secret.password(),
+        )
+        .await
+    }
+
+    /// Authenticates as `user` with SCRAM `mechanism`, checking the server's signature.
+    pub async fn authenticate_as(
+        &mut self,
+        mechanism: Mechanism,
+        user: &str,
+        password: &[u8],
+    ) -> Result<(), ClientError> {
         let mut handshake = SaslHandshakeRequest::default();
         handshake.mechanism = StrBytes::from_static_str(mechanism.name());
         let resp = self.send(&handshake, 1).await?;
@@ -93,12 +108,7 @@ impl Connection {
                 resp.mechanisms
             )));
         }
-        let mut exchange = ClientExchange::new(
-            mechanism,
-            auth::BROKER_USER,
-            secret.password(),
-            &auth::nonce(),
-        );
+        let mut exchange = ClientExchange::new(mechanism, user, password, &auth::nonce());
         let server_first = self.sasl_round(exchange.client_first()).await?;
         let client_final = exchange
             .client_final(&server_first)
