@@ -13,99 +13,22 @@ Run with e2e/interop/python/run.sh BOOTSTRAP test_tls.py, STRAND_BROKER_BIN nami
 binary (default: target/debug/broker).
 """
 
-import datetime
-import ipaddress
-import os
-import socket
-import subprocess
+import json
 import time
 import uuid
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 import confluent_kafka
 from confluent_kafka.admin import AdminClient
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 
+from security import Broker, Ca, console_round_trip, free_port, java_tool
+
 pytestmark = pytest.mark.timeout(180)
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 RUN_ID = uuid.uuid4().hex[:8]
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-class Ca:
-    def __init__(self, name):
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        self.name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = datetime.datetime.now(datetime.timezone.utc)
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(self.name)
-            .issuer_name(self.name)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True, key_cert_sign=True, crl_sign=True,
-                    content_commitment=False, key_encipherment=False, data_encipherment=False,
-                    key_agreement=False, encipher_only=False, decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False
-            )
-            .sign(self.key, hashes.SHA256())
-        )
-
-    def pem(self):
-        return self.cert.public_bytes(serialization.Encoding.PEM)
-
-    def leaf(self, cn, dns=(), ips=(), client=False):
-        """A certificate for `cn` signed by this CA: (cert PEM, key PEM)."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
-        names = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-        usage = x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH if client else x509.oid.ExtendedKeyUsageOID.SERVER_AUTH
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-            .issuer_name(self.name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
-                critical=False,
-            )
-        )
-        if names:
-            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        cert = builder.sign(self.key, hashes.SHA256())
-        key_pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
 @pytest.fixture(scope="module")
@@ -130,35 +53,23 @@ def tls(tmp_path_factory):
     c, k = foreign.leaf("mallory", client=True)
     put("mallory.crt", c)
     put("mallory.key", k)
-    binary = os.environ.get("STRAND_BROKER_BIN") or os.path.join(
-        os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "debug", "broker"
+    tls_port = free_port()
+    broker = Broker(d, [
+        "--listener", "external=127.0.0.1:%d" % tls_port,
+        "--listener-security-protocol-map", "EXTERNAL:SSL,INTERNAL:PLAINTEXT",
+        "--ssl-keystore-location", files["broker.pem"],
+        "--ssl-truststore-location", files["ca.pem"],
+        "--ssl-client-auth", "required",
+    ], wait_port=tls_port)
+    # Alice's settings for Kafka's Java tools: its PEM key and trust stores.
+    props = d / "alice-ssl.properties"
+    props.write_text(
+        "security.protocol=SSL\n"
+        "ssl.truststore.type=PEM\nssl.truststore.location=%s\n"
+        "ssl.keystore.type=PEM\nssl.keystore.location=%s\n" % (files["ca.pem"], files["alice.pem"])
     )
-    port, tls_port, http = free_port(), free_port(), free_port()
-    log = open(d / "broker.log", "wb")
-    proc = subprocess.Popen(
-        [
-            binary, "--data-dir", str(d / "data"),
-            "--listen", "127.0.0.1:%d" % port, "--http", "127.0.0.1:%d" % http,
-            "--listener", "external=127.0.0.1:%d" % tls_port,
-            "--listener-security-protocol-map", "EXTERNAL:SSL,INTERNAL:PLAINTEXT",
-            "--ssl-keystore-location", files["broker.pem"],
-            "--ssl-truststore-location", files["ca.pem"],
-            "--ssl-client-auth", "required",
-        ],
-        stdout=subprocess.DEVNULL, stderr=log,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", tls_port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("broker did not start: %s" % (d / "broker.log").read_text())
-            time.sleep(0.1)
-    yield {"bootstrap": "127.0.0.1:%d" % tls_port, "files": files}
-    proc.terminate()
-    proc.wait(timeout=30)
+    yield {"bootstrap": "127.0.0.1:%d" % tls_port, "files": files, "props": props}
+    broker.stop()
 
 
 def test_kafka_python_produces_and_consumes_over_tls(tls):
@@ -206,38 +117,13 @@ def test_confluent_kafka_with_a_client_certificate(tls):
     assert got == [b"mtls-%d" % i for i in range(20)]
 
 
-def test_kafkas_console_tools_over_mutual_tls(tls, tmp_path):
+def test_kafkas_console_tools_over_mutual_tls(tls):
     """The Java client (kafka-clients 4.3, JSSE) with Kafka's PEM key and trust stores."""
     f = tls["files"]
-    cp = subprocess.run(
-        ["bash", os.path.join(ROOT, "e2e", "kafka", "kafka.sh"), "classpath"],
-        capture_output=True, text=True, timeout=900, check=True,
-    ).stdout.strip().splitlines()[-1]
-    props = tmp_path / "client-ssl.properties"
-    props.write_text(
-        "security.protocol=SSL\n"
-        "ssl.truststore.type=PEM\nssl.truststore.location=%s\n"
-        "ssl.keystore.type=PEM\nssl.keystore.location=%s\n" % (f["ca.pem"], f["alice.pem"])
-    )
-    java = os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else "java"
-    topic = "strand-tls-java-" + RUN_ID
+    props = tls["props"]
     lines = ["java-%d" % i for i in range(5)]
-    produced = subprocess.run(
-        [java, "-cp", cp, "org.apache.kafka.tools.ConsoleProducer",
-         "--bootstrap-server", tls["bootstrap"], "--topic", topic,
-         "--command-config", str(props), "--producer-property", "acks=all"],
-        input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=120,
-    )
-    assert produced.returncode == 0, produced.stderr[-3000:]
-    consumed = subprocess.run(
-        [java, "-cp", cp, "org.apache.kafka.tools.consumer.ConsoleConsumer",
-         "--bootstrap-server", tls["bootstrap"], "--topic", topic, "--from-beginning",
-         "--max-messages", str(len(lines)), "--timeout-ms", "60000",
-         "--command-config", str(props)],
-        capture_output=True, text=True, timeout=120,
-    )
-    assert consumed.returncode == 0, consumed.stderr[-3000:]
-    assert consumed.stdout.split() == lines, consumed.stdout
+    got = console_round_trip(tls["bootstrap"], props, "strand-tls-java-" + RUN_ID, lines)
+    assert got == lines
 
 
 @pytest.mark.parametrize("who", ["mallory", None])
@@ -277,38 +163,25 @@ def test_an_untrusted_broker_certificate_is_refused_by_the_client(tls):
         producer.send(topic, b"never").get(timeout=10)
 
 
-def test_a_quota_on_a_certificates_principal_throttles_its_client(tls, tmp_path):
+def test_a_quota_on_a_certificates_principal_throttles_its_client(tls):
     """The subject of a verified client certificate is the connection's Kafka principal
     (`CN=alice`, as Kafka's default ssl.principal.mapping.rules names it): a produce quota
     set on that user with kafka-configs throttles alice's producer."""
     f = tls["files"]
-    cp = subprocess.run(
-        ["bash", os.path.join(ROOT, "e2e", "kafka", "kafka.sh"), "classpath"],
-        capture_output=True, text=True, timeout=900, check=True,
-    ).stdout.strip().splitlines()[-1]
-    props = tmp_path / "admin-ssl.properties"
-    props.write_text(
-        "security.protocol=SSL\n"
-        "ssl.truststore.type=PEM\nssl.truststore.location=%s\n"
-        "ssl.keystore.type=PEM\nssl.keystore.location=%s\n" % (f["ca.pem"], f["alice.pem"])
-    )
-    java = os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else "java"
+    props = tls["props"]
 
     def configs(*args):
-        r = subprocess.run(
-            [java, "-cp", cp, "kafka.admin.ConfigCommand", "--bootstrap-server", tls["bootstrap"],
-             "--command-config", str(props), "--entity-type", "users", "--entity-name", "CN=alice",
-             *args],
-            capture_output=True, text=True, timeout=120,
-        )
+        r = java_tool("kafka.admin.ConfigCommand", [
+            "--bootstrap-server", tls["bootstrap"], "--command-config", str(props),
+            "--entity-type", "users", "--entity-name", "CN=alice", *args])
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
         return r.stdout
 
     # 160 KB in one request against 5 KB/s, measured over Kafka's 11 s window: throttled.
     configs("--alter", "--add-config", "producer_byte_rate=5000")
     try:
-        # (kafka-configs --describe --entity-type users also asks DescribeUserScramCredentials,
-        # which is not served yet: it prints the quota, then fails.)
+        # kafka-configs --describe shows the quota (and asks DescribeUserScramCredentials too).
+        assert "producer_byte_rate=5000" in configs("--describe")
         throttles = []
         producer = confluent_kafka.Producer({
             "bootstrap.servers": tls["bootstrap"], "security.protocol": "SSL",
@@ -316,7 +189,7 @@ def test_a_quota_on_a_certificates_principal_throttles_its_client(tls, tmp_path)
             "ssl.certificate.location": f["alice.crt"], "ssl.key.location": f["alice.key"],
             "statistics.interval.ms": 500, "linger.ms": 200,
             "stats_cb": lambda s: throttles.extend(
-                b["throttle"]["max"] for b in __import__("json").loads(s)["brokers"].values()
+                b["throttle"]["max"] for b in json.loads(s)["brokers"].values()
             ),
         })
         topic = "strand-tls-quota-" + RUN_ID
