@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use broker::auth::scram::Mechanism;
+use broker::auth::sasl::{ListenerSasl, SaslMechanism};
 use broker::replication::read_replica::ReplicaSelector;
 use broker::state::{Broker, BrokerConfig};
+use broker::tls::SecurityProtocol;
 use broker::topic_config::TopicConfig;
 use clap::Parser;
 use tokio::net::TcpListener;
@@ -202,14 +203,19 @@ struct Cli {
     )]
     listener_security_protocol_map: String,
     /// The SASL mechanisms of SASL_PLAINTEXT and SASL_SSL listeners (Kafka's
-    /// sasl.enabled.mechanisms): SCRAM-SHA-256 and SCRAM-SHA-512 are served. Users are made
-    /// with kafka-configs --entity-type users (AlterUserScramCredentials).
+    /// sasl.enabled.mechanisms): SCRAM-SHA-256 and SCRAM-SHA-512, whose users are made with
+    /// kafka-configs --entity-type users (AlterUserScramCredentials), and PLAIN, whose users
+    /// are listed in --config-file's listener.name.<listener>.plain.sasl.jaas.config.
     #[arg(
         long,
         default_value = "SCRAM-SHA-256,SCRAM-SHA-512",
         env = "STRAND_SASL_ENABLED_MECHANISMS"
     )]
     sasl_enabled_mechanisms: String,
+    /// PLAIN's users per listener, from --config-file's
+    /// listener.name.<listener>.plain.sasl.jaas.config.
+    #[arg(skip)]
+    plain_users: Vec<(String, broker::auth::plain::PlainUsers)>,
     /// PEM file with the private key and certificate chain of SSL listeners
     /// (ssl.keystore.location, ssl.keystore.type=PEM); read again when it changes.
     #[arg(long, env = "STRAND_SSL_KEYSTORE_LOCATION")]
@@ -264,7 +270,7 @@ fn init_tracing(format: &str) -> anyhow::Result<()> {
 fn apply_config_file(cli: &mut Cli, path: &std::path::Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read --config-file {}", path.display()))?;
-    for (n, line) in text.lines().enumerate() {
+    for (n, line) in logical_lines(&text) {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
             continue;
@@ -317,6 +323,14 @@ fn apply_config_file(cli: &mut Cli, path: &std::path::Path) -> anyhow::Result<()
             "replica.selector.class" => cli.replica_selector_class = v.to_string(),
             "listener.security.protocol.map" => cli.listener_security_protocol_map = v.into(),
             "sasl.enabled.mechanisms" => cli.sasl_enabled_mechanisms = v.into(),
+            // Passwords: never echoed in an error.
+            k if k.starts_with("listener.name.") && k.ends_with(".plain.sasl.jaas.config") => {
+                let listener =
+                    &k["listener.name.".len()..k.len() - ".plain.sasl.jaas.config".len()];
+                let users = broker::auth::plain::parse_jaas(v)
+                    .map_err(|e| anyhow::anyhow!("{}:{}: {k}: {e}", path.display(), n + 1))?;
+                cli.plain_users.push((listener.to_ascii_lowercase(), users));
+            }
             "ssl.keystore.location" => cli.ssl_keystore_location = Some(v.into()),
             "ssl.truststore.location" => cli.ssl_truststore_location = Some(v.into()),
             "ssl.client.auth" => cli.ssl_client_auth = v.into(),
@@ -339,7 +353,7 @@ fn apply_config_file(cli: &mut Cli, path: &std::path::Path) -> anyhow::Result<()
                 || k == "inter.broker.listener.name" =>
             {
                 return Err(bad(
-                    &"not served: listeners are --listen/--listener, TLS takes ssl.keystore.*, ssl.truststore.*, ssl.client.auth and listener.security.protocol.map, SASL takes sasl.enabled.mechanisms",
+                    &"not served: listeners are --listen/--listener, TLS takes ssl.keystore.*, ssl.truststore.*, ssl.client.auth and listener.security.protocol.map, SASL takes sasl.enabled.mechanisms and listener.name.<listener>.plain.sasl.jaas.config",
                 ));
             }
             "broker.rack" => cli.rack = Some(v.to_string()),
@@ -357,6 +371,30 @@ fn apply_config_file(cli: &mut Cli, path: &std::path::Path) -> anyhow::Result<()
     Ok(())
 }
 
+/// A properties file's logical lines, with their first line's index: a line ending in an odd
+/// number of backslashes continues on the next (leading blanks dropped), as Java's Properties
+/// reads it; Kafka's docs write JAAS configs that way.
+fn logical_lines(text: &str) -> Vec<(usize, String)> {
+    let mut out: Vec<(usize, String)> = Vec::new();
+    let mut open = false;
+    for (n, line) in text.lines().enumerate() {
+        let piece = if open { line.trim_start() } else { line };
+        let trailing = piece.len() - piece.trim_end_matches('\\').len();
+        let continues = trailing % 2 == 1 && !piece.trim_start().starts_with('#');
+        let piece = if continues {
+            &piece[..piece.len() - 1]
+        } else {
+            piece
+        };
+        match (open, out.last_mut()) {
+            (true, Some((_, last))) => last.push_str(piece),
+            _ => out.push((n, piece.to_string())),
+        }
+        open = continues;
+    }
+    out
+}
+
 /// Inline PEM from a properties file: `\n` escapes become line breaks.
 fn unescape_pem(v: &str) -> String {
     v.replace("\\n", "\n")
@@ -366,7 +404,6 @@ fn unescape_pem(v: &str) -> String {
 /// Names in the protocol map must be listeners of this broker; in a cluster the internal
 /// listener stays plaintext.
 fn tls_from(cli: &Cli) -> anyhow::Result<Option<(Arc<broker::tls::Tls>, Vec<String>)>> {
-    use broker::tls::SecurityProtocol;
     let map = broker::tls::parse_protocol_map(&cli.listener_security_protocol_map)?;
     let extra = broker::listener::resolve(&cli.listeners, &cli.advertised_listeners, cli.node_id)?;
     let names: Vec<String> = std::iter::once(broker::listener::DEFAULT_LISTENER.to_string())
@@ -406,15 +443,15 @@ fn tls_from(cli: &Cli) -> anyhow::Result<Option<(Arc<broker::tls::Tls>, Vec<Stri
     Ok(Some((tls, ssl)))
 }
 
-/// The SASL listeners (SASL_PLAINTEXT, SASL_SSL) and the mechanisms they offer. In a cluster
-/// the credentials come with the controller's metadata, so that must be authenticated: a
-/// cluster secret is required.
-fn sasl_from(cli: &Cli) -> anyhow::Result<(Vec<String>, Arc<[Mechanism]>)> {
+/// The SASL listeners (SASL_PLAINTEXT, SASL_SSL) and what each offers. In a cluster the
+/// credentials come with the controller's metadata, so that must be authenticated: a cluster
+/// secret is required.
+fn sasl_from(cli: &Cli) -> anyhow::Result<BTreeMap<String, Arc<ListenerSasl>>> {
     let map = broker::tls::parse_protocol_map(&cli.listener_security_protocol_map)?;
-    let sasl: Vec<String> = map
+    let sasl: Vec<(&String, SecurityProtocol)> = map
         .iter()
         .filter(|(_, p)| p.sasl())
-        .map(|(n, _)| n.clone())
+        .map(|(n, p)| (n, *p))
         .collect();
     let mut mechanisms = Vec::new();
     for name in cli
@@ -423,26 +460,60 @@ fn sasl_from(cli: &Cli) -> anyhow::Result<(Vec<String>, Arc<[Mechanism]>)> {
         .map(str::trim)
         .filter(|n| !n.is_empty())
     {
-        match Mechanism::from_name(&name.to_ascii_uppercase()) {
+        match SaslMechanism::from_name(&name.to_ascii_uppercase()) {
             Some(m) if !mechanisms.contains(&m) => mechanisms.push(m),
             Some(_) => {}
             None => bail!(
-                "sasl.enabled.mechanisms: {name:?} is not served; SCRAM-SHA-256 and SCRAM-SHA-512 are"
+                "sasl.enabled.mechanisms: {name:?} is not served; SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN are"
             ),
         }
     }
     if !sasl.is_empty() && mechanisms.is_empty() {
-        bail!(
-            "listeners {} speak SASL but sasl.enabled.mechanisms is empty",
-            sasl.join(", ")
-        );
+        bail!("SASL listeners are configured but sasl.enabled.mechanisms is empty");
     }
     if !sasl.is_empty() && cli.controller.is_some() && cli.cluster_secret_file.is_none() {
         bail!(
             "SASL listeners in a cluster need --cluster-secret-file: client users' credentials come with the controller's metadata, which is open to anyone without it"
         );
     }
-    Ok((sasl, mechanisms.into()))
+    let mut plain: BTreeMap<&str, &broker::auth::plain::PlainUsers> = BTreeMap::new();
+    for (listener, users) in &cli.plain_users {
+        if !sasl.iter().any(|(n, _)| *n == listener) {
+            bail!(
+                "listener.name.{listener}.plain.sasl.jaas.config: {listener:?} is not a SASL_PLAINTEXT or SASL_SSL listener"
+            );
+        }
+        if plain.insert(listener, users).is_some() {
+            bail!("listener.name.{listener}.plain.sasl.jaas.config is given twice");
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (name, protocol) in sasl {
+        let plain_users = plain
+            .get(name.as_str())
+            .map(|u| (*u).clone())
+            .unwrap_or_default();
+        if mechanisms.contains(&SaslMechanism::Plain) {
+            if plain_users.is_empty() {
+                bail!(
+                    "PLAIN is in sasl.enabled.mechanisms but listener {name:?} has no users: give listener.name.{name}.plain.sasl.jaas.config with user_NAME=\"PASSWORD\" entries"
+                );
+            }
+            if protocol == SecurityProtocol::SaslPlaintext {
+                warn!(listener = %name, "PLAIN on a SASL_PLAINTEXT listener sends passwords unencrypted; use SASL_SSL");
+            }
+        }
+        let names: Vec<&str> = mechanisms.iter().map(|m| m.name()).collect();
+        info!(listener = %name, mechanisms = %names.join(","), "SASL on");
+        out.insert(
+            name.clone(),
+            Arc::new(ListenerSasl {
+                mechanisms: mechanisms.clone(),
+                plain_users,
+            }),
+        );
+    }
+    Ok(out)
 }
 
 fn config_from(cli: &Cli) -> anyhow::Result<BrokerConfig> {
@@ -719,16 +790,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let config = config_from(&cli)?;
     let tls = tls_from(&cli)?;
-    let (sasl, mechanisms) = sasl_from(&cli)?;
-    let sasl_for = |name: &str| {
-        sasl.iter()
-            .any(|n| n == name)
-            .then(|| Arc::clone(&mechanisms))
-    };
-    if !sasl.is_empty() {
-        let names: Vec<&str> = mechanisms.iter().map(|m| m.name()).collect();
-        info!(listeners = %sasl.join(","), mechanisms = %names.join(","), "SASL on");
-    }
+    let sasl = sasl_from(&cli)?;
+    let sasl_for = |name: &str| sasl.get(name).cloned();
     let tls_for = |name: &str| {
         tls.as_ref()
             .filter(|(_, ssl)| ssl.iter().any(|n| n == name))

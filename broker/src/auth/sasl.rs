@@ -6,16 +6,54 @@ use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 
-use super::scram::{Credential, Mechanism, ScramError, ServerExchange};
+use super::plain::{self, PlainUsers};
+use super::scram::{Credential, Mechanism, ServerExchange};
 use super::users::ScramUsers;
 use super::{BROKER_USER, ClusterSecret};
+
+/// A SASL mechanism a listener may offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    Scram(Mechanism),
+    /// RFC 4616, with the listener's static users.
+    Plain,
+}
+
+impl SaslMechanism {
+    pub const ALL: [SaslMechanism; 3] = [
+        SaslMechanism::Scram(Mechanism::Sha256),
+        SaslMechanism::Scram(Mechanism::Sha512),
+        SaslMechanism::Plain,
+    ];
+
+    /// The name in `sasl.enabled.mechanisms` and SaslHandshake.
+    pub fn name(self) -> &'static str {
+        match self {
+            SaslMechanism::Scram(m) => m.name(),
+            SaslMechanism::Plain => "PLAIN",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+/// What a SASL_PLAINTEXT or SASL_SSL listener offers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerSasl {
+    pub mechanisms: Vec<SaslMechanism>,
+    /// PLAIN's users (`listener.name.<listener>.plain.sasl.jaas.config`).
+    pub plain_users: PlainUsers,
+}
 
 #[derive(Debug)]
 enum State {
     /// Nothing asked yet.
     Start,
-    /// Handshake done; the next SaslAuthenticate carries client-first.
-    Handshaken(Mechanism),
+    /// Handshake done; the next SaslAuthenticate carries client-first (SCRAM) or the
+    /// credentials (PLAIN).
+    Handshaken(SaslMechanism),
     /// Server-first sent; the next carries client-final.
     Exchanging(ServerExchange),
     Authenticated,
@@ -53,8 +91,8 @@ pub struct SaslSession {
     secret: Option<Arc<ClusterSecret>>,
     /// Client users: on SASL listeners only.
     users: Option<Arc<ScramUsers>>,
-    /// The mechanisms offered (none: this listener has no SASL at all).
-    mechanisms: Vec<Mechanism>,
+    /// The mechanisms offered (none: this listener has no SASL at all), and PLAIN's users.
+    listener: Arc<ListenerSasl>,
     state: State,
     principal: Option<Arc<str>>,
 }
@@ -64,29 +102,32 @@ impl SaslSession {
     /// there is a cluster secret; otherwise every handshake is refused.
     pub fn brokers_only(secret: Option<Arc<ClusterSecret>>) -> Self {
         let mechanisms = match secret {
-            Some(_) => Mechanism::ALL.to_vec(),
+            Some(_) => Mechanism::ALL.map(SaslMechanism::Scram).to_vec(),
             None => Vec::new(),
         };
         Self {
             secret,
             users: None,
-            mechanisms,
+            listener: Arc::new(ListenerSasl {
+                mechanisms,
+                plain_users: PlainUsers::default(),
+            }),
             state: State::Start,
             principal: None,
         }
     }
 
-    /// A SASL_PLAINTEXT or SASL_SSL listener: client users (and the broker user), with the
-    /// mechanisms of `sasl.enabled.mechanisms`.
+    /// A SASL_PLAINTEXT or SASL_SSL listener: client users (and, with SCRAM, the broker
+    /// user), with the listener's mechanisms.
     pub fn for_clients(
         secret: Option<Arc<ClusterSecret>>,
         users: Arc<ScramUsers>,
-        mechanisms: Vec<Mechanism>,
+        listener: Arc<ListenerSasl>,
     ) -> Self {
         Self {
             secret,
             users: Some(users),
-            mechanisms,
+            listener,
             state: State::Start,
             principal: None,
         }
@@ -115,12 +156,12 @@ impl SaslSession {
 
     /// The mechanisms this listener offers.
     pub fn mechanisms(&self) -> Vec<&'static str> {
-        self.mechanisms.iter().map(|m| m.name()).collect()
+        self.listener.mechanisms.iter().map(|m| m.name()).collect()
     }
 
     /// SaslHandshake: the error to answer, if any (the answer always lists the mechanisms).
     pub fn handshake(&mut self, mechanism: &str) -> Option<ResponseError> {
-        if self.mechanisms.is_empty() {
+        if self.listener.mechanisms.is_empty() {
             // Kafka's answer on a listener without SASL.
             return Some(ResponseError::IllegalSaslState);
         }
@@ -128,7 +169,7 @@ impl SaslSession {
             self.state = State::Failed;
             return Some(ResponseError::IllegalSaslState);
         }
-        match Mechanism::from_name(mechanism).filter(|m| self.mechanisms.contains(m)) {
+        match SaslMechanism::from_name(mechanism).filter(|m| self.listener.mechanisms.contains(m)) {
             Some(m) => {
                 self.state = State::Handshaken(m);
                 None
@@ -154,14 +195,24 @@ impl SaslSession {
     pub fn authenticate(&mut self, bytes: &[u8], nonce: impl FnOnce() -> String) -> Answer {
         let state = std::mem::replace(&mut self.state, State::Failed);
         match state {
-            State::Handshaken(m) => {
+            State::Handshaken(SaslMechanism::Scram(m)) => {
                 let mut exchange = ServerExchange::new(m);
                 match exchange.client_first(bytes, &nonce(), |user| self.credential(user, m)) {
                     Ok(server_first) => {
                         self.state = State::Exchanging(exchange);
                         Answer::ok(server_first)
                     }
-                    Err(e) => failed(m, &e),
+                    Err(e) => failed(m.name(), &e),
+                }
+            }
+            State::Handshaken(SaslMechanism::Plain) => {
+                match plain::authenticate(&self.listener.plain_users, bytes) {
+                    Ok(user) => {
+                        self.principal = Some(Arc::from(user));
+                        self.state = State::Authenticated;
+                        Answer::ok(Vec::new())
+                    }
+                    Err(e) => failed("PLAIN", &e),
                 }
             }
             State::Exchanging(mut exchange) => match exchange.client_final(bytes) {
@@ -170,7 +221,7 @@ impl SaslSession {
                     self.state = State::Authenticated;
                     Answer::ok(server_final)
                 }
-                Err(e) => failed(exchange.mechanism(), &e),
+                Err(e) => failed(exchange.mechanism().name(), &e),
             },
             State::Authenticated => {
                 // Refused, but the session (and its principal) stays.
@@ -188,15 +239,14 @@ impl SaslSession {
     }
 }
 
-fn failed(m: Mechanism, e: &ScramError) -> Answer {
+fn failed(mechanism: &str, e: &dyn std::fmt::Display) -> Answer {
     // Kafka's wording, so clients and people recognise it; the detail goes to the debug log
     // only, so a probing client learns nothing about which users exist.
-    tracing::debug!(error = %e, mechanism = m.name(), "SASL authentication failed");
+    tracing::debug!(error = %e, mechanism, "SASL authentication failed");
     Answer::refused(
         ResponseError::SaslAuthenticationFailed,
         format!(
-            "Authentication failed during authentication due to invalid credentials with SASL mechanism {}",
-            m.name()
+            "Authentication failed during authentication due to invalid credentials with SASL mechanism {mechanism}"
         ),
     )
 }
@@ -292,15 +342,27 @@ mod tests {
     }
 
     fn with_alice(enabled: Vec<Mechanism>) -> SaslSession {
+        with_alice_and(enabled.into_iter().map(SaslMechanism::Scram).collect(), "")
+    }
+
+    fn with_alice_and(mechanisms: Vec<SaslMechanism>, jaas: &str) -> SaslSession {
         let users = Arc::new(ScramUsers::default());
         users.set(vec![UserCredential::new(
             "alice",
             Credential::from_password(Mechanism::Sha512, b"alice-secret", b"salt", 4096),
         )]);
+        let plain_users = if jaas.is_empty() {
+            PlainUsers::default()
+        } else {
+            plain::parse_jaas(jaas).unwrap()
+        };
         SaslSession::for_clients(
             Some(Arc::new(ClusterSecret::from_bytes(SECRET).unwrap())),
             users,
-            enabled,
+            Arc::new(ListenerSasl {
+                mechanisms,
+                plain_users,
+            }),
         )
     }
 
@@ -339,5 +401,41 @@ mod tests {
         let mut s = session();
         let a = login(&mut s, Mechanism::Sha512, "alice", b"alice-secret");
         assert_eq!(a.error, Some(ResponseError::SaslAuthenticationFailed));
+    }
+
+    #[test]
+    fn plain_users_log_in_with_one_message() {
+        let jaas = r#"org.apache.kafka.common.security.plain.PlainLoginModule required user_dave="dave-secret";"#;
+        let both = vec![
+            SaslMechanism::Plain,
+            SaslMechanism::Scram(Mechanism::Sha512),
+        ];
+        let mut s = with_alice_and(both.clone(), jaas);
+        assert_eq!(s.mechanisms(), vec!["PLAIN", "SCRAM-SHA-512"]);
+        assert_eq!(s.handshake("PLAIN"), None);
+        let a = s.authenticate(b"\0dave\0dave-secret", || unreachable!());
+        assert_eq!(a.error, None);
+        assert!(s.authenticated());
+        assert_eq!(s.principal().map(|p| &**p), Some("dave"));
+        // A wrong password, a SCRAM user's password over PLAIN, and the broker user over
+        // PLAIN are refused, and close the connection.
+        for msg in [
+            &b"\0dave\0wrong"[..],
+            b"\0alice\0alice-secret",
+            b"\0strand-broker\00123456789abcdef0123456789abcdef",
+        ] {
+            let mut s = with_alice_and(both.clone(), jaas);
+            assert_eq!(s.handshake("PLAIN"), None);
+            let a = s.authenticate(msg, || unreachable!());
+            assert_eq!(a.error, Some(ResponseError::SaslAuthenticationFailed));
+            assert!(a.message.unwrap().contains("PLAIN"));
+            assert!(s.must_close() && !s.authenticated());
+        }
+        // Not offered where it is not enabled.
+        let mut s = with_alice(Mechanism::ALL.to_vec());
+        assert_eq!(
+            s.handshake("PLAIN"),
+            Some(ResponseError::UnsupportedSaslMechanism)
+        );
     }
 }

@@ -8,7 +8,7 @@
 //! The rules here are pure, so the broker (to answer `validate_only` and per-user errors)
 //! and the controller (to commit) apply the same ones.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -182,12 +182,23 @@ fn check_iterations(i: i64) -> Result<(), Refused> {
 }
 
 /// One entry of an AlterUserScramCredentials request, as the wire has it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Requested<'a> {
     pub user: &'a str,
     pub mechanism: i8,
     /// None: a deletion. Some: iterations, salt and SaltedPassword.
     pub upsert: Option<(i32, &'a [u8], &'a [u8])>,
+}
+
+impl std::fmt::Debug for Requested<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The salted password logs in (it gives ClientKey): never printed.
+        f.debug_struct("Requested")
+            .field("user", &self.user)
+            .field("mechanism", &self.mechanism)
+            .field("upsert", &self.upsert.is_some())
+            .finish()
+    }
 }
 
 /// A request's entries grouped by user (in the order users first appear) and checked against
@@ -197,30 +208,38 @@ pub fn plan(
     requested: &[Requested<'_>],
     known: &[UserCredential],
 ) -> Vec<(String, Result<Vec<Alteration>, Refused>)> {
-    let mut users: Vec<&str> = Vec::new();
+    // Grouped in one pass (a request may list very many users: no per-user rescans).
+    let mut order: Vec<&str> = Vec::new();
+    let mut by_user: HashMap<&str, Vec<&Requested>> = HashMap::new();
     for r in requested {
-        if !users.contains(&r.user) {
-            users.push(r.user);
-        }
+        by_user
+            .entry(r.user)
+            .or_insert_with(|| {
+                order.push(r.user);
+                Vec::new()
+            })
+            .push(r);
     }
-    users
+    // Users are independent, so one simulated copy serves them all: a refused user's partial
+    // changes there touch only its own entries.
+    let mut simulated = known.to_vec();
+    order
         .into_iter()
         .map(|user| {
-            let mine: Vec<&Requested> = requested.iter().filter(|r| r.user == user).collect();
-            (user.to_string(), plan_user(&mine, known))
+            let mine = by_user.remove(user).unwrap_or_default();
+            (user.to_string(), plan_user(&mine, &mut simulated))
         })
         .collect()
 }
 
 fn plan_user(
     mine: &[&Requested<'_>],
-    known: &[UserCredential],
+    simulated: &mut Vec<UserCredential>,
 ) -> Result<Vec<Alteration>, Refused> {
     let mut mechanisms = BTreeSet::new();
     if !mine.iter().all(|r| mechanisms.insert(r.mechanism)) {
         return Err(Refused::AlteredTwice);
     }
-    let mut simulated = known.to_vec();
     let mut out = Vec::with_capacity(mine.len());
     for r in mine {
         check_user(r.user)?;
@@ -250,7 +269,7 @@ fn plan_user(
                 ))
             }
         };
-        apply(&mut simulated, &alteration)?;
+        apply(simulated, &alteration)?;
         out.push(alteration);
     }
     Ok(out)
@@ -262,27 +281,40 @@ pub fn describe(
     known: &[UserCredential],
     asked: Option<&[&str]>,
 ) -> Vec<(String, Result<Vec<(Mechanism, u32)>, Refused>)> {
+    // `known` is in (user, mechanism) order: a user's entries are found by binary search.
     let of = |user: &str| -> Vec<(Mechanism, u32)> {
-        known
+        let start = known.partition_point(|c| c.user.as_str() < user);
+        known[start..]
             .iter()
-            .filter(|c| c.user == user)
+            .take_while(|c| c.user == user)
             .map(|c| (c.mechanism, c.iterations))
             .collect()
     };
     match asked {
-        Some(asked) if !asked.is_empty() => asked
-            .iter()
-            .map(|user| {
-                let result = if asked.iter().filter(|u| *u == user).count() > 1 {
-                    Err(Refused::DescribedTwice)
-                } else {
-                    Some(of(user))
-                        .filter(|c| !c.is_empty())
-                        .ok_or(Refused::NoSuchUser)
-                };
-                (user.to_string(), result)
-            })
-            .collect(),
+        Some(asked) if !asked.is_empty() => {
+            // One result per user, as Kafka; a user asked twice gets DUPLICATE_RESOURCE.
+            let mut order: Vec<&str> = Vec::new();
+            let mut times: HashMap<&str, usize> = HashMap::new();
+            for user in asked {
+                *times.entry(user).or_insert_with(|| {
+                    order.push(user);
+                    0
+                }) += 1;
+            }
+            order
+                .into_iter()
+                .map(|user| {
+                    let result = if times[user] > 1 {
+                        Err(Refused::DescribedTwice)
+                    } else {
+                        Some(of(user))
+                            .filter(|c| !c.is_empty())
+                            .ok_or(Refused::NoSuchUser)
+                    };
+                    (user.to_string(), result)
+                })
+                .collect()
+        }
         _ => {
             let users: BTreeSet<&str> = known.iter().map(|c| c.user.as_str()).collect();
             users
@@ -346,7 +378,7 @@ pub fn load(path: &Path) -> Result<Vec<UserCredential>, crate::storage::StorageE
 
 pub fn save(path: &Path, creds: &[UserCredential]) -> std::io::Result<()> {
     let json = serde_json::to_vec_pretty(creds).map_err(std::io::Error::other)?;
-    crate::storage::checkpoint::write_atomic(path, &json)
+    crate::storage::checkpoint::write_atomic_private(path, &json)
 }
 
 mod mechanism_name {
@@ -526,6 +558,7 @@ mod tests {
         assert_eq!(some[0].1, Ok(vec![(Mechanism::Sha512, 4096)]));
         assert_eq!(some[1].1, Err(Refused::NoSuchUser));
         assert_eq!(some[2].1, Err(Refused::DescribedTwice));
+        assert_eq!(some.len(), 3, "one result per user: {some:?}");
         // Stored as JSON without anything a client could log in with.
         let json = serde_json::to_string(&known).unwrap();
         assert!(json.contains("SCRAM-SHA-512") && !json.contains("pw"));

@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use super::controller_client::{ControllerCallError, ControllerClient, Registration};
 use crate::metadata::ClusterMetadata;
-use crate::storage::checkpoint::write_atomic;
+use crate::storage::checkpoint::write_atomic_private;
 
 pub const METADATA_FILE: &str = "cluster-metadata.json";
 
@@ -108,7 +108,7 @@ impl Membership {
     fn publish(&self, m: ClusterMetadata) {
         if let Err(e) = serde_json::to_vec(&m)
             .map_err(std::io::Error::other)
-            .and_then(|b| write_atomic(&self.metadata_path, &b))
+            .and_then(|b| write_atomic_private(&self.metadata_path, &b))
         {
             warn!(error = %e, "cannot save cluster metadata");
         }

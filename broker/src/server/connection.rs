@@ -25,8 +25,8 @@ use tracing::{debug, warn};
 use super::limits::{CONNECTION_RESPONSE_BYTES, ResponseHold, TINY_FRAME};
 use super::throttle::{Metered, Mute, counted_bytes, set_throttle};
 use crate::api::{self, Reply};
+use crate::auth::sasl::ListenerSasl;
 use crate::auth::sasl::SaslSession;
-use crate::auth::scram::Mechanism;
 use crate::state::Broker;
 
 /// Responses that may be outstanding on one connection before reading pauses.
@@ -74,7 +74,7 @@ enum Close {
 
 /// Serves one connection accepted on the listener named `listener`, given as its two halves
 /// (a TCP socket's, or a TLS session's); `certified` is the principal of a verified client
-/// certificate; `sasl` the mechanisms of a SASL listener, where a client must authenticate
+/// certificate; `sasl` the settings of a SASL listener, where a client must authenticate
 /// before anything but ApiVersions is served.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve<R, W>(
@@ -83,7 +83,7 @@ pub async fn serve<R, W>(
     peer: SocketAddr,
     listener: Arc<str>,
     certified: Option<Arc<str>>,
-    sasl: Option<Arc<[Mechanism]>>,
+    sasl: Option<Arc<ListenerSasl>>,
     broker: Arc<Broker>,
     mut stop: watch::Receiver<bool>,
 ) where
@@ -111,7 +111,7 @@ pub async fn serve<R, W>(
     let secret = broker.config.cluster_secret.clone();
     let mut sasl = match sasl {
         Some(mechanisms) => {
-            SaslSession::for_clients(secret, Arc::clone(&broker.scram_users), mechanisms.to_vec())
+            SaslSession::for_clients(secret, Arc::clone(&broker.scram_users), mechanisms)
         }
         None => SaslSession::brokers_only(secret),
     };

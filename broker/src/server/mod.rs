@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 use tracing::{info, warn};
 
-use crate::auth::scram::Mechanism;
+use crate::auth::sasl::ListenerSasl;
 use crate::state::Broker;
 use crate::tls::Tls;
 
@@ -48,9 +48,9 @@ pub struct NamedListener {
     pub name: Arc<str>,
     pub socket: TcpListener,
     pub tls: Option<Arc<Tls>>,
-    /// A SASL_PLAINTEXT or SASL_SSL listener: the mechanisms its clients authenticate with
-    /// before anything else is served.
-    pub sasl: Option<Arc<[Mechanism]>>,
+    /// A SASL_PLAINTEXT or SASL_SSL listener: how its clients authenticate before anything
+    /// else is served.
+    pub sasl: Option<Arc<ListenerSasl>>,
 }
 
 type Accepted = (
@@ -58,7 +58,7 @@ type Accepted = (
     SocketAddr,
     Arc<str>,
     Option<Arc<Tls>>,
-    Option<Arc<[Mechanism]>>,
+    Option<Arc<ListenerSasl>>,
     OwnedSemaphorePermit,
 );
 

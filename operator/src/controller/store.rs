@@ -7,7 +7,7 @@ use std::fs;
 use std::io;
 use std::path::PathBuf;
 
-use broker::storage::checkpoint::write_atomic;
+use broker::storage::checkpoint::write_atomic_private;
 
 use super::state::ControllerState;
 
@@ -83,7 +83,7 @@ impl FileStore {
         }
         let bytes =
             serde_json::to_vec_pretty(state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        write_atomic(&self.path, &bytes)?;
+        write_atomic_private(&self.path, &bytes)?;
         Ok(())
     }
 }
