@@ -212,6 +212,10 @@ struct Cli {
         env = "STRAND_SASL_ENABLED_MECHANISMS"
     )]
     sasl_enabled_mechanisms: String,
+    /// Per-listener sasl.enabled.mechanisms, from --config-file's
+    /// listener.name.<listener>.sasl.enabled.mechanisms.
+    #[arg(skip)]
+    listener_sasl_mechanisms: Vec<(String, String)>,
     /// PLAIN's users per listener, from --config-file's
     /// listener.name.<listener>.plain.sasl.jaas.config.
     #[arg(skip)]
@@ -323,6 +327,12 @@ fn apply_config_file(cli: &mut Cli, path: &std::path::Path) -> anyhow::Result<()
             "replica.selector.class" => cli.replica_selector_class = v.to_string(),
             "listener.security.protocol.map" => cli.listener_security_protocol_map = v.into(),
             "sasl.enabled.mechanisms" => cli.sasl_enabled_mechanisms = v.into(),
+            k if k.starts_with("listener.name.") && k.ends_with(".sasl.enabled.mechanisms") => {
+                let listener =
+                    &k["listener.name.".len()..k.len() - ".sasl.enabled.mechanisms".len()];
+                cli.listener_sasl_mechanisms
+                    .push((listener.to_ascii_lowercase(), v.to_string()));
+            }
             // Passwords: never echoed in an error.
             k if k.starts_with("listener.name.") && k.ends_with(".plain.sasl.jaas.config") => {
                 let listener =
@@ -453,23 +463,19 @@ fn sasl_from(cli: &Cli) -> anyhow::Result<BTreeMap<String, Arc<ListenerSasl>>> {
         .filter(|(_, p)| p.sasl())
         .map(|(n, p)| (n, *p))
         .collect();
-    let mut mechanisms = Vec::new();
-    for name in cli
-        .sasl_enabled_mechanisms
-        .split(',')
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-    {
-        match SaslMechanism::from_name(&name.to_ascii_uppercase()) {
-            Some(m) if !mechanisms.contains(&m) => mechanisms.push(m),
-            Some(_) => {}
-            None => bail!(
-                "sasl.enabled.mechanisms: {name:?} is not served; SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN are"
-            ),
+    let mechanisms = parse_mechanisms("sasl.enabled.mechanisms", &cli.sasl_enabled_mechanisms)?;
+    let mut per_listener: BTreeMap<&str, Vec<SaslMechanism>> = BTreeMap::new();
+    for (listener, value) in &cli.listener_sasl_mechanisms {
+        let key = format!("listener.name.{listener}.sasl.enabled.mechanisms");
+        if !sasl.iter().any(|(n, _)| *n == listener) {
+            bail!("{key}: {listener:?} is not a SASL_PLAINTEXT or SASL_SSL listener");
         }
-    }
-    if !sasl.is_empty() && mechanisms.is_empty() {
-        bail!("SASL listeners are configured but sasl.enabled.mechanisms is empty");
+        if per_listener
+            .insert(listener, parse_mechanisms(&key, value)?)
+            .is_some()
+        {
+            bail!("{key} is given twice");
+        }
     }
     if !sasl.is_empty() && cli.controller.is_some() && cli.cluster_secret_file.is_none() {
         bail!(
@@ -489,6 +495,13 @@ fn sasl_from(cli: &Cli) -> anyhow::Result<BTreeMap<String, Arc<ListenerSasl>>> {
     }
     let mut out = BTreeMap::new();
     for (name, protocol) in sasl {
+        let mechanisms = per_listener
+            .get(name.as_str())
+            .unwrap_or(&mechanisms)
+            .clone();
+        if mechanisms.is_empty() {
+            bail!("listener {name:?} speaks SASL but its sasl.enabled.mechanisms is empty");
+        }
         let plain_users = plain
             .get(name.as_str())
             .map(|u| (*u).clone())
@@ -508,12 +521,27 @@ fn sasl_from(cli: &Cli) -> anyhow::Result<BTreeMap<String, Arc<ListenerSasl>>> {
         out.insert(
             name.clone(),
             Arc::new(ListenerSasl {
-                mechanisms: mechanisms.clone(),
+                mechanisms,
                 plain_users,
             }),
         );
     }
     Ok(out)
+}
+
+/// A list of SASL mechanism names (`key` names the setting in errors).
+fn parse_mechanisms(key: &str, value: &str) -> anyhow::Result<Vec<SaslMechanism>> {
+    let mut mechanisms = Vec::new();
+    for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        match SaslMechanism::from_name(&name.to_ascii_uppercase()) {
+            Some(m) if !mechanisms.contains(&m) => mechanisms.push(m),
+            Some(_) => {}
+            None => {
+                bail!("{key}: {name:?} is not served; SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN are")
+            }
+        }
+    }
+    Ok(mechanisms)
 }
 
 fn config_from(cli: &Cli) -> anyhow::Result<BrokerConfig> {

@@ -265,9 +265,18 @@ fn bad_tls_settings_are_refused_at_start() {
                 "--listener-security-protocol-map",
                 "external:SASL_PLAINTEXT",
                 "--sasl-enabled-mechanisms",
-                "SCRAM-SHA-512,PLAIN",
+                "SCRAM-SHA-512,GSSAPI",
             ],
-            "\"PLAIN\" is not served",
+            "\"GSSAPI\" is not served",
+        ),
+        (
+            &[
+                "--listener-security-protocol-map",
+                "external:SASL_PLAINTEXT",
+                "--sasl-enabled-mechanisms",
+                "PLAIN",
+            ],
+            "listener.name.external.plain.sasl.jaas.config",
         ),
         (
             &[

@@ -9,6 +9,8 @@ listener `saslssl` (with a certificate from a CA made here):
 - Kafka's console producer and consumer (kafka-clients' own SCRAM), confluent-kafka
   (librdkafka's) and kafka-python (its own) log in and produce and consume, over
   SASL_PLAINTEXT and over SASL_SSL;
+- PLAIN with the static users of the listener's JAAS config (Kafka's PlainLoginModule
+  `user_<name>` entries) logs in over SASL_SSL; PLAIN is not offered where it is not enabled;
 - a wrong password, an unknown user, a deleted credential and a client without SASL are
   refused with an authentication error, and nothing is written.
 
@@ -41,7 +43,18 @@ def sasl(tmp_path_factory):
     (d / "broker.pem").write_bytes(key + cert)
     (d / "ca.pem").write_bytes(ca.pem())
     sasl_port, ssl_port = free_port(), free_port()
+    # PLAIN's static users, as Kafka's docs write them (a JAAS line continued with `\`), on
+    # the TLS listener only.
+    (d / "server.properties").write_text(
+        "sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512\n"
+        "listener.name.saslssl.sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN\n"
+        "listener.name.saslssl.plain.sasl.jaas.config="
+        "org.apache.kafka.common.security.plain.PlainLoginModule required \\\n"
+        "    username=\"admin\" password=\"admin-secret\" \\\n"
+        "    user_dave=\"dave-secret\";\n"
+    )
     broker = Broker(d, [
+        "--config-file", str(d / "server.properties"),
         "--listener", "sasl=127.0.0.1:%d" % sasl_port,
         "--listener", "saslssl=127.0.0.1:%d" % ssl_port,
         "--listener-security-protocol-map", "INTERNAL:PLAINTEXT,SASL:SASL_PLAINTEXT,SASLSSL:SASL_SSL",
@@ -87,19 +100,24 @@ def test_kafka_configs_describes_the_users_without_their_keys(sasl):
     assert "password" not in out and "secret" not in out, out
 
 
-@pytest.mark.parametrize("listener", ["sasl", "saslssl"])
-def test_kafkas_console_tools_log_in_with_scram(sasl, listener, tmp_path):
-    props = tmp_path / "scram.properties"
+@pytest.mark.parametrize("listener,mechanism,user,password", [
+    ("sasl", "SCRAM-SHA-512", "alice", "alice-secret"),
+    ("saslssl", "SCRAM-SHA-512", "alice", "alice-secret"),
+    ("saslssl", "PLAIN", "dave", "dave-secret"),
+])
+def test_kafkas_console_tools_log_in(sasl, listener, mechanism, user, password, tmp_path):
+    module = ("org.apache.kafka.common.security.plain.PlainLoginModule" if mechanism == "PLAIN"
+              else "org.apache.kafka.common.security.scram.ScramLoginModule")
+    props = tmp_path / "client.properties"
     props.write_text(
-        "security.protocol=%s\nsasl.mechanism=SCRAM-SHA-512\n"
-        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
-        "username=\"alice\" password=\"alice-secret\";\n"
-        % ("SASL_SSL" if listener == "saslssl" else "SASL_PLAINTEXT")
+        "security.protocol=%s\nsasl.mechanism=%s\n"
+        "sasl.jaas.config=%s required username=\"%s\" password=\"%s\";\n"
+        % ("SASL_SSL" if listener == "saslssl" else "SASL_PLAINTEXT", mechanism, module, user, password)
         + ("ssl.truststore.type=PEM\nssl.truststore.location=%s\n" % sasl["ca"]
            if listener == "saslssl" else "")
     )
-    lines = ["scram-%d" % i for i in range(5)]
-    topic = "strand-sasl-java-%s-%s" % (listener, RUN_ID)
+    lines = ["sasl-%d" % i for i in range(5)]
+    topic = "strand-sasl-java-%s-%s-%s" % (listener, mechanism.lower(), RUN_ID)
     assert console_round_trip(sasl[listener], props, topic, lines) == lines
 
 
@@ -154,15 +172,28 @@ def topics(sasl):
     ("bob", "bob-secret", "SCRAM-SHA-256"),  # bob has a SHA-512 credential only
 ])
 def test_bad_credentials_are_refused_and_write_nothing(sasl, user, password, mechanism):
+    refused_to_write(sasl, "sasl", user, password, mechanism)
+
+
+@pytest.mark.parametrize("listener,user,password", [
+    ("saslssl", "dave", "wrong"),
+    ("saslssl", "alice", "alice-secret"),  # a SCRAM user is not a PLAIN one
+    ("sasl", "dave", "dave-secret"),  # PLAIN is not enabled on this listener
+])
+def test_plain_refuses_wrong_passwords_and_where_it_is_off(sasl, listener, user, password):
+    refused_to_write(sasl, listener, user, password, "PLAIN")
+
+
+def refused_to_write(sasl, listener, user, password, mechanism):
     errors = []
-    conf = librdkafka_conf(sasl, "sasl", user, password, mechanism)
+    conf = librdkafka_conf(sasl, listener, user, password, mechanism)
     conf.update({
         "message.timeout.ms": 5000, "error_cb": errors.append,
         "reconnect.backoff.ms": 1000, "reconnect.backoff.max.ms": 2000,
     })
     producer = confluent_kafka.Producer(conf)
     delivered = []
-    topic = "strand-sasl-refused-%s-%s" % (user, RUN_ID)
+    topic = "strand-sasl-refused-%s-%s-%s-%s" % (listener, user, mechanism.lower(), RUN_ID)
     producer.produce(topic, b"never", on_delivery=lambda e, m: delivered.append(e))
     producer.flush(15)
     assert len(delivered) == 1 and delivered[0] is not None, delivered
