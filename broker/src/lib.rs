@@ -25,6 +25,7 @@ pub mod blocking;
 pub mod clock;
 pub mod cluster;
 pub mod group;
+pub mod in_force;
 pub mod listener;
 pub mod log_limit;
 pub mod metadata;

@@ -212,6 +212,17 @@ struct Cli {
         env = "STRAND_SASL_ENABLED_MECHANISMS"
     )]
     sasl_enabled_mechanisms: String,
+    /// Kafka's authorizer (authorizer.class.name):
+    /// org.apache.kafka.metadata.authorizer.StandardAuthorizer switches on ACLs, made with
+    /// kafka-acls (CreateAcls). Empty (the default): no authorization, as in Kafka.
+    #[arg(long, default_value = "", env = "STRAND_AUTHORIZER_CLASS_NAME")]
+    authorizer_class_name: String,
+    /// Principals allowed everything (super.users), e.g. User:admin;User:CN=ops.
+    #[arg(long, default_value = "", env = "STRAND_SUPER_USERS")]
+    super_users: String,
+    /// Whether a resource no ACL names is open to everyone (allow.everyone.if.no.acl.found).
+    #[arg(long, env = "STRAND_ALLOW_EVERYONE_IF_NO_ACL_FOUND")]
+    allow_everyone_if_no_acl_found: bool,
     /// Per-listener sasl.enabled.mechanisms, from --config-file's
     /// listener.name.<listener>.sasl.enabled.mechanisms.
     #[arg(skip)]
@@ -327,6 +338,11 @@ fn apply_config_file(cli: &mut Cli, path: &std::path::Path) -> anyhow::Result<()
             "replica.selector.class" => cli.replica_selector_class = v.to_string(),
             "listener.security.protocol.map" => cli.listener_security_protocol_map = v.into(),
             "sasl.enabled.mechanisms" => cli.sasl_enabled_mechanisms = v.into(),
+            "authorizer.class.name" => cli.authorizer_class_name = v.into(),
+            "super.users" => cli.super_users = v.into(),
+            "allow.everyone.if.no.acl.found" => {
+                cli.allow_everyone_if_no_acl_found = v.parse().map_err(|e| bad(&e))?
+            }
             k if k.starts_with("listener.name.") && k.ends_with(".sasl.enabled.mechanisms") => {
                 let listener =
                     &k["listener.name.".len()..k.len() - ".sasl.enabled.mechanisms".len()];
@@ -529,6 +545,38 @@ fn sasl_from(cli: &Cli) -> anyhow::Result<BTreeMap<String, Arc<ListenerSasl>>> {
     Ok(out)
 }
 
+/// Kafka's authorizer settings: on when `authorizer.class.name` names Kafka's ACL authorizer.
+fn authorizer_from(cli: &Cli) -> anyhow::Result<Option<Arc<broker::auth::acl::Settings>>> {
+    use broker::auth::acl;
+    let class = cli.authorizer_class_name.trim();
+    if class.is_empty() {
+        if !cli.super_users.trim().is_empty() {
+            bail!("super.users is set but authorizer.class.name is not: nothing would be checked");
+        }
+        return Ok(None);
+    }
+    if !acl::AUTHORIZER_CLASSES.contains(&class) {
+        bail!(
+            "authorizer.class.name {class:?} is not served; {} switches on Kafka's ACLs",
+            acl::AUTHORIZER_CLASSES[0]
+        );
+    }
+    if cli.controller.is_some() && cli.cluster_secret_file.is_none() {
+        bail!(
+            "an authorizer in a cluster needs --cluster-secret-file: brokers replicate as the user {} (a super user), which they can only prove with it",
+            broker::auth::BROKER_USER
+        );
+    }
+    let mut super_users =
+        acl::parse_super_users(&cli.super_users).map_err(|e| anyhow::anyhow!(e))?;
+    // The brokers themselves (replication, the controller's calls) are never refused.
+    super_users.insert(format!("User:{}", broker::auth::BROKER_USER));
+    Ok(Some(Arc::new(acl::Settings {
+        super_users,
+        allow_if_no_acl: cli.allow_everyone_if_no_acl_found,
+    })))
+}
+
 /// A list of SASL mechanism names (`key` names the setting in errors).
 fn parse_mechanisms(key: &str, value: &str) -> anyhow::Result<Vec<SaslMechanism>> {
     let mut mechanisms = Vec::new();
@@ -647,6 +695,7 @@ fn config_from(cli: &Cli) -> anyhow::Result<BrokerConfig> {
         },
         replica_selector: ReplicaSelector::from_class(&cli.replica_selector_class)
             .map_err(|e| anyhow::anyhow!(e))?,
+        authorizer: authorizer_from(cli)?,
     })
 }
 

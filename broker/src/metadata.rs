@@ -130,6 +130,9 @@ pub struct ClusterMetadata {
     /// mechanism) order: salts and derived keys, never passwords.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scram_credentials: Vec<crate::auth::users::UserCredential>,
+    /// ACLs (Kafka's CreateAcls), in order; every broker with an authorizer enforces them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acls: Vec<crate::auth::acl::Acl>,
 }
 
 impl ClusterMetadata {

@@ -58,6 +58,9 @@ pub struct BrokerConfig {
     /// Which replica a consumer that names its rack is sent to (Kafka's
     /// replica.selector.class, KIP-392).
     pub replica_selector: crate::replication::read_replica::ReplicaSelector,
+    /// Kafka's authorizer (`authorizer.class.name`): when set, every request is checked
+    /// against the ACLs (`auth::authorize`).
+    pub authorizer: Option<Arc<crate::auth::acl::Settings>>,
 }
 
 impl BrokerConfig {
@@ -154,6 +157,8 @@ pub struct Broker {
     pub quotas: crate::quota::Quotas,
     /// Client users' SCRAM credentials in force (`auth::users`).
     pub scram_users: Arc<crate::auth::users::ScramUsers>,
+    /// ACLs in force (`auth::acl`); enforced when the config has an authorizer.
+    pub acls: crate::auth::acl::Acls,
     /// Incremental fetch sessions (`api::fetch_session`).
     pub fetch_sessions: Mutex<crate::api::fetch_session::SessionCache>,
 }
@@ -179,6 +184,7 @@ impl Broker {
             groups: GroupCoordinator::new(config.groups.clone()),
             quotas: crate::quota::Quotas::default(),
             scram_users: Arc::default(),
+            acls: Default::default(),
             fetch_sessions: Mutex::new(crate::api::fetch_session::SessionCache::new(
                 config.fetch_sessions,
             )),
@@ -190,6 +196,7 @@ impl Broker {
             broker
                 .scram_users
                 .set(crate::auth::users::load(&broker.scram_file())?);
+            broker.acls.set(crate::auth::acl::load(&broker.acl_file())?);
         }
         let records = if broker.config.cluster_mode {
             Vec::new()
@@ -231,6 +238,11 @@ impl Broker {
     /// Where a standalone broker keeps its client quotas.
     pub fn quota_file(&self) -> PathBuf {
         self.config.data_dir.join("client-quotas.json")
+    }
+
+    /// Where a standalone broker keeps its ACLs.
+    pub fn acl_file(&self) -> PathBuf {
+        self.config.data_dir.join("acls.json")
     }
 
     /// Where a standalone broker keeps its client users' SCRAM credentials.
@@ -684,6 +696,9 @@ impl Broker {
         if *self.scram_users.current() != meta.scram_credentials {
             self.scram_users.set(meta.scram_credentials.clone());
         }
+        if *self.acls.current() != meta.acls {
+            self.acls.set(meta.acls.clone());
+        }
         let node = self.config.node_id;
         let now = crate::clock::now_ms();
         let _guard = self.topic_changes.lock().unwrap_or_else(|p| p.into_inner());
@@ -1007,6 +1022,7 @@ mod tests {
             cluster_secret: None,
             fetch_sessions: Default::default(),
             replica_selector: Default::default(),
+            authorizer: None,
         }
     }
 

@@ -1,8 +1,10 @@
 //! Kafka API handlers, one file per API key. Each takes the broker state and a decoded request
 //! and returns a [`Reply`]; the connection encodes and writes it in request order.
 
+pub mod acls;
 pub mod alter_configs;
 pub mod api_versions;
+pub mod authorize;
 pub mod client_quotas;
 pub mod cluster_admin;
 pub mod create_partitions;
@@ -87,6 +89,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // Client users' SCRAM credentials (`scram_credentials`, `auth::users`).
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
+    // ACLs (`acls`, `auth::acl`); v0 (no pattern types) is gone from Kafka 4 clients.
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
     // Read-only views: Metadata's, paged (`describe_topic_partitions`), and the idempotent
     // producer state a replica keeps (`describe_producers`).
     (ApiKey::DescribeTopicPartitions, 0, 0),
@@ -144,13 +150,59 @@ impl Reply {
     }
 }
 
-/// Runs the handler for a decoded request.
+impl Reply {
+    /// Applies `f` to the response, now or once it completes.
+    fn then(self, f: authorize::Post) -> Self {
+        match self {
+            Reply::Now(mut body) => {
+                f(&mut body);
+                Reply::Now(body)
+            }
+            Reply::Later(fut) => Reply::Later(Box::pin(async move {
+                let mut body = fut.await;
+                f(&mut body);
+                body
+            })),
+            other => other,
+        }
+    }
+}
+
+/// Authorizes a decoded request (when the broker has an authorizer), then runs its handler.
 pub fn dispatch(
     broker: &Arc<Broker>,
     request: RequestKind,
     version: i16,
     client: &Client,
 ) -> Reply {
+    let Some(settings) = &broker.config.authorizer else {
+        return route(broker, request, version, client);
+    };
+    let who = authorize::Who::new(Arc::clone(settings), broker.acls.current(), client);
+    match authorize::check(who, request, version) {
+        authorize::Checked::Go(request, None) => route(broker, request, version, client),
+        authorize::Checked::Go(request, Some(post)) => {
+            route(broker, request, version, client).then(post)
+        }
+        authorize::Checked::Refused(body) => Reply::now(body),
+        authorize::Checked::Unchecked => {
+            if let Some(suppressed) = UNCHECKED.allow() {
+                tracing::warn!(
+                    suppressed,
+                    "closing connection: a request of an API without an authorization rule"
+                );
+            }
+            Reply::Close
+        }
+    }
+}
+
+/// Rate-limits the warning for requests the authorizer has no rule for.
+static UNCHECKED: crate::log_limit::Limit =
+    crate::log_limit::Limit::new(5, std::time::Duration::from_secs(60));
+
+/// Runs the handler for a decoded (and authorized) request.
+fn route(broker: &Arc<Broker>, request: RequestKind, version: i16, client: &Client) -> Reply {
     if let Some(rt) = broker.cluster() {
         match request {
             RequestKind::Metadata(r) => {
@@ -258,6 +310,11 @@ fn dispatch_local(
             ))
         }
         RequestKind::AlterUserScramCredentials(r) => scram_credentials::handle_alter(broker, r),
+        RequestKind::DescribeAcls(r) => {
+            Reply::now(ResponseKind::DescribeAcls(acls::handle_describe(broker, r)))
+        }
+        RequestKind::CreateAcls(r) => acls::handle_create(broker, r),
+        RequestKind::DeleteAcls(r) => acls::handle_delete(broker, r),
         RequestKind::DescribeLogDirs(r) => Reply::now(ResponseKind::DescribeLogDirs(
             describe_log_dirs::handle(broker, r),
         )),

@@ -15,6 +15,7 @@
 //!
 //! The controller's HTTP API is not encrypted: put it on a network only the cluster reaches.
 
+pub mod acl;
 pub mod plain;
 pub mod sasl;
 pub mod scram;

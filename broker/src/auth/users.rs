@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -326,26 +325,9 @@ pub fn describe(
 }
 
 /// The credentials in force on this broker.
-#[derive(Default)]
-pub struct ScramUsers {
-    list: RwLock<Arc<Vec<UserCredential>>>,
-    /// Serialises standalone alterations (read, apply, write the file, put in force).
-    changes: Mutex<()>,
-}
+pub type ScramUsers = crate::in_force::InForce<UserCredential>;
 
 impl ScramUsers {
-    pub fn current(&self) -> Arc<Vec<UserCredential>> {
-        Arc::clone(&self.list.read().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    pub fn set(&self, creds: Vec<UserCredential>) {
-        *self.list.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(creds);
-    }
-
-    pub fn changing(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.changes.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     pub fn credential(&self, user: &str, mechanism: Mechanism) -> Option<Credential> {
         self.current()
             .iter()

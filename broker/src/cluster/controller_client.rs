@@ -344,6 +344,20 @@ impl ControllerClient {
         Ok(c.changed)
     }
 
+    /// Adds and removes exact ACL bindings (Kafka's CreateAcls and DeleteAcls).
+    pub async fn alter_acls(
+        &self,
+        add: &[crate::auth::acl::Acl],
+        remove: &[crate::auth::acl::Acl],
+    ) -> Result<bool, ControllerCallError> {
+        let body = serde_json::json!({ "add": add, "remove": remove });
+        let c: Changed = Self::some(
+            self.call(self.http.post(format!("{}/v1/acls", self.base)).json(&body))
+                .await?,
+        )?;
+        Ok(c.changed)
+    }
+
     /// Grows `topic` to `partitions` partitions (Kafka's CreatePartitions); the controller
     /// places the new ones. Returns whether it changed (false: it already had that many).
     pub async fn add_partitions(

@@ -146,6 +146,9 @@ pub fn set_throttle(body: &mut ResponseKind, ms: u64) {
         DescribeProducers,
         DescribeUserScramCredentials,
         AlterUserScramCredentials,
+        DescribeAcls,
+        CreateAcls,
+        DeleteAcls,
     );
 }
 

@@ -797,6 +797,20 @@ pub fn alter_scram_credentials(
     Ok(changed)
 }
 
+/// Adds and removes ACLs (Kafka's CreateAcls and DeleteAcls, checked by the broker that took
+/// the request); removing one that is already gone is not an error.
+pub fn alter_acls(
+    state: &mut ControllerState,
+    add: &[broker::auth::acl::Acl],
+    remove: &[broker::auth::acl::Acl],
+) -> Result<bool, ControllerError> {
+    let changed = broker::auth::acl::alter(&mut state.metadata.acls, add, remove);
+    if changed {
+        bump(state);
+    }
+    Ok(changed)
+}
+
 /// Compare-and-set for config changes computed from a copy (IncrementalAlterConfigs merges
 /// into the overrides a broker saw): refused when the overrides are no longer `expected`.
 pub fn check_topic_configs(

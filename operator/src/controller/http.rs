@@ -41,6 +41,7 @@ pub fn router<S: Store + Send + Sync + 'static>(controller: Arc<Controller<S>>) 
         .route("/v1/producer-ids", post(producer_ids::<S>))
         .route("/v1/client-quotas", post(alter_client_quotas::<S>))
         .route("/v1/scram-credentials", post(alter_scram_credentials::<S>))
+        .route("/v1/acls", post(alter_acls::<S>))
         .route("/v1/admin/brokers/{id}/drain", post(drain::<S>))
         .route(
             "/v1/admin/brokers/{id}/decommission",
@@ -440,6 +441,26 @@ async fn alter_scram_credentials<S: Store>(
 ) -> Result<Json<Changed>, Failure> {
     let changed = c
         .update(|s, _| decisions::alter_scram_credentials(s, &b.alterations))
+        .await?;
+    Ok(Json(Changed { changed }))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AclAlterations {
+    #[serde(default)]
+    pub add: Vec<broker::auth::acl::Acl>,
+    #[serde(default)]
+    pub remove: Vec<broker::auth::acl::Acl>,
+}
+
+/// Adds and removes ACLs (a broker answering CreateAcls or DeleteAcls sends exact bindings);
+/// brokers enforce them from the metadata.
+async fn alter_acls<S: Store>(
+    State(c): Ctl<S>,
+    Json(b): Json<AclAlterations>,
+) -> Result<Json<Changed>, Failure> {
+    let changed = c
+        .update(|s, _| decisions::alter_acls(s, &b.add, &b.remove))
         .await?;
     Ok(Json(Changed { changed }))
 }
