@@ -428,6 +428,9 @@ async fn probe(ctx: &mut Ctx, key: ApiKey, version: i16) -> Probe {
         ApiKey::DescribeUserScramCredentials | ApiKey::AlterUserScramCredentials => {
             scram_credentials_at(ctx, version).await
         }
+        ApiKey::DescribeAcls | ApiKey::CreateAcls | ApiKey::DeleteAcls => {
+            acls_at(ctx, version).await
+        }
         ApiKey::DescribeTopicPartitions => describe_topic_partitions_at(ctx, version).await,
         ApiKey::DescribeProducers => describe_producers_at(ctx, version).await,
         other => panic!(
@@ -2138,6 +2141,47 @@ async fn scram_credentials_at(ctx: &mut Ctx, v: i16) -> Probe {
     expect_code("delete", r.results[0].error_code, None, &r)?;
     let r = ctx.send(&describe, v).await?;
     expect_code("deleted", r.results[0].error_code, not_found, &r)?;
+    Ok(())
+}
+
+/// This broker has no authorizer: every ACL API answers SECURITY_DISABLED, as Kafka's does,
+/// and creates nothing (test_acls.py covers the authorizer).
+async fn acls_at(ctx: &mut Ctx, v: i16) -> Probe {
+    use kafka_protocol::messages::create_acls_request::AclCreation;
+    use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
+    use kafka_protocol::messages::{CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest};
+    let disabled = Some(ResponseError::SecurityDisabled);
+    let create = CreateAclsRequest::default().with_creations(vec![
+        AclCreation::default()
+            .with_resource_type(2)
+            .with_resource_name(sb(TOPIC))
+            .with_resource_pattern_type(3)
+            .with_principal(sb("User:alice"))
+            .with_host(sb("*"))
+            .with_operation(3)
+            .with_permission_type(3),
+    ]);
+    let r = ctx.send(&create, v).await?;
+    check!(r.results.len() == 1, "one result: {r:?}");
+    expect_code("create", r.results[0].error_code, disabled, &r)?;
+    let describe = DescribeAclsRequest::default()
+        .with_resource_type_filter(1)
+        .with_pattern_type_filter(1)
+        .with_operation(1)
+        .with_permission_type(1);
+    let r = ctx.send(&describe, v).await?;
+    expect_code("describe", r.error_code, disabled, &r)?;
+    check!(r.resources.is_empty(), "nothing described: {r:?}");
+    let delete = DeleteAclsRequest::default().with_filters(vec![
+        DeleteAclsFilter::default()
+            .with_resource_type_filter(1)
+            .with_pattern_type_filter(1)
+            .with_operation(1)
+            .with_permission_type(1),
+    ]);
+    let r = ctx.send(&delete, v).await?;
+    check!(r.filter_results.len() == 1, "one filter result: {r:?}");
+    expect_code("delete", r.filter_results[0].error_code, disabled, &r)?;
     Ok(())
 }
 
