@@ -2,7 +2,8 @@
 //! AlterUserScramCredentials logs in with SCRAM, survives a restart, and is gone once deleted;
 //! a SASL listener serves nothing but ApiVersions before authentication and closes a
 //! connection that asks for more or fails to log in; in a cluster a user made through one
-//! broker logs in on another (the credential travels with the controller's metadata).
+//! broker logs in on another, and an ACL made through one broker is enforced on every broker
+//! (both travel with the controller's metadata).
 
 mod common;
 
@@ -14,8 +15,11 @@ use bytes::Bytes;
 use kafka_protocol::messages::alter_user_scram_credentials_request::{
     ScramCredentialDeletion, ScramCredentialUpsertion,
 };
+use kafka_protocol::messages::create_acls_request::AclCreation;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    AlterUserScramCredentialsRequest, ApiVersionsRequest, MetadataRequest,
+    AlterUserScramCredentialsRequest, ApiVersionsRequest, CreateAclsRequest, MetadataRequest,
+    TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -59,6 +63,25 @@ async fn login(addr: &str, m: Mechanism, user: &str, password: &str) -> Result<(
         .await
         .map(|_| ())
         .map_err(|e| format!("metadata after login: {e}"))
+}
+
+/// The error carol gets for topic acl-t in Metadata on `addr` (29: TOPIC_AUTHORIZATION_FAILED).
+async fn carols_view(addr: &str) -> i16 {
+    let mut c = Connection::connect(addr, "carol").await.unwrap();
+    c.authenticate_as(Mechanism::Sha256, "carol", b"carol-secret")
+        .await
+        .unwrap();
+    let r = c
+        .send(
+            &MetadataRequest::default().with_topics(Some(vec![
+                MetadataRequestTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_static_str("acl-t")))),
+            ])),
+            12,
+        )
+        .await
+        .unwrap();
+    r.topics[0].error_code
 }
 
 /// Whether the connection is closed by the broker (a read ends) after `send` fails or succeeds.
@@ -161,9 +184,13 @@ async fn a_user_made_through_one_broker_logs_in_on_every_broker() {
     let dir = test_dir();
     let base = base_port(0);
     let ext = base + 30;
+    // With Kafka's authorizer; the internal listener's anonymous clients (this test's admin)
+    // are super users.
     let args = format!(
         "{BROKER_ARGS} --listener sasl=127.0.0.1:{ext}+id \
-         --listener-security-protocol-map sasl:SASL_PLAINTEXT"
+         --listener-security-protocol-map sasl:SASL_PLAINTEXT \
+         --authorizer-class-name org.apache.kafka.metadata.authorizer.StandardAuthorizer \
+         --super-users User:ANONYMOUS"
     );
     let cluster = Cluster::launch_env(
         dir.path(),
@@ -187,6 +214,40 @@ async fn a_user_made_through_one_broker_logs_in_on_every_broker() {
         }
         assert!(metadata_closes(&addr).await, "broker {id}");
     }
+    // ACLs: carol may not describe the topic on any broker until one made through broker 0
+    // lets her, on every broker.
+    cluster.create_topic("acl-t", 1).await;
+    for id in 0..3u16 {
+        let addr = format!("127.0.0.1:{}", ext + id);
+        assert_eq!(carols_view(&addr).await, 29, "broker {id}");
+    }
+    let mut admin = Connection::connect(&first, "admin").await.unwrap();
+    let r = admin
+        .send(
+            &CreateAclsRequest::default().with_creations(vec![
+                AclCreation::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("acl-t"))
+                    .with_resource_pattern_type(3)
+                    .with_principal(StrBytes::from_static_str("User:carol"))
+                    .with_host(StrBytes::from_static_str("*"))
+                    .with_operation(8)
+                    .with_permission_type(3),
+            ]),
+            3,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.results[0].error_code, 0, "{r:?}");
+    for id in 0..3u16 {
+        let addr = format!("127.0.0.1:{}", ext + id);
+        let mut tries = 0;
+        while carols_view(&addr).await != 0 {
+            tries += 1;
+            assert!(tries < 50, "broker {id} still refuses carol");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     // The controller never shows the keys, even with its token.
     let described = cluster
         .controller(reqwest::Method::GET, "/v1/admin/describe")
@@ -196,7 +257,10 @@ async fn a_user_made_through_one_broker_logs_in_on_every_broker() {
         .text()
         .await
         .unwrap();
-    assert!(!described.contains("carol"), "{described}");
+    assert!(
+        !described.contains("stored_key") && !described.contains("scram"),
+        "{described}"
+    );
     let delete = AlterUserScramCredentialsRequest::default().with_deletions(vec![
         ScramCredentialDeletion::default()
             .with_name(StrBytes::from_static_str("carol"))
