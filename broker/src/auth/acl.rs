@@ -435,8 +435,8 @@ mod tests {
         let mut acls = Vec::new();
         assert!(alter(&mut acls, &[a.clone(), b.clone(), a.clone()], &[]));
         assert_eq!(acls.len(), 2);
-        assert!(!alter(&mut acls, &[a.clone()], &[]));
-        assert!(alter(&mut acls, &[], &[a.clone()]));
+        assert!(!alter(&mut acls, std::slice::from_ref(&a), &[]));
+        assert!(alter(&mut acls, &[], std::slice::from_ref(&a)));
         assert_eq!(acls, vec![b]);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("acls.json");

@@ -422,7 +422,7 @@ mod tests {
         for msg in [
             &b"\0dave\0wrong"[..],
             b"\0alice\0alice-secret",
-            b"\0strand-broker\00123456789abcdef0123456789abcdef",
+            b"\0strand-broker\x000123456789abcdef0123456789abcdef",
         ] {
             let mut s = with_alice_and(both.clone(), jaas);
             assert_eq!(s.handshake("PLAIN"), None);

@@ -274,12 +274,12 @@ fn plan_user(
     Ok(out)
 }
 
+/// A described user's mechanisms and iteration counts, or why not.
+pub type Described = Result<Vec<(Mechanism, u32)>, Refused>;
+
 /// What DescribeUserScramCredentials answers: for every user with a credential (`asked`
 /// None or empty), or for each user asked, its mechanisms and iteration counts.
-pub fn describe(
-    known: &[UserCredential],
-    asked: Option<&[&str]>,
-) -> Vec<(String, Result<Vec<(Mechanism, u32)>, Refused>)> {
+pub fn describe(known: &[UserCredential], asked: Option<&[&str]>) -> Vec<(String, Described)> {
     // `known` is in (user, mechanism) order: a user's entries are found by binary search.
     let of = |user: &str| -> Vec<(Mechanism, u32)> {
         let start = known.partition_point(|c| c.user.as_str() < user);

@@ -115,7 +115,6 @@ pub async fn serve<R, W>(
         }
         None => SaslSession::brokers_only(secret),
     };
-    let sasl_required = sasl.requires_authentication();
     // The span has the connection's client id (recorded at its first request that names one).
     let mut named = false;
     loop {
@@ -150,7 +149,6 @@ pub async fn serve<R, W>(
             &listener,
             certified.as_ref(),
             &mut sasl,
-            sasl_required,
             &mut named,
         );
         // The request is handled (or failed); its frame is gone. Only a built response still
@@ -365,7 +363,6 @@ fn parse_and_handle(
     listener: &Arc<str>,
     certified: Option<&Arc<str>>,
     sasl: &mut SaslSession,
-    sasl_required: bool,
     named: &mut bool,
 ) -> Result<Handled, Close> {
     if frame.len() < 8 {
@@ -392,7 +389,7 @@ fn parse_and_handle(
     }
     // Kafka's SASL listeners serve nothing else before authentication, and close the
     // connection of a client that asks (it is misconfigured: no SASL settings).
-    if sasl_required
+    if sasl.requires_authentication()
         && !sasl.authenticated()
         && !matches!(
             api_key,
