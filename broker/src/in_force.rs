@@ -1,30 +1,30 @@
-//! A list every connection reads and an admin request replaces (SCRAM credentials, ACLs):
+//! What every connection reads and an admin request replaces (SCRAM credentials, ACLs):
 //! readers take the current `Arc` without waiting on a change, and standalone changes (read,
 //! apply, write the file, put in force) take turns.
 
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-pub struct InForce<T> {
-    list: RwLock<Arc<Vec<T>>>,
+pub struct InForce<C> {
+    current: RwLock<Arc<C>>,
     changes: Mutex<()>,
 }
 
-impl<T> Default for InForce<T> {
+impl<C: Default> Default for InForce<C> {
     fn default() -> Self {
         Self {
-            list: RwLock::new(Arc::new(Vec::new())),
+            current: RwLock::new(Arc::new(C::default())),
             changes: Mutex::new(()),
         }
     }
 }
 
-impl<T> InForce<T> {
-    pub fn current(&self) -> Arc<Vec<T>> {
-        Arc::clone(&self.list.read().unwrap_or_else(|p| p.into_inner()))
+impl<C> InForce<C> {
+    pub fn current(&self) -> Arc<C> {
+        Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    pub fn set(&self, list: Vec<T>) {
-        *self.list.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(list);
+    pub fn set(&self, value: C) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(value);
     }
 
     /// Held while a standalone change is read, applied, written and put in force.

@@ -159,6 +159,9 @@ pub struct Broker {
     pub scram_users: Arc<crate::auth::users::ScramUsers>,
     /// ACLs in force (`auth::acl`); enforced when the config has an authorizer.
     pub acls: crate::auth::acl::Acls,
+    /// Whether the ACLs are known yet: standalone from the start, in a cluster once the
+    /// controller's metadata has been applied. Until then only super users are served.
+    pub acls_ready: AtomicBool,
     /// Incremental fetch sessions (`api::fetch_session`).
     pub fetch_sessions: Mutex<crate::api::fetch_session::SessionCache>,
 }
@@ -185,6 +188,7 @@ impl Broker {
             quotas: crate::quota::Quotas::default(),
             scram_users: Arc::default(),
             acls: Default::default(),
+            acls_ready: AtomicBool::new(!config.cluster_mode),
             fetch_sessions: Mutex::new(crate::api::fetch_session::SessionCache::new(
                 config.fetch_sessions,
             )),
@@ -196,7 +200,11 @@ impl Broker {
             broker
                 .scram_users
                 .set(crate::auth::users::load(&broker.scram_file())?);
-            broker.acls.set(crate::auth::acl::load(&broker.acl_file())?);
+            broker
+                .acls
+                .set(crate::auth::acl::AclSet::new(crate::auth::acl::load(
+                    &broker.acl_file(),
+                )?));
         }
         let records = if broker.config.cluster_mode {
             Vec::new()
@@ -696,9 +704,11 @@ impl Broker {
         if *self.scram_users.current() != meta.scram_credentials {
             self.scram_users.set(meta.scram_credentials.clone());
         }
-        if *self.acls.current() != meta.acls {
-            self.acls.set(meta.acls.clone());
+        if self.acls.current().list() != meta.acls.as_slice() {
+            self.acls
+                .set(crate::auth::acl::AclSet::new(meta.acls.clone()));
         }
+        self.acls_ready.store(true, Ordering::Release);
         let node = self.config.node_id;
         let now = crate::clock::now_ms();
         let _guard = self.topic_changes.lock().unwrap_or_else(|p| p.into_inner());

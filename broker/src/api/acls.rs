@@ -50,7 +50,7 @@ pub fn handle_describe(broker: &Broker, req: DescribeAclsRequest) -> DescribeAcl
     let acls = broker.acls.current();
     // Grouped by resource pattern, as Kafka answers.
     let mut by_resource: BTreeMap<(i8, String, i8), Vec<AclDescription>> = BTreeMap::new();
-    for a in acls.iter().filter(|a| filter.matches(a)) {
+    for a in acls.list().iter().filter(|a| filter.matches(a)) {
         let mut d = AclDescription::default();
         d.principal = str_bytes(a.principal.clone());
         d.host = str_bytes(a.host.clone());
@@ -158,6 +158,7 @@ pub fn handle_delete(broker: &Arc<Broker>, req: DeleteAclsRequest) -> Reply {
                     .check()
                     .map_err(|m| (ResponseError::InvalidRequest, m))?;
                 Ok(known
+                    .list()
                     .iter()
                     .filter(|a| filter.matches(a))
                     .cloned()
@@ -214,7 +215,7 @@ async fn alter(admin: &Admin, add: Vec<Acl>, remove: Vec<Acl>) -> Result<(), Ref
             let broker = Arc::clone(broker);
             crate::blocking::off_runtime(move || {
                 let _one_at_a_time = broker.acls.changing();
-                let mut acls = broker.acls.current().as_ref().clone();
+                let mut acls = broker.acls.current().list().to_vec();
                 if acl::alter(&mut acls, &add, &remove) {
                     acl::save(&broker.acl_file(), &acls).map_err(|e| {
                         (
@@ -222,7 +223,7 @@ async fn alter(admin: &Admin, add: Vec<Acl>, remove: Vec<Acl>) -> Result<(), Ref
                             format!("cannot write {}: {e}", broker.acl_file().display()),
                         )
                     })?;
-                    broker.acls.set(acls);
+                    broker.acls.set(acl::AclSet::new(acls));
                 }
                 Ok(())
             })
@@ -238,7 +239,8 @@ async fn alter(admin: &Admin, add: Vec<Acl>, remove: Vec<Acl>) -> Result<(), Ref
             let deadline = tokio::time::Instant::now() + SHOWN_WITHIN;
             let broker = admin.broker();
             while tokio::time::Instant::now() < deadline {
-                let acls = broker.acls.current();
+                let current = broker.acls.current();
+                let acls = current.list();
                 let shown = add.iter().all(|a| acls.binary_search(a).is_ok())
                     && remove.iter().all(|a| acls.binary_search(a).is_err());
                 if shown {

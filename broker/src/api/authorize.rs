@@ -17,7 +17,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use super::Client;
-use crate::auth::acl::{self, Acl, CLUSTER_NAME, Operation, ResourceType, Settings};
+use crate::auth::acl::{self, AclSet, CLUSTER_NAME, Operation, ResourceType, Settings};
 
 /// Changes a response after its handler ran (adds the refused parts, hides what may not be
 /// seen).
@@ -36,13 +36,13 @@ pub enum Checked {
 #[derive(Clone)]
 pub struct Who {
     settings: Arc<Settings>,
-    acls: Arc<Vec<Acl>>,
+    acls: Arc<AclSet>,
     principal: String,
     host: String,
 }
 
 impl Who {
-    pub fn new(settings: Arc<Settings>, acls: Arc<Vec<Acl>>, client: &Client) -> Self {
+    pub fn new(settings: Arc<Settings>, acls: Arc<AclSet>, client: &Client) -> Self {
         let name = client.principal.as_deref().unwrap_or("ANONYMOUS");
         Self {
             settings,
@@ -76,7 +76,7 @@ impl Who {
         self.can(op, ResourceType::Cluster, CLUSTER_NAME)
     }
 
-    fn is_super(&self) -> bool {
+    pub fn is_super(&self) -> bool {
         self.settings.super_users.contains(&self.principal)
     }
 
@@ -84,7 +84,7 @@ impl Who {
     /// WRITE on some topic.
     fn may_produce_idempotently(&self) -> bool {
         self.cluster(Operation::IdempotentWrite)
-            || self.acls.iter().any(|a| {
+            || self.acls.list().iter().any(|a| {
                 a.resource_type == ResourceType::Topic
                     && (a.principal == self.principal || a.principal == "User:*")
                     && (a.host == self.host || a.host == acl::WILDCARD)
@@ -173,6 +173,29 @@ pub fn check(who: Who, request: RequestKind, version: i16) -> Checked {
             Checked::Go(RequestKind::Produce(r), fix.flatten())
         }
 
+        RequestKind::Fetch(r) if r.replica_id.0 >= 0 || r.replica_state.replica_id.0 >= 0 => {
+            // A follower's fetch (it reads past the high watermark): CLUSTER_ACTION, which
+            // brokers have as super users.
+            if who.cluster(ClusterAction) {
+                return Checked::Go(RequestKind::Fetch(r), None);
+            }
+            let mut resp = FetchResponse::default();
+            resp.responses = r
+                .topics
+                .into_iter()
+                .map(|t| {
+                    let mut tr = fetch_response::FetchableTopicResponse::default();
+                    tr.partitions = t
+                        .partitions
+                        .iter()
+                        .map(|p| fetch_denied(p.partition))
+                        .collect();
+                    tr.topic = t.topic;
+                    tr
+                })
+                .collect();
+            Checked::Refused(ResponseKind::Fetch(resp))
+        }
         RequestKind::Fetch(mut r) => {
             // Replica fetches come from brokers (super users) or are refused by the fetch
             // handler itself. A consumer's topics: refused ones are answered with an error,
@@ -208,18 +231,24 @@ pub fn check(who: Who, request: RequestKind, version: i16) -> Checked {
 
         RequestKind::Metadata(mut r) => {
             let mut refused = Vec::new();
+            let mut uncreatable: Vec<TopicName> = Vec::new();
             if let Some(topics) = &mut r.topics {
                 refused = split(topics, |t| {
                     t.name.as_ref().is_none_or(|n| who.topic(Describe, n))
                 });
-                // Auto-creation needs CREATE (on the cluster or on each topic named).
-                if r.allow_auto_topic_creation
-                    && !who.cluster(Create)
-                    && !topics
+                // Auto-creation needs CREATE (on the cluster or on each topic named); without
+                // it none is created (even those the client may create: a simplification),
+                // and a missing topic it may not create is answered TOPIC_AUTHORIZATION_FAILED,
+                // as Kafka does, so producers stop waiting for it.
+                if r.allow_auto_topic_creation && !who.cluster(Create) {
+                    uncreatable = topics
                         .iter()
-                        .all(|t| t.name.as_ref().is_some_and(|n| who.topic(Create, n)))
-                {
-                    r.allow_auto_topic_creation = false;
+                        .filter_map(|t| t.name.clone())
+                        .filter(|n| !who.topic(Create, n))
+                        .collect();
+                    if !uncreatable.is_empty() {
+                        r.allow_auto_topic_creation = false;
+                    }
                 }
             }
             let refused: Vec<TopicName> = refused.into_iter().filter_map(|t| t.name).collect();
@@ -230,6 +259,14 @@ pub fn check(who: Who, request: RequestKind, version: i16) -> Checked {
                     if let ResponseKind::Metadata(m) = resp {
                         m.topics
                             .retain(|t| t.name.as_ref().is_some_and(|n| who.topic(Describe, n)));
+                        let missing = code(ResponseError::UnknownTopicOrPartition);
+                        for t in &mut m.topics {
+                            if t.error_code == missing
+                                && t.name.as_ref().is_some_and(|n| uncreatable.contains(n))
+                            {
+                                t.error_code = topic_denied();
+                            }
+                        }
                         for name in refused {
                             let mut t = metadata_response::MetadataResponseTopic::default();
                             t.name = Some(name);
@@ -485,6 +522,7 @@ pub fn check(who: Who, request: RequestKind, version: i16) -> Checked {
                             for t in &mut d.topics {
                                 if !t.name.as_ref().is_some_and(|n| who.topic(Describe, n)) {
                                     t.error_code = topic_denied();
+                                    t.topic_id = uuid::Uuid::nil();
                                     t.partitions.clear();
                                 }
                             }
@@ -655,7 +693,32 @@ pub fn check(who: Who, request: RequestKind, version: i16) -> Checked {
             if version < 8 {
                 if !who.group(Describe, &r.group_id) {
                     let mut resp = OffsetFetchResponse::default();
-                    resp.error_code = group_denied();
+                    if version >= 2 {
+                        resp.error_code = group_denied();
+                    }
+                    // v1 has no top-level error: each partition asked for carries it.
+                    resp.topics = r
+                        .topics
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|t| {
+                            let mut tr = offset_fetch_response::OffsetFetchResponseTopic::default();
+                            tr.partitions = t
+                                .partition_indexes
+                                .iter()
+                                .map(|i| {
+                                    let mut p = offset_fetch_response::OffsetFetchResponsePartition::default();
+                                    p.partition_index = *i;
+                                    p.committed_offset = -1;
+                                    p.committed_leader_epoch = -1;
+                                    p.error_code = group_denied();
+                                    p
+                                })
+                                .collect();
+                            tr.name = t.name;
+                            tr
+                        })
+                        .collect();
                     return Checked::Refused(ResponseKind::OffsetFetch(resp));
                 }
                 let listed = r.topics.is_some();
@@ -683,13 +746,32 @@ pub fn check(who: Who, request: RequestKind, version: i16) -> Checked {
             }
             let refused = split(&mut r.groups, |g| who.group(Describe, &g.group_id));
             let refused: Vec<GroupId> = refused.into_iter().map(|g| g.group_id).collect();
+            // Groups that named their topics: a refused topic is marked; otherwise hidden.
+            let listed: Vec<GroupId> = r
+                .groups
+                .iter()
+                .filter(|g| g.topics.is_some())
+                .map(|g| g.group_id.clone())
+                .collect();
             let who = who.clone();
             Checked::Go(
                 RequestKind::OffsetFetch(r),
                 post(move |resp| {
                     if let ResponseKind::OffsetFetch(o) = resp {
                         for g in &mut o.groups {
-                            g.topics.retain(|t| who.topic(Describe, &t.name));
+                            if listed.contains(&g.group_id) {
+                                for t in &mut g.topics {
+                                    if !who.topic(Describe, &t.name) {
+                                        for p in &mut t.partitions {
+                                            p.error_code = topic_denied();
+                                            p.committed_offset = -1;
+                                            p.metadata = None;
+                                        }
+                                    }
+                                }
+                            } else {
+                                g.topics.retain(|t| who.topic(Describe, &t.name));
+                            }
                         }
                         for id in refused {
                             let mut g = offset_fetch_response::OffsetFetchResponseGroup::default();
@@ -749,17 +831,36 @@ pub fn check(who: Who, request: RequestKind, version: i16) -> Checked {
                 }),
             )
         }
-        RequestKind::OffsetDelete(r) => {
-            if who.group(Delete, &r.group_id) && r.topics.iter().all(|t| who.topic(Read, &t.name)) {
-                return Checked::Go(RequestKind::OffsetDelete(r), None);
+        RequestKind::OffsetDelete(mut r) => {
+            if !who.group(Delete, &r.group_id) {
+                let mut resp = OffsetDeleteResponse::default();
+                resp.error_code = group_denied();
+                return Checked::Refused(ResponseKind::OffsetDelete(resp));
             }
-            let mut resp = OffsetDeleteResponse::default();
-            resp.error_code = if who.group(Delete, &r.group_id) {
-                topic_denied()
-            } else {
-                group_denied()
-            };
-            Checked::Refused(ResponseKind::OffsetDelete(resp))
+            let refused = split(&mut r.topics, |t| who.topic(Read, &t.name));
+            Checked::Go(
+                RequestKind::OffsetDelete(r),
+                post(move |resp| {
+                    if let ResponseKind::OffsetDelete(o) = resp {
+                        for t in refused {
+                            let mut tr =
+                                offset_delete_response::OffsetDeleteResponseTopic::default();
+                            tr.partitions = t
+                                .partitions
+                                .iter()
+                                .map(|p| {
+                                    let mut pr = offset_delete_response::OffsetDeleteResponsePartition::default();
+                                    pr.partition_index = p.partition_index;
+                                    pr.error_code = topic_denied();
+                                    pr
+                                })
+                                .collect();
+                            tr.name = t.name;
+                            o.topics.push(tr);
+                        }
+                    }
+                }),
+            )
         }
 
         // The cluster's own operations.
@@ -768,7 +869,9 @@ pub fn check(who: Who, request: RequestKind, version: i16) -> Checked {
                 return Checked::Go(RequestKind::ElectLeaders(r), None);
             }
             let mut resp = ElectLeadersResponse::default();
-            resp.error_code = cluster_denied();
+            if version >= 1 {
+                resp.error_code = cluster_denied();
+            }
             resp.replica_election_results = r
                 .topic_partitions
                 .unwrap_or_default()

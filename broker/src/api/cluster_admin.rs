@@ -141,8 +141,7 @@ pub fn metadata(
             .collect();
         return r;
     }
-    let auto_create =
-        (version < 4 || req.allow_auto_topic_creation) && broker.config.auto_create_topics;
+    let auto_create = req.allow_auto_topic_creation && broker.config.auto_create_topics;
     for wanted in req.topics.unwrap_or_default() {
         let name = wanted.name.as_ref().map(|n| n.as_str().to_string());
         let found = match &name {

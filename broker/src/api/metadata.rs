@@ -59,7 +59,8 @@ pub fn handle(
             .collect();
         return r;
     }
-    let auto_create = version < 4 || req.allow_auto_topic_creation;
+    // Decoded as true before v4 (the field is absent); the authorizer may clear it.
+    let auto_create = req.allow_auto_topic_creation;
     for wanted in req.topics.unwrap_or_default() {
         let entry = match wanted.name.as_ref().map(|n| n.as_str().to_string()) {
             Some(name) => {

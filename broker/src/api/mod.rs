@@ -151,7 +151,7 @@ impl Reply {
 }
 
 impl Reply {
-    /// Applies `f` to the response, now or once it completes.
+    /// Applies `f` (a refusal's fix-up) to the response, now or once it completes.
     fn then(self, f: authorize::Post) -> Self {
         match self {
             Reply::Now(mut body) => {
@@ -163,6 +163,8 @@ impl Reply {
                 f(&mut body);
                 body
             })),
+            // acks=0 with a refused part: closed, as Kafka does, so the producer notices.
+            Reply::Nothing => Reply::Close,
             other => other,
         }
     }
@@ -179,6 +181,17 @@ pub fn dispatch(
         return route(broker, request, version, client);
     };
     let who = authorize::Who::new(Arc::clone(settings), broker.acls.current(), client);
+    if !broker.acls_ready.load(std::sync::atomic::Ordering::Acquire) && !who.is_super() {
+        // A cluster broker that has not applied the controller's ACLs yet must neither
+        // refuse what they allow nor allow what they deny: the client reconnects shortly.
+        if let Some(suppressed) = UNCHECKED.allow() {
+            tracing::warn!(
+                suppressed,
+                "closing connection: the ACLs have not arrived from the controller yet"
+            );
+        }
+        return Reply::Close;
+    }
     match authorize::check(who, request, version) {
         authorize::Checked::Go(request, None) => route(broker, request, version, client),
         authorize::Checked::Go(request, Some(post)) => {

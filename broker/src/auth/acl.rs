@@ -9,7 +9,7 @@
 //! DESCRIBE_CONFIGS) allows; a resource no ACL names at all is allowed only with
 //! `allow.everyone.if.no.acl.found`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -249,15 +249,6 @@ pub fn parse_super_users(value: &str) -> Result<BTreeSet<String>, String> {
         .collect()
 }
 
-/// Whether `acl` names `resource` of `kind`.
-fn names(acl: &Acl, kind: ResourceType, resource: &str) -> bool {
-    acl.resource_type == kind
-        && match acl.pattern_type {
-            PatternType::Literal => acl.resource_name == resource || acl.resource_name == WILDCARD,
-            PatternType::Prefixed => resource.starts_with(&acl.resource_name),
-        }
-}
-
 /// Whether an ALLOW for `granted` allows `wanted`.
 fn implies(granted: Operation, wanted: Operation) -> bool {
     granted == wanted
@@ -273,7 +264,7 @@ fn implies(granted: Operation, wanted: Operation) -> bool {
 /// Kafka's decision for `principal` (`User:...`) from `host` doing `op` on `resource`.
 pub fn authorize(
     settings: &Settings,
-    acls: &[Acl],
+    acls: &AclSet,
     principal: &str,
     host: &str,
     op: Operation,
@@ -285,7 +276,7 @@ pub fn authorize(
     }
     let mut named = false;
     let mut allowed = false;
-    for acl in acls.iter().filter(|a| names(a, kind, resource)) {
+    for acl in acls.naming(kind, resource) {
         named = true;
         let who = acl.principal == principal || acl.principal == "User:*";
         let from = acl.host == host || acl.host == WILDCARD;
@@ -303,8 +294,70 @@ pub fn authorize(
     allowed || (!named && settings.allow_if_no_acl)
 }
 
-/// The ACLs in force on this broker, in order.
-pub type Acls = crate::in_force::InForce<Acl>;
+/// The ACLs in force on this broker.
+pub type Acls = crate::in_force::InForce<AclSet>;
+
+/// ACLs in order, indexed by what they name, so a decision looks at the bindings of one
+/// resource (and of the prefixes of its name), not at every ACL.
+#[derive(Debug, Default)]
+pub struct AclSet {
+    list: Vec<Acl>,
+    /// Literal bindings (including `*`) by type and name.
+    literal: HashMap<ResourceType, HashMap<String, Vec<usize>>>,
+    /// Prefixed bindings by type and prefix.
+    prefixed: HashMap<ResourceType, HashMap<String, Vec<usize>>>,
+}
+
+impl AclSet {
+    pub fn new(list: Vec<Acl>) -> Self {
+        let mut set = Self {
+            list,
+            ..Self::default()
+        };
+        for (i, a) in set.list.iter().enumerate() {
+            let index = match a.pattern_type {
+                PatternType::Literal => &mut set.literal,
+                PatternType::Prefixed => &mut set.prefixed,
+            };
+            index
+                .entry(a.resource_type)
+                .or_default()
+                .entry(a.resource_name.clone())
+                .or_default()
+                .push(i);
+        }
+        set
+    }
+
+    pub fn list(&self) -> &[Acl] {
+        &self.list
+    }
+
+    /// The bindings that name `resource` of `kind`: literally, by `*`, or by a prefix.
+    fn naming<'a>(
+        &'a self,
+        kind: ResourceType,
+        resource: &'a str,
+    ) -> impl Iterator<Item = &'a Acl> {
+        let literal = self.literal.get(&kind);
+        let exact = literal.and_then(|l| l.get(resource)).into_iter().flatten();
+        let wildcard = literal
+            .and_then(|l| l.get(WILDCARD))
+            .filter(|_| resource != WILDCARD)
+            .into_iter()
+            .flatten();
+        let prefixed = self.prefixed.get(&kind);
+        let prefixes = resource
+            .char_indices()
+            .map(|(i, c)| i + c.len_utf8())
+            .filter_map(move |end| prefixed.and_then(|p| p.get(&resource[..end])))
+            .flatten();
+        exact
+            .chain(wildcard)
+            .chain(prefixes)
+            .map(|i| &self.list[*i])
+    }
+}
 
 /// Adds `add` and removes `remove` (exact bindings) from `acls`, kept sorted without
 /// duplicates; answers whether anything changed.
@@ -377,7 +430,15 @@ mod tests {
             super_users: ["User:admin".to_string()].into(),
             allow_if_no_acl: false,
         };
-        authorize(&s, acls, who, "10.0.0.1", op, kind, name)
+        authorize(
+            &s,
+            &AclSet::new(acls.to_vec()),
+            who,
+            "10.0.0.1",
+            op,
+            kind,
+            name,
+        )
     }
 
     #[test]
@@ -415,6 +476,7 @@ mod tests {
             ..Settings::default()
         };
         let acls = [acl(Topic, Literal, "t", "User:alice", Read, Allow)];
+        let acls = AclSet::new(acls.to_vec());
         assert!(authorize(&s, &acls, "User:bob", "h", Write, Topic, "u"));
         assert!(!authorize(&s, &acls, "User:bob", "h", Read, Topic, "t"));
     }

@@ -325,7 +325,7 @@ pub fn describe(known: &[UserCredential], asked: Option<&[&str]>) -> Vec<(String
 }
 
 /// The credentials in force on this broker.
-pub type ScramUsers = crate::in_force::InForce<UserCredential>;
+pub type ScramUsers = crate::in_force::InForce<Vec<UserCredential>>;
 
 impl ScramUsers {
     pub fn credential(&self, user: &str, mechanism: Mechanism) -> Option<Credential> {

@@ -408,7 +408,9 @@ fn parse_and_handle(
             .as_ref()
             .map(|c| c.to_string())
             .unwrap_or_default(),
-        host: format!("/{}", peer.ip()),
+        // An IPv4 client of a dual-stack listener as Java names it (10.0.0.5, not
+        // ::ffff:10.0.0.5), so host ACLs and DescribeGroups see the address people know.
+        host: format!("/{}", peer.ip().to_canonical()),
         listener: Arc::clone(listener),
         // The SASL user, else the client certificate's subject.
         principal: sasl.principal().or(certified).cloned(),
