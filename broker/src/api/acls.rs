@@ -19,7 +19,7 @@ use kafka_protocol::messages::{
     DescribeAclsRequest, DescribeAclsResponse, ResponseKind,
 };
 
-use super::topic_admin::{Admin, Refusal, SHOWN_WITHIN, controller_refusal};
+use super::topic_admin::{Admin, Refusal, controller_refusal, until_shown};
 use super::{Reply, str_bytes};
 use crate::auth::acl::{self, Acl, Creation, Filter};
 use crate::state::Broker;
@@ -234,20 +234,16 @@ async fn alter(admin: &Admin, add: Vec<Acl>, remove: Vec<Acl>) -> Result<(), Ref
                 .alter_acls(&add, &remove)
                 .await
                 .map_err(|e| controller_refusal(&e))?;
-            // Answered once this broker enforces it, so the client's next request here meets
-            // it (Kafka's brokers catch up within moments too).
-            let deadline = tokio::time::Instant::now() + SHOWN_WITHIN;
+            // Answered once this broker enforces it (Kafka's brokers catch up within moments
+            // too).
             let broker = admin.broker();
-            while tokio::time::Instant::now() < deadline {
+            until_shown("an ACL change", || {
                 let current = broker.acls.current();
                 let acls = current.list();
-                let shown = add.iter().all(|a| acls.binary_search(a).is_ok())
-                    && remove.iter().all(|a| acls.binary_search(a).is_err());
-                if shown {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
+                add.iter().all(|a| acls.binary_search(a).is_ok())
+                    && remove.iter().all(|a| acls.binary_search(a).is_err())
+            })
+            .await;
             Ok(())
         }
     }

@@ -127,6 +127,20 @@ fn split<T>(items: &mut Vec<T>, mut allowed: impl FnMut(&T) -> bool) -> Vec<T> {
     refused
 }
 
+/// An API the cluster's permission `$op` decides whole: run, or refused with the response's
+/// top-level error and message.
+macro_rules! cluster_only {
+    ($who:expr, $op:expr, $kind:ident, $r:expr, $resp:ty) => {{
+        if $who.cluster($op) {
+            return Checked::Go(RequestKind::$kind($r), None);
+        }
+        let mut resp = <$resp>::default();
+        resp.error_code = cluster_denied();
+        resp.error_message = message(&format!("{} on the cluster", $op.name()));
+        Checked::Refused(ResponseKind::$kind(resp))
+    }};
+}
+
 /// Authorizes one request for `who`.
 pub fn check(who: Who, request: RequestKind, version: i16) -> Checked {
     use Operation::*;
@@ -896,22 +910,22 @@ pub fn check(who: Who, request: RequestKind, version: i16) -> Checked {
             Checked::Refused(ResponseKind::ElectLeaders(resp))
         }
         RequestKind::AlterPartitionReassignments(r) => {
-            if who.cluster(Alter) {
-                return Checked::Go(RequestKind::AlterPartitionReassignments(r), None);
-            }
-            let mut resp = AlterPartitionReassignmentsResponse::default();
-            resp.error_code = cluster_denied();
-            resp.error_message = message("ALTER on the cluster");
-            Checked::Refused(ResponseKind::AlterPartitionReassignments(resp))
+            cluster_only!(
+                who,
+                Alter,
+                AlterPartitionReassignments,
+                r,
+                AlterPartitionReassignmentsResponse
+            )
         }
         RequestKind::ListPartitionReassignments(r) => {
-            if who.cluster(Describe) {
-                return Checked::Go(RequestKind::ListPartitionReassignments(r), None);
-            }
-            let mut resp = ListPartitionReassignmentsResponse::default();
-            resp.error_code = cluster_denied();
-            resp.error_message = message("DESCRIBE on the cluster");
-            Checked::Refused(ResponseKind::ListPartitionReassignments(resp))
+            cluster_only!(
+                who,
+                Describe,
+                ListPartitionReassignments,
+                r,
+                ListPartitionReassignmentsResponse
+            )
         }
         RequestKind::DescribeLogDirs(r) => {
             if who.cluster(Describe) {
@@ -922,13 +936,13 @@ pub fn check(who: Who, request: RequestKind, version: i16) -> Checked {
             Checked::Refused(ResponseKind::DescribeLogDirs(resp))
         }
         RequestKind::DescribeClientQuotas(r) => {
-            if who.cluster(DescribeConfigs) {
-                return Checked::Go(RequestKind::DescribeClientQuotas(r), None);
-            }
-            let mut resp = DescribeClientQuotasResponse::default();
-            resp.error_code = cluster_denied();
-            resp.error_message = message("DESCRIBE_CONFIGS on the cluster");
-            Checked::Refused(ResponseKind::DescribeClientQuotas(resp))
+            cluster_only!(
+                who,
+                DescribeConfigs,
+                DescribeClientQuotas,
+                r,
+                DescribeClientQuotasResponse
+            )
         }
         RequestKind::AlterClientQuotas(r) => {
             if who.cluster(AlterConfigs) {
@@ -958,13 +972,13 @@ pub fn check(who: Who, request: RequestKind, version: i16) -> Checked {
             Checked::Refused(ResponseKind::AlterClientQuotas(resp))
         }
         RequestKind::DescribeUserScramCredentials(r) => {
-            if who.cluster(Describe) {
-                return Checked::Go(RequestKind::DescribeUserScramCredentials(r), None);
-            }
-            let mut resp = DescribeUserScramCredentialsResponse::default();
-            resp.error_code = cluster_denied();
-            resp.error_message = message("DESCRIBE on the cluster");
-            Checked::Refused(ResponseKind::DescribeUserScramCredentials(resp))
+            cluster_only!(
+                who,
+                Describe,
+                DescribeUserScramCredentials,
+                r,
+                DescribeUserScramCredentialsResponse
+            )
         }
         RequestKind::AlterUserScramCredentials(r) => {
             if who.cluster(Alter) {
@@ -995,13 +1009,7 @@ pub fn check(who: Who, request: RequestKind, version: i16) -> Checked {
             Checked::Refused(ResponseKind::AlterUserScramCredentials(resp))
         }
         RequestKind::DescribeAcls(r) => {
-            if who.cluster(Describe) {
-                return Checked::Go(RequestKind::DescribeAcls(r), None);
-            }
-            let mut resp = DescribeAclsResponse::default();
-            resp.error_code = cluster_denied();
-            resp.error_message = message("DESCRIBE on the cluster");
-            Checked::Refused(ResponseKind::DescribeAcls(resp))
+            cluster_only!(who, Describe, DescribeAcls, r, DescribeAclsResponse)
         }
         RequestKind::CreateAcls(r) => {
             if who.cluster(Alter) {

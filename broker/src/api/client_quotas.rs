@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
     DescribeClientQuotasResponse, ResponseKind,
 };
 
-use super::topic_admin::{Admin, Refusal, SHOWN_WITHIN, controller_refusal};
+use super::topic_admin::{Admin, Refusal, controller_refusal, until_shown};
 use super::{Reply, str_bytes};
 use crate::quota::ClientQuota;
 use crate::quota::config::{self, Alteration, Entity, Filter, Invalid, Op};
@@ -185,20 +185,15 @@ async fn alter(admin: &Admin, alterations: &[Alteration]) -> Result<(), Refusal>
                 .alter_client_quotas(alterations)
                 .await
                 .map_err(|e| controller_refusal(&e))?;
-            // Answered once this broker enforces it (its metadata applied, not just received),
-            // so the client's next request here meets it.
-            let deadline = tokio::time::Instant::now() + SHOWN_WITHIN;
+            // Answered once this broker enforces it (its metadata applied, not just received).
             let broker = admin.broker();
-            while tokio::time::Instant::now() < deadline {
+            until_shown("a client quota change", || {
                 let mut q = broker.quotas.current().as_ref().clone();
-                if alterations
+                alterations
                     .iter()
                     .all(|a| !config::apply(&mut q, a).unwrap_or(true))
-                {
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
+            })
+            .await;
             Ok(())
         }
     }

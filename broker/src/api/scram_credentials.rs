@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
     DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse, ResponseKind,
 };
 
-use super::topic_admin::{Admin, Refusal, SHOWN_WITHIN, controller_refusal};
+use super::topic_admin::{Admin, Refusal, controller_refusal, until_shown};
 use super::{Reply, str_bytes};
 use crate::auth::users::{self, Alteration, Refused, Requested};
 use crate::state::Broker;
@@ -138,22 +138,12 @@ async fn alter(admin: &Admin, alterations: Vec<Alteration>) -> Result<(), Refusa
                 .map_err(|e| controller_refusal(&e))?;
             // Answered once this broker authenticates with it, so a client that logs in here
             // next (as kafka-configs users do right after) meets the new credential.
-            let deadline = tokio::time::Instant::now() + SHOWN_WITHIN;
             let broker = admin.broker();
-            loop {
+            until_shown("a SCRAM credential change", || {
                 let creds = broker.scram_users.current();
-                if alterations.iter().all(|a| users::shows(&creds, a)) {
-                    break;
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    // Committed, but not (or no longer: a later change) in force here yet.
-                    tracing::info!(
-                        "SCRAM credential change committed by the controller is not in force on this broker within {SHOWN_WITHIN:?}; answered anyway"
-                    );
-                    break;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
+                alterations.iter().all(|a| users::shows(&creds, a))
+            })
+            .await;
             Ok(())
         }
     }

@@ -22,6 +22,22 @@ pub type Refusal = (ResponseError, String);
 /// brokers catch up soon after; tools describe right after they alter).
 pub const SHOWN_WITHIN: Duration = Duration::from_secs(3);
 
+/// Waits up to [`SHOWN_WITHIN`] for a change the controller committed to be in force on this
+/// broker (`shown`), so the client's next request here meets it; logs and answers anyway
+/// when it is not (a later change may have replaced it). `what` names the change.
+pub async fn until_shown(what: &str, shown: impl Fn() -> bool) {
+    let deadline = tokio::time::Instant::now() + SHOWN_WITHIN;
+    while !shown() {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::info!(
+                "{what} committed by the controller is not in force on this broker within {SHOWN_WITHIN:?}; answered anyway"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub enum Admin {
     Local(Arc<Broker>),
     Cluster(Arc<Broker>, Arc<ClusterRuntime>),

@@ -377,10 +377,8 @@ pub fn alter(acls: &mut Vec<Acl>, add: &[Acl], remove: &[Acl]) -> bool {
 
 /// Reads a standalone broker's ACLs (none when the file does not exist yet).
 pub fn load(path: &std::path::Path) -> Result<Vec<Acl>, crate::storage::StorageError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
+    let Some(bytes) = crate::storage::checkpoint::read_if_exists(path)? else {
+        return Ok(Vec::new());
     };
     let mut acls: Vec<Acl> =
         serde_json::from_slice(&bytes).map_err(|e| crate::storage::StorageError::Corrupt {

@@ -338,10 +338,8 @@ impl ScramUsers {
 
 /// Reads a standalone broker's credentials (none when the file does not exist yet).
 pub fn load(path: &Path) -> Result<Vec<UserCredential>, crate::storage::StorageError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
+    let Some(bytes) = crate::storage::checkpoint::read_if_exists(path)? else {
+        return Ok(Vec::new());
     };
     let corrupt = |reason: String| crate::storage::StorageError::Corrupt {
         path: path.to_path_buf(),

@@ -44,10 +44,8 @@ const MAX_SENSORS: usize = 50_000;
 /// file that does not parse stops the broker: starting without the quotas it was given would
 /// silently lift them.
 pub fn load(path: &Path) -> Result<Vec<ClientQuota>, crate::storage::StorageError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
+    let Some(bytes) = crate::storage::checkpoint::read_if_exists(path)? else {
+        return Ok(Vec::new());
     };
     let corrupt = |reason: String| crate::storage::StorageError::Corrupt {
         path: path.to_path_buf(),

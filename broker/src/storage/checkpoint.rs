@@ -43,6 +43,15 @@ fn write_atomic_mode(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> 
     Ok(())
 }
 
+/// A small file's bytes, or None when it does not exist yet.
+pub fn read_if_exists(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Makes a rename or create in `dir` durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
