@@ -103,6 +103,11 @@ struct Cli {
     /// A connection that sends nothing for this long is closed (Kafka's connections.max.idle.ms).
     #[arg(long, default_value_t = 600_000)]
     connections_max_idle_ms: u64,
+    /// How long a SASL login lasts before the client must log in again on its connection
+    /// (Kafka's connections.max.reauth.ms, KIP-368), so a deleted user or changed password
+    /// ends open connections too; 0 (the default, as Kafka's): for the connection's life.
+    #[arg(long, default_value_t = 0, env = "STRAND_CONNECTIONS_MAX_REAUTH_MS")]
+    connections_max_reauth_ms: u64,
     /// A request body that does not arrive whole within this, or a response the client does
     /// not take within it, closes the connection and frees what it held.
     #[arg(long, default_value_t = 30_000)]
@@ -332,6 +337,9 @@ fn apply_config_file(cli: &mut Cli, path: &std::path::Path) -> anyhow::Result<()
             "max.connections.per.ip" => {
                 cli.max_connections_per_ip = v.parse().map_err(|e| bad(&e))?
             }
+            "connections.max.reauth.ms" => {
+                cli.connections_max_reauth_ms = v.parse().map_err(|e| bad(&e))?
+            }
             "connections.max.idle.ms" => {
                 cli.connections_max_idle_ms = v.parse().map_err(|e| bad(&e))?
             }
@@ -539,6 +547,7 @@ fn sasl_from(cli: &Cli) -> anyhow::Result<BTreeMap<String, Arc<ListenerSasl>>> {
             Arc::new(ListenerSasl {
                 mechanisms,
                 plain_users,
+                reauth_ms: cli.connections_max_reauth_ms,
             }),
         );
     }

@@ -1,6 +1,9 @@
 //! One connection's SASL state (SaslHandshake v1, then SaslAuthenticate rounds), pure: the
 //! connection feeds it requests and writes what it answers. Kafka's rules: a handshake
-//! first, one mechanism per connection, a failed exchange ends the connection.
+//! first, a failed exchange ends the connection. With `connections.max.reauth.ms` (KIP-368)
+//! a session lasts that long: the client logs in again on the same connection, as the same
+//! principal, or the connection is closed at its next request (so a deleted user's
+//! connections end).
 
 use std::sync::Arc;
 
@@ -45,6 +48,9 @@ pub struct ListenerSasl {
     pub mechanisms: Vec<SaslMechanism>,
     /// PLAIN's users (`listener.name.<listener>.plain.sasl.jaas.config`).
     pub plain_users: PlainUsers,
+    /// How long a login lasts before the client must log in again (Kafka's
+    /// `connections.max.reauth.ms`, KIP-368); 0: for the connection's life.
+    pub reauth_ms: u64,
 }
 
 #[derive(Debug)]
@@ -95,6 +101,8 @@ pub struct SaslSession {
     listener: Arc<ListenerSasl>,
     state: State,
     principal: Option<Arc<str>>,
+    /// When the login stops being good (with re-authentication on).
+    expires_at_ms: Option<u64>,
 }
 
 impl SaslSession {
@@ -111,9 +119,11 @@ impl SaslSession {
             listener: Arc::new(ListenerSasl {
                 mechanisms,
                 plain_users: PlainUsers::default(),
+                reauth_ms: 0,
             }),
             state: State::Start,
             principal: None,
+            expires_at_ms: None,
         }
     }
 
@@ -130,6 +140,7 @@ impl SaslSession {
             listener,
             state: State::Start,
             principal: None,
+            expires_at_ms: None,
         }
     }
 
@@ -139,9 +150,28 @@ impl SaslSession {
         self.users.is_some()
     }
 
-    /// Whether an exchange has succeeded on this connection.
+    /// Whether an exchange has succeeded on this connection (and none has failed since; a
+    /// re-authentication in progress keeps the first).
     pub fn authenticated(&self) -> bool {
+        self.principal.is_some() && !matches!(self.state, State::Failed)
+    }
+
+    /// Whether the exchange in progress has just completed (its answer carries the
+    /// session's lifetime).
+    pub fn logged_in(&self) -> bool {
         matches!(self.state, State::Authenticated)
+    }
+
+    /// Whether the login has run out (KIP-368): only a new login is served, anything else
+    /// closes the connection.
+    pub fn expired(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_some_and(|at| now_ms >= at)
+    }
+
+    /// What SaslAuthenticate answers as `session_lifetime_ms`: 0 when logins last for the
+    /// connection's life.
+    pub fn session_lifetime_ms(&self) -> i64 {
+        i64::try_from(self.listener.reauth_ms).unwrap_or(i64::MAX)
     }
 
     /// The authenticated user, if any.
@@ -165,7 +195,9 @@ impl SaslSession {
             // Kafka's answer on a listener without SASL.
             return Some(ResponseError::IllegalSaslState);
         }
-        if !matches!(self.state, State::Start) {
+        let reauthenticating =
+            matches!(self.state, State::Authenticated) && self.listener.reauth_ms > 0;
+        if !matches!(self.state, State::Start) && !reauthenticating {
             self.state = State::Failed;
             return Some(ResponseError::IllegalSaslState);
         }
@@ -190,9 +222,31 @@ impl SaslSession {
         self.users.as_ref()?.credential(user, m)
     }
 
+    /// A successful exchange as `user`: the session's principal, good for `reauth_ms`. A
+    /// re-authentication must keep the principal (Kafka's rule).
+    fn succeed(&mut self, user: String, now_ms: u64, bytes: Vec<u8>) -> Answer {
+        if self.principal.as_deref().is_some_and(|p| p != user) {
+            self.state = State::Failed;
+            return Answer::refused(
+                ResponseError::SaslAuthenticationFailed,
+                "Cannot change principals during re-authentication".into(),
+            );
+        }
+        self.principal = Some(Arc::from(user));
+        self.state = State::Authenticated;
+        self.expires_at_ms =
+            (self.listener.reauth_ms > 0).then(|| now_ms.saturating_add(self.listener.reauth_ms));
+        Answer::ok(bytes)
+    }
+
     /// SaslAuthenticate: one round of the exchange. `nonce` is asked for only when a
     /// server nonce is needed.
-    pub fn authenticate(&mut self, bytes: &[u8], nonce: impl FnOnce() -> String) -> Answer {
+    pub fn authenticate(
+        &mut self,
+        bytes: &[u8],
+        nonce: impl FnOnce() -> String,
+        now_ms: u64,
+    ) -> Answer {
         let state = std::mem::replace(&mut self.state, State::Failed);
         match state {
             State::Handshaken(SaslMechanism::Scram(m)) => {
@@ -207,20 +261,12 @@ impl SaslSession {
             }
             State::Handshaken(SaslMechanism::Plain) => {
                 match plain::authenticate(&self.listener.plain_users, bytes) {
-                    Ok(user) => {
-                        self.principal = Some(Arc::from(user));
-                        self.state = State::Authenticated;
-                        Answer::ok(Vec::new())
-                    }
+                    Ok(user) => self.succeed(user, now_ms, Vec::new()),
                     Err(e) => failed("PLAIN", &e),
                 }
             }
             State::Exchanging(mut exchange) => match exchange.client_final(bytes) {
-                Ok((server_final, user)) => {
-                    self.principal = Some(Arc::from(user));
-                    self.state = State::Authenticated;
-                    Answer::ok(server_final)
-                }
+                Ok((server_final, user)) => self.succeed(user, now_ms, server_final),
                 Err(e) => failed(exchange.mechanism().name(), &e),
             },
             State::Authenticated => {
@@ -228,7 +274,7 @@ impl SaslSession {
                 self.state = State::Authenticated;
                 Answer::refused(
                     ResponseError::IllegalSaslState,
-                    "already authenticated; re-authentication (KIP-368) is not supported".into(),
+                    "already authenticated; a new login (KIP-368) starts with SaslHandshake".into(),
                 )
             }
             _ => Answer::refused(
@@ -264,14 +310,24 @@ mod tests {
     }
 
     fn login(s: &mut SaslSession, m: Mechanism, user: &str, password: &[u8]) -> Answer {
+        login_at(s, m, user, password, 0)
+    }
+
+    fn login_at(
+        s: &mut SaslSession,
+        m: Mechanism,
+        user: &str,
+        password: &[u8],
+        now: u64,
+    ) -> Answer {
         assert_eq!(s.handshake(m.name()), None);
         let mut client = ClientExchange::new(m, user, password, "cnonce");
-        let first = s.authenticate(&client.client_first(), || "snonce".into());
+        let first = s.authenticate(&client.client_first(), || "snonce".into(), now);
         if first.error.is_some() {
             return first;
         }
         let fin = client.client_final(&first.bytes).unwrap();
-        let last = s.authenticate(&fin, || unreachable!());
+        let last = s.authenticate(&fin, || unreachable!(), now);
         if last.error.is_none() {
             client.verify_server_final(&last.bytes).unwrap();
         }
@@ -287,7 +343,7 @@ mod tests {
             assert!(!s.must_close());
             // A second round is refused without dropping the principal or the connection.
             assert_eq!(
-                s.authenticate(b"n,,n=x,r=y", String::new).error,
+                s.authenticate(b"n,,n=x,r=y", String::new, 0).error,
                 Some(ResponseError::IllegalSaslState)
             );
             assert_eq!(s.principal().map(|p| &**p), Some(BROKER_USER));
@@ -313,7 +369,7 @@ mod tests {
     #[test]
     fn out_of_order_and_unknown_mechanisms_are_refused() {
         let mut s = session();
-        let a = s.authenticate(b"n,,n=strand-broker,r=x", || "y".into());
+        let a = s.authenticate(b"n,,n=strand-broker,r=x", || "y".into(), 0);
         assert_eq!(a.error, Some(ResponseError::IllegalSaslState));
         assert!(s.must_close());
 
@@ -346,6 +402,14 @@ mod tests {
     }
 
     fn with_alice_and(mechanisms: Vec<SaslMechanism>, jaas: &str) -> SaslSession {
+        with_alice_reauth(mechanisms, jaas, 0)
+    }
+
+    fn with_alice_reauth(
+        mechanisms: Vec<SaslMechanism>,
+        jaas: &str,
+        reauth_ms: u64,
+    ) -> SaslSession {
         let users = Arc::new(ScramUsers::default());
         users.set(vec![UserCredential::new(
             "alice",
@@ -362,6 +426,7 @@ mod tests {
             Arc::new(ListenerSasl {
                 mechanisms,
                 plain_users,
+                reauth_ms,
             }),
         )
     }
@@ -413,7 +478,7 @@ mod tests {
         let mut s = with_alice_and(both.clone(), jaas);
         assert_eq!(s.mechanisms(), vec!["PLAIN", "SCRAM-SHA-512"]);
         assert_eq!(s.handshake("PLAIN"), None);
-        let a = s.authenticate(b"\0dave\0dave-secret", || unreachable!());
+        let a = s.authenticate(b"\0dave\0dave-secret", || unreachable!(), 0);
         assert_eq!(a.error, None);
         assert!(s.authenticated());
         assert_eq!(s.principal().map(|p| &**p), Some("dave"));
@@ -426,7 +491,7 @@ mod tests {
         ] {
             let mut s = with_alice_and(both.clone(), jaas);
             assert_eq!(s.handshake("PLAIN"), None);
-            let a = s.authenticate(msg, || unreachable!());
+            let a = s.authenticate(msg, || unreachable!(), 0);
             assert_eq!(a.error, Some(ResponseError::SaslAuthenticationFailed));
             assert!(a.message.unwrap().contains("PLAIN"));
             assert!(s.must_close() && !s.authenticated());
@@ -437,5 +502,35 @@ mod tests {
             s.handshake("PLAIN"),
             Some(ResponseError::UnsupportedSaslMechanism)
         );
+    }
+
+    /// KIP-368: a login lasts connections.max.reauth.ms; the client logs in again on the same
+    /// connection as the same user, never as another.
+    #[test]
+    fn logins_expire_and_are_renewed_as_the_same_user() {
+        let m = Mechanism::Sha512;
+        let jaas = r#"org.apache.kafka.common.security.plain.PlainLoginModule required user_bob="bob-secret";"#;
+        let both = vec![SaslMechanism::Scram(m), SaslMechanism::Plain];
+        let mut s = with_alice_reauth(both.clone(), jaas, 1000);
+        assert_eq!(login_at(&mut s, m, "alice", b"alice-secret", 0).error, None);
+        assert_eq!(s.session_lifetime_ms(), 1000);
+        assert!(!s.expired(999) && s.expired(1000));
+        // Renewed while serving: the principal stays through the exchange.
+        assert_eq!(
+            login_at(&mut s, m, "alice", b"alice-secret", 1500).error,
+            None
+        );
+        assert!(s.authenticated() && !s.expired(2499) && s.expired(2500));
+        // A renewal as someone else fails and closes the connection.
+        assert_eq!(s.handshake("PLAIN"), None);
+        let a = s.authenticate(b"\0bob\0bob-secret", || unreachable!(), 1600);
+        assert_eq!(a.error, Some(ResponseError::SaslAuthenticationFailed));
+        assert!(s.must_close() && !s.authenticated());
+        // Without re-authentication a second handshake is refused, and logins never expire.
+        let mut s = with_alice(vec![m]);
+        assert_eq!(login(&mut s, m, "alice", b"alice-secret").error, None);
+        assert_eq!(s.session_lifetime_ms(), 0);
+        assert!(!s.expired(u64::MAX));
+        assert_eq!(s.handshake(m.name()), Some(ResponseError::IllegalSaslState));
     }
 }

@@ -62,6 +62,8 @@ enum Close {
         "{0:?} before SASL authentication on a SASL listener (is the client configured with security.protocol=SASL_*?)"
     )]
     Unauthenticated(ApiKey),
+    #[error("{0:?} after the SASL session expired (connections.max.reauth.ms) without a new login")]
+    SessionExpired(ApiKey),
     #[error("unsupported version {1} of {0:?}")]
     UnsupportedVersion(ApiKey, i16),
     #[error("malformed {0:?} v{1} request: {2}")]
@@ -389,6 +391,13 @@ fn parse_and_handle(
     }
     // Kafka's SASL listeners serve nothing else before authentication, and close the
     // connection of a client that asks (it is misconfigured: no SASL settings).
+    // A login that ran out (KIP-368) serves nothing but a new login: Kafka closes the
+    // connection of a client that did not log in again in time.
+    if sasl.expired(crate::clock::monotonic_ms())
+        && !matches!(api_key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate)
+    {
+        return Err(Close::SessionExpired(api_key));
+    }
     if sasl.requires_authentication()
         && !sasl.authenticated()
         && !matches!(
@@ -470,13 +479,21 @@ fn sasl_authenticate(
     sasl: &mut SaslSession,
     r: &SaslAuthenticateRequest,
 ) -> SaslAuthenticateResponse {
-    let answer = sasl.authenticate(&r.auth_bytes, crate::auth::nonce);
+    let answer = sasl.authenticate(
+        &r.auth_bytes,
+        crate::auth::nonce,
+        crate::clock::monotonic_ms(),
+    );
+    let done = answer.error.is_none() && sasl.logged_in();
     let mut resp = SaslAuthenticateResponse::default();
     resp.error_code = answer.error.map_or(0, |e| e.code());
     resp.error_message = answer.message.map(StrBytes::from_string);
     resp.auth_bytes = Bytes::from(answer.bytes);
-    // 0: the session never expires, so clients do not re-authenticate (KIP-368).
-    resp.session_lifetime_ms = 0;
+    // KIP-368: how long the login lasts (0: the connection's life); clients log in again
+    // before it ends.
+    if done {
+        resp.session_lifetime_ms = sasl.session_lifetime_ms();
+    }
     resp
 }
 

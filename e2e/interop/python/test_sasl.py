@@ -12,7 +12,9 @@ listener `saslssl` (with a certificate from a CA made here):
 - PLAIN with the static users of the listener's JAAS config (Kafka's PlainLoginModule
   `user_<name>` entries) logs in over SASL_SSL; PLAIN is not offered where it is not enabled;
 - a wrong password, an unknown user, a deleted credential and a client without SASL are
-  refused with an authentication error, and nothing is written.
+  refused with an authentication error, and nothing is written;
+- with connections.max.reauth.ms (KIP-368) librdkafka logs in again on its connection, and a
+  deleted user's open connection stops serving it.
 
 Run with e2e/interop/python/run.sh BOOTSTRAP test_sasl.py, STRAND_BROKER_BIN naming the broker
 binary (default: target/debug/broker).
@@ -227,3 +229,54 @@ def test_a_deleted_credential_no_longer_logs_in(sasl):
         refused.list_topics(timeout=5)
     refused.poll(1)  # serves error_cb
     assert any(e.code() == confluent_kafka.KafkaError._AUTHENTICATION for e in errors), errors
+
+
+def test_logins_are_renewed_and_a_deleted_user_loses_its_connections(tmp_path):
+    """KIP-368: with connections.max.reauth.ms a login lasts that long. librdkafka logs in
+    again on its open connection and keeps producing; once the user is deleted, the renewal
+    fails and the open connection stops serving it."""
+    sasl_port = free_port()
+    broker = Broker(tmp_path, [
+        "--listener", "sasl=127.0.0.1:%d" % sasl_port,
+        "--listener-security-protocol-map", "INTERNAL:PLAINTEXT,SASL:SASL_PLAINTEXT",
+        "--connections-max-reauth-ms", "1500",
+    ], wait_port=sasl_port)
+    try:
+        r = java_tool("kafka.admin.ConfigCommand", [
+            "--bootstrap-server", broker.plaintext, "--entity-type", "users", "--entity-name", "erin",
+            "--alter", "--add-config", "SCRAM-SHA-512=[password=erin-secret]"])
+        assert r.returncode == 0, r.stderr[-3000:]
+        errors, results = [], []
+        producer = confluent_kafka.Producer({
+            "bootstrap.servers": "127.0.0.1:%d" % sasl_port, "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "erin", "sasl.password": "erin-secret",
+            "acks": "all", "message.timeout.ms": 4000, "error_cb": errors.append,
+            "reconnect.backoff.ms": 500, "reconnect.backoff.max.ms": 1000,
+        })
+        topic = "strand-sasl-reauth-" + RUN_ID
+
+        def send_for(seconds):
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                producer.produce(topic, b"r", on_delivery=lambda e, m: results.append(e))
+                producer.poll(0.2)
+            producer.flush(10)
+
+        # Three lifetimes: every record delivered over renewed logins.
+        send_for(5)
+        assert results and all(e is None for e in results), results[:5]
+        assert not any(e.code() == confluent_kafka.KafkaError._AUTHENTICATION for e in errors), errors
+        # Renewed on the same connection: none was closed for an expired login.
+        assert "SASL session expired" not in broker.log_path.read_text()
+        # Deleted: the next renewal fails; records after it are not delivered.
+        r = java_tool("kafka.admin.ConfigCommand", [
+            "--bootstrap-server", broker.plaintext, "--entity-type", "users", "--entity-name", "erin",
+            "--alter", "--delete-config", "SCRAM-SHA-512"])
+        assert r.returncode == 0, r.stderr[-3000:]
+        time.sleep(2)
+        results.clear()
+        send_for(3)
+        assert results and all(e is not None for e in results), results[:5]
+        assert any(e.code() == confluent_kafka.KafkaError._AUTHENTICATION for e in errors), errors
+    finally:
+        broker.stop()
