@@ -597,4 +597,45 @@ mod tests {
             .is_err()
         );
     }
+
+    /// The index finds exactly the bindings a scan of every ACL would: literal names, `*`,
+    /// and every prefix (multi-byte characters included).
+    #[test]
+    fn the_index_finds_what_a_scan_finds() {
+        use proptest::prelude::*;
+        fn scan<'a>(acls: &'a [Acl], kind: ResourceType, name: &str) -> Vec<&'a Acl> {
+            acls.iter()
+                .filter(|a| {
+                    a.resource_type == kind
+                        && match a.pattern_type {
+                            Literal => a.resource_name == name || a.resource_name == WILDCARD,
+                            Prefixed => name.starts_with(&a.resource_name),
+                        }
+                })
+                .collect()
+        }
+        let names = prop::sample::select(vec!["a", "ab", "abc", "*", "é", "éa", "b", "abcd"]);
+        let kinds = prop::sample::select(vec![Topic, Group]);
+        let binding = (kinds.clone(), any::<bool>(), names.clone()).prop_map(|(k, prefixed, n)| {
+            acl(
+                k,
+                if prefixed { Prefixed } else { Literal },
+                n,
+                "User:x",
+                Read,
+                Allow,
+            )
+        });
+        proptest!(|(list in prop::collection::vec(binding, 0..12), kind in kinds, name in names)| {
+            let mut list = list;
+            list.sort();
+            list.dedup();
+            let set = AclSet::new(list.clone());
+            let mut found: Vec<&Acl> = set.naming(kind, name).collect();
+            let mut want = scan(&list, kind, name);
+            found.sort();
+            want.sort();
+            prop_assert_eq!(found, want);
+        });
+    }
 }
