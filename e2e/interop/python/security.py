@@ -113,6 +113,8 @@ class Broker:
                     break
                 except OSError:
                     if self.proc.poll() is not None or time.monotonic() > deadline:
+                        self.proc.kill()
+                        self.proc.wait(timeout=30)
                         raise RuntimeError("broker did not start: %s" % self.log_path.read_text())
                     time.sleep(0.1)
 

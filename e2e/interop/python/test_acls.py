@@ -44,31 +44,33 @@ def acls(tmp_path_factory):
         "--authorizer-class-name", "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
         "--super-users", "User:ANONYMOUS",
     ], wait_port=sasl_port)
+    try:
+        def tool(main, *args):
+            r = java_tool(main, ["--bootstrap-server", broker.plaintext, *args])
+            assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+            return r.stdout
 
-    def tool(main, *args):
-        r = java_tool(main, ["--bootstrap-server", broker.plaintext, *args])
-        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-        return r.stdout
-
-    for user in ("alice", "bob"):
-        tool("kafka.admin.ConfigCommand", "--entity-type", "users", "--entity-name", user,
-             "--alter", "--add-config", "SCRAM-SHA-512=[password=%s-secret]" % user)
-    admin = AdminClient({"bootstrap.servers": broker.plaintext})
-    for f in admin.create_topics([NewTopic(t, 1, 1) for t in (ORDERS, SECRET)]).values():
-        f.result(30)
-    acl = lambda *args: tool("org.apache.kafka.tools.AclCommand", *args)
-    acl("--add", "--allow-principal", "User:alice", "--operation", "Write",
-        "--operation", "Read", "--topic", ORDERS)
-    acl("--add", "--allow-principal", "User:alice", "--operation", "Read", "--group", "g1")
-    acl("--add", "--allow-principal", "User:alice", "--operation", "Write",
-        "--topic", "alice-", "--resource-pattern-type", "prefixed")
-    yield {
-        "plaintext": broker.plaintext,
-        "sasl": "127.0.0.1:%d" % sasl_port,
-        "acl": acl,
-        "admin": admin,
-    }
-    broker.stop()
+        for user in ("alice", "bob"):
+            tool("kafka.admin.ConfigCommand", "--entity-type", "users", "--entity-name", user,
+                 "--alter", "--add-config", "SCRAM-SHA-512=[password=%s-secret]" % user)
+        admin = AdminClient({"bootstrap.servers": broker.plaintext})
+        for f in admin.create_topics([NewTopic(t, 1, 1) for t in (ORDERS, SECRET)]).values():
+            f.result(30)
+        acl = lambda *args: tool("org.apache.kafka.tools.AclCommand", *args)
+        acl("--add", "--allow-principal", "User:alice", "--operation", "Write",
+            "--operation", "Read", "--topic", ORDERS)
+        acl("--add", "--allow-principal", "User:alice", "--operation", "Read", "--group", "g1")
+        acl("--add", "--allow-principal", "User:alice", "--operation", "Write",
+            "--topic", "alice-", "--resource-pattern-type", "prefixed")
+        yield {
+            "plaintext": broker.plaintext,
+            "sasl": "127.0.0.1:%d" % sasl_port,
+            "acl": acl,
+            "admin": admin,
+        }
+    finally:
+        # Also when the setup above fails: no broker outlives the module.
+        broker.stop()
 
 
 def conf(acls, user, **extra):

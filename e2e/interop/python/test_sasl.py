@@ -62,26 +62,28 @@ def sasl(tmp_path_factory):
         "--listener-security-protocol-map", "INTERNAL:PLAINTEXT,SASL:SASL_PLAINTEXT,SASLSSL:SASL_SSL",
         "--ssl-keystore-location", str(d / "broker.pem"),
     ], wait_port=ssl_port)
+    try:
+        def configs(*args):
+            r = java_tool("kafka.admin.ConfigCommand", [
+                "--bootstrap-server", broker.plaintext, "--entity-type", "users", *args])
+            assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+            return r.stdout
 
-    def configs(*args):
-        r = java_tool("kafka.admin.ConfigCommand", [
-            "--bootstrap-server", broker.plaintext, "--entity-type", "users", *args])
-        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-        return r.stdout
-
-    configs("--entity-name", "alice", "--alter", "--add-config",
-            "SCRAM-SHA-256=[iterations=8192,password=alice-secret],SCRAM-SHA-512=[password=alice-secret]")
-    configs("--entity-name", "bob", "--alter", "--add-config", "SCRAM-SHA-512=[password=bob-secret]")
-    yield {
-        "plaintext": broker.plaintext,
-        "sasl": "127.0.0.1:%d" % sasl_port,
-        "saslssl": "127.0.0.1:%d" % ssl_port,
-        "ca": str(d / "ca.pem"),
-        "dir": d,
-        "configs": configs,
-        "log": broker.log_path,
-    }
-    broker.stop()
+        configs("--entity-name", "alice", "--alter", "--add-config",
+                "SCRAM-SHA-256=[iterations=8192,password=alice-secret],SCRAM-SHA-512=[password=alice-secret]")
+        configs("--entity-name", "bob", "--alter", "--add-config", "SCRAM-SHA-512=[password=bob-secret]")
+        yield {
+            "plaintext": broker.plaintext,
+            "sasl": "127.0.0.1:%d" % sasl_port,
+            "saslssl": "127.0.0.1:%d" % ssl_port,
+            "ca": str(d / "ca.pem"),
+            "dir": d,
+            "configs": configs,
+            "log": broker.log_path,
+        }
+    finally:
+        # Also when the setup above fails: no broker outlives the module.
+        broker.stop()
 
 
 def librdkafka_conf(sasl, listener, user, password, mechanism="SCRAM-SHA-512"):
