@@ -141,6 +141,37 @@ macro_rules! cluster_only {
     }};
 }
 
+/// AlterConfigs and IncrementalAlterConfigs (the same shape, two generated types): the
+/// resources without ALTER_CONFIGS are taken out and answered refused.
+macro_rules! alter_configs {
+    ($who:expr, $r:expr, $kind:ident, $response:ident) => {{
+        let mut r = $r;
+        let refused = split(&mut r.resources, |res| {
+            config_allowed(
+                &$who,
+                Operation::AlterConfigs,
+                res.resource_type,
+                &res.resource_name,
+            )
+        });
+        Checked::Go(
+            RequestKind::$kind(r),
+            post(move |resp| {
+                if let ResponseKind::$kind(a) = resp {
+                    for res in refused {
+                        let mut x = $response::AlterConfigsResourceResponse::default();
+                        x.error_code = config_denied(res.resource_type);
+                        x.error_message = message("ALTER_CONFIGS");
+                        x.resource_type = res.resource_type;
+                        x.resource_name = res.resource_name;
+                        a.responses.push(x);
+                    }
+                }
+            }),
+        )
+    }};
+}
+
 /// Authorizes one request for `who`.
 pub fn check(who: Who, request: RequestKind, version: i16) -> Checked {
     use Operation::*;
@@ -459,46 +490,15 @@ pub fn check(who: Who, request: RequestKind, version: i16) -> Checked {
             )
         }
 
-        RequestKind::AlterConfigs(mut r) => {
-            let refused = split(&mut r.resources, |res| {
-                config_allowed(&who, AlterConfigs, res.resource_type, &res.resource_name)
-            });
-            Checked::Go(
-                RequestKind::AlterConfigs(r),
-                post(move |resp| {
-                    if let ResponseKind::AlterConfigs(a) = resp {
-                        for res in refused {
-                            let mut x =
-                                alter_configs_response::AlterConfigsResourceResponse::default();
-                            x.error_code = config_denied(res.resource_type);
-                            x.error_message = message("ALTER_CONFIGS");
-                            x.resource_type = res.resource_type;
-                            x.resource_name = res.resource_name;
-                            a.responses.push(x);
-                        }
-                    }
-                }),
-            )
+        RequestKind::AlterConfigs(r) => {
+            alter_configs!(who, r, AlterConfigs, alter_configs_response)
         }
-
-        RequestKind::IncrementalAlterConfigs(mut r) => {
-            let refused = split(&mut r.resources, |res| {
-                config_allowed(&who, AlterConfigs, res.resource_type, &res.resource_name)
-            });
-            Checked::Go(
-                RequestKind::IncrementalAlterConfigs(r),
-                post(move |resp| {
-                    if let ResponseKind::IncrementalAlterConfigs(a) = resp {
-                        for res in refused {
-                            let mut x = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
-                            x.error_code = config_denied(res.resource_type);
-                            x.error_message = message("ALTER_CONFIGS");
-                            x.resource_type = res.resource_type;
-                            x.resource_name = res.resource_name;
-                            a.responses.push(x);
-                        }
-                    }
-                }),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            alter_configs!(
+                who,
+                r,
+                IncrementalAlterConfigs,
+                incremental_alter_configs_response
             )
         }
 

@@ -308,6 +308,17 @@ impl ControllerClient {
         Ok(format!("{}/v1/topics/{name}/{rest}", self.base))
     }
 
+    /// POSTs `body` to a route that answers whether it changed anything.
+    async fn post_changed(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<bool, ControllerCallError> {
+        let url = format!("{}{path}", self.base);
+        let c: Changed = Self::some(self.call(self.http.post(url).json(&body)).await?)?;
+        Ok(c.changed)
+    }
+
     /// Applies checked client-quota alterations (Kafka's AlterClientQuotas), all or none.
     /// Returns whether anything changed.
     pub async fn alter_client_quotas(
@@ -315,15 +326,7 @@ impl ControllerClient {
         alterations: &[crate::quota::config::Alteration],
     ) -> Result<bool, ControllerCallError> {
         let body = serde_json::json!({ "alterations": alterations });
-        let c: Changed = Self::some(
-            self.call(
-                self.http
-                    .post(format!("{}/v1/client-quotas", self.base))
-                    .json(&body),
-            )
-            .await?,
-        )?;
-        Ok(c.changed)
+        self.post_changed("/v1/client-quotas", body).await
     }
 
     /// Applies checked SCRAM credential alterations (Kafka's AlterUserScramCredentials), all
@@ -333,15 +336,7 @@ impl ControllerClient {
         alterations: &[crate::auth::users::Alteration],
     ) -> Result<bool, ControllerCallError> {
         let body = serde_json::json!({ "alterations": alterations });
-        let c: Changed = Self::some(
-            self.call(
-                self.http
-                    .post(format!("{}/v1/scram-credentials", self.base))
-                    .json(&body),
-            )
-            .await?,
-        )?;
-        Ok(c.changed)
+        self.post_changed("/v1/scram-credentials", body).await
     }
 
     /// Adds and removes exact ACL bindings (Kafka's CreateAcls and DeleteAcls).
@@ -351,11 +346,7 @@ impl ControllerClient {
         remove: &[crate::auth::acl::Acl],
     ) -> Result<bool, ControllerCallError> {
         let body = serde_json::json!({ "add": add, "remove": remove });
-        let c: Changed = Self::some(
-            self.call(self.http.post(format!("{}/v1/acls", self.base)).json(&body))
-                .await?,
-        )?;
-        Ok(c.changed)
+        self.post_changed("/v1/acls", body).await
     }
 
     /// Grows `topic` to `partitions` partitions (Kafka's CreatePartitions); the controller
