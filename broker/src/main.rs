@@ -170,6 +170,13 @@ struct Cli {
     /// Members a group may hold (Kafka's group.max.size).
     #[arg(long, default_value_t = 1_000)]
     group_max_size: usize,
+    /// Consumer group protocol (KIP-848) members are removed after this long without a
+    /// heartbeat (Kafka's group.consumer.session.timeout.ms).
+    #[arg(long, default_value_t = 45_000)]
+    group_consumer_session_timeout_ms: i64,
+    /// How often those members heartbeat (Kafka's group.consumer.heartbeat.interval.ms).
+    #[arg(long, default_value_t = 5_000)]
+    group_consumer_heartbeat_interval_ms: i32,
     /// The offsets log is snapshotted (and older segments deleted) once it grows by this many
     /// bytes and by twice its live state.
     #[arg(long, default_value_t = 16 << 20)]
@@ -639,6 +646,14 @@ fn config_from(cli: &Cli) -> anyhow::Result<BrokerConfig> {
     if cli.offsets_topic_partitions < 1 {
         bail!("--offsets-topic-partitions must be at least 1");
     }
+    if cli.group_consumer_heartbeat_interval_ms <= 0
+        || i64::from(cli.group_consumer_heartbeat_interval_ms)
+            >= cli.group_consumer_session_timeout_ms
+    {
+        bail!(
+            "--group-consumer-heartbeat-interval-ms must be positive and below --group-consumer-session-timeout-ms"
+        );
+    }
     if cli.offsets_retention_ms == 0 || cli.offsets_retention_check_interval_ms == 0 {
         bail!("--offsets-retention-ms and --offsets-retention-check-interval-ms must be positive");
     }
@@ -651,6 +666,11 @@ fn config_from(cli: &Cli) -> anyhow::Result<BrokerConfig> {
             initial_rebalance_delay_ms: cli.group_initial_rebalance_delay_ms,
             max_size: cli.group_max_size,
             ..Default::default()
+        },
+        consumer: broker::group::consumer::Settings {
+            session_timeout_ms: cli.group_consumer_session_timeout_ms,
+            heartbeat_interval_ms: cli.group_consumer_heartbeat_interval_ms,
+            max_size: cli.group_max_size,
         },
         snapshot_min_bytes: cli.offsets_snapshot_min_bytes,
         offsets_retention: Duration::from_millis(cli.offsets_retention_ms),

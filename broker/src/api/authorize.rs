@@ -642,6 +642,49 @@ pub fn check(who: Who, request: RequestKind, version: i16) -> Checked {
             resp.error_code = group_denied();
             Checked::Refused(ResponseKind::Heartbeat(resp))
         }
+        // As Kafka: READ on the group, and DESCRIBE on every topic it subscribes to.
+        RequestKind::ConsumerGroupHeartbeat(r) => {
+            let mut resp = ConsumerGroupHeartbeatResponse::default();
+            resp.member_epoch = -1;
+            if !who.group(Read, &r.group_id) {
+                resp.error_code = group_denied();
+                return Checked::Refused(ResponseKind::ConsumerGroupHeartbeat(resp));
+            }
+            let hidden: Vec<String> = r
+                .subscribed_topic_names
+                .iter()
+                .flatten()
+                .filter(|t| !who.topic(Describe, t))
+                .map(|t| t.0.to_string())
+                .collect();
+            if hidden.is_empty() {
+                return Checked::Go(RequestKind::ConsumerGroupHeartbeat(r), None);
+            }
+            resp.error_code = ResponseError::TopicAuthorizationFailed.code();
+            resp.error_message = Some(StrBytes::from_string(format!(
+                "The group member is not authorized to describe topics {}.",
+                hidden.join(", ")
+            )));
+            Checked::Refused(ResponseKind::ConsumerGroupHeartbeat(resp))
+        }
+        RequestKind::ConsumerGroupDescribe(r) => {
+            let who = who.clone();
+            Checked::Go(
+                RequestKind::ConsumerGroupDescribe(r),
+                post(move |resp| {
+                    if let ResponseKind::ConsumerGroupDescribe(d) = resp {
+                        for g in &mut d.groups {
+                            if !who.group(Describe, &g.group_id) {
+                                let id = std::mem::take(&mut g.group_id);
+                                *g = consumer_group_describe_response::DescribedGroup::default();
+                                g.group_id = id;
+                                g.error_code = group_denied();
+                            }
+                        }
+                    }
+                }),
+            )
+        }
         RequestKind::LeaveGroup(r) => {
             if who.group(Read, &r.group_id) {
                 return Checked::Go(RequestKind::LeaveGroup(r), None);

@@ -25,6 +25,18 @@ pub fn handle(
             let mut g = DescribedGroup::default();
             g.authorized_operations = OPERATIONS_OMITTED;
             match broker.groups.describe(broker, id.0.as_str()) {
+                // A consumer group protocol group: Kafka's admin client describes it with
+                // ConsumerGroupDescribe; this API shows it Dead (v6: with the reason).
+                Err(ResponseError::GroupIdNotFound) => {
+                    g.group_state = str_bytes("Dead");
+                    if version >= 6 {
+                        g.error_code = ResponseError::GroupIdNotFound.code();
+                        g.error_message = Some(str_bytes(format!(
+                            "Group {} is not a classic group.",
+                            id.0.as_str()
+                        )));
+                    }
+                }
                 Err(e) => {
                     g.error_code = e.code();
                     g.group_state = str_bytes("");

@@ -1,5 +1,5 @@
-//! ListGroups: every group this broker coordinates, filtered by state (v4+) and type (v5+;
-//! all groups here are "classic").
+//! ListGroups: every group this broker coordinates, filtered by state (v4+) and type (v5+:
+//! "classic", or "consumer" for the consumer group protocol's groups).
 
 use std::sync::Arc;
 
@@ -21,14 +21,14 @@ pub fn handle(broker: &Arc<Broker>, req: ListGroupsRequest, version: i16) -> Lis
     };
     r.groups = groups
         .into_iter()
-        .filter(|(_, _, state)| version < 4 || wants(&req.states_filter, state.name()))
-        .filter(|_| version < 5 || wants(&req.types_filter, "classic"))
-        .map(|(id, protocol_type, state)| {
+        .filter(|l| version < 4 || wants(&req.states_filter, l.state))
+        .filter(|l| version < 5 || wants(&req.types_filter, l.kind))
+        .map(|l| {
             let mut g = ListedGroup::default();
-            g.group_id = GroupId(str_bytes(id));
-            g.protocol_type = str_bytes(protocol_type);
-            g.group_state = str_bytes(state.name());
-            g.group_type = str_bytes("classic");
+            g.group_id = GroupId(str_bytes(l.id));
+            g.protocol_type = str_bytes(l.protocol_type);
+            g.group_state = str_bytes(l.state);
+            g.group_type = str_bytes(l.kind);
             g
         })
         .collect();

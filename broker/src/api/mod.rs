@@ -7,6 +7,8 @@ pub mod api_versions;
 pub mod authorize;
 pub mod client_quotas;
 pub mod cluster_admin;
+pub mod consumer_group_describe;
+pub mod consumer_group_heartbeat;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
@@ -74,6 +76,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    // The consumer group protocol (KIP-848, `group::consumer`), beside the classic one.
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
     // Admin APIs onto the controller (`topic_admin`); standalone, onto this broker's topics.
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::AlterConfigs, 0, 2),
@@ -299,6 +304,12 @@ fn dispatch_local(
             broker, r, version,
         ))),
         RequestKind::DeleteGroups(r) => delete_groups::handle(broker, r),
+        RequestKind::ConsumerGroupHeartbeat(r) => Reply::now(ResponseKind::ConsumerGroupHeartbeat(
+            consumer_group_heartbeat::handle(broker, r, version, client),
+        )),
+        RequestKind::ConsumerGroupDescribe(r) => Reply::now(ResponseKind::ConsumerGroupDescribe(
+            consumer_group_describe::handle(broker, r),
+        )),
         RequestKind::OffsetDelete(r) => offset_delete::handle(broker, r),
         RequestKind::CreatePartitions(r) => create_partitions::handle(broker, r),
         RequestKind::AlterConfigs(r) => alter_configs::handle(broker, r),

@@ -18,10 +18,15 @@ type Wanted = Option<Vec<(String, Vec<i32>)>>;
 type Found = Vec<(String, Vec<(i32, Option<OffsetValue>)>)>;
 
 /// Offsets for one group; a group-level error is reported for every requested partition.
-fn fetch(broker: &Arc<Broker>, group_id: &str, wanted: Wanted) -> (Found, Option<ResponseError>) {
+fn fetch(
+    broker: &Arc<Broker>,
+    group_id: &str,
+    wanted: Wanted,
+    member: Option<(&str, i32)>,
+) -> (Found, Option<ResponseError>) {
     match broker
         .groups
-        .fetch_offsets(broker, group_id, wanted.clone())
+        .fetch_offsets(broker, group_id, wanted.clone(), member)
     {
         Ok(found) => (found, None),
         Err(e) => {
@@ -47,7 +52,8 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetFetchRequest, version: i16) -> Of
                         .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
                         .collect()
                 });
-                let (found, error) = fetch(broker, g.group_id.0.as_str(), wanted);
+                let member = g.member_id.as_ref().map(|m| (m.as_str(), g.member_epoch));
+                let (found, error) = fetch(broker, g.group_id.0.as_str(), wanted, member);
                 let mut out = OffsetFetchResponseGroup::default();
                 out.group_id = g.group_id.clone();
                 out.error_code = error.map_or(0, |e| e.code());
@@ -84,7 +90,7 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetFetchRequest, version: i16) -> Of
             .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    let (found, error) = fetch(broker, req.group_id.0.as_str(), wanted);
+    let (found, error) = fetch(broker, req.group_id.0.as_str(), wanted, None);
     // v2+ carries a group-level error; v1 has only per-partition errors.
     if version >= 2 {
         r.error_code = error.map_or(0, |e| e.code());

@@ -23,6 +23,7 @@ use kafka_protocol::error::ResponseError;
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, error, info, warn};
 
+use super::consumer::{self, ConsumerGroup, Heartbeat, HeartbeatReply, Refusal};
 use super::partition_for;
 use super::records::{self, FormatError, OffsetValue, RecordKey};
 use super::retention;
@@ -61,6 +62,8 @@ pub struct GroupConfig {
     pub offsets_retention: Duration,
     /// How often expired offsets are looked for (offsets.retention.check.interval.ms).
     pub offsets_retention_check_interval: Duration,
+    /// The consumer group protocol's group.consumer.* settings.
+    pub consumer: consumer::Settings,
 }
 
 impl Default for GroupConfig {
@@ -74,6 +77,7 @@ impl Default for GroupConfig {
             snapshot_min_bytes: 16 << 20,
             offsets_retention: Duration::from_secs(7 * 24 * 3600),
             offsets_retention_check_interval: Duration::from_secs(600),
+            consumer: consumer::Settings::default(),
         }
     }
 }
@@ -95,6 +99,9 @@ struct Committed {
 
 struct GroupEntry {
     group: Group,
+    /// The group's members under the consumer group protocol (KIP-848), if it has been one.
+    /// Kept in memory only: after a coordinator change its members rejoin (see `consumer`).
+    consumer: Option<ConsumerGroup>,
     offsets: BTreeMap<(String, i32), Committed>,
     /// Tells this entry from an earlier one of the same id (deleted, then created again):
     /// a write's outcome only ever applies to the entry that made it.
@@ -107,9 +114,15 @@ type LoggedOffset = (Vec<u8>, (String, i32), OffsetValue);
 static INCARNATIONS: AtomicU64 = AtomicU64::new(0);
 
 impl GroupEntry {
+    /// Has members under the consumer group protocol.
+    fn is_consumer_group(&self) -> bool {
+        self.consumer.as_ref().is_some_and(|c| !c.is_empty())
+    }
+
     fn new(group: Group) -> Self {
         Self {
             group,
+            consumer: None,
             offsets: BTreeMap::new(),
             incarnation: INCARNATIONS.fetch_add(1, Ordering::Relaxed),
         }
@@ -199,6 +212,7 @@ impl ShardState {
     fn drop_if_vacant(&mut self, group_id: &str) {
         let vacant = self.groups.get(group_id).is_some_and(|e| {
             e.offsets.is_empty()
+                && !e.is_consumer_group()
                 && e.group.is_empty()
                 && e.group.generation() == 0
                 && e.group.state() == State::Empty
@@ -276,6 +290,16 @@ pub struct CommitEntry {
     pub topic: String,
     pub partition: i32,
     pub value: OffsetValue,
+}
+
+/// One group as ListGroups shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub id: String,
+    pub protocol_type: String,
+    pub state: &'static str,
+    /// "classic" or "consumer" (the protocol its members use).
+    pub kind: &'static str,
 }
 
 /// What DescribeGroups shows of one group.
@@ -661,6 +685,11 @@ impl Coordinator {
                 }
                 let ids: Vec<String> = st.groups.keys().cloned().collect();
                 for id in ids {
+                    if let Some(c) = st.groups.get_mut(&id).and_then(|e| e.consumer.as_mut()) {
+                        for member in c.tick(now) {
+                            info!(group = %id, member = %member, "removed consumer group member: session or rebalance timeout expired");
+                        }
+                    }
                     let outs = match st.groups.get_mut(&id) {
                         Some(e) => e.group.tick(now),
                         None => continue,
@@ -823,6 +852,13 @@ impl Coordinator {
             }
             let now = now_ms();
             st.waiters.insert(ticket, tx);
+            if st
+                .groups
+                .get(group_id)
+                .is_some_and(GroupEntry::is_consumer_group)
+            {
+                return Err(ResponseError::InconsistentGroupProtocol);
+            }
             let entry = st
                 .groups
                 .entry(group_id.to_string())
@@ -919,9 +955,14 @@ impl Coordinator {
                     .or_insert_with(|| GroupEntry::new(Group::new(group_id, now, limits))),
                 None => return Err(ResponseError::IllegalGeneration),
             };
-            entry
-                .group
-                .validate_commit(member_id, instance_id, generation, now)?;
+            match &entry.consumer {
+                Some(c) if !c.is_empty() => c
+                    .validate_commit(member_id, generation)
+                    .map_err(|r| r.error)?,
+                _ => entry
+                    .group
+                    .validate_commit(member_id, instance_id, generation, now)?,
+            }
             if entries.is_empty() {
                 return Ok((None, Arc::clone(shard)));
             }
@@ -1000,15 +1041,23 @@ impl Coordinator {
     }
 
     /// OffsetFetch: `wanted` None means every committed offset of the group. Partitions
-    /// without a commit come back as None.
+    /// without a commit come back as None. `member` is the (member id, epoch) of v9+.
     #[allow(clippy::type_complexity)]
     pub fn fetch_offsets(
         &self,
         broker: &Arc<Broker>,
         group_id: &str,
         wanted: Option<Vec<(String, Vec<i32>)>>,
+        member: Option<(&str, i32)>,
     ) -> Result<Vec<(String, Vec<(i32, Option<OffsetValue>)>)>, ResponseError> {
         self.with_shard(broker, group_id, |_, st| {
+            // v9+ from a consumer group member: its epoch must be current (STALE_MEMBER_EPOCH).
+            if let Some(c) = st.groups.get(group_id).and_then(|e| e.consumer.as_ref())
+                && !c.is_empty()
+            {
+                c.validate_fetch(member.map(|m| m.0), member.map_or(-1, |m| m.1))
+                    .map_err(|r| r.error)?;
+            }
             let offsets = st.groups.get(group_id).map(|e| &e.offsets);
             let out = match wanted {
                 Some(topics) => topics
@@ -1042,20 +1091,114 @@ impl Coordinator {
         })
     }
 
-    /// DescribeGroups: None for a group this coordinator does not know.
+    /// ConsumerGroupHeartbeat (KIP-848). `topic` says what a topic name is now.
+    pub fn consumer_heartbeat(
+        &self,
+        broker: &Arc<Broker>,
+        group_id: &str,
+        hb: Heartbeat,
+        topic: &dyn Fn(&str) -> Option<consumer::TopicInfo>,
+    ) -> Result<HeartbeatReply, Refusal> {
+        let plain = |error| Refusal {
+            error,
+            message: String::new(),
+        };
+        let settings = self.config.consumer;
+        let limits = self.config.limits;
+        if [&hb.member_id, &hb.client_id, &hb.client_host]
+            .into_iter()
+            .chain(hb.instance_id.as_ref())
+            .chain(hb.rack_id.as_ref())
+            .any(|s| too_long(s))
+        {
+            return Err(plain(ResponseError::InvalidRequest));
+        }
+        let result = self.with_shard(broker, group_id, |_, st| {
+            let now = now_ms();
+            let joining = hb.member_epoch == consumer::JOIN_EPOCH;
+            let entry = match st.groups.get_mut(group_id) {
+                Some(e) => e,
+                None if joining => st
+                    .groups
+                    .entry(group_id.to_string())
+                    .or_insert_with(|| GroupEntry::new(Group::new(group_id, now, limits))),
+                // Unknown here (never made, or made under the previous coordinator, which
+                // kept its members in memory): the member rejoins.
+                None => {
+                    return Ok(Err(Refusal {
+                        error: ResponseError::UnknownMemberId,
+                        message: format!("Member {} is not a member of the group.", hb.member_id),
+                    }));
+                }
+            };
+            // Kafka converts a classic group whose members all use the consumer protocol's
+            // embedded format; here a group changes protocol only while it is empty.
+            if !entry.group.is_empty() {
+                return Ok(Err(Refusal {
+                    error: ResponseError::GroupIdNotFound,
+                    message: format!("Cannot upgrade classic group {group_id} to consumer group because it has members; this broker changes a group's protocol only while it is empty."),
+                }));
+            }
+            let group = entry
+                .consumer
+                .get_or_insert_with(|| ConsumerGroup::new(settings));
+            let reply = group.heartbeat(hb, topic, now);
+            if reply.is_err() {
+                st.drop_if_vacant(group_id);
+            }
+            Ok(reply)
+        });
+        result.map_err(plain)?
+    }
+
+    /// ConsumerGroupDescribe: the group as it is now; Err(GROUP_ID_NOT_FOUND) with Kafka's
+    /// message for a group that is not a consumer group.
+    pub fn describe_consumer(
+        &self,
+        broker: &Arc<Broker>,
+        group_id: &str,
+    ) -> Result<ConsumerGroup, Refusal> {
+        let found = self.with_shard(broker, group_id, |_, st| {
+            Ok(st.groups.get(group_id).map(|e| {
+                (
+                    e.consumer.clone().filter(|_| e.group.is_empty()),
+                    e.group.is_empty() && e.group.protocol_type().is_none(),
+                )
+            }))
+        });
+        match found {
+            Err(error) => Err(Refusal {
+                error,
+                message: String::new(),
+            }),
+            Ok(Some((Some(c), _))) => Ok(c),
+            Ok(None) => Err(Refusal {
+                error: ResponseError::GroupIdNotFound,
+                message: format!("Group {group_id} not found."),
+            }),
+            Ok(Some((None, _))) => Err(Refusal {
+                error: ResponseError::GroupIdNotFound,
+                message: format!("Group {group_id} is not a consumer group."),
+            }),
+        }
+    }
+
+    /// DescribeGroups: None for a group this coordinator does not know; GROUP_ID_NOT_FOUND
+    /// for a consumer group protocol group (Kafka: "is not a classic group").
     pub fn describe(
         &self,
         broker: &Arc<Broker>,
         group_id: &str,
     ) -> Result<Option<Description>, ResponseError> {
-        self.with_shard(broker, group_id, |_, st| {
-            Ok(st.groups.get(group_id).map(|e| e.group.describe()))
+        self.with_shard(broker, group_id, |_, st| match st.groups.get(group_id) {
+            Some(e) if e.is_consumer_group() => Err(ResponseError::GroupIdNotFound),
+            e => Ok(e.map(|e| e.group.describe())),
         })
     }
 
-    /// ListGroups: (group id, protocol type, state) of every group coordinated here, and
-    /// whether some partition is still loading.
-    pub fn list(&self) -> (Vec<(String, String, State)>, bool) {
+    /// ListGroups: every group coordinated here, and whether some partition is still
+    /// loading.
+    pub fn list(&self) -> (Vec<Listed>, bool) {
         let shards: Vec<Arc<Shard>> = self.shards().values().cloned().collect();
         let mut loading = false;
         let mut out = Vec::new();
@@ -1069,14 +1212,28 @@ impl Coordinator {
                 continue;
             }
             for (id, e) in &st.groups {
-                out.push((
-                    id.clone(),
-                    e.group.protocol_type().unwrap_or_default().to_string(),
-                    e.group.state(),
-                ));
+                out.push(match &e.consumer {
+                    Some(c)
+                        if e.group.is_empty()
+                            && (!c.is_empty() || e.group.protocol_type().is_none()) =>
+                    {
+                        Listed {
+                            id: id.clone(),
+                            protocol_type: "consumer".into(),
+                            state: c.state().name(),
+                            kind: "consumer",
+                        }
+                    }
+                    _ => Listed {
+                        id: id.clone(),
+                        protocol_type: e.group.protocol_type().unwrap_or_default().to_string(),
+                        state: e.group.state().name(),
+                        kind: "classic",
+                    },
+                });
             }
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.sort_by(|a, b| a.id.cmp(&b.id));
         (out, loading)
     }
 
@@ -1087,6 +1244,9 @@ impl Coordinator {
             let Some(entry) = st.groups.get_mut(group_id) else {
                 return Err(ResponseError::GroupIdNotFound);
             };
+            if entry.is_consumer_group() {
+                return Err(ResponseError::NonEmptyGroup);
+            }
             let mut check = entry.group.clone();
             check.delete(now_ms())?;
             let mut recs = vec![(
@@ -1146,7 +1306,14 @@ impl Coordinator {
                 return Err(ResponseError::NonEmptyGroup);
             }
             // None: subscriptions that cannot be read count as every topic.
-            let subscribed = (!group.is_empty()).then(|| subscribed_topics(group));
+            let subscribed = match &entry.consumer {
+                Some(c) if !c.is_empty() => Some(Some(
+                    c.members()
+                        .flat_map(|m| m.subscribed_topic_names.iter().cloned())
+                        .collect(),
+                )),
+                _ => (!group.is_empty()).then(|| subscribed_topics(group)),
+            };
             let mut answers = Vec::with_capacity(partitions.len());
             let mut recs = Vec::new();
             let mut gone = Vec::new();
@@ -1241,7 +1408,7 @@ impl Coordinator {
         let mut expired: Vec<(String, (String, i32))> = Vec::new();
         let mut dead: Vec<String> = Vec::new();
         for (id, entry) in &st.groups {
-            if st.in_flight.contains_key(id) {
+            if st.in_flight.contains_key(id) || entry.is_consumer_group() {
                 continue;
             }
             let mut kept = 0;

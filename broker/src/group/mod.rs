@@ -9,6 +9,8 @@
 //!   once the write is committed (high watermark), timers, offsets expiry, and snapshots that
 //!   bound the log.
 
+pub mod assignor;
+pub mod consumer;
 pub mod coordinator;
 pub mod records;
 pub mod retention;
