@@ -433,6 +433,8 @@ async fn probe(ctx: &mut Ctx, key: ApiKey, version: i16) -> Probe {
         }
         ApiKey::DescribeTopicPartitions => describe_topic_partitions_at(ctx, version).await,
         ApiKey::DescribeProducers => describe_producers_at(ctx, version).await,
+        ApiKey::ConsumerGroupHeartbeat => consumer_group_heartbeat_at(ctx, version).await,
+        ApiKey::ConsumerGroupDescribe => consumer_group_describe_at(ctx, version).await,
         other => panic!(
             "{other:?} is advertised (broker::api::SUPPORTED) but every_version.rs sends no \
              request for it: add one to `probe`"
@@ -2270,6 +2272,168 @@ async fn offset_delete_at(ctx: &mut Ctx, v: i16) -> Probe {
         before == after,
         "a refused OffsetDelete changed {before} to {after}"
     );
+    Ok(())
+}
+
+/// A consumer group protocol member joins `group` (subscribed to TOPIC) at `v`: its id and
+/// epoch, once it owns TOPIC's partition.
+async fn consumer_member(ctx: &mut Ctx, group: &str, v: i16) -> Result<(String, i32), String> {
+    use kafka_protocol::messages::ConsumerGroupHeartbeatRequest;
+    let id = format!("{group}-member");
+    let join = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(gid(group))
+        .with_member_id(sb(&id))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(30_000)
+        .with_subscribed_topic_names(Some(vec![topic_name(TOPIC)]))
+        .with_topic_partitions(Some(vec![]));
+    let r = ctx.send(&join, v).await?;
+    expect_code("join", r.error_code, None, &r)?;
+    let assigned: Vec<(uuid::Uuid, Vec<i32>)> = r
+        .assignment
+        .iter()
+        .flat_map(|a| &a.topic_partitions)
+        .map(|tp| (tp.topic_id, tp.partitions.clone()))
+        .collect();
+    check!(
+        assigned == [(ctx.topic_id, vec![0])] && r.member_epoch > 0,
+        "a lone member gets the whole topic: {r:?}"
+    );
+    check!(
+        r.member_id.as_deref() == Some(id.as_str()),
+        "member id {:?}",
+        r.member_id
+    );
+    Ok((id, r.member_epoch))
+}
+
+async fn consumer_group_heartbeat_at(ctx: &mut Ctx, v: i16) -> Probe {
+    use kafka_protocol::messages::ConsumerGroupHeartbeatRequest;
+    use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
+    let group = format!("every-version-cg-heartbeat-v{v}");
+    let (id, epoch) = consumer_member(ctx, &group, v).await?;
+    let beat = |epoch: i32| {
+        ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(gid(&group))
+            .with_member_id(sb(&id))
+            .with_member_epoch(epoch)
+            .with_rebalance_timeout_ms(-1)
+    };
+    // An unchanged member: same epoch, no assignment (null means unchanged).
+    let owned = vec![
+        TopicPartitions::default()
+            .with_topic_id(ctx.topic_id)
+            .with_partitions(vec![0]),
+    ];
+    let r = ctx
+        .send(&beat(epoch).with_topic_partitions(Some(owned)), v)
+        .await?;
+    expect_code("heartbeat", r.error_code, None, &r)?;
+    check!(
+        r.member_epoch == epoch && r.assignment.is_none(),
+        "steady heartbeat: {r:?}"
+    );
+    // Commits carry the member epoch; a stale one is refused.
+    let commit = |epoch: i32| {
+        OffsetCommitRequest::default()
+            .with_group_id(gid(&group))
+            .with_member_id(sb(&id))
+            .with_generation_id_or_member_epoch(epoch)
+            .with_topics(vec![commit_topic(9, 3, "cg", 9)])
+    };
+    let r = ctx.send(&commit(epoch), 9).await?;
+    let code = r.topics[0].partitions[0].error_code;
+    expect_code("commit with the member epoch", code, None, &r)?;
+    let r = ctx.send(&commit(epoch + 7), 9).await?;
+    let code = r.topics[0].partitions[0].error_code;
+    expect_code(
+        "commit with a stale epoch",
+        code,
+        Some(ResponseError::StaleMemberEpoch),
+        &r,
+    )?;
+    let r = ctx.send(&beat(epoch + 1), v).await?;
+    let want = Some(ResponseError::FencedMemberEpoch);
+    expect_code("greater epoch", r.error_code, want, &r)?;
+    // v0 lets the broker choose a new member's id; v1 needs one.
+    let anonymous = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(gid(&format!("{group}-anonymous")))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(30_000)
+        .with_subscribed_topic_names(Some(vec![topic_name(TOPIC)]))
+        .with_topic_partitions(Some(vec![]));
+    let r = ctx.send(&anonymous, v).await?;
+    if v == 0 {
+        expect_code("v0 join without an id", r.error_code, None, &r)?;
+        check!(
+            r.member_id.as_deref().is_some_and(|m| !m.is_empty()),
+            "no member id chosen: {r:?}"
+        );
+    } else {
+        let want = Some(ResponseError::InvalidRequest);
+        expect_code("v1 join without an id", r.error_code, want, &r)?;
+    }
+    let r = ctx.send(&beat(-1).with_rebalance_timeout_ms(-1), v).await?;
+    expect_code("leave", r.error_code, None, &r)?;
+    check!(
+        r.member_epoch == -1,
+        "leave answered epoch {}",
+        r.member_epoch
+    );
+    let r = ctx.send(&beat(epoch), v).await?;
+    let want = Some(ResponseError::UnknownMemberId);
+    expect_code("after leaving", r.error_code, want, &r)?;
+    Ok(())
+}
+
+async fn consumer_group_describe_at(ctx: &mut Ctx, v: i16) -> Probe {
+    use kafka_protocol::messages::ConsumerGroupDescribeRequest;
+    let group = format!("every-version-cg-describe-v{v}");
+    let (id, epoch) = consumer_member(ctx, &group, 1).await?;
+    let classic = ctx
+        .member(&format!("every-version-cg-classic-v{v}"), None)
+        .await?;
+    let req = ConsumerGroupDescribeRequest::default().with_group_ids(vec![
+        gid(&group),
+        gid(&classic.group),
+        gid("every-version-no-such-group"),
+    ]);
+    let r = ctx.send(&req, v).await?;
+    check!(r.groups.len() == 3, "{r:?}");
+    let g = &r.groups[0];
+    expect_code("describe", g.error_code, None, &r)?;
+    check!(
+        g.group_state.as_str() == "Stable" && g.group_epoch == epoch && g.assignment_epoch == epoch,
+        "group: {g:?}"
+    );
+    check!(
+        g.assignor_name.as_str() == "uniform",
+        "assignor {}",
+        g.assignor_name.as_str()
+    );
+    let m = g.members.first().ok_or("no members")?;
+    check!(
+        m.member_id.as_str() == id && m.member_epoch == epoch,
+        "member {m:?}"
+    );
+    let assigned: Vec<(&str, &[i32])> = m
+        .assignment
+        .topic_partitions
+        .iter()
+        .map(|tp| (tp.topic_name.0.as_str(), tp.partitions.as_slice()))
+        .collect();
+    check!(assigned == [(TOPIC, &[0][..])], "assignment {assigned:?}");
+    check!(
+        m.target_assignment == m.assignment,
+        "target {:?}",
+        m.target_assignment
+    );
+    if v >= 1 {
+        check!(m.member_type == 1, "member type {}", m.member_type);
+    }
+    let not_consumer = Some(ResponseError::GroupIdNotFound);
+    expect_code("classic group", r.groups[1].error_code, not_consumer, &r)?;
+    expect_code("unknown group", r.groups[2].error_code, not_consumer, &r)?;
     Ok(())
 }
 
