@@ -68,6 +68,8 @@ pub fn handle(
                             d.member_epoch = m.epoch;
                             d.client_id = str_bytes(m.client_id.clone());
                             d.client_host = str_bytes(m.client_host.clone());
+                            d.subscribed_topic_regex =
+                                m.subscribed_topic_regex.clone().map(str_bytes);
                             d.subscribed_topic_names = m
                                 .subscribed_topic_names
                                 .iter()

@@ -8,22 +8,40 @@ use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeart
 use tracing::debug;
 
 use super::{Client, str_bytes};
+use crate::group::OFFSETS_TOPIC;
 use crate::group::assignor;
-use crate::group::consumer::{Heartbeat, TopicInfo};
+use crate::group::consumer::{Heartbeat, TopicInfo, Topics};
 use crate::state::Broker;
 
-/// What a topic name is now (id, partition count): the cluster's metadata in a cluster.
-pub fn topic_info(broker: &Broker, name: &str) -> Option<TopicInfo> {
-    if let Some(rt) = broker.cluster() {
-        let meta = rt.membership.metadata();
-        return meta
-            .topics
-            .get(name)
-            .map(|t| (t.id, t.partitions.len() as i32));
+/// The topics as this broker knows them: the cluster's metadata in a cluster.
+struct BrokerTopics<'a>(&'a Broker);
+
+impl Topics for BrokerTopics<'_> {
+    fn info(&self, name: &str) -> Option<TopicInfo> {
+        if let Some(rt) = self.0.cluster() {
+            let meta = rt.membership.metadata();
+            return meta
+                .topics
+                .get(name)
+                .map(|t| (t.id, t.partitions.len() as i32));
+        }
+        self.0
+            .topic(name)
+            .map(|t| (t.record.id, t.partitions.len() as i32))
     }
-    broker
-        .topic(name)
-        .map(|t| (t.record.id, t.partitions.len() as i32))
+
+    fn names(&self) -> Vec<String> {
+        let all: Vec<String> = match self.0.cluster() {
+            Some(rt) => rt.membership.metadata().topics.keys().cloned().collect(),
+            None => self
+                .0
+                .topics()
+                .iter()
+                .map(|t| t.record.name.clone())
+                .collect(),
+        };
+        all.into_iter().filter(|n| n != OFFSETS_TOPIC).collect()
+    }
 }
 
 pub fn handle(
@@ -66,10 +84,9 @@ pub fn handle(
     };
     let group_id = req.group_id.0.as_str();
     let mut r = ConsumerGroupHeartbeatResponse::default();
-    let lookup = |name: &str| topic_info(broker, name);
     match broker
         .groups
-        .consumer_heartbeat(broker, group_id, hb, &lookup)
+        .consumer_heartbeat(broker, group_id, hb, &BrokerTopics(broker))
     {
         Ok(reply) => {
             r.member_id = Some(str_bytes(reply.member_id));

@@ -133,6 +133,7 @@ pub struct Member {
     /// What it owns but must give up.
     pub revoking: Assignment,
     pub subscribed_topic_names: BTreeSet<String>,
+    pub subscribed_topic_regex: Option<String>,
     pub server_assignor: Option<String>,
     pub rebalance_timeout_ms: i32,
     session_deadline: i64,
@@ -145,6 +146,39 @@ pub struct Member {
 /// What a topic the group subscribes to is: its id and partition count.
 pub type TopicInfo = (Uuid, i32);
 
+/// The topics as they are now.
+pub trait Topics {
+    fn info(&self, name: &str) -> Option<TopicInfo>;
+    /// Every topic a regex subscription may match (internal topics left out).
+    fn names(&self) -> Vec<String>;
+}
+
+impl Topics for BTreeMap<String, TopicInfo> {
+    fn info(&self, name: &str) -> Option<TopicInfo> {
+        self.get(name).copied()
+    }
+    fn names(&self) -> Vec<String> {
+        self.keys().cloned().collect()
+    }
+}
+
+/// Largest compiled regex subscription: a client's pattern must not take a coordinator's
+/// memory (matching itself is linear in the topic name).
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// A subscription regex as Kafka applies it (RE2 syntax, the whole name must match).
+pub fn compile_regex(pattern: &str) -> Result<regex::Regex, Refusal> {
+    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|e| {
+            refuse(
+                ResponseError::InvalidRegularExpression,
+                format!("SubscribedTopicRegex `{pattern}` is not a valid regular expression: {e}"),
+            )
+        })
+}
+
 #[derive(Debug, Clone)]
 pub struct ConsumerGroup {
     epoch: i32,
@@ -156,6 +190,8 @@ pub struct ConsumerGroup {
     topics: BTreeMap<String, TopicInfo>,
     /// Which member owns each partition (assigned or being revoked).
     owners: HashMap<(Uuid, i32), String>,
+    /// The members' subscription regexes, compiled.
+    regexes: HashMap<String, regex::Regex>,
     settings: Settings,
 }
 
@@ -185,6 +221,7 @@ impl ConsumerGroup {
             target: BTreeMap::new(),
             topics: BTreeMap::new(),
             owners: HashMap::new(),
+            regexes: HashMap::new(),
             settings,
         }
     }
@@ -273,12 +310,6 @@ impl ConsumerGroup {
             e if e < STATIC_LEAVE_EPOCH => return invalid("MemberEpoch is invalid."),
             _ => {}
         }
-        if hb.subscribed_topic_regex.is_some() {
-            return Err(refuse(
-                ResponseError::InvalidRequest,
-                "SubscribedTopicRegex is not supported by this broker; subscribe to topic names",
-            ));
-        }
         if let Some(a) = &hb.server_assignor
             && !assignor::ASSIGNORS.contains(&a.as_str())
         {
@@ -293,14 +324,24 @@ impl ConsumerGroup {
         Ok(())
     }
 
-    /// Handles one heartbeat. `topic` says what a topic name is now (None: no such topic).
+    /// Handles one heartbeat against the topics as they are now.
     pub fn heartbeat(
         &mut self,
         hb: Heartbeat,
-        topic: &dyn Fn(&str) -> Option<TopicInfo>,
+        topics: &dyn Topics,
         now: i64,
     ) -> Result<HeartbeatReply, Refusal> {
         Self::validate(&hb)?;
+        // A new regex is compiled before anything changes; an empty one removes it.
+        if let Some(pattern) = hb
+            .subscribed_topic_regex
+            .as_deref()
+            .filter(|p| !p.is_empty())
+            && !self.regexes.contains_key(pattern)
+        {
+            let compiled = compile_regex(pattern)?;
+            self.regexes.insert(pattern.to_string(), compiled);
+        }
         if hb.member_epoch == LEAVE_EPOCH || hb.member_epoch == STATIC_LEAVE_EPOCH {
             return self.leave(&hb, now);
         }
@@ -333,14 +374,22 @@ impl ConsumerGroup {
                     bump = true;
                 }
             }
+            if let Some(pattern) = &hb.subscribed_topic_regex {
+                let pattern = Some(pattern.clone()).filter(|p| !p.is_empty());
+                if pattern != m.subscribed_topic_regex {
+                    m.subscribed_topic_regex = pattern;
+                    bump = true;
+                }
+            }
             if hb.server_assignor.is_some() && hb.server_assignor != m.server_assignor {
                 m.server_assignor = hb.server_assignor.clone();
                 bump = true;
             }
         }
-        let topics = self.subscribed_topics(topic);
-        if topics != self.topics {
-            self.topics = topics;
+        self.forget_unused_regexes();
+        let resolved = self.subscribed_topics(topics);
+        if resolved != self.topics {
+            self.topics = resolved;
             bump = true;
         }
         if bump {
@@ -441,6 +490,7 @@ impl ConsumerGroup {
                 assigned: Assignment::new(),
                 revoking: Assignment::new(),
                 subscribed_topic_names: BTreeSet::new(),
+                subscribed_topic_regex: None,
                 server_assignor: None,
                 rebalance_timeout_ms: hb.rebalance_timeout_ms,
                 session_deadline: now.saturating_add(self.settings.session_timeout_ms),
@@ -566,6 +616,7 @@ impl ConsumerGroup {
         for id in &gone {
             self.remove(id);
         }
+        self.forget_unused_regexes();
         if !gone.is_empty() && !self.members.is_empty() {
             // The others learn of the new target at their next heartbeat.
             self.compute_target();
@@ -573,19 +624,43 @@ impl ConsumerGroup {
         gone
     }
 
-    fn subscribed_topics(
-        &self,
-        topic: &dyn Fn(&str) -> Option<TopicInfo>,
-    ) -> BTreeMap<String, TopicInfo> {
-        let names: BTreeSet<&String> = self
+    /// Every topic some member subscribes to, by name or by regex, as it is now.
+    fn subscribed_topics(&self, topics: &dyn Topics) -> BTreeMap<String, TopicInfo> {
+        let mut names: BTreeSet<String> = self
             .members
             .values()
-            .flat_map(|m| m.subscribed_topic_names.iter())
+            .flat_map(|m| m.subscribed_topic_names.iter().cloned())
             .collect();
+        if !self.regexes.is_empty() {
+            names.extend(
+                topics
+                    .names()
+                    .into_iter()
+                    .filter(|n| self.regexes.values().any(|r| r.is_match(n))),
+            );
+        }
         names
             .into_iter()
-            .filter_map(|n| topic(n).map(|i| (n.clone(), i)))
+            .filter_map(|n| topics.info(&n).map(|i| (n, i)))
             .collect()
+    }
+
+    fn forget_unused_regexes(&mut self) {
+        let used: BTreeSet<&str> = self
+            .members
+            .values()
+            .filter_map(|m| m.subscribed_topic_regex.as_deref())
+            .collect();
+        self.regexes.retain(|p, _| used.contains(p.as_str()));
+    }
+
+    /// Whether `m` subscribes to topic `name`.
+    fn subscribes(&self, m: &Member, name: &str) -> bool {
+        m.subscribed_topic_names.contains(name)
+            || m.subscribed_topic_regex
+                .as_ref()
+                .and_then(|p| self.regexes.get(p))
+                .is_some_and(|r| r.is_match(name))
     }
 
     fn compute_target(&mut self) {
@@ -594,10 +669,11 @@ impl ConsumerGroup {
             .values()
             .map(|m| {
                 let spec = assignor::Spec {
-                    subscribed: m
-                        .subscribed_topic_names
+                    subscribed: self
+                        .topics
                         .iter()
-                        .filter_map(|n| self.topics.get(n).map(|i| i.0))
+                        .filter(|(n, _)| self.subscribes(m, n))
+                        .map(|(_, i)| i.0)
                         .collect(),
                     current: self.target.get(&m.id).cloned().unwrap_or_default(),
                 };
@@ -737,12 +813,11 @@ mod tests {
     }
 
     /// Topics "a" (6 partitions) and "b" (2).
-    fn topics(name: &str) -> Option<TopicInfo> {
-        match name {
-            "a" => Some((topic(1), 6)),
-            "b" => Some((topic(2), 2)),
-            _ => None,
-        }
+    fn topics() -> BTreeMap<String, TopicInfo> {
+        BTreeMap::from([
+            ("a".to_string(), (topic(1), 6)),
+            ("b".to_string(), (topic(2), 2)),
+        ])
     }
 
     fn join(id: &str, subs: &[&str]) -> Heartbeat {
@@ -781,7 +856,7 @@ mod tests {
 
     impl Client {
         fn join(g: &mut ConsumerGroup, id: &str, now: i64) -> Client {
-            let r = g.heartbeat(join(id, &["a"]), &topics, now).unwrap();
+            let r = g.heartbeat(join(id, &["a"]), &topics(), now).unwrap();
             Client {
                 id: r.member_id,
                 epoch: r.member_epoch,
@@ -790,7 +865,7 @@ mod tests {
         }
         fn beat(&mut self, g: &mut ConsumerGroup, now: i64) {
             let r = g
-                .heartbeat(beat(&self.id, self.epoch, &self.owned), &topics, now)
+                .heartbeat(beat(&self.id, self.epoch, &self.owned), &topics(), now)
                 .unwrap();
             self.epoch = r.member_epoch;
             if let Some(a) = r.assignment {
@@ -838,15 +913,15 @@ mod tests {
     fn epochs_are_checked_as_kafka_does() {
         let mut g = ConsumerGroup::new(Settings::default());
         let a = Client::join(&mut g, "m-a", 0);
-        let err = g.heartbeat(beat("m-a", a.epoch + 1, &a.owned), &topics, 1);
+        let err = g.heartbeat(beat("m-a", a.epoch + 1, &a.owned), &topics(), 1);
         assert_eq!(err.unwrap_err().error, ResponseError::FencedMemberEpoch);
-        let err = g.heartbeat(beat("nobody", 1, &Assignment::new()), &topics, 1);
+        let err = g.heartbeat(beat("nobody", 1, &Assignment::new()), &topics(), 1);
         assert_eq!(err.unwrap_err().error, ResponseError::UnknownMemberId);
         // A second member moves the group on; a's previous epoch is still accepted while it
         // owns nothing beyond what it was given.
         let _b = Client::join(&mut g, "m-b", 2);
         assert!(
-            g.heartbeat(beat("m-a", a.epoch, &a.owned), &topics, 3)
+            g.heartbeat(beat("m-a", a.epoch, &a.owned), &topics(), 3)
                 .is_ok()
         );
         assert_eq!(
@@ -916,7 +991,7 @@ mod tests {
         let stubborn = a.owned.clone();
         a.beat(&mut g, 1);
         for t in [10_000, 20_000] {
-            g.heartbeat(beat("m-a", a.epoch, &stubborn), &topics, t)
+            g.heartbeat(beat("m-a", a.epoch, &stubborn), &topics(), t)
                 .unwrap();
             b.beat(&mut g, t);
             assert_eq!(count(&b.owned), 0);
@@ -931,25 +1006,55 @@ mod tests {
         let mut g = ConsumerGroup::new(Settings::default());
         let mut hb = join("m-1", &["a"]);
         hb.instance_id = Some("i".into());
-        let first = g.heartbeat(hb.clone(), &topics, 0).unwrap();
+        let first = g.heartbeat(hb.clone(), &topics(), 0).unwrap();
         let epoch = g.epoch();
         let mut leave = beat("m-1", STATIC_LEAVE_EPOCH, &Assignment::new());
         leave.instance_id = Some("i".into());
-        g.heartbeat(leave, &topics, 1).unwrap();
+        g.heartbeat(leave, &topics(), 1).unwrap();
         // Someone else with the instance id while the first is active is refused; after the
         // static leave the new incarnation takes over.
         hb.member_id = "m-2".into();
-        let r = g.heartbeat(hb, &topics, 2).unwrap();
+        let r = g.heartbeat(hb, &topics(), 2).unwrap();
         assert_eq!(r.assignment, first.assignment);
         assert_eq!(g.epoch(), epoch);
         assert!(!g.members.contains_key("m-1"));
     }
 
     #[test]
+    fn regex_subscriptions_match_whole_names_and_follow_new_topics() {
+        let mut g = ConsumerGroup::new(Settings::default());
+        let mut hb = join("m-r", &[]);
+        hb.subscribed_topic_names = None;
+        hb.subscribed_topic_regex = Some("b|c.*".into());
+        let r = g.heartbeat(hb, &topics(), 0).unwrap();
+        // "b" matches; "a" does not, nor would "ab" (the whole name must match).
+        assert_eq!(
+            r.assignment.unwrap().keys().collect::<Vec<_>>(),
+            [&topic(2)]
+        );
+        let mut more = topics();
+        more.insert("cats".into(), (topic(3), 1));
+        more.insert("ab".into(), (topic(4), 1));
+        let owned = g.members["m-r"].assigned.clone();
+        let r = g
+            .heartbeat(beat("m-r", r.member_epoch, &owned), &more, 1)
+            .unwrap();
+        let got: Vec<_> = r.assignment.unwrap().into_keys().collect();
+        assert_eq!(got, [topic(2), topic(3)]);
+        let mut bad = join("m-x", &[]);
+        bad.subscribed_topic_regex = Some("(".into());
+        assert_eq!(
+            g.heartbeat(bad, &topics(), 2).unwrap_err().error,
+            ResponseError::InvalidRegularExpression
+        );
+        assert!(!g.members.contains_key("m-x"), "a refused join adds nobody");
+    }
+
+    #[test]
     fn a_grown_topic_bumps_the_epoch_and_is_assigned() {
         let mut g = ConsumerGroup::new(Settings::default());
         let mut a = Client::join(&mut g, "m-a", 0);
-        let grown = |n: &str| (n == "a").then_some((topic(1), 8));
+        let grown = BTreeMap::from([("a".to_string(), (topic(1), 8))]);
         let r = g
             .heartbeat(beat("m-a", a.epoch, &a.owned), &grown, 1)
             .unwrap();
@@ -972,7 +1077,7 @@ mod tests {
                     (0, false) => clients[i] = Some(Client::join(&mut g, &format!("m{i}"), now)),
                     (1, true) => {
                         let c = clients[i].take().unwrap();
-                        g.heartbeat(beat(&c.id, LEAVE_EPOCH, &c.owned), &topics, now).unwrap();
+                        g.heartbeat(beat(&c.id, LEAVE_EPOCH, &c.owned), &topics(), now).unwrap();
                     }
                     (_, true) => clients[i].as_mut().unwrap().beat(&mut g, now),
                     _ => {}

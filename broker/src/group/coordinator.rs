@@ -1091,13 +1091,13 @@ impl Coordinator {
         })
     }
 
-    /// ConsumerGroupHeartbeat (KIP-848). `topic` says what a topic name is now.
+    /// ConsumerGroupHeartbeat (KIP-848), against the topics as they are now.
     pub fn consumer_heartbeat(
         &self,
         broker: &Arc<Broker>,
         group_id: &str,
         hb: Heartbeat,
-        topic: &dyn Fn(&str) -> Option<consumer::TopicInfo>,
+        topics: &dyn consumer::Topics,
     ) -> Result<HeartbeatReply, Refusal> {
         let plain = |error| Refusal {
             error,
@@ -1109,6 +1109,7 @@ impl Coordinator {
             .into_iter()
             .chain(hb.instance_id.as_ref())
             .chain(hb.rack_id.as_ref())
+            .chain(hb.subscribed_topic_regex.as_ref())
             .any(|s| too_long(s))
         {
             return Err(plain(ResponseError::InvalidRequest));
@@ -1142,7 +1143,7 @@ impl Coordinator {
             let group = entry
                 .consumer
                 .get_or_insert_with(|| ConsumerGroup::new(settings));
-            let reply = group.heartbeat(hb, topic, now);
+            let reply = group.heartbeat(hb, topics, now);
             if reply.is_err() {
                 st.drop_if_vacant(group_id);
             }

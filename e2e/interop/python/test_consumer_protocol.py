@@ -243,3 +243,36 @@ def test_consumer_group_protocol_refusals(admin):
         except KafkaException as e:
             assert e.args[0].code() == KafkaError.NON_EMPTY_GROUP and time.monotonic() < deadline, e
             time.sleep(0.5)
+
+
+def test_consumer_group_protocol_regex_subscription_follows_new_topics(admin):
+    """librdkafka sends a "^..." subscription as SubscribedTopicRegex: the broker resolves it
+    (RE2 syntax, whole names) and assigns a matching topic created after the member joined."""
+    prefix = name("rx")
+    create_topic(admin, prefix + "-one", 2)
+    produce(prefix + "-one", [b"a%d" % i for i in range(10)], 2)
+    create_topic(admin, prefix + "x-no", 1)  # "-" is required: not matched
+    produce(prefix + "x-no", [b"no"], 1)
+    c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": prefix, "group.protocol": "consumer",
+                  "auto.offset.reset": "earliest", "topic.metadata.refresh.interval.ms": 1000})
+    c.subscribe(["^" + prefix.replace(".", "\\.") + "-.*"])
+    got, made = [], False
+    deadline = time.monotonic() + DEADLINE_S
+    try:
+        while len(got) < 20:
+            m = c.poll(0.2)
+            if m is not None and m.error() is None:
+                got.append(m.value())
+            elif m is not None:
+                raise KafkaException(m.error())
+            if len(got) >= 10 and not made:
+                create_topic(admin, prefix + "-two", 1)
+                produce(prefix + "-two", [b"b%d" % i for i in range(10)], 1)
+                made = True
+            assert time.monotonic() < deadline, f"read {len(got)} of 20"
+        described = admin.describe_consumer_groups([prefix])[prefix].result(TIMEOUT_S)
+        topics = sorted({tp.topic for m in described.members for tp in m.assignment.topic_partitions})
+        assert topics == [prefix + "-one", prefix + "-two"], topics
+    finally:
+        c.close()
+    assert sorted(got) == sorted([b"a%d" % i for i in range(10)] + [b"b%d" % i for i in range(10)])
