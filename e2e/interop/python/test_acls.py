@@ -100,8 +100,8 @@ def end_offset(acls, topic):
     return high
 
 
-def consume(acls, user, topic, group, want):
-    c = confluent_kafka.Consumer(conf(acls, user, **{"group.id": group, "auto.offset.reset": "earliest"}))
+def consume(acls, user, topic, group, want, **extra):
+    c = confluent_kafka.Consumer(conf(acls, user, **{"group.id": group, "auto.offset.reset": "earliest", **extra}))
     c.subscribe([topic])
     got, errors, deadline = [], [], time.monotonic() + 20
     while len(got) < want and time.monotonic() < deadline:
@@ -181,3 +181,18 @@ def test_deny_wins_and_a_removed_acl_stops_allowing(acls):
     results = produce(acls, "alice", ORDERS, 1)
     assert results[0] is not None and results[0].code() == confluent_kafka.KafkaError.TOPIC_AUTHORIZATION_FAILED
     assert "operation=WRITE" not in acls["acl"]("--list", "--topic", ORDERS)
+
+
+def test_the_consumer_group_protocol_is_authorized_as_kafka_does(acls):
+    """ConsumerGroupHeartbeat (KIP-848) needs READ on the group and DESCRIBE on each topic
+    the member subscribes to."""
+    kip848 = {"group.protocol": "consumer"}
+    produce(acls, "alice", ORDERS, 1)
+    got, errors = consume(acls, "alice", ORDERS, "g1", 1, **kip848)
+    assert got, errors
+    got, errors = consume(acls, "bob", ORDERS, "g1", 1, **kip848)
+    assert not got and any("GROUP_AUTHORIZATION_FAILED" in str(e) or "Group authorization" in str(e)
+                           for e in errors), errors
+    got, errors = consume(acls, "alice", SECRET, "g1", 1, **kip848)
+    assert not got and any("TOPIC_AUTHORIZATION_FAILED" in str(e) or "Topic authorization" in str(e)
+                           for e in errors), errors
