@@ -674,11 +674,35 @@ pub fn check(who: Who, request: RequestKind, version: i16) -> Checked {
                 post(move |resp| {
                     if let ResponseKind::ConsumerGroupDescribe(d) = resp {
                         for g in &mut d.groups {
-                            if !who.group(Describe, &g.group_id) {
+                            // As Kafka: a group whose members hold topics the client may
+                            // not describe is refused whole, so no topic name leaks.
+                            let hidden_topic = || {
+                                g.members.iter().any(|m| {
+                                    m.assignment
+                                        .topic_partitions
+                                        .iter()
+                                        .chain(&m.target_assignment.topic_partitions)
+                                        .any(|tp| !who.topic(Describe, &tp.topic_name))
+                                })
+                            };
+                            let error = if !who.group(Describe, &g.group_id) {
+                                Some((group_denied(), None))
+                            } else if hidden_topic() {
+                                Some((
+                                    ResponseError::TopicAuthorizationFailed.code(),
+                                    Some(
+                                        "The group has described topic(s) that the client is not authorized to describe.",
+                                    ),
+                                ))
+                            } else {
+                                None
+                            };
+                            if let Some((code, text)) = error {
                                 let id = std::mem::take(&mut g.group_id);
                                 *g = consumer_group_describe_response::DescribedGroup::default();
                                 g.group_id = id;
-                                g.error_code = group_denied();
+                                g.error_code = code;
+                                g.error_message = text.map(StrBytes::from_static_str);
                             }
                         }
                     }

@@ -3,14 +3,14 @@
 //! target assignment.
 //!
 //! - `uniform` (the default, as in Kafka): every partition of a subscribed topic goes to one
-//!   subscribed member; members keep what they had where they still may, then partitions
-//!   move from the fullest to the emptiest member until no subscribed member has two fewer
-//!   than another that holds a partition it could take. With identical subscriptions the
-//!   counts differ by at most one and a member loses partitions only to balance.
+//!   subscribed member. With identical subscriptions (the common case) each member gets
+//!   `partitions / members` or one more and keeps what it had up to that, in linear time;
+//!   otherwise members keep what they had, the rest go to the least loaded subscriber, and
+//!   partitions move from a member to a subscriber holding two fewer until none can.
 //! - `range`: per topic, its subscribed members in member id order get contiguous ranges,
 //!   the first `partitions % members` of them one more (co-partitioned topics line up).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use uuid::Uuid;
 
@@ -85,82 +85,162 @@ fn uniform(
     members: &BTreeMap<String, Spec>,
     partitions: &BTreeMap<Uuid, i32>,
 ) -> BTreeMap<String, Assignment> {
-    // Owner of every partition, and each member's partitions.
-    let mut owner: BTreeMap<(Uuid, i32), String> = BTreeMap::new();
-    let mut held: BTreeMap<String, BTreeSet<(Uuid, i32)>> = members
-        .keys()
-        .map(|m| (m.clone(), BTreeSet::new()))
-        .collect();
-    let valid = |m: &Spec, t: &Uuid, p: i32| {
-        m.subscribed.contains(t) && partitions.get(t).is_some_and(|&n| (0..n).contains(&p))
-    };
-    // 1. Stickiness: members keep what they may still have (first claim wins).
-    for (id, spec) in members {
-        for (t, ps) in &spec.current {
-            for &p in ps {
-                if valid(spec, t, p) && !owner.contains_key(&(*t, p)) {
-                    owner.insert((*t, p), id.clone());
-                    held.entry(id.clone()).or_default().insert((*t, p));
-                }
-            }
-        }
+    // Members and topics by index, so the work below is on integers.
+    let specs: Vec<&Spec> = members.values().collect();
+    let n = specs.len();
+    if n == 0 {
+        return BTreeMap::new();
     }
-    // 2. Every other partition to its least loaded subscriber, the most constrained first.
-    let subs: BTreeMap<Uuid, Vec<String>> = partitions
-        .keys()
-        .map(|t| (*t, subscribers(members, t)))
-        .collect();
-    let mut free: Vec<(Uuid, i32)> = partitions
+    let topics: Vec<(Uuid, i32)> = partitions.iter().map(|(t, c)| (*t, (*c).max(0))).collect();
+    let index: HashMap<Uuid, usize> = topics.iter().enumerate().map(|(i, t)| (t.0, i)).collect();
+    let subs: Vec<Vec<usize>> = topics
         .iter()
-        .flat_map(|(t, &n)| (0..n.max(0)).map(move |p| (*t, p)))
-        .filter(|tp| !owner.contains_key(tp) && subs.get(&tp.0).is_some_and(|s| !s.is_empty()))
+        .map(|(t, _)| {
+            (0..n)
+                .filter(|&m| specs[m].subscribed.contains(t))
+                .collect()
+        })
         .collect();
-    free.sort_by_key(|(t, p)| (subs.get(t).map_or(0, Vec::len), *t, *p));
-    for tp in free {
-        let Some(to) = subs.get(&tp.0).and_then(|s| {
-            s.iter()
-                .min_by_key(|m| (held.get(*m).map_or(0, BTreeSet::len), *m))
-        }) else {
-            continue;
-        };
-        owner.insert(tp, to.clone());
-        held.entry(to.clone()).or_default().insert(tp);
-    }
-    // 3. Balance: move a partition from a member to a subscriber holding at least two fewer.
-    //    Each move lowers the sum of squared counts, so this ends.
-    loop {
-        let mut order: Vec<(usize, String)> =
-            held.iter().map(|(m, s)| (s.len(), m.clone())).collect();
-        order.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        let mut moved = None;
-        'search: for (count, from) in &order {
-            // Newest-numbered partitions move first, so low partitions stay put.
-            for tp in held[from].iter().rev() {
-                let target = subs[&tp.0]
-                    .iter()
-                    .filter(|m| *m != from)
-                    .map(|m| (held[m].len(), m))
-                    .filter(|(n, _)| n + 2 <= *count)
-                    .min();
-                if let Some((_, to)) = target {
-                    moved = Some((*tp, from.clone(), to.clone()));
-                    break 'search;
+    // Each member's still valid current partitions, in order; first claim wins.
+    let mut owned: HashSet<(usize, i32)> = HashSet::new();
+    let mut current: Vec<Vec<(usize, i32)>> = vec![Vec::new(); n];
+    for (m, spec) in specs.iter().enumerate() {
+        for (t, ps) in &spec.current {
+            let Some(&ti) = index.get(t) else { continue };
+            if !spec.subscribed.contains(t) {
+                continue;
+            }
+            for &p in ps {
+                if (0..topics[ti].1).contains(&p) && owned.insert((ti, p)) {
+                    current[m].push((ti, p));
                 }
             }
         }
-        let Some((tp, from, to)) = moved else { break };
-        held.get_mut(&from).map(|s| s.remove(&tp));
-        held.get_mut(&to).map(|s| s.insert(tp));
     }
-    held.into_iter()
+    let homogeneous = subs.iter().all(|s| s.is_empty() || s.len() == n);
+    let held = if homogeneous {
+        uniform_homogeneous(&topics, &subs, current)
+    } else {
+        uniform_heterogeneous(&topics, &subs, current)
+    };
+    members
+        .keys()
+        .zip(held)
         .map(|(m, tps)| {
             let mut a = Assignment::new();
             for (t, p) in tps {
-                a.entry(t).or_default().insert(p);
+                a.entry(topics[t].0).or_default().insert(p);
             }
-            (m, a)
+            (m.clone(), a)
         })
         .collect()
+}
+
+/// Identical subscriptions (Kafka's quota approach): every member gets `total / n`, and
+/// `total % n` of them one more; members keep what they had up to that.
+fn uniform_homogeneous(
+    topics: &[(Uuid, i32)],
+    subs: &[Vec<usize>],
+    current: Vec<Vec<(usize, i32)>>,
+) -> Vec<Vec<(usize, i32)>> {
+    let n = current.len();
+    let all: Vec<(usize, i32)> = topics
+        .iter()
+        .enumerate()
+        .filter(|(t, _)| !subs[*t].is_empty())
+        .flat_map(|(t, (_, c))| (0..*c).map(move |p| (t, p)))
+        .collect();
+    let (min, mut extra) = (all.len() / n, all.len() % n);
+    let mut held: Vec<Vec<(usize, i32)>> = Vec::with_capacity(n);
+    let mut taken: HashSet<(usize, i32)> = HashSet::new();
+    for mut mine in current {
+        let quota = if mine.len() > min && extra > 0 {
+            extra -= 1;
+            min + 1
+        } else {
+            min
+        };
+        mine.truncate(quota);
+        taken.extend(mine.iter().copied());
+        held.push(mine);
+    }
+    let mut free = all.into_iter().filter(|tp| !taken.contains(tp));
+    for mine in held.iter_mut() {
+        while mine.len() < min {
+            match free.next() {
+                Some(tp) => mine.push(tp),
+                None => break,
+            }
+        }
+    }
+    for mine in held.iter_mut() {
+        if mine.len() == min {
+            match free.next() {
+                Some(tp) => mine.push(tp),
+                None => break,
+            }
+        }
+    }
+    held
+}
+
+/// Different subscriptions: best effort. Members keep what they had, every other partition
+/// goes to its least loaded subscriber (the most constrained partitions first), then
+/// partitions move from a member to a subscriber holding at least two fewer until none can.
+fn uniform_heterogeneous(
+    topics: &[(Uuid, i32)],
+    subs: &[Vec<usize>],
+    current: Vec<Vec<(usize, i32)>>,
+) -> Vec<Vec<(usize, i32)>> {
+    let mut held: Vec<BTreeSet<(usize, i32)>> = current
+        .into_iter()
+        .map(|c| c.into_iter().collect())
+        .collect();
+    let taken: HashSet<(usize, i32)> = held.iter().flatten().copied().collect();
+    let mut free: Vec<(usize, i32)> = topics
+        .iter()
+        .enumerate()
+        .filter(|(t, _)| !subs[*t].is_empty())
+        .flat_map(|(t, (_, c))| (0..*c).map(move |p| (t, p)))
+        .filter(|tp| !taken.contains(tp))
+        .collect();
+    free.sort_by_key(|&(t, p)| (subs[t].len(), t, p));
+    for (t, p) in free {
+        if let Some(&to) = subs[t].iter().min_by_key(|&&m| (held[m].len(), m)) {
+            held[to].insert((t, p));
+        }
+    }
+    // Each move lowers the sum of squared counts, so this ends.
+    loop {
+        let mut moved = false;
+        let mut order: Vec<usize> = (0..held.len()).collect();
+        order.sort_by_key(|&m| std::cmp::Reverse(held[m].len()));
+        for from in order {
+            let mine: BTreeSet<usize> = held[from].iter().map(|(t, _)| *t).collect();
+            for t in mine {
+                let Some(&to) = subs[t]
+                    .iter()
+                    .filter(|&&m| m != from)
+                    .min_by_key(|&&m| (held[m].len(), m))
+                else {
+                    continue;
+                };
+                if held[to].len() + 2 <= held[from].len() {
+                    // The highest partition of the topic moves, so low ones stay put.
+                    let Some(&tp) = held[from].range((t, 0)..=(t, i32::MAX)).next_back() else {
+                        continue;
+                    };
+                    held[from].remove(&tp);
+                    held[to].insert(tp);
+                    moved = true;
+                }
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    held.into_iter().map(|h| h.into_iter().collect()).collect()
 }
 
 #[cfg(test)]

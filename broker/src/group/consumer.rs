@@ -22,6 +22,12 @@ use uuid::Uuid;
 
 use super::assignor::{self, Assignment};
 
+/// How often a group looks its subscribed topics up again (new topics, new partitions, regex
+/// matches) when no subscription changed.
+const RESOLVE_INTERVAL_MS: i64 = 1_000;
+/// Most topic names one member may subscribe to.
+pub const MAX_SUBSCRIBED_TOPICS: usize = 10_000;
+
 /// Member epochs with a meaning of their own in a heartbeat.
 pub const JOIN_EPOCH: i32 = 0;
 pub const LEAVE_EPOCH: i32 = -1;
@@ -164,13 +170,18 @@ impl Topics for BTreeMap<String, TopicInfo> {
 
 /// Largest compiled regex subscription: a client's pattern must not take a coordinator's
 /// memory (matching itself is linear in the topic name).
-const REGEX_SIZE_LIMIT: usize = 1 << 20;
+const REGEX_SIZE_LIMIT: usize = 64 << 10;
 
-/// A subscription regex as Kafka applies it (RE2 syntax, the whole name must match).
+/// A subscription regex as Kafka applies it (RE2 syntax, the whole name must match). The
+/// pattern must be valid on its own, so `a)|(b` cannot escape the anchors.
 pub fn compile_regex(pattern: &str) -> Result<regex::Regex, Refusal> {
-    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
-        .size_limit(REGEX_SIZE_LIMIT)
-        .build()
+    let build = |p: &str| {
+        regex::RegexBuilder::new(p)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+    };
+    build(pattern)
+        .and_then(|_| build(&format!("^(?:{pattern})$")))
         .map_err(|e| {
             refuse(
                 ResponseError::InvalidRegularExpression,
@@ -192,6 +203,10 @@ pub struct ConsumerGroup {
     owners: HashMap<(Uuid, i32), String>,
     /// The members' subscription regexes, compiled.
     regexes: HashMap<String, regex::Regex>,
+    /// When `topics` was last looked up.
+    resolved_at: i64,
+    /// No member gains a partition before this time (see `hold_assignments_until`).
+    hold_until: i64,
     settings: Settings,
 }
 
@@ -222,8 +237,23 @@ impl ConsumerGroup {
             topics: BTreeMap::new(),
             owners: HashMap::new(),
             regexes: HashMap::new(),
+            resolved_at: i64::MIN,
+            hold_until: i64::MIN,
             settings,
         }
+    }
+
+    /// Hands out no partition before `until`: a group made again after its coordinator
+    /// moved (membership is not persisted) waits until the members of its previous
+    /// incarnation have heard, at their next heartbeat, that they are fenced, so two clients
+    /// do not consume one partition.
+    pub fn hold_assignments_until(&mut self, until: i64) {
+        self.hold_until = until;
+    }
+
+    /// Whether a member subscribes to `topic` (by name or by a regex that matches it).
+    pub fn in_use(&self, topic: &str) -> bool {
+        self.members.values().any(|m| self.subscribes(m, topic))
     }
 
     pub fn epoch(&self) -> i32 {
@@ -310,6 +340,13 @@ impl ConsumerGroup {
             e if e < STATIC_LEAVE_EPOCH => return invalid("MemberEpoch is invalid."),
             _ => {}
         }
+        if hb
+            .subscribed_topic_names
+            .as_ref()
+            .is_some_and(|n| n.len() > MAX_SUBSCRIBED_TOPICS)
+        {
+            return invalid("SubscribedTopicNames lists more than 10000 topics.");
+        }
         if let Some(a) = &hb.server_assignor
             && !assignor::ASSIGNORS.contains(&a.as_str())
         {
@@ -332,22 +369,20 @@ impl ConsumerGroup {
         now: i64,
     ) -> Result<HeartbeatReply, Refusal> {
         Self::validate(&hb)?;
-        // A new regex is compiled before anything changes; an empty one removes it.
-        if let Some(pattern) = hb
-            .subscribed_topic_regex
-            .as_deref()
-            .filter(|p| !p.is_empty())
-            && !self.regexes.contains_key(pattern)
-        {
-            let compiled = compile_regex(pattern)?;
-            self.regexes.insert(pattern.to_string(), compiled);
-        }
+        // A new regex is compiled before anything changes (an empty one removes it), and
+        // kept only once the member is admitted.
+        let new_regex = match hb.subscribed_topic_regex.as_deref() {
+            Some(p) if !p.is_empty() && !self.regexes.contains_key(p) => {
+                Some((p.to_string(), compile_regex(p)?))
+            }
+            _ => None,
+        };
         if hb.member_epoch == LEAVE_EPOCH || hb.member_epoch == STATIC_LEAVE_EPOCH {
             return self.leave(&hb, now);
         }
         let full = hb.member_epoch == JOIN_EPOCH
             || (hb.rebalance_timeout_ms != -1
-                && hb.subscribed_topic_names.is_some()
+                && (hb.subscribed_topic_names.is_some() || hb.subscribed_topic_regex.is_some())
                 && hb.owned.is_some());
         let (member_id, mut bump) = if hb.member_epoch == JOIN_EPOCH {
             self.admit(&hb, now)?
@@ -355,6 +390,9 @@ impl ConsumerGroup {
             self.check_epoch(&hb)?;
             (hb.member_id.clone(), false)
         };
+        if let Some((pattern, compiled)) = new_regex {
+            self.regexes.insert(pattern, compiled);
+        }
         let before = self.members[&member_id].clone();
         {
             let m = self.members.get_mut(&member_id).expect("admitted above");
@@ -386,11 +424,17 @@ impl ConsumerGroup {
                 bump = true;
             }
         }
-        self.forget_unused_regexes();
-        let resolved = self.subscribed_topics(topics);
-        if resolved != self.topics {
-            self.topics = resolved;
-            bump = true;
+        // The subscribed topics are looked up again when a subscription changed, else at
+        // most once a RESOLVE_INTERVAL_MS: the cost of a group's many heartbeats does not
+        // grow with its subscriptions and regexes.
+        if bump || now.saturating_sub(self.resolved_at) >= RESOLVE_INTERVAL_MS {
+            self.forget_unused_regexes();
+            self.resolved_at = now;
+            let resolved = self.subscribed_topics(topics);
+            if resolved != self.topics {
+                self.topics = resolved;
+                bump = true;
+            }
         }
         if bump {
             self.epoch += 1;
@@ -425,7 +469,20 @@ impl ConsumerGroup {
                 .find(|m| m.instance_id.as_deref() == Some(instance))
                 .map(|m| (m.id.clone(), m.left_static));
             match holder {
-                Some((old, _)) if old == id => {}
+                // It left for a restart and comes back under its own id: it keeps its place.
+                Some((old, true)) if old == id => {
+                    if let Some(m) = self.members.get_mut(&id) {
+                        m.left_static = false;
+                    }
+                    return Ok((id, false));
+                }
+                Some((old, false)) if old == id => {}
+                Some((_, true)) if self.members.contains_key(&id) => {
+                    return Err(refuse(
+                        ResponseError::InvalidRequest,
+                        format!("Member id {id} is in use by another member of the group."),
+                    ));
+                }
                 // Its earlier incarnation left for a restart: the new one takes its place,
                 // partitions and epoch included, without a rebalance.
                 Some((old, true)) => {
@@ -719,7 +776,7 @@ impl ConsumerGroup {
             if current.get(&t).is_some_and(|s| s.contains(&p)) {
                 continue;
             }
-            if self.owners.get(&(t, p)).is_some_and(|o| o != id) {
+            if now < self.hold_until || self.owners.get(&(t, p)).is_some_and(|o| o != id) {
                 unreleased = true;
             } else {
                 insert(&mut gain, t, p);
@@ -730,12 +787,15 @@ impl ConsumerGroup {
         // Ownership as it was before this step: all of it is released below and re-taken.
         let before: Vec<(Uuid, i32)> = all(&m.assigned).chain(all(&m.revoking)).collect();
         if !revoke.is_empty() && owns_revoked {
+            // Its epoch stays until it has let go (Kafka 4.2+). Each new revocation gets a
+            // whole rebalance timeout, as Kafka reschedules it.
+            if m.state != MemberState::UnrevokedPartitions || m.revoking != revoke {
+                let timeout = i64::from(m.rebalance_timeout_ms.max(0));
+                m.revoke_deadline = Some(now.saturating_add(timeout));
+            }
             m.state = MemberState::UnrevokedPartitions;
-            // Its epoch stays until it has let go (Kafka 4.2+).
             m.assigned = keep;
             m.revoking = revoke;
-            let timeout = i64::from(m.rebalance_timeout_ms.max(0));
-            m.revoke_deadline.get_or_insert(now.saturating_add(timeout));
         } else {
             for (t, p) in all(&gain) {
                 insert(&mut keep, t, p);
@@ -1037,7 +1097,7 @@ mod tests {
         more.insert("ab".into(), (topic(4), 1));
         let owned = g.members["m-r"].assigned.clone();
         let r = g
-            .heartbeat(beat("m-r", r.member_epoch, &owned), &more, 1)
+            .heartbeat(beat("m-r", r.member_epoch, &owned), &more, 1_000)
             .unwrap();
         let got: Vec<_> = r.assignment.unwrap().into_keys().collect();
         assert_eq!(got, [topic(2), topic(3)]);
@@ -1051,12 +1111,100 @@ mod tests {
     }
 
     #[test]
+    fn a_static_member_that_left_and_rejoins_under_its_own_id_keeps_going() {
+        let mut g = ConsumerGroup::new(Settings::default());
+        let mut hb = join("m-1", &["a"]);
+        hb.instance_id = Some("i".into());
+        let r = g.heartbeat(hb.clone(), &topics(), 0).unwrap();
+        let mut leave = beat("m-1", STATIC_LEAVE_EPOCH, &Assignment::new());
+        leave.instance_id = Some("i".into());
+        g.heartbeat(leave, &topics(), 1).unwrap();
+        let again = g.heartbeat(hb, &topics(), 2).unwrap();
+        assert_eq!(again.assignment, r.assignment);
+        let owned = again.assignment.unwrap();
+        let mut next = beat("m-1", again.member_epoch, &owned);
+        next.instance_id = Some("i".into());
+        assert!(
+            g.heartbeat(next, &topics(), 3).is_ok(),
+            "not fenced after rejoining"
+        );
+    }
+
+    #[test]
+    fn a_static_replacement_may_not_take_another_members_id() {
+        let mut g = ConsumerGroup::new(Settings::default());
+        let _b = Client::join(&mut g, "m-b", 0);
+        let mut hb = join("m-1", &["a"]);
+        hb.instance_id = Some("i".into());
+        g.heartbeat(hb.clone(), &topics(), 1).unwrap();
+        let mut leave = beat("m-1", STATIC_LEAVE_EPOCH, &Assignment::new());
+        leave.instance_id = Some("i".into());
+        g.heartbeat(leave, &topics(), 2).unwrap();
+        hb.member_id = "m-b".into();
+        let err = g.heartbeat(hb, &topics(), 3).unwrap_err();
+        assert_eq!(err.error, ResponseError::InvalidRequest);
+        assert!(g.members.contains_key("m-1") && g.members.contains_key("m-b"));
+    }
+
+    #[test]
+    fn each_new_revocation_gets_a_whole_rebalance_timeout() {
+        let mut g = ConsumerGroup::new(Settings::default());
+        let mut a = Client::join(&mut g, "m-a", 0);
+        let _b = Client::join(&mut g, "m-b", 0);
+        a.beat(&mut g, 1); // asked to revoke 3 partitions, deadline 30_001
+        let kept = g.members["m-a"].assigned.clone();
+        // It lets go at 29_000 and is asked to give up more when a third member joins.
+        g.heartbeat(beat("m-a", a.epoch, &kept), &topics(), 29_000)
+            .unwrap();
+        let _c = Client::join(&mut g, "m-c", 29_100);
+        let r = g
+            .heartbeat(
+                beat("m-a", g.members["m-a"].epoch, &kept),
+                &topics(),
+                29_200,
+            )
+            .unwrap();
+        assert_eq!(
+            g.members["m-a"].state,
+            MemberState::UnrevokedPartitions,
+            "{r:?}"
+        );
+        assert!(g.tick(31_000).is_empty(), "removed on the old deadline");
+        // (m-b and m-c sent no heartbeat since joining: their sessions ended too.)
+        assert!(g.tick(59_200).contains(&"m-a".to_string()));
+    }
+
+    #[test]
+    fn a_regex_cannot_escape_its_anchors() {
+        for bad in ["a)|(b", "nope)|(?:"] {
+            let err = compile_regex(bad).unwrap_err();
+            assert_eq!(err.error, ResponseError::InvalidRegularExpression, "{bad}");
+        }
+        assert!(compile_regex("a|b").unwrap().is_match("b"));
+        assert!(!compile_regex("a|b").unwrap().is_match("ab"));
+    }
+
+    #[test]
+    fn a_held_group_hands_out_partitions_only_after_the_hold() {
+        let mut g = ConsumerGroup::new(Settings::default());
+        g.hold_assignments_until(10_000);
+        let mut a = Client::join(&mut g, "m-a", 0);
+        assert_eq!(count(&a.owned), 0);
+        assert_eq!(g.members["m-a"].state, MemberState::UnreleasedPartitions);
+        a.beat(&mut g, 5_000);
+        assert_eq!(count(&a.owned), 0);
+        a.beat(&mut g, 10_000);
+        assert_eq!(count(&a.owned), 6);
+        assert_eq!(g.state(), GroupState::Stable);
+    }
+
+    #[test]
     fn a_grown_topic_bumps_the_epoch_and_is_assigned() {
         let mut g = ConsumerGroup::new(Settings::default());
         let mut a = Client::join(&mut g, "m-a", 0);
         let grown = BTreeMap::from([("a".to_string(), (topic(1), 8))]);
         let r = g
-            .heartbeat(beat("m-a", a.epoch, &a.owned), &grown, 1)
+            .heartbeat(beat("m-a", a.epoch, &a.owned), &grown, 1_000)
             .unwrap();
         a.epoch = r.member_epoch;
         assert_eq!(count(&r.assignment.unwrap()), 8);

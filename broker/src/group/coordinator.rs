@@ -147,6 +147,9 @@ struct ShardState {
     /// (committed and applied, or failed). Offset expiry leaves such groups alone, and a
     /// deletion is remembered in `deleted_at` while a commit appended before it is in flight.
     in_flight: HashMap<String, BTreeSet<i64>>,
+    /// Consumer groups (KIP-848) made again here after this broker took over a log that
+    /// had groups hand out partitions only from this time (`hold_assignments_until`).
+    consumer_hold_until: i64,
 }
 
 impl ShardState {
@@ -642,6 +645,14 @@ impl Coordinator {
                     st.image = l.image;
                     st.image_bytes = l.image_bytes;
                     st.bytes_since_snapshot = l.log_bytes;
+                    // Members of a previous coordinator's groups learn they are fenced at
+                    // their next heartbeat: wait two intervals before assigning again.
+                    let interval = i64::from(broker.groups.config.consumer.heartbeat_interval_ms);
+                    st.consumer_hold_until = if l.records > 0 {
+                        now_ms().saturating_add(2 * interval)
+                    } else {
+                        i64::MIN
+                    };
                     st.loaded = true;
                 }
                 Err(e) => {
@@ -850,8 +861,6 @@ impl Coordinator {
             {
                 return Err(ResponseError::InvalidRequest);
             }
-            let now = now_ms();
-            st.waiters.insert(ticket, tx);
             if st
                 .groups
                 .get(group_id)
@@ -859,6 +868,8 @@ impl Coordinator {
             {
                 return Err(ResponseError::InconsistentGroupProtocol);
             }
+            let now = now_ms();
+            st.waiters.insert(ticket, tx);
             let entry = st
                 .groups
                 .entry(group_id.to_string())
@@ -1140,11 +1151,22 @@ impl Coordinator {
                     message: format!("Cannot upgrade classic group {group_id} to consumer group because it has members; this broker changes a group's protocol only while it is empty."),
                 }));
             }
-            let group = entry
-                .consumer
-                .get_or_insert_with(|| ConsumerGroup::new(settings));
+            let had_offsets = !entry.offsets.is_empty();
+            let hold = st.consumer_hold_until;
+            let entry = st.groups.get_mut(group_id).expect("found or made above");
+            let group = entry.consumer.get_or_insert_with(|| {
+                let mut g = ConsumerGroup::new(settings);
+                if had_offsets {
+                    g.hold_assignments_until(hold);
+                }
+                g
+            });
             let reply = group.heartbeat(hb, topics, now);
             if reply.is_err() {
+                // A refused heartbeat leaves no consumer group behind where there was none.
+                if entry.consumer.as_ref().is_some_and(|c| c.is_empty() && c.epoch() == 0) {
+                    entry.consumer = None;
+                }
                 st.drop_if_vacant(group_id);
             }
             Ok(reply)
@@ -1307,21 +1329,19 @@ impl Coordinator {
                 return Err(ResponseError::NonEmptyGroup);
             }
             // None: subscriptions that cannot be read count as every topic.
-            let subscribed = match &entry.consumer {
-                Some(c) if !c.is_empty() => Some(Some(
-                    c.members()
-                        .flat_map(|m| m.subscribed_topic_names.iter().cloned())
-                        .collect(),
-                )),
-                _ => (!group.is_empty()).then(|| subscribed_topics(group)),
+            let consumer = entry.consumer.as_ref().filter(|c| !c.is_empty());
+            let subscribed = match consumer {
+                Some(_) => None,
+                None => (!group.is_empty()).then(|| subscribed_topics(group)),
             };
             let mut answers = Vec::with_capacity(partitions.len());
             let mut recs = Vec::new();
             let mut gone = Vec::new();
             for (topic, partition) in partitions {
-                let in_use = subscribed
-                    .as_ref()
-                    .is_some_and(|s| s.as_ref().is_none_or(|s| s.contains(topic)));
+                let in_use = consumer.is_some_and(|c| c.in_use(topic))
+                    || subscribed
+                        .as_ref()
+                        .is_some_and(|s| s.as_ref().is_none_or(|s| s.contains(topic)));
                 if in_use {
                     answers.push(Some(ResponseError::GroupSubscribedToTopic));
                     continue;
