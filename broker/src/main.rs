@@ -849,6 +849,10 @@ async fn join_cluster(
         replication_host: cli.inter_broker_host.clone(),
         rack: cli.rack.clone(),
         listeners: broker.config.listeners.clone(),
+        unclean_shutdown: broker
+            .may_have_lost_records()
+            .context("recovering the logs before registering")?,
+        min_insync_replicas: Some(broker.config.topic_defaults.min_insync_replicas),
     };
     let mut s = stop.clone();
     let membership = Membership::join(

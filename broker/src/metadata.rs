@@ -63,6 +63,12 @@ pub struct PartitionMeta {
     /// Replicas being removed by a reassignment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removing: Vec<i32>,
+    /// Eligible leader replicas (Kafka's KIP-966): replicas out of the ISR that still hold
+    /// every committed record, because they left it while the ISR was smaller than
+    /// min.insync.replicas (the high watermark stands still then). One may lead when no ISR
+    /// member can.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub elr: Vec<i32>,
 }
 
 impl BrokerMeta {

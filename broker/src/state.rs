@@ -326,6 +326,33 @@ impl Broker {
     pub fn cluster_id(&self) -> &str {
         self.log_dir.cluster_id()
     }
+
+    /// Whether this start may have lost records the cluster counts on (cluster mode, for the
+    /// registration: the controller then no longer counts this broker's logs as whole). Only
+    /// after an unclean shutdown, and then if the machine rebooted since (unsynced writes may
+    /// be gone with the page cache) or recovery cuts any log (a damaged segment). Recovery
+    /// runs here, before registering, over every partition directory on disk; what it cuts
+    /// stays cut, and the logs open again when the controller's metadata names them.
+    pub fn may_have_lost_records(&self) -> Result<bool, StorageError> {
+        if self.log_dir.was_clean_shutdown() {
+            return Ok(false);
+        }
+        let same_boot = self.log_dir.same_boot_as_last_start()?;
+        let mut cut = Vec::new();
+        for (topic, p, dir) in self.log_dir.partition_dirs()? {
+            let config = self.config.topic_defaults.clone();
+            let (_log, report) = Log::open(&dir, config, self.log_dir.hints(&topic, p))?;
+            if report.truncated_at.is_some() {
+                cut.push(format!("{topic}-{p}"));
+            }
+        }
+        if !same_boot || !cut.is_empty() {
+            warn!(rebooted = !same_boot, cut = ?cut, "unclean shutdown that may have lost records: this broker registers as such, and leads no partition while another replica is known to hold every committed record");
+            return Ok(true);
+        }
+        info!("unclean shutdown within this boot and no log cut: nothing written was lost");
+        Ok(false)
+    }
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Release);
     }
@@ -1074,6 +1101,7 @@ mod tests {
                 partition_epoch: 0,
                 adding: vec![],
                 removing: vec![],
+                elr: vec![],
             }],
             managed_by: None,
         }

@@ -1797,3 +1797,134 @@ async fn followers_under_before_ack_fsync_what_they_fetched() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// Eligible leader replicas (KIP-966) and the unclean-shutdown report, with real processes:
+/// acknowledged writes on all three replicas of a partition with min.insync.replicas 2; a
+/// follower killed -9 (the ISR keeps two, so it is not eligible), the other follower killed
+/// (it leaves an ISR of one: eligible), then the leader, the last ISR member, killed and its
+/// last acknowledged batch cut from its segment (a torn tail). Restarted, its recovery cuts
+/// the batch and it registers as having lost records: it must not lead, the partition waits
+/// for the eligible follower, which leads once back, and every acknowledged write is read
+/// back. Before the fix the damaged broker led again and the others truncated to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_last_isr_member_that_lost_records_waits_for_an_eligible_replica() {
+    use rdkafka::producer::Producer;
+    let _serial = SERIAL.lock().await;
+    let dir = test_dir();
+    let c = Cluster::up(dir.path(), base_port(9), 3);
+    let topic = "eligible";
+    c.create_topic_with(topic, 1, 2).await;
+    c.wait_for("the partition led by a full ISR", 60, |m| {
+        m.partition(topic, 0)
+            .is_some_and(|p| p.leader >= 0 && p.isr.len() == 3)
+    })
+    .await;
+    let p = producer(&c.bootstrap, ACKS_ALL_IDEMPOTENT);
+    let mut acked = common::kafka::Records::new();
+    for i in 0..200u32 {
+        let (key, value) = (format!("k{i}"), format!("v{i}"));
+        let delivered = p
+            .send(
+                FutureRecord::to(topic).key(&key).payload(&value),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("record {i} not acknowledged: {e}"));
+        acked.insert((delivered.partition, delivered.offset), (key, value));
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+    drop(p);
+    let part = c.metadata().await.partition(topic, 0).unwrap().clone();
+    let leader = part.leader;
+    let others: Vec<i32> = part
+        .replicas
+        .iter()
+        .copied()
+        .filter(|r| *r != leader)
+        .collect();
+    let (first, second) = (others[0], others[1]);
+    eprintln!("leader {leader}; killing {first}, then {second}, then the leader");
+    let isr_is = |isr: Vec<i32>, elr: Vec<i32>| {
+        move |m: &broker::metadata::ClusterMetadata| {
+            m.partition(topic, 0)
+                .is_some_and(|p| p.isr == isr && p.elr == elr)
+        }
+    };
+    c.kill9(first);
+    let mut both = vec![leader, second];
+    both.sort_unstable();
+    c.wait_for("the first follower out of the ISR", 30, move |m| {
+        m.partition(topic, 0).is_some_and(|p| {
+            let mut isr = p.isr.clone();
+            isr.sort_unstable();
+            isr == both && p.elr.is_empty()
+        })
+    })
+    .await;
+    c.kill9(second);
+    c.wait_for(
+        "the second follower eligible",
+        30,
+        isr_is(vec![leader], vec![second]),
+    )
+    .await;
+    c.kill9(leader);
+    c.wait_for("the partition leaderless", 30, |m| {
+        m.partition(topic, 0).is_some_and(|p| p.leader < 0)
+    })
+    .await;
+    while c.is_running(leader) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Cut 10 bytes off the active segment: inside the last batch, which was acknowledged.
+    let pdir = c.dir.join(format!("broker-{leader}/{topic}-0"));
+    let segment = std::fs::read_dir(&pdir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .max()
+        .expect("a segment");
+    let len = std::fs::metadata(&segment).unwrap().len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    f.set_len(len - 10).unwrap();
+    drop(f);
+    let epoch_before = c.metadata().await.brokers[&leader].epoch;
+    c.start_broker(leader);
+    c.wait_for("the damaged broker registered again", 60, move |m| {
+        m.brokers.get(&leader).is_some_and(|b| {
+            b.epoch != epoch_before && b.status == broker::metadata::BrokerStatus::Alive
+        })
+    })
+    .await;
+    let log = std::fs::read_to_string(c.dir.join(format!("broker-{leader}.log"))).unwrap();
+    assert!(
+        log.contains("may have lost records"),
+        "the damaged broker did not report its loss:\n{log}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let now = c.metadata().await.partition(topic, 0).unwrap().clone();
+    assert_eq!(
+        (now.leader, now.isr.clone(), now.elr.clone()),
+        (-1, vec![second], vec![]),
+        "the damaged last ISR member must give way to the eligible replica: {now:?}"
+    );
+    c.start_broker(second);
+    c.wait_for("the eligible replica leading", 60, move |m| {
+        m.partition(topic, 0).is_some_and(|p| p.leader == second)
+    })
+    .await;
+    c.start_broker(first);
+    c.wait_for("every replica back in sync", 60, |m| {
+        m.partition(topic, 0).is_some_and(|p| p.isr.len() == 3)
+    })
+    .await;
+    let read = common::kafka::consume_all(&c.bootstrap, topic, &[0]);
+    common::kafka::assert_acked_read_back(&acked, &read);
+    record(&format!(
+        "eligible leader replicas: {} acknowledged writes kept after the last ISR member (broker {leader}) lost its tail; broker {second} led",
+        acked.len()
+    ));
+}

@@ -339,6 +339,7 @@ mod tests {
                 partition_epoch: 0,
                 adding: vec![],
                 removing: vec![],
+                elr: vec![],
             });
             self
         }
@@ -715,6 +716,8 @@ mod tests {
             replication_host: None,
             rack: None,
             listeners: Vec::new(),
+            unclean_shutdown: false,
+            min_insync_replicas: None,
         };
         let mut s = ControllerState::new("c".into());
         for id in 0..3 {

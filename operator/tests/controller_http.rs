@@ -318,6 +318,8 @@ async fn topic_and_partition_admin_over_http() {
             replication_host: None,
             rack: None,
             listeners: Vec::new(),
+            unclean_shutdown: false,
+            min_insync_replicas: None,
         };
         epochs.insert(id, client.register(&reg).await.unwrap().epoch);
     }

@@ -48,6 +48,8 @@ async fn broker_membership_follows_the_controller() {
         replication_host: None,
         rack: Some("r1".into()),
         listeners: Vec::new(),
+        unclean_shutdown: false,
+        min_insync_replicas: None,
     };
     let settings = Settings {
         heartbeat_interval: Duration::from_millis(300),
@@ -161,6 +163,8 @@ async fn a_restarted_broker_acts_on_no_metadata_from_its_previous_life() {
         replication_host: None,
         rack: None,
         listeners: Vec::new(),
+        unclean_shutdown: false,
+        min_insync_replicas: None,
     };
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let mut members = Vec::new();

@@ -160,8 +160,25 @@ fn old_bug_restarted_broker_applied_saved_metadata() {
     let old = Behaviour {
         apply_saved_metadata: true,
         groups: None,
+        report_unclean_shutdown: true,
     };
     run(old, 0, "old_bug_restarted");
+}
+
+/// The loss eligible leader replicas (KIP-966) close, kept as a check that the simulation
+/// still sees it: with restarted brokers not reporting an unclean shutdown, a last ISR member
+/// that lost its unsynced tail in a power loss leads again, and a replica that left the ISR
+/// with the records (while it was below min.insync.replicas) truncates to it. Run it with
+/// `--ignored`: it must fail.
+#[test]
+#[ignore = "the old behaviour, fixed; run with --ignored to see the simulation catch it"]
+fn old_bug_unclean_last_isr_member_led_again() {
+    let old = Behaviour {
+        report_unclean_shutdown: false,
+        groups: None,
+        ..Behaviour::FIXED
+    };
+    run(old, 0, "old_bug_unclean_last_isr");
 }
 
 /// The group coordinator's glue broken on purpose (sim-side only, `sim::coordinator::Glue`),

@@ -39,6 +39,15 @@ pub struct Registration {
     /// The extra listeners' advertised addresses (absent from older brokers).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub listeners: Vec<crate::listener::Endpoint>,
+    /// The process started after an unclean shutdown (no clean-shutdown marker in its data
+    /// directory): a log may have lost a tail that was acknowledged (unsynced writes, a torn
+    /// segment), so the controller no longer counts it as holding every committed record.
+    #[serde(default)]
+    pub unclean_shutdown: bool,
+    /// The broker's default min.insync.replicas (for topics without an override); absent
+    /// from older brokers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_insync_replicas: Option<i32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

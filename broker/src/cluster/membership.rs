@@ -132,6 +132,8 @@ impl Membership {
                 replication_host: None,
                 rack: None,
                 listeners: Vec::new(),
+                unclean_shutdown: false,
+                min_insync_replicas: None,
             },
             metadata_path: data_dir.join(METADATA_FILE),
             settings: Settings::default(),

@@ -6,8 +6,8 @@
 //! - A follower is caught up at a fetch if it reached the leader's log end, or the log end the
 //!   leader had at its previous fetch (so a steady stream of appends does not count as lag).
 //! - The high watermark is the minimum log end offset over the ISR (plus replicas a pending
-//!   expansion adds), never moves back, and stays put while that set is smaller than
-//!   min.insync.replicas.
+//!   expansion adds), never moves back, and stays put while the committed ISR is smaller than
+//!   min.insync.replicas (KIP-966: replicas that left it meanwhile may be elected).
 //! - ISR shrink: a follower not caught up for `replica_lag_time_max_ms`. Expand: a follower
 //!   whose end offset reached both the high watermark and the start of this leader epoch.
 //! - The leader only proposes ISR changes (AlterPartition, one at a time, with the partition
@@ -218,10 +218,14 @@ impl LeaderState {
     }
 
     fn recompute_high_watermark(&mut self) -> Option<Effect> {
-        let isr = self.maximal_isr();
-        if isr.len() < self.settings.min_insync_replicas {
+        // Only while the committed ISR has min.insync.replicas members (KIP-966): the replicas
+        // that left it meanwhile stay eligible to lead (the controller's ELR), and they lack
+        // whatever the high watermark would pass from here, an expansion still pending
+        // included (the controller may refuse it).
+        if !self.enough_replicas() {
             return None;
         }
+        let isr = self.maximal_isr();
         let mut hw = self.local_leo;
         for r in isr.iter().filter(|r| **r != self.local_id) {
             match self.followers.get(r) {

@@ -17,6 +17,8 @@ use super::checkpoint::{self, OffsetMap, sync_dir, write_atomic};
 use super::log::OpenHints;
 
 pub const CLEAN_SHUTDOWN_MARKER: &str = ".kafka_cleanshutdown";
+/// The boot id of the machine at the broker's last start (`same_boot_as_last_start`).
+const BOOT_ID_FILE: &str = "boot-id";
 const RECOVERY_POINTS: &str = "recovery-point-offset-checkpoint";
 const LOG_START_OFFSETS: &str = "log-start-offset-checkpoint";
 const HIGH_WATERMARKS: &str = "replication-offset-checkpoint";
@@ -378,6 +380,44 @@ impl LogDir {
                 out.push(p);
             }
         }
+        Ok(out)
+    }
+
+    /// Whether the machine runs the same boot as at this broker's previous start (Linux's
+    /// boot id; the file records it for the next start). A process killed within one boot
+    /// left its unsynced writes in the page cache, which the kernel still writes out; after a
+    /// reboot (a power loss, a node crash) they may be gone. No boot id counts as a new boot.
+    pub fn same_boot_as_last_start(&self) -> io::Result<bool> {
+        let read = |p: &Path| fs::read_to_string(p).ok().map(|s| s.trim().to_string());
+        let now = read(Path::new("/proc/sys/kernel/random/boot_id")).filter(|s| !s.is_empty());
+        let last = read(&self.path.join(BOOT_ID_FILE));
+        if let Some(now) = &now
+            && last.as_ref() != Some(now)
+        {
+            write_atomic(&self.path.join(BOOT_ID_FILE), format!("{now}\n").as_bytes())?;
+        }
+        Ok(now.is_some() && now == last)
+    }
+
+    /// The partition directories in the data directory, as (topic, partition, path).
+    pub fn partition_dirs(&self) -> io::Result<Vec<(String, i32, PathBuf)>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.path)? {
+            let path = entry?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if !path.is_dir() || name.ends_with("-delete") {
+                continue;
+            }
+            if let Some((topic, p)) = name.rsplit_once('-')
+                && let Ok(p) = p.parse::<i32>()
+                && !topic.is_empty()
+            {
+                out.push((topic.to_string(), p, path.clone()));
+            }
+        }
+        out.sort();
         Ok(out)
     }
 

@@ -2,8 +2,13 @@
 //! Each successful change bumps the metadata version (brokers long-poll for it) and the epochs
 //! of every partition it touches. Rules follow Kafka's KRaft controller:
 //!
-//! - Leaders are elected from the ISR only (no unclean election); the ISR never becomes empty
+//! - Leaders are elected from the ISR (no unclean election); the ISR never becomes empty
 //!   (its last member stays so it can lead again when it returns).
+//! - Eligible leader replicas (KIP-966): a replica that leaves the ISR while it is smaller than
+//!   min.insync.replicas still holds every committed record (the high watermark stands still
+//!   then), so it may lead when no ISR member can. A broker that restarts after an unclean
+//!   shutdown may have lost an acknowledged tail: it leaves every ELR, and a last ISR member
+//!   gives its place to the ELR, so it never leads over a replica that kept the records.
 //! - A lost or restarted broker is fenced: out of every ISR, its leaderships moved.
 //! - AlterPartition from the leader is committed only against the current leader epoch and
 //!   partition epoch, so a deposed leader's proposals are refused.
@@ -179,10 +184,82 @@ fn elect(
     true
 }
 
-/// Removes `broker` from the ISR unless it is the last member.
-fn shrink_isr(p: &mut PartitionMeta, broker: i32) -> bool {
+/// [`elect`], and when that leaves `p` without a leader, an eligible leader replica that is
+/// alive (in replica order) takes over (KIP-966): it becomes the ISR, and the old ISR members
+/// (none of them can lead now; they hold every committed record too) become eligible.
+fn elect_or_eligible(
+    p: &mut PartitionMeta,
+    brokers: &BTreeMap<i32, BrokerMeta>,
+    exclude: Option<i32>,
+    allow_drained: bool,
+) -> bool {
+    let changed = elect(p, brokers, exclude, allow_drained);
+    if p.has_leader() {
+        return changed;
+    }
+    let alive = |id: i32| {
+        brokers
+            .get(&id)
+            .is_some_and(|b| b.status == BrokerStatus::Alive && (allow_drained || !b.drained))
+    };
+    let Some(pick) = p
+        .target_replicas()
+        .into_iter()
+        .chain(p.replicas.iter().copied())
+        .find(|id| Some(*id) != exclude && p.elr.contains(id) && alive(*id))
+    else {
+        return changed;
+    };
+    let old_isr = std::mem::replace(&mut p.isr, vec![pick]);
+    p.elr.retain(|r| *r != pick);
+    p.elr.extend(old_isr);
+    p.leader = pick;
+    p.leader_epoch += 1;
+    p.partition_epoch += 1;
+    true
+}
+
+/// The min.insync.replicas leaders apply to a topic: its override, else the default the
+/// brokers reported (the smallest, should they differ: assuming a larger one than a leader
+/// applies would count replicas as eligible that miss records it committed).
+fn min_insync(state: &ControllerState, configs: &BTreeMap<String, String>) -> usize {
+    let default = state.broker_min_insync.values().copied().min().unwrap_or(1);
+    configs
+        .get("min.insync.replicas")
+        .and_then(|v| v.parse::<i32>().ok())
+        .unwrap_or(default)
+        .max(1) as usize
+}
+
+/// Keeps the eligible leader replicas consistent: replicas only, none in the ISR, and none at
+/// all once the ISR has min.insync.replicas members (the high watermark moves again without
+/// them). Returns whether it changed anything.
+fn tidy_elr(p: &mut PartitionMeta, min_insync: usize) -> bool {
+    let before = p.elr.len();
+    if p.isr.len() >= min_insync {
+        p.elr.clear();
+    } else {
+        let (isr, replicas) = (&p.isr, &p.replicas);
+        p.elr.retain(|r| replicas.contains(r) && !isr.contains(r));
+        let mut seen = Vec::with_capacity(p.elr.len());
+        p.elr.retain(|r| {
+            let new = !seen.contains(r);
+            seen.push(*r);
+            new
+        });
+    }
+    p.elr.len() != before
+}
+
+/// Removes `broker` from the ISR unless it is the last member. Removed from an ISR that is
+/// then smaller than min.insync.replicas, it becomes an eligible leader replica.
+fn leave_isr(p: &mut PartitionMeta, broker: i32, min_insync: usize) -> bool {
     if p.isr.contains(&broker) && p.isr.len() > 1 {
         p.isr.retain(|r| *r != broker);
+        if p.isr.len() < min_insync {
+            p.elr.push(broker);
+        }
+        tidy_elr(p, min_insync);
         p.partition_epoch += 1;
         true
     } else {
@@ -193,12 +270,39 @@ fn shrink_isr(p: &mut PartitionMeta, broker: i32) -> bool {
 /// Fences `broker`: out of every ISR (but never emptying one), its leaderships moved.
 fn fence(state: &mut ControllerState, broker: i32) {
     let brokers = state.metadata.brokers.clone();
-    for t in state.metadata.topics.values_mut() {
+    let mins: BTreeMap<String, usize> = state
+        .metadata
+        .topics
+        .iter()
+        .map(|(name, t)| (name.clone(), min_insync(state, &t.configs)))
+        .collect();
+    for (name, t) in state.metadata.topics.iter_mut() {
+        let min = mins.get(name).copied().unwrap_or(1);
         for p in &mut t.partitions {
             if p.leader == broker {
-                elect(p, &brokers, Some(broker), true);
+                elect_or_eligible(p, &brokers, Some(broker), true);
             }
-            shrink_isr(p, broker);
+            leave_isr(p, broker, min);
+        }
+    }
+}
+
+/// A broker restarted after an unclean shutdown: its logs may have lost acknowledged records
+/// (an unsynced tail, a torn segment), so it is no longer eligible anywhere, and where it is
+/// the last ISR member while eligible replicas exist, they take the ISR over (one of them
+/// leads once alive). Where no other replica is known to hold the records, it stays: there
+/// is nothing better to elect.
+fn distrust(state: &mut ControllerState, broker: i32) {
+    for t in state.metadata.topics.values_mut() {
+        for p in &mut t.partitions {
+            let before = (p.isr.clone(), p.elr.len());
+            p.elr.retain(|r| *r != broker);
+            if p.isr == [broker] && !p.elr.is_empty() {
+                p.isr = std::mem::take(&mut p.elr);
+            }
+            if (p.isr.clone(), p.elr.len()) != before {
+                p.partition_epoch += 1;
+            }
         }
     }
 }
@@ -243,7 +347,15 @@ pub fn register(state: &mut ControllerState, reg: Registration, now_ms: i64) -> 
     if let Some(b) = state.metadata.brokers.get_mut(&reg.id) {
         b.status = BrokerStatus::Fenced;
     }
+    if let Some(min) = reg.min_insync_replicas {
+        state.broker_min_insync.insert(reg.id, min.max(1));
+    }
     fence(state, reg.id);
+    // Only a new process can have lost its tail: the same one registering again (fenced
+    // after a pause, say) kept its logs.
+    if reg.unclean_shutdown && known.as_deref() != Some(reg.incarnation.as_str()) {
+        distrust(state, reg.id);
+    }
     state.next_broker_epoch += 1;
     let epoch = state.next_broker_epoch;
     state.metadata.brokers.insert(
@@ -262,12 +374,13 @@ pub fn register(state: &mut ControllerState, reg: Registration, now_ms: i64) -> 
     );
     state.incarnations.insert(reg.id, reg.incarnation);
     state.last_heartbeat_ms.insert(reg.id, now_ms);
-    // Partitions left without a leader whose last ISR member is this broker can lead again.
+    // Partitions left without a leader whose last ISR member or an eligible replica is this
+    // broker can be led again.
     let brokers = state.metadata.brokers.clone();
     for t in state.metadata.topics.values_mut() {
         for p in &mut t.partitions {
             if !p.has_leader() {
-                elect(p, &brokers, None, true);
+                elect_or_eligible(p, &brokers, None, true);
             }
         }
     }
@@ -369,6 +482,11 @@ pub fn alter_partition(
     check_broker(state, req.broker, req.broker_epoch)?;
     let brokers = state.metadata.brokers.clone();
     let (topic, partition) = (req.topic.clone(), req.partition);
+    let min = state
+        .metadata
+        .topics
+        .get(&topic)
+        .map_or(1, |t| min_insync(state, &t.configs));
     let p = state
         .metadata
         .partition_mut(&topic, partition)
@@ -416,9 +534,22 @@ pub fn alter_partition(
     }) {
         return Err(invalid(&format!("{r} is not alive")));
     }
+    // Followers the leader shrinks out of an ISR then below min.insync.replicas hold every
+    // committed record (the high watermark counted them until now and stands still after).
+    if req.isr.len() < min {
+        let removed: Vec<i32> = p
+            .isr
+            .iter()
+            .copied()
+            .filter(|r| !req.isr.contains(r))
+            .collect();
+        p.elr.extend(removed);
+    }
     p.isr = req.isr.clone();
+    tidy_elr(p, min);
     p.partition_epoch += 1;
     complete_reassignment_if_ready(p, &brokers);
+    tidy_elr(p, min);
     let result = p.clone();
     bump(state);
     Ok(result)
@@ -481,6 +612,7 @@ fn settle_on(
         p.leader = moved.leader;
         p.leader_epoch = moved.leader_epoch;
     }
+    p.elr.retain(|r| replicas.contains(r));
     p.replicas = replicas;
     p.isr = isr;
     p.adding.clear();
@@ -501,6 +633,7 @@ fn new_partition(index: usize, replicas: Vec<i32>, leader_epoch: i32) -> Partiti
         partition_epoch: 0,
         adding: Vec::new(),
         removing: Vec::new(),
+        elr: Vec::new(),
     }
 }
 
@@ -757,6 +890,14 @@ pub fn set_topic_configs(
         return Ok(false);
     }
     topic.configs = configs;
+    let min = min_insync(state, &state.metadata.topics[name].configs);
+    if let Some(t) = state.metadata.topics.get_mut(name) {
+        for p in &mut t.partitions {
+            if tidy_elr(p, min) {
+                p.partition_epoch += 1;
+            }
+        }
+    }
     bump(state);
     Ok(true)
 }
@@ -950,7 +1091,13 @@ pub fn drain(
     for t in state.metadata.topics.values_mut() {
         for p in &mut t.partitions {
             if p.leader == broker {
-                elect(p, &brokers, Some(broker), false);
+                // With no other replica to take over it keeps leading (a drain must not take
+                // a partition offline).
+                let mut moved = p.clone();
+                elect(&mut moved, &brokers, Some(broker), false);
+                if moved.has_leader() {
+                    *p = moved;
+                }
             }
         }
     }
@@ -1295,6 +1442,8 @@ mod tests {
             replication_host: None,
             rack: None,
             listeners: Vec::new(),
+            unclean_shutdown: false,
+            min_insync_replicas: None,
         }
     }
 
@@ -2031,6 +2180,219 @@ mod tests {
         assert_eq!(s.metadata.version, version);
     }
 
+    /// Topic "e" (one partition, RF 3, min.insync.replicas=2) on brokers 0-2, broker 0
+    /// leading; returns the state and the leader.
+    fn eligible_cluster() -> ControllerState {
+        let mut s = ControllerState::new("c".into());
+        for id in 0..3 {
+            register(&mut s, reg(id, "a"), 0);
+        }
+        let configs = BTreeMap::from([("min.insync.replicas".to_string(), "2".to_string())]);
+        create_topic(&mut s, "e", 1, 3, configs, uuid::Uuid::nil()).unwrap();
+        s
+    }
+
+    fn e(s: &ControllerState) -> PartitionMeta {
+        s.metadata.partition("e", 0).unwrap().clone()
+    }
+
+    fn unclean(id: i32, inc: &str) -> Registration {
+        Registration {
+            unclean_shutdown: true,
+            ..reg(id, inc)
+        }
+    }
+
+    /// Brokers a, b, c of partition e-0 with a leading: c and then b are lost, so b leaves an
+    /// ISR below min.insync.replicas (eligible) and c one that was not (not eligible); then
+    /// a, the last ISR member, is lost too.
+    fn lose_all_but_the_eligible(s: &mut ControllerState) -> [i32; 3] {
+        let part = e(s);
+        let a = part.leader;
+        let others: Vec<i32> = part.replicas.iter().copied().filter(|r| *r != a).collect();
+        let (b, c) = (others[0], others[1]);
+        assert_eq!(fence_gone(s, c, s.metadata.brokers[&c].epoch), Ok(true));
+        assert_eq!(
+            e(s).elr,
+            Vec::<i32>::new(),
+            "ISR {:?} still has 2",
+            e(s).isr
+        );
+        assert_eq!(fence_gone(s, b, s.metadata.brokers[&b].epoch), Ok(true));
+        assert_eq!((e(s).isr, e(s).elr), (vec![a], vec![b]));
+        assert_eq!(fence_gone(s, a, s.metadata.brokers[&a].epoch), Ok(true));
+        let now = e(s);
+        assert_eq!(
+            (now.leader, now.isr, now.elr),
+            (NO_LEADER, vec![a], vec![b])
+        );
+        [a, b, c]
+    }
+
+    /// KIP-966: a replica that left an ISR smaller than min.insync.replicas holds every
+    /// committed record, so it may lead when no ISR member can; one that left a large enough
+    /// ISR may not (the high watermark moved on without it).
+    #[test]
+    fn an_eligible_replica_leads_when_no_isr_member_can() {
+        let mut s = eligible_cluster();
+        let [a, b, c] = lose_all_but_the_eligible(&mut s);
+        register(&mut s, reg(c, "b"), 10);
+        assert_eq!(e(&s).leader, NO_LEADER, "c left an ISR of 2: not eligible");
+        register(&mut s, reg(b, "b"), 20);
+        let now = e(&s);
+        assert_eq!(now.leader, b);
+        assert_eq!(now.isr, vec![b]);
+        assert_eq!(
+            now.elr,
+            vec![a],
+            "the old ISR member still holds every record"
+        );
+        // a restarts cleanly: eligible still, back in the ISR once it catches up.
+        register(&mut s, reg(a, "b"), 30);
+        assert_eq!(e(&s).elr, vec![a]);
+    }
+
+    /// A broker that restarts after an unclean shutdown may have lost acknowledged records:
+    /// as the last ISR member it gives way to the eligible replicas (the partition waits for
+    /// one), and it is eligible nowhere.
+    #[test]
+    fn an_unclean_last_isr_member_gives_way_to_the_eligible_replicas() {
+        let mut s = eligible_cluster();
+        let [a, b, _] = lose_all_but_the_eligible(&mut s);
+        register(&mut s, unclean(a, "b"), 10);
+        let now = e(&s);
+        assert_eq!(
+            (now.leader, now.isr.clone(), now.elr),
+            (NO_LEADER, vec![b], vec![])
+        );
+        register(&mut s, reg(b, "b"), 20);
+        assert_eq!((e(&s).leader, e(&s).isr), (b, vec![b]));
+
+        // The same restart after a clean shutdown leads again, as before.
+        let mut s = eligible_cluster();
+        let [a, b, _] = lose_all_but_the_eligible(&mut s);
+        register(&mut s, reg(a, "b"), 10);
+        let now = e(&s);
+        assert_eq!((now.leader, now.isr, now.elr), (a, vec![a], vec![b]));
+
+        // An unclean eligible replica is dropped; with nobody else, the last member leads.
+        let mut s = eligible_cluster();
+        let [a, b, _] = lose_all_but_the_eligible(&mut s);
+        register(&mut s, unclean(b, "b"), 10);
+        assert_eq!((e(&s).leader, e(&s).elr), (NO_LEADER, vec![]));
+        register(&mut s, unclean(a, "b"), 20);
+        assert_eq!(e(&s).leader, a, "nothing better to elect");
+    }
+
+    /// Only a new process can have lost its tail: the same incarnation registering again
+    /// (fenced after a pause) stays eligible.
+    #[test]
+    fn the_same_process_registering_again_is_not_distrusted() {
+        let mut s = eligible_cluster();
+        let [a, b, _] = lose_all_but_the_eligible(&mut s);
+        register(&mut s, unclean(b, "a"), 10);
+        let now = e(&s);
+        assert_eq!((now.leader, now.isr), (b, vec![b]));
+        assert_eq!(now.elr, vec![a]);
+    }
+
+    /// The leader's own ISR changes keep the ELR: shrunk below min.insync.replicas, the
+    /// removed followers become eligible; grown back to it, nobody is.
+    #[test]
+    fn isr_changes_by_the_leader_keep_the_eligible_replicas() {
+        let mut s = eligible_cluster();
+        let part = e(&s);
+        let a = part.leader;
+        let alter = |s: &mut ControllerState, isr: Vec<i32>| {
+            let part = e(s);
+            let req = AlterPartition {
+                broker: a,
+                broker_epoch: s.metadata.brokers[&a].epoch,
+                topic: "e".into(),
+                partition: 0,
+                leader_epoch: part.leader_epoch,
+                partition_epoch: part.partition_epoch,
+                isr,
+            };
+            alter_partition(s, &req).unwrap()
+        };
+        let others: Vec<i32> = part.replicas.iter().copied().filter(|r| *r != a).collect();
+        let shrunk = alter(&mut s, vec![a]);
+        let mut elr = shrunk.elr.clone();
+        elr.sort_unstable();
+        let mut want = others.clone();
+        want.sort_unstable();
+        assert_eq!(elr, want);
+        let grown = alter(&mut s, vec![a, others[0]]);
+        assert!(
+            grown.elr.is_empty(),
+            "an ISR of min.insync.replicas: {grown:?}"
+        );
+        // One out of three with min.insync.replicas 2 is not eligible.
+        let mut s = eligible_cluster();
+        let shrunk = {
+            let part = e(&s);
+            let req = AlterPartition {
+                broker: a,
+                broker_epoch: s.metadata.brokers[&a].epoch,
+                topic: "e".into(),
+                partition: 0,
+                leader_epoch: part.leader_epoch,
+                partition_epoch: part.partition_epoch,
+                isr: vec![a, others[0]],
+            };
+            alter_partition(&mut s, &req).unwrap()
+        };
+        assert!(shrunk.elr.is_empty());
+        // Lowering min.insync.replicas to the ISR's size clears the ELR.
+        let mut s = eligible_cluster();
+        alter(&mut s, vec![a]);
+        assert!(!e(&s).elr.is_empty());
+        let configs = BTreeMap::from([("min.insync.replicas".to_string(), "1".to_string())]);
+        set_topic_configs(&mut s, "e", configs).unwrap();
+        assert!(e(&s).elr.is_empty());
+    }
+
+    /// Without an override a topic takes the smallest default the brokers reported (a larger
+    /// one than a leader applies would make replicas eligible that miss records).
+    #[test]
+    fn min_insync_replicas_comes_from_the_override_or_the_brokers() {
+        let mut s = ControllerState::new("c".into());
+        assert_eq!(min_insync(&s, &BTreeMap::new()), 1);
+        for (id, min) in [(0, 3), (1, 2), (2, 3)] {
+            let r = Registration {
+                min_insync_replicas: Some(min),
+                ..reg(id, "a")
+            };
+            register(&mut s, r, 0);
+        }
+        assert_eq!(min_insync(&s, &BTreeMap::new()), 2);
+        let over = BTreeMap::from([("min.insync.replicas".to_string(), "3".to_string())]);
+        assert_eq!(min_insync(&s, &over), 3);
+    }
+
+    /// A drain moves leadership only where another ISR member can take it: a partition whose
+    /// only in-sync replica is the drained broker stays led.
+    #[test]
+    fn a_drain_never_leaves_a_partition_without_a_leader() {
+        let mut s = cluster();
+        let part = p(&s, 0);
+        let req = AlterPartition {
+            broker: part.leader,
+            broker_epoch: s.metadata.brokers[&part.leader].epoch,
+            topic: "t".into(),
+            partition: 0,
+            leader_epoch: part.leader_epoch,
+            partition_epoch: part.partition_epoch,
+            isr: vec![part.leader],
+        };
+        alter_partition(&mut s, &req).unwrap();
+        let still = drain(&mut s, part.leader).unwrap();
+        assert_eq!(still, vec![("t".to_string(), 0)]);
+        assert_eq!(p(&s, 0).leader, part.leader);
+        assert_eq!(p(&s, 0).leader_epoch, part.leader_epoch);
+    }
+
     #[test]
     fn no_unclean_election_and_the_last_isr_member_returns_as_leader() {
         let mut s = cluster();
@@ -2382,6 +2744,8 @@ mod properties {
                         replication_host: None,
                         rack: None,
                         listeners: Vec::new(),
+                        unclean_shutdown: false,
+                        min_insync_replicas: None,
                     },
                     now,
                 );
@@ -2486,7 +2850,7 @@ mod properties {
         fn invariants_hold_under_random_operations(ops in proptest::collection::vec(op(), 1..60)) {
             let mut s = ControllerState::new("c".into());
             for id in 0..4 {
-                register(&mut s, Registration { id, incarnation: "0".into(), host: "h".into(), port: 1, replication_host: None, rack: None, listeners: Vec::new() }, 0);
+                register(&mut s, Registration { id, incarnation: "0".into(), host: "h".into(), port: 1, replication_host: None, rack: None, listeners: Vec::new(), unclean_shutdown: false, min_insync_replicas: None }, 0);
             }
             create_topic(&mut s, "t", 4, 3, BTreeMap::new(), uuid::Uuid::nil()).unwrap();
             for (i, op) in ops.iter().enumerate() {

@@ -402,6 +402,8 @@ mod tests {
                     replication_host: None,
                     rack: None,
                     listeners: Vec::new(),
+                    unclean_shutdown: false,
+                    min_insync_replicas: None,
                 },
                 0,
             );

@@ -35,6 +35,10 @@ pub struct ControllerState {
     /// otherwise count as holding records it never had.
     #[serde(default)]
     pub first_leader_epoch: i32,
+    /// The default min.insync.replicas each broker reported when it registered (for topics
+    /// without an override; see `decisions::min_insync`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub broker_min_insync: BTreeMap<i32, i32>,
     /// The rebalance under way, if any (persisted so a restarted controller resumes it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rebalance: Option<Rebalance>,

@@ -958,6 +958,8 @@ mod tests {
             replication_host: None,
             rack: None,
             listeners: Vec::new(),
+            unclean_shutdown: false,
+            min_insync_replicas: None,
         };
         let mut s = ControllerState::new("c".into());
         for id in 0..3 {
@@ -1081,6 +1083,8 @@ mod tests {
                     replication_host: None,
                     rack: None,
                     listeners: Vec::new(),
+                    unclean_shutdown: false,
+                    min_insync_replicas: None,
                 },
                 0,
             );
@@ -1110,6 +1114,8 @@ mod tests {
                 replication_host: None,
                 rack: None,
                 listeners: Vec::new(),
+                unclean_shutdown: false,
+                min_insync_replicas: None,
             };
             decisions::register(&mut s, reg, 0);
         }

@@ -670,6 +670,7 @@ mod tests {
                         partition_epoch: 0,
                         adding: vec![],
                         removing: vec![],
+                        elr: vec![],
                     }
                 })
                 .collect(),

@@ -33,6 +33,10 @@ pub struct Behaviour {
     /// Whether schedules run a consumer group, with which coordinator glue
     /// (`sim::coordinator::Glue`), and in one schedule of how many (seeds divisible by it).
     pub groups: Option<(Glue, u64)>,
+    /// A broker restarted after a power loss says so when it registers (Registration's
+    /// `unclean_shutdown`), so the controller stops counting it as holding every committed
+    /// record. Before that fix it did not: an ISR of one that lost its tail led again.
+    pub report_unclean_shutdown: bool,
 }
 
 impl Behaviour {
@@ -40,6 +44,7 @@ impl Behaviour {
     pub const FIXED: Self = Self {
         apply_saved_metadata: false,
         groups: Some((Glue::Real, 2)),
+        report_unclean_shutdown: true,
     };
 }
 
@@ -134,9 +139,16 @@ pub struct SimBroker {
     /// The fetch timer runs only while this broker follows.
     fetch_timer_armed: bool,
     alter_in_flight: Option<u64>,
+    /// The proposal in flight, asked again when unanswered.
+    alter_request: Option<AlterPartition>,
     generation: u64,
     timers_started: bool,
     waiters: Vec<Waiter>,
+    /// The last stop was a power loss (the page cache went): the next start registers as an
+    /// unclean shutdown.
+    lost_power: bool,
+    /// This incarnation started after a power loss.
+    unclean: bool,
 }
 
 impl SimBroker {
@@ -158,9 +170,12 @@ impl SimBroker {
             fetch_in_flight: None,
             fetch_timer_armed: false,
             alter_in_flight: None,
+            alter_request: None,
             generation: 0,
             timers_started: false,
             waiters: Vec::new(),
+            lost_power: false,
+            unclean: false,
         }
     }
 
@@ -184,6 +199,7 @@ impl SimBroker {
     pub fn start(&mut self, out: &mut Out) {
         self.up = true;
         self.incarnation += 1;
+        self.unclean = std::mem::take(&mut self.lost_power);
         self.broker_epoch = None;
         let end = self.log.end();
         self.log.truncate_to(end);
@@ -203,6 +219,7 @@ impl SimBroker {
         self.role = Role::Unknown;
         self.waiters.clear();
         if power_loss {
+            self.lost_power = true;
             self.log.lose_unflushed_tail(rng)
         } else {
             Vec::new()
@@ -215,6 +232,7 @@ impl SimBroker {
             Msg::Register {
                 broker: self.id,
                 incarnation: self.incarnation,
+                unclean: self.unclean && self.behaviour.report_unclean_shutdown,
             },
         ));
         out.timers.push((REGISTER_RETRY_MS, Timer::Register));
@@ -453,6 +471,7 @@ impl SimBroker {
     fn send_alter_partition(&mut self, request: AlterPartition, out: &mut Out) {
         self.generation += 1;
         self.alter_in_flight = Some(self.generation);
+        self.alter_request = Some(request.clone());
         out.timers.push((
             ALTER_PARTITION_TIMEOUT_MS,
             Timer::AlterPartitionTimeout {
@@ -524,20 +543,33 @@ impl SimBroker {
                     self.apply_effects(effects, out);
                 }
             }
-            // `ClusterRuntime::propose_isr`: any refusal forgets the proposal.
-            IsrAnswer::Superseded | IsrAnswer::Invalid => s.on_proposal_rejected(),
+            // `ClusterRuntime::propose_isr`: only a refusal proving nothing was committed
+            // forgets the proposal; after a stale-epoch refusal it stays pending (counted in
+            // the high watermark) until the metadata brings the controller's state.
+            IsrAnswer::Invalid => s.on_proposal_rejected(),
+            IsrAnswer::Superseded => {}
         }
     }
 
-    /// No answer: the HTTP call failed, and `ClusterRuntime::propose_isr` forgets the
-    /// proposal (the next metadata brings whatever the controller committed).
-    pub fn on_alter_partition_timeout(&mut self, generation: u64) {
+    /// No answer: the HTTP call failed. `ClusterRuntime::propose_isr` asks again while the
+    /// proposal is still pending from the same state; it is never forgotten unanswered (the
+    /// controller may have committed it).
+    pub fn on_alter_partition_timeout(&mut self, generation: u64, out: &mut Out) {
         if self.alter_in_flight != Some(generation) {
             return;
         }
         self.alter_in_flight = None;
-        if let Role::Leader(s) = &mut self.role {
-            s.on_proposal_rejected();
+        let Some(request) = self.alter_request.take() else {
+            return;
+        };
+        let Role::Leader(s) = &self.role else {
+            return;
+        };
+        let pending = s.pending_isr() == Some(request.isr.as_slice())
+            && s.assignment().partition_epoch == request.partition_epoch
+            && s.assignment().leader_epoch == request.leader_epoch;
+        if pending {
+            self.send_alter_partition(request, out);
         }
     }
 

@@ -92,6 +92,8 @@ pub enum Msg {
     Register {
         broker: i32,
         incarnation: u32,
+        /// Started after a power loss (see `Behaviour::report_unclean_shutdown`).
+        unclean: bool,
     },
     Registered {
         incarnation: u32,

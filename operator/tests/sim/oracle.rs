@@ -7,14 +7,16 @@
 //! 3. Within a leader epoch the high watermark a leader exposes never goes back.
 //! 4. No acknowledged write is lost: the settled leader (the broker the controller names,
 //!    leading that epoch) holds every acknowledged record at its offset, and no offset is
-//!    acknowledged with two values. The one loss Kafka's rules allow (without KIP-966's
-//!    eligible leader replicas) is counted, not failed: the leader lacks the write because it
-//!    lost it itself in a power loss, before its copy reached the disk. With unclean election
-//!    off, that broker can lead again only as the last ISR member (registering fences a
-//!    restarted broker out of every other ISR). Under `fsync.policy=none` that is the policy's
-//!    known limit (durability comes from replication). Under `before-ack` it fails: the
-//!    leader fsyncs before its own copy counts and a follower before its next fetch reports
-//!    what it took in, so every copy an ack counted is on disk.
+//!    acknowledged with two values. One loss is counted, not failed: under
+//!    `fsync.policy=none`, the leader lost the write in a power loss before its copy reached
+//!    the disk, and no other copy the controller counted at the ack still counts (each lost
+//!    power or left the ISR and ELR since; see `lost_everywhere`). A leader that lost the write itself while another copy
+//!    survives fails: the restarted broker reports its unclean shutdown and the controller's
+//!    eligible leader replicas (KIP-966) must elect a replica that kept it (Kafka's rules
+//!    before KIP-966 lose it: the last ISR member leads again; see the old-bug test with
+//!    `Behaviour::report_unclean_shutdown` off). Under `before-ack`
+//!    any such loss fails: the leader fsyncs before its own copy counts and a follower before
+//!    its next fetch reports what it took in, so every copy an ack counted is on disk.
 //! 5. Below the leader's high watermark, every in-sync follower's log equals the leader's.
 //! 6. An acknowledged write had reached at least min.insync.replicas replicas when the ack
 //!    was sent (counting copies a power loss took since).
@@ -53,6 +55,14 @@ pub struct Oracle {
     holders: BTreeMap<u64, BTreeSet<i32>>,
     /// Values each broker lost from its page cache in a power loss.
     power_lost: BTreeMap<u64, BTreeSet<i32>>,
+    /// Per broker, how many times it stopped counting as a whole copy: a power loss, or
+    /// leaving the controller's ISR and ELR.
+    discounted: BTreeMap<i32, u32>,
+    /// The controller's ISR and ELR at the last check.
+    eligible: BTreeSet<i32>,
+    /// Each acknowledged value's holders the controller counted (in its ISR or ELR) with
+    /// their `discounted` counts, at the ack.
+    counted_holders: BTreeMap<u64, Vec<(i32, u32)>>,
     /// Acknowledged writes a leader lost with its own page cache (reported, not failures).
     pub page_cache_losses: BTreeSet<u64>,
     /// `fsync.policy=before-ack`: a page-cache loss of an acknowledged write fails (see 4).
@@ -72,6 +82,7 @@ impl Oracle {
     }
 
     pub fn power_loss(&mut self, broker: i32, values: Vec<u64>) {
+        *self.discounted.entry(broker).or_default() += 1;
         for v in values {
             self.power_lost.entry(v).or_default().insert(broker);
         }
@@ -130,6 +141,12 @@ impl Oracle {
                             "broker {broker} acknowledged offset {offset} (value {v}) held by {holders:?} only"
                         ));
                     }
+                    let counted = holders
+                        .iter()
+                        .filter(|h| self.eligible.contains(h))
+                        .map(|h| (*h, self.discounted.get(h).copied().unwrap_or(0)))
+                        .collect();
+                    self.counted_holders.insert(v, counted);
                     self.holders.insert(v, holders);
                 }
                 Ok(())
@@ -181,12 +198,32 @@ impl Oracle {
             .is_some_and(|l| l.contains(&leader))
     }
 
+    /// No broker the controller counted as holding `value` when it was acknowledged (in its
+    /// ISR or ELR) still counts as a whole copy: each lost power since (it lost the value, or
+    /// it restarted after an unclean shutdown and the controller no longer trusts its log
+    /// whole), or left the ISR and ELR since. The controller elects only counted copies, so
+    /// nothing it knows could have kept the value; what it does not do is compare the logs of
+    /// replicas it no longer counts (Kafka's KIP-966 "unclean recovery", not built), nor tell
+    /// a fenced follower's fetches from a restarted one's at a leader that has not heard yet
+    /// (the broker epoch in follower fetches, KIP-903, not built).
+    fn lost_everywhere(&self, value: u64) -> bool {
+        self.counted_holders.get(&value).is_some_and(|h| {
+            h.iter()
+                .all(|(b, then)| self.discounted.get(b).copied().unwrap_or(0) > *then)
+        })
+    }
+
     pub fn check(
         &mut self,
         published: Option<&PartitionMeta>,
         brokers: &[SimBroker],
     ) -> Result<(), String> {
         let Some(pm) = published else { return Ok(()) };
+        let eligible: BTreeSet<i32> = pm.isr.iter().chain(&pm.elr).copied().collect();
+        for gone in self.eligible.difference(&eligible) {
+            *self.discounted.entry(*gone).or_default() += 1;
+        }
+        self.eligible = eligible;
         if pm.isr.is_empty() {
             return Err("the controller emptied the ISR".into());
         }
@@ -249,7 +286,10 @@ impl Oracle {
             {
                 continue;
             }
-            if self.lost_with_page_cache(*value, leader.id) && !self.every_ack_fsynced {
+            if self.lost_with_page_cache(*value, leader.id)
+                && !self.every_ack_fsynced
+                && self.lost_everywhere(*value)
+            {
                 self.page_cache_losses.insert(*value);
                 continue;
             }

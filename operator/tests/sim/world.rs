@@ -546,6 +546,7 @@ impl World {
             Msg::Register {
                 broker,
                 incarnation,
+                unclean,
             } => {
                 let reg = Registration {
                     id: broker,
@@ -555,6 +556,8 @@ impl World {
                     replication_host: None,
                     rack: None,
                     listeners: Vec::new(),
+                    unclean_shutdown: unclean,
+                    min_insync_replicas: Some(MIN_INSYNC_REPLICAS as i32),
                 };
                 let epoch = decisions::register(&mut self.controller, reg, now);
                 Some(Msg::Registered { incarnation, epoch })
@@ -678,7 +681,7 @@ impl World {
                     Timer::IsrTick => b.on_isr_tick(now, &mut out),
                     Timer::Fetch => b.on_fetch_timer(now, &mut out),
                     Timer::AlterPartitionTimeout { generation } => {
-                        b.on_alter_partition_timeout(generation)
+                        b.on_alter_partition_timeout(generation, &mut out)
                     }
                     Timer::Flushed { offset } => b.on_flushed(offset, &mut out),
                     Timer::Writeback => b.on_writeback(&mut out),
@@ -766,7 +769,9 @@ impl World {
                             "      broker {broker} lost {lost:?} with its page cache"
                         ));
                     }
-                    self.oracle.power_loss(broker, lost);
+                    if power_loss {
+                        self.oracle.power_loss(broker, lost);
+                    }
                     self.coordinator_crash(broker);
                 }
             }
