@@ -1868,6 +1868,34 @@ async fn a_last_isr_member_that_lost_records_waits_for_an_eligible_replica() {
         isr_is(vec![leader], vec![second]),
     )
     .await;
+    // DescribeTopicPartitions shows it (`kafka-topics --describe` prints `Elr:`).
+    let addr = format!("127.0.0.1:{}", c.base + 10 + leader as u16);
+    let mut conn = broker::replication::client::Connection::connect(&addr, "elr-test")
+        .await
+        .unwrap();
+    let mut shown = Vec::new();
+    for _ in 0..50 {
+        let req = kafka_protocol::messages::DescribeTopicPartitionsRequest::default()
+            .with_topics(vec![
+                kafka_protocol::messages::describe_topic_partitions_request::TopicRequest::default(
+                )
+                .with_name(common::describe::name(topic)),
+            ])
+            .with_response_partition_limit(10);
+        let r = conn.send(&req, 0).await.unwrap();
+        shown = r.topics[0].partitions[0]
+            .eligible_leader_replicas
+            .iter()
+            .flatten()
+            .map(|b| b.0)
+            .collect();
+        if shown == [second] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(shown, vec![second], "the leader's DescribeTopicPartitions");
+    drop(conn);
     c.kill9(leader);
     c.wait_for("the partition leaderless", 30, |m| {
         m.partition(topic, 0).is_some_and(|p| p.leader < 0)

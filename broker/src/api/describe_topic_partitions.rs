@@ -5,8 +5,8 @@
 //! in a cluster), so both APIs always agree. Paging follows Kafka's broker: at most
 //! `min(response_partition_limit, 2000)` partitions (at least 1) per response, topics in name
 //! order from the request's cursor, and a `next_cursor` naming the first partition left out.
-//! There are no eligible leader replicas here (no KIP-966 ELR: leaders come from the ISR
-//! only), so both ELR lists are empty.
+//! A partition's eligible leader replicas (KIP-966) are the controller's ELR; a standalone
+//! broker has none. `last_known_elr` (kept by Kafka for its unclean recovery) stays empty.
 
 use std::collections::BTreeSet;
 use std::ops::Range;
@@ -18,7 +18,7 @@ use kafka_protocol::messages::describe_topic_partitions_response::{
 };
 use kafka_protocol::messages::metadata_response::MetadataResponseTopic;
 use kafka_protocol::messages::{
-    DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, TopicName,
+    BrokerId, DescribeTopicPartitionsRequest, DescribeTopicPartitionsResponse, TopicName,
 };
 
 use super::cluster_admin::View;
@@ -38,6 +38,10 @@ const METADATA_VIEW: i16 = 12;
 trait Topics {
     fn names(&self) -> Vec<String>;
     fn describe(&self, name: &str, range: Range<usize>) -> Option<(MetadataResponseTopic, usize)>;
+    /// A partition's eligible leader replicas.
+    fn elr(&self, _name: &str, _partition: i32) -> Vec<i32> {
+        Vec::new()
+    }
 }
 
 struct Standalone<'a>(&'a Broker);
@@ -74,6 +78,11 @@ impl Topics for Cluster<'_> {
         };
         let entry = super::cluster_admin::topic_entry(&self.meta, t, &view, range);
         Some((entry, t.partitions.len()))
+    }
+    fn elr(&self, name: &str, partition: i32) -> Vec<i32> {
+        self.meta
+            .partition(name, partition)
+            .map_or_else(Vec::new, |p| p.elr.clone())
     }
 }
 
@@ -148,7 +157,12 @@ fn answer(
         };
         let end = start.saturating_add(remaining);
         let shown = entry.partitions.len();
-        r.topics.push(topic(entry));
+        let mut described = topic(entry);
+        for p in &mut described.partitions {
+            let elr = topics.elr(&name, p.partition_index);
+            p.eligible_leader_replicas = Some(elr.into_iter().map(BrokerId).collect());
+        }
+        r.topics.push(described);
         if end < count {
             r.next_cursor = Some(cursor(&name, end as i32));
             break;

@@ -23,7 +23,7 @@ pub struct PartitionView {
     pub offline: Vec<i32>,
 }
 
-fn name(s: &str) -> TopicName {
+pub fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 
