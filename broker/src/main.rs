@@ -840,6 +840,9 @@ async fn join_cluster(
     use broker::cluster::membership::{Membership, Settings};
     use broker::cluster::runtime::ClusterRuntime;
     use broker::replication::fetcher::{FetcherManager, FetcherSettings};
+    let unclean_shutdown = broker
+        .may_have_lost_records()
+        .context("recovering the logs before registering")?;
     let registration = Registration {
         id: broker.config.node_id,
         incarnation: uuid::Uuid::new_v4().simple().to_string(),
@@ -849,9 +852,7 @@ async fn join_cluster(
         replication_host: cli.inter_broker_host.clone(),
         rack: cli.rack.clone(),
         listeners: broker.config.listeners.clone(),
-        unclean_shutdown: broker
-            .may_have_lost_records()
-            .context("recovering the logs before registering")?,
+        unclean_shutdown,
         min_insync_replicas: Some(broker.config.topic_defaults.min_insync_replicas),
     };
     let mut s = stop.clone();
@@ -865,6 +866,9 @@ async fn join_cluster(
     )
     .await
     .with_context(|| format!("cannot join the cluster at {url}"))?;
+    if unclean_shutdown {
+        broker.lost_records_reported();
+    }
     let fetchers = FetcherManager::new(
         broker.config.node_id,
         FetcherSettings {

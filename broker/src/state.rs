@@ -166,6 +166,10 @@ pub struct Broker {
     pub fetch_sessions: Mutex<crate::api::fetch_session::SessionCache>,
 }
 
+/// In the data directory while a start that may have lost records has not registered yet
+/// (`Broker::may_have_lost_records`).
+const LOST_RECORDS_MARKER: &str = "lost-records-unreported";
+
 impl Broker {
     /// Opens the data directory and every log in it (recovering after an unclean stop).
     /// Must run inside a tokio runtime.
@@ -332,26 +336,56 @@ impl Broker {
     /// after an unclean shutdown, and then if the machine rebooted since (unsynced writes may
     /// be gone with the page cache) or recovery cuts any log (a damaged segment). Recovery
     /// runs here, before registering, over every partition directory on disk; what it cuts
-    /// stays cut, and the logs open again when the controller's metadata names them.
+    /// stays cut, and the logs open again when the controller's metadata names them. The
+    /// answer is kept on disk until a registration carried it (`lost_records_reported`): a
+    /// start that stops before that would otherwise find nothing left to cut and no reboot,
+    /// and register as whole.
     pub fn may_have_lost_records(&self) -> Result<bool, StorageError> {
+        let same_boot = self.log_dir.same_boot_as_last_start()?;
+        let marker = self.config.data_dir.join(LOST_RECORDS_MARKER);
+        if marker.exists() {
+            warn!(
+                "a previous start may have lost records and did not register since: this broker registers as such"
+            );
+            return Ok(true);
+        }
         if self.log_dir.was_clean_shutdown() {
             return Ok(false);
         }
-        let same_boot = self.log_dir.same_boot_as_last_start()?;
         let mut cut = Vec::new();
         for (topic, p, dir) in self.log_dir.partition_dirs()? {
             let config = self.config.topic_defaults.clone();
-            let (_log, report) = Log::open(&dir, config, self.log_dir.hints(&topic, p))?;
-            if report.truncated_at.is_some() {
-                cut.push(format!("{topic}-{p}"));
+            match Log::open(&dir, config, self.log_dir.hints(&topic, p)) {
+                Ok((_log, report)) if report.truncated_at.is_some() => {
+                    cut.push(format!("{topic}-{p}"))
+                }
+                Ok(_) => {}
+                // Opened again (and refused then) if the metadata names it; counted as cut.
+                Err(e) => {
+                    warn!(dir = %dir.display(), error = %e, "cannot recover a partition directory before registering");
+                    cut.push(format!("{topic}-{p}"));
+                }
             }
         }
-        if !same_boot || !cut.is_empty() {
-            warn!(rebooted = !same_boot, cut = ?cut, "unclean shutdown that may have lost records: this broker registers as such, and leads no partition while another replica is known to hold every committed record");
-            return Ok(true);
+        if same_boot && cut.is_empty() {
+            info!("unclean shutdown within this boot and no log cut: nothing written was lost");
+            return Ok(false);
         }
-        info!("unclean shutdown within this boot and no log cut: nothing written was lost");
-        Ok(false)
+        warn!(rebooted = !same_boot, cut = ?cut, "unclean shutdown that may have lost records: this broker registers as such, and leads no partition while another replica is known to hold every committed record");
+        crate::storage::checkpoint::write_atomic(&marker, b"")?;
+        Ok(true)
+    }
+
+    /// The controller accepted a registration that said this broker may have lost records.
+    pub fn lost_records_reported(&self) {
+        let marker = self.config.data_dir.join(LOST_RECORDS_MARKER);
+        match std::fs::remove_file(&marker) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                warn!(error = %e, "cannot remove the lost-records marker; the next start reports a loss again")
+            }
+        }
     }
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Release);

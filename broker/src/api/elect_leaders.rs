@@ -1,7 +1,9 @@
-//! ElectLeaders (`kafka-leader-election`): preferred-replica elections at the controller.
-//! Unclean elections are never run: electing a replica outside the ISR can lose acknowledged
-//! writes, and no topic config here allows it; a partition with a live leader answers
-//! ELECTION_NOT_NEEDED (as Kafka does), one without answers ELIGIBLE_LEADERS_NOT_AVAILABLE.
+//! ElectLeaders (`kafka-leader-election`): preferred-replica and unclean elections at the
+//! controller. An unclean election is the admin's explicit choice, as in Kafka (KIP-460: it
+//! runs whatever `unclean.leader.election.enable` says): a partition with a live leader
+//! answers ELECTION_NOT_NEEDED, one an ISR or eligible replica can lead gets it, otherwise the
+//! first live replica leads and what it lacks is lost (`decisions::elect_unclean`); with no
+//! live replica, ELIGIBLE_LEADERS_NOT_AVAILABLE. A standalone broker leads everything.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -57,8 +59,7 @@ fn outcome_for(
         Some((_, _, false)) => (
             ElectionOutcome::PreferredLeaderNotAvailable,
             Some(format!(
-                "no {} leader can be elected: unclean election is never run here (it can lose \
-                 acknowledged writes); the partition waits for an in-sync replica",
+                "no {} leader can be elected",
                 if election_type == UNCLEAN {
                     "unclean"
                 } else {
@@ -113,12 +114,12 @@ pub fn handle(broker: &Arc<Broker>, req: ElectLeadersRequest, version: i16) -> R
                 .collect()
         });
         let known = partitions(&admin);
-        let results: Vec<ElectionResult> = match (&admin, election_type) {
-            (Admin::Cluster(_, rt), PREFERRED) => {
+        let results: Vec<ElectionResult> = match &admin {
+            Admin::Cluster(_, rt) => {
                 match rt
                     .membership
                     .client()
-                    .elect_preferred(named.as_deref())
+                    .elect_leaders(named.as_deref(), election_type == UNCLEAN)
                     .await
                 {
                     Ok(results) => results,
@@ -149,7 +150,11 @@ pub fn handle(broker: &Arc<Broker>, req: ElectLeadersRequest, version: i16) -> R
                 super::topic_admin::shown(rt, |m| {
                     elected.iter().all(|e| {
                         m.partition(&e.topic, e.partition).is_some_and(|p| {
-                            p.leader == p.target_replicas().first().copied().unwrap_or(-1)
+                            if election_type == UNCLEAN {
+                                p.has_leader()
+                            } else {
+                                p.leader == p.target_replicas().first().copied().unwrap_or(-1)
+                            }
                         })
                     })
                 })

@@ -418,11 +418,20 @@ impl ControllerClient {
         &self,
         partitions: Option<&[(String, i32)]>,
     ) -> Result<Vec<ElectionResult>, ControllerCallError> {
+        self.elect_leaders(partitions, false).await
+    }
+
+    /// Kafka's ElectLeaders: PREFERRED, or UNCLEAN with `unclean`.
+    pub async fn elect_leaders(
+        &self,
+        partitions: Option<&[(String, i32)]>,
+        unclean: bool,
+    ) -> Result<Vec<ElectionResult>, ControllerCallError> {
         #[derive(Deserialize)]
         struct Results {
             results: Vec<ElectionResult>,
         }
-        let body = serde_json::json!({ "partitions": partitions });
+        let body = serde_json::json!({ "partitions": partitions, "unclean": unclean });
         let r: Results = Self::some(
             self.call(
                 self.http

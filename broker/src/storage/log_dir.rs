@@ -383,8 +383,9 @@ impl LogDir {
         Ok(out)
     }
 
-    /// Whether the machine runs the same boot as at this broker's previous start (Linux's
-    /// boot id; the file records it for the next start). A process killed within one boot
+    /// Whether the machine runs the same boot as at this broker's previous start in a
+    /// cluster (Linux's boot id; the file records it for the next start, so call it once per
+    /// start). A process killed within one boot
     /// left its unsynced writes in the page cache, which the kernel still writes out; after a
     /// reboot (a power loss, a node crash) they may be gone. No boot id counts as a new boot.
     pub fn same_boot_as_last_start(&self) -> io::Result<bool> {

@@ -224,11 +224,34 @@ fn elect_or_eligible(
 /// applies would count replicas as eligible that miss records it committed).
 fn min_insync(state: &ControllerState, configs: &BTreeMap<String, String>) -> usize {
     let default = state.broker_min_insync.values().copied().min().unwrap_or(1);
-    configs
-        .get("min.insync.replicas")
-        .and_then(|v| v.parse::<i32>().ok())
-        .unwrap_or(default)
-        .max(1) as usize
+    let min = if configs.contains_key("min.insync.replicas") {
+        // Read as the brokers read it (validated when set; a value they refuse is 1 here,
+        // which only keeps replicas out of the ELR).
+        broker::topic_config::TopicConfig::default()
+            .with_overrides(configs)
+            .map_or(1, |c| c.min_insync_replicas)
+    } else {
+        default
+    };
+    min.max(1) as usize
+}
+
+/// Tidies every partition's ELR (after the brokers' default min.insync.replicas changed).
+fn tidy_every_elr(state: &mut ControllerState) {
+    let mins: BTreeMap<String, usize> = state
+        .metadata
+        .topics
+        .iter()
+        .map(|(name, t)| (name.clone(), min_insync(state, &t.configs)))
+        .collect();
+    for (name, t) in state.metadata.topics.iter_mut() {
+        let min = mins.get(name).copied().unwrap_or(1);
+        for p in &mut t.partitions {
+            if tidy_elr(p, min) {
+                p.partition_epoch += 1;
+            }
+        }
+    }
 }
 
 /// Keeps the eligible leader replicas consistent: replicas only, none in the ISR, and none at
@@ -347,8 +370,12 @@ pub fn register(state: &mut ControllerState, reg: Registration, now_ms: i64) -> 
     if let Some(b) = state.metadata.brokers.get_mut(&reg.id) {
         b.status = BrokerStatus::Fenced;
     }
-    if let Some(min) = reg.min_insync_replicas {
-        state.broker_min_insync.insert(reg.id, min.max(1));
+    // A broker that does not say (an older one) is taken to apply 1, which keeps the ELR
+    // empty: assuming more than a leader applies would make replicas eligible that miss
+    // records it committed.
+    let min = reg.min_insync_replicas.unwrap_or(1).max(1);
+    if state.broker_min_insync.insert(reg.id, min) != Some(min) {
+        tidy_every_elr(state);
     }
     fence(state, reg.id);
     // Only a new process can have lost its tail: the same one registering again (fenced
@@ -1130,6 +1157,75 @@ pub fn preferred_leader_election(state: &mut ControllerState) -> usize {
     }
     bump(state);
     moved
+}
+
+/// Unclean election for `partitions` (every partition when None), Kafka's ElectLeaders with
+/// the UNCLEAN type: an admin's explicit choice, as in Kafka (KIP-460), for a partition that
+/// no replica known to hold every committed record can lead (its ISR and ELR members are gone
+/// for good, say, or a damaged last ISR member was set aside). A partition with a leader is
+/// left alone; one an ISR or ELR member can lead gets it (a clean election); otherwise the
+/// first live replica leads, alone in the ISR, and whatever it lacks is lost. Bumps the
+/// version only if a leader changed.
+pub fn elect_unclean(
+    state: &mut ControllerState,
+    partitions: Option<&[(String, i32)]>,
+) -> Vec<ElectionResult> {
+    let named: Vec<(String, i32)> = match partitions {
+        Some(named) => named.to_vec(),
+        None => state
+            .metadata
+            .partitions()
+            .map(|(t, p)| (t.to_string(), p.partition))
+            .collect(),
+    };
+    let brokers = state.metadata.brokers.clone();
+    let alive = |id: &i32| {
+        brokers
+            .get(id)
+            .is_some_and(|b| b.status == BrokerStatus::Alive)
+    };
+    let mut changed = false;
+    let mut results = Vec::with_capacity(named.len());
+    for (topic, partition) in named {
+        let result = |outcome, message: Option<String>| ElectionResult {
+            topic: topic.clone(),
+            partition,
+            outcome,
+            message,
+        };
+        let Some(p) = state.metadata.partition_mut(&topic, partition) else {
+            results.push(result(ElectionOutcome::UnknownTopicOrPartition, None));
+            continue;
+        };
+        if p.has_leader() && alive(&p.leader) {
+            results.push(result(ElectionOutcome::ElectionNotNeeded, None));
+            continue;
+        }
+        if elect_or_eligible(p, &brokers, None, true) && p.has_leader() {
+            changed = true;
+            results.push(result(ElectionOutcome::Elected, None));
+            continue;
+        }
+        let order = p.target_replicas();
+        let Some(pick) = order.iter().chain(&p.replicas).copied().find(|r| alive(r)) else {
+            results.push(result(
+                ElectionOutcome::PreferredLeaderNotAvailable,
+                Some("no replica of the partition is alive".into()),
+            ));
+            continue;
+        };
+        p.leader = pick;
+        p.isr = vec![pick];
+        p.elr.clear();
+        p.leader_epoch += 1;
+        p.partition_epoch += 1;
+        changed = true;
+        results.push(result(ElectionOutcome::Elected, None));
+    }
+    if changed {
+        bump(state);
+    }
+    results
 }
 
 /// Preferred-leader election for `partitions` (every partition when None, in name order; the
@@ -2284,6 +2380,47 @@ mod tests {
         assert_eq!(e(&s).leader, a, "nothing better to elect");
     }
 
+    /// Kafka's UNCLEAN ElectLeaders, the way out when the replicas known to hold every record
+    /// are gone for good: a led partition is left alone, an ISR or ELR member is elected
+    /// cleanly when one is alive, and only then any live replica, alone in the ISR.
+    #[test]
+    fn an_unclean_election_is_the_admins_way_out_of_a_leaderless_partition() {
+        let mut s = eligible_cluster();
+        let [a, b, c] = lose_all_but_the_eligible(&mut s);
+        let all = [("e".to_string(), 0), ("e".to_string(), 9)];
+        // Nobody alive: nothing to elect.
+        let r = elect_unclean(&mut s, Some(&all));
+        assert_eq!(r[0].outcome, ElectionOutcome::PreferredLeaderNotAvailable);
+        assert_eq!(r[1].outcome, ElectionOutcome::UnknownTopicOrPartition);
+        // The damaged last ISR member returns and gives way to b, which never comes back;
+        // c, out of sync, is alive.
+        register(&mut s, unclean(a, "b"), 10);
+        register(&mut s, reg(c, "b"), 10);
+        assert_eq!((e(&s).leader, e(&s).isr), (NO_LEADER, vec![b]));
+        let version = s.metadata.version;
+        let r = elect_unclean(&mut s, Some(&all[..1]));
+        assert_eq!(r[0].outcome, ElectionOutcome::Elected);
+        let now = e(&s);
+        assert!(now.leader == a || now.leader == c, "{now:?}");
+        assert_eq!(now.isr, vec![now.leader]);
+        assert!(now.elr.is_empty());
+        assert!(s.metadata.version > version);
+        // Led now: not needed, nothing changes.
+        let version = s.metadata.version;
+        let r = elect_unclean(&mut s, None);
+        assert_eq!(r[0].outcome, ElectionOutcome::ElectionNotNeeded);
+        assert_eq!(s.metadata.version, version);
+
+        // With an eligible replica alive it is a clean election: b leads, not a.
+        let mut s = eligible_cluster();
+        let [a, b, _] = lose_all_but_the_eligible(&mut s);
+        register(&mut s, unclean(a, "b"), 10);
+        s.metadata.brokers.get_mut(&b).unwrap().status = BrokerStatus::Alive;
+        let r = elect_unclean(&mut s, None);
+        assert_eq!(r[0].outcome, ElectionOutcome::Elected);
+        assert_eq!((e(&s).leader, e(&s).isr), (b, vec![b]));
+    }
+
     /// Only a new process can have lost its tail: the same incarnation registering again
     /// (fenced after a pause) stays eligible.
     #[test]
@@ -2369,6 +2506,37 @@ mod tests {
         assert_eq!(min_insync(&s, &BTreeMap::new()), 2);
         let over = BTreeMap::from([("min.insync.replicas".to_string(), "3".to_string())]);
         assert_eq!(min_insync(&s, &over), 3);
+        // Read as the brokers read it.
+        let spaced = BTreeMap::from([("min.insync.replicas".to_string(), " 1".to_string())]);
+        assert_eq!(min_insync(&s, &spaced), 1);
+        // A broker that does not say counts as 1.
+        register(&mut s, reg(3, "a"), 0);
+        assert_eq!(min_insync(&s, &BTreeMap::new()), 1);
+    }
+
+    /// The brokers' default lowered (a broker registering with a smaller one): an ELR built
+    /// under the old default goes, since leaders now commit with fewer replicas.
+    #[test]
+    fn a_lowered_default_min_insync_replicas_clears_the_elr() {
+        let mut s = ControllerState::new("c".into());
+        let with_min = |id: i32, inc: &str, min: i32| Registration {
+            min_insync_replicas: Some(min),
+            ..reg(id, inc)
+        };
+        for id in 0..3 {
+            register(&mut s, with_min(id, "a", 2), 0);
+        }
+        create_topic(&mut s, "d", 1, 3, BTreeMap::new(), uuid::Uuid::nil()).unwrap();
+        let leader = s.metadata.partition("d", 0).unwrap().leader;
+        for other in (0..3).filter(|b| *b != leader) {
+            let epoch = s.metadata.brokers[&other].epoch;
+            fence_gone(&mut s, other, epoch).unwrap();
+        }
+        let part = s.metadata.partition("d", 0).unwrap().clone();
+        assert_eq!((part.isr.len(), part.elr.len()), (1, 1), "{part:?}");
+        register(&mut s, with_min(leader, "a2", 1), 10);
+        let part = s.metadata.partition("d", 0).unwrap().clone();
+        assert!(part.elr.is_empty(), "{part:?}");
     }
 
     /// A drain moves leadership only where another ISR member can take it: a partition whose

@@ -549,6 +549,9 @@ pub struct ElectLeaders {
     /// None: every partition.
     #[serde(default)]
     pub partitions: Option<Vec<(String, i32)>>,
+    /// Kafka's UNCLEAN election type (`decisions::elect_unclean`); PREFERRED otherwise.
+    #[serde(default)]
+    pub unclean: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -557,14 +560,29 @@ pub struct ElectionResults {
 }
 
 /// Preferred-leader election for some partitions or all (Kafka's ElectLeaders, PREFERRED);
-/// unlike `/v1/admin/preferred-leader-election` it leaves drained brokers drained.
+/// unlike `/v1/admin/preferred-leader-election` it leaves drained brokers drained. With
+/// `unclean`, Kafka's UNCLEAN type instead.
 async fn elect_leaders<S: Store>(
     State(c): Ctl<S>,
     Json(b): Json<ElectLeaders>,
 ) -> Result<Json<ElectionResults>, Failure> {
     let results = c
-        .update(|s, _| Ok(decisions::elect_preferred(s, b.partitions.as_deref())))
+        .update(|s, _| {
+            Ok(if b.unclean {
+                decisions::elect_unclean(s, b.partitions.as_deref())
+            } else {
+                decisions::elect_preferred(s, b.partitions.as_deref())
+            })
+        })
         .await?;
+    if b.unclean {
+        for r in results
+            .iter()
+            .filter(|r| r.outcome == decisions::ElectionOutcome::Elected)
+        {
+            tracing::warn!(topic = %r.topic, partition = r.partition, "unclean leader election: records the new leader lacks are lost");
+        }
+    }
     Ok(Json(ElectionResults { results }))
 }
 

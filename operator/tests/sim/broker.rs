@@ -144,8 +144,8 @@ pub struct SimBroker {
     generation: u64,
     timers_started: bool,
     waiters: Vec<Waiter>,
-    /// The last stop was a power loss (the page cache went): the next start registers as an
-    /// unclean shutdown.
+    /// A power loss (the page cache went) not yet reported by a registration: the next start
+    /// registers as an unclean shutdown.
     lost_power: bool,
     /// This incarnation started after a power loss.
     unclean: bool,
@@ -199,7 +199,8 @@ impl SimBroker {
     pub fn start(&mut self, out: &mut Out) {
         self.up = true;
         self.incarnation += 1;
-        self.unclean = std::mem::take(&mut self.lost_power);
+        // Kept until a registration carried it (`Broker::lost_records_reported`).
+        self.unclean = self.lost_power;
         self.broker_epoch = None;
         let end = self.log.end();
         self.log.truncate_to(end);
@@ -250,6 +251,9 @@ impl SimBroker {
     /// `tests/simulation.rs`).
     pub fn on_registered(&mut self, epoch: i64, now: i64, out: &mut Out) {
         self.broker_epoch = Some(epoch);
+        if self.unclean {
+            self.lost_power = false;
+        }
         if !self.timers_started {
             self.timers_started = true;
             out.timers.push((HEARTBEAT_EVERY_MS, Timer::Heartbeat));

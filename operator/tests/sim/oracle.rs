@@ -9,8 +9,8 @@
 //!    leading that epoch) holds every acknowledged record at its offset, and no offset is
 //!    acknowledged with two values. One loss is counted, not failed: under
 //!    `fsync.policy=none`, the leader lost the write in a power loss before its copy reached
-//!    the disk, and no other copy the controller counted at the ack still counts (each lost
-//!    power or left the ISR and ELR since; see `lost_everywhere`). A leader that lost the write itself while another copy
+//!    the disk, and no other replica the controller could elect (in its ISR or ELR) holds it
+//!    (see `kept_by_an_electable_replica`). A leader that lost the write itself while another copy
 //!    survives fails: the restarted broker reports its unclean shutdown and the controller's
 //!    eligible leader replicas (KIP-966) must elect a replica that kept it (Kafka's rules
 //!    before KIP-966 lose it: the last ISR member leads again; see the old-bug test with
@@ -55,14 +55,6 @@ pub struct Oracle {
     holders: BTreeMap<u64, BTreeSet<i32>>,
     /// Values each broker lost from its page cache in a power loss.
     power_lost: BTreeMap<u64, BTreeSet<i32>>,
-    /// Per broker, how many times it stopped counting as a whole copy: a power loss, or
-    /// leaving the controller's ISR and ELR.
-    discounted: BTreeMap<i32, u32>,
-    /// The controller's ISR and ELR at the last check.
-    eligible: BTreeSet<i32>,
-    /// Each acknowledged value's holders the controller counted (in its ISR or ELR) with
-    /// their `discounted` counts, at the ack.
-    counted_holders: BTreeMap<u64, Vec<(i32, u32)>>,
     /// Acknowledged writes a leader lost with its own page cache (reported, not failures).
     pub page_cache_losses: BTreeSet<u64>,
     /// `fsync.policy=before-ack`: a page-cache loss of an acknowledged write fails (see 4).
@@ -82,7 +74,6 @@ impl Oracle {
     }
 
     pub fn power_loss(&mut self, broker: i32, values: Vec<u64>) {
-        *self.discounted.entry(broker).or_default() += 1;
         for v in values {
             self.power_lost.entry(v).or_default().insert(broker);
         }
@@ -141,12 +132,6 @@ impl Oracle {
                             "broker {broker} acknowledged offset {offset} (value {v}) held by {holders:?} only"
                         ));
                     }
-                    let counted = holders
-                        .iter()
-                        .filter(|h| self.eligible.contains(h))
-                        .map(|h| (*h, self.discounted.get(h).copied().unwrap_or(0)))
-                        .collect();
-                    self.counted_holders.insert(v, counted);
                     self.holders.insert(v, holders);
                 }
                 Ok(())
@@ -198,19 +183,31 @@ impl Oracle {
             .is_some_and(|l| l.contains(&leader))
     }
 
-    /// No broker the controller counted as holding `value` when it was acknowledged (in its
-    /// ISR or ELR) still counts as a whole copy: each lost power since (it lost the value, or
-    /// it restarted after an unclean shutdown and the controller no longer trusts its log
-    /// whole), or left the ISR and ELR since. The controller elects only counted copies, so
-    /// nothing it knows could have kept the value; what it does not do is compare the logs of
-    /// replicas it no longer counts (Kafka's KIP-966 "unclean recovery", not built), nor tell
-    /// a fenced follower's fetches from a restarted one's at a leader that has not heard yet
-    /// (the broker epoch in follower fetches, KIP-903, not built).
-    fn lost_everywhere(&self, value: u64) -> bool {
-        self.counted_holders.get(&value).is_some_and(|h| {
-            h.iter()
-                .all(|(b, then)| self.discounted.get(b).copied().unwrap_or(0) > *then)
-        })
+    /// A replica the controller could elect holds `value` at `offset`: one in its ISR or ELR, other than
+    /// `leader`. A settled leader that lacks an acknowledged write while such a replica holds
+    /// it means the controller chose the wrong copy. What is excused is a write no replica
+    /// it can elect holds any more: its copies were lost, or sit on brokers it no longer
+    /// counts (restarted after a power loss, so distrusted; or out of the ISR and ELR). It
+    /// does not compare the logs of replicas it no longer counts (Kafka's KIP-966 "unclean
+    /// recovery", not built), nor tell a restarted follower's fetches from its fenced
+    /// incarnation's at a leader that has not heard of the restart yet (KIP-903, not built).
+    fn kept_by_an_electable_replica(
+        offset: i64,
+        value: u64,
+        leader: i32,
+        pm: &PartitionMeta,
+        brokers: &[SimBroker],
+    ) -> Option<i32> {
+        pm.isr
+            .iter()
+            .chain(&pm.elr)
+            .copied()
+            .filter(|b| *b != leader)
+            .find(|b| {
+                brokers
+                    .get(*b as usize)
+                    .is_some_and(|o| o.log.value_at(offset) == Some(value))
+            })
     }
 
     pub fn check(
@@ -219,11 +216,6 @@ impl Oracle {
         brokers: &[SimBroker],
     ) -> Result<(), String> {
         let Some(pm) = published else { return Ok(()) };
-        let eligible: BTreeSet<i32> = pm.isr.iter().chain(&pm.elr).copied().collect();
-        for gone in self.eligible.difference(&eligible) {
-            *self.discounted.entry(*gone).or_default() += 1;
-        }
-        self.eligible = eligible;
         if pm.isr.is_empty() {
             return Err("the controller emptied the ISR".into());
         }
@@ -247,7 +239,7 @@ impl Oracle {
         if !leader.up {
             return Ok(());
         }
-        self.check_acked_on(leader, epoch)?;
+        self.check_acked_on(leader, epoch, pm, brokers)?;
         for m in &pm.isr {
             let f = &brokers[*m as usize];
             if f.id == leader.id || !f.up || f.following() != Some(epoch) {
@@ -274,7 +266,13 @@ impl Oracle {
         Ok(())
     }
 
-    fn check_acked_on(&mut self, leader: &SimBroker, epoch: i32) -> Result<(), String> {
+    fn check_acked_on(
+        &mut self,
+        leader: &SimBroker,
+        epoch: i32,
+        pm: &PartitionMeta,
+        brokers: &[SimBroker],
+    ) -> Result<(), String> {
         let key = (leader.id, leader.incarnation, epoch);
         let from = match self.leader_checked {
             Some((k, n)) if k == key => n,
@@ -288,7 +286,8 @@ impl Oracle {
             }
             if self.lost_with_page_cache(*value, leader.id)
                 && !self.every_ack_fsynced
-                && self.lost_everywhere(*value)
+                && Self::kept_by_an_electable_replica(*offset, *value, leader.id, pm, brokers)
+                    .is_none()
             {
                 self.page_cache_losses.insert(*value);
                 continue;
