@@ -341,38 +341,46 @@ impl Broker {
     /// start that stops before that would otherwise find nothing left to cut and no reboot,
     /// and register as whole.
     pub fn may_have_lost_records(&self) -> Result<bool, StorageError> {
-        let same_boot = self.log_dir.same_boot_as_last_start()?;
         let marker = self.config.data_dir.join(LOST_RECORDS_MARKER);
         if marker.exists() {
             warn!(
                 "a previous start may have lost records and did not register since: this broker registers as such"
             );
+            self.log_dir.record_boot()?;
             return Ok(true);
         }
         if self.log_dir.was_clean_shutdown() {
+            self.log_dir.record_boot()?;
             return Ok(false);
         }
+        // Presumed lost until shown whole, on disk before the evidence can go (the boot id
+        // recorded, a torn tail cut): a start that dies in between must still report it.
+        let same_boot = self.log_dir.same_boot_as_recorded();
+        crate::storage::checkpoint::write_atomic(&marker, b"")?;
+        self.log_dir.record_boot()?;
         let mut cut = Vec::new();
-        for (topic, p, dir) in self.log_dir.partition_dirs()? {
-            let config = self.config.topic_defaults.clone();
-            match Log::open(&dir, config, self.log_dir.hints(&topic, p)) {
-                Ok((_log, report)) if report.truncated_at.is_some() => {
-                    cut.push(format!("{topic}-{p}"))
-                }
-                Ok(_) => {}
-                // Opened again (and refused then) if the metadata names it; counted as cut.
-                Err(e) => {
-                    warn!(dir = %dir.display(), error = %e, "cannot recover a partition directory before registering");
-                    cut.push(format!("{topic}-{p}"));
+        if same_boot {
+            for (topic, p, dir) in self.log_dir.partition_dirs()? {
+                let config = self.config.topic_defaults.clone();
+                match Log::open(&dir, config, self.log_dir.hints(&topic, p)) {
+                    Ok((_log, report)) if report.truncated_at.is_some() => {
+                        cut.push(format!("{topic}-{p}"))
+                    }
+                    Ok(_) => {}
+                    // Opened again (and refused then) if the metadata names it; counted as cut.
+                    Err(e) => {
+                        warn!(dir = %dir.display(), error = %e, "cannot recover a partition directory before registering");
+                        cut.push(format!("{topic}-{p}"));
+                    }
                 }
             }
         }
         if same_boot && cut.is_empty() {
+            std::fs::remove_file(&marker)?;
             info!("unclean shutdown within this boot and no log cut: nothing written was lost");
             return Ok(false);
         }
         warn!(rebooted = !same_boot, cut = ?cut, "unclean shutdown that may have lost records: this broker registers as such, and leads no partition while another replica is known to hold every committed record");
-        crate::storage::checkpoint::write_atomic(&marker, b"")?;
         Ok(true)
     }
 
@@ -1106,6 +1114,36 @@ mod tests {
             10_000,
         ));
         broker
+    }
+
+    /// The registration's loss report: presumed on a first start (no boot recorded), kept
+    /// until a registration carried it, then gone for a kill within one boot that cut nothing
+    /// and after a clean shutdown.
+    #[tokio::test]
+    async fn a_possible_loss_is_reported_until_a_registration_carried_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || Broker::open(cluster_broker_config(dir.path())).unwrap();
+        let b = open();
+        assert!(b.may_have_lost_records().unwrap(), "a first start");
+        drop(b);
+        let b = open();
+        assert!(
+            b.may_have_lost_records().unwrap(),
+            "stopped before a registration carried it"
+        );
+        b.lost_records_reported();
+        drop(b);
+        let b = open();
+        let boot_id = Path::new("/proc/sys/kernel/random/boot_id").exists();
+        assert_eq!(
+            b.may_have_lost_records().unwrap(),
+            !boot_id,
+            "killed within one boot, nothing cut"
+        );
+        b.close().unwrap();
+        drop(b);
+        let b = open();
+        assert!(!b.may_have_lost_records().unwrap(), "a clean shutdown");
     }
 
     /// The directories directly under `path`, sorted.

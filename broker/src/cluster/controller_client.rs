@@ -87,7 +87,8 @@ pub struct ElectionResult {
     pub topic: String,
     pub partition: i32,
     pub outcome: ElectionOutcome,
-    /// Why, when the outcome is not `Elected`.
+    /// Why, when the outcome is not `Elected`; for an unclean election outside the ISR and
+    /// ELR, that it was one.
     #[serde(default)]
     pub message: Option<String>,
 }

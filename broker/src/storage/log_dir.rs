@@ -17,7 +17,7 @@ use super::checkpoint::{self, OffsetMap, sync_dir, write_atomic};
 use super::log::OpenHints;
 
 pub const CLEAN_SHUTDOWN_MARKER: &str = ".kafka_cleanshutdown";
-/// The boot id of the machine at the broker's last start (`same_boot_as_last_start`).
+/// The boot id of the machine when the broker last started in a cluster (`same_boot_as_recorded`).
 const BOOT_ID_FILE: &str = "boot-id";
 const RECOVERY_POINTS: &str = "recovery-point-offset-checkpoint";
 const LOG_START_OFFSETS: &str = "log-start-offset-checkpoint";
@@ -383,21 +383,33 @@ impl LogDir {
         Ok(out)
     }
 
-    /// Whether the machine runs the same boot as at this broker's previous start in a
-    /// cluster (Linux's boot id; the file records it for the next start, so call it once per
-    /// start). A process killed within one boot
-    /// left its unsynced writes in the page cache, which the kernel still writes out; after a
-    /// reboot (a power loss, a node crash) they may be gone. No boot id counts as a new boot.
-    pub fn same_boot_as_last_start(&self) -> io::Result<bool> {
-        let read = |p: &Path| fs::read_to_string(p).ok().map(|s| s.trim().to_string());
-        let now = read(Path::new("/proc/sys/kernel/random/boot_id")).filter(|s| !s.is_empty());
-        let last = read(&self.path.join(BOOT_ID_FILE));
-        if let Some(now) = &now
-            && last.as_ref() != Some(now)
-        {
-            write_atomic(&self.path.join(BOOT_ID_FILE), format!("{now}\n").as_bytes())?;
+    /// The machine's boot id now (Linux), if it has one.
+    fn boot_id() -> Option<String> {
+        fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// Whether the machine runs the same boot as when `record_boot` last ran here (Linux's
+    /// boot id). A process killed within one boot left its unsynced writes in the page cache,
+    /// which the kernel still writes out; after a reboot (a power loss, a node crash) they may
+    /// be gone. No boot id, or none recorded, counts as a new boot.
+    pub fn same_boot_as_recorded(&self) -> bool {
+        let recorded = fs::read_to_string(self.path.join(BOOT_ID_FILE))
+            .ok()
+            .map(|s| s.trim().to_string());
+        Self::boot_id().is_some_and(|now| recorded.as_deref() == Some(now.as_str()))
+    }
+
+    /// Records this boot's id for the next start's `same_boot_as_recorded`.
+    pub fn record_boot(&self) -> io::Result<()> {
+        match Self::boot_id() {
+            Some(now) if !self.same_boot_as_recorded() => {
+                write_atomic(&self.path.join(BOOT_ID_FILE), format!("{now}\n").as_bytes())
+            }
+            _ => Ok(()),
         }
-        Ok(now.is_some() && now == last)
     }
 
     /// The partition directories in the data directory, as (topic, partition, path).

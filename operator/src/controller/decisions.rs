@@ -1201,13 +1201,20 @@ pub fn elect_unclean(
             results.push(result(ElectionOutcome::ElectionNotNeeded, None));
             continue;
         }
-        if elect_or_eligible(p, &brokers, None, true) && p.has_leader() {
-            changed = true;
+        changed |= elect_or_eligible(p, &brokers, None, true);
+        if p.has_leader() {
             results.push(result(ElectionOutcome::Elected, None));
             continue;
         }
-        let order = p.target_replicas();
-        let Some(pick) = order.iter().chain(&p.replicas).copied().find(|r| alive(r)) else {
+        // Replicas a reassignment is adding come last: they may hold nothing yet.
+        let order: Vec<i32> = p
+            .replicas
+            .iter()
+            .copied()
+            .filter(|r| !p.adding.contains(r))
+            .chain(p.adding.iter().copied())
+            .collect();
+        let Some(pick) = order.into_iter().find(|r| alive(r)) else {
             results.push(result(
                 ElectionOutcome::PreferredLeaderNotAvailable,
                 Some("no replica of the partition is alive".into()),
@@ -1220,13 +1227,21 @@ pub fn elect_unclean(
         p.leader_epoch += 1;
         p.partition_epoch += 1;
         changed = true;
-        results.push(result(ElectionOutcome::Elected, None));
+        results.push(result(
+            ElectionOutcome::Elected,
+            Some(format!(
+                "{UNCLEAN_ELECTED}: broker {pick} leads; records it lacks are lost"
+            )),
+        ));
     }
     if changed {
         bump(state);
     }
     results
 }
+
+/// How an [`elect_unclean`] result that elected outside the ISR and ELR begins its message.
+pub const UNCLEAN_ELECTED: &str = "elected outside the ISR and ELR";
 
 /// Preferred-leader election for `partitions` (every partition when None, in name order; the
 /// caller filters): Kafka's ElectLeaders with the PREFERRED type. Where the preferred replica
@@ -2400,6 +2415,12 @@ mod tests {
         let version = s.metadata.version;
         let r = elect_unclean(&mut s, Some(&all[..1]));
         assert_eq!(r[0].outcome, ElectionOutcome::Elected);
+        assert!(
+            r[0].message
+                .as_deref()
+                .is_some_and(|m| m.starts_with(UNCLEAN_ELECTED)),
+            "{r:?}"
+        );
         let now = e(&s);
         assert!(now.leader == a || now.leader == c, "{now:?}");
         assert_eq!(now.isr, vec![now.leader]);
@@ -2418,6 +2439,7 @@ mod tests {
         s.metadata.brokers.get_mut(&b).unwrap().status = BrokerStatus::Alive;
         let r = elect_unclean(&mut s, None);
         assert_eq!(r[0].outcome, ElectionOutcome::Elected);
+        assert_eq!(r[0].message, None, "a clean election");
         assert_eq!((e(&s).leader, e(&s).isr), (b, vec![b]));
     }
 

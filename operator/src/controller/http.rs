@@ -576,11 +576,13 @@ async fn elect_leaders<S: Store>(
         })
         .await?;
     if b.unclean {
-        for r in results
-            .iter()
-            .filter(|r| r.outcome == decisions::ElectionOutcome::Elected)
-        {
-            tracing::warn!(topic = %r.topic, partition = r.partition, "unclean leader election: records the new leader lacks are lost");
+        let unclean = results.iter().filter(|r| {
+            r.message
+                .as_deref()
+                .is_some_and(|m| m.starts_with(decisions::UNCLEAN_ELECTED))
+        });
+        for r in unclean {
+            tracing::warn!(topic = %r.topic, partition = r.partition, message = r.message.as_deref().unwrap_or_default(), "unclean leader election");
         }
     }
     Ok(Json(ElectionResults { results }))
