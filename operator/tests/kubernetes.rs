@@ -812,6 +812,182 @@ async fn hybrid_brokers_topics_failover_and_operator_restart() {
     }
 }
 
+/// What a LogUser can do on a broker that runs the security flags the operator renders for
+/// the cluster's pods: log in with its Secret's password, see the topics its ACLs name and no
+/// other; and once the resource is deleted, not log in at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loguser_logs_in_with_its_secret_and_its_acls_hold() {
+    use broker::auth::scram::Mechanism;
+    use broker::replication::client::Connection;
+    use k8s_openapi::api::core::v1::Secret;
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{MetadataRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    use operator::crd::LogUser;
+
+    let Some(kc) = kubeconfig() else { return };
+    let c = client(&kc).await;
+    install_crds(&c).await;
+    let ns = namespace(&c, "users").await;
+    let dir = test_dir();
+    let op = OperatorProcess::start(&kc, &ns, "op-a", dir.path());
+    let mut lc = logcluster(1);
+    lc["spec"]["brokerConfig"] = json!({});
+    lc["spec"]["listeners"][0]["authentication"] = json!("scram-sha-512");
+    lc["spec"]["authorization"] = json!({ "type": "simple", "superUsers": ["User:admin"] });
+    apply_docs(&c, &ns, &[lc]).await.unwrap();
+
+    // The flags the operator gives the pods, run by a broker on this host.
+    let stss: Api<StatefulSet> = Api::namespaced(c.clone(), &ns);
+    let sts = wait_for("the StatefulSet", T, || async {
+        stss.get_opt("demo").await.ok()?
+    })
+    .await;
+    let args = sts.spec.template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    let security: Vec<String> = args
+        .iter()
+        .filter(|a| {
+            [
+                "--listener-security-protocol-map",
+                "--sasl-enabled-mechanisms",
+                "--authorizer-class-name",
+                "--super-users",
+            ]
+            .iter()
+            .any(|f| a.starts_with(f))
+        })
+        .cloned()
+        .collect();
+    assert_eq!(security.len(), 4, "{args:?}");
+    let listener = format!("127.0.0.1:{}", free_port());
+    let mut flags = vec![
+        format!("--listener=external={listener}"),
+        format!("--advertised-listener=external={listener}"),
+    ];
+    flags.extend(security);
+    let url = op.controller_url(&ns, "demo");
+    let secret = cluster_secret(&c, &ns, "demo", dir.path()).await;
+    wait_for("the cluster controller", T, || async {
+        let r = controller_get(&format!("{url}/v1/metadata"), &secret.token)
+            .await
+            .ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    let _broker = HostBroker::start_with(dir.path(), 0, &url, &secret.path, &flags);
+
+    let mut docs = read_yaml(&repo_root().join("e2e/manifests/users.yaml"));
+    docs.push(topic("orders", 1, 1));
+    docs.push(topic("payroll", 1, 1));
+    apply_docs(&c, &ns, &docs).await.unwrap();
+    let users: Api<LogUser> = Api::namespaced(c.clone(), &ns);
+    let ready = wait_for("orders-app Ready", T, || async {
+        let v = get_json(&users, "orders-app").await?;
+        (condition(&v, "Ready")?.0 == "True").then_some(v)
+    })
+    .await;
+    assert_eq!(ready["status"]["username"], "orders-app", "{ready}");
+    assert_eq!(ready["status"]["acls"], 4, "{ready}");
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), &ns);
+    let s = secrets.get("orders-app").await.unwrap();
+    let data = s.data.unwrap();
+    let password = String::from_utf8(data["password"].0.clone()).unwrap();
+    let jaas = String::from_utf8(data["sasl.jaas.config"].0.clone()).unwrap();
+    assert!(
+        jaas.contains("username=\"orders-app\"") && jaas.contains(&password),
+        "{jaas}"
+    );
+
+    // The topic error orders-app gets for each topic in Metadata (29:
+    // TOPIC_AUTHORIZATION_FAILED), or why it cannot log in.
+    let view = |password: String| {
+        let listener = listener.clone();
+        async move {
+            let mut conn = Connection::connect(&listener, "orders-app")
+                .await
+                .map_err(|e| e.to_string())?;
+            conn.authenticate_as(Mechanism::Sha512, "orders-app", password.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            let topics = ["orders", "payroll"].map(|t| {
+                MetadataRequestTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_static_str(t))))
+            });
+            let r = conn
+                .send(
+                    &MetadataRequest::default().with_topics(Some(topics.to_vec())),
+                    12,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<Vec<i16>, String>(r.topics.iter().map(|t| t.error_code).collect())
+        }
+    };
+    // The credential and the ACLs reach the broker with the controller's metadata.
+    wait_for("orders-app sees orders and not payroll", T, || async {
+        (view(password.clone()).await.ok()? == [0, 29]).then_some(())
+    })
+    .await;
+    let wrong = view(format!("{password}x")).await.unwrap_err();
+    assert!(wrong.to_lowercase().contains("auth"), "{wrong}");
+
+    // Deleted: the credential and the ACLs leave the controller, the login fails.
+    users
+        .delete("orders-app", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("orders-app gone", T, || async {
+        users
+            .get_opt("orders-app")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let md: Value = controller_get(&format!("{url}/v1/metadata"), &secret.token)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        md["scram_credentials"]
+            .as_array()
+            .is_none_or(|a| a.is_empty()),
+        "{}",
+        md["scram_credentials"]
+    );
+    assert!(
+        md["acls"].as_array().is_none_or(|a| a.is_empty()),
+        "{}",
+        md["acls"]
+    );
+    wait_for("orders-app refused", T, || async {
+        view(password.clone()).await.is_err().then_some(())
+    })
+    .await;
+
+    // A bad rule is a clear False condition, and nothing reaches the controller.
+    let mut bad = read_yaml(&repo_root().join("e2e/manifests/users.yaml")).remove(0);
+    bad["metadata"]["name"] = json!("bad-host");
+    bad["spec"]["authorization"]["acls"][0]["host"] = json!("db.example");
+    apply_docs(&c, &ns, &[bad]).await.unwrap();
+    let (_, reason, msg) = wait_for("bad-host refused", T, || async {
+        condition(&get_json(&users, "bad-host").await?, "Ready").filter(|c| c.0 == "False")
+    })
+    .await;
+    assert_eq!(reason, "InvalidAcl", "{msg}");
+    assert!(
+        msg.contains("acls[0]") && msg.contains("db.example"),
+        "{msg}"
+    );
+    drop(op);
+}
+
 #[tokio::test]
 async fn two_operator_replicas_elect_one_leader() {
     let Some(kc) = kubeconfig() else { return };

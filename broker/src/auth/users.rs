@@ -53,6 +53,28 @@ impl UserCredential {
         }
     }
 
+    /// A new credential for `password`, with a fresh random salt and Kafka's minimum
+    /// iteration count (what `kafka-configs --add-config 'SCRAM-SHA-512=[password=...]'`
+    /// makes).
+    pub fn for_password(user: impl Into<String>, mechanism: Mechanism, password: &str) -> Self {
+        use rand::Rng;
+        let salt: [u8; 16] = rand::rng().random();
+        let c = Credential::from_password(mechanism, password.as_bytes(), &salt, MIN_ITERATIONS);
+        Self::new(user, c)
+    }
+
+    /// Whether `password` logs in with this credential (its StoredKey and ServerKey are the
+    /// ones `password` gives with this salt and iteration count).
+    pub fn accepts(&self, password: &str) -> bool {
+        let c = Credential::from_password(
+            self.mechanism,
+            password.as_bytes(),
+            &self.salt,
+            self.iterations,
+        );
+        c.stored_key == self.stored_key && c.server_key == self.server_key
+    }
+
     pub fn credential(&self) -> Credential {
         Credential {
             mechanism: self.mechanism,
@@ -394,6 +416,17 @@ mod base64_bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_credential_accepts_its_password_only() {
+        let c = UserCredential::for_password("alice", Mechanism::Sha512, "s3cret");
+        assert!(c.accepts("s3cret"));
+        assert!(!c.accepts("s3cret "));
+        let again = UserCredential::for_password("alice", Mechanism::Sha512, "s3cret");
+        assert_ne!(c.salt, again.salt, "a fresh salt each time");
+        assert!(again.accepts("s3cret"));
+        assert_eq!(c.iterations, MIN_ITERATIONS);
+    }
 
     /// SaltedPassword as a client computes it (Hi(password, "salt", 4096)).
     fn salted(m: Mechanism, password: &[u8]) -> Vec<u8> {

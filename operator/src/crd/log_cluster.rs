@@ -95,6 +95,31 @@ pub struct LogClusterSpec {
     #[schemars(length(max = 8))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub listeners: Vec<ListenerSpec>,
+    /// Kafka ACLs for every client: switches on Kafka's StandardAuthorizer, so a client may do
+    /// only what a LogUser's ACLs (or `kafka-acls`) allow it. Clients that do not log in (the
+    /// `internal` listener, or a listener without `authentication`) are `User:ANONYMOUS`.
+    /// Changing it restarts the brokers one at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<AuthorizationSpec>,
+}
+
+/// Which authorizer the brokers run.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizationSpec {
+    /// `simple`: Kafka's ACLs (StandardAuthorizer); a resource no ACL names is refused.
+    #[serde(rename = "type")]
+    pub type_: AuthorizationType,
+    /// Principals allowed everything (Kafka's super.users), e.g. `User:admin`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub super_users: Vec<String>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum AuthorizationType {
+    Simple,
 }
 
 /// One extra listener: its brokers' addresses for clients outside the cluster.
@@ -127,6 +152,18 @@ pub struct ListenerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub advertised_host: Option<String>,
+    /// How clients log in on this listener: `scram-sha-512` (SASL SCRAM-SHA-512 with a
+    /// LogUser's password; Kafka's SASL_PLAINTEXT). Unset: no login, clients are
+    /// `User:ANONYMOUS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<ListenerAuthentication>,
+}
+
+/// How clients log in on a listener.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenerAuthentication {
+    #[serde(rename = "scram-sha-512")]
+    ScramSha512,
 }
 
 /// How an external listener is exposed.

@@ -1,11 +1,13 @@
 //! Strand's custom resources, API group `strand.dev`, version `v1alpha1` (fields may still
 //! change; a `v1` will come with a conversion path). One file per resource: `log_cluster`
-//! (`LogCluster`, short name `lc`) and `replicated_topic` (`ReplicatedTopic`, short name `rt`);
+//! (`LogCluster`, short name `lc`), `replicated_topic` (`ReplicatedTopic`, short name `rt`) and
+//! `log_user` (`LogUser`, short name `lu`);
 //! `condition` holds the status conditions both share. This module also renders the CRD YAML
 //! that `crdgen` writes into `crds/`.
 
 pub mod condition;
 pub mod log_cluster;
+pub mod log_user;
 pub mod replicated_topic;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -15,6 +17,7 @@ pub use condition::{
     Condition, ConditionStatus, ConditionType, find_condition, is_true, set_condition,
 };
 pub use log_cluster::{LogCluster, LogClusterSpec, LogClusterStatus};
+pub use log_user::{LogUser, LogUserSpec, LogUserStatus};
 pub use replicated_topic::{ReplicatedTopic, ReplicatedTopicSpec, ReplicatedTopicStatus};
 
 /// API group of every Strand resource.
@@ -41,7 +44,7 @@ pub enum CrdError {
 
 /// Every CRD, in a fixed order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![LogCluster::crd(), ReplicatedTopic::crd()]
+    vec![LogCluster::crd(), ReplicatedTopic::crd(), LogUser::crd()]
 }
 
 /// One file of `crds/`: its name (`<plural>.yaml`) and contents.
@@ -97,6 +100,7 @@ mod tests {
         for (crd, plural, short) in [
             (LogCluster::crd(), "logclusters", "lc"),
             (ReplicatedTopic::crd(), "replicatedtopics", "rt"),
+            (LogUser::crd(), "logusers", "lu"),
         ] {
             assert_eq!(crd.spec.group, GROUP);
             assert_eq!(crd.spec.versions[0].name, VERSION);
@@ -331,6 +335,7 @@ mod tests {
                     pod_template: None,
                     paused: false,
                     listeners: Vec::new(),
+                    authorization: None,
                 },
             )
         };
@@ -369,7 +374,9 @@ mod tests {
                         port: 9094,
                         node_port_base: base,
                         advertised_host: None,
+                        authentication: None,
                     }],
+                    authorization: None,
                 },
             )
         };
@@ -398,11 +405,48 @@ mod tests {
     fn every_crd_renders_to_a_file() {
         let files = crd_files().unwrap();
         let names: Vec<_> = files.iter().map(|f| f.file_name.as_str()).collect();
-        assert_eq!(names, ["logclusters.yaml", "replicatedtopics.yaml"]);
+        assert_eq!(
+            names,
+            ["logclusters.yaml", "replicatedtopics.yaml", "logusers.yaml"]
+        );
         assert!(
             files
                 .iter()
                 .all(|f| f.yaml.contains("x-kubernetes-validations"))
         );
+    }
+
+    #[test]
+    fn user_acl_resources_are_checked_by_cel() {
+        use kube::core::cel::validate_cel;
+        use log_user::*;
+        let user = |type_: AclResourceType, name: Option<&str>, pattern: Option<AclPatternType>| {
+            let spec: LogUserSpec = serde_json::from_value(json!({
+                "cluster": "demo",
+                "authentication": { "type": "scram-sha-512" },
+                "authorization": { "acls": [{
+                    "resource": { "type": type_, "name": name, "patternType": pattern },
+                    "operations": ["Read"],
+                }]},
+            }))
+            .unwrap();
+            LogUser::new("alice", spec)
+        };
+        let topic = AclResourceType::Topic;
+        let cluster = AclResourceType::Cluster;
+        assert!(validate_cel(&user(topic, Some("orders"), None)).is_ok());
+        assert!(validate_cel(&user(cluster, None, None)).is_ok());
+        for bad in [
+            user(topic, None, None),
+            user(cluster, Some("kafka-cluster"), None),
+            user(cluster, None, Some(AclPatternType::Prefix)),
+        ] {
+            let err = validate_cel(&bad).unwrap_err();
+            assert!(err.to_string().contains("needs a name"), "{err}");
+        }
+        // Defaults: any host, allow.
+        let u = user(topic, Some("orders"), None);
+        let rule = &u.spec.authorization.as_ref().unwrap().acls[0];
+        assert_eq!((rule.host.as_str(), rule.type_), ("*", AclRuleType::Allow));
     }
 }

@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use super::resources::{self, Names};
 use super::{Context, condition, publish};
-use super::{cluster_secret, listeners};
+use super::{cluster_secret, listeners, security};
 use crate::controller::decisions;
 use crate::controller::rebalance::{self, Outcome};
 use crate::controller::state::ControllerState;
@@ -88,6 +88,9 @@ pub async fn reconcile(lc: Arc<LogCluster>, ctx: Arc<Context>) -> Result<Action,
     if let Err(reason) = listeners::validate(&lc) {
         let message = format!("spec.listeners: {reason}");
         return refuse(&ctx, &lc, &ns, "InvalidListeners", message).await;
+    }
+    if let Err(reason) = security::validate(&lc, secret.is_some()) {
+        return refuse(&ctx, &lc, &ns, "InvalidSecurity", reason).await;
     }
 
     // Scale-down: the StatefulSet keeps the leaving pods until their replicas have moved. A
@@ -903,6 +906,7 @@ mod tests {
                 pod_template: None,
                 paused: false,
                 listeners: Vec::new(),
+                authorization: None,
             },
         )
     }

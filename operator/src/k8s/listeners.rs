@@ -250,6 +250,7 @@ mod tests {
             port,
             node_port_base: Some(base),
             advertised_host: None,
+            authentication: None,
         }
     }
 
@@ -269,6 +270,7 @@ mod tests {
                 pod_template: None,
                 paused: false,
                 listeners,
+                authorization: None,
             },
         );
         lc.metadata.namespace = Some("prod".into());

@@ -1,7 +1,8 @@
 //! The operator on Kubernetes: the controller's store in the LogCluster status (`store`), leader
 //! election with a Lease (`lease`), the children of a LogCluster (`resources`), one controller
-//! per LogCluster behind one HTTP listener (`registry`), the reconcilers (`cluster`, `topic`)
-//! and the process that wires them together (`run`).
+//! per LogCluster behind one HTTP listener (`registry`), the reconcilers (`cluster`, `topic`),
+//! the client security settings (`security`), the LogUser reconciler (`user`) and the process
+//! that wires them together (`run`).
 
 pub mod cluster;
 pub mod cluster_secret;
@@ -10,8 +11,10 @@ pub mod listeners;
 pub mod registry;
 pub mod resources;
 pub mod run;
+pub mod security;
 pub mod store;
 pub mod topic;
+pub mod user;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;

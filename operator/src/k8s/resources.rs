@@ -310,6 +310,7 @@ pub fn statefulset(lc: &LogCluster, ctx: &Context) -> StatefulSet {
         "--log-format=json".into(),
     ];
     args.extend(super::listeners::broker_args(lc));
+    args.extend(super::security::broker_args(lc));
     let mut env = vec![
         env_field("POD_NAME", "metadata.name"),
         // Followers dial the pod's IP: its DNS name may not be published yet when they first
@@ -516,6 +517,7 @@ mod tests {
                 pod_template: None,
                 paused: false,
                 listeners: Vec::new(),
+                authorization: None,
             },
         );
         lc.metadata.namespace = Some("prod".into());
@@ -659,6 +661,7 @@ mod tests {
             port: 9094,
             node_port_base: Some(30100),
             advertised_host: None,
+            authentication: None,
         }];
         let pod = statefulset(&l, &ctx()).spec.template.spec.unwrap();
         let c = &pod.containers[0];

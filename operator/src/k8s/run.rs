@@ -31,8 +31,8 @@ use crate::controller::service::Settings;
 
 use super::lease::Elector;
 use super::registry::Registry;
-use super::{Context, cluster, topic};
-use crate::crd::{LogCluster, ReplicatedTopic};
+use super::{Context, cluster, topic, user};
+use crate::crd::{LogCluster, LogUser, ReplicatedTopic};
 
 /// Label on the operator pod that holds the Lease; the controller Service selects it.
 pub const LEADER_LABEL: &str = "strand.dev/controller-leader";
@@ -279,10 +279,25 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 warn!(error = %e, "ReplicatedTopic reconcile error");
             }
         });
-    let loops = tokio::spawn(async move {
-        futures::join!(cluster_loop, topic_loop);
+    // A user's Secret is not watched (that needs list and watch on every Secret): a deleted
+    // one is made again at the user's next periodic check.
+    let user_loop = Controller::new(
+        scoped::<LogUser>(&client, &opts.watch_namespace),
+        watcher::Config::default(),
+    )
+    .reconcile_all_on(changes())
+    .with_config(debounced())
+    .graceful_shutdown_on(wait_stop(stop.clone()))
+    .run(user::reconcile, user::error_policy, ctx.clone())
+    .for_each(|r| async move {
+        if let Err(e) = r {
+            warn!(error = %e, "LogUser reconcile error");
+        }
     });
-    info!("leading: reconciling LogClusters and ReplicatedTopics");
+    let loops = tokio::spawn(async move {
+        futures::join!(cluster_loop, topic_loop, user_loop);
+    });
+    info!("leading: reconciling LogClusters, ReplicatedTopics and LogUsers");
 
     let outcome = tokio::select! {
         _ = shutdown_signal() => Ok(()),

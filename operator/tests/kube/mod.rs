@@ -393,6 +393,17 @@ pub async fn controller_get(url: &str, token: &str) -> reqwest::Result<reqwest::
 
 impl HostBroker {
     pub fn start(dir: &Path, id: i32, controller: &str, secret: &Path) -> Self {
+        Self::start_with(dir, id, controller, secret, &[])
+    }
+
+    /// With `extra` flags (listeners, security settings).
+    pub fn start_with(
+        dir: &Path,
+        id: i32,
+        controller: &str,
+        secret: &Path,
+        extra: &[String],
+    ) -> Self {
         let kafka = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = dir.join(format!("broker-{id}.log"));
@@ -409,6 +420,7 @@ impl HostBroker {
             .args(["--replica-lag-time-max-ms", "3000"])
             .arg("--cluster-secret-file")
             .arg(secret)
+            .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(out)
