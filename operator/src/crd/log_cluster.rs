@@ -110,7 +110,8 @@ pub struct AuthorizationSpec {
     /// `simple`: Kafka's ACLs (StandardAuthorizer); a resource no ACL names is refused.
     #[serde(rename = "type")]
     pub type_: AuthorizationType,
-    /// Principals allowed everything (Kafka's super.users), e.g. `User:admin`.
+    /// Principals allowed everything (Kafka's super.users): `User:admin`, or a bare user
+    /// name (`admin`, `CN=ops,O=Example`), which means `User:<name>` as in Strimzi.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 100))]
     pub super_users: Vec<String>,
@@ -152,16 +153,24 @@ pub struct ListenerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub advertised_host: Option<String>,
-    /// How clients log in on this listener: `scram-sha-512` (SASL SCRAM-SHA-512 with a
-    /// LogUser's password; Kafka's SASL_PLAINTEXT). Unset: no login, clients are
-    /// `User:ANONYMOUS`.
+    /// How clients log in on this listener, e.g. `{type: scram-sha-512}`. Unset: no login,
+    /// clients are `User:ANONYMOUS`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authentication: Option<ListenerAuthentication>,
 }
 
 /// How clients log in on a listener.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerAuthentication {
+    /// `scram-sha-512`: SASL SCRAM-SHA-512 with a LogUser's password (Kafka's
+    /// SASL_PLAINTEXT).
+    #[serde(rename = "type")]
+    pub type_: ListenerAuthenticationType,
+}
+
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ListenerAuthentication {
+pub enum ListenerAuthenticationType {
     #[serde(rename = "scram-sha-512")]
     ScramSha512,
 }

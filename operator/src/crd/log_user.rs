@@ -84,10 +84,22 @@ pub enum UserAuthenticationType {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct UserAuthorization {
+    /// `simple` (the default, and the only one): Kafka's ACLs.
+    #[serde(default, rename = "type")]
+    pub type_: UserAuthorizationType,
     /// Each rule becomes one Kafka ACL per operation, for principal `User:<metadata.name>`.
+    /// At most 100 rules: every user's ACLs travel in the cluster's controller state, which
+    /// must stay well within an API object's size.
     #[serde(default)]
-    #[schemars(length(max = 1000))]
+    #[schemars(length(max = 100))]
     pub acls: Vec<AclRule>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum UserAuthorizationType {
+    #[default]
+    Simple,
 }
 
 /// One rule: a resource pattern, operations on it, from a host, allowed or denied.
@@ -96,7 +108,7 @@ pub struct UserAuthorization {
 pub struct AclRule {
     pub resource: AclResource,
     /// Kafka's operations, e.g. `[Read, Describe]`.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 11))]
     pub operations: Vec<AclOperation>,
     /// The client IP address the rule applies to; `*` (the default) is any.
     #[serde(default = "any_host")]

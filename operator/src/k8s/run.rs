@@ -280,12 +280,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             }
         });
     // A user's Secret is not watched (that needs list and watch on every Secret): a deleted
-    // one is made again at the user's next periodic check.
+    // one is made again at the user's next periodic check. Nor are controller commits (unlike
+    // topics, whose status shows leaders and ISRs): a user changes only with its resource.
     let user_loop = Controller::new(
         scoped::<LogUser>(&client, &opts.watch_namespace),
         watcher::Config::default(),
     )
-    .reconcile_all_on(changes())
     .with_config(debounced())
     .graceful_shutdown_on(wait_stop(stop.clone()))
     .run(user::reconcile, user::error_policy, ctx.clone())

@@ -8,10 +8,12 @@
 //! override one of them is refused while the spec sets it, so the two never disagree.
 
 use crate::crd::LogCluster;
-use crate::crd::log_cluster::{AuthorizationType, ListenerAuthentication};
+use crate::crd::log_cluster::{AuthorizationType, ListenerAuthenticationType};
 
 /// The `brokerConfig` keys the spec's security settings own, with the field that owns them.
-const OWNED_KEYS: [(&str, &str); 5] = [
+/// (`allow.everyone.if.no.acl.found` stays the user's: Kafka's way to bring ACLs in
+/// gradually.)
+const OWNED_KEYS: [(&str, &str); 4] = [
     (
         "listener.security.protocol.map",
         "spec.listeners[].authentication",
@@ -19,14 +21,29 @@ const OWNED_KEYS: [(&str, &str); 5] = [
     ("sasl.enabled.mechanisms", "spec.listeners[].authentication"),
     ("authorizer.class.name", "spec.authorization"),
     ("super.users", "spec.authorization.superUsers"),
-    ("allow.everyone.if.no.acl.found", "spec.authorization"),
 ];
 
-fn authenticated(lc: &LogCluster) -> impl Iterator<Item = (&str, ListenerAuthentication)> {
+fn authenticated(lc: &LogCluster) -> impl Iterator<Item = (&str, ListenerAuthenticationType)> {
     lc.spec
         .listeners
         .iter()
-        .filter_map(|l| Some((l.name.as_str(), l.authentication?)))
+        .filter_map(|l| Some((l.name.as_str(), l.authentication?.type_)))
+}
+
+/// `super.users` from `spec.authorization.superUsers`: a bare name is `User:<name>`, as
+/// Strimzi writes them.
+fn super_users(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|u| {
+            if u.contains(':') {
+                u.clone()
+            } else {
+                format!("User:{u}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 /// Whether the spec asks for any client security.
@@ -56,8 +73,7 @@ pub fn validate(lc: &LogCluster, has_secret: bool) -> Result<(), String> {
         }
     }
     if let Some(a) = &lc.spec.authorization {
-        let joined = a.super_users.join(";");
-        broker::auth::acl::parse_super_users(&joined)
+        broker::auth::acl::parse_super_users(&super_users(&a.super_users))
             .map_err(|e| format!("spec.authorization.superUsers: {e}"))?;
         if a.super_users.iter().any(|u| u.contains(';')) {
             return Err("spec.authorization.superUsers: a principal may not contain ';'".into());
@@ -71,7 +87,7 @@ pub fn broker_args(lc: &LogCluster) -> Vec<String> {
     let mut args = Vec::new();
     let map: Vec<String> = authenticated(lc)
         .map(|(name, auth)| match auth {
-            ListenerAuthentication::ScramSha512 => format!("{name}:SASL_PLAINTEXT"),
+            ListenerAuthenticationType::ScramSha512 => format!("{name}:SASL_PLAINTEXT"),
         })
         .collect();
     if !map.is_empty() {
@@ -90,7 +106,7 @@ pub fn broker_args(lc: &LogCluster) -> Vec<String> {
             )),
         }
         if !a.super_users.is_empty() {
-            args.push(format!("--super-users={}", a.super_users.join(";")));
+            args.push(format!("--super-users={}", super_users(&a.super_users)));
         }
     }
     args
@@ -100,7 +116,9 @@ pub fn broker_args(lc: &LogCluster) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::crd::LogClusterSpec;
-    use crate::crd::log_cluster::{AuthorizationSpec, ListenerSpec, ListenerType, StorageSpec};
+    use crate::crd::log_cluster::{
+        AuthorizationSpec, ListenerAuthentication, ListenerSpec, ListenerType, StorageSpec,
+    };
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use std::collections::BTreeMap;
 
@@ -149,6 +167,10 @@ mod tests {
         )
     }
 
+    const SCRAM: Option<ListenerAuthentication> = Some(ListenerAuthentication {
+        type_: ListenerAuthenticationType::ScramSha512,
+    });
+
     fn simple(super_users: &[&str]) -> Option<AuthorizationSpec> {
         Some(AuthorizationSpec {
             type_: AuthorizationType::Simple,
@@ -166,7 +188,7 @@ mod tests {
 
     #[test]
     fn an_authenticated_listener_is_sasl_plaintext_with_scram_sha_512() {
-        let c = lc(Some(ListenerAuthentication::ScramSha512), None, &[]);
+        let c = lc(SCRAM, None, &[]);
         assert_eq!(validate(&c, true), Ok(()));
         assert_eq!(
             broker_args(&c),
@@ -179,7 +201,8 @@ mod tests {
 
     #[test]
     fn authorization_switches_on_kafkas_standard_authorizer() {
-        let c = lc(None, simple(&["User:admin", "User:ops"]), &[]);
+        // A bare name is a user, as Strimzi writes it.
+        let c = lc(None, simple(&["User:admin", "ops"]), &[]);
         assert_eq!(validate(&c, true), Ok(()));
         assert_eq!(
             broker_args(&c),
@@ -192,7 +215,7 @@ mod tests {
 
     #[test]
     fn security_needs_the_cluster_secret() {
-        let c = lc(Some(ListenerAuthentication::ScramSha512), None, &[]);
+        let c = lc(SCRAM, None, &[]);
         assert!(validate(&c, false).unwrap_err().contains("cluster secret"));
         let c = lc(None, simple(&[]), &[]);
         assert!(validate(&c, false).unwrap_err().contains("cluster secret"));
@@ -200,7 +223,7 @@ mod tests {
 
     #[test]
     fn broker_config_may_not_override_what_the_spec_sets() {
-        let scram = Some(ListenerAuthentication::ScramSha512);
+        let scram = SCRAM;
         let e = validate(
             &lc(
                 scram,
@@ -222,7 +245,7 @@ mod tests {
 
     #[test]
     fn super_users_are_kafka_principals() {
-        for bad in ["admin", "Group:x", "User:a;User:b"] {
+        for bad in ["Group:x", "User:a;User:b", "User:"] {
             assert!(
                 validate(&lc(None, simple(&[bad]), &[]), true).is_err(),
                 "{bad}"

@@ -48,11 +48,16 @@ pub fn principal(lu: &LogUser) -> String {
     format!("User:{}", lu.name_any())
 }
 
-/// Why the user name cannot be a Kafka user here.
+/// Why the user name cannot be a Kafka user here (or its Secret's name could not be its).
 pub fn check_username(name: &str) -> Result<(), String> {
     if name == broker::auth::BROKER_USER {
         return Err(format!(
             "user name {name:?} is reserved for the cluster's brokers; name the LogUser otherwise"
+        ));
+    }
+    if name.ends_with("-cluster-secret") {
+        return Err(format!(
+            "{name:?} ends in -cluster-secret, the name of a LogCluster's own Secret; name the LogUser otherwise"
         ));
     }
     Ok(())
@@ -225,6 +230,16 @@ pub enum UserError {
     ClusterNotStarted(String),
     #[error("finalizer: {0}")]
     Finalizer(String),
+    #[error("salting the password: {0}")]
+    Task(String),
+}
+
+/// Whether `password` logs in with `stored`: PBKDF2 with thousands of rounds, so off the
+/// runtime the controller's API shares.
+async fn accepts(stored: UserCredential, password: String) -> bool {
+    tokio::task::spawn_blocking(move || stored.accepts(&password))
+        .await
+        .unwrap_or(false)
 }
 
 /// One reconcile, in a span naming the resource.
@@ -299,31 +314,52 @@ async fn apply(lu: Arc<LogUser>, ctx: &Context) -> Result<Action, UserError> {
         Ok(p) => p.flatten(),
         Err(e) => return refuse(ctx, &lu, "SecretConflict", e).await,
     };
-    let password = match found {
-        Some(p) => p,
-        None => {
-            let fresh = broker::auth::ClusterSecret::generate();
-            let s = secret(&lu, &fresh);
-            if existing.is_some() {
-                // Ours but without a password (edited by hand): written again.
-                secrets
-                    .patch(&user, &PatchParams::default(), &Patch::Merge(&s))
-                    .await?;
-            } else {
-                secrets.create(&PostParams::default(), &s).await?;
-            }
-            info!(secret = %user, "wrote the user's password");
-            fresh
-        }
-    };
-
+    if existing.is_some() && found.is_none() {
+        let msg =
+            format!("Secret {user} has no password; delete it and the operator makes a new one");
+        return refuse(ctx, &lu, "SecretInvalid", msg).await;
+    }
     let snapshot = entry.controller.snapshot().await.metadata;
     let stored = snapshot
         .scram_credentials
         .iter()
-        .find(|c| c.user == user && c.mechanism == MECHANISM);
-    if !stored.is_some_and(|c| c.accepts(&password)) {
-        let upsert = Alteration::Upsert(UserCredential::for_password(&user, MECHANISM, &password));
+        .find(|c| c.user == user && c.mechanism == MECHANISM)
+        .cloned();
+    let accepted = match (&stored, &found) {
+        (Some(c), Some(p)) => accepts(c.clone(), p.clone()).await,
+        _ => false,
+    };
+    // A user made through Kafka's API (kafka-configs) is not taken over: the LogUser only
+    // ever replaces a credential it set itself (it has applied before), e.g. after its
+    // Secret was deleted to rotate the password.
+    let applied_before = lu.status.as_ref().is_some_and(|s| s.secret.is_some());
+    if stored.is_some() && !accepted && !applied_before {
+        let msg = format!(
+            "Kafka user {user} already exists in cluster {cluster} (made with kafka-configs?); delete its credential or name the LogUser otherwise"
+        );
+        return refuse(ctx, &lu, "UserExists", msg).await;
+    }
+    let password = match found {
+        Some(p) => p,
+        None => {
+            let fresh = broker::auth::ClusterSecret::generate();
+            secrets
+                .create(&PostParams::default(), &secret(&lu, &fresh))
+                .await?;
+            info!(secret = %user, "wrote the user's password");
+            fresh
+        }
+    };
+    if !accepted {
+        let credential = {
+            let (user, password) = (user.clone(), password.clone());
+            tokio::task::spawn_blocking(move || {
+                UserCredential::for_password(user, MECHANISM, &password)
+            })
+            .await
+            .map_err(|e| UserError::Task(e.to_string()))?
+        };
+        let upsert = Alteration::Upsert(credential);
         entry
             .controller
             .update(|s, _| decisions::alter_scram_credentials(s, std::slice::from_ref(&upsert)))
@@ -355,6 +391,8 @@ async fn apply(lu: Arc<LogUser>, ctx: &Context) -> Result<Action, UserError> {
         message.push_str(&format!(
             " (not enforced: LogCluster {cluster} has no spec.authorization)"
         ));
+    } else if !desired.is_empty() {
+        message.push_str(" (enforced by every broker running with spec.authorization)");
     }
     if !lc.spec.listeners.iter().any(|l| l.authentication.is_some()) {
         message.push_str(&format!(
@@ -392,19 +430,19 @@ async fn cleanup(lu: Arc<LogUser>, ctx: &Context) -> Result<Action, UserError> {
     let removed = entry
         .controller
         .update(|s, _| {
-            let had = s
+            // Every credential of the user, SCRAM-SHA-256 ones made with kafka-configs too:
+            // the user is gone.
+            let deletes: Vec<Alteration> = s
                 .metadata
                 .scram_credentials
                 .iter()
-                .any(|c| c.user == user && c.mechanism == MECHANISM);
-            let mut changed = false;
-            if had {
-                let delete = Alteration::Delete {
+                .filter(|c| c.user == user)
+                .map(|c| Alteration::Delete {
                     user: user.clone(),
-                    mechanism: MECHANISM,
-                };
-                changed |= decisions::alter_scram_credentials(s, &[delete])?;
-            }
+                    mechanism: c.mechanism,
+                })
+                .collect();
+            let mut changed = decisions::alter_scram_credentials(s, &deletes)?;
             let (_, remove) = acl_changes(&[], &s.metadata.acls, &who);
             changed |= decisions::alter_acls(s, &[], &remove)?;
             Ok(changed)
@@ -472,7 +510,10 @@ mod tests {
                 authentication: UserAuthentication {
                     type_: UserAuthenticationType::ScramSha512,
                 },
-                authorization: Some(UserAuthorization { acls: rules }),
+                authorization: Some(UserAuthorization {
+                    type_: Default::default(),
+                    acls: rules,
+                }),
             },
         );
         lu.metadata.namespace = Some("prod".into());
@@ -604,6 +645,7 @@ mod tests {
     #[test]
     fn the_brokers_user_name_is_refused() {
         assert!(check_username(broker::auth::BROKER_USER).is_err());
+        assert!(check_username("demo-cluster-secret").is_err());
         assert_eq!(check_username("alice"), Ok(()));
     }
 }
