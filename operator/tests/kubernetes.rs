@@ -1045,6 +1045,172 @@ async fn a_loguser_logs_in_with_its_secret_and_its_acls_hold() {
     drop(op);
 }
 
+/// A TLS listener: the operator makes the cluster CA and a certificate for each broker that
+/// names its DNS names and every node's address; a broker run with the flags the operator
+/// renders serves TLS that a client trusting `<cluster>-cluster-ca-cert` verifies, for those
+/// names and no other; a scale-up issues a certificate for the new broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_listener_gets_certificates_from_the_cluster_ca() {
+    use k8s_openapi::api::core::v1::Secret;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, ServerName};
+
+    let Some(kc) = kubeconfig() else { return };
+    let c = client(&kc).await;
+    install_crds(&c).await;
+    let ns = namespace(&c, "tls").await;
+    // A node with an address: NodePort clients reach a broker there.
+    let nodes: Api<Node> = Api::all(c.clone());
+    let node = format!("{ns}-node");
+    let n: Node = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Node", "metadata": { "name": node }
+    }))
+    .unwrap();
+    nodes.create(&PostParams::default(), &n).await.unwrap();
+    nodes
+        .patch_status(
+            &node,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": { "addresses": [
+                { "type": "InternalIP", "address": "10.9.8.7" },
+                { "type": "Hostname", "address": "not-a-san" }
+            ] } })),
+        )
+        .await
+        .unwrap();
+    let dir = test_dir();
+    let op = OperatorProcess::start(&kc, &ns, "op-a", dir.path());
+    let mut lc = logcluster(1);
+    lc["spec"]["brokerConfig"] = json!({});
+    lc["spec"]["listeners"][0]["tls"] = json!(true);
+    apply_docs(&c, &ns, &[lc]).await.unwrap();
+
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), &ns);
+    let read = |name: &'static str, key: &'static str| {
+        let secrets = secrets.clone();
+        async move {
+            let s = secrets.get_opt(name).await.ok()??;
+            String::from_utf8(s.data?.get(key)?.0.clone()).ok()
+        }
+    };
+    let ca = wait_for("the CA certificate for clients", T, || {
+        read("demo-cluster-ca-cert", "ca.crt")
+    })
+    .await;
+    let keystore = wait_for("broker 0's keystore", T, || {
+        read("demo-broker-certs", "demo-0.pem")
+    })
+    .await;
+    assert!(keystore.ends_with(&ca), "the keystore ends with the CA");
+    let stss: Api<StatefulSet> = Api::namespaced(c.clone(), &ns);
+    let sts = wait_for("the StatefulSet", T, || async {
+        stss.get_opt("demo").await.ok()?
+    })
+    .await;
+    let pod = sts.spec.template.spec.unwrap();
+    let args = pod.containers[0].args.clone().unwrap();
+    for want in [
+        "--listener-security-protocol-map=external:SSL",
+        "--ssl-keystore-location=/etc/strand/tls/$(POD_NAME).pem",
+    ] {
+        assert!(args.contains(&want.to_string()), "{want} in {args:?}");
+    }
+    assert!(
+        pod.volumes.unwrap().iter().any(|v| v
+            .secret
+            .as_ref()
+            .is_some_and(|s| s.secret_name.as_deref() == Some("demo-broker-certs"))),
+        "the pods mount the brokers' certificates"
+    );
+
+    // The operator's flags, with this host's files and address for the pod's.
+    let keystore_file = dir.path().join("demo-0.pem");
+    std::fs::write(&keystore_file, &keystore).unwrap();
+    let listener = format!("127.0.0.1:{}", free_port());
+    let flags: Vec<String> = args
+        .iter()
+        .filter_map(|a| {
+            if a.starts_with("--listener=external=") {
+                Some(a.replace("0.0.0.0:9094", &listener))
+            } else if a.starts_with("--advertised-listener=external=") {
+                Some(format!("--advertised-listener=external={listener}"))
+            } else if a.starts_with("--ssl-keystore-location=") {
+                Some(format!(
+                    "--ssl-keystore-location={}",
+                    keystore_file.display()
+                ))
+            } else if a.starts_with("--listener-security-protocol-map=") {
+                Some(a.clone())
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(flags.len(), 4, "{flags:?}");
+    let url = op.controller_url(&ns, "demo");
+    let secret = cluster_secret(&c, &ns, "demo", dir.path()).await;
+    let _broker = HostBroker::start_with(dir.path(), 0, &url, &secret.path, &flags);
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+        .unwrap();
+    let config = std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    );
+    let handshake = |name: String| {
+        let (config, listener) = (config.clone(), listener.clone());
+        async move {
+            let tcp = tokio::net::TcpStream::connect(&listener)
+                .await
+                .map_err(|e| e.to_string())?;
+            let server = ServerName::try_from(name).map_err(|e| e.to_string())?;
+            tokio_rustls::TlsConnector::from(config)
+                .connect(server, tcp)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    };
+    wait_for("a verified TLS handshake", T, || async {
+        handshake(format!("demo-0.demo-brokers.{ns}.svc"))
+            .await
+            .ok()
+    })
+    .await;
+    for name in [format!("demo.{ns}.svc"), "10.9.8.7".to_string()] {
+        handshake(name.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    for name in ["evil.example", "not-a-san"] {
+        let e = handshake(name.to_string()).await.unwrap_err();
+        assert!(e.contains("not valid for name"), "{name}: {e}");
+    }
+
+    // A second broker gets a certificate of its own.
+    Api::<LogCluster>::namespaced(c.clone(), &ns)
+        .patch(
+            "demo",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "replicas": 2 } })),
+        )
+        .await
+        .unwrap();
+    wait_for("broker 1's keystore", T, || {
+        read("demo-broker-certs", "demo-1.pem")
+    })
+    .await;
+    drop(op);
+    let _ = nodes.delete(&node, &DeleteParams::default()).await;
+}
+
 #[tokio::test]
 async fn two_operator_replicas_elect_one_leader() {
     let Some(kc) = kubeconfig() else { return };

@@ -153,6 +153,12 @@ pub struct ListenerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub advertised_host: Option<String>,
+    /// TLS on this listener: the brokers get certificates from the cluster's own CA (Secret
+    /// `<cluster>-cluster-ca-cert` holds the CA certificate for clients' truststores) for
+    /// their per-pod and Service DNS names, every node's address (NodePort) and
+    /// `advertisedHost`. Kafka's SSL, or SASL_SSL with `authentication`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls: bool,
     /// How clients log in on this listener, e.g. `{type: scram-sha-512}`. Unset: no login,
     /// clients are `User:ANONYMOUS`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

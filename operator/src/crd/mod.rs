@@ -374,6 +374,7 @@ mod tests {
                         port: 9094,
                         node_port_base: base,
                         advertised_host: None,
+                        tls: false,
                         authentication: None,
                     }],
                     authorization: None,

@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use super::resources::{self, Names};
 use super::{Context, condition, publish};
-use super::{cluster_secret, listeners, security};
+use super::{certs, cluster_secret, listeners, security};
 use crate::controller::decisions;
 use crate::controller::rebalance::{self, Outcome};
 use crate::controller::state::ControllerState;
@@ -145,6 +145,8 @@ pub async fn reconcile(lc: Arc<LogCluster>, ctx: Arc<Context>) -> Result<Action,
     apply(&ctx, &lc, &ns, resources::headless_service(&lc)).await?;
     apply(&ctx, &lc, &ns, resources::client_service(&lc)).await?;
     apply(&ctx, &lc, &ns, resources::pod_disruption_budget(&lc)).await?;
+    // The brokers' certificates before the pods that mount them.
+    certs::ensure(&ctx, &lc, &ns, &names, sts_replicas).await?;
     let mut sts = resources::statefulset(&lc, &rctx);
     sts.spec.replicas = Some(sts_replicas);
     let sts = apply(&ctx, &lc, &ns, sts).await?;

@@ -250,6 +250,7 @@ mod tests {
             port,
             node_port_base: Some(base),
             advertised_host: None,
+            tls: false,
             authentication: None,
         }
     }

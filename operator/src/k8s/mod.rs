@@ -1,9 +1,10 @@
 //! The operator on Kubernetes: the controller's store in the LogCluster status (`store`), leader
 //! election with a Lease (`lease`), the children of a LogCluster (`resources`), one controller
 //! per LogCluster behind one HTTP listener (`registry`), the reconcilers (`cluster`, `topic`),
-//! the client security settings (`security`), the LogUser reconciler (`user`) and the process
+//! the client security settings (`security`), TLS certificates (`tls`, `certs`), the LogUser reconciler (`user`) and the process
 //! that wires them together (`run`).
 
+pub mod certs;
 pub mod cluster;
 pub mod cluster_secret;
 pub mod lease;
@@ -13,6 +14,7 @@ pub mod resources;
 pub mod run;
 pub mod security;
 pub mod store;
+pub mod tls;
 pub mod topic;
 pub mod user;
 

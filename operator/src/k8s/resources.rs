@@ -81,6 +81,11 @@ pub struct Names {
     pub pdb: String,
     /// The Secret holding the cluster secret (`broker::auth`).
     pub cluster_secret: String,
+    /// TLS listeners' Secrets (`k8s::tls`): the CA with its key, the CA certificate alone
+    /// (for clients), and each broker's key and certificate.
+    pub cluster_ca: String,
+    pub cluster_ca_cert: String,
+    pub broker_certs: String,
 }
 
 pub fn names(lc: &LogCluster) -> Names {
@@ -92,6 +97,9 @@ pub fn names(lc: &LogCluster) -> Names {
         config: format!("{n}-config"),
         service_account: format!("{n}-broker"),
         cluster_secret: format!("{n}-cluster-secret"),
+        cluster_ca: format!("{n}-cluster-ca"),
+        cluster_ca_cert: format!("{n}-cluster-ca-cert"),
+        broker_certs: format!("{n}-broker-certs"),
         pdb: n,
     }
 }
@@ -371,6 +379,23 @@ pub fn statefulset(lc: &LogCluster, ctx: &Context) -> StatefulSet {
             secret: Some(SecretVolumeSource {
                 secret_name: Some(n.cluster_secret.clone()),
                 // Readable by the broker's group (the pod's fsGroup) only.
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    if super::security::tls(lc) {
+        mounts.push(VolumeMount {
+            name: "broker-certs".into(),
+            mount_path: super::security::TLS_MOUNT.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        volumes.push(Volume {
+            name: "broker-certs".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(n.broker_certs.clone()),
                 default_mode: Some(0o440),
                 ..SecretVolumeSource::default()
             }),
@@ -661,6 +686,7 @@ mod tests {
             port: 9094,
             node_port_base: Some(30100),
             advertised_host: None,
+            tls: false,
             authentication: None,
         }];
         let pod = statefulset(&l, &ctx()).spec.template.spec.unwrap();

@@ -13,15 +13,44 @@ use crate::crd::log_cluster::{AuthorizationType, ListenerAuthenticationType};
 /// The `brokerConfig` keys the spec's security settings own, with the field that owns them.
 /// (`allow.everyone.if.no.acl.found` stays the user's: Kafka's way to bring ACLs in
 /// gradually.)
-const OWNED_KEYS: [(&str, &str); 4] = [
-    (
-        "listener.security.protocol.map",
-        "spec.listeners[].authentication",
-    ),
-    ("sasl.enabled.mechanisms", "spec.listeners[].authentication"),
-    ("authorizer.class.name", "spec.authorization"),
-    ("super.users", "spec.authorization.superUsers"),
+const OWNED_KEYS: [(&str, Owner); 8] = [
+    ("listener.security.protocol.map", Owner::Listeners),
+    ("sasl.enabled.mechanisms", Owner::Authentication),
+    ("ssl.keystore.location", Owner::Tls),
+    ("ssl.keystore.key", Owner::Tls),
+    ("ssl.keystore.certificate.chain", Owner::Tls),
+    ("ssl.keystore.type", Owner::Tls),
+    ("authorizer.class.name", Owner::Authorization),
+    ("super.users", Owner::Authorization),
 ];
+
+#[derive(Clone, Copy)]
+enum Owner {
+    Listeners,
+    Authentication,
+    Tls,
+    Authorization,
+}
+
+impl Owner {
+    fn field(self) -> &'static str {
+        match self {
+            Owner::Listeners => "spec.listeners[] (tls, authentication)",
+            Owner::Authentication => "spec.listeners[].authentication",
+            Owner::Tls => "spec.listeners[].tls",
+            Owner::Authorization => "spec.authorization",
+        }
+    }
+
+    fn sets(self, lc: &LogCluster) -> bool {
+        match self {
+            Owner::Listeners => tls(lc) || authenticated(lc).next().is_some(),
+            Owner::Authentication => authenticated(lc).next().is_some(),
+            Owner::Tls => tls(lc),
+            Owner::Authorization => lc.spec.authorization.is_some(),
+        }
+    }
+}
 
 fn authenticated(lc: &LogCluster) -> impl Iterator<Item = (&str, ListenerAuthenticationType)> {
     lc.spec
@@ -46,31 +75,36 @@ fn super_users(names: &[String]) -> String {
         .join(";")
 }
 
-/// Whether the spec asks for any client security.
+/// Where the brokers' keystores (`k8s::tls`) are mounted.
+pub const TLS_MOUNT: &str = "/etc/strand/tls";
+
+/// Whether the spec asks for logins or ACLs (which need the cluster secret).
 pub fn enabled(lc: &LogCluster) -> bool {
     lc.spec.authorization.is_some() || authenticated(lc).next().is_some()
+}
+
+/// Whether any listener has TLS.
+pub fn tls(lc: &LogCluster) -> bool {
+    lc.spec.listeners.iter().any(|l| l.tls)
 }
 
 /// Why the security settings cannot be applied, for a condition message. `has_secret`: the
 /// brokers have the cluster secret (without it the brokers refuse SASL users and ACLs, which
 /// live in the controller's metadata that only the secret protects).
 pub fn validate(lc: &LogCluster, has_secret: bool) -> Result<(), String> {
+    for (key, owner) in OWNED_KEYS {
+        if owner.sets(lc) && lc.spec.broker_config.contains_key(key) {
+            return Err(format!(
+                "spec.brokerConfig sets {key}, which {} sets; remove it from brokerConfig",
+                owner.field()
+            ));
+        }
+    }
     if !enabled(lc) {
         return Ok(());
     }
     if !has_secret {
         return Err("authentication and authorization need the cluster secret, and this cluster runs without one (see the Unauthenticated condition)".into());
-    }
-    for (key, owner) in OWNED_KEYS {
-        let owned = match owner {
-            "spec.listeners[].authentication" => authenticated(lc).next().is_some(),
-            _ => lc.spec.authorization.is_some(),
-        };
-        if owned && lc.spec.broker_config.contains_key(key) {
-            return Err(format!(
-                "spec.brokerConfig sets {key}, which {owner} sets; remove it from brokerConfig"
-            ));
-        }
     }
     if let Some(a) = &lc.spec.authorization {
         broker::auth::acl::parse_super_users(&super_users(&a.super_users))
@@ -85,9 +119,18 @@ pub fn validate(lc: &LogCluster, has_secret: bool) -> Result<(), String> {
 /// The broker flags of the security settings.
 pub fn broker_args(lc: &LogCluster) -> Vec<String> {
     let mut args = Vec::new();
-    let map: Vec<String> = authenticated(lc)
-        .map(|(name, auth)| match auth {
-            ListenerAuthenticationType::ScramSha512 => format!("{name}:SASL_PLAINTEXT"),
+    let map: Vec<String> = lc
+        .spec
+        .listeners
+        .iter()
+        .filter_map(|l| {
+            let protocol = match (l.tls, l.authentication.map(|a| a.type_)) {
+                (false, None) => return None,
+                (true, None) => "SSL",
+                (false, Some(ListenerAuthenticationType::ScramSha512)) => "SASL_PLAINTEXT",
+                (true, Some(ListenerAuthenticationType::ScramSha512)) => "SASL_SSL",
+            };
+            Some(format!("{}:{protocol}", l.name))
         })
         .collect();
     if !map.is_empty() {
@@ -95,8 +138,16 @@ pub fn broker_args(lc: &LogCluster) -> Vec<String> {
             "--listener-security-protocol-map={}",
             map.join(",")
         ));
+    }
+    if authenticated(lc).next().is_some() {
         // LogUsers get SCRAM-SHA-512 credentials only.
         args.push("--sasl-enabled-mechanisms=SCRAM-SHA-512".into());
+    }
+    if tls(lc) {
+        // Each pod reads its own file of the brokers' Secret (Kubernetes expands $(POD_NAME)).
+        args.push(format!(
+            "--ssl-keystore-location={TLS_MOUNT}/$(POD_NAME).pem"
+        ));
     }
     if let Some(a) = &lc.spec.authorization {
         match a.type_ {
@@ -151,6 +202,7 @@ mod tests {
                         port: 9094,
                         node_port_base: Some(30100),
                         advertised_host: None,
+                        tls: false,
                         authentication: None,
                     },
                     ListenerSpec {
@@ -159,6 +211,7 @@ mod tests {
                         port: 9095,
                         node_port_base: Some(30110),
                         advertised_host: None,
+                        tls: false,
                         authentication: auth,
                     },
                 ],
@@ -200,6 +253,46 @@ mod tests {
     }
 
     #[test]
+    fn a_tls_listener_is_ssl_or_sasl_ssl_with_each_pods_keystore() {
+        let mut c = lc(SCRAM, None, &[]);
+        c.spec.listeners[1].tls = true;
+        assert_eq!(validate(&c, true), Ok(()));
+        assert_eq!(
+            broker_args(&c),
+            [
+                "--listener-security-protocol-map=secure:SASL_SSL",
+                "--sasl-enabled-mechanisms=SCRAM-SHA-512",
+                "--ssl-keystore-location=/etc/strand/tls/$(POD_NAME).pem"
+            ]
+        );
+        c.spec.listeners[1].authentication = None;
+        c.spec.listeners[0].tls = true;
+        // TLS alone needs no cluster secret.
+        assert_eq!(validate(&c, false), Ok(()));
+        assert_eq!(
+            broker_args(&c),
+            [
+                "--listener-security-protocol-map=open:SSL,secure:SSL",
+                "--ssl-keystore-location=/etc/strand/tls/$(POD_NAME).pem"
+            ]
+        );
+        let mut own = c.clone();
+        own.spec
+            .broker_config
+            .insert("ssl.keystore.location".into(), "/x.pem".into());
+        assert!(
+            validate(&own, true)
+                .unwrap_err()
+                .contains("ssl.keystore.location")
+        );
+        own.spec.broker_config.clear();
+        own.spec
+            .broker_config
+            .insert("listener.security.protocol.map".into(), "open:SSL".into());
+        assert!(validate(&own, false).is_err());
+    }
+
+    #[test]
     fn authorization_switches_on_kafkas_standard_authorizer() {
         // A bare name is a user, as Strimzi writes it.
         let c = lc(None, simple(&["User:admin", "ops"]), &[]);
@@ -235,7 +328,7 @@ mod tests {
         .unwrap_err();
         assert!(e.contains("listener.security.protocol.map"), "{e}");
         let e = validate(&lc(None, simple(&[]), &[("super.users", "User:x")]), true).unwrap_err();
-        assert!(e.contains("spec.authorization.superUsers"), "{e}");
+        assert!(e.contains("which spec.authorization sets"), "{e}");
         // A key the spec does not set stays the user's.
         assert_eq!(
             validate(&lc(scram, None, &[("super.users", "User:x")]), true),
