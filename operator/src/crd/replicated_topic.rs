@@ -166,6 +166,10 @@ pub struct PartitionStatus {
     /// Replicas being removed by a reassignment (KIP-455).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removing: Vec<i32>,
+    /// Eligible leader replicas (KIP-966): out of the ISR since it fell below
+    /// min.insync.replicas, yet holding every committed record; one leads if no ISR member can.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub elr: Vec<i32>,
 }
 
 impl From<&PartitionMeta> for PartitionStatus {
@@ -179,6 +183,7 @@ impl From<&PartitionMeta> for PartitionStatus {
             isr: p.isr.clone(),
             adding: p.adding.clone(),
             removing: p.removing.clone(),
+            elr: p.elr.clone(),
         }
     }
 }

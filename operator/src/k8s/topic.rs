@@ -846,9 +846,11 @@ mod tests {
         }
         let mut t = topic(2, 3, &[("min.insync.replicas", "2")]);
         t.partitions[1].isr = vec![0];
+        t.partitions[1].elr = vec![1];
         md.topics.insert("orders".into(), t);
         let s = status(&r, Some(&md), None, 1);
         assert_eq!(s.partitions.len(), 2);
+        assert_eq!(s.partitions[1].elr, [1], "eligible leader replicas are shown");
         assert_eq!(s.observed_generation, Some(1));
         let get = |ty| {
             crate::crd::find_condition(&s.conditions, ty)
