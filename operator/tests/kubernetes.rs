@@ -1045,10 +1045,12 @@ async fn a_loguser_logs_in_with_its_secret_and_its_acls_hold() {
     drop(op);
 }
 
-/// A TLS listener: the operator makes the cluster CA and a certificate for each broker that
-/// names its DNS names and every node's address; a broker run with the flags the operator
-/// renders serves TLS that a client trusting `<cluster>-cluster-ca-cert` verifies, for those
-/// names and no other; a scale-up issues a certificate for the new broker.
+/// A TLS listener with the user's own CA (another subject and key id than the operator's): the
+/// operator issues each broker a certificate from it that names the broker's DNS names and
+/// every node's address; a broker run with the flags the operator renders serves TLS that a
+/// client trusting `<cluster>-cluster-ca-cert` verifies, for those names and no other; the
+/// certificates are not issued again while nothing changes; a scale-up issues one for the new
+/// broker. (The operator's own CA is exercised on kind, scenario `users`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_listener_gets_certificates_from_the_cluster_ca() {
     use k8s_openapi::api::core::v1::Secret;
@@ -1078,6 +1080,28 @@ async fn a_tls_listener_gets_certificates_from_the_cluster_ca() {
         )
         .await
         .unwrap();
+    // The user's CA, as OpenSSL would make it, annotated to be used.
+    let users_ca = {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyIdMethod, KeyPair};
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::default();
+        p.distinguished_name
+            .push(DnType::CommonName, "Example Corp Root");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_identifier_method = KeyIdMethod::PreSpecified(vec![9; 20]);
+        (p.self_signed(&key).unwrap().pem(), key.serialize_pem())
+    };
+    let ca_secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": "demo-cluster-ca", "annotations": { "strand.dev/user-ca": "true" } },
+        "stringData": { "ca.crt": users_ca.0, "ca.key": users_ca.1 }
+    }))
+    .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), &ns);
+    secrets
+        .create(&PostParams::default(), &ca_secret)
+        .await
+        .unwrap();
     let dir = test_dir();
     let op = OperatorProcess::start(&kc, &ns, "op-a", dir.path());
     let mut lc = logcluster(1);
@@ -1085,7 +1109,6 @@ async fn a_tls_listener_gets_certificates_from_the_cluster_ca() {
     lc["spec"]["listeners"][0]["tls"] = json!(true);
     apply_docs(&c, &ns, &[lc]).await.unwrap();
 
-    let secrets: Api<Secret> = Api::namespaced(c.clone(), &ns);
     let read = |name: &'static str, key: &'static str| {
         let secrets = secrets.clone();
         async move {
@@ -1102,6 +1125,8 @@ async fn a_tls_listener_gets_certificates_from_the_cluster_ca() {
     })
     .await;
     assert!(keystore.ends_with(&ca), "the keystore ends with the CA");
+    assert_eq!(ca, users_ca.0, "the user's CA is the one clients trust");
+    let issued = secrets.get("demo-broker-certs").await.unwrap();
     let stss: Api<StatefulSet> = Api::namespaced(c.clone(), &ns);
     let sts = wait_for("the StatefulSet", T, || async {
         stss.get_opt("demo").await.ok()?
@@ -1193,6 +1218,19 @@ async fn a_tls_listener_gets_certificates_from_the_cluster_ca() {
         let e = handshake(name.to_string()).await.unwrap_err();
         assert!(e.contains("not valid for name"), "{name}: {e}");
     }
+
+    // Nothing changed, nothing issued again (reconciles run every 15 s).
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let later = secrets.get("demo-broker-certs").await.unwrap();
+    assert_eq!(
+        later.metadata.resource_version, issued.metadata.resource_version,
+        "certificates issued again with nothing changed"
+    );
+    let kept = secrets.get("demo-cluster-ca").await.unwrap();
+    assert!(
+        kept.metadata.owner_references.is_none(),
+        "the user's CA stays the user's"
+    );
 
     // A second broker gets a certificate of its own.
     Api::<LogCluster>::namespaced(c.clone(), &ns)

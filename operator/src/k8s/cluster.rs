@@ -146,7 +146,9 @@ pub async fn reconcile(lc: Arc<LogCluster>, ctx: Arc<Context>) -> Result<Action,
     apply(&ctx, &lc, &ns, resources::client_service(&lc)).await?;
     apply(&ctx, &lc, &ns, resources::pod_disruption_budget(&lc)).await?;
     // The brokers' certificates before the pods that mount them.
-    certs::ensure(&ctx, &lc, &ns, &names, sts_replicas).await?;
+    if let Err(reason) = certs::ensure(&ctx, &lc, &ns, &names, sts_replicas).await? {
+        return refuse(&ctx, &lc, &ns, "CertificatesInvalid", reason).await;
+    }
     let mut sts = resources::statefulset(&lc, &rctx);
     sts.spec.replicas = Some(sts_replicas);
     let sts = apply(&ctx, &lc, &ns, sts).await?;

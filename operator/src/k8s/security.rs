@@ -10,16 +10,12 @@
 use crate::crd::LogCluster;
 use crate::crd::log_cluster::{AuthorizationType, ListenerAuthenticationType};
 
-/// The `brokerConfig` keys the spec's security settings own, with the field that owns them.
-/// (`allow.everyone.if.no.acl.found` stays the user's: Kafka's way to bring ACLs in
-/// gradually.)
-const OWNED_KEYS: [(&str, Owner); 8] = [
+/// The `brokerConfig` keys the spec's security settings own, with the field that owns them;
+/// with a TLS listener every `ssl.*` key is the operator's too. (`allow.everyone.if.no.acl.found`
+/// stays the user's: Kafka's way to bring ACLs in gradually.)
+const OWNED_KEYS: [(&str, Owner); 4] = [
     ("listener.security.protocol.map", Owner::Listeners),
     ("sasl.enabled.mechanisms", Owner::Authentication),
-    ("ssl.keystore.location", Owner::Tls),
-    ("ssl.keystore.key", Owner::Tls),
-    ("ssl.keystore.certificate.chain", Owner::Tls),
-    ("ssl.keystore.type", Owner::Tls),
     ("authorizer.class.name", Owner::Authorization),
     ("super.users", Owner::Authorization),
 ];
@@ -28,7 +24,6 @@ const OWNED_KEYS: [(&str, Owner); 8] = [
 enum Owner {
     Listeners,
     Authentication,
-    Tls,
     Authorization,
 }
 
@@ -37,7 +32,6 @@ impl Owner {
         match self {
             Owner::Listeners => "spec.listeners[] (tls, authentication)",
             Owner::Authentication => "spec.listeners[].authentication",
-            Owner::Tls => "spec.listeners[].tls",
             Owner::Authorization => "spec.authorization",
         }
     }
@@ -46,7 +40,6 @@ impl Owner {
         match self {
             Owner::Listeners => tls(lc) || authenticated(lc).next().is_some(),
             Owner::Authentication => authenticated(lc).next().is_some(),
-            Owner::Tls => tls(lc),
             Owner::Authorization => lc.spec.authorization.is_some(),
         }
     }
@@ -92,6 +85,13 @@ pub fn tls(lc: &LogCluster) -> bool {
 /// brokers have the cluster secret (without it the brokers refuse SASL users and ACLs, which
 /// live in the controller's metadata that only the secret protects).
 pub fn validate(lc: &LogCluster, has_secret: bool) -> Result<(), String> {
+    if tls(lc)
+        && let Some(key) = lc.spec.broker_config.keys().find(|k| k.starts_with("ssl."))
+    {
+        return Err(format!(
+            "spec.brokerConfig sets {key}, and with spec.listeners[].tls the operator sets TLS (its own CA and certificates); remove it from brokerConfig"
+        ));
+    }
     for (key, owner) in OWNED_KEYS {
         if owner.sets(lc) && lc.spec.broker_config.contains_key(key) {
             return Err(format!(

@@ -11,15 +11,16 @@
 //! - `<cluster>-broker-certs`: `<pod>.pem` per broker, its key, certificate and the CA (what
 //!   the broker's `ssl.keystore.location` reads, and reloads when the Secret changes).
 //!
-//! The CA lives 5 years and is not renewed yet; a broker certificate lives 1 year and is
-//! issued again 30 days before it ends, so a broker takes the new one from disk without a
-//! restart.
+//! The CA lives 5 years and is not renewed yet; a broker certificate lives 1 year (never past
+//! its CA) and is issued again 30 days before it ends, so a broker takes the new one from disk
+//! without a restart. Signing uses the CA certificate's own subject and key identifier, so a
+//! user's CA (made with OpenSSL, say) signs certificates that chain to it.
 
 use std::collections::BTreeMap;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData,
 };
 use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
@@ -82,23 +83,63 @@ pub fn new_ca(cluster: &str, now: OffsetDateTime) -> Result<Ca, TlsError> {
     })
 }
 
+/// Why `ca` cannot sign (for a condition message), or when it ends: its certificate must be a
+/// CA allowed to sign certificates, valid now, and its key (PKCS#8 PEM, what `ring` reads)
+/// must be the certificate's.
+pub fn check_ca(ca: &Ca, now: OffsetDateTime) -> Result<OffsetDateTime, String> {
+    use x509_parser::prelude::*;
+    let (_, pem) = parse_x509_pem(ca.cert_pem.as_bytes())
+        .map_err(|e| format!("{CA_CERT} is not a PEM certificate: {e}"))?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| format!("{CA_CERT} is not an X.509 certificate: {e}"))?;
+    if !cert.is_ca() {
+        return Err(format!(
+            "{CA_CERT} is not a CA certificate (basicConstraints CA:TRUE)"
+        ));
+    }
+    if let Ok(Some(usage)) = cert.key_usage()
+        && !usage.value.key_cert_sign()
+    {
+        return Err(format!(
+            "{CA_CERT} may not sign certificates (keyUsage lacks keyCertSign)"
+        ));
+    }
+    let ends = OffsetDateTime::from_unix_timestamp(cert.validity().not_after.timestamp())
+        .map_err(|e| format!("{CA_CERT}: {e}"))?;
+    let starts = OffsetDateTime::from_unix_timestamp(cert.validity().not_before.timestamp())
+        .map_err(|e| format!("{CA_CERT}: {e}"))?;
+    if now < starts || now >= ends {
+        return Err(format!(
+            "{CA_CERT} is valid from {starts} to {ends}, not now"
+        ));
+    }
+    let key = KeyPair::from_pem(&ca.key_pem).map_err(|e| {
+        format!("{CA_KEY} is not a PKCS#8 PEM key (BEGIN PRIVATE KEY; convert one with `openssl pkcs8 -topk8 -nocrypt`): {e}")
+    })?;
+    if key.der_bytes() != cert.public_key().subject_public_key.data.as_ref() {
+        return Err(format!("{CA_KEY} is not the key of {CA_CERT}"));
+    }
+    Ok(ends)
+}
+
 /// A broker's keystore: its new key, its certificate for `names` (DNS names and IP
-/// addresses) signed by `ca`, and the CA certificate, in one PEM file.
+/// addresses) signed by `ca`, valid until `ends`, and the CA certificate, in one PEM file.
 pub fn issue(
     ca: &Ca,
-    cluster: &str,
     broker: &str,
     names: &[String],
     now: OffsetDateTime,
+    ends: OffsetDateTime,
 ) -> Result<String, TlsError> {
     let ca_key = KeyPair::from_pem(&ca.key_pem)?;
-    let issuer = Issuer::new(ca_params(cluster), ca_key);
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key)?;
     let mut p = CertificateParams::new(names.to_vec())?;
     p.distinguished_name
         .push(DnType::OrganizationName, "strand.dev");
     p.distinguished_name.push(DnType::CommonName, broker);
     p.not_before = now - Duration::hours(1);
-    p.not_after = now + BROKER_VALIDITY;
+    p.not_after = ends;
     p.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
@@ -137,27 +178,34 @@ pub fn issued_for(ca: &Ca, names: &BTreeMap<String, Vec<String>>) -> String {
         .collect()
 }
 
+/// When certificates issued at `now` end: [`BROKER_VALIDITY`] later, but never after their CA
+/// (`ca_ends`).
+pub fn ends(now: OffsetDateTime, ca_ends: OffsetDateTime) -> OffsetDateTime {
+    (now + BROKER_VALIDITY).min(ca_ends)
+}
+
 /// Whether the brokers' certificates must be issued again: never issued, issued for
-/// something else, or ending within [`RENEW_BEFORE`] (an unreadable date counts as ending).
+/// something else, or ending within [`RENEW_BEFORE`] when new ones would end later (an
+/// unreadable date counts as ending; a CA near its own end does not re-issue at every check).
 pub fn must_issue(
     annotations: Option<&BTreeMap<String, String>>,
     wanted: &str,
     now: OffsetDateTime,
+    new_end: OffsetDateTime,
 ) -> bool {
     let Some(a) = annotations else { return true };
     if a.get(ISSUED_FOR_ANNOTATION).map(String::as_str) != Some(wanted) {
         return true;
     }
-    let ends = a.get(NOT_AFTER_ANNOTATION).and_then(|t| {
+    let end = a.get(NOT_AFTER_ANNOTATION).and_then(|t| {
         OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
     });
-    ends.is_none_or(|end| end - now < RENEW_BEFORE)
+    end.is_none_or(|end| end - now < RENEW_BEFORE && new_end > end)
 }
 
-/// The RFC 3339 form of the end of certificates issued at `now`.
-pub fn not_after(now: OffsetDateTime) -> String {
-    (now + BROKER_VALIDITY)
-        .format(&time::format_description::well_known::Rfc3339)
+/// The RFC 3339 form of `end`, for [`NOT_AFTER_ANNOTATION`].
+pub fn rfc3339(end: OffsetDateTime) -> String {
+    end.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
 
@@ -211,7 +259,9 @@ mod tests {
             "prod",
             &["10.0.0.7".into(), "kafka.example.com".into()],
         );
-        let pem = issue(&ca, "prod/demo", "demo-1", &names, now()).unwrap();
+        let ca_end = check_ca(&ca, now()).unwrap();
+        assert_eq!(ca_end, now() + CA_VALIDITY);
+        let pem = issue(&ca, "demo-1", &names, now(), ends(now(), ca_end)).unwrap();
         assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"), "key first");
         let certs = pems(&pem);
         assert_eq!(certs.len(), 2, "the certificate, then the CA");
@@ -249,21 +299,51 @@ mod tests {
         assert!(ca_cert.is_ca());
     }
 
+    /// A CA of the user's, as OpenSSL would make it: another subject, a SHA-1-sized key id.
+    fn users_ca() -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::default();
+        p.distinguished_name
+            .push(DnType::CommonName, "Example Corp Root");
+        p.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        p.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(vec![7; 20]);
+        p.not_before = now() - Duration::days(1);
+        p.not_after = now() + Duration::days(100);
+        Ca {
+            cert_pem: p.self_signed(&key).unwrap().pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
     #[test]
-    fn a_reloaded_ca_signs_what_the_first_one_verifies() {
-        // The CA is read back from its Secret for every issue: the key and subject suffice.
-        let ca = new_ca("prod/demo", now()).unwrap();
-        let again = Ca {
-            key_pem: ca.key_pem.clone(),
-            cert_pem: ca.cert_pem.clone(),
-        };
-        let pem = issue(&again, "prod/demo", "demo-0", &["a.example".into()], now()).unwrap();
+    fn a_users_ca_signs_certificates_that_chain_to_it() {
+        let ca = users_ca();
+        let ca_end = check_ca(&ca, now()).unwrap();
+        let names = ["a.example".to_string()];
+        let pem = issue(&ca, "demo-0", &names, now(), ends(now(), ca_end)).unwrap();
         let certs = pems(&pem);
         let (_, leaf) = X509Certificate::from_der(&certs[0]).unwrap();
         let ca_der = pems(&ca.cert_pem).remove(0);
         let (_, ca_cert) = X509Certificate::from_der(&ca_der).unwrap();
+        // The chain builds: issuer name and key id are the CA's, the signature its key's.
+        assert_eq!(leaf.issuer(), ca_cert.subject());
+        let aki = leaf
+            .extensions()
+            .iter()
+            .find_map(|e| match e.parsed_extension() {
+                ParsedExtension::AuthorityKeyIdentifier(a) => a.key_identifier.clone(),
+                _ => None,
+            })
+            .expect("an authority key id");
+        assert_eq!(aki.0, [7; 20]);
         leaf.verify_signature(Some(ca_cert.public_key())).unwrap();
-        // Another CA's key does not.
+        // Never past the CA's own end.
+        assert_eq!(
+            leaf.validity().not_after.timestamp(),
+            ca_end.unix_timestamp()
+        );
+        // Another CA's key does not verify it.
         let other = new_ca("prod/demo", now()).unwrap();
         let other_der = pems(&other.cert_pem).remove(0);
         let (_, other_cert) = X509Certificate::from_der(&other_der).unwrap();
@@ -274,36 +354,81 @@ mod tests {
     }
 
     #[test]
+    fn a_ca_that_cannot_sign_is_refused_with_why() {
+        let ca = new_ca("prod/demo", now()).unwrap();
+        let other = new_ca("prod/demo", now()).unwrap();
+        let mismatched = Ca {
+            key_pem: other.key_pem.clone(),
+            cert_pem: ca.cert_pem.clone(),
+        };
+        let e = check_ca(&mismatched, now()).unwrap_err();
+        assert!(e.contains("not the key of"), "{e}");
+        let e = check_ca(&ca, now() + CA_VALIDITY + Duration::days(1)).unwrap_err();
+        assert!(e.contains("not now"), "{e}");
+        let sec1 = Ca {
+            key_pem: "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----\n"
+                .into(),
+            cert_pem: ca.cert_pem.clone(),
+        };
+        let e = check_ca(&sec1, now()).unwrap_err();
+        assert!(e.contains("PKCS#8"), "{e}");
+        // A broker's certificate is no CA.
+        let names = ["a".to_string()];
+        let keystore = issue(&ca, "demo-0", &names, now(), now() + BROKER_VALIDITY).unwrap();
+        let first = keystore.find("-----BEGIN CERTIFICATE-----").unwrap();
+        let end = keystore.find("-----END CERTIFICATE-----").unwrap() + 26;
+        let not_ca = Ca {
+            key_pem: ca.key_pem.clone(),
+            cert_pem: keystore[first..end].to_string(),
+        };
+        let e = check_ca(&not_ca, now()).unwrap_err();
+        assert!(e.contains("not a CA"), "{e}");
+    }
+
+    #[test]
     fn certificates_are_issued_again_for_new_names_and_before_they_end() {
         let ca = new_ca("prod/demo", now()).unwrap();
         let names = BTreeMap::from([("demo-0".to_string(), vec!["a".to_string()])]);
         let wanted = issued_for(&ca, &names);
+        let ca_end = now() + CA_VALIDITY;
         let issued = BTreeMap::from([
             (ISSUED_FOR_ANNOTATION.to_string(), wanted.clone()),
-            (NOT_AFTER_ANNOTATION.to_string(), not_after(now())),
+            (
+                NOT_AFTER_ANNOTATION.to_string(),
+                rfc3339(ends(now(), ca_end)),
+            ),
         ]);
-        assert!(must_issue(None, &wanted, now()));
-        assert!(!must_issue(Some(&issued), &wanted, now()));
+        let at = |days: i64| now() + Duration::days(days);
+        let check = |a: Option<&BTreeMap<String, String>>, w: &str, day: i64| {
+            must_issue(a, w, at(day), ends(at(day), ca_end))
+        };
+        assert!(check(None, &wanted, 0));
+        assert!(!check(Some(&issued), &wanted, 0));
         // 336 days later: 29 days left, issued again.
-        assert!(!must_issue(
-            Some(&issued),
-            &wanted,
-            now() + Duration::days(334)
-        ));
-        assert!(must_issue(
-            Some(&issued),
-            &wanted,
-            now() + Duration::days(336)
-        ));
+        assert!(!check(Some(&issued), &wanted, 334));
+        assert!(check(Some(&issued), &wanted, 336));
         // A broker added, or another name.
         let mut more = names.clone();
         more.insert("demo-1".into(), vec!["b".into()]);
-        assert!(must_issue(Some(&issued), &issued_for(&ca, &more), now()));
+        assert!(check(Some(&issued), &issued_for(&ca, &more), 0));
         let renamed = BTreeMap::from([("demo-0".to_string(), vec!["c".to_string()])]);
-        assert!(must_issue(Some(&issued), &issued_for(&ca, &renamed), now()));
+        assert!(check(Some(&issued), &issued_for(&ca, &renamed), 0));
         // An unreadable date.
         let mut bad = issued.clone();
         bad.insert(NOT_AFTER_ANNOTATION.into(), "soon".into());
-        assert!(must_issue(Some(&bad), &wanted, now()));
+        assert!(check(Some(&bad), &wanted, 0));
+        // A CA near its end: issued once up to it, then not again at every check.
+        let short_ca = now() + Duration::days(20);
+        assert_eq!(ends(now(), short_ca), short_ca);
+        let near = BTreeMap::from([
+            (ISSUED_FOR_ANNOTATION.to_string(), wanted.clone()),
+            (NOT_AFTER_ANNOTATION.to_string(), rfc3339(short_ca)),
+        ]);
+        assert!(!must_issue(
+            Some(&near),
+            &wanted,
+            at(1),
+            ends(at(1), short_ca)
+        ));
     }
 }

@@ -850,7 +850,11 @@ mod tests {
         md.topics.insert("orders".into(), t);
         let s = status(&r, Some(&md), None, 1);
         assert_eq!(s.partitions.len(), 2);
-        assert_eq!(s.partitions[1].elr, [1], "eligible leader replicas are shown");
+        assert_eq!(
+            s.partitions[1].elr,
+            [1],
+            "eligible leader replicas are shown"
+        );
         assert_eq!(s.observed_generation, Some(1));
         let get = |ty| {
             crate::crd::find_condition(&s.conditions, ty)

@@ -55,10 +55,17 @@ pub fn check_username(name: &str) -> Result<(), String> {
             "user name {name:?} is reserved for the cluster's brokers; name the LogUser otherwise"
         ));
     }
-    if name.ends_with("-cluster-secret") {
-        return Err(format!(
-            "{name:?} ends in -cluster-secret, the name of a LogCluster's own Secret; name the LogUser otherwise"
-        ));
+    for suffix in [
+        "-cluster-secret",
+        "-cluster-ca",
+        "-cluster-ca-cert",
+        "-broker-certs",
+    ] {
+        if name.ends_with(suffix) {
+            return Err(format!(
+                "{name:?} ends in {suffix}, the name of a LogCluster's own Secret; name the LogUser otherwise"
+            ));
+        }
     }
     Ok(())
 }
@@ -645,7 +652,13 @@ mod tests {
     #[test]
     fn the_brokers_user_name_is_refused() {
         assert!(check_username(broker::auth::BROKER_USER).is_err());
-        assert!(check_username("demo-cluster-secret").is_err());
+        for taken in [
+            "demo-cluster-secret",
+            "demo-cluster-ca",
+            "demo-broker-certs",
+        ] {
+            assert!(check_username(taken).is_err(), "{taken}");
+        }
         assert_eq!(check_username("alice"), Ok(()));
     }
 }
