@@ -127,6 +127,7 @@ pub enum AuthorizationType {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.type != 'NodePort' || has(self.nodePortBase)").message("a NodePort listener needs nodePortBase (broker N gets NodePort nodePortBase+N)"))]
+#[x_kube(validation = Rule::new("self.type != 'Internal' || (!has(self.nodePortBase) && !has(self.advertisedHost))").message("an Internal listener takes no nodePortBase or advertisedHost (brokers advertise their pod DNS names)"))]
 pub struct ListenerSpec {
     /// Listener name: 1-15 of lowercase letters, digits and `-`, starting with a letter (it
     /// names the container port and the Services `<cluster>-<ordinal>-<name>`). Not
@@ -137,7 +138,8 @@ pub struct ListenerSpec {
     )]
     #[x_kube(validation = Rule::new("!self.contains('--') && !(self in ['internal', 'kafka', 'http'])").message("listener names may not contain '--' or be internal, kafka or http"))]
     pub name: String,
-    /// How clients reach the brokers. Only NodePort for now: one NodePort Service per broker.
+    /// How clients reach the brokers: `NodePort` (one NodePort Service per broker, for clients
+    /// outside the cluster) or `Internal` (pod DNS names, for clients inside it).
     #[serde(rename = "type")]
     pub type_: ListenerType,
     /// Container port the brokers listen on for this listener (not 9092 or 8080).
@@ -181,11 +183,15 @@ pub enum ListenerAuthenticationType {
     ScramSha512,
 }
 
-/// How an external listener is exposed.
+/// How a listener is exposed.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ListenerType {
     /// A NodePort Service per broker selecting that broker's pod.
     NodePort,
+    /// Inside the Kubernetes cluster only: each broker advertises its per-pod DNS name, and
+    /// the client Service (`<cluster>`) bootstraps on the listener's port. For in-cluster
+    /// clients that log in or use TLS (the `internal` listener does neither).
+    Internal,
 }
 
 /// Each broker's data volume.

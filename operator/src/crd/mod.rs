@@ -450,4 +450,28 @@ mod tests {
         let rule = &u.spec.authorization.as_ref().unwrap().acls[0];
         assert_eq!((rule.host.as_str(), rule.type_), ("*", AclRuleType::Allow));
     }
+
+    #[test]
+    fn an_internal_listener_takes_no_node_port_by_cel() {
+        use kube::core::cel::validate_cel;
+        let cluster = |listener: Value| {
+            let spec: LogClusterSpec = serde_json::from_value(json!({
+                "replicas": 3,
+                "image": "strand/broker:1",
+                "storage": { "size": "1Gi" },
+                "listeners": [listener],
+            }))
+            .unwrap();
+            LogCluster::new("main", spec)
+        };
+        let ok = json!({ "name": "apps", "type": "Internal", "port": 9095, "tls": true });
+        assert!(validate_cel(&cluster(ok)).is_ok());
+        for bad in [
+            json!({ "name": "apps", "type": "Internal", "port": 9095, "nodePortBase": 30100 }),
+            json!({ "name": "apps", "type": "Internal", "port": 9095, "advertisedHost": "x" }),
+        ] {
+            let err = validate_cel(&cluster(bad)).unwrap_err();
+            assert!(err.to_string().contains("Internal listener"), "{err}");
+        }
+    }
 }

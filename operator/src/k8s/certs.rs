@@ -190,6 +190,8 @@ async fn extra_names(ctx: &Context, lc: &LogCluster) -> Result<Vec<String>, kube
         match (&l.advertised_host, l.type_) {
             (Some(h), _) => out.push(h.clone()),
             (None, ListenerType::NodePort) => nodes_needed = true,
+            // Its pod DNS names and the client Service's are in every certificate.
+            (None, ListenerType::Internal) => {}
         }
     }
     if nodes_needed {

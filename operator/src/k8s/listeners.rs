@@ -90,6 +90,13 @@ pub fn validate(lc: &LogCluster) -> Result<(), String> {
                 }
                 node_ports.push((base, last, name));
             }
+            ListenerType::Internal => {
+                if l.node_port_base.is_some() || l.advertised_host.is_some() {
+                    return Err(format!(
+                        "Internal listener {name:?} takes no nodePortBase or advertisedHost (brokers advertise their pod DNS names)"
+                    ));
+                }
+            }
         }
     }
     Ok(())
@@ -102,23 +109,40 @@ fn advertised_host(l: &ListenerSpec) -> String {
         .unwrap_or_else(|| format!("$({NODE_IP_ENV})"))
 }
 
-/// The broker flags of every external listener.
+/// The broker flags of every extra listener.
 pub fn broker_args(lc: &LogCluster) -> Vec<String> {
+    let n = resources::names(lc);
+    let ns = lc.namespace().unwrap_or_default();
     let mut args = Vec::new();
     for l in &lc.spec.listeners {
-        let port = match (l.type_, l.node_port_base) {
-            (ListenerType::NodePort, Some(base)) => format!("{base}+id"),
+        let advertised = match (l.type_, l.node_port_base) {
+            (ListenerType::NodePort, Some(base)) => format!("{}:{base}+id", advertised_host(l)),
             // Refused by `validate` before anything is applied.
             (ListenerType::NodePort, None) => continue,
+            // Kubernetes expands $(POD_NAME) from the container's env.
+            (ListenerType::Internal, _) => {
+                format!("$(POD_NAME).{}.{ns}.svc:{}", n.headless, l.port)
+            }
         };
         args.push(format!("--listener={}=0.0.0.0:{}", l.name, l.port));
-        args.push(format!(
-            "--advertised-listener={}={}:{port}",
-            l.name,
-            advertised_host(l)
-        ));
+        args.push(format!("--advertised-listener={}={advertised}", l.name));
     }
     args
+}
+
+/// The client Service's ports for the Internal listeners (bootstrap on `<cluster>:<port>`).
+pub fn internal_service_ports(lc: &LogCluster) -> Vec<ServicePort> {
+    lc.spec
+        .listeners
+        .iter()
+        .filter(|l| l.type_ == ListenerType::Internal)
+        .map(|l| ServicePort {
+            name: Some(l.name.clone()),
+            port: l.port,
+            target_port: Some(IntOrString::String(l.name.clone())),
+            ..ServicePort::default()
+        })
+        .collect()
 }
 
 /// Whether the broker container needs `NODE_IP` (a listener advertises its node's IP).
@@ -126,7 +150,7 @@ pub fn needs_node_ip(lc: &LogCluster) -> bool {
     lc.spec
         .listeners
         .iter()
-        .any(|l| l.advertised_host.is_none())
+        .any(|l| l.type_ == ListenerType::NodePort && l.advertised_host.is_none())
 }
 
 /// The container ports of every external listener, named after it.
@@ -218,8 +242,16 @@ pub fn status(lc: &LogCluster, pods: &[Pod], replicas: i32) -> Vec<ListenerStatu
             .filter(|ip| !ip.is_empty())
     };
     for l in &lc.spec.listeners {
-        let (ListenerType::NodePort, Some(base)) = (l.type_, l.node_port_base) else {
-            continue;
+        let base = match (l.type_, l.node_port_base) {
+            (ListenerType::NodePort, Some(base)) => base,
+            (ListenerType::NodePort, None) => continue,
+            (ListenerType::Internal, _) => {
+                out.push(ListenerStatus {
+                    name: l.name.clone(),
+                    bootstrap_servers: format!("{}.{ns}.svc:{}", n.client, l.port),
+                });
+                continue;
+            }
         };
         let servers: Vec<String> = (0..replicas)
             .filter_map(|ordinal| {
@@ -277,6 +309,54 @@ mod tests {
         lc.metadata.namespace = Some("prod".into());
         lc.metadata.uid = Some("uid-1".into());
         lc
+    }
+
+    #[test]
+    fn an_internal_listener_advertises_pod_names_and_bootstraps_on_the_client_service() {
+        let internal = ListenerSpec {
+            type_: ListenerType::Internal,
+            node_port_base: None,
+            ..external("secure", 9095, 0)
+        };
+        let l = lc(3, vec![external("external", 9094, 30100), internal.clone()]);
+        validate(&l).unwrap();
+        let args = broker_args(&l);
+        assert!(
+            args.contains(&"--listener=secure=0.0.0.0:9095".into()),
+            "{args:?}"
+        );
+        assert!(
+            args.contains(
+                &"--advertised-listener=secure=$(POD_NAME).demo-brokers.prod.svc:9095".into()
+            ),
+            "{args:?}"
+        );
+        // No NodePort Services for it, and the node's address is not needed for it alone.
+        assert_eq!(node_port_services(&l, 3).len(), 3);
+        assert!(!needs_node_ip(&lc(3, vec![internal.clone()])));
+        let ports: Vec<_> = resources::client_service(&l)
+            .spec
+            .unwrap()
+            .ports
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name.unwrap_or_default(), p.port))
+            .collect();
+        assert_eq!(
+            ports,
+            [("kafka".to_string(), 9092), ("secure".to_string(), 9095)]
+        );
+        let st = status(&l, &[], 3);
+        assert_eq!(st[2].name, "secure");
+        assert_eq!(st[2].bootstrap_servers, "demo.prod.svc:9095");
+        // A NodePort base or an advertised host makes no sense for it.
+        let mut bad = internal.clone();
+        bad.advertised_host = Some("kafka.example.com".into());
+        assert!(
+            validate(&lc(3, vec![bad]))
+                .unwrap_err()
+                .contains("Internal listener")
+        );
     }
 
     #[test]

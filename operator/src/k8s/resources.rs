@@ -220,7 +220,11 @@ pub fn client_service(lc: &LogCluster) -> Service {
         metadata: meta(lc, &names(lc).client),
         spec: Some(ServiceSpec {
             selector: Some(selector_labels(lc)),
-            ports: Some(vec![kafka_port()]),
+            ports: Some(
+                std::iter::once(kafka_port())
+                    .chain(super::listeners::internal_service_ports(lc))
+                    .collect(),
+            ),
             ..ServiceSpec::default()
         }),
         ..Service::default()
