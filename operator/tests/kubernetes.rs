@@ -1249,6 +1249,56 @@ async fn a_tls_listener_gets_certificates_from_the_cluster_ca() {
     let _ = nodes.delete(&node, &DeleteParams::default()).await;
 }
 
+/// A deleted LogCluster's controller stops: its API answers 404 and nothing of it lingers to
+/// hold up the finalizers of the namespace's other resources (a namespace deleted whole).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_logclusters_controller_stops() {
+    let Some(kc) = kubeconfig() else { return };
+    let c = client(&kc).await;
+    install_crds(&c).await;
+    let ns = namespace(&c, "gone").await;
+    let dir = test_dir();
+    let op = OperatorProcess::start(&kc, &ns, "op-a", dir.path());
+    let mut lc = logcluster(1);
+    lc["spec"]["brokerConfig"] = json!({});
+    apply_docs(&c, &ns, &[lc, topic("orders", 1, 1)])
+        .await
+        .unwrap();
+    let url = op.controller_url(&ns, "demo");
+    let secret = cluster_secret(&c, &ns, "demo", dir.path()).await;
+    wait_for("the cluster controller", T, || async {
+        let r = controller_get(&format!("{url}/v1/metadata"), &secret.token)
+            .await
+            .ok()?;
+        r.status().is_success().then_some(())
+    })
+    .await;
+    let lcs: Api<LogCluster> = Api::namespaced(c.clone(), &ns);
+    lcs.delete("demo", &DeleteParams::default()).await.unwrap();
+    wait_for("the controller's API gone", T, || async {
+        let r = controller_get(&format!("{url}/v1/metadata"), &secret.token)
+            .await
+            .ok()?;
+        (r.status().as_u16() == 404).then_some(())
+    })
+    .await;
+    // The topic's finalizer lets go: its cluster took the topic with it.
+    let rts: Api<ReplicatedTopic> = Api::namespaced(c.clone(), &ns);
+    rts.delete("orders", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("the ReplicatedTopic gone", T, || async {
+        rts.get_opt("orders").await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(
+        !op.log_text().contains("no longer exists"),
+        "a controller outlived its LogCluster:\n{}",
+        op.log_text()
+    );
+    drop(op);
+}
+
 #[tokio::test]
 async fn two_operator_replicas_elect_one_leader() {
     let Some(kc) = kubeconfig() else { return };

@@ -243,17 +243,22 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         let clusters = cluster_controller.store();
         let registry = registry.clone();
         async move {
-            if clusters.wait_until_ready().await.is_err() {
-                return;
-            }
+            // Not `clusters.wait_until_ready()`: a Controller's store never says it is ready
+            // (seen with kube-runtime 5.0), and that left every deleted cluster's controller
+            // running. No wait is needed: a controller is opened only by a reconcile of a
+            // LogCluster that the store holds, and a re-list swaps the store whole.
             let mut every = tokio::time::interval(Duration::from_secs(10));
             loop {
                 every.tick().await;
                 registry
                     .retain(|ns, name| {
-                        clusters
+                        let keep = clusters
                             .get(&kube::runtime::reflector::ObjectRef::new(name).within(ns))
-                            .is_some()
+                            .is_some();
+                        if !keep {
+                            info!(logcluster = %format!("{ns}/{name}"), "LogCluster gone: its controller stopped");
+                        }
+                        keep
                     })
                     .await;
             }

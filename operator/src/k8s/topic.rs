@@ -507,7 +507,7 @@ async fn cleanup(
         if cluster_lives && entry.is_none() {
             return Err(TopicError::ClusterNotStarted(rt.spec.cluster.clone()));
         }
-        if let Some(entry) = entry {
+        if let Some(entry) = entry.filter(|_| cluster_lives) {
             let label = owner_label(&rt);
             entry
                 .controller

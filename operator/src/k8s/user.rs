@@ -419,19 +419,18 @@ async fn cleanup(lu: Arc<LogUser>, ctx: &Context) -> Result<Action, UserError> {
     let ns = lu.namespace().unwrap_or_default();
     let user = lu.name_any();
     let cluster = &lu.spec.cluster;
-    let entry = ctx.registry.get(&ns, cluster).await;
-    let Some(entry) = entry else {
-        // A cluster that is gone (or going) takes its users with it; one that lives must
-        // forget the user before the resource goes.
-        let lcs: Api<LogCluster> = Api::namespaced(ctx.client.clone(), &ns);
-        let lives = lcs
-            .get_opt(cluster)
-            .await?
-            .is_some_and(|lc| lc.metadata.deletion_timestamp.is_none());
-        if lives {
-            return Err(UserError::ClusterNotStarted(cluster.clone()));
-        }
+    // A cluster that is gone (or going) takes its users with it; one that lives must forget
+    // the user before the resource goes.
+    let lcs: Api<LogCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let lives = lcs
+        .get_opt(cluster)
+        .await?
+        .is_some_and(|lc| lc.metadata.deletion_timestamp.is_none());
+    if !lives {
         return Ok(Action::await_change());
+    }
+    let Some(entry) = ctx.registry.get(&ns, cluster).await else {
+        return Err(UserError::ClusterNotStarted(cluster.clone()));
     };
     let who = principal(&lu);
     let removed = entry
