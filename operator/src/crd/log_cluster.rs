@@ -88,9 +88,10 @@ pub struct LogClusterSpec {
     /// after the current step) but keeps reporting status.
     #[serde(default)]
     pub paused: bool,
-    /// Extra Kafka listeners for clients outside the Kubernetes cluster (Kafka's named
-    /// listeners). The in-cluster listener is `internal` (port 9092, the client Service); a
-    /// client bootstrapping on an external listener gets every broker's address on it.
+    /// Extra Kafka listeners (Kafka's named listeners): NodePort ones for clients outside the
+    /// Kubernetes cluster, Internal ones for clients inside it that log in or use TLS. The
+    /// plain in-cluster listener is `internal` (port 9092, the client Service); a client
+    /// bootstrapping on a listener gets every broker's address on it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
@@ -256,7 +257,8 @@ pub struct LogClusterStatus {
     #[schemars(schema_with = "opaque_object")]
     pub controller_state: Option<serde_json::Value>,
     /// Where clients bootstrap, per listener: `internal` (the client Service, in-cluster) and
-    /// each of `spec.listeners` (the brokers' node addresses and NodePorts).
+    /// each of `spec.listeners` (NodePort: the brokers' node addresses and NodePorts;
+    /// Internal: the client Service on the listener's port).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub listeners: Vec<ListenerStatus>,

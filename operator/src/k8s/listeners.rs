@@ -63,7 +63,8 @@ pub fn validate(lc: &LogCluster) -> Result<(), String> {
             return Err(format!("listener {name:?} port {} is not a port", l.port));
         }
         let longest = service_name(lc, replicas - 1, name);
-        if longest.len() > 63 {
+        // Only NodePort listeners get per-broker Services.
+        if l.type_ == ListenerType::NodePort && longest.len() > 63 {
             return Err(format!(
                 "listener {name:?}: Service name {longest:?} is longer than 63 characters; use a shorter listener name"
             ));

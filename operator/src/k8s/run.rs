@@ -243,10 +243,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         let clusters = cluster_controller.store();
         let registry = registry.clone();
         async move {
-            // Not `clusters.wait_until_ready()`: a Controller's store never says it is ready
-            // (seen with kube-runtime 5.0), and that left every deleted cluster's controller
-            // running. No wait is needed: a controller is opened only by a reconcile of a
-            // LogCluster that the store holds, and a re-list swaps the store whole.
+            // Not `clusters.wait_until_ready()`: every clone of a store shares one readiness
+            // oneshot with a single waker slot (kube-runtime 5.0), and the Controller's own wait
+            // on it took that slot, so this wait was never woken and every deleted cluster's
+            // controller ran on. Do not wait on a store a Controller also waits on. No wait is
+            // needed: a controller is opened only by a reconcile of a LogCluster the store holds
+            // (reconciles start once it is filled), and a re-list swaps the store whole.
             let mut every = tokio::time::interval(Duration::from_secs(10));
             loop {
                 every.tick().await;
